@@ -1,1 +1,450 @@
-//! flow (in progress).
+//! The call flow: a sans-IO engine that turns caller events (digits, end of playback, timeouts)
+//! into actions (play prompts, stop playback, hang up), with time passed in.
+//!
+//! The menus are data ([`script::Script`]): the engine interprets the table and never names a
+//! particular menu, so adding or reordering options is a change of data, not of control flow.
+//! Shape (STYLE.md §1): `handle_event(now, ..)` / `handle_timeout(now)` in,
+//! `poll_action()` / `poll_timeout()` out.
+
+pub mod script;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::types::Lang;
+pub use script::{Goto, MenuId, Script};
+
+/// What the flow needs to know from the configuration.
+#[derive(Clone, Debug)]
+pub struct FlowConfig {
+    /// Silence after a menu prompt before a no-input retry.
+    pub no_input_timeout: Duration,
+    /// No-input or no-match retries allowed in one menu before goodbye.
+    pub max_retries: u32,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig { no_input_timeout: Duration::from_secs(6), max_retries: 3 }
+    }
+}
+
+/// A prompt to play: its id in the catalog of one language.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct PromptRef {
+    pub lang: Lang,
+    pub id: String,
+}
+
+impl PromptRef {
+    pub fn new(lang: Lang, id: impl Into<String>) -> Self {
+        PromptRef { lang, id: id.into() }
+    }
+}
+
+/// Inputs from the shell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The call is established (ACK received): start the conversation.
+    Start,
+    /// A DTMF key, from RFC 4733 or in-band detection.
+    Digit(char),
+    /// The playback requested by the last `Play` action has finished (not when it was stopped).
+    PlaybackDone,
+    /// The caller hung up or vanished; no more actions will be executed except bookkeeping.
+    RemoteHangup,
+}
+
+/// Outputs to the shell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Play these prompts back to back, replacing whatever is playing. `barge_in`: a digit (and
+    /// later speech) may interrupt it.
+    Play { prompts: Vec<PromptRef>, barge_in: bool },
+    /// Stop the current playback at once (barge-in).
+    StopPlayback,
+    /// End the call (BYE) once the shell has flushed what it is sending.
+    Hangup,
+}
+
+/// How the call ended, as stored in the call record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The caller chose to end or the flow said goodbye after an answer.
+    Completed,
+    /// Too many no-input retries.
+    NoInput,
+    /// Too many invalid choices.
+    NoMatch,
+    /// The caller hung up first.
+    CallerHangup,
+}
+
+/// Where the conversation is. Each state holds only what it needs (STYLE.md §3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    /// Not started yet.
+    Idle,
+    /// Playing a menu prompt or waiting for a key in it.
+    Menu { menu: MenuId, waiting: bool },
+    /// Saying goodbye; hang up when the prompt ends.
+    Goodbye,
+    /// Hung up (by either side).
+    Ended,
+}
+
+/// The record of what happened, for the call record and `ivr call`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Record {
+    pub lang: Option<Lang>,
+    /// Every key the caller pressed, in order.
+    pub digits: String,
+    /// Every prompt started, in order.
+    pub prompts: Vec<PromptRef>,
+    /// The intents answered, in order.
+    pub intents: Vec<String>,
+    pub outcome: Option<Outcome>,
+}
+
+/// One call's conversation.
+pub struct Call {
+    config: FlowConfig,
+    script: &'static Script,
+    state: State,
+    lang: Lang,
+    retries: u32,
+    /// The answer last played, for "repeat".
+    last_answer: Option<String>,
+    /// Whether the current playback may be interrupted.
+    barge_in: bool,
+    playing: bool,
+    no_input_at: Option<Instant>,
+    actions: VecDeque<Action>,
+    record: Record,
+}
+
+impl Call {
+    pub fn new(config: FlowConfig) -> Call {
+        Call {
+            config,
+            script: Script::standard(),
+            state: State::Idle,
+            lang: Lang::En,
+            retries: 0,
+            last_answer: None,
+            barge_in: false,
+            playing: false,
+            no_input_at: None,
+            actions: VecDeque::new(),
+            record: Record::default(),
+        }
+    }
+
+    /// The language chosen so far (English until the caller picks).
+    pub fn lang(&self) -> Lang {
+        self.lang
+    }
+
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.state == State::Ended
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.no_input_at
+    }
+
+    pub fn handle_event(&mut self, now: Instant, event: Event) {
+        if self.state == State::Ended {
+            return;
+        }
+        match event {
+            Event::Start => {
+                if self.state == State::Idle {
+                    self.enter_menu(self.script.start, &[]);
+                }
+            }
+            Event::Digit(d) => self.on_digit(now, d),
+            Event::PlaybackDone => self.on_playback_done(now),
+            Event::RemoteHangup => {
+                self.record.outcome.get_or_insert(Outcome::CallerHangup);
+                self.state = State::Ended;
+                self.no_input_at = None;
+            }
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        // Early or stale timeouts are harmless: only an expired deadline in a waiting menu counts.
+        let Some(at) = self.no_input_at else { return };
+        if now < at {
+            return;
+        }
+        self.no_input_at = None;
+        if let State::Menu { menu, waiting: true } = self.state {
+            self.retry(menu, "no_input", Outcome::NoInput);
+        }
+    }
+
+    fn on_digit(&mut self, _now: Instant, digit: char) {
+        let State::Menu { menu, .. } = self.state else {
+            // Keys during goodbye are ignored: the call is ending.
+            return;
+        };
+        if self.playing && !self.barge_in {
+            // Not interruptible: the key is dropped, as callers are told to wait for the menu.
+            return;
+        }
+        self.record.digits.push(digit);
+        if self.playing {
+            self.actions.push_back(Action::StopPlayback);
+            self.playing = false;
+        }
+        self.no_input_at = None;
+        match self.script.menu(menu).choice(digit) {
+            Some(goto) => {
+                self.retries = 0;
+                self.follow(goto);
+            }
+            None => self.retry(menu, "no_match", Outcome::NoMatch),
+        }
+    }
+
+    fn on_playback_done(&mut self, now: Instant) {
+        self.playing = false;
+        match self.state {
+            State::Menu { menu, waiting: false } => {
+                self.state = State::Menu { menu, waiting: true };
+                self.no_input_at = Some(now + self.config.no_input_timeout);
+            }
+            State::Goodbye => {
+                self.state = State::Ended;
+                self.actions.push_back(Action::Hangup);
+            }
+            _ => {}
+        }
+    }
+
+    fn follow(&mut self, goto: Goto) {
+        match goto {
+            Goto::Menu(next) => self.enter_menu(next, &[]),
+            Goto::Language(lang, next) => {
+                self.lang = lang;
+                self.record.lang = Some(lang);
+                self.enter_menu(next, &[]);
+            }
+            Goto::Answer(intent) => {
+                self.last_answer = Some(intent.to_string());
+                self.record.intents.push(intent.to_string());
+                let answer = PromptRef::new(self.lang, format!("answer.{intent}"));
+                self.enter_menu(self.script.after_answer, &[answer]);
+            }
+            Goto::RepeatAnswer => {
+                let lead: Vec<PromptRef> = self
+                    .last_answer
+                    .iter()
+                    .map(|intent| PromptRef::new(self.lang, format!("answer.{intent}")))
+                    .collect();
+                self.enter_menu(self.script.after_answer, &lead);
+            }
+            Goto::Goodbye => {
+                self.record.outcome.get_or_insert(Outcome::Completed);
+                self.goodbye();
+            }
+        }
+    }
+
+    /// Play `lead` (an answer, an apology) then the menu's own prompt, and wait for a key.
+    fn enter_menu(&mut self, menu: MenuId, lead: &[PromptRef]) {
+        let m = self.script.menu(menu);
+        let mut prompts = lead.to_vec();
+        prompts.extend(m.prompts.iter().map(|p| self.prompt_for(p)));
+        self.state = State::Menu { menu, waiting: false };
+        self.play(prompts, m.barge_in);
+    }
+
+    fn retry(&mut self, menu: MenuId, apology: &str, outcome: Outcome) {
+        self.retries += 1;
+        if self.retries >= self.config.max_retries {
+            self.record.outcome.get_or_insert(outcome);
+            self.goodbye();
+            return;
+        }
+        let lead = [PromptRef::new(self.lang, apology)];
+        self.enter_menu(menu, &lead);
+    }
+
+    fn goodbye(&mut self) {
+        self.state = State::Goodbye;
+        self.no_input_at = None;
+        self.play(vec![PromptRef::new(self.lang, "goodbye")], false);
+    }
+
+    fn play(&mut self, prompts: Vec<PromptRef>, barge_in: bool) {
+        self.record.prompts.extend(prompts.iter().cloned());
+        self.playing = true;
+        self.barge_in = barge_in;
+        self.actions.push_back(Action::Play { prompts, barge_in });
+    }
+
+    /// Menu prompts may be pinned to a language (the bilingual language menu) or follow the
+    /// caller's.
+    fn prompt_for(&self, p: &script::MenuPrompt) -> PromptRef {
+        PromptRef::new(p.lang.unwrap_or(self.lang), p.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(call: &mut Call) -> Vec<Action> {
+        std::iter::from_fn(|| call.poll_action()).collect()
+    }
+
+    fn played(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .flat_map(|a| match a {
+                Action::Play { prompts, .. } => {
+                    prompts.iter().map(|p| format!("{}:{}", p.lang, p.id)).collect()
+                }
+                _ => vec![],
+            })
+            .collect()
+    }
+
+    fn started() -> (Call, Instant) {
+        let now = Instant::now();
+        let mut call = Call::new(FlowConfig::default());
+        call.handle_event(now, Event::Start);
+        (call, now)
+    }
+
+    #[test]
+    fn greeting_then_language_menu() {
+        let (mut call, _) = started();
+        let p = played(&drain(&mut call));
+        assert_eq!(p, ["en:greeting", "en:language_menu", "es:language_menu"]);
+    }
+
+    #[test]
+    fn spanish_caller_reaches_an_answer_and_hangs_up_by_choice() {
+        let (mut call, now) = started();
+        drain(&mut call);
+        call.handle_event(now, Event::PlaybackDone);
+        call.handle_event(now, Event::Digit('2'));
+        assert_eq!(call.lang(), Lang::Es);
+        assert_eq!(played(&drain(&mut call)), ["es:main_menu"]);
+        call.handle_event(now, Event::Digit('1'));
+        let actions = drain(&mut call);
+        assert_eq!(actions[0], Action::StopPlayback);
+        assert_eq!(played(&actions), ["es:answer.case_status", "es:after_answer"]);
+        call.handle_event(now, Event::PlaybackDone);
+        call.handle_event(now, Event::Digit('3'));
+        assert_eq!(played(&drain(&mut call)), ["es:goodbye"]);
+        call.handle_event(now, Event::PlaybackDone);
+        assert_eq!(drain(&mut call), [Action::Hangup]);
+        assert!(call.is_ended());
+        assert_eq!(call.record().digits, "213");
+        assert_eq!(call.record().intents, ["case_status"]);
+        assert_eq!(call.record().outcome, Some(Outcome::Completed));
+    }
+
+    #[test]
+    fn three_silences_end_the_call() {
+        let (mut call, mut now) = started();
+        drain(&mut call);
+        for round in 0..3 {
+            call.handle_event(now, Event::PlaybackDone);
+            let at = call.poll_timeout().expect("waiting for a key");
+            // An early timeout changes nothing.
+            call.handle_timeout(at - Duration::from_millis(1));
+            assert!(drain(&mut call).is_empty());
+            now = at;
+            call.handle_timeout(now);
+            let p = played(&drain(&mut call));
+            if round < 2 {
+                assert_eq!(p[0], "en:no_input", "round {round}: {p:?}");
+            } else {
+                assert_eq!(p, ["en:goodbye"]);
+            }
+        }
+        call.handle_event(now, Event::PlaybackDone);
+        assert_eq!(drain(&mut call), [Action::Hangup]);
+        assert_eq!(call.record().outcome, Some(Outcome::NoInput));
+    }
+
+    #[test]
+    fn invalid_keys_retry_then_goodbye() {
+        let (mut call, now) = started();
+        drain(&mut call);
+        call.handle_event(now, Event::Digit('1'));
+        drain(&mut call);
+        for _ in 0..2 {
+            call.handle_event(now, Event::Digit('#'));
+            assert_eq!(played(&drain(&mut call))[0], "en:no_match");
+        }
+        call.handle_event(now, Event::Digit('#'));
+        assert_eq!(played(&drain(&mut call)), ["en:goodbye"]);
+        assert_eq!(call.record().outcome, Some(Outcome::NoMatch));
+    }
+
+    #[test]
+    fn repeat_and_submenus() {
+        let (mut call, now) = started();
+        drain(&mut call);
+        for d in ['1', '8'] {
+            call.handle_event(now, Event::Digit(d));
+        }
+        assert_eq!(played(&drain(&mut call)).last().unwrap(), "en:menu.more");
+        call.handle_event(now, Event::Digit('5'));
+        assert_eq!(played(&drain(&mut call))[0], "en:answer.hours");
+        call.handle_event(now, Event::Digit('1'));
+        assert_eq!(played(&drain(&mut call)), ["en:answer.hours", "en:after_answer"]);
+        call.handle_event(now, Event::Digit('2'));
+        assert_eq!(played(&drain(&mut call)), ["en:main_menu"]);
+    }
+
+    #[test]
+    fn goodbye_is_not_interruptible_and_hangup_stops_everything() {
+        let (mut call, now) = started();
+        drain(&mut call);
+        call.handle_event(now, Event::RemoteHangup);
+        call.handle_event(now, Event::Digit('1'));
+        call.handle_timeout(now + Duration::from_secs(60));
+        assert!(drain(&mut call).is_empty());
+        assert_eq!(call.record().outcome, Some(Outcome::CallerHangup));
+    }
+
+    #[test]
+    fn every_menu_option_leads_somewhere_known() {
+        let script = Script::standard();
+        for menu in script.menus {
+            for (_, goto) in menu.options {
+                match goto {
+                    Goto::Answer(intent) => assert!(crate::intents::is_intent(intent), "{intent}"),
+                    Goto::Menu(m) | Goto::Language(_, m) => assert!(m.0 < script.menus.len()),
+                    Goto::RepeatAnswer | Goto::Goodbye => {}
+                }
+            }
+        }
+        // Every intent is reachable by keys alone.
+        for intent in crate::intents::INTENTS {
+            assert!(
+                script.menus.iter().any(|m| m.options.iter().any(|(_, g)| *g == Goto::Answer(intent))),
+                "{intent} has no menu key"
+            );
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The menu tree as data. The engine in `flow` interprets it; nothing here is control flow.
+//!
+//! Keys follow telephone conventions callers know: `*` goes back to the main menu, `9` repeats
+//! the main menu, `0` asks for a person.
+
+use crate::types::Lang;
+
+/// Index of a menu in [`Script::menus`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MenuId(pub usize);
+
+/// Where a key leads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Goto {
+    /// Another menu.
+    Menu(MenuId),
+    /// Set the caller's language, then go to a menu.
+    Language(Lang, MenuId),
+    /// Play the answer of an intent (prompt `answer.<intent>`), then the after-answer menu.
+    Answer(&'static str),
+    /// Play the last answer again.
+    RepeatAnswer,
+    /// Say goodbye and hang up.
+    Goodbye,
+}
+
+/// A prompt of a menu; `lang` pins it to one language (the bilingual language menu).
+#[derive(Clone, Copy, Debug)]
+pub struct MenuPrompt {
+    pub id: &'static str,
+    pub lang: Option<Lang>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Menu {
+    pub name: &'static str,
+    pub prompts: &'static [MenuPrompt],
+    pub options: &'static [(char, Goto)],
+    /// Keys may interrupt the prompt.
+    pub barge_in: bool,
+}
+
+impl Menu {
+    pub fn choice(&self, key: char) -> Option<Goto> {
+        self.options.iter().find(|(k, _)| *k == key).map(|(_, g)| *g)
+    }
+}
+
+pub struct Script {
+    pub menus: &'static [Menu],
+    pub start: MenuId,
+    pub after_answer: MenuId,
+}
+
+const fn p(id: &'static str) -> MenuPrompt {
+    MenuPrompt { id, lang: None }
+}
+
+const fn pin(id: &'static str, lang: Lang) -> MenuPrompt {
+    MenuPrompt { id, lang: Some(lang) }
+}
+
+const LANGUAGE: MenuId = MenuId(0);
+const MAIN: MenuId = MenuId(1);
+const DOCUMENTS: MenuId = MenuId(2);
+const APPOINTMENTS: MenuId = MenuId(3);
+const ONLINE: MenuId = MenuId(4);
+const MORE: MenuId = MenuId(5);
+const AFTER_ANSWER: MenuId = MenuId(6);
+
+static MENUS: [Menu; 7] = [
+    Menu {
+        name: "language",
+        prompts: &[pin("greeting", Lang::En), pin("language_menu", Lang::En), pin("language_menu", Lang::Es)],
+        options: &[('1', Goto::Language(Lang::En, MAIN)), ('2', Goto::Language(Lang::Es, MAIN))],
+        barge_in: true,
+    },
+    Menu {
+        name: "main",
+        prompts: &[p("main_menu")],
+        options: &[
+            ('1', Goto::Answer("case_status")),
+            ('2', Goto::Answer("processing_times")),
+            ('3', Goto::Menu(DOCUMENTS)),
+            ('4', Goto::Menu(APPOINTMENTS)),
+            ('5', Goto::Answer("change_of_address")),
+            ('6', Goto::Menu(ONLINE)),
+            ('7', Goto::Answer("green_card_expired")),
+            ('8', Goto::Menu(MORE)),
+            ('9', Goto::Menu(MAIN)),
+            ('0', Goto::Answer("agent")),
+        ],
+        barge_in: true,
+    },
+    Menu {
+        name: "documents",
+        prompts: &[p("menu.documents")],
+        options: &[
+            ('1', Goto::Answer("typo_correction")),
+            ('2', Goto::Answer("notice_not_received")),
+            ('*', Goto::Menu(MAIN)),
+        ],
+        barge_in: true,
+    },
+    Menu {
+        name: "appointments",
+        prompts: &[p("menu.appointments")],
+        options: &[
+            ('1', Goto::Answer("reschedule_biometrics")),
+            ('2', Goto::Answer("reschedule_appointment")),
+            ('3', Goto::Answer("accommodation")),
+            ('4', Goto::Answer("in_person_appointment")),
+            ('*', Goto::Menu(MAIN)),
+        ],
+        barge_in: true,
+    },
+    Menu {
+        name: "online",
+        prompts: &[p("menu.online")],
+        options: &[
+            ('1', Goto::Answer("online_account")),
+            ('2', Goto::Answer("online_filing")),
+            ('3', Goto::Answer("tech_support")),
+            ('*', Goto::Menu(MAIN)),
+        ],
+        barge_in: true,
+    },
+    Menu {
+        name: "more",
+        prompts: &[p("menu.more")],
+        options: &[
+            ('1', Goto::Answer("expedite")),
+            ('2', Goto::Answer("withdraw")),
+            ('3', Goto::Answer("military")),
+            ('4', Goto::Answer("protected_case")),
+            ('5', Goto::Answer("hours")),
+            ('6', Goto::Answer("contact_info")),
+            ('*', Goto::Menu(MAIN)),
+        ],
+        barge_in: true,
+    },
+    Menu {
+        name: "after_answer",
+        prompts: &[p("after_answer")],
+        options: &[
+            ('1', Goto::RepeatAnswer),
+            ('2', Goto::Menu(MAIN)),
+            ('3', Goto::Goodbye),
+            ('*', Goto::Menu(MAIN)),
+        ],
+        barge_in: true,
+    },
+];
+
+static STANDARD: Script = Script { menus: &MENUS, start: LANGUAGE, after_answer: AFTER_ANSWER };
+
+impl Script {
+    /// The contact center's menu tree.
+    pub fn standard() -> &'static Script {
+        &STANDARD
+    }
+
+    pub fn menu(&self, id: MenuId) -> &Menu {
+        // MenuIds only come from this table (the constants above), so the index is in range;
+        // `every_menu_option_leads_somewhere_known` checks it.
+        &self.menus[id.0]
+    }
+
+    /// Every prompt id the script can play in a language, besides the per-intent answers:
+    /// `ivr check` requires each of them in every language.
+    pub fn prompt_ids(&self) -> Vec<&'static str> {
+        let mut ids: Vec<&'static str> = self.menus.iter().flat_map(|m| m.prompts.iter().map(|p| p.id)).collect();
+        ids.extend(["no_input", "no_match", "goodbye"]);
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
