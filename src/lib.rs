@@ -6,6 +6,7 @@
 
 pub mod audio;
 pub mod config;
+pub mod diag;
 pub mod flow;
 pub mod intents;
 pub mod nlu;

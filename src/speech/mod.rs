@@ -1,1 +1,42 @@
-//! speech (in progress).
+//! What the IVR says: the prompt catalog (`prompts/`), text-to-speech with espeak-ng, and the
+//! cache of prompts already encoded into 20 ms frames per codec, so that playing a prompt costs a
+//! copy per packet.
+//!
+//! `catalog` and `markup` are pure. `tts` runs the espeak-ng program and reads the disk cache —
+//! the only IO here, done at load time and on reload, never on the media path.
+
+pub mod catalog;
+pub mod markup;
+pub mod tts;
+
+use std::path::Path;
+
+pub use catalog::{Catalog, Prompt, Source};
+
+use crate::types::Lang;
+
+/// Read every `prompts/<lang>/*.txt` file under `dir`, sorted by path for stable diagnostics.
+pub fn read_sources(dir: &Path) -> std::io::Result<Vec<Source>> {
+    let mut sources = Vec::new();
+    for lang in Lang::ALL {
+        let sub = dir.join(lang.code());
+        let mut paths: Vec<_> = std::fs::read_dir(&sub)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let text = std::fs::read_to_string(&path)?;
+            sources.push(Source { path, lang, text });
+        }
+    }
+    Ok(sources)
+}
+
+/// Every prompt id the flow can ask for, in every language.
+pub fn required_prompts() -> Vec<String> {
+    let mut ids: Vec<String> =
+        crate::flow::Script::standard().prompt_ids().into_iter().map(String::from).collect();
+    ids.extend(crate::intents::INTENTS.iter().map(|i| format!("answer.{i}")));
+    ids
+}
