@@ -173,6 +173,14 @@ pub struct PathsConfig {
     pub data_dir: PathBuf,
     pub prompts_dir: PathBuf,
     pub grammars_dir: PathBuf,
+    /// Rendered speech (WAV per text+voice). Empty: `<data_dir>/tts-cache`.
+    pub tts_cache_dir: PathBuf,
+}
+
+impl PathsConfig {
+    pub fn tts_cache(&self) -> PathBuf {
+        if self.tts_cache_dir.as_os_str().is_empty() { self.data_dir.join("tts-cache") } else { self.tts_cache_dir.clone() }
+    }
 }
 
 impl Default for PathsConfig {
@@ -181,6 +189,7 @@ impl Default for PathsConfig {
             data_dir: "data".into(),
             prompts_dir: "prompts".into(),
             grammars_dir: "grammars".into(),
+            tts_cache_dir: PathBuf::new(),
         }
     }
 }

@@ -1,1 +1,197 @@
-fn main() {}
+//! The `ivr` command: the server and the tools prompt authors and ops use.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use ivr::config::{Config, PortRange};
+use ivr::types::Lang;
+
+#[derive(Parser)]
+#[command(name = "ivr", version, about = "Speech-enabled telephony IVR backend")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Answer calls. With no config file, the embedded default (= sip-configs/ivr.toml).
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// SIP listen address (UDP and TCP).
+        #[arg(long)]
+        sip: Option<std::net::SocketAddr>,
+        /// RTP port range LO-HI.
+        #[arg(long)]
+        rtp_ports: Option<PortRange>,
+        /// Admin HTTP listen address.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Most concurrent calls before 503.
+        #[arg(long)]
+        max_calls: Option<usize>,
+    },
+    /// Validate prompts/ (and grammars/) and run the authors' test cases.
+    Check {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Render a prompt (or any text) as callers hear it, to a WAV file (8 kHz, through G.711).
+    Say {
+        #[arg(long, default_value = "en")]
+        lang: String,
+        /// A prompt id from prompts/<lang>/.
+        #[arg(long, conflicts_with = "text")]
+        prompt: Option<String>,
+        /// Free text (markup allowed).
+        #[arg(long)]
+        text: Option<String>,
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    let default_file = Path::new("sip-configs/ivr.toml");
+    let path = match path {
+        Some(p) => Some(p),
+        None if default_file.exists() => Some(default_file),
+        None => None,
+    };
+    match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Config::from_toml(&text).with_context(|| format!("in {}", p.display()))
+        }
+        None => Ok(Config::default()),
+    }
+}
+
+fn parse_lang(s: &str) -> anyhow::Result<Lang> {
+    Lang::from_code(s).ok_or_else(|| anyhow::anyhow!("unknown language {s:?}: use en or es"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("IVR_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ivr: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config, sip, rtp_ports, admin, data_dir, max_calls } => {
+            let mut cfg = load_config(config.as_deref())?;
+            if let Some(v) = sip {
+                cfg.sip.listen = v;
+            }
+            if let Some(v) = rtp_ports {
+                cfg.media.rtp_ports = v;
+            }
+            if let Some(v) = admin {
+                cfg.admin.listen = v;
+            }
+            if let Some(v) = data_dir {
+                cfg.paths.data_dir = v;
+            }
+            if let Some(v) = max_calls {
+                cfg.calls.max_concurrent = v;
+            }
+            cfg.validate()?;
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("ivr").build()?;
+            rt.block_on(ivr::server::run(cfg))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config } => {
+            let cfg = load_config(config.as_deref())?;
+            Ok(check(&cfg))
+        }
+        Command::Say { lang, prompt, text, output, config } => {
+            let cfg = load_config(config.as_deref())?;
+            let lang = parse_lang(&lang)?;
+            say(&cfg, lang, prompt.as_deref(), text.as_deref(), &output)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn check(cfg: &Config) -> ExitCode {
+    let mut errors: Vec<String> = Vec::new();
+    let dir = &cfg.paths.prompts_dir;
+    match ivr::speech::read_sources(dir) {
+        Err(e) => errors.push(format!("{}: {e}", dir.display())),
+        Ok(sources) => match ivr::speech::Catalog::parse(&sources) {
+            Err(errs) => errors.extend(errs.iter().map(ToString::to_string)),
+            Ok(catalog) => {
+                let missing = catalog.check_complete(&ivr::speech::required_prompts(), dir);
+                errors.extend(missing.iter().map(ToString::to_string));
+                println!("prompts: {} prompts in {} languages", catalog.len(), Lang::ALL.len());
+            }
+        },
+    }
+    for e in &errors {
+        eprintln!("{e}");
+    }
+    if errors.is_empty() {
+        println!("check: ok");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("check: {} error(s)", errors.len());
+        ExitCode::from(1)
+    }
+}
+
+fn say(cfg: &Config, lang: Lang, prompt: Option<&str>, text: Option<&str>, output: &Path) -> anyhow::Result<()> {
+    use ivr::speech::{cache, markup, tts};
+    let render = ivr::server::render_config(cfg);
+    let (id, rendered, barge) = match (prompt, text) {
+        (Some(id), _) => {
+            let sources = ivr::speech::read_sources(&cfg.paths.prompts_dir)?;
+            let catalog = ivr::speech::Catalog::parse(&sources).map_err(|errs| {
+                anyhow::anyhow!(errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+            })?;
+            let p = catalog.get(lang, id).ok_or_else(|| anyhow::anyhow!("no prompt {id:?} in {lang}"))?;
+            (p.id.clone(), p.rendered.clone(), p.barge_in)
+        }
+        (None, Some(t)) => {
+            let r = markup::render(t, lang).map_err(|e| anyhow::anyhow!("column {}: {}", e.column, e.message))?;
+            ("text".to_string(), r, true)
+        }
+        (None, None) => anyhow::bail!("give --prompt ID or --text TEXT"),
+    };
+    let recorded = cfg.paths.prompts_dir.join(lang.code()).join("audio").join(format!("{id}.wav"));
+    let pcm = if prompt.is_some() && recorded.exists() {
+        tts::read_wav(&recorded)?
+    } else {
+        tts::render(&rendered.ssml, render.voice(lang), &render.cache_dir)?
+    };
+    let encoded = cache::encode_pcm(id, lang, rendered.display, barge, "say".into(), &pcm).map_err(|e| anyhow::anyhow!(e))?;
+    // What a G.711 caller hears: the µ-law frames decoded again.
+    let mut samples = Vec::with_capacity(encoded.pcm_8k.len());
+    for i in 0..encoded.frames() {
+        if let Some(f) = encoded.frame(ivr::types::Codec::Pcmu, i) {
+            samples.extend(f.iter().map(|&b| ivr::rtp::codec::ulaw_decode(b)));
+        }
+    }
+    tts::write_wav(output, &tts::Pcm { rate: 8000, samples })?;
+    println!("{}: {} ms", output.display(), encoded.duration_ms());
+    Ok(())
+}

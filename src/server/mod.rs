@@ -1,1 +1,131 @@
-//! server (in progress).
+//! The shell: the only code that touches sockets, clocks, threads, files and databases.
+//!
+//! - `sip_task` owns the SIP endpoint and sockets and spawns a task per call;
+//! - `call` is the per-call media loop (RTP in/out, DTMF, the call flow);
+//! - `admin` serves `/healthz`, `/readyz`, `/metrics`, `/calls/{id}`;
+//! - `store` writes call records to SQLite from its own thread;
+//! - `reload` watches `prompts/` and swaps in a new prompt set when a valid edit lands.
+
+pub mod admin;
+pub mod call;
+pub mod metrics;
+pub mod reload;
+pub mod sip_task;
+pub mod store;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::config::Config;
+use crate::speech::cache::{self, PromptSet, RenderConfig};
+use crate::speech::tts::Voice;
+use metrics::Metrics;
+use store::Store;
+
+/// An immutable value swapped whole on reload; readers keep the `Arc` they loaded.
+pub struct Snapshot<T>(RwLock<Arc<T>>);
+
+impl<T> Snapshot<T> {
+    pub fn new(value: T) -> Self {
+        Snapshot(RwLock::new(Arc::new(value)))
+    }
+    pub fn load(&self) -> Arc<T> {
+        // A poisoned lock still holds a valid Arc: a panic cannot leave it half-written.
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    pub fn store(&self, value: Arc<T>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = value;
+    }
+}
+
+/// State shared by the shell's tasks.
+pub struct Shared {
+    pub config: Config,
+    pub metrics: Metrics,
+    pub store: Arc<Store>,
+    pub prompts: Snapshot<PromptSet>,
+}
+
+pub fn render_config(config: &Config) -> RenderConfig {
+    RenderConfig {
+        voice_en: Voice { name: config.tts.voice_en.clone(), speed: config.tts.speed },
+        voice_es: Voice { name: config.tts.voice_es.clone(), speed: config.tts.speed },
+        cache_dir: config.paths.tts_cache(),
+    }
+}
+
+/// Load, check, render and encode the prompts under the configured directory.
+pub fn load_prompts(config: &Config) -> anyhow::Result<PromptSet> {
+    let dir = &config.paths.prompts_dir;
+    let sources = crate::speech::read_sources(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let catalog = crate::speech::Catalog::parse(&sources).map_err(|errs| {
+        anyhow::anyhow!(errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+    })?;
+    let missing = catalog.check_complete(&crate::speech::required_prompts(), dir);
+    if !missing.is_empty() {
+        anyhow::bail!(missing.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"));
+    }
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    cache::build(catalog, dir, &render_config(config), threads).map_err(|e| anyhow::anyhow!(e))
+}
+
+/// Run the server until SIGTERM/SIGINT and a drain.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let store = Arc::new(Store::open(&config.paths.data_dir)?);
+    let prompt_config = config.clone();
+    let prompts = tokio::task::spawn_blocking(move || load_prompts(&prompt_config)).await??;
+    tracing::info!(prompts = prompts.len(), ms = started.elapsed().as_millis() as u64, "prompts rendered and encoded");
+
+    let udp = UdpSocket::bind(config.sip.listen).await.with_context(|| format!("binding SIP UDP {}", config.sip.listen))?;
+    let tcp = TcpListener::bind(config.sip.listen).await.with_context(|| format!("binding SIP TCP {}", config.sip.listen))?;
+    let admin = TcpListener::bind(config.admin.listen).await.with_context(|| format!("binding admin {}", config.admin.listen))?;
+
+    let shared = Arc::new(Shared { config: config.clone(), metrics: Metrics::default(), store, prompts: Snapshot::new(prompts) });
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+
+    tokio::spawn(reload::watch_prompts(shared.clone()));
+    let router = admin::router(shared.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(admin, router).await {
+            tracing::error!(error = %e, "admin server stopped");
+        }
+    });
+    let sip = tokio::spawn(sip_task::run(shared.clone(), udp, tcp, drain_rx));
+    tracing::info!(sip = %config.sip.listen, admin = %config.admin.listen, rtp = %config.media.rtp_ports,
+        data = %config.paths.data_dir.display(), "ivr serving");
+    println!("ivr: listening on sip:{} (udp+tcp), admin http://{}", config.sip.listen, config.admin.listen);
+
+    tokio::select! {
+        r = sip => { r??; return Ok(()); }
+        _ = shutdown_signal() => {}
+    }
+    // Drain: no new calls, live calls finish (bounded by the drain timeout), then exit.
+    shared.metrics.draining.store(1, Relaxed);
+    let _ = drain_tx.send(true);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(config.calls.drain_timeout_secs + 5);
+    while shared.metrics.calls_active.load(Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Give the final BYEs and records a moment to leave.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let store = shared.store.clone();
+    tokio::task::spawn_blocking(move || store.flush()).await?;
+    tracing::info!("drained; bye");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = int.recv() => tracing::info!("SIGINT: draining"),
+    }
+}

@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod markup;
 pub mod tts;
+pub mod cache;
 
 use std::path::Path;
 

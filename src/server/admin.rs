@@ -1,0 +1,49 @@
+//! Admin HTTP: `/healthz` (the process is up), `/readyz` (taking calls), `/metrics`
+//! (Prometheus text), `GET /calls/{call-id}` (the call's record, what the load tester checks).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+
+use super::Shared;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/calls/{call_id}", get(call))
+        .with_state(shared)
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    let draining = shared.metrics.draining.load(Relaxed) != 0;
+    let body = serde_json::json!({
+        "ready": !draining,
+        "draining": draining,
+        "calls_active": shared.metrics.calls_active.load(Relaxed),
+        "prompts": shared.prompts.load().len(),
+    });
+    let status = if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], shared.metrics.render()).into_response()
+}
+
+async fn call(State(shared): State<Arc<Shared>>, Path(call_id): Path<String>) -> Response {
+    let store = shared.store.clone();
+    let found = tokio::task::spawn_blocking(move || store.call(&call_id)).await;
+    match found {
+        Ok(Ok(Some(record))) => Json(record).into_response(),
+        Ok(Ok(None)) => (StatusCode::NOT_FOUND, "no such call\n").into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}

@@ -1,0 +1,397 @@
+//! The SIP task: owns the `sip::Endpoint` and the SIP sockets (UDP and TCP), admits or refuses
+//! calls, allocates RTP ports, negotiates SDP and spawns one media task per call.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, watch};
+
+use super::Shared;
+use super::call::{self, CallCommand, CallSetup, SipCommand};
+use super::metrics::Metrics;
+use super::store::{CallRecord, now_rfc3339};
+use crate::flow::FlowConfig;
+use crate::pii::redact;
+use crate::sip::sdp::{self, LocalMedia};
+use crate::sip::{CallKey, Endpoint, EndpointConfig, Event, Transport};
+
+/// A live call as the SIP task sees it.
+struct Live {
+    tx: mpsc::Sender<CallCommand>,
+    rtp_port: u16,
+    session_id: u64,
+    version: u64,
+}
+
+/// Ports handed out to calls, even numbers only (RTCP takes port + 1).
+struct PortPool {
+    lo: u16,
+    hi: u16,
+    next: u16,
+    in_use: std::collections::HashSet<u16>,
+}
+
+impl PortPool {
+    fn new(lo: u16, hi: u16) -> Self {
+        let lo = lo + lo % 2;
+        PortPool { lo, hi, next: lo, in_use: Default::default() }
+    }
+
+    /// Bind the next free even port (and its RTCP neighbour) on `ip`.
+    fn bind(&mut self, ip: IpAddr) -> Option<(u16, std::net::UdpSocket, Option<std::net::UdpSocket>)> {
+        let span = usize::from((self.hi - self.lo) / 2 + 1);
+        for _ in 0..span {
+            let port = self.next;
+            self.next = if self.next + 2 > self.hi.saturating_sub(1) { self.lo } else { self.next + 2 };
+            if self.in_use.contains(&port) {
+                continue;
+            }
+            let Ok(rtp) = std::net::UdpSocket::bind((ip, port)) else { continue };
+            let rtcp = std::net::UdpSocket::bind((ip, port + 1)).ok();
+            self.in_use.insert(port);
+            return Some((port, rtp, rtcp));
+        }
+        None
+    }
+
+    fn release(&mut self, port: u16) {
+        self.in_use.remove(&port);
+    }
+}
+
+pub struct SipTask {
+    shared: Arc<Shared>,
+    endpoint: Endpoint,
+    udp: Arc<UdpSocket>,
+    tcp_out: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    calls: HashMap<CallKey, Live>,
+    ports: PortPool,
+    media_ip: IpAddr,
+    seed: u64,
+}
+
+/// Messages from TCP connection tasks.
+enum TcpEvent {
+    Message(SocketAddr, Vec<u8>),
+    Open(SocketAddr, mpsc::Sender<Vec<u8>>),
+    Closed(SocketAddr),
+}
+
+pub async fn run(shared: Arc<Shared>, udp: UdpSocket, tcp: TcpListener, mut drain: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let cfg = &shared.config;
+    let media_ip: IpAddr = if cfg.sip.public_ip.is_empty() {
+        cfg.sip.listen.ip()
+    } else {
+        cfg.sip.public_ip.parse().map_err(|e| anyhow::anyhow!("sip.public_ip: {e}"))?
+    };
+    let endpoint = Endpoint::new(EndpointConfig {
+        local_addr: SocketAddr::new(media_ip, cfg.sip.listen.port()),
+        user_agent: cfg.sip.user_agent.clone(),
+        max_message_bytes: cfg.sip.max_message_bytes,
+        max_headers: cfg.sip.max_headers,
+        ..EndpointConfig::default()
+    });
+    let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(1024);
+    tokio::spawn(accept_tcp(tcp, tcp_tx, cfg.sip.max_message_bytes));
+    let (sip_tx, mut sip_rx) = mpsc::channel::<SipCommand>(4096);
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+    let mut task = SipTask {
+        ports: PortPool::new(cfg.media.rtp_ports.lo, cfg.media.rtp_ports.hi),
+        shared: shared.clone(),
+        endpoint,
+        udp: Arc::new(udp),
+        tcp_out: HashMap::new(),
+        calls: HashMap::new(),
+        media_ip,
+        seed,
+    };
+    let mut buf = vec![0u8; 65_536];
+    let mut draining = false;
+    let mut drain_deadline: Option<Instant> = None;
+    loop {
+        let timeout = task.endpoint.poll_timeout();
+        tokio::select! {
+            r = task.udp.recv_from(&mut buf) => {
+                if let Ok((n, from)) = r {
+                    Metrics::inc(&shared.metrics.sip_messages_in_total);
+                    task.endpoint.handle_input(Instant::now(), from, Transport::Udp, &buf[..n]);
+                }
+            }
+            Some(ev) = tcp_rx.recv() => match ev {
+                TcpEvent::Message(from, data) => {
+                    Metrics::inc(&shared.metrics.sip_messages_in_total);
+                    task.endpoint.handle_input(Instant::now(), from, Transport::Tcp, &data);
+                }
+                TcpEvent::Open(from, tx) => { task.tcp_out.insert(from, tx); }
+                TcpEvent::Closed(from) => { task.tcp_out.remove(&from); }
+            },
+            Some(cmd) = sip_rx.recv() => match cmd {
+                SipCommand::Hangup(key) => { let _ = task.endpoint.hangup(Instant::now(), key); }
+                SipCommand::Finished(key) => task.finished(key),
+            },
+            _ = tokio::time::sleep_until(timeout.unwrap_or_else(Instant::now).into()), if timeout.is_some() => {
+                task.endpoint.handle_timeout(Instant::now());
+            }
+            changed = drain.changed(), if !draining => {
+                if changed.is_ok() && *drain.borrow() {
+                    draining = true;
+                    drain_deadline = Some(Instant::now() + Duration::from_secs(shared.config.calls.drain_timeout_secs));
+                    tracing::info!(calls = task.calls.len(), "draining: new calls get 503");
+                }
+            }
+            _ = tokio::time::sleep_until(drain_deadline.unwrap_or_else(Instant::now).into()), if drain_deadline.is_some() => {
+                // Live calls had their time: end them (each sends BYE and writes its record).
+                drain_deadline = None;
+                tracing::warn!(calls = task.calls.len(), "drain timeout: hanging up live calls");
+                for live in task.calls.values() {
+                    let _ = live.tx.try_send(CallCommand::Drain);
+                }
+            }
+        }
+        task.flush(&sip_tx, draining).await;
+    }
+}
+
+impl SipTask {
+    /// Send what the endpoint wants sent and act on its events.
+    async fn flush(&mut self, sip_tx: &mpsc::Sender<SipCommand>, draining: bool) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.endpoint.poll_transmit() {
+                progressed = true;
+                Metrics::inc(&self.shared.metrics.sip_messages_out_total);
+                match t.transport {
+                    Transport::Udp => {
+                        let _ = self.udp.send_to(&t.payload, t.destination).await;
+                    }
+                    Transport::Tcp => {
+                        if let Some(tx) = self.tcp_out.get(&t.destination) {
+                            let _ = tx.try_send(t.payload);
+                        }
+                    }
+                }
+            }
+            while let Some(ev) = self.endpoint.poll_event() {
+                progressed = true;
+                self.on_event(ev, sip_tx, draining).await;
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    async fn on_event(&mut self, ev: Event, sip_tx: &mpsc::Sender<SipCommand>, draining: bool) {
+        let now = Instant::now();
+        let m = &self.shared.metrics;
+        match ev {
+            Event::Incoming { call, info } => {
+                let cfg = &self.shared.config;
+                let active = self.calls.len();
+                if draining || active >= cfg.calls.max_concurrent {
+                    Metrics::inc(&m.calls_rejected_total);
+                    let retry = cfg.calls.retry_after_secs.to_string();
+                    let _ = self.endpoint.reject(now, call, 503, &[("Retry-After", retry.as_str())]);
+                    return;
+                }
+                let Some(offer) = info.offer.as_ref() else {
+                    // Offerless INVITEs (offer in our 200, answer in the ACK) are not supported yet.
+                    Metrics::inc(&m.calls_failed_total);
+                    let _ = self.endpoint.reject(now, call, 488, &[]);
+                    return;
+                };
+                let Some((rtp_port, rtp, rtcp)) = self.ports.bind(self.media_ip) else {
+                    tracing::error!("no free RTP port in {}", cfg.media.rtp_ports);
+                    Metrics::inc(&m.calls_rejected_total);
+                    let _ = self.endpoint.reject(now, call, 503, &[("Retry-After", "5")]);
+                    return;
+                };
+                self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let session_id = self.seed >> 16;
+                let local = LocalMedia {
+                    addr: self.media_ip,
+                    port: rtp_port,
+                    codecs: cfg.media.codec_list().unwrap_or_default(),
+                    ptime_ms: cfg.media.ptime_ms,
+                    session_id,
+                    session_version: 1,
+                };
+                let media = match sdp::negotiate(offer, &local) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::info!(call_id = %info.call_id, error = ?e, "no common media: 488");
+                        self.ports.release(rtp_port);
+                        Metrics::inc(&m.calls_failed_total);
+                        let _ = self.endpoint.reject(now, call, 488, &[]);
+                        return;
+                    }
+                };
+                let (Ok(rtp), rtcp) = (tokio_udp(rtp), rtcp.and_then(|s| tokio_udp(s).ok())) else {
+                    self.ports.release(rtp_port);
+                    let _ = self.endpoint.reject(now, call, 500, &[]);
+                    return;
+                };
+                let record = CallRecord {
+                    call_id: info.call_id.clone(),
+                    started_at: now_rfc3339(),
+                    answered_at: Some(now_rfc3339()),
+                    caller: redact(&info.from_user),
+                    to: info.to_user.clone(),
+                    transport: match info.transport {
+                        Transport::Udp => "udp".into(),
+                        Transport::Tcp => "tcp".into(),
+                    },
+                    codec: Some(media.codec.name().into()),
+                    ..Default::default()
+                };
+                self.shared.store.save(record.clone());
+                tracing::info!(call_id = %info.call_id, caller = %record.caller, codec = %media.codec,
+                    rtp_port, remote = ?media.remote_rtp, "call answered");
+                let answer = media.answer.clone();
+                let (tx, rx) = mpsc::channel(64);
+                let setup = CallSetup {
+                    key: call,
+                    record,
+                    rtp,
+                    rtcp,
+                    media,
+                    prompts: self.shared.prompts.load(),
+                    flow: FlowConfig {
+                        no_input_timeout: Duration::from_secs(cfg.calls.no_input_timeout_secs),
+                        max_retries: cfg.calls.max_retries,
+                    },
+                    rtp_timeout: cfg.media.rtp_timeout(),
+                    ptime_ms: cfg.media.ptime_ms,
+                    seed: self.seed,
+                };
+                tokio::spawn(call::run(setup, rx, sip_tx.clone(), self.shared.clone()));
+                self.calls.insert(call, Live { tx, rtp_port, session_id, version: 1 });
+                Metrics::inc(&m.calls_total);
+                m.calls_active.fetch_add(1, Relaxed);
+                let _ = self.endpoint.answer(now, call, &answer);
+            }
+            Event::Reoffer { call, offer } => {
+                let Some(live) = self.calls.get_mut(&call) else {
+                    let _ = self.endpoint.reject(now, call, 481, &[]);
+                    return;
+                };
+                let Some(offer) = offer else {
+                    let _ = self.endpoint.reject(now, call, 488, &[]);
+                    return;
+                };
+                live.version += 1;
+                let local = LocalMedia {
+                    addr: self.media_ip,
+                    port: live.rtp_port,
+                    codecs: self.shared.config.media.codec_list().unwrap_or_default(),
+                    ptime_ms: self.shared.config.media.ptime_ms,
+                    session_id: live.session_id,
+                    session_version: live.version,
+                };
+                match sdp::negotiate(&offer, &local) {
+                    Ok(media) => {
+                        let answer = media.answer.clone();
+                        tracing::info!(direction = ?media.direction, codec = %media.codec, "re-INVITE");
+                        let _ = live.tx.try_send(CallCommand::Media(Box::new(media)));
+                        let _ = self.endpoint.answer(now, call, &answer);
+                    }
+                    Err(_) => {
+                        let _ = self.endpoint.reject(now, call, 488, &[]);
+                    }
+                }
+            }
+            Event::Confirmed { call } => {
+                if let Some(live) = self.calls.get(&call) {
+                    let _ = live.tx.try_send(CallCommand::Confirmed);
+                }
+            }
+            Event::Cancelled { call } => self.tell(call, CallCommand::RemoteHangup("cancelled")),
+            Event::RemoteHangup { call } => self.tell(call, CallCommand::RemoteHangup("caller_bye")),
+            Event::Terminated { call, reason } => {
+                let why = match reason {
+                    crate::sip::TerminateReason::LocalBye => "ivr_hangup",
+                    crate::sip::TerminateReason::AckTimeout => "ack_timeout",
+                    crate::sip::TerminateReason::TransportError => "transport_error",
+                };
+                self.tell(call, CallCommand::Ended(why));
+            }
+        }
+    }
+
+    fn tell(&mut self, call: CallKey, cmd: CallCommand) {
+        if let Some(live) = self.calls.get(&call) {
+            // A full queue means the call task is wedged or gone; the command is best effort.
+            let _ = live.tx.try_send(cmd);
+        }
+    }
+
+    fn finished(&mut self, key: CallKey) {
+        if let Some(live) = self.calls.remove(&key) {
+            self.ports.release(live.rtp_port);
+            Metrics::inc(&self.shared.metrics.calls_completed_total);
+            self.shared.metrics.calls_active.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+fn tokio_udp(s: std::net::UdpSocket) -> std::io::Result<UdpSocket> {
+    s.set_nonblocking(true)?;
+    UdpSocket::from_std(s)
+}
+
+async fn accept_tcp(listener: TcpListener, events: mpsc::Sender<TcpEvent>, max_message: usize) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else { continue };
+        tokio::spawn(tcp_connection(stream, peer, events.clone(), max_message));
+    }
+}
+
+/// One TCP connection: cut the byte stream into SIP messages (Content-Length framing) and write
+/// what the endpoint sends to this peer.
+async fn tcp_connection(stream: TcpStream, peer: SocketAddr, events: mpsc::Sender<TcpEvent>, max_message: usize) {
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
+    if events.send(TcpEvent::Open(peer, tx)).await.is_err() {
+        return;
+    }
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            if wr.write_all(&msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut buf: Vec<u8> = Vec::with_capacity(8192);
+    let mut chunk = [0u8; 8192];
+    'read: loop {
+        let n = match rd.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        loop {
+            // Keep-alive CRLFs between messages (RFC 5626 §3.5.1) are skipped.
+            let skip = buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+            buf.drain(..skip);
+            match crate::sip::message::frame_len(&buf) {
+                Ok(Some(len)) => {
+                    let msg: Vec<u8> = buf.drain(..len).collect();
+                    if events.send(TcpEvent::Message(peer, msg)).await.is_err() {
+                        break 'read;
+                    }
+                }
+                Ok(None) if buf.len() > max_message => break 'read,
+                Ok(None) => break,
+                // A stream we cannot frame cannot be resynchronised: close it (RFC 3261 §18.3).
+                Err(_) => break 'read,
+            }
+        }
+    }
+    writer.abort();
+    let _ = events.send(TcpEvent::Closed(peer)).await;
+}

@@ -1,0 +1,185 @@
+//! Prompts already encoded into 20 ms frames per codec. Built once per catalog (start-up and
+//! reload) so that playing a prompt on the media path is a copy of a ready frame per packet.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::catalog::{Catalog, Prompt};
+use super::tts::{self, Pcm, Voice};
+use crate::audio::resample;
+use crate::rtp::codec::{Encoder, FRAME_SAMPLES_8K, FRAME_SAMPLES_16K, OPUS_MAX_PACKET};
+use crate::types::{Codec, Lang};
+
+/// One prompt, ready to send.
+#[derive(Debug)]
+pub struct EncodedPrompt {
+    pub id: String,
+    pub lang: Lang,
+    /// What a reader sees (TTY, call records).
+    pub display: String,
+    pub barge_in: bool,
+    /// Where the audio came from: "tts" or the recorded WAV's path.
+    pub source: String,
+    /// 8 kHz PCM, whole frames (the last one padded with silence).
+    pub pcm_8k: Box<[i16]>,
+    pcmu: Box<[u8]>,
+    pcma: Box<[u8]>,
+    opus: Box<[Box<[u8]>]>,
+}
+
+impl EncodedPrompt {
+    /// Number of 20 ms frames.
+    pub fn frames(&self) -> usize {
+        self.pcm_8k.len() / FRAME_SAMPLES_8K
+    }
+
+    pub fn duration_ms(&self) -> u64 {
+        self.frames() as u64 * 20
+    }
+
+    /// The encoded payload of frame `index` for `codec`; `None` past the end.
+    pub fn frame(&self, codec: Codec, index: usize) -> Option<&[u8]> {
+        match codec {
+            Codec::Pcmu => self.pcmu.get(index * FRAME_SAMPLES_8K..(index + 1) * FRAME_SAMPLES_8K),
+            Codec::Pcma => self.pcma.get(index * FRAME_SAMPLES_8K..(index + 1) * FRAME_SAMPLES_8K),
+            Codec::Opus => self.opus.get(index).map(|f| &f[..]),
+        }
+    }
+}
+
+/// Every prompt of a catalog, encoded. Immutable: a reload builds a new set and swaps it in;
+/// calls keep the set they started with.
+#[derive(Debug, Default)]
+pub struct PromptSet {
+    prompts: HashMap<(Lang, String), Arc<EncodedPrompt>>,
+    pub catalog: Catalog,
+}
+
+impl PromptSet {
+    pub fn get(&self, lang: Lang, id: &str) -> Option<&Arc<EncodedPrompt>> {
+        self.prompts.get(&(lang, id.to_string()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.prompts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.prompts.is_empty()
+    }
+}
+
+/// Voices per language and where rendered speech is cached.
+#[derive(Clone, Debug)]
+pub struct RenderConfig {
+    pub voice_en: Voice,
+    pub voice_es: Voice,
+    pub cache_dir: std::path::PathBuf,
+}
+
+impl RenderConfig {
+    pub fn voice(&self, lang: Lang) -> &Voice {
+        match lang {
+            Lang::En => &self.voice_en,
+            Lang::Es => &self.voice_es,
+        }
+    }
+}
+
+/// Render (or load from the caches) and encode every prompt. A recorded WAV at
+/// `<prompts_dir>/<lang>/audio/<id>.wav` replaces the synthetic voice. Uses `threads` workers:
+/// espeak-ng runs as a process per uncached prompt.
+pub fn build(catalog: Catalog, prompts_dir: &Path, render: &RenderConfig, threads: usize) -> Result<PromptSet, String> {
+    let list: Vec<&Prompt> = catalog.iter().collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Result<EncodedPrompt, String>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(p) = list.get(i) else { break };
+                        out.push((i, encode_prompt(p, prompts_dir, render)));
+                    }
+                    out
+                })
+            })
+            .collect();
+        let mut all: Vec<(usize, Result<EncodedPrompt, String>)> =
+            workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect();
+        all.sort_by_key(|(i, _)| *i);
+        all.into_iter().map(|(_, r)| r).collect()
+    });
+    let mut prompts = HashMap::new();
+    let mut errors = Vec::new();
+    for r in results {
+        match r {
+            Ok(p) => {
+                prompts.insert((p.lang, p.id.clone()), Arc::new(p));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors.join("\n"));
+    }
+    Ok(PromptSet { prompts, catalog })
+}
+
+fn encode_prompt(p: &Prompt, prompts_dir: &Path, render: &RenderConfig) -> Result<EncodedPrompt, String> {
+    let recorded = prompts_dir.join(p.lang.code()).join("audio").join(format!("{}.wav", p.id));
+    let (pcm, source) = if recorded.exists() {
+        let pcm = tts::read_wav(&recorded).map_err(|e| format!("{}: {e}", recorded.display()))?;
+        (pcm, recorded.display().to_string())
+    } else {
+        let pcm = tts::render(&p.rendered.ssml, render.voice(p.lang), &render.cache_dir)
+            .map_err(|e| format!("{}:{}: prompt {:?}: {e}", p.path.display(), p.line, p.id))?;
+        (pcm, "tts".to_string())
+    };
+    encode_pcm(p.id.clone(), p.lang, p.rendered.display.clone(), p.barge_in, source, &pcm)
+        .map_err(|e| format!("{}:{}: prompt {:?}: {e}", p.path.display(), p.line, p.id))
+}
+
+/// Encode PCM at any rate into every codec's frames.
+pub fn encode_pcm(
+    id: String,
+    lang: Lang,
+    display: String,
+    barge_in: bool,
+    source: String,
+    pcm: &Pcm,
+) -> Result<EncodedPrompt, String> {
+    let mut pcm_8k = resample::resample(&pcm.samples, pcm.rate, 8000);
+    let mut pcm_16k = resample::resample(&pcm.samples, pcm.rate, 16000);
+    let frames = pcm_8k.len().div_ceil(FRAME_SAMPLES_8K).max(1);
+    pcm_8k.resize(frames * FRAME_SAMPLES_8K, 0);
+    pcm_16k.resize(frames * FRAME_SAMPLES_16K, 0);
+
+    let mut pcmu = vec![0u8; pcm_8k.len()];
+    let mut pcma = vec![0u8; pcm_8k.len()];
+    let mut enc_u = Encoder::new(Codec::Pcmu).map_err(|e| format!("{e:?}"))?;
+    let mut enc_a = Encoder::new(Codec::Pcma).map_err(|e| format!("{e:?}"))?;
+    enc_u.encode(&pcm_8k, &mut pcmu).map_err(|e| format!("{e:?}"))?;
+    enc_a.encode(&pcm_8k, &mut pcma).map_err(|e| format!("{e:?}"))?;
+
+    let mut enc_o = Encoder::new(Codec::Opus).map_err(|e| format!("{e:?}"))?;
+    let mut opus = Vec::with_capacity(frames);
+    let mut buf = [0u8; OPUS_MAX_PACKET];
+    for chunk in pcm_16k.chunks_exact(FRAME_SAMPLES_16K) {
+        let n = enc_o.encode(chunk, &mut buf).map_err(|e| format!("{e:?}"))?;
+        opus.push(buf[..n].to_vec().into_boxed_slice());
+    }
+    Ok(EncodedPrompt {
+        id,
+        lang,
+        display,
+        barge_in,
+        source,
+        pcm_8k: pcm_8k.into_boxed_slice(),
+        pcmu: pcmu.into_boxed_slice(),
+        pcma: pcma.into_boxed_slice(),
+        opus: opus.into_boxed_slice(),
+    })
+}

@@ -1,0 +1,452 @@
+//! Shared harness for behaviour and interop tests: start `ivr serve` on free loopback ports,
+//! talk to its admin API, capture and decode RTP.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The directory of ../shared (RFC 4475 messages, seeds): `IVR_SHARED_DIR`, else beside the repo.
+pub fn shared_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("IVR_SHARED_DIR") {
+        return d.into();
+    }
+    let beside = repo().join("../shared");
+    if beside.exists() { beside } else { PathBuf::from("/work/shared") }
+}
+
+/// A free UDP+TCP port on loopback (both protocols are free when this returns).
+pub fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A fresh RTP range no other test uses at the same time (tests run in parallel).
+pub fn rtp_range(span: u16) -> (u16, u16) {
+    // Spread by process id and a counter so parallel test binaries do not collide.
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let slot = (std::process::id() as u16 % 50) * 10 + NEXT.fetch_add(1, Ordering::Relaxed) % 10;
+    let lo = 30000 + slot * span.max(20);
+    (lo, lo + span.max(20) - 1)
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ivr-test-{name}-{}-{}", std::process::id(), rand_u32()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn rand_u32() -> u32 {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    t.subsec_nanos() ^ (t.as_secs() as u32).rotate_left(7) ^ std::process::id()
+}
+
+/// Options for a test server.
+pub struct ServerOptions {
+    pub max_calls: usize,
+    pub rtp_timeout_secs: u64,
+    pub no_input_timeout_secs: u64,
+    pub prompts_dir: PathBuf,
+    pub rtp_span: u16,
+    pub extra_toml: String,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            max_calls: 100,
+            rtp_timeout_secs: 30,
+            no_input_timeout_secs: 6,
+            prompts_dir: repo().join("prompts"),
+            rtp_span: 200,
+            extra_toml: String::new(),
+        }
+    }
+}
+
+/// A running `ivr serve`, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub sip: SocketAddr,
+    pub admin: SocketAddr,
+    pub rtp: (u16, u16),
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Server {
+    pub fn start(opts: ServerOptions) -> Server {
+        let sip_port = free_port();
+        let admin_port = free_port();
+        let rtp = rtp_range(opts.rtp_span);
+        let data_dir = temp_dir("data");
+        // Rendered speech is shared by all tests: each prompt is synthesized once per machine.
+        let tts_cache = repo().join("target/tts-cache");
+        let config = format!(
+            "[sip]\nlisten = \"127.0.0.1:{sip_port}\"\n[media]\nrtp_ports = \"{}-{}\"\nrtp_timeout_secs = {}\n\
+             [calls]\nmax_concurrent = {}\nno_input_timeout_secs = {}\ndrain_timeout_secs = 5\n\
+             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\
+             [paths]\ndata_dir = \"{}\"\nprompts_dir = \"{}\"\ngrammars_dir = \"{}\"\ntts_cache_dir = \"{}\"\n{}",
+            rtp.0,
+            rtp.1,
+            opts.rtp_timeout_secs,
+            opts.max_calls,
+            opts.no_input_timeout_secs,
+            data_dir.display(),
+            opts.prompts_dir.display(),
+            repo().join("grammars").display(),
+            tts_cache.display(),
+            opts.extra_toml,
+        );
+        let config_path = data_dir.join("ivr.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = data_dir.join("server.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_ivr"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .env("IVR_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start ivr serve");
+        let mut server = Server {
+            child,
+            sip: SocketAddr::from(([127, 0, 0, 1], sip_port)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+            rtp,
+            data_dir,
+            log,
+        };
+        server.wait_ready(Duration::from_secs(240));
+        server
+    }
+
+    fn wait_ready(&mut self, limit: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("ivr serve exited with {status}:\n{}", self.log_text());
+            }
+            if let Ok((200, _)) = http_get(self.admin, "/readyz") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("ivr serve not ready after {limit:?}:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// The call record, waiting (up to `limit`) until it has ended.
+    pub fn ended_call(&self, call_id: &str, limit: Duration) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let (status, body) = self.get(&format!("/calls/{call_id}"));
+            if status == 200 {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                if !v["ended_at"].is_null() {
+                    return v;
+                }
+            }
+            if start.elapsed() > limit {
+                panic!("call {call_id} did not end within {limit:?} (last: {status} {body})\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn metric(&self, name: &str) -> i64 {
+        let (_, body) = self.get("/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("metric {name} missing"))
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe_kill(self.child.id(), "TERM");
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = self.child.kill();
+                panic!("ivr did not exit after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn unsafe_kill(pid: u32, signal: &str) {
+    let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+}
+
+/// A minimal HTTP/1.1 GET (the admin API is on loopback; no client crate needed).
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Require a program on PATH; CI installs every peer, so absence is a failure, not a skip.
+pub fn require(program: &str) {
+    let ok = Command::new("sh").arg("-c").arg(format!("command -v {program}")).output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(ok, "{program} is not installed (scripts/dev setup installs it)");
+}
+
+/// A UDP packet captured on loopback.
+#[derive(Clone, Debug)]
+pub struct Captured {
+    pub time: Duration,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub payload: Vec<u8>,
+}
+
+/// Read a classic pcap file (as tshark/dumpcap write with `-F pcap`) and return its UDP packets.
+pub fn read_pcap(path: &Path) -> Vec<Captured> {
+    let data = std::fs::read(path).unwrap_or_default();
+    if data.len() < 24 {
+        return vec![];
+    }
+    let le = data[0..4] == [0xd4, 0xc3, 0xb2, 0xa1] || data[0..4] == [0x4d, 0x3c, 0xb2, 0xa1];
+    let nanos = data[0..4] == [0x4d, 0x3c, 0xb2, 0xa1] || data[0..4] == [0xa1, 0xb2, 0x3c, 0x4d];
+    let u32_at = |b: &[u8]| if le { u32::from_le_bytes([b[0], b[1], b[2], b[3]]) } else { u32::from_be_bytes([b[0], b[1], b[2], b[3]]) };
+    let linktype = u32_at(&data[20..24]);
+    let mut out = Vec::new();
+    let mut at = 24;
+    let mut first: Option<Duration> = None;
+    while at + 16 <= data.len() {
+        let secs = u32_at(&data[at..]);
+        let frac = u32_at(&data[at + 4..]);
+        let caplen = u32_at(&data[at + 8..]) as usize;
+        at += 16;
+        if at + caplen > data.len() {
+            break;
+        }
+        let frame = &data[at..at + caplen];
+        at += caplen;
+        let t = Duration::from_secs(u64::from(secs)) + if nanos { Duration::from_nanos(u64::from(frac)) } else { Duration::from_micros(u64::from(frac)) };
+        let ip = match linktype {
+            1 => frame.get(14..),       // Ethernet (Linux lo)
+            113 => frame.get(16..),     // Linux cooked (any)
+            276 => frame.get(20..),     // Linux cooked v2
+            0 | 101 => frame.get(4..).filter(|_| linktype == 0).or(Some(frame)),
+            _ => None,
+        };
+        let Some(ip) = ip else { continue };
+        if ip.len() < 28 || ip[0] >> 4 != 4 || ip[9] != 17 {
+            continue;
+        }
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let udp = &ip[ihl..];
+        if udp.len() < 8 {
+            continue;
+        }
+        let first_t = *first.get_or_insert(t);
+        out.push(Captured {
+            time: t.saturating_sub(first_t),
+            src_port: u16::from_be_bytes([udp[0], udp[1]]),
+            dst_port: u16::from_be_bytes([udp[2], udp[3]]),
+            payload: udp[8..].to_vec(),
+        });
+    }
+    out
+}
+
+/// tshark capturing UDP on loopback into a pcap file until dropped.
+pub struct Capture {
+    child: Child,
+    pub path: PathBuf,
+}
+
+impl Capture {
+    pub fn start(filter: &str, dir: &Path) -> Capture {
+        require("tshark");
+        let path = dir.join("capture.pcap");
+        let child = Command::new("tshark")
+            .args(["-i", "lo", "-q", "-F", "pcap", "-f", filter, "-w"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tshark");
+        // tshark prints "Capturing on 'Loopback: lo'" once the capture runs.
+        let mut cap = Capture { child, path };
+        let mut err = cap.child.stderr.take().unwrap();
+        let mut seen = Vec::new();
+        let start = Instant::now();
+        let mut byte = [0u8; 1];
+        while start.elapsed() < Duration::from_secs(20) {
+            match err.read(&mut byte) {
+                Ok(1) => {
+                    seen.push(byte[0]);
+                    if String::from_utf8_lossy(&seen).contains("Capturing on") {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = err.read_to_end(&mut sink);
+        });
+        cap
+    }
+
+    pub fn stop(mut self) -> Vec<Captured> {
+        // Let the last packets reach the file, then stop tshark cleanly so it flushes.
+        std::thread::sleep(Duration::from_millis(500));
+        unsafe_kill(self.child.id(), "INT");
+        let _ = self.child.wait();
+        read_pcap(&self.path)
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// An RTP packet's fields, parsed in the test without the product's parser.
+#[derive(Clone, Debug)]
+pub struct Rtp<'a> {
+    pub pt: u8,
+    pub marker: bool,
+    pub seq: u16,
+    pub ts: u32,
+    pub ssrc: u32,
+    pub payload: &'a [u8],
+}
+
+pub fn parse_rtp(b: &[u8]) -> Option<Rtp<'_>> {
+    if b.len() < 12 || b[0] >> 6 != 2 {
+        return None;
+    }
+    let cc = usize::from(b[0] & 0x0f);
+    let start = 12 + 4 * cc;
+    if b.len() < start || (200..=204).contains(&b[1]) {
+        return None;
+    }
+    Some(Rtp {
+        pt: b[1] & 0x7f,
+        marker: b[1] & 0x80 != 0,
+        seq: u16::from_be_bytes([b[2], b[3]]),
+        ts: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+        ssrc: u32::from_be_bytes([b[8], b[9], b[10], b[11]]),
+        payload: &b[start..],
+    })
+}
+
+/// G.711 decoders written from the standard here, independent of the product's codec.
+pub fn ulaw_to_linear(u: u8) -> i16 {
+    let u = !u;
+    let sign = u & 0x80;
+    let exponent = (u >> 4) & 0x07;
+    let mantissa = u & 0x0f;
+    let magnitude = ((i32::from(mantissa) << 3) + 0x84) << exponent;
+    let v = magnitude - 0x84;
+    (if sign != 0 { -v } else { v }) as i16
+}
+
+pub fn alaw_to_linear(a: u8) -> i16 {
+    let a = a ^ 0x55;
+    let sign = a & 0x80;
+    let exponent = (a >> 4) & 0x07;
+    let mantissa = i32::from(a & 0x0f);
+    let magnitude = if exponent == 0 { (mantissa << 4) + 8 } else { ((mantissa << 4) + 0x108) << (exponent - 1) };
+    (if sign != 0 { magnitude } else { -magnitude }) as i16
+}
+
+/// Read a 16-bit mono WAV.
+pub fn read_wav(path: &Path) -> (u32, Vec<i16>) {
+    let mut r = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let rate = r.spec().sample_rate;
+    let s: Vec<i16> = r.samples::<i16>().map(|s| s.unwrap()).collect();
+    (rate, s)
+}
+
+pub fn rms(x: &[i16]) -> f64 {
+    if x.is_empty() {
+        return 0.0;
+    }
+    (x.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / x.len() as f64).sqrt()
+}
+
+/// Envelope correlation of two 8 kHz signals: RMS per 20 ms frame, then Pearson correlation over
+/// the common length. Robust to codec differences (µ-law vs A-law) and small offsets.
+pub fn envelope_correlation(a: &[i16], b: &[i16]) -> f64 {
+    let env = |x: &[i16]| x.chunks(160).map(rms).collect::<Vec<f64>>();
+    let (ea, eb) = (env(a), env(b));
+    let n = ea.len().min(eb.len());
+    if n < 5 {
+        return 0.0;
+    }
+    let (ea, eb) = (&ea[..n], &eb[..n]);
+    let ma = ea.iter().sum::<f64>() / n as f64;
+    let mb = eb.iter().sum::<f64>() / n as f64;
+    let cov: f64 = ea.iter().zip(eb).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = ea.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = eb.iter().map(|y| (y - mb).powi(2)).sum();
+    if va == 0.0 || vb == 0.0 { 0.0 } else { cov / (va.sqrt() * vb.sqrt()) }
+}
+
+/// Render a prompt as callers hear it with `ivr say` (8 kHz).
+pub fn say_prompt(lang: &str, id: &str, dir: &Path) -> Vec<i16> {
+    let out = dir.join(format!("say-{lang}-{id}.wav"));
+    let cfg = dir.join("say.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[paths]\ndata_dir = \"{}\"\nprompts_dir = \"{}\"\ntts_cache_dir = \"{}\"\n",
+            dir.display(),
+            repo().join("prompts").display(),
+            repo().join("target/tts-cache").display()
+        ),
+    )
+    .unwrap();
+    let st = Command::new(env!("CARGO_BIN_EXE_ivr"))
+        .args(["say", "--lang", lang, "--prompt", id, "-o"])
+        .arg(&out)
+        .arg("--config")
+        .arg(&cfg)
+        .status()
+        .unwrap();
+    assert!(st.success(), "ivr say failed");
+    read_wav(&out).1
+}
