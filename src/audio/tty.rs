@@ -1,0 +1,1 @@
+//! Baudot TTY modem (owned by the tty branch).

@@ -1,0 +1,408 @@
+//! RFC 3261 §17 transactions as state machines with timers by their RFC names.
+//!
+//! Each transaction keeps a small timer table of `Option<Instant>` (quinn-proto style); the
+//! endpoint asks `poll_timeout` for the earliest and calls `handle_timeout(now)`, which only acts
+//! on timers that are due, so early or duplicate wake-ups are harmless. Over reliable transports
+//! the retransmission timers (A/E/G) are never armed and the wait timers (I/J/K) are zero.
+
+use std::time::{Duration, Instant};
+
+use super::message::Message;
+
+/// T1/T2/T4 of RFC 3261 §17.1.1.1.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub t1: Duration,
+    pub t2: Duration,
+    pub t4: Duration,
+}
+
+impl Timing {
+    /// Timers B, F, H, J and the 2xx give-up are all 64*T1.
+    pub fn timeout(&self) -> Duration {
+        self.t1 * 64
+    }
+}
+
+/// Server transaction identity (RFC 3261 §17.2.3): branch + sent-by + method, ACK folded into
+/// INVITE. Peers without the magic cookie (RFC 2543) are keyed on Call-ID, CSeq number and From
+/// tag instead.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TxKey {
+    pub branch: String,
+    pub sent_by: String,
+    pub method: String,
+}
+
+impl TxKey {
+    pub fn server(msg: &Message) -> Option<TxKey> {
+        let method = msg.method()?;
+        let via = msg.top_via()?;
+        let method = match method.as_str() {
+            "ACK" => "INVITE".to_string(),
+            m => m.to_string(),
+        };
+        let branch = match via.branch() {
+            Some(b) if b.starts_with("z9hG4bK") && b.len() > 7 => b.to_string(),
+            _ => {
+                let (num, _) = msg.cseq()?;
+                format!(
+                    "2543:{}:{}:{}",
+                    msg.call_id()?,
+                    num,
+                    msg.from_tag().unwrap_or_default()
+                )
+            }
+        };
+        Some(TxKey {
+            branch,
+            sent_by: via.sent_by.to_ascii_lowercase(),
+            method,
+        })
+    }
+
+    /// The INVITE transaction a CANCEL targets (same branch, RFC 3261 §9.2).
+    pub fn invite_of(&self) -> TxKey {
+        TxKey {
+            method: "INVITE".into(),
+            ..self.clone()
+        }
+    }
+}
+
+/// What a timer firing asks the endpoint to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxAction {
+    None,
+    Retransmit(Vec<u8>),
+    /// Timer H (no ACK for our non-2xx) or Timer F (no answer to our request).
+    TimedOut,
+    /// The transaction is over; forget it.
+    Terminated,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InviteServerState {
+    Proceeding,
+    /// Non-2xx final sent; waiting for ACK (Timer G retransmits, Timer H gives up).
+    Completed,
+    /// ACK received; absorbing ACK retransmissions until Timer I.
+    Confirmed,
+    /// 2xx sent (RFC 6026): absorbs INVITE retransmissions until Timer L; the UAS core owns the
+    /// 2xx retransmissions.
+    Accepted,
+}
+
+/// INVITE server transaction (RFC 3261 §17.2.1, RFC 6026).
+#[derive(Debug)]
+pub struct InviteServerTx {
+    pub state: InviteServerState,
+    pub last_response: Vec<u8>,
+    pub reliable: bool,
+    timer_g: Option<Instant>,
+    g_interval: Duration,
+    timer_h: Option<Instant>,
+    timer_i: Option<Instant>,
+    timer_l: Option<Instant>,
+}
+
+impl InviteServerTx {
+    pub fn new(reliable: bool, first_response: Vec<u8>) -> InviteServerTx {
+        InviteServerTx {
+            state: InviteServerState::Proceeding,
+            last_response: first_response,
+            reliable,
+            timer_g: None,
+            g_interval: Duration::ZERO,
+            timer_h: None,
+            timer_i: None,
+            timer_l: None,
+        }
+    }
+
+    pub fn is_proceeding(&self) -> bool {
+        self.state == InviteServerState::Proceeding
+    }
+
+    pub fn send_provisional(&mut self, bytes: Vec<u8>) {
+        if self.is_proceeding() {
+            self.last_response = bytes;
+        }
+    }
+
+    /// Records a final response; `code` decides Completed (non-2xx) or Accepted (2xx).
+    pub fn send_final(&mut self, now: Instant, timing: &Timing, code: u16, bytes: Vec<u8>) {
+        self.last_response = bytes;
+        if (200..300).contains(&code) {
+            self.state = InviteServerState::Accepted;
+            self.timer_l = Some(now + timing.timeout());
+        } else {
+            self.state = InviteServerState::Completed;
+            if !self.reliable {
+                self.g_interval = timing.t1;
+                self.timer_g = Some(now + timing.t1);
+            }
+            self.timer_h = Some(now + timing.timeout());
+        }
+    }
+
+    /// A retransmitted INVITE: re-send the last response (RFC 3261 §17.2.1).
+    pub fn handle_retransmission(&self) -> Option<&[u8]> {
+        match self.state {
+            InviteServerState::Confirmed => None,
+            _ => Some(&self.last_response),
+        }
+    }
+
+    /// ACK for our non-2xx final. Returns true if it was absorbed by this transaction.
+    pub fn handle_ack(&mut self, now: Instant, timing: &Timing) -> bool {
+        match self.state {
+            InviteServerState::Completed => {
+                self.state = InviteServerState::Confirmed;
+                self.timer_g = None;
+                self.timer_h = None;
+                self.timer_i = Some(
+                    now + if self.reliable {
+                        Duration::ZERO
+                    } else {
+                        timing.t4
+                    },
+                );
+                true
+            }
+            InviteServerState::Confirmed => true,
+            _ => false,
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [self.timer_g, self.timer_h, self.timer_i, self.timer_l]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant, timing: &Timing) -> TxAction {
+        if self.timer_h.is_some_and(|t| t <= now) {
+            return TxAction::TimedOut;
+        }
+        if self.timer_i.is_some_and(|t| t <= now) || self.timer_l.is_some_and(|t| t <= now) {
+            return TxAction::Terminated;
+        }
+        if let Some(g) = self.timer_g
+            && g <= now
+        {
+            self.g_interval = (self.g_interval * 2).min(timing.t2);
+            self.timer_g = Some(now + self.g_interval);
+            return TxAction::Retransmit(self.last_response.clone());
+        }
+        TxAction::None
+    }
+}
+
+/// Non-INVITE server transaction (RFC 3261 §17.2.2): keeps the final response for Timer J.
+#[derive(Debug)]
+pub struct NonInviteServerTx {
+    pub last_response: Vec<u8>,
+    timer_j: Instant,
+}
+
+impl NonInviteServerTx {
+    pub fn completed(
+        now: Instant,
+        timing: &Timing,
+        reliable: bool,
+        response: Vec<u8>,
+    ) -> NonInviteServerTx {
+        let wait = if reliable {
+            Duration::ZERO
+        } else {
+            timing.timeout()
+        };
+        NonInviteServerTx {
+            last_response: response,
+            timer_j: now + wait,
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.timer_j)
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) -> TxAction {
+        if self.timer_j <= now {
+            TxAction::Terminated
+        } else {
+            TxAction::None
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientState {
+    Trying,
+    Proceeding,
+    Completed,
+}
+
+/// Non-INVITE client transaction (RFC 3261 §17.1.2), used for BYE and later REFER/INFO.
+#[derive(Debug)]
+pub struct NonInviteClientTx {
+    pub state: ClientState,
+    pub request: Vec<u8>,
+    pub reliable: bool,
+    timer_e: Option<Instant>,
+    e_interval: Duration,
+    timer_f: Option<Instant>,
+    timer_k: Option<Instant>,
+}
+
+impl NonInviteClientTx {
+    pub fn new(
+        now: Instant,
+        timing: &Timing,
+        reliable: bool,
+        request: Vec<u8>,
+    ) -> NonInviteClientTx {
+        NonInviteClientTx {
+            state: ClientState::Trying,
+            request,
+            reliable,
+            timer_e: (!reliable).then(|| now + timing.t1),
+            e_interval: timing.t1,
+            timer_f: Some(now + timing.timeout()),
+            timer_k: None,
+        }
+    }
+
+    /// A response arrived. Returns the final status code the first time a final arrives.
+    pub fn handle_response(&mut self, now: Instant, timing: &Timing, code: u16) -> Option<u16> {
+        match self.state {
+            ClientState::Completed => None,
+            _ if code < 200 => {
+                self.state = ClientState::Proceeding;
+                None
+            }
+            _ => {
+                self.state = ClientState::Completed;
+                self.timer_e = None;
+                self.timer_f = None;
+                self.timer_k = Some(
+                    now + if self.reliable {
+                        Duration::ZERO
+                    } else {
+                        timing.t4
+                    },
+                );
+                Some(code)
+            }
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [self.timer_e, self.timer_f, self.timer_k]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant, timing: &Timing) -> TxAction {
+        if self.timer_f.is_some_and(|t| t <= now) {
+            self.timer_f = None;
+            self.timer_e = None;
+            return TxAction::TimedOut;
+        }
+        if self.timer_k.is_some_and(|t| t <= now) {
+            return TxAction::Terminated;
+        }
+        if let Some(e) = self.timer_e
+            && e <= now
+        {
+            // In Proceeding the interval jumps to T2 (RFC 3261 §17.1.2.2).
+            self.e_interval = match self.state {
+                ClientState::Proceeding => timing.t2,
+                _ => (self.e_interval * 2).min(timing.t2),
+            };
+            self.timer_e = Some(now + self.e_interval);
+            return TxAction::Retransmit(self.request.clone());
+        }
+        TxAction::None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timing() -> Timing {
+        Timing {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn timer_g_doubles_to_t2_then_h_gives_up() {
+        let t = timing();
+        let start = Instant::now();
+        let mut tx = InviteServerTx::new(false, b"100".to_vec());
+        tx.send_final(start, &t, 486, b"486".to_vec());
+        let mut now = start;
+        let mut gaps = Vec::new();
+        loop {
+            let next = tx.poll_timeout().unwrap();
+            gaps.push((next - now).as_millis());
+            now = next;
+            match tx.handle_timeout(now, &t) {
+                TxAction::Retransmit(b) => assert_eq!(b, b"486"),
+                TxAction::TimedOut => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(&gaps[..5], &[500, 1000, 2000, 4000, 4000]);
+        assert_eq!(now - start, t.timeout());
+    }
+
+    #[test]
+    fn ack_confirms_and_timer_i_ends() {
+        let t = timing();
+        let now = Instant::now();
+        let mut tx = InviteServerTx::new(false, Vec::new());
+        tx.send_final(now, &t, 487, b"487".to_vec());
+        assert!(tx.handle_ack(now, &t));
+        assert_eq!(tx.poll_timeout(), Some(now + t.t4));
+        assert_eq!(tx.handle_timeout(now, &t), TxAction::None);
+        assert_eq!(tx.handle_timeout(now + t.t4, &t), TxAction::Terminated);
+    }
+
+    #[test]
+    fn reliable_has_no_retransmissions() {
+        let t = timing();
+        let now = Instant::now();
+        let mut c = NonInviteClientTx::new(now, &t, true, b"BYE".to_vec());
+        assert_eq!(c.poll_timeout(), Some(now + t.timeout()));
+        assert_eq!(c.handle_response(now, &t, 200), Some(200));
+        assert_eq!(c.handle_response(now, &t, 200), None);
+        assert_eq!(c.handle_timeout(now, &t), TxAction::Terminated);
+    }
+
+    #[test]
+    fn timer_e_goes_to_t2_in_proceeding() {
+        let t = timing();
+        let now = Instant::now();
+        let mut c = NonInviteClientTx::new(now, &t, false, b"BYE".to_vec());
+        assert_eq!(
+            c.handle_timeout(now + t.t1, &t),
+            TxAction::Retransmit(b"BYE".to_vec())
+        );
+        assert_eq!(c.poll_timeout(), Some(now + t.t1 * 3));
+        c.handle_response(now, &t, 100);
+        assert!(matches!(
+            c.handle_timeout(now + t.t1 * 3, &t),
+            TxAction::Retransmit(_)
+        ));
+        assert_eq!(c.poll_timeout(), Some(now + t.t1 * 3 + t.t2));
+        assert_eq!(c.handle_timeout(now + t.timeout(), &t), TxAction::TimedOut);
+    }
+}
