@@ -141,6 +141,8 @@ pub struct CallsConfig {
     pub drain_timeout_secs: u64,
     pub no_input_timeout_secs: u64,
     pub max_retries: u32,
+    /// Ring (180) this long before answering; 0 answers at once.
+    pub answer_delay_ms: u64,
 }
 
 impl Default for CallsConfig {
@@ -151,6 +153,7 @@ impl Default for CallsConfig {
             drain_timeout_secs: 60,
             no_input_timeout_secs: 6,
             max_retries: 3,
+            answer_delay_ms: 0,
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -17,6 +17,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/calls", get(recent))
         .route("/calls/{call_id}", get(call))
         .with_state(shared)
 }
@@ -43,6 +44,22 @@ async fn call(State(shared): State<Arc<Shared>>, Path(call_id): Path<String>) ->
     match found {
         Ok(Ok(Some(record))) => Json(record).into_response(),
         Ok(Ok(None)) => (StatusCode::NOT_FOUND, "no such call\n").into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Recent {
+    limit: Option<usize>,
+}
+
+/// `GET /calls?limit=N`: the newest calls first (at most 1000).
+async fn recent(State(shared): State<Arc<Shared>>, Query(q): Query<Recent>) -> Response {
+    let store = shared.store.clone();
+    let limit = q.limit.unwrap_or(20).min(1000);
+    match tokio::task::spawn_blocking(move || store.recent(limit)).await {
+        Ok(Ok(records)) => Json(records).into_response(),
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }

@@ -73,6 +73,8 @@ pub struct SipTask {
     ports: PortPool,
     media_ip: IpAddr,
     seed: u64,
+    /// Calls ringing until their answer time (calls.answer_delay_ms).
+    pending_answers: Vec<(Instant, CallKey, sdp::SessionDescription)>,
 }
 
 /// Messages from TCP connection tasks.
@@ -109,13 +111,26 @@ pub async fn run(shared: Arc<Shared>, udp: UdpSocket, tcp: TcpListener, mut drai
         calls: HashMap::new(),
         media_ip,
         seed,
+        pending_answers: Vec::new(),
     };
     let mut buf = vec![0u8; 65_536];
     let mut draining = false;
     let mut drain_deadline: Option<Instant> = None;
     loop {
         let timeout = task.endpoint.poll_timeout();
+        let answer_at = task.pending_answers.iter().map(|(at, _, _)| *at).min();
         tokio::select! {
+            _ = tokio::time::sleep_until(answer_at.unwrap_or_else(Instant::now).into()), if answer_at.is_some() => {
+                let now = Instant::now();
+                let (due, later): (Vec<_>, Vec<_>) = task.pending_answers.drain(..).partition(|(at, _, _)| *at <= now);
+                task.pending_answers = later;
+                for (_, call, answer) in due {
+                    // A call cancelled while ringing is already gone: the answer is refused.
+                    if task.calls.contains_key(&call) {
+                        let _ = task.endpoint.answer(now, call, &answer);
+                    }
+                }
+            }
             r = task.udp.recv_from(&mut buf) => {
                 if let Ok((n, from)) = r {
                     Metrics::inc(&shared.metrics.sip_messages_in_total);
@@ -273,7 +288,13 @@ impl SipTask {
                 self.calls.insert(call, Live { tx, rtp_port, session_id, version: 1 });
                 Metrics::inc(&m.calls_total);
                 m.calls_active.fetch_add(1, Relaxed);
-                let _ = self.endpoint.answer(now, call, &answer);
+                let delay = cfg.calls.answer_delay_ms;
+                if delay == 0 {
+                    let _ = self.endpoint.answer(now, call, &answer);
+                } else {
+                    let _ = self.endpoint.ring(now, call);
+                    self.pending_answers.push((now + Duration::from_millis(delay), call, answer));
+                }
             }
             Event::Reoffer { call, offer } => {
                 let Some(live) = self.calls.get_mut(&call) else {

@@ -108,15 +108,30 @@ impl Store {
         let conn = self.reader.lock().map_err(|_| anyhow::anyhow!("store reader poisoned"))?;
         read_call(&conn, call_id)
     }
+
+    pub fn recent(&self, limit: usize) -> anyhow::Result<Vec<CallRecord>> {
+        let conn = self.reader.lock().map_err(|_| anyhow::anyhow!("store reader poisoned"))?;
+        recent_calls(&conn, limit)
+    }
 }
 
+const COLUMNS: &str = "call_id, started_at, answered_at, ended_at, caller, to_user, transport, codec, lang,
+                       digits, intent, intents, prompts, outcome, end_reason";
+
 pub fn read_call(conn: &Connection, call_id: &str) -> anyhow::Result<Option<CallRecord>> {
-    let row = conn
-        .query_row(
-            "SELECT call_id, started_at, answered_at, ended_at, caller, to_user, transport, codec, lang,
-                    digits, intent, intents, prompts, outcome, end_reason FROM calls WHERE call_id = ?1",
-            params![call_id],
-            |r| {
+    let sql = format!("SELECT {COLUMNS} FROM calls WHERE call_id = ?1");
+    Ok(conn.query_row(&sql, params![call_id], row_to_record).optional()?)
+}
+
+/// The most recent calls, newest first.
+pub fn recent_calls(conn: &Connection, limit: usize) -> anyhow::Result<Vec<CallRecord>> {
+    let sql = format!("SELECT {COLUMNS} FROM calls ORDER BY started_at DESC, rowid DESC LIMIT ?1");
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(params![limit as i64], row_to_record)?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallRecord> {
                 Ok(CallRecord {
                     call_id: r.get(0)?,
                     started_at: r.get(1)?,
@@ -134,10 +149,6 @@ pub fn read_call(conn: &Connection, call_id: &str) -> anyhow::Result<Option<Call
                     outcome: r.get(13)?,
                     end_reason: r.get(14)?,
                 })
-            },
-        )
-        .optional()?;
-    Ok(row)
 }
 
 fn writer_loop(conn: Connection, rx: mpsc::Receiver<Write>) {

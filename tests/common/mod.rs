@@ -60,6 +60,7 @@ pub struct ServerOptions {
     pub no_input_timeout_secs: u64,
     pub prompts_dir: PathBuf,
     pub rtp_span: u16,
+    pub answer_delay_ms: u64,
     pub extra_toml: String,
 }
 
@@ -71,8 +72,16 @@ impl Default for ServerOptions {
             no_input_timeout_secs: 6,
             prompts_dir: repo().join("prompts"),
             rtp_span: 200,
+            answer_delay_ms: 0,
             extra_toml: String::new(),
         }
+    }
+}
+
+impl ServerOptions {
+    pub fn with_answer_delay(mut self, ms: u64) -> Self {
+        self.answer_delay_ms = ms;
+        self
     }
 }
 
@@ -96,7 +105,7 @@ impl Server {
         let tts_cache = repo().join("target/tts-cache");
         let config = format!(
             "[sip]\nlisten = \"127.0.0.1:{sip_port}\"\n[media]\nrtp_ports = \"{}-{}\"\nrtp_timeout_secs = {}\n\
-             [calls]\nmax_concurrent = {}\nno_input_timeout_secs = {}\ndrain_timeout_secs = 5\n\
+             [calls]\nmax_concurrent = {}\nno_input_timeout_secs = {}\ndrain_timeout_secs = 5\nanswer_delay_ms = {}\n\
              [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\
              [paths]\ndata_dir = \"{}\"\nprompts_dir = \"{}\"\ngrammars_dir = \"{}\"\ntts_cache_dir = \"{}\"\n{}",
             rtp.0,
@@ -104,6 +113,7 @@ impl Server {
             opts.rtp_timeout_secs,
             opts.max_calls,
             opts.no_input_timeout_secs,
+            opts.answer_delay_ms,
             data_dir.display(),
             opts.prompts_dir.display(),
             repo().join("grammars").display(),
@@ -449,4 +459,233 @@ pub fn say_prompt(lang: &str, id: &str, dir: &Path) -> Vec<i16> {
         .unwrap();
     assert!(st.success(), "ivr say failed");
     read_wav(&out).1
+}
+
+/// A bare-bones SIP caller over UDP for behaviour tests: it writes messages by hand so the tests
+/// do not depend on the product's own SIP printer.
+pub struct Uac {
+    pub sock: UdpSocket,
+    pub server: SocketAddr,
+    pub call_id: String,
+    pub from_tag: String,
+    pub to_tag: Option<String>,
+    pub cseq: u32,
+    pub rtp: UdpSocket,
+    branch_n: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct SipMsg {
+    pub first_line: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl SipMsg {
+    pub fn status(&self) -> Option<u16> {
+        self.first_line.strip_prefix("SIP/2.0 ").and_then(|r| r.get(..3)).and_then(|c| c.parse().ok())
+    }
+    pub fn method(&self) -> Option<&str> {
+        if self.first_line.starts_with("SIP/2.0") { None } else { self.first_line.split(' ').next() }
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn parse(data: &[u8]) -> Option<SipMsg> {
+        let text = String::from_utf8_lossy(data);
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let mut lines = head.split("\r\n");
+        let first_line = lines.next()?.to_string();
+        let headers = lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_string(), v.trim().to_string())).collect();
+        Some(SipMsg { first_line, headers, body: body.to_string() })
+    }
+}
+
+impl Uac {
+    pub fn new(server: SocketAddr) -> Uac {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rtp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let n = rand_u32();
+        Uac {
+            sock,
+            server,
+            call_id: format!("test-{n}@127.0.0.1"),
+            from_tag: format!("ft{n}"),
+            to_tag: None,
+            cseq: 0,
+            rtp,
+            branch_n: 0,
+        }
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        self.sock.local_addr().unwrap()
+    }
+
+    fn branch(&mut self) -> String {
+        self.branch_n += 1;
+        format!("z9hG4bK-{}-{}", self.from_tag, self.branch_n)
+    }
+
+    pub fn sdp(&self, direction: &str) -> String {
+        let port = self.rtp.local_addr().unwrap().port();
+        format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na={direction}\r\n"
+        )
+    }
+
+    /// Send a request in this call; returns the branch used.
+    pub fn request(&mut self, method: &str, body: &str, new_cseq: bool) -> String {
+        if new_cseq {
+            self.cseq += 1;
+        }
+        let branch = self.branch();
+        let to_tag = self.to_tag.as_ref().map(|t| format!(";tag={t}")).unwrap_or_default();
+        let ctype = if body.is_empty() { String::new() } else { "Content-Type: application/sdp\r\n".into() };
+        let local = self.local();
+        let msg = format!(
+            "{method} sip:ivr@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:2025550134@127.0.0.1>;tag={ft}\r\nTo: <sip:ivr@{server}>{to_tag}\r\n\
+             Call-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@{local}>\r\n{ctype}Content-Length: {len}\r\n\r\n{body}",
+            server = self.server,
+            ft = self.from_tag,
+            cid = self.call_id,
+            cseq = self.cseq,
+            len = body.len(),
+        );
+        self.sock.send_to(msg.as_bytes(), self.server).unwrap();
+        branch
+    }
+
+    /// CANCEL for the INVITE sent with `branch` (same branch and CSeq number, RFC 3261 §9.1).
+    pub fn cancel(&mut self, invite_branch: &str) {
+        let local = self.local();
+        let msg = format!(
+            "CANCEL sip:ivr@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={invite_branch};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:2025550134@127.0.0.1>;tag={ft}\r\nTo: <sip:ivr@{server}>\r\n\
+             Call-ID: {cid}\r\nCSeq: {cseq} CANCEL\r\nContent-Length: 0\r\n\r\n",
+            server = self.server,
+            ft = self.from_tag,
+            cid = self.call_id,
+            cseq = self.cseq,
+        );
+        self.sock.send_to(msg.as_bytes(), self.server).unwrap();
+    }
+
+    pub fn ack(&mut self, for_2xx: bool, invite_branch: &str) {
+        let branch = if for_2xx { self.branch() } else { invite_branch.to_string() };
+        let to_tag = self.to_tag.as_ref().map(|t| format!(";tag={t}")).unwrap_or_default();
+        let local = self.local();
+        let msg = format!(
+            "ACK sip:ivr@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:2025550134@127.0.0.1>;tag={ft}\r\nTo: <sip:ivr@{server}>{to_tag}\r\n\
+             Call-ID: {cid}\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n",
+            server = self.server,
+            ft = self.from_tag,
+            cid = self.call_id,
+            cseq = self.cseq,
+        );
+        self.sock.send_to(msg.as_bytes(), self.server).unwrap();
+    }
+
+    /// Next SIP message from the server within `limit`.
+    pub fn recv(&self, limit: Duration) -> Option<SipMsg> {
+        let start = Instant::now();
+        let mut buf = [0u8; 65536];
+        while start.elapsed() < limit {
+            if let Ok((n, _)) = self.sock.recv_from(&mut buf) {
+                return SipMsg::parse(&buf[..n]);
+            }
+        }
+        None
+    }
+
+    /// Wait for a final response (skipping 1xx) within `limit`; remembers the To tag.
+    pub fn final_response(&mut self, limit: Duration) -> SipMsg {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(m) = self.recv(Duration::from_millis(200)) {
+                if let Some(code) = m.status() {
+                    if code >= 200 {
+                        if let Some(tag) = m.header("To").and_then(|t| t.split(";tag=").nth(1)) {
+                            self.to_tag = Some(tag.split(';').next().unwrap_or(tag).to_string());
+                        }
+                        return m;
+                    }
+                }
+            }
+        }
+        panic!("no final response within {limit:?}");
+    }
+
+    /// Make a call and complete the handshake; returns the 200 OK.
+    pub fn call(&mut self) -> SipMsg {
+        let sdp = self.sdp("sendrecv");
+        let branch = self.request("INVITE", &sdp, true);
+        let ok = self.final_response(Duration::from_secs(5));
+        assert_eq!(ok.status(), Some(200), "{ok:?}");
+        self.ack(true, &branch);
+        ok
+    }
+
+    /// Answer a request the server sent (e.g. its BYE) with 200.
+    pub fn respond_ok(&self, req: &SipMsg) {
+        let mut msg = String::from("SIP/2.0 200 OK\r\n");
+        for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+            for (n, v) in req.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                msg.push_str(&format!("{n}: {v}\r\n"));
+            }
+        }
+        msg.push_str("Content-Length: 0\r\n\r\n");
+        self.sock.send_to(msg.as_bytes(), self.server).unwrap();
+    }
+
+    /// The RTP address the IVR's SDP answer names.
+    pub fn remote_rtp(answer: &SipMsg) -> SocketAddr {
+        let port: u16 = answer
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix("m=audio "))
+            .and_then(|r| r.split(' ').next())
+            .and_then(|p| p.parse().ok())
+            .expect("m=audio port in the answer");
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// Send `n` 20 ms PCMU frames of `pcm` (8 kHz) to `dest`, paced in real time.
+    pub fn send_pcmu(&self, dest: SocketAddr, pcm: &[i16], seq0: u16, ts0: u32) {
+        let start = Instant::now();
+        for (i, frame) in pcm.chunks(160).enumerate() {
+            let mut pkt = vec![0x80, 0x00];
+            pkt.extend_from_slice(&(seq0.wrapping_add(i as u16)).to_be_bytes());
+            pkt.extend_from_slice(&(ts0.wrapping_add(160 * i as u32)).to_be_bytes());
+            pkt.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+            pkt.extend(frame.iter().map(|&s| linear_to_ulaw(s)));
+            self.rtp.send_to(&pkt, dest).unwrap();
+            let due = start + Duration::from_millis(20 * (i as u64 + 1));
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+}
+
+/// µ-law encoder (G.711 reference, written here independently of the product's).
+pub fn linear_to_ulaw(sample: i16) -> u8 {
+    const BIAS: i32 = 0x84;
+    let mut s = i32::from(sample);
+    let sign = if s < 0 { s = -s; 0x80 } else { 0 };
+    s = (s.min(32635)) + BIAS;
+    let mut exponent = 7;
+    let mut mask = 0x4000;
+    while exponent > 0 && s & mask == 0 {
+        exponent -= 1;
+        mask >>= 1;
+    }
+    let mantissa = (s >> (exponent + 3)) & 0x0f;
+    !(sign | (exponent << 4) as i32 | mantissa) as u8
 }
