@@ -17,7 +17,7 @@ use tokio::time::sleep_until;
 use super::Shared;
 use super::metrics::Metrics;
 use super::store::{CallRecord, now_rfc3339};
-use crate::audio::dtmf::DtmfDetector;
+use crate::audio::dtmf::{DtmfConfig, DtmfDetector};
 use crate::flow::{self, Action, FlowConfig};
 use crate::rtp::codec::{Decoder, FRAME_SAMPLES_16K, g711_silence};
 use crate::rtp::dtmf::TelephoneEventReceiver;
@@ -109,7 +109,7 @@ pub async fn run(mut setup: CallSetup, mut rx: mpsc::Receiver<CallCommand>, sip:
     });
     let mut decoder = Decoder::new(codec).ok();
     let mut events = TelephoneEventReceiver::new(8000);
-    let mut inband = DtmfDetector::new();
+    let mut inband = DtmfDetector::new(DtmfConfig::default());
     let mut flow = flow::Call::new(setup.flow.clone());
     let mut playback: Option<Playback> = None;
     let mut silence = [0u8; 160];
