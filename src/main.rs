@@ -86,6 +86,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("IVR_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(cli) {
         Ok(code) => code,

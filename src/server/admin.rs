@@ -24,13 +24,14 @@ pub fn router(shared: Arc<Shared>) -> Router {
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     let draining = shared.metrics.draining.load(Relaxed) != 0;
+    let ready = shared.ready.load(Relaxed) && !draining;
     let body = serde_json::json!({
-        "ready": !draining,
+        "ready": ready,
         "draining": draining,
         "calls_active": shared.metrics.calls_active.load(Relaxed),
         "prompts": shared.prompts.load().len(),
     });
-    let status = if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
 }
 

@@ -48,6 +48,8 @@ pub struct Shared {
     pub metrics: Metrics,
     pub store: Arc<Store>,
     pub prompts: Snapshot<PromptSet>,
+    /// Prompts loaded and SIP running.
+    pub ready: std::sync::atomic::AtomicBool,
 }
 
 pub fn render_config(config: &Config) -> RenderConfig {
@@ -76,26 +78,34 @@ pub fn load_prompts(config: &Config) -> anyhow::Result<PromptSet> {
 /// Run the server until SIGTERM/SIGINT and a drain.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let store = Arc::new(Store::open(&config.paths.data_dir)?);
-    let prompt_config = config.clone();
-    let prompts = tokio::task::spawn_blocking(move || load_prompts(&prompt_config)).await??;
-    tracing::info!(prompts = prompts.len(), ms = started.elapsed().as_millis() as u64, "prompts rendered and encoded");
-
+    // Sockets first: a port conflict is reported at once, and /healthz answers (with /readyz
+    // at 503) while the prompts render.
     let udp = UdpSocket::bind(config.sip.listen).await.with_context(|| format!("binding SIP UDP {}", config.sip.listen))?;
     let tcp = TcpListener::bind(config.sip.listen).await.with_context(|| format!("binding SIP TCP {}", config.sip.listen))?;
     let admin = TcpListener::bind(config.admin.listen).await.with_context(|| format!("binding admin {}", config.admin.listen))?;
-
-    let shared = Arc::new(Shared { config: config.clone(), metrics: Metrics::default(), store, prompts: Snapshot::new(prompts) });
-    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
-
-    tokio::spawn(reload::watch_prompts(shared.clone()));
+    let store = Arc::new(Store::open(&config.paths.data_dir)?);
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        metrics: Metrics::default(),
+        store,
+        prompts: Snapshot::new(PromptSet::default()),
+        ready: std::sync::atomic::AtomicBool::new(false),
+    });
     let router = admin::router(shared.clone());
     tokio::spawn(async move {
         if let Err(e) = axum::serve(admin, router).await {
             tracing::error!(error = %e, "admin server stopped");
         }
     });
+
+    let prompt_config = config.clone();
+    let prompts = tokio::task::spawn_blocking(move || load_prompts(&prompt_config)).await??;
+    tracing::info!(prompts = prompts.len(), ms = started.elapsed().as_millis() as u64, "prompts rendered and encoded");
+    shared.prompts.store(Arc::new(prompts));
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(reload::watch_prompts(shared.clone()));
     let sip = tokio::spawn(sip_task::run(shared.clone(), udp, tcp, drain_rx));
+    shared.ready.store(true, Relaxed);
     tracing::info!(sip = %config.sip.listen, admin = %config.admin.listen, rtp = %config.media.rtp_ports,
         data = %config.paths.data_dir.display(), "ivr serving");
     println!("ivr: listening on sip:{} (udp+tcp), admin http://{}", config.sip.listen, config.admin.listen);
