@@ -3,7 +3,8 @@
 //!
 //! A frame is "speech-like" when its energy stands well above the tracked noise floor and above
 //! an absolute floor. Speech must start with voiced-looking frames (low zero-crossing rate), which
-//! is what keeps steady hiss and white noise (ZCR ≈ 0.5) from ever opening a talkspurt; once open,
+//! is what keeps steady hiss and white noise (ZCR ≈ 0.5; an aspirated /h/ is ≈ 0.35–0.4) from
+//! opening a talkspurt; once open,
 //! loud unvoiced frames (fricatives) keep it open. `onset_frames` speech-like frames in a row
 //! open it, `hangover_frames` quiet frames in a row close it.
 
@@ -24,9 +25,10 @@ pub struct VadConfig {
 }
 
 impl Default for VadConfig {
-    /// Tuned for telephone speech: 40 ms onset, 400 ms hangover, 10 dB above noise.
+    /// Tuned for telephone speech: 40 ms onset, 400 ms hangover, 10 dB above noise, onset
+    /// ZCR ≤ 0.42 (white noise sits at 0.5 ± 0.04 per 20 ms frame).
     fn default() -> Self {
-        VadConfig { onset_frames: 2, hangover_frames: 20, margin_db: 10.0, min_speech_dbfs: -50.0, max_onset_zcr: 0.3 }
+        VadConfig { onset_frames: 2, hangover_frames: 20, margin_db: 10.0, min_speech_dbfs: -50.0, max_onset_zcr: 0.42 }
     }
 }
 
@@ -96,7 +98,11 @@ impl Vad {
 
         // Floor tracking: drop fast toward quieter frames (noise minima), rise slowly otherwise,
         // and very slowly during speech so a step up in background noise is learnt eventually.
-        let rise = if self.in_speech || loud { 0.002 } else { 0.05 };
+        // Loud noise-like frames outside speech are most likely a new background: learn it.
+        let rise = match (self.in_speech, loud, voiced_like) {
+            (true, _, _) | (false, true, true) => 0.002,
+            _ => 0.05,
+        };
         let next_floor = if e < floor { floor + 0.3 * (e - floor) } else { floor + rise * (e - floor) };
         self.floor_db = Some(next_floor.max(-90.0));
 
