@@ -157,15 +157,20 @@ impl DtmfDetector {
     }
 
     fn classify_block(&self) -> Option<char> {
-        let mut power = [0f32; 8];
-        for (p, &coeff) in power.iter_mut().zip(&self.coeffs) {
-            let (mut s1, mut s2) = (0f32, 0f32);
-            for &x in &self.block {
-                let s0 = x + coeff * s1 - s2;
-                s2 = s1;
-                s1 = s0;
+        // All eight recurrences advance together: eight independent chains instead of one long
+        // dependent one per bin, which the compiler turns into one SIMD lane each.
+        let mut s1 = [0f32; 8];
+        let mut s2 = [0f32; 8];
+        for &x in &self.block {
+            for k in 0..8 {
+                let s0 = x + self.coeffs[k] * s1[k] - s2[k];
+                s2[k] = s1[k];
+                s1[k] = s0;
             }
-            *p = s1 * s1 + s2 * s2 - coeff * s1 * s2;
+        }
+        let mut power = [0f32; 8];
+        for k in 0..8 {
+            power[k] = s1[k] * s1[k] + s2[k] * s2[k] - self.coeffs[k] * s1[k] * s2[k];
         }
         let energy: f32 = self.block.iter().map(|x| x * x).sum();
         let (r, rp) = peak(&power[..4]);
