@@ -55,7 +55,8 @@ fn incoming_packets(n: usize) -> Vec<Vec<u8>> {
     let mut pcm: Vec<i16> = (0..n * 160)
         .map(|i| {
             let t = i as f64 / 8000.0;
-            (3000.0 * (2.0 * std::f64::consts::PI * 150.0 * t).sin() * (1.0 + (t * 3.0).sin())) as i16
+            (3000.0 * (2.0 * std::f64::consts::PI * 150.0 * t).sin() * (1.0 + (t * 3.0).sin()))
+                as i16
         })
         .collect();
     let digit = dtmf_tone_level('5', 100, 8000, -10.0);
@@ -65,7 +66,9 @@ fn incoming_packets(n: usize) -> Vec<Vec<u8>> {
             let mut payload = [0u8; 160];
             let k = enc.encode(f, &mut payload).expect("fits");
             let mut out = vec![0u8; 172];
-            let len = tx.next(0, &payload[..k], 160, false, &mut out).expect("fits");
+            let len = tx
+                .next(0, &payload[..k], 160, false, &mut out)
+                .expect("fits");
             out.truncate(len);
             out
         })
@@ -129,7 +132,10 @@ fn bench_rx() -> (f64, f64) {
         let start = Instant::now();
         let mut hits = 0;
         for (i, p) in packets[100..].iter().enumerate() {
-            hits += path.packet(t0 + Duration::from_millis((i + 100) as u64 * 20), black_box(p));
+            hits += path.packet(
+                t0 + Duration::from_millis((i + 100) as u64 * 20),
+                black_box(p),
+            );
         }
         let el = start.elapsed();
         let a1 = ALLOCS.load(Ordering::Relaxed);
@@ -151,7 +157,8 @@ fn bench_rx_stages() -> (f64, f64, f64) {
         .iter()
         .map(|p| {
             let mut f = [0i16; 160];
-            dec.decode(parse_rtp(p).expect("ours").payload, &mut f).expect("fits");
+            dec.decode(parse_rtp(p).expect("ours").payload, &mut f)
+                .expect("fits");
             f
         })
         .collect();
@@ -200,7 +207,9 @@ fn bench_tx() -> (f64, f64) {
             tx.skip(due.skipped * 160);
             let frame = &prompt[i % prompt.len()];
             out[12..172].copy_from_slice(black_box(frame));
-            bytes += tx.next_in_place(0, 160, 160, i % 500 == 0, &mut out).expect("fits");
+            bytes += tx
+                .next_in_place(0, 160, 160, i % 500 == 0, &mut out)
+                .expect("fits");
             black_box(&out);
         }
         let el = start.elapsed();
@@ -218,7 +227,8 @@ fn bench_opus() -> (f64, f64, f64, f64) {
     let pcm: Vec<i16> = (0..FRAME_SAMPLES_16K * 250)
         .map(|i| {
             let t = i as f64 / 16000.0;
-            (5000.0 * (2.0 * std::f64::consts::PI * 220.0 * t).sin() * (1.0 + (t * 2.0).sin())) as i16
+            (5000.0 * (2.0 * std::f64::consts::PI * 220.0 * t).sin() * (1.0 + (t * 2.0).sin()))
+                as i16
         })
         .collect();
     let mut enc_runs = vec![];
@@ -233,14 +243,19 @@ fn bench_opus() -> (f64, f64, f64, f64) {
         let a0 = ALLOCS.load(Ordering::Relaxed);
         let start = Instant::now();
         for (i, f) in pcm.chunks(FRAME_SAMPLES_16K).enumerate() {
-            lens[i] = enc.encode(black_box(f), &mut payloads[i]).expect("legal frame");
+            lens[i] = enc
+                .encode(black_box(f), &mut payloads[i])
+                .expect("legal frame");
         }
         let enc_el = start.elapsed();
         let a1 = ALLOCS.load(Ordering::Relaxed);
         let mut out = [0i16; 1920];
         let start = Instant::now();
         for i in 0..frames {
-            black_box(dec.decode(&payloads[i][..lens[i]], &mut out).expect("our own packet"));
+            black_box(
+                dec.decode(&payloads[i][..lens[i]], &mut out)
+                    .expect("our own packet"),
+            );
         }
         let dec_el = start.elapsed();
         let a2 = ALLOCS.load(Ordering::Relaxed);
@@ -269,18 +284,31 @@ fn main() {
     let (st_dec, st_goertzel, st_vad) = bench_rx_stages();
     let (oe, oe_allocs, od, od_allocs) = bench_opus();
     println!("media hot path, median of {RUNS} runs (ns per 20 ms packet/frame)");
-    println!("  (a) receive: parse + stats + jitter push/pop + µ-law decode 160 + Goertzel + VAD: {rx:>8.0} ns  allocs/packet {rx_allocs}");
-    println!("      of which: parse + µ-law decode {st_dec:.0} ns, Goertzel DTMF {st_goertzel:.0} ns, VAD {st_vad:.0} ns");
-    println!("  (b) send:    copy 160 B frame + RTP header + sender/pacer bookkeeping:          {tx:>8.0} ns  allocs/packet {tx_allocs}");
-    println!("  opus encode 16 kHz mono 20 ms (24 kbit/s):                                        {oe:>8.0} ns  allocs/frame {oe_allocs}");
-    println!("  opus decode 16 kHz mono 20 ms:                                                    {od:>8.0} ns  allocs/frame {od_allocs}");
+    println!(
+        "  (a) receive: parse + stats + jitter push/pop + µ-law decode 160 + Goertzel + VAD: {rx:>8.0} ns  allocs/packet {rx_allocs}"
+    );
+    println!(
+        "      of which: parse + µ-law decode {st_dec:.0} ns, Goertzel DTMF {st_goertzel:.0} ns, VAD {st_vad:.0} ns"
+    );
+    println!(
+        "  (b) send:    copy 160 B frame + RTP header + sender/pacer bookkeeping:          {tx:>8.0} ns  allocs/packet {tx_allocs}"
+    );
+    println!(
+        "  opus encode 16 kHz mono 20 ms (24 kbit/s):                                        {oe:>8.0} ns  allocs/frame {oe_allocs}"
+    );
+    println!(
+        "  opus decode 16 kHz mono 20 ms:                                                    {od:>8.0} ns  allocs/frame {od_allocs}"
+    );
     let g711_core_us_per_s = (rx + tx) * 50.0 / 1000.0;
     println!(
         "  G.711 call (50 pkt/s each way): {g711_core_us_per_s:.1} µs CPU per call-second -> {:.0} calls per core (media core only)",
         1e6 / g711_core_us_per_s
     );
     let opus_us = (rx + tx + oe + od) * 50.0 / 1000.0;
-    println!("  Opus call (transcoding both ways): {opus_us:.1} µs per call-second -> {:.0} calls per core", 1e6 / opus_us);
+    println!(
+        "  Opus call (transcoding both ways): {opus_us:.1} µs per call-second -> {:.0} calls per core",
+        1e6 / opus_us
+    );
     if rx_allocs != 0.0 || tx_allocs != 0.0 {
         println!("FAIL: the G.711 paths allocate in steady state");
         std::process::exit(1);

@@ -14,7 +14,11 @@ use ivr::types::Codec;
 const KEYS: &str = "0123456789*#ABCD";
 
 fn tool(name: &str) -> bool {
-    Command::new(name).arg("--version").output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new(name)
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -26,15 +30,29 @@ fn sox_digit(digit: char, gain_db: f64) -> Vec<i16> {
     let (r, c) = dtmf_freqs(digit).expect("valid key");
     let out = tmp(&format!("{digit}.raw"));
     let st = Command::new("sox")
-        .args(["-D", "-n", "-r", "8000", "-c", "1", "-b", "16", "-e", "signed", "-t", "raw"])
+        .args([
+            "-D", "-n", "-r", "8000", "-c", "1", "-b", "16", "-e", "signed", "-t", "raw",
+        ])
         .arg(&out)
-        .args(["synth", "0.1", "sine", &r.to_string(), "sine", &c.to_string(), "gain", &gain_db.to_string()])
+        .args([
+            "synth",
+            "0.1",
+            "sine",
+            &r.to_string(),
+            "sine",
+            &c.to_string(),
+            "gain",
+            &gain_db.to_string(),
+        ])
         .status()
         .expect("sox runs");
     assert!(st.success());
     let bytes = std::fs::read(&out).expect("sox wrote the file");
     let _ = std::fs::remove_file(&out);
-    bytes.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect()
+    bytes
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
 }
 
 /// Deterministic white noise of the given RMS.
@@ -43,10 +61,14 @@ fn add_noise(pcm: &mut [i16], rms: f64, seed: u64) {
     for s in pcm.iter_mut() {
         let mut acc = 0.0;
         for _ in 0..4 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             acc += (x >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
         }
-        *s = (*s as f64 + acc * 3f64.sqrt() * rms).round().clamp(-32768.0, 32767.0) as i16;
+        *s = (*s as f64 + acc * 3f64.sqrt() * rms)
+            .round()
+            .clamp(-32768.0, 32767.0) as i16;
     }
 }
 
@@ -77,22 +99,39 @@ fn digits_through_ulaw_with_noise_at_all_levels() {
         let mut pcm = vec![0i16; 800];
         let mut level = f64::NAN;
         for d in KEYS.chars() {
-            let tone = if have_sox { sox_digit(d, gain) } else { dtmf_tone_level(d, 100, 8000, -3.0 + gain) };
+            let tone = if have_sox {
+                sox_digit(d, gain)
+            } else {
+                dtmf_tone_level(d, 100, 8000, -3.0 + gain)
+            };
             level = dbm0(&tone);
             pcm.extend(tone);
             pcm.extend([0i16; 800]);
         }
         assert!((-26.5..=0.5).contains(&level), "digit level {level} dBm0");
         // Noise 20 dB under the quietest digits, over the whole signal.
-        add_noise(&mut pcm, 32768.0 * 10f64.powf((-25.0 - 20.0 - 6.18) / 20.0), 11);
-        assert_eq!(ulaw_then_detect(&pcm), KEYS, "gain {gain} dB (≈{level:.1} dBm0)");
+        add_noise(
+            &mut pcm,
+            32768.0 * 10f64.powf((-25.0 - 20.0 - 6.18) / 20.0),
+            11,
+        );
+        assert_eq!(
+            ulaw_then_detect(&pcm),
+            KEYS,
+            "gain {gain} dB (≈{level:.1} dBm0)"
+        );
     }
 }
 
 /// espeak-ng text → 8 kHz PCM (resampled with our one-shot resampler).
 fn speak(text: &str, voice: &str) -> Option<Vec<i16>> {
     let wav = tmp(&format!("{voice}-{}.wav", text.len()));
-    let st = Command::new("espeak-ng").args(["-v", voice, "-w"]).arg(&wav).arg(text).status().ok()?;
+    let st = Command::new("espeak-ng")
+        .args(["-v", voice, "-w"])
+        .arg(&wav)
+        .arg(text)
+        .status()
+        .ok()?;
     if !st.success() {
         return None;
     }
@@ -111,8 +150,14 @@ fn speech_produces_no_digits() {
     }
     let texts = [
         ("en", "hello this is a test"),
-        ("en", "one two three four five six seven eight nine zero, pound, star"),
-        ("en", "I would like to check the status of my application, please"),
+        (
+            "en",
+            "one two three four five six seven eight nine zero, pound, star",
+        ),
+        (
+            "en",
+            "I would like to check the status of my application, please",
+        ),
         ("es", "hola, necesito ayuda con mi solicitud, gracias"),
         ("en-us+f3", "Please hold while I transfer you to an agent"),
     ];

@@ -56,19 +56,32 @@ fn round_trip_properties_over_all_inputs() {
         let a = alaw_encode(x);
         // Sign is kept (zero may go either way).
         if x > 8 {
-            assert!(ULAW_DECODE[u as usize] > 0 && ALAW_DECODE[a as usize] > 0, "{x}");
+            assert!(
+                ULAW_DECODE[u as usize] > 0 && ALAW_DECODE[a as usize] > 0,
+                "{x}"
+            );
         }
         if x < -8 {
-            assert!(ULAW_DECODE[u as usize] < 0 && ALAW_DECODE[a as usize] < 0, "{x}");
+            assert!(
+                ULAW_DECODE[u as usize] < 0 && ALAW_DECODE[a as usize] < 0,
+                "{x}"
+            );
         }
         // Re-encoding a decoded value is stable.
-        assert_eq!(ulaw_encode(ULAW_DECODE[u as usize]), u | if u == 0x7F { 0x80 } else { 0 });
+        assert_eq!(
+            ulaw_encode(ULAW_DECODE[u as usize]),
+            u | if u == 0x7F { 0x80 } else { 0 }
+        );
         assert_eq!(alaw_encode(ALAW_DECODE[a as usize]), a);
     }
 }
 
 fn sox_available() -> bool {
-    Command::new("sox").arg("--version").output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("sox")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -76,9 +89,18 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 /// Runs sox on raw mono 8 kHz files with dithering off (-D), or None if it fails.
-fn sox(input: &PathBuf, in_enc: &str, in_bits: &str, output: &PathBuf, out_enc: &str, out_bits: &str) -> Option<Vec<u8>> {
+fn sox(
+    input: &PathBuf,
+    in_enc: &str,
+    in_bits: &str,
+    output: &PathBuf,
+    out_enc: &str,
+    out_bits: &str,
+) -> Option<Vec<u8>> {
     let st = Command::new("sox")
-        .args(["-D", "-t", "raw", "-e", in_enc, "-b", in_bits, "-r", "8000", "-c", "1"])
+        .args([
+            "-D", "-t", "raw", "-e", in_enc, "-b", in_bits, "-r", "8000", "-c", "1",
+        ])
         .arg(input)
         .args(["-t", "raw", "-e", out_enc, "-b", out_bits])
         .arg(output)
@@ -93,7 +115,11 @@ fn sox(input: &PathBuf, in_enc: &str, in_bits: &str, output: &PathBuf, out_enc: 
 /// The G.191 input equivalent to sox's µ-law path: round to 14 bits, then sign-magnitude.
 fn sox_ulaw_input(x: i16) -> i16 {
     let p = (x as i32 + 2).div_euclid(4);
-    if p >= 0 { (x as i32 + 2).min(32767) as i16 } else { (4 * p - 1).max(-32768) as i16 }
+    if p >= 0 {
+        (x as i32 + 2).min(32767) as i16
+    } else {
+        (4 * p - 1).max(-32768) as i16
+    }
 }
 
 /// The G.191 input equivalent to sox's A-law path: round to 13 bits.
@@ -107,7 +133,9 @@ fn agrees_with_sox() {
         println!("NOTE: sox not installed; skipping the sox comparison");
         return;
     }
-    let sweep: Vec<u8> = (i16::MIN..=i16::MAX).flat_map(|x| x.to_le_bytes()).collect();
+    let sweep: Vec<u8> = (i16::MIN..=i16::MAX)
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
     let raw = tmp("sweep.raw");
     std::fs::write(&raw, &sweep).expect("temp dir is writable");
     for (enc, law) in [("u-law", 'u'), ("a-law", 'a')] {
@@ -127,10 +155,16 @@ fn agrees_with_sox() {
                 // compared with the even-bit inversion undone so neighbours differ by one.
                 let unmask = |c: u8| if law == 'a' { c ^ 0x55 } else { c } as i32;
                 let d = (unmask(codes[i]) - unmask(ours)).abs();
-                assert!(d == 1 || d == 128, "{enc} {x}: sox {:#x} ours {ours:#x}", codes[i]);
+                assert!(
+                    d == 1 || d == 128,
+                    "{enc} {x}: sox {:#x} ours {ours:#x}",
+                    codes[i]
+                );
             }
         }
-        println!("{enc}: byte-exact after sox's rounding; {raw_diffs} of 65536 raw codes differ at decision boundaries");
+        println!(
+            "{enc}: byte-exact after sox's rounding; {raw_diffs} of 65536 raw codes differ at decision boundaries"
+        );
         assert!(raw_diffs <= 1024);
         let _ = std::fs::remove_file(&out);
 
@@ -139,7 +173,11 @@ fn agrees_with_sox() {
         std::fs::write(&codes_in, (0..=255u8).collect::<Vec<_>>()).expect("temp dir is writable");
         let dec_out = tmp(&format!("codes.{law}.raw"));
         let pcm = sox(&codes_in, enc, "8", &dec_out, "signed", "16").expect("sox decodes");
-        let table = if law == 'u' { &ULAW_DECODE } else { &ALAW_DECODE };
+        let table = if law == 'u' {
+            &ULAW_DECODE
+        } else {
+            &ALAW_DECODE
+        };
         for c in 0..256 {
             let s = i16::from_le_bytes([pcm[2 * c], pcm[2 * c + 1]]);
             assert_eq!(s, table[c], "{enc} code {c:#x}");

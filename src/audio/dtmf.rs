@@ -15,7 +15,12 @@ const BLOCK: usize = 102;
 const RATE: f32 = 8000.0;
 const ROWS: [f32; 4] = [697.0, 770.0, 852.0, 941.0];
 const COLS: [f32; 4] = [1209.0, 1336.0, 1477.0, 1633.0];
-const KEYS: [[char; 4]; 4] = [['1', '2', '3', 'A'], ['4', '5', '6', 'B'], ['7', '8', '9', 'C'], ['*', '0', '#', 'D']];
+const KEYS: [[char; 4]; 4] = [
+    ['1', '2', '3', 'A'],
+    ['4', '5', '6', 'B'],
+    ['7', '8', '9', 'C'],
+    ['*', '0', '#', 'D'],
+];
 
 /// Tuning, defaulting to the limits the brief and ITU-T Q.24 suggest.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -104,7 +109,10 @@ impl DtmfDetector {
         let mut rest = pcm;
         while !rest.is_empty() {
             let take = (BLOCK - self.fill).min(rest.len());
-            for (d, &s) in self.block[self.fill..self.fill + take].iter_mut().zip(&rest[..take]) {
+            for (d, &s) in self.block[self.fill..self.fill + take]
+                .iter_mut()
+                .zip(&rest[..take])
+            {
                 *d = s as f32 / 32768.0;
             }
             self.fill += take;
@@ -234,8 +242,9 @@ pub fn dtmf_tone_level(digit: char, duration_ms: u32, rate: u32, level_dbm0: f64
     (0..n)
         .map(|i| {
             let t = i as f64 / rate as f64;
-            let v = a * ((2.0 * std::f64::consts::PI * fr as f64 * t).sin()
-                + (2.0 * std::f64::consts::PI * fc as f64 * t).sin());
+            let v = a
+                * ((2.0 * std::f64::consts::PI * fr as f64 * t).sin()
+                    + (2.0 * std::f64::consts::PI * fc as f64 * t).sin());
             v.round().clamp(-32768.0, 32767.0) as i16
         })
         .collect()
@@ -284,10 +293,18 @@ mod tests {
     fn levels_and_twist_limits() {
         for level in [-25.0, -15.0, 0.0] {
             let mut det = DtmfDetector::default();
-            assert_eq!(detect_all(&mut det, &sequence("5", 80, 40, level), 160), "5", "level {level}");
+            assert_eq!(
+                detect_all(&mut det, &sequence("5", 80, 40, level), 160),
+                "5",
+                "level {level}"
+            );
         }
         let mut det = DtmfDetector::default();
-        assert_eq!(detect_all(&mut det, &sequence("5", 80, 40, -45.0), 160), "", "too quiet");
+        assert_eq!(
+            detect_all(&mut det, &sequence("5", 80, 40, -45.0), 160),
+            "",
+            "too quiet"
+        );
         // Twist: row 6 dB above column is fine, 12 dB is not; column 6 dB above row is not.
         let twisted = |row_db: f64, col_db: f64| -> Vec<i16> {
             let ar = sine_amplitude_for_dbm0(row_db);
@@ -296,23 +313,54 @@ mod tests {
                 .map(|i| {
                     let t = i as f64 / 8000.0;
                     (ar * (2.0 * std::f64::consts::PI * 770.0 * t).sin()
-                        + ac * (2.0 * std::f64::consts::PI * 1336.0 * t).sin()) as i16
+                        + ac * (2.0 * std::f64::consts::PI * 1336.0 * t).sin())
+                        as i16
                 })
                 .collect()
         };
-        assert_eq!(detect_all(&mut DtmfDetector::default(), &twisted(-6.0, -12.0), 160), "5");
-        assert_eq!(detect_all(&mut DtmfDetector::default(), &twisted(-6.0, -18.0), 160), "");
-        assert_eq!(detect_all(&mut DtmfDetector::default(), &twisted(-12.0, -6.0), 160), "");
+        assert_eq!(
+            detect_all(&mut DtmfDetector::default(), &twisted(-6.0, -12.0), 160),
+            "5"
+        );
+        assert_eq!(
+            detect_all(&mut DtmfDetector::default(), &twisted(-6.0, -18.0), 160),
+            ""
+        );
+        assert_eq!(
+            detect_all(&mut DtmfDetector::default(), &twisted(-12.0, -6.0), 160),
+            ""
+        );
     }
 
     #[test]
     fn durations_and_pauses() {
         // 40 ms tones with 40 ms pauses: all detected, each once.
-        assert_eq!(detect_all(&mut DtmfDetector::default(), &sequence("1234", 40, 40, -10.0), 160), "1234");
+        assert_eq!(
+            detect_all(
+                &mut DtmfDetector::default(),
+                &sequence("1234", 40, 40, -10.0),
+                160
+            ),
+            "1234"
+        );
         // 20 ms blips are rejected.
-        assert_eq!(detect_all(&mut DtmfDetector::default(), &sequence("1234", 20, 60, -10.0), 160), "");
+        assert_eq!(
+            detect_all(
+                &mut DtmfDetector::default(),
+                &sequence("1234", 20, 60, -10.0),
+                160
+            ),
+            ""
+        );
         // A long press is one digit.
-        assert_eq!(detect_all(&mut DtmfDetector::default(), &sequence("9", 2000, 0, -10.0), 160), "9");
+        assert_eq!(
+            detect_all(
+                &mut DtmfDetector::default(),
+                &sequence("9", 2000, 0, -10.0),
+                160
+            ),
+            "9"
+        );
         // The same key twice with a 10 ms gap is one press (no pause seen).
         let mut v = dtmf_tone('7', 100, 8000);
         v.extend([0i16; 80]);
@@ -326,16 +374,39 @@ mod tests {
             (0..1600)
                 .map(|i| {
                     let t = i as f64 / 8000.0;
-                    freqs.iter().map(|f| 6000.0 * (2.0 * std::f64::consts::PI * f * t).sin()).sum::<f64>() as i16
+                    freqs
+                        .iter()
+                        .map(|f| 6000.0 * (2.0 * std::f64::consts::PI * f * t).sin())
+                        .sum::<f64>() as i16
                 })
                 .collect()
         };
-        assert_eq!(detect_all(&mut DtmfDetector::default(), &tone(&[697.0]), 160), "");
-        assert_eq!(detect_all(&mut DtmfDetector::default(), &tone(&[1000.0]), 160), "");
+        assert_eq!(
+            detect_all(&mut DtmfDetector::default(), &tone(&[697.0]), 160),
+            ""
+        );
+        assert_eq!(
+            detect_all(&mut DtmfDetector::default(), &tone(&[1000.0]), 160),
+            ""
+        );
         // Row + column + a third strong tone (music chord): energy share test rejects it.
-        assert_eq!(detect_all(&mut DtmfDetector::default(), &tone(&[697.0, 1209.0, 400.0]), 160), "");
+        assert_eq!(
+            detect_all(
+                &mut DtmfDetector::default(),
+                &tone(&[697.0, 1209.0, 400.0]),
+                160
+            ),
+            ""
+        );
         // Two rows at once.
-        assert_eq!(detect_all(&mut DtmfDetector::default(), &tone(&[697.0, 852.0, 1209.0]), 160), "");
+        assert_eq!(
+            detect_all(
+                &mut DtmfDetector::default(),
+                &tone(&[697.0, 852.0, 1209.0]),
+                160
+            ),
+            ""
+        );
     }
 
     #[test]

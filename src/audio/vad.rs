@@ -28,7 +28,13 @@ impl Default for VadConfig {
     /// Tuned for telephone speech: 40 ms onset, 400 ms hangover, 10 dB above noise, onset
     /// ZCR ≤ 0.42 (white noise sits at 0.5 ± 0.04 per 20 ms frame).
     fn default() -> Self {
-        VadConfig { onset_frames: 2, hangover_frames: 20, margin_db: 10.0, min_speech_dbfs: -50.0, max_onset_zcr: 0.42 }
+        VadConfig {
+            onset_frames: 2,
+            hangover_frames: 20,
+            margin_db: 10.0,
+            min_speech_dbfs: -50.0,
+            max_onset_zcr: 0.42,
+        }
     }
 }
 
@@ -103,7 +109,11 @@ impl Vad {
             (true, _, _) | (false, true, true) => 0.002,
             _ => 0.05,
         };
-        let next_floor = if e < floor { floor + 0.3 * (e - floor) } else { floor + rise * (e - floor) };
+        let next_floor = if e < floor {
+            floor + 0.3 * (e - floor)
+        } else {
+            floor + rise * (e - floor)
+        };
         self.floor_db = Some(next_floor.max(-90.0));
 
         if self.in_speech {
@@ -116,7 +126,9 @@ impl Vad {
             if self.quiet >= self.cfg.hangover_frames {
                 self.in_speech = false;
                 self.run = 0;
-                return Some(VadEvent::SpeechEnd { end_ms: self.ms(self.last_speech_end_samples) });
+                return Some(VadEvent::SpeechEnd {
+                    end_ms: self.ms(self.last_speech_end_samples),
+                });
             }
             return None;
         }
@@ -129,7 +141,9 @@ impl Vad {
                 self.in_speech = true;
                 self.quiet = 0;
                 self.last_speech_end_samples = self.samples;
-                return Some(VadEvent::SpeechStart { onset_ms: self.ms(self.run_start_samples) });
+                return Some(VadEvent::SpeechStart {
+                    onset_ms: self.ms(self.run_start_samples),
+                });
             }
         } else {
             self.run = 0;
@@ -143,7 +157,10 @@ pub fn zero_crossing_rate(frame: &[i16]) -> f64 {
     if frame.len() < 2 {
         return 0.0;
     }
-    let crossings = frame.windows(2).filter(|w| (w[0] >= 0) != (w[1] >= 0)).count();
+    let crossings = frame
+        .windows(2)
+        .filter(|w| (w[0] >= 0) != (w[1] >= 0))
+        .count();
     crossings as f64 / (frame.len() - 1) as f64
 }
 
@@ -154,7 +171,10 @@ mod tests {
     struct Lcg(u64);
     impl Lcg {
         fn next_f64(&mut self) -> f64 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (self.0 >> 11) as f64 / (1u64 << 53) as f64
         }
         /// Roughly Gaussian (sum of 4 uniforms), unit variance.
@@ -182,7 +202,10 @@ mod tests {
     }
 
     fn run(vad: &mut Vad, pcm: &[i16], frame: usize) -> Vec<(usize, VadEvent)> {
-        pcm.chunks(frame).enumerate().filter_map(|(i, f)| vad.process(f).map(|e| (i, e))).collect()
+        pcm.chunks(frame)
+            .enumerate()
+            .filter_map(|(i, f)| vad.process(f).map(|e| (i, e)))
+            .collect()
     }
 
     #[test]
@@ -219,7 +242,10 @@ mod tests {
                 // Noise switching on abruptly after digital silence, too.
                 let mut pcm = vec![0i16; rate as usize / 2];
                 pcm.extend(noise(rate as usize * 3, amp, 9));
-                assert!(run(&mut vad, &pcm, rate as usize / 50).is_empty(), "amp {amp} rate {rate}");
+                assert!(
+                    run(&mut vad, &pcm, rate as usize / 50).is_empty(),
+                    "amp {amp} rate {rate}"
+                );
             }
         }
     }
@@ -230,7 +256,11 @@ mod tests {
         let pcm = noise(16000, 1000.0, 3);
         run(&mut vad, &pcm, 160);
         let lvl = dbfs(&pcm);
-        assert!((vad.noise_floor_dbfs() - lvl).abs() < 3.0, "{} vs {lvl}", vad.noise_floor_dbfs());
+        assert!(
+            (vad.noise_floor_dbfs() - lvl).abs() < 3.0,
+            "{} vs {lvl}",
+            vad.noise_floor_dbfs()
+        );
         assert!(zero_crossing_rate(&pcm) > 0.4);
         assert!(zero_crossing_rate(&vowel(800, 8000, 3000.0)) < 0.1);
         assert_eq!(zero_crossing_rate(&[5]), 0.0);

@@ -29,7 +29,10 @@ impl fmt::Display for CodecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CodecError::OutputTooSmall { needed, available } => {
-                write!(f, "output buffer too small: need {needed}, have {available}")
+                write!(
+                    f,
+                    "output buffer too small: need {needed}, have {available}"
+                )
             }
             CodecError::EmptyPayload => f.write_str("empty payload"),
             CodecError::Opus(e) => write!(f, "opus: {e}"),
@@ -79,7 +82,11 @@ const fn build_table(alaw: bool) -> [i16; 256] {
     let mut t = [0i16; 256];
     let mut i = 0;
     while i < 256 {
-        t[i] = if alaw { alaw_expand(i as u8) } else { ulaw_expand(i as u8) };
+        t[i] = if alaw {
+            alaw_expand(i as u8)
+        } else {
+            ulaw_expand(i as u8)
+        };
         i += 1;
     }
     t
@@ -247,7 +254,11 @@ pub struct G711Plc {
 
 impl G711Plc {
     fn new() -> Self {
-        G711Plc { last: [0; FRAME_SAMPLES_8K], last_len: 0, missing_run: 0 }
+        G711Plc {
+            last: [0; FRAME_SAMPLES_8K],
+            last_len: 0,
+            missing_run: 0,
+        }
     }
 
     fn remember(&mut self, pcm: &[i16]) {
@@ -432,7 +443,9 @@ mod tests {
 
     #[test]
     fn unified_g711_encode_decode() {
-        let pcm: Vec<i16> = (0..160).map(|i| ((i as f32 * 0.3).sin() * 8000.0) as i16).collect();
+        let pcm: Vec<i16> = (0..160)
+            .map(|i| ((i as f32 * 0.3).sin() * 8000.0) as i16)
+            .collect();
         for codec in [Codec::Pcmu, Codec::Pcma] {
             let mut enc = Encoder::new(codec).unwrap();
             let mut dec = Decoder::new(codec).unwrap();
@@ -452,7 +465,10 @@ mod tests {
             dec.decode_missing(&mut plc);
             assert!(plc.iter().all(|&s| s == 0));
             let mut small = [0u8; 10];
-            assert!(matches!(enc.encode(&pcm, &mut small), Err(CodecError::OutputTooSmall { .. })));
+            assert!(matches!(
+                enc.encode(&pcm, &mut small),
+                Err(CodecError::OutputTooSmall { .. })
+            ));
         }
     }
 

@@ -53,7 +53,11 @@ pub enum PushOutcome {
 /// What the playout tick gets.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pop<'a> {
-    Frame { seq: u16, timestamp: u32, payload: &'a [u8] },
+    Frame {
+        seq: u16,
+        timestamp: u32,
+        payload: &'a [u8],
+    },
     /// The packet for this tick is lost or late: conceal it (`Decoder::decode_missing`).
     Missing { seq: u16 },
     /// Nothing to play (not started, re-buffering, or the sender went silent).
@@ -103,7 +107,12 @@ pub struct JitterBuffer {
 impl JitterBuffer {
     pub fn new(cfg: JitterConfig) -> Self {
         let capacity = cfg.capacity.clamp(4, 1024);
-        let cfg = JitterConfig { capacity, clock_rate: cfg.clock_rate.max(1), frame_ms: cfg.frame_ms.max(1), ..cfg };
+        let cfg = JitterConfig {
+            capacity,
+            clock_rate: cfg.clock_rate.max(1),
+            frame_ms: cfg.frame_ms.max(1),
+            ..cfg
+        };
         let mut jb = JitterBuffer {
             cfg,
             slots: vec![Slot::default(); capacity],
@@ -167,10 +176,13 @@ impl JitterBuffer {
 
     fn observe_arrival(&mut self, now: Instant, timestamp: u32) {
         if let Some((t_prev, ts_prev)) = self.last_transit {
-            let arrival_units = (now.saturating_duration_since(t_prev).as_nanos() * self.cfg.clock_rate as u128
+            let arrival_units = (now.saturating_duration_since(t_prev).as_nanos()
+                * self.cfg.clock_rate as u128
                 / 1_000_000_000) as i64;
             let ts_units = timestamp.wrapping_sub(ts_prev) as i32 as i64;
-            let d = (arrival_units - ts_units).unsigned_abs().min(u32::MAX as u64);
+            let d = (arrival_units - ts_units)
+                .unsigned_abs()
+                .min(u32::MAX as u64);
             self.jitter_q4 = self.jitter_q4 + d - ((self.jitter_q4 + 8) >> 4);
         }
         // Arrivals going backwards in time cannot happen with a monotonic clock; keep the newest.
@@ -196,10 +208,7 @@ impl JitterBuffer {
             self.stats.resyncs += 1;
             self.next_seq = Some(seq);
             outcome = PushOutcome::Resync;
-        } else if delta < 0
-            && self.fresh
-            && (self.max_seq.wrapping_sub(seq) as usize) < cap
-        {
+        } else if delta < 0 && self.fresh && (self.max_seq.wrapping_sub(seq) as usize) < cap {
             // Reordered before playout started: nothing was played yet, so start earlier.
             self.next_seq = Some(seq);
         } else if delta < 0 {
@@ -230,7 +239,12 @@ impl JitterBuffer {
             // A stale entry the window moved past (cannot normally happen); reuse it.
             self.buffered -= 1;
         }
-        *slot = Slot { used: true, seq, timestamp, len: payload.len() as u16 };
+        *slot = Slot {
+            used: true,
+            seq,
+            timestamp,
+            len: payload.len() as u16,
+        };
         if self.buffered == 0 || (seq.wrapping_sub(self.max_seq) as i16) > 0 {
             self.max_seq = seq;
         }
@@ -271,7 +285,11 @@ impl JitterBuffer {
             self.buffered -= 1;
             self.stats.played += 1;
             let off = idx * self.cfg.max_payload;
-            Pop::Frame { seq: next, timestamp: slot.timestamp, payload: &self.data[off..off + slot.len as usize] }
+            Pop::Frame {
+                seq: next,
+                timestamp: slot.timestamp,
+                payload: &self.data[off..off + slot.len as usize],
+            }
         } else {
             self.stats.lost += 1;
             Pop::Missing { seq: next }
@@ -312,13 +330,19 @@ mod tests {
         let mut played = vec![];
         for (i, &s) in order.iter().enumerate() {
             let now = at(t0, i as u64 * 20);
-            assert_eq!(j.push(now, s, s as u32 * 160, &[s as u8; 160]), PushOutcome::Stored);
+            assert_eq!(
+                j.push(now, s, s as u32 * 160, &[s as u8; 160]),
+                PushOutcome::Stored
+            );
             if let Some(p) = pop_seq(&mut j, now) {
                 played.push(p);
             }
         }
         // First pop happens once 2 frames (40 ms) are buffered.
-        assert_eq!(played, vec![Ok(10), Ok(11), Ok(12), Ok(13), Ok(14), Ok(15), Ok(16)]);
+        assert_eq!(
+            played,
+            vec![Ok(10), Ok(11), Ok(12), Ok(13), Ok(14), Ok(15), Ok(16)]
+        );
         assert_eq!(j.stats().played, 7);
     }
 
@@ -366,7 +390,10 @@ mod tests {
                 out.push(p);
             }
         }
-        assert_eq!(out, vec![Ok(65533), Ok(65534), Ok(65535), Ok(0), Ok(1), Ok(2), Ok(3)]);
+        assert_eq!(
+            out,
+            vec![Ok(65533), Ok(65534), Ok(65535), Ok(0), Ok(1), Ok(2), Ok(3)]
+        );
     }
 
     #[test]
@@ -408,10 +435,16 @@ mod tests {
     #[test]
     fn random_input_never_panics() {
         let t0 = Instant::now();
-        let mut j = JitterBuffer::new(JitterConfig { capacity: 8, max_payload: 8, ..Default::default() });
+        let mut j = JitterBuffer::new(JitterConfig {
+            capacity: 8,
+            max_payload: 8,
+            ..Default::default()
+        });
         let mut x: u64 = 7;
         for i in 0..100_000u64 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let seq = (x >> 48) as u16 % 300;
             let len = (x >> 40) as usize % 12;
             j.push(at(t0, i), seq, (x >> 8) as u32, &[0u8; 12][..len]);

@@ -88,7 +88,15 @@ impl RtpSender {
         talkspurt_start: bool,
         out: &mut [u8],
     ) -> Result<usize, PacketError> {
-        let n = write_rtp(out, payload_type, self.seq, self.timestamp, self.ssrc, talkspurt_start, payload)?;
+        let n = write_rtp(
+            out,
+            payload_type,
+            self.seq,
+            self.timestamp,
+            self.ssrc,
+            talkspurt_start,
+            payload,
+        )?;
         self.account(payload.len(), samples);
         Ok(n)
     }
@@ -105,9 +113,19 @@ impl RtpSender {
     ) -> Result<usize, PacketError> {
         let len = RTP_HEADER_LEN + payload_len;
         if out.len() < len {
-            return Err(PacketError::BufferTooSmall { needed: len, available: out.len() });
+            return Err(PacketError::BufferTooSmall {
+                needed: len,
+                available: out.len(),
+            });
         }
-        write_header(out, payload_type, self.seq, self.timestamp, self.ssrc, talkspurt_start);
+        write_header(
+            out,
+            payload_type,
+            self.seq,
+            self.timestamp,
+            self.ssrc,
+            talkspurt_start,
+        );
         self.account(payload_len, samples);
         Ok(len)
     }
@@ -152,13 +170,20 @@ impl RtpSender {
     /// Writes the next telephone-event packet, or returns `Ok(None)` when no event is in flight.
     /// Sequence: start (marker), updates, then the end packet three times. When done, the media
     /// timestamp resumes at event start + duration.
-    pub fn next_event_packet(&mut self, payload_type: u8, out: &mut [u8]) -> Result<Option<usize>, PacketError> {
+    pub fn next_event_packet(
+        &mut self,
+        payload_type: u8,
+        out: &mut [u8],
+    ) -> Result<Option<usize>, PacketError> {
         let Some(mut ev) = self.event else {
             return Ok(None);
         };
         let len = RTP_HEADER_LEN + 4;
         if out.len() < len {
-            return Err(PacketError::BufferTooSmall { needed: len, available: out.len() });
+            return Err(PacketError::BufferTooSmall {
+                needed: len,
+                available: out.len(),
+            });
         }
         let marker = !ev.started;
         ev.started = true;
@@ -339,14 +364,19 @@ impl RtpReceiver {
         if verdict == Accept::Valid {
             self.update_jitter(now, timestamp);
         }
-        if new_source { Accept::NewSource } else { verdict }
+        if new_source {
+            Accept::NewSource
+        } else {
+            verdict
+        }
     }
 
     /// RFC 3550 A.8: D(i-1,i) from arrival (in RTP units) minus timestamp.
     fn update_jitter(&mut self, now: Instant, timestamp: u32) {
         let epoch = *self.epoch.get_or_insert(now);
-        let arrival_units =
-            (now.saturating_duration_since(epoch).as_nanos() * self.clock_rate as u128 / 1_000_000_000) as i64;
+        let arrival_units = (now.saturating_duration_since(epoch).as_nanos()
+            * self.clock_rate as u128
+            / 1_000_000_000) as i64;
         // Work modulo 2^32 like the timestamps do, then centre on zero.
         let transit = (arrival_units as u32).wrapping_sub(timestamp) as i32 as i64;
         if let Some(prev) = self.transit {
@@ -403,7 +433,10 @@ impl RtpReceiver {
             Some((lsr, at)) => {
                 let d = now.saturating_duration_since(at);
                 // DLSR is in units of 1/65536 s.
-                (lsr, ((d.as_nanos() << 16) / 1_000_000_000).min(u32::MAX as u128) as u32)
+                (
+                    lsr,
+                    ((d.as_nanos() << 16) / 1_000_000_000).min(u32::MAX as u128) as u32,
+                )
             }
             None => (0, 0),
         };
@@ -448,7 +481,12 @@ impl Pacer {
     /// `max_burst`: the most frames sent back-to-back after a late wake-up (the far end's jitter
     /// buffer absorbs small bursts; large ones would overflow it).
     pub fn new(start: Instant, frame: Duration, max_burst: u32) -> Self {
-        Pacer { start, frame: frame.max(Duration::from_micros(100)), next: 0, max_burst: max_burst.max(1) }
+        Pacer {
+            start,
+            frame: frame.max(Duration::from_micros(100)),
+            next: 0,
+            max_burst: max_burst.max(1),
+        }
     }
 
     /// A 20 ms pacer allowing bursts of 3.
@@ -474,7 +512,10 @@ impl Pacer {
     /// Frames due at `now`, consuming them: the caller sends `send` frames and skips `skipped`.
     pub fn poll_due(&mut self, now: Instant) -> Due {
         if now < self.next_deadline() {
-            return Due { send: 0, skipped: 0 };
+            return Due {
+                send: 0,
+                skipped: 0,
+            };
         }
         let elapsed = now.duration_since(self.start).as_nanos() / self.frame.as_nanos();
         // Frames with deadline <= now: indices next..=elapsed.
@@ -482,7 +523,10 @@ impl Pacer {
         let send = due.min(self.max_burst as u64);
         let skipped = due - send;
         self.next += due;
-        Due { send: send as u32, skipped: skipped.min(u32::MAX as u64) as u32 }
+        Due {
+            send: send as u32,
+            skipped: skipped.min(u32::MAX as u64) as u32,
+        }
     }
 
     /// Pacing error of a wake-up: how late `now` is relative to the frame just due.
@@ -509,13 +553,19 @@ mod tests {
         let n = s.next(0, &payload, 160, false, &mut buf).unwrap();
         let p = parse_rtp(&buf[..n]).unwrap();
         assert!(!p.marker);
-        assert_eq!((p.seq, p.timestamp), (seq0.wrapping_add(1), ts0.wrapping_add(160)));
+        assert_eq!(
+            (p.seq, p.timestamp),
+            (seq0.wrapping_add(1), ts0.wrapping_add(160))
+        );
         // 1 s of silence: nothing sent, clock runs.
         s.skip(8000);
         let n = s.next(0, &payload, 160, true, &mut buf).unwrap();
         let p = parse_rtp(&buf[..n]).unwrap();
         assert!(p.marker);
-        assert_eq!((p.seq, p.timestamp), (seq0.wrapping_add(2), ts0.wrapping_add(8320)));
+        assert_eq!(
+            (p.seq, p.timestamp),
+            (seq0.wrapping_add(2), ts0.wrapping_add(8320))
+        );
         assert_eq!(s.packets_sent(), 3);
         assert_eq!(s.octets_sent(), 480);
         // Different seeds give different streams; the same seed the same.
@@ -653,12 +703,30 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pacer::new_20ms(t0);
         assert_eq!(p.next_deadline(), t0);
-        assert_eq!(p.poll_due(t0), Due { send: 1, skipped: 0 });
+        assert_eq!(
+            p.poll_due(t0),
+            Due {
+                send: 1,
+                skipped: 0
+            }
+        );
         assert_eq!(p.next_deadline(), t0 + Duration::from_millis(20));
         // Early wake: nothing due.
-        assert_eq!(p.poll_due(t0 + Duration::from_millis(19)), Due { send: 0, skipped: 0 });
+        assert_eq!(
+            p.poll_due(t0 + Duration::from_millis(19)),
+            Due {
+                send: 0,
+                skipped: 0
+            }
+        );
         // 45 ms late wake: frames at 20 and 40 are due.
-        assert_eq!(p.poll_due(t0 + Duration::from_millis(45)), Due { send: 2, skipped: 0 });
+        assert_eq!(
+            p.poll_due(t0 + Duration::from_millis(45)),
+            Due {
+                send: 2,
+                skipped: 0
+            }
+        );
         // Woke a second late: send 3, skip the rest, next deadline back on the grid after now.
         let now = t0 + Duration::from_millis(1045);
         let d = p.poll_due(now);
@@ -667,6 +735,9 @@ mod tests {
         assert_eq!(p.next_deadline(), t0 + Duration::from_millis(1060));
         p.advance();
         assert_eq!(p.next_deadline(), t0 + Duration::from_millis(1080));
-        assert_eq!(p.lateness(t0 + Duration::from_millis(1081)), Duration::from_millis(1));
+        assert_eq!(
+            p.lateness(t0 + Duration::from_millis(1081)),
+            Duration::from_millis(1)
+        );
     }
 }
