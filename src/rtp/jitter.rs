@@ -190,6 +190,23 @@ impl JitterBuffer {
     }
 
     pub fn push(&mut self, now: Instant, seq: u16, timestamp: u32, payload: &[u8]) -> PushOutcome {
+        self.store(Some(now), seq, timestamp, payload)
+    }
+
+    /// Holds the place of a sequence number that carries no audio (an RFC 4733 event packet in
+    /// the same stream), so its tick plays as an empty frame rather than counting as lost. It does
+    /// not feed the jitter estimate (event timestamps repeat by design).
+    pub fn push_placeholder(&mut self, seq: u16, timestamp: u32) -> PushOutcome {
+        self.store(None, seq, timestamp, &[])
+    }
+
+    fn store(
+        &mut self,
+        now: Option<Instant>,
+        seq: u16,
+        timestamp: u32,
+        payload: &[u8],
+    ) -> PushOutcome {
         if payload.len() > self.cfg.max_payload {
             return PushOutcome::TooLarge;
         }
@@ -251,7 +268,9 @@ impl JitterBuffer {
         let off = idx * self.cfg.max_payload;
         self.data[off..off + payload.len()].copy_from_slice(payload);
         self.buffered += 1;
-        self.observe_arrival(now, timestamp);
+        if let Some(now) = now {
+            self.observe_arrival(now, timestamp);
+        }
         outcome
     }
 
@@ -375,6 +394,26 @@ mod tests {
         assert_eq!(j.push(t0, 10, 0, &[10; 4]), PushOutcome::Stored);
         assert_eq!(pop_seq(&mut j, t0), Some(Ok(10)));
         assert_eq!(pop_seq(&mut j, t0), Some(Ok(11)));
+    }
+
+    #[test]
+    fn placeholders_play_as_empty_frames() {
+        let t0 = Instant::now();
+        let mut j = jb();
+        j.push(t0, 1, 0, &[1; 4]);
+        j.push_placeholder(2, 160);
+        j.push(t0, 3, 320, &[3; 4]);
+        assert_eq!(pop_seq(&mut j, t0), Some(Ok(1)));
+        assert!(matches!(
+            j.pop(t0),
+            Pop::Frame {
+                seq: 2,
+                payload: &[],
+                ..
+            }
+        ));
+        assert_eq!(pop_seq(&mut j, t0), Some(Ok(3)));
+        assert_eq!(j.stats().lost, 0);
     }
 
     #[test]

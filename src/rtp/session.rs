@@ -26,6 +26,8 @@ struct OutEvent {
     step: u32,
     /// Retransmissions of the end packet still to send (RFC 4733 §2.5.1.4 says three in all).
     ends_left: u8,
+    /// Packets sent for this event: one per tick, so the media clock must cover them all.
+    ticks: u32,
     started: bool,
 }
 
@@ -158,6 +160,7 @@ impl RtpSender {
             total,
             step: step.max(1),
             ends_left: 0,
+            ticks: 0,
             started: false,
         });
     }
@@ -169,7 +172,7 @@ impl RtpSender {
 
     /// Writes the next telephone-event packet, or returns `Ok(None)` when no event is in flight.
     /// Sequence: start (marker), updates, then the end packet three times. When done, the media
-    /// timestamp resumes at event start + duration.
+    /// timestamp resumes at event start + the time the packets took (one `step` per call).
     pub fn next_event_packet(
         &mut self,
         payload_type: u8,
@@ -187,6 +190,7 @@ impl RtpSender {
         }
         let marker = !ev.started;
         ev.started = true;
+        ev.ticks += 1;
         if ev.elapsed < ev.total {
             ev.elapsed = (ev.elapsed + ev.step).min(ev.total);
             if ev.elapsed == ev.total {
@@ -205,7 +209,9 @@ impl RtpSender {
         self.packets_sent = self.packets_sent.wrapping_add(1);
         self.octets_sent = self.octets_sent.wrapping_add(4);
         if end && ev.ends_left == 0 {
-            self.timestamp = ev.start_ts.wrapping_add(ev.total);
+            // Resume audio where wall-clock time is: the end retransmissions took ticks too.
+            let span = ev.total.max(ev.ticks.saturating_mul(ev.step));
+            self.timestamp = ev.start_ts.wrapping_add(span);
             self.event = None;
         } else {
             self.event = Some(ev);
@@ -615,7 +621,8 @@ mod tests {
                 assert_eq!(dur, 800);
             }
         }
-        assert_eq!(s.timestamp(), ts0.wrapping_add(800));
+        // 7 ticks of 160 went by.
+        assert_eq!(s.timestamp(), ts0.wrapping_add(7 * 160));
         assert!(!s.event_in_progress());
     }
 

@@ -1,0 +1,249 @@
+//! The receive side of one call's media, assembled: parse → RFC 3550 stats → jitter buffer →
+//! decoder (with concealment), plus RFC 4733 digits. The shell feeds datagrams as they arrive
+//! and pulls one frame of PCM per 20 ms playout tick. No allocation after `new`.
+
+use std::time::Instant;
+
+use super::codec::{CodecError, Decoder, frame_samples};
+use super::dtmf::{DigitEvent, TelephoneEventReceiver};
+use super::jitter::{JitterBuffer, JitterConfig, JitterStats, Pop};
+use super::packet::{PacketError, parse_rtp};
+use super::rtcp::ReportBlock;
+use super::session::{Accept, ReceiverStats, RtpReceiver};
+use crate::types::Codec;
+
+/// What the negotiated SDP says about the incoming stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboundConfig {
+    pub codec: Codec,
+    /// Payload type of the audio codec (0 PCMU, 8 PCMA, dynamic for Opus).
+    pub audio_pt: u8,
+    /// Payload type of telephone-event, if negotiated.
+    pub event_pt: Option<u8>,
+    pub jitter: JitterConfig,
+}
+
+impl InboundConfig {
+    /// Defaults for a codec: static PTs for G.711, 111 for Opus, telephone-event at 101, jitter
+    /// slots sized for the codec's payloads and clock.
+    pub fn for_codec(codec: Codec) -> Self {
+        let (audio_pt, max_payload) = match codec {
+            Codec::Pcmu => (0, 320),
+            Codec::Pcma => (8, 320),
+            Codec::Opus => (111, super::codec::OPUS_MAX_PACKET),
+        };
+        InboundConfig {
+            codec,
+            audio_pt,
+            event_pt: Some(101),
+            jitter: JitterConfig {
+                max_payload,
+                clock_rate: codec.rtp_clock(),
+                ..JitterConfig::default()
+            },
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Inbound {
+    cfg: InboundConfig,
+    rx: RtpReceiver,
+    jitter: JitterBuffer,
+    decoder: Decoder,
+    events: TelephoneEventReceiver,
+    /// Packets with a payload type we did not negotiate (comfort noise, stray streams).
+    ignored: u64,
+}
+
+impl Inbound {
+    pub fn new(cfg: InboundConfig) -> Result<Self, CodecError> {
+        Ok(Inbound {
+            cfg,
+            rx: RtpReceiver::new(cfg.codec.rtp_clock()),
+            jitter: JitterBuffer::new(cfg.jitter),
+            decoder: Decoder::new(cfg.codec)?,
+            // Telephone-event shares the audio stream's clock (RFC 4733 §2.1).
+            events: TelephoneEventReceiver::new(cfg.codec.rtp_clock()),
+            ignored: 0,
+        })
+    }
+
+    /// Feeds one RTP datagram that arrived at `now`. Returns a digit when an RFC 4733 key press
+    /// completes. Malformed datagrams are errors the shell counts and otherwise ignores.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        datagram: &[u8],
+    ) -> Result<Option<DigitEvent>, PacketError> {
+        let p = parse_rtp(datagram)?;
+        let is_event = Some(p.payload_type) == self.cfg.event_pt;
+        if p.payload_type != self.cfg.audio_pt && !is_event {
+            self.ignored += 1;
+            return Ok(None);
+        }
+        match self.rx.handle_packet(now, p.ssrc, p.seq, p.timestamp) {
+            // A restarted or replaced stream: what is buffered belongs to the old one.
+            Accept::NewSource => self.jitter.reset(),
+            Accept::Bad => return Ok(None),
+            Accept::Valid | Accept::Probation => {}
+        }
+        if is_event {
+            self.jitter.push_placeholder(p.seq, p.timestamp);
+            return Ok(self
+                .events
+                .handle(now, p.seq, p.timestamp, p.marker, p.payload));
+        }
+        self.jitter.push(now, p.seq, p.timestamp, p.payload);
+        Ok(None)
+    }
+
+    /// One playout tick: writes a frame of PCM at `codec.pcm_rate()` into `out` (decoded,
+    /// concealed, or silence while a telephone event plays). Returns 0 when there is nothing to
+    /// play (not started, or the far end is silent).
+    pub fn poll_audio(&mut self, now: Instant, out: &mut [i16]) -> usize {
+        let frame = frame_samples(self.cfg.codec).min(out.len());
+        match self.jitter.pop(now) {
+            Pop::Frame { payload: [], .. } => {
+                out[..frame].fill(0);
+                frame
+            }
+            Pop::Frame { payload, .. } => match self.decoder.decode(payload, out) {
+                Ok(n) => n,
+                // A corrupt payload plays as a lost one.
+                Err(_) => self.decoder.decode_missing(out),
+            },
+            Pop::Missing { .. } => self.decoder.decode_missing(out),
+            Pop::Empty => 0,
+        }
+    }
+
+    /// Timer input for the digit receiver (an event whose end packets were all lost).
+    pub fn handle_timeout(&mut self, now: Instant) -> Option<DigitEvent> {
+        self.events.handle_timeout(now)
+    }
+
+    /// When `handle_timeout` is next needed, if at all.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.events.poll_timeout()
+    }
+
+    /// The next RTCP report block; call once per report sent.
+    pub fn report_block(&mut self, now: Instant) -> Option<ReportBlock> {
+        self.rx.report_block(now)
+    }
+
+    /// Notes an SR from the peer for LSR/DLSR.
+    pub fn handle_sender_report(&mut self, now: Instant, ntp: u64) {
+        self.rx.handle_sender_report(now, ntp);
+    }
+
+    pub fn stats(&self) -> ReceiverStats {
+        self.rx.stats()
+    }
+
+    pub fn jitter_stats(&self) -> JitterStats {
+        self.jitter.stats()
+    }
+
+    pub fn ignored_packets(&self) -> u64 {
+        self.ignored
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtp::codec::{Encoder, frame_ticks};
+    use crate::rtp::session::RtpSender;
+    use std::time::Duration;
+
+    #[test]
+    fn audio_and_digits_through_one_stream() {
+        let t0 = Instant::now();
+        let mut tx = RtpSender::new(11);
+        let mut enc = Encoder::new(Codec::Pcmu).unwrap();
+        let mut inb = Inbound::new(InboundConfig::for_codec(Codec::Pcmu)).unwrap();
+        let pcm: Vec<i16> = (0..160)
+            .map(|i| ((i as f32 * 0.2).sin() * 5000.0) as i16)
+            .collect();
+        let mut payload = [0u8; 160];
+        enc.encode(&pcm, &mut payload).unwrap();
+        let mut buf = [0u8; 200];
+        let mut out = [0i16; 320];
+        let mut digits = vec![];
+        let mut played = 0;
+        let mut silent = 0;
+        let mut tick = 0u64;
+        let mut step = |inb: &mut Inbound, datagram: &[u8], digits: &mut Vec<char>| {
+            let now = t0 + Duration::from_millis(tick * 20);
+            tick += 1;
+            digits.extend(inb.handle_datagram(now, datagram).unwrap().map(|d| d.digit));
+            let n = inb.poll_audio(now, &mut out);
+            if n == 160 && out[..160].iter().all(|&s| s == 0) {
+                silent += 1;
+            } else if n == 160 {
+                played += 1;
+            }
+        };
+        for _ in 0..10 {
+            let n = tx.next(0, &payload, 160, false, &mut buf).unwrap();
+            step(&mut inb, &buf[..n], &mut digits);
+        }
+        tx.start_event(4, 10, 800, 160);
+        while let Some(n) = tx.next_event_packet(101, &mut buf).unwrap() {
+            step(&mut inb, &buf[..n], &mut digits);
+        }
+        for _ in 0..10 {
+            let n = tx
+                .next(0, &payload, frame_ticks(Codec::Pcmu), false, &mut buf)
+                .unwrap();
+            step(&mut inb, &buf[..n], &mut digits);
+        }
+        assert_eq!(digits, vec!['4']);
+        // 27 ticks; the first fills the jitter buffer and one audio packet is still held at the
+        // end: 7 event packets play as silence, 19 audio frames play, nothing counts as lost.
+        assert_eq!(silent, 7);
+        assert_eq!(played, 19);
+        assert_eq!(inb.jitter_stats().lost, 0);
+        assert_eq!(inb.stats().cumulative_lost, 0);
+        // Unknown PTs and garbage are ignored / errors.
+        let n = crate::rtp::packet::write_rtp(&mut buf, 13, 1, 1, tx.ssrc(), false, &[0]).unwrap();
+        assert_eq!(inb.handle_datagram(t0, &buf[..n]), Ok(None));
+        assert_eq!(inb.ignored_packets(), 1);
+        assert!(inb.handle_datagram(t0, &[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn loss_is_concealed_and_ssrc_change_resets() {
+        let t0 = Instant::now();
+        let mut tx = RtpSender::new(12);
+        let mut inb = Inbound::new(InboundConfig::for_codec(Codec::Pcma)).unwrap();
+        let mut buf = [0u8; 200];
+        let mut out = [0i16; 160];
+        let payload = [0xAAu8; 160]; // loud constant
+        let mut not_loud = 0;
+        for i in 0..20u64 {
+            let n = tx.next(8, &payload, 160, false, &mut buf).unwrap();
+            let now = t0 + Duration::from_millis(i * 20);
+            if i != 8 {
+                inb.handle_datagram(now, &buf[..n]).unwrap();
+            }
+            let k = inb.poll_audio(now, &mut out);
+            // The lost frame is a copy of the previous one (first concealment step).
+            if k == 160 && out.iter().any(|&s| s != 32256) {
+                not_loud += 1;
+            }
+        }
+        assert_eq!(not_loud, 0, "a single loss is concealed by repetition");
+        assert_eq!(inb.jitter_stats().lost, 1);
+        assert_eq!(inb.stats().cumulative_lost, 1);
+        // New SSRC: buffer reset, stats restart.
+        let mut tx2 = RtpSender::new(99);
+        let n = tx2.next(8, &payload, 160, false, &mut buf).unwrap();
+        inb.handle_datagram(t0 + Duration::from_secs(1), &buf[..n])
+            .unwrap();
+        assert_eq!(inb.stats().ssrc, tx2.ssrc());
+        assert_eq!(inb.stats().received, 0);
+    }
+}
