@@ -85,7 +85,7 @@ impl Inbound {
         match self.rx.handle_packet(now, p.ssrc, p.seq, p.timestamp) {
             // A restarted or replaced stream: what is buffered belongs to the old one.
             Accept::NewSource => self.jitter.reset(),
-            Accept::Bad => return Ok(None),
+            Accept::Bad | Accept::Foreign => return Ok(None),
             Accept::Valid | Accept::Probation => {}
         }
         if is_event {
@@ -238,12 +238,15 @@ mod tests {
         assert_eq!(not_loud, 0, "a single loss is concealed by repetition");
         assert_eq!(inb.jitter_stats().lost, 1);
         assert_eq!(inb.stats().cumulative_lost, 1);
-        // New SSRC: buffer reset, stats restart.
+        // New SSRC (two packets in sequence): buffer reset, stats restart.
         let mut tx2 = RtpSender::new(99);
-        let n = tx2.next(8, &payload, 160, false, &mut buf).unwrap();
-        inb.handle_datagram(t0 + Duration::from_secs(1), &buf[..n])
-            .unwrap();
+        for _ in 0..2 {
+            let n = tx2.next(8, &payload, 160, false, &mut buf).unwrap();
+            inb.handle_datagram(t0 + Duration::from_secs(1), &buf[..n])
+                .unwrap();
+        }
         assert_eq!(inb.stats().ssrc, tx2.ssrc());
-        assert_eq!(inb.stats().received, 0);
+        assert_eq!(inb.stats().received, 1);
+        assert_eq!(inb.stats().cumulative_lost, 0);
     }
 }

@@ -157,7 +157,10 @@ impl JitterBuffer {
     fn compute_target(&self) -> usize {
         // Three times the mean deviation covers nearly all arrivals for near-normal jitter.
         let want_ms = self.cfg.min_depth_ms as f64 + 3.0 * self.jitter_ms();
-        let ms = want_ms.clamp(self.cfg.min_depth_ms as f64, self.cfg.max_depth_ms as f64);
+        // max/min rather than clamp: a config with min > max must not panic.
+        let ms = want_ms
+            .min(self.cfg.max_depth_ms as f64)
+            .max(self.cfg.min_depth_ms as f64);
         let frames = (ms / self.cfg.frame_ms as f64).round() as usize;
         frames.clamp(1, self.cfg.capacity - 1)
     }
@@ -469,6 +472,31 @@ mod tests {
         // Drain so the target is recomputed at re-buffering.
         while j.pop(t0) != Pop::Empty {}
         assert_eq!(j.target_ms(), 100);
+    }
+
+    #[test]
+    fn odd_configs_do_not_panic() {
+        let t0 = Instant::now();
+        for cfg in [
+            JitterConfig {
+                min_depth_ms: 200,
+                max_depth_ms: 20,
+                ..Default::default()
+            },
+            JitterConfig {
+                capacity: 0,
+                max_payload: 0,
+                frame_ms: 0,
+                clock_rate: 0,
+                ..Default::default()
+            },
+        ] {
+            let mut j = JitterBuffer::new(cfg);
+            j.push(t0, 1, 0, &[]);
+            j.push(t0, 2, 0, &[]);
+            j.pop(t0);
+            assert!(j.target_ms() > 0);
+        }
     }
 
     #[test]

@@ -237,8 +237,11 @@ pub enum Accept {
     Probation,
     /// A jump too large to trust; a second packet following it will resync the source.
     Bad,
-    /// A new SSRC replaced the previous source; stats restarted (the packet is on probation).
+    /// A new SSRC replaced the previous source after `MIN_SEQUENTIAL` packets in sequence;
+    /// stats restarted from this packet (earlier jitter-buffer contents are stale).
     NewSource,
+    /// From an SSRC other than the current source, not (yet) taking over: drop it.
+    Foreign,
 }
 
 /// Statistics the RTCP report block needs, as of one moment.
@@ -274,6 +277,8 @@ pub struct RtpReceiver {
     /// Jitter estimate scaled by 16, as in RFC 3550 A.8.
     jitter_q4: u64,
     last_sr: Option<(u32, Instant)>,
+    /// Another SSRC seen recently: (ssrc, last seq, packets in sequence).
+    candidate: Option<(u32, u16, u32)>,
 }
 
 impl RtpReceiver {
@@ -293,6 +298,7 @@ impl RtpReceiver {
             transit: None,
             jitter_q4: 0,
             last_sr: None,
+            candidate: None,
         }
     }
 
@@ -317,6 +323,7 @@ impl RtpReceiver {
         self.max_seq = seq.wrapping_sub(1);
         self.probation = MIN_SEQUENTIAL;
         self.transit = None;
+        self.epoch = None;
         self.jitter_q4 = 0;
         self.last_sr = None;
     }
@@ -361,20 +368,40 @@ impl RtpReceiver {
 
     /// Feeds one arriving packet's header fields. `now` is its arrival time.
     pub fn handle_packet(&mut self, now: Instant, ssrc: u32, seq: u16, timestamp: u32) -> Accept {
-        let mut new_source = false;
-        if self.ssrc != Some(ssrc) {
-            new_source = self.ssrc.is_some();
+        let Some(current) = self.ssrc else {
             self.start_source(ssrc, seq);
+            return self.accept_current(now, seq, timestamp);
+        };
+        if ssrc == current {
+            return self.accept_current(now, seq, timestamp);
         }
+        // Another SSRC. A single stray packet must not wreck the call's stream, so the newcomer
+        // takes over only after MIN_SEQUENTIAL packets in sequence (the old source went away:
+        // re-INVITE, transfer, a media server switching streams).
+        let count = match self.candidate {
+            Some((c, last, n)) if c == ssrc && seq == last.wrapping_add(1) => n + 1,
+            _ => 1,
+        };
+        if count < MIN_SEQUENTIAL {
+            self.candidate = Some((ssrc, seq, count));
+            return Accept::Foreign;
+        }
+        self.candidate = None;
+        self.start_source(ssrc, seq);
+        // It already proved itself: skip probation.
+        self.probation = 0;
+        self.init_seq(seq);
+        self.received = 1;
+        self.update_jitter(now, timestamp);
+        Accept::NewSource
+    }
+
+    fn accept_current(&mut self, now: Instant, seq: u16, timestamp: u32) -> Accept {
         let verdict = self.update_seq(seq);
         if verdict == Accept::Valid {
             self.update_jitter(now, timestamp);
         }
-        if new_source {
-            Accept::NewSource
-        } else {
-            verdict
-        }
+        verdict
     }
 
     /// RFC 3550 A.8: D(i-1,i) from arrival (in RTP units) minus timestamp.
@@ -501,8 +528,11 @@ impl Pacer {
     }
 
     fn deadline_of(&self, index: u64) -> Instant {
-        let nanos = self.frame.as_nanos() as u64 * index;
-        self.start + Duration::from_nanos(nanos)
+        // Saturating: a pathological frame length must not panic (centuries away otherwise).
+        let nanos = (self.frame.as_nanos() as u64).saturating_mul(index);
+        self.start
+            .checked_add(Duration::from_nanos(nanos))
+            .unwrap_or(self.start)
     }
 
     /// When the next frame is due; the shell sleeps until then.
@@ -684,10 +714,17 @@ mod tests {
             receive(&mut r, t0, i as u64 * 20, i, i as u32 * 160);
         }
         assert_eq!(r.stats().expected, 9);
-        assert_eq!(r.handle_packet(t0, 0x9999, 5000, 0), Accept::NewSource);
+        // One stray packet from elsewhere changes nothing.
+        assert_eq!(r.handle_packet(t0, 0x7777, 100, 0), Accept::Foreign);
+        assert_eq!(r.handle_packet(t0, 0xABCD, 10, 1600), Accept::Valid);
+        assert_eq!(r.ssrc(), Some(0xABCD));
+        // A new source in sequence takes over on its second packet.
+        assert_eq!(r.handle_packet(t0, 0x9999, 5000, 0), Accept::Foreign);
+        assert_eq!(r.handle_packet(t0, 0x9999, 5001, 160), Accept::NewSource);
         assert_eq!(r.ssrc(), Some(0x9999));
-        assert_eq!(r.handle_packet(t0, 0x9999, 5001, 160), Accept::Valid);
         assert_eq!(r.stats().received, 1);
+        assert_eq!(r.handle_packet(t0, 0x9999, 5002, 320), Accept::Valid);
+        assert_eq!(r.stats().received, 2);
         // A sequence jump without SSRC change: bad once, then resync on the next in line.
         assert_eq!(r.handle_packet(t0, 0x9999, 30000, 320), Accept::Bad);
         assert_eq!(r.handle_packet(t0, 0x9999, 30001, 480), Accept::Valid);
