@@ -215,6 +215,72 @@ mod tests {
     }
 
     #[test]
+    fn opus_stream_on_the_48k_clock() {
+        let t0 = Instant::now();
+        let mut tx = RtpSender::new(21);
+        let mut enc = Encoder::new(Codec::Opus).unwrap();
+        let mut inb = Inbound::new(InboundConfig::for_codec(Codec::Opus)).unwrap();
+        let mut payload = [0u8; 400];
+        let mut buf = [0u8; 420];
+        let mut out = [0i16; 1920];
+        let mut got = 0;
+        for i in 0..30u64 {
+            let pcm: Vec<i16> = (0..320)
+                .map(|k| (((i * 320 + k) as f32 * 0.1).sin() * 6000.0) as i16)
+                .collect();
+            let n = enc.encode(&pcm, &mut payload).unwrap();
+            let len = tx
+                .next(
+                    111,
+                    &payload[..n],
+                    frame_ticks(Codec::Opus),
+                    false,
+                    &mut buf,
+                )
+                .unwrap();
+            let now = t0 + Duration::from_millis(i * 20);
+            if i != 15 {
+                inb.handle_datagram(now, &buf[..len]).unwrap();
+            }
+            let k = inb.poll_audio(now, &mut out);
+            assert!(k == 0 || k == 320, "{k}");
+            got += k;
+        }
+        assert_eq!(got, 29 * 320);
+        assert_eq!(inb.jitter_stats().lost, 1);
+        // Perfectly paced 960-tick packets: no jitter on the 48 kHz clock.
+        assert_eq!(inb.stats().jitter, 0);
+    }
+
+    #[test]
+    fn random_datagrams_never_panic() {
+        let t0 = Instant::now();
+        let mut inb = Inbound::new(InboundConfig::for_codec(Codec::Pcmu)).unwrap();
+        let mut x: u64 = 5;
+        let mut buf = [0u8; 300];
+        let mut out = [0i16; 320];
+        for i in 0..20_000u64 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let len = (x >> 33) as usize % buf.len();
+            for b in buf[..len].iter_mut() {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                *b = (x >> 56) as u8;
+            }
+            // Often make it look like RTP with our PTs so the deeper paths run.
+            if len >= 12 && x & 1 == 0 {
+                buf[0] = 0x80;
+                buf[1] = [0u8, 101, 0x80 | 101][(x >> 8) as usize % 3];
+            }
+            let now = t0 + Duration::from_millis(i * 7);
+            let _ = inb.handle_datagram(now, &buf[..len]);
+            inb.poll_audio(now, &mut out);
+            inb.handle_timeout(now);
+        }
+    }
+
+    #[test]
     fn loss_is_concealed_and_ssrc_change_resets() {
         let t0 = Instant::now();
         let mut tx = RtpSender::new(12);

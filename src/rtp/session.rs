@@ -79,6 +79,17 @@ impl RtpSender {
         self.octets_sent
     }
 
+    /// The sender-info section of an RTCP SR at `ntp` (shell-supplied wall-clock time). The RTP
+    /// timestamp is that of the next frame, which the pacer sends now.
+    pub fn sender_info(&self, ntp: u64) -> super::rtcp::SenderInfo {
+        super::rtcp::SenderInfo {
+            ntp,
+            rtp_timestamp: self.timestamp,
+            packet_count: self.packets_sent,
+            octet_count: self.octets_sent,
+        }
+    }
+
     /// Writes the next audio packet into `out` and advances the stream: seq by one, timestamp by
     /// `samples` (RTP clock ticks the payload covers). `talkspurt_start` sets the marker bit
     /// (RFC 3551 §4.1: first packet after silence).
@@ -604,6 +615,9 @@ mod tests {
         );
         assert_eq!(s.packets_sent(), 3);
         assert_eq!(s.octets_sent(), 480);
+        let si = s.sender_info(77);
+        assert_eq!((si.ntp, si.packet_count, si.octet_count), (77, 3, 480));
+        assert_eq!(si.rtp_timestamp, ts0.wrapping_add(8480));
         // Different seeds give different streams; the same seed the same.
         assert_ne!(RtpSender::new(43).ssrc(), ssrc);
         assert_eq!(RtpSender::new(42).ssrc(), ssrc);
