@@ -252,6 +252,83 @@ mod tests {
         assert_eq!(inb.stats().jitter, 0);
     }
 
+    /// A seeded lossy, jittery network: 5 % loss, 0–60 ms uniform extra delay (so reordering).
+    #[test]
+    fn lossy_jittery_network() {
+        let t0 = Instant::now();
+        let mut tx = RtpSender::new(31);
+        let mut inb = Inbound::new(InboundConfig::for_codec(Codec::Pcmu)).unwrap();
+        let mut x: u64 = 42;
+        let mut rnd = || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let n_packets = 3000u64;
+        let mut arrivals = vec![];
+        let mut dropped = 0;
+        for i in 0..n_packets {
+            let mut buf = vec![0u8; 172];
+            // Payload byte = low seq bits, to check playout order below.
+            let payload = [(i % 251) as u8; 160];
+            let len = tx.next(0, &payload, 160, false, &mut buf).unwrap();
+            buf.truncate(len);
+            if rnd() < 0.05 {
+                dropped += 1;
+                continue;
+            }
+            let at_us = i * 20_000 + (rnd() * 60_000.0) as u64;
+            arrivals.push((at_us, buf));
+        }
+        arrivals.sort_by_key(|a| a.0);
+        let mut out = [0i16; 160];
+        let mut next = 0;
+        let mut last_played: Option<i16> = None;
+        let mut frames = 0;
+        // Playout ticks every 20 ms, offset by 10 ms from the send grid.
+        for tick in 0..n_packets + 10 {
+            let now_us = tick * 20_000 + 10_000;
+            while next < arrivals.len() && arrivals[next].0 <= now_us {
+                let at = t0 + Duration::from_micros(arrivals[next].0);
+                inb.handle_datagram(at, &arrivals[next].1).unwrap();
+                next += 1;
+            }
+            let now = t0 + Duration::from_micros(now_us);
+            if inb.poll_audio(now, &mut out) == 160 {
+                frames += 1;
+                last_played = Some(out[0]);
+            }
+        }
+        assert!(last_played.is_some());
+        let js = inb.jitter_stats();
+        let rs = inb.stats();
+        // RFC 3550 loss counts exactly what the network dropped (none at the very end here, or
+        // the difference is one or two).
+        assert!(
+            (rs.cumulative_lost - dropped).abs() <= 2,
+            "{} vs {dropped}",
+            rs.cumulative_lost
+        );
+        // The adaptive buffer keeps late drops small: missing ≈ network loss + < 2 % late.
+        assert!(js.late < n_packets / 50, "late {}", js.late);
+        assert!(js.lost <= dropped as u64 + js.late + 2, "{js:?}");
+        assert!(inb.jitter_stats().duplicate == 0 && js.resyncs == 0);
+        assert!(frames as u64 >= n_packets - 20, "frames {frames}");
+        // Uniform 0–60 ms delay: mean |D| is 20 ms; RFC 3550 jitter lands near it.
+        assert!(
+            (12.0..28.0).contains(&rs.jitter_ms),
+            "jitter {}",
+            rs.jitter_ms
+        );
+        let rb = inb.report_block(t0 + Duration::from_secs(61)).unwrap();
+        let expect_fraction = (dropped as f64 / n_packets as f64 * 256.0) as i32;
+        assert!(
+            (rb.fraction_lost as i32 - expect_fraction).abs() <= 2,
+            "{rb:?}"
+        );
+    }
+
     #[test]
     fn random_datagrams_never_panic() {
         let t0 = Instant::now();
