@@ -1,6 +1,6 @@
-//! In-band DTMF detection (Goertzel) on 8 kHz PCM, with Q.24-style validity checks.
+//! In-band DTMF detection (Goertzel) on 8 kHz (or 16 kHz) PCM, with Q.24-style validity checks.
 //!
-//! Audio is cut into 102-sample blocks (12.75 ms). A block is a candidate digit when one row and
+//! Audio is cut into 12.75 ms blocks (102 samples at 8 kHz, 204 at 16 kHz). A block is a candidate digit when one row and
 //! one column tone stand out: each above the minimum level, twist within limits, each well above
 //! the other tones of its group, and the two tones carrying most of the block's energy (speech
 //! spreads its energy over harmonics and formants; that test is the main talk-off guard). A digit
@@ -11,8 +11,9 @@ use std::f32::consts::PI;
 
 use super::level::sine_amplitude_for_dbm0;
 
-const BLOCK: usize = 102;
-const RATE: f32 = 8000.0;
+/// Block length at 8 kHz (12.75 ms); at 16 kHz the same duration is 204 samples.
+const BLOCK_8K: usize = 102;
+const BLOCK_MAX: usize = 2 * BLOCK_8K;
 const ROWS: [f32; 4] = [697.0, 770.0, 852.0, 941.0];
 const COLS: [f32; 4] = [1209.0, 1336.0, 1477.0, 1633.0];
 const KEYS: [[char; 4]; 4] = [
@@ -59,7 +60,8 @@ impl Default for DtmfConfig {
 pub struct DtmfDetector {
     cfg: DtmfConfig,
     coeffs: [f32; 8],
-    block: [f32; BLOCK],
+    block: [f32; BLOCK_MAX],
+    block_len: usize,
     fill: usize,
     /// Candidate of the previous block and how many blocks in a row it has held.
     last: Option<char>,
@@ -81,18 +83,31 @@ impl Default for DtmfDetector {
 }
 
 impl DtmfDetector {
+    /// A detector for 8 kHz PCM.
     pub fn new(cfg: DtmfConfig) -> Self {
+        Self::with_rate(8000, cfg)
+    }
+
+    /// A detector for 8 or 16 kHz PCM (Opus calls deliver 16 kHz; no need to downsample).
+    /// Other rates are treated as 8 kHz.
+    pub fn with_rate(rate: u32, cfg: DtmfConfig) -> Self {
+        let (rate, block_len) = if rate == 16000 {
+            (16000.0, BLOCK_MAX)
+        } else {
+            (8000.0, BLOCK_8K)
+        };
         let mut coeffs = [0f32; 8];
         for (c, f) in coeffs.iter_mut().zip(ROWS.iter().chain(COLS.iter())) {
-            *c = 2.0 * (2.0 * PI * f / RATE).cos();
+            *c = 2.0 * (2.0 * PI * f / rate).cos();
         }
         // Goertzel power of a sine of peak amplitude A over N samples ≈ (A·N/2)².
         let a = (sine_amplitude_for_dbm0(cfg.min_tone_dbm0) / 32768.0) as f32;
-        let min_tone_power = (a * BLOCK as f32 / 2.0).powi(2);
+        let min_tone_power = (a * block_len as f32 / 2.0).powi(2);
         DtmfDetector {
             cfg,
             coeffs,
-            block: [0.0; BLOCK],
+            block: [0.0; BLOCK_MAX],
+            block_len,
             fill: 0,
             last: None,
             run: 0,
@@ -108,7 +123,7 @@ impl DtmfDetector {
     pub fn process(&mut self, pcm: &[i16]) -> Option<char> {
         let mut rest = pcm;
         while !rest.is_empty() {
-            let take = (BLOCK - self.fill).min(rest.len());
+            let take = (self.block_len - self.fill).min(rest.len());
             for (d, &s) in self.block[self.fill..self.fill + take]
                 .iter_mut()
                 .zip(&rest[..take])
@@ -117,7 +132,7 @@ impl DtmfDetector {
             }
             self.fill += take;
             rest = &rest[take..];
-            if self.fill == BLOCK {
+            if self.fill == self.block_len {
                 self.fill = 0;
                 let cand = self.classify_block();
                 if let Some(d) = self.track(cand)
@@ -169,7 +184,8 @@ impl DtmfDetector {
         // dependent one per bin, which the compiler turns into one SIMD lane each.
         let mut s1 = [0f32; 8];
         let mut s2 = [0f32; 8];
-        for &x in &self.block {
+        let block = &self.block[..self.block_len];
+        for &x in block {
             for k in 0..8 {
                 let s0 = x + self.coeffs[k] * s1[k] - s2[k];
                 s2[k] = s1[k];
@@ -180,7 +196,7 @@ impl DtmfDetector {
         for k in 0..8 {
             power[k] = s1[k] * s1[k] + s2[k] * s2[k] - self.coeffs[k] * s1[k] * s2[k];
         }
-        let energy: f32 = self.block.iter().map(|x| x * x).sum();
+        let energy: f32 = block.iter().map(|x| x * x).sum();
         let (r, rp) = peak(&power[..4]);
         let (c, cp) = peak(&power[4..]);
         if rp < self.min_tone_power || cp < self.min_tone_power {
@@ -201,7 +217,7 @@ impl DtmfDetector {
             }
         }
         // Share of energy in the two tones: a pure sine gives 2·P/(N·E) = 1.
-        let share = 2.0 * (rp + cp) / (BLOCK as f32 * energy);
+        let share = 2.0 * (rp + cp) / (self.block_len as f32 * energy);
         if share < self.cfg.min_tone_energy_share {
             return None;
         }
@@ -407,6 +423,19 @@ mod tests {
             ),
             ""
         );
+    }
+
+    #[test]
+    fn works_at_16k() {
+        let mut pcm = vec![];
+        for d in "159#".chars() {
+            pcm.extend(dtmf_tone_level(d, 60, 16000, -20.0));
+            pcm.extend([0i16; 960]);
+        }
+        let mut det = DtmfDetector::with_rate(16000, DtmfConfig::default());
+        assert_eq!(detect_all(&mut det, &pcm, 320), "159#");
+        // The 8 kHz detector must not be fooled by the same samples read at the wrong rate.
+        assert_ne!(detect_all(&mut DtmfDetector::default(), &pcm, 320), "159#");
     }
 
     #[test]
