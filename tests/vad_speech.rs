@@ -55,7 +55,8 @@ fn speech_onset_within_60_ms() {
         println!("NOTE: espeak-ng not installed; skipping");
         return;
     };
-    for rate in [8000u32, 16000] {
+    // Quiet line noise around the speech, and pure digital silence.
+    for (rate, noise_rms) in [(8000u32, 60.0), (16000, 60.0), (8000, 0.0), (16000, 0.0)] {
         let s = resample(&speech, src_rate, rate);
         // True start: first sample above −36 dBFS peak in the clean speech.
         let first = s
@@ -63,7 +64,7 @@ fn speech_onset_within_60_ms() {
             .position(|&x| x.unsigned_abs() > 512)
             .expect("speech is audible");
         let lead = rate as usize; // 1 s of noise before
-        let mut pcm = noise(lead + s.len() + 2 * rate as usize, 60.0, 5);
+        let mut pcm = noise(lead + s.len() + 2 * rate as usize, noise_rms, 5);
         for (p, &x) in pcm[lead..].iter_mut().zip(&s) {
             *p = p.saturating_add(x);
         }
