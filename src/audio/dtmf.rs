@@ -1,6 +1,6 @@
-//! In-band DTMF detection (Goertzel) on 8 kHz PCM, with Q.24-style validity checks.
+//! In-band DTMF detection (Goertzel) on 8 kHz (or 16 kHz) PCM, with Q.24-style validity checks.
 //!
-//! Audio is cut into 102-sample blocks (12.75 ms). A block is a candidate digit when one row and
+//! Audio is cut into 12.75 ms blocks (102 samples at 8 kHz, 204 at 16 kHz). A block is a candidate digit when one row and
 //! one column tone stand out: each above the minimum level, twist within limits, each well above
 //! the other tones of its group, and the two tones carrying most of the block's energy (speech
 //! spreads its energy over harmonics and formants; that test is the main talk-off guard). A digit
@@ -11,11 +11,17 @@ use std::f32::consts::PI;
 
 use super::level::sine_amplitude_for_dbm0;
 
-const BLOCK: usize = 102;
-const RATE: f32 = 8000.0;
+/// Block length at 8 kHz (12.75 ms); at 16 kHz the same duration is 204 samples.
+const BLOCK_8K: usize = 102;
+const BLOCK_MAX: usize = 2 * BLOCK_8K;
 const ROWS: [f32; 4] = [697.0, 770.0, 852.0, 941.0];
 const COLS: [f32; 4] = [1209.0, 1336.0, 1477.0, 1633.0];
-const KEYS: [[char; 4]; 4] = [['1', '2', '3', 'A'], ['4', '5', '6', 'B'], ['7', '8', '9', 'C'], ['*', '0', '#', 'D']];
+const KEYS: [[char; 4]; 4] = [
+    ['1', '2', '3', 'A'],
+    ['4', '5', '6', 'B'],
+    ['7', '8', '9', 'C'],
+    ['*', '0', '#', 'D'],
+];
 
 /// Tuning, defaulting to the limits the brief and ITU-T Q.24 suggest.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -54,7 +60,8 @@ impl Default for DtmfConfig {
 pub struct DtmfDetector {
     cfg: DtmfConfig,
     coeffs: [f32; 8],
-    block: [f32; BLOCK],
+    block: [f32; BLOCK_MAX],
+    block_len: usize,
     fill: usize,
     /// Candidate of the previous block and how many blocks in a row it has held.
     last: Option<char>,
@@ -76,18 +83,31 @@ impl Default for DtmfDetector {
 }
 
 impl DtmfDetector {
+    /// A detector for 8 kHz PCM.
     pub fn new(cfg: DtmfConfig) -> Self {
+        Self::with_rate(8000, cfg)
+    }
+
+    /// A detector for 8 or 16 kHz PCM (Opus calls deliver 16 kHz; no need to downsample).
+    /// Other rates are treated as 8 kHz.
+    pub fn with_rate(rate: u32, cfg: DtmfConfig) -> Self {
+        let (rate, block_len) = if rate == 16000 {
+            (16000.0, BLOCK_MAX)
+        } else {
+            (8000.0, BLOCK_8K)
+        };
         let mut coeffs = [0f32; 8];
         for (c, f) in coeffs.iter_mut().zip(ROWS.iter().chain(COLS.iter())) {
-            *c = 2.0 * (2.0 * PI * f / RATE).cos();
+            *c = 2.0 * (2.0 * PI * f / rate).cos();
         }
         // Goertzel power of a sine of peak amplitude A over N samples ≈ (A·N/2)².
         let a = (sine_amplitude_for_dbm0(cfg.min_tone_dbm0) / 32768.0) as f32;
-        let min_tone_power = (a * BLOCK as f32 / 2.0).powi(2);
+        let min_tone_power = (a * block_len as f32 / 2.0).powi(2);
         DtmfDetector {
             cfg,
             coeffs,
-            block: [0.0; BLOCK],
+            block: [0.0; BLOCK_MAX],
+            block_len,
             fill: 0,
             last: None,
             run: 0,
@@ -103,13 +123,16 @@ impl DtmfDetector {
     pub fn process(&mut self, pcm: &[i16]) -> Option<char> {
         let mut rest = pcm;
         while !rest.is_empty() {
-            let take = (BLOCK - self.fill).min(rest.len());
-            for (d, &s) in self.block[self.fill..self.fill + take].iter_mut().zip(&rest[..take]) {
+            let take = (self.block_len - self.fill).min(rest.len());
+            for (d, &s) in self.block[self.fill..self.fill + take]
+                .iter_mut()
+                .zip(&rest[..take])
+            {
                 *d = s as f32 / 32768.0;
             }
             self.fill += take;
             rest = &rest[take..];
-            if self.fill == BLOCK {
+            if self.fill == self.block_len {
                 self.fill = 0;
                 let cand = self.classify_block();
                 if let Some(d) = self.track(cand)
@@ -157,17 +180,23 @@ impl DtmfDetector {
     }
 
     fn classify_block(&self) -> Option<char> {
-        let mut power = [0f32; 8];
-        for (p, &coeff) in power.iter_mut().zip(&self.coeffs) {
-            let (mut s1, mut s2) = (0f32, 0f32);
-            for &x in &self.block {
-                let s0 = x + coeff * s1 - s2;
-                s2 = s1;
-                s1 = s0;
+        // All eight recurrences advance together: eight independent chains instead of one long
+        // dependent one per bin, which the compiler turns into one SIMD lane each.
+        let mut s1 = [0f32; 8];
+        let mut s2 = [0f32; 8];
+        let block = &self.block[..self.block_len];
+        for &x in block {
+            for k in 0..8 {
+                let s0 = x + self.coeffs[k] * s1[k] - s2[k];
+                s2[k] = s1[k];
+                s1[k] = s0;
             }
-            *p = s1 * s1 + s2 * s2 - coeff * s1 * s2;
         }
-        let energy: f32 = self.block.iter().map(|x| x * x).sum();
+        let mut power = [0f32; 8];
+        for k in 0..8 {
+            power[k] = s1[k] * s1[k] + s2[k] * s2[k] - self.coeffs[k] * s1[k] * s2[k];
+        }
+        let energy: f32 = block.iter().map(|x| x * x).sum();
         let (r, rp) = peak(&power[..4]);
         let (c, cp) = peak(&power[4..]);
         if rp < self.min_tone_power || cp < self.min_tone_power {
@@ -188,7 +217,7 @@ impl DtmfDetector {
             }
         }
         // Share of energy in the two tones: a pure sine gives 2·P/(N·E) = 1.
-        let share = 2.0 * (rp + cp) / (BLOCK as f32 * energy);
+        let share = 2.0 * (rp + cp) / (self.block_len as f32 * energy);
         if share < self.cfg.min_tone_energy_share {
             return None;
         }
@@ -229,8 +258,9 @@ pub fn dtmf_tone_level(digit: char, duration_ms: u32, rate: u32, level_dbm0: f64
     (0..n)
         .map(|i| {
             let t = i as f64 / rate as f64;
-            let v = a * ((2.0 * std::f64::consts::PI * fr as f64 * t).sin()
-                + (2.0 * std::f64::consts::PI * fc as f64 * t).sin());
+            let v = a
+                * ((2.0 * std::f64::consts::PI * fr as f64 * t).sin()
+                    + (2.0 * std::f64::consts::PI * fc as f64 * t).sin());
             v.round().clamp(-32768.0, 32767.0) as i16
         })
         .collect()
@@ -279,10 +309,18 @@ mod tests {
     fn levels_and_twist_limits() {
         for level in [-25.0, -15.0, 0.0] {
             let mut det = DtmfDetector::default();
-            assert_eq!(detect_all(&mut det, &sequence("5", 80, 40, level), 160), "5", "level {level}");
+            assert_eq!(
+                detect_all(&mut det, &sequence("5", 80, 40, level), 160),
+                "5",
+                "level {level}"
+            );
         }
         let mut det = DtmfDetector::default();
-        assert_eq!(detect_all(&mut det, &sequence("5", 80, 40, -45.0), 160), "", "too quiet");
+        assert_eq!(
+            detect_all(&mut det, &sequence("5", 80, 40, -45.0), 160),
+            "",
+            "too quiet"
+        );
         // Twist: row 6 dB above column is fine, 12 dB is not; column 6 dB above row is not.
         let twisted = |row_db: f64, col_db: f64| -> Vec<i16> {
             let ar = sine_amplitude_for_dbm0(row_db);
@@ -291,23 +329,54 @@ mod tests {
                 .map(|i| {
                     let t = i as f64 / 8000.0;
                     (ar * (2.0 * std::f64::consts::PI * 770.0 * t).sin()
-                        + ac * (2.0 * std::f64::consts::PI * 1336.0 * t).sin()) as i16
+                        + ac * (2.0 * std::f64::consts::PI * 1336.0 * t).sin())
+                        as i16
                 })
                 .collect()
         };
-        assert_eq!(detect_all(&mut DtmfDetector::default(), &twisted(-6.0, -12.0), 160), "5");
-        assert_eq!(detect_all(&mut DtmfDetector::default(), &twisted(-6.0, -18.0), 160), "");
-        assert_eq!(detect_all(&mut DtmfDetector::default(), &twisted(-12.0, -6.0), 160), "");
+        assert_eq!(
+            detect_all(&mut DtmfDetector::default(), &twisted(-6.0, -12.0), 160),
+            "5"
+        );
+        assert_eq!(
+            detect_all(&mut DtmfDetector::default(), &twisted(-6.0, -18.0), 160),
+            ""
+        );
+        assert_eq!(
+            detect_all(&mut DtmfDetector::default(), &twisted(-12.0, -6.0), 160),
+            ""
+        );
     }
 
     #[test]
     fn durations_and_pauses() {
         // 40 ms tones with 40 ms pauses: all detected, each once.
-        assert_eq!(detect_all(&mut DtmfDetector::default(), &sequence("1234", 40, 40, -10.0), 160), "1234");
+        assert_eq!(
+            detect_all(
+                &mut DtmfDetector::default(),
+                &sequence("1234", 40, 40, -10.0),
+                160
+            ),
+            "1234"
+        );
         // 20 ms blips are rejected.
-        assert_eq!(detect_all(&mut DtmfDetector::default(), &sequence("1234", 20, 60, -10.0), 160), "");
+        assert_eq!(
+            detect_all(
+                &mut DtmfDetector::default(),
+                &sequence("1234", 20, 60, -10.0),
+                160
+            ),
+            ""
+        );
         // A long press is one digit.
-        assert_eq!(detect_all(&mut DtmfDetector::default(), &sequence("9", 2000, 0, -10.0), 160), "9");
+        assert_eq!(
+            detect_all(
+                &mut DtmfDetector::default(),
+                &sequence("9", 2000, 0, -10.0),
+                160
+            ),
+            "9"
+        );
         // The same key twice with a 10 ms gap is one press (no pause seen).
         let mut v = dtmf_tone('7', 100, 8000);
         v.extend([0i16; 80]);
@@ -321,16 +390,52 @@ mod tests {
             (0..1600)
                 .map(|i| {
                     let t = i as f64 / 8000.0;
-                    freqs.iter().map(|f| 6000.0 * (2.0 * std::f64::consts::PI * f * t).sin()).sum::<f64>() as i16
+                    freqs
+                        .iter()
+                        .map(|f| 6000.0 * (2.0 * std::f64::consts::PI * f * t).sin())
+                        .sum::<f64>() as i16
                 })
                 .collect()
         };
-        assert_eq!(detect_all(&mut DtmfDetector::default(), &tone(&[697.0]), 160), "");
-        assert_eq!(detect_all(&mut DtmfDetector::default(), &tone(&[1000.0]), 160), "");
+        assert_eq!(
+            detect_all(&mut DtmfDetector::default(), &tone(&[697.0]), 160),
+            ""
+        );
+        assert_eq!(
+            detect_all(&mut DtmfDetector::default(), &tone(&[1000.0]), 160),
+            ""
+        );
         // Row + column + a third strong tone (music chord): energy share test rejects it.
-        assert_eq!(detect_all(&mut DtmfDetector::default(), &tone(&[697.0, 1209.0, 400.0]), 160), "");
+        assert_eq!(
+            detect_all(
+                &mut DtmfDetector::default(),
+                &tone(&[697.0, 1209.0, 400.0]),
+                160
+            ),
+            ""
+        );
         // Two rows at once.
-        assert_eq!(detect_all(&mut DtmfDetector::default(), &tone(&[697.0, 852.0, 1209.0]), 160), "");
+        assert_eq!(
+            detect_all(
+                &mut DtmfDetector::default(),
+                &tone(&[697.0, 852.0, 1209.0]),
+                160
+            ),
+            ""
+        );
+    }
+
+    #[test]
+    fn works_at_16k() {
+        let mut pcm = vec![];
+        for d in "159#".chars() {
+            pcm.extend(dtmf_tone_level(d, 60, 16000, -20.0));
+            pcm.extend([0i16; 960]);
+        }
+        let mut det = DtmfDetector::with_rate(16000, DtmfConfig::default());
+        assert_eq!(detect_all(&mut det, &pcm, 320), "159#");
+        // The 8 kHz detector must not be fooled by the same samples read at the wrong rate.
+        assert_ne!(detect_all(&mut DtmfDetector::default(), &pcm, 320), "159#");
     }
 
     #[test]

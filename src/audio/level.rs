@@ -34,7 +34,11 @@ pub fn dbfs(pcm: &[i16]) -> f64 {
 
 pub fn dbm0(pcm: &[i16]) -> f64 {
     let d = dbfs(pcm);
-    if d <= FLOOR_DB { FLOOR_DB } else { d + DBM0_OFFSET_DB }
+    if d <= FLOOR_DB {
+        FLOOR_DB
+    } else {
+        d + DBM0_OFFSET_DB
+    }
 }
 
 /// Peak amplitude (in sample units) of a sine at `level_dbm0`.
@@ -52,7 +56,12 @@ mod tests {
     use super::*;
 
     fn sine(amp: f64, n: usize) -> Vec<i16> {
-        (0..n).map(|i| (amp * (i as f64 * 2.0 * std::f64::consts::PI * 1000.0 / 8000.0).sin()).round() as i16).collect()
+        (0..n)
+            .map(|i| {
+                (amp * (i as f64 * 2.0 * std::f64::consts::PI * 1000.0 / 8000.0).sin()).round()
+                    as i16
+            })
+            .collect()
     }
 
     #[test]

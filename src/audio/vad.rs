@@ -3,7 +3,8 @@
 //!
 //! A frame is "speech-like" when its energy stands well above the tracked noise floor and above
 //! an absolute floor. Speech must start with voiced-looking frames (low zero-crossing rate), which
-//! is what keeps steady hiss and white noise (ZCR ≈ 0.5) from ever opening a talkspurt; once open,
+//! is what keeps steady hiss and white noise (ZCR ≈ 0.5; an aspirated /h/ is ≈ 0.35–0.4) from
+//! opening a talkspurt; once open,
 //! loud unvoiced frames (fricatives) keep it open. `onset_frames` speech-like frames in a row
 //! open it, `hangover_frames` quiet frames in a row close it.
 
@@ -24,9 +25,16 @@ pub struct VadConfig {
 }
 
 impl Default for VadConfig {
-    /// Tuned for telephone speech: 40 ms onset, 400 ms hangover, 10 dB above noise.
+    /// Tuned for telephone speech: 40 ms onset, 400 ms hangover, 10 dB above noise, onset
+    /// ZCR ≤ 0.42 (white noise sits at 0.5 ± 0.04 per 20 ms frame).
     fn default() -> Self {
-        VadConfig { onset_frames: 2, hangover_frames: 20, margin_db: 10.0, min_speech_dbfs: -50.0, max_onset_zcr: 0.3 }
+        VadConfig {
+            onset_frames: 2,
+            hangover_frames: 20,
+            margin_db: 10.0,
+            min_speech_dbfs: -50.0,
+            max_onset_zcr: 0.42,
+        }
     }
 }
 
@@ -96,8 +104,16 @@ impl Vad {
 
         // Floor tracking: drop fast toward quieter frames (noise minima), rise slowly otherwise,
         // and very slowly during speech so a step up in background noise is learnt eventually.
-        let rise = if self.in_speech || loud { 0.002 } else { 0.05 };
-        let next_floor = if e < floor { floor + 0.3 * (e - floor) } else { floor + rise * (e - floor) };
+        // Loud noise-like frames outside speech are most likely a new background: learn it.
+        let rise = match (self.in_speech, loud, voiced_like) {
+            (true, _, _) | (false, true, true) => 0.002,
+            _ => 0.05,
+        };
+        let next_floor = if e < floor {
+            floor + 0.3 * (e - floor)
+        } else {
+            floor + rise * (e - floor)
+        };
         self.floor_db = Some(next_floor.max(-90.0));
 
         if self.in_speech {
@@ -110,7 +126,9 @@ impl Vad {
             if self.quiet >= self.cfg.hangover_frames {
                 self.in_speech = false;
                 self.run = 0;
-                return Some(VadEvent::SpeechEnd { end_ms: self.ms(self.last_speech_end_samples) });
+                return Some(VadEvent::SpeechEnd {
+                    end_ms: self.ms(self.last_speech_end_samples),
+                });
             }
             return None;
         }
@@ -123,7 +141,9 @@ impl Vad {
                 self.in_speech = true;
                 self.quiet = 0;
                 self.last_speech_end_samples = self.samples;
-                return Some(VadEvent::SpeechStart { onset_ms: self.ms(self.run_start_samples) });
+                return Some(VadEvent::SpeechStart {
+                    onset_ms: self.ms(self.run_start_samples),
+                });
             }
         } else {
             self.run = 0;
@@ -137,7 +157,10 @@ pub fn zero_crossing_rate(frame: &[i16]) -> f64 {
     if frame.len() < 2 {
         return 0.0;
     }
-    let crossings = frame.windows(2).filter(|w| (w[0] >= 0) != (w[1] >= 0)).count();
+    let crossings = frame
+        .windows(2)
+        .filter(|w| (w[0] >= 0) != (w[1] >= 0))
+        .count();
     crossings as f64 / (frame.len() - 1) as f64
 }
 
@@ -148,7 +171,10 @@ mod tests {
     struct Lcg(u64);
     impl Lcg {
         fn next_f64(&mut self) -> f64 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (self.0 >> 11) as f64 / (1u64 << 53) as f64
         }
         /// Roughly Gaussian (sum of 4 uniforms), unit variance.
@@ -176,7 +202,10 @@ mod tests {
     }
 
     fn run(vad: &mut Vad, pcm: &[i16], frame: usize) -> Vec<(usize, VadEvent)> {
-        pcm.chunks(frame).enumerate().filter_map(|(i, f)| vad.process(f).map(|e| (i, e))).collect()
+        pcm.chunks(frame)
+            .enumerate()
+            .filter_map(|(i, f)| vad.process(f).map(|e| (i, e)))
+            .collect()
     }
 
     #[test]
@@ -213,7 +242,10 @@ mod tests {
                 // Noise switching on abruptly after digital silence, too.
                 let mut pcm = vec![0i16; rate as usize / 2];
                 pcm.extend(noise(rate as usize * 3, amp, 9));
-                assert!(run(&mut vad, &pcm, rate as usize / 50).is_empty(), "amp {amp} rate {rate}");
+                assert!(
+                    run(&mut vad, &pcm, rate as usize / 50).is_empty(),
+                    "amp {amp} rate {rate}"
+                );
             }
         }
     }
@@ -224,7 +256,11 @@ mod tests {
         let pcm = noise(16000, 1000.0, 3);
         run(&mut vad, &pcm, 160);
         let lvl = dbfs(&pcm);
-        assert!((vad.noise_floor_dbfs() - lvl).abs() < 3.0, "{} vs {lvl}", vad.noise_floor_dbfs());
+        assert!(
+            (vad.noise_floor_dbfs() - lvl).abs() < 3.0,
+            "{} vs {lvl}",
+            vad.noise_floor_dbfs()
+        );
         assert!(zero_crossing_rate(&pcm) > 0.4);
         assert!(zero_crossing_rate(&vowel(800, 8000, 3000.0)) < 0.1);
         assert_eq!(zero_crossing_rate(&[5]), 0.0);

@@ -58,16 +58,30 @@ pub struct TelephoneEventReceiver {
 impl TelephoneEventReceiver {
     /// `clock_rate`: the telephone-event RTP clock (8000, or 48000 beside Opus).
     pub fn new(clock_rate: u32) -> Self {
-        TelephoneEventReceiver { clock_rate: clock_rate.max(1), current: None, pending: None }
+        TelephoneEventReceiver {
+            clock_rate: clock_rate.max(1),
+            current: None,
+            pending: None,
+        }
     }
 
     fn finish(clock_rate: u32, c: &Current) -> DigitEvent {
-        DigitEvent { digit: c.digit, duration_ms: (c.duration as u64 * 1000 / clock_rate as u64) as u32 }
+        DigitEvent {
+            digit: c.digit,
+            duration_ms: (c.duration as u64 * 1000 / clock_rate as u64) as u32,
+        }
     }
 
     /// Feeds one telephone-event packet. Returns a digit once per key press, when its end is
     /// seen (or when a newer event proves the previous one's end was lost).
-    pub fn handle(&mut self, now: Instant, _seq: u16, timestamp: u32, _marker: bool, payload: &[u8]) -> Option<DigitEvent> {
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        _seq: u16,
+        timestamp: u32,
+        _marker: bool,
+        payload: &[u8],
+    ) -> Option<DigitEvent> {
         if payload.len() < 4 {
             return self.pending.take();
         }
@@ -91,17 +105,21 @@ impl TelephoneEventReceiver {
             }
             // A packet of an older event (reordered or a late retransmission): ignore.
             Some(c) if (timestamp.wrapping_sub(c.timestamp) as i32) < 0 => return out,
-            Some(c) => {
-                // New event. If the previous never ended (its end packets were lost), report it.
-                if !c.emitted {
-                    let prev = Self::finish(rate, c);
-                    out = Self::queue(&mut self.pending, out, prev);
-                }
+            // New event while the previous never ended (its end packets were lost): report it.
+            Some(c) if !c.emitted => {
+                let prev = Self::finish(rate, c);
+                out = Self::queue(&mut self.pending, out, prev);
             }
-            None => {}
+            Some(_) | None => {}
         }
         // New timestamp = new key press, even without the marker (start packet lost).
-        let mut c = Current { timestamp, digit, duration, last_seen: now, emitted: false };
+        let mut c = Current {
+            timestamp,
+            digit,
+            duration,
+            last_seen: now,
+            emitted: false,
+        };
         if end {
             c.emitted = true;
             let ev = Self::finish(rate, &c);
@@ -111,7 +129,11 @@ impl TelephoneEventReceiver {
         out
     }
 
-    fn queue(pending: &mut Option<DigitEvent>, out: Option<DigitEvent>, ev: DigitEvent) -> Option<DigitEvent> {
+    fn queue(
+        pending: &mut Option<DigitEvent>,
+        out: Option<DigitEvent>,
+        ev: DigitEvent,
+    ) -> Option<DigitEvent> {
         match out {
             None => Some(ev),
             Some(first) => {
@@ -175,7 +197,12 @@ mod tests {
         }
         assert_eq!(
             got,
-            ['1', '#', '1', 'D'].map(|digit| DigitEvent { digit, duration_ms: 100 }).to_vec()
+            ['1', '#', '1', 'D']
+                .map(|digit| DigitEvent {
+                    digit,
+                    duration_ms: 100
+                })
+                .to_vec()
         );
     }
 
@@ -187,12 +214,24 @@ mod tests {
         assert_eq!(rx.handle(t0, 2, 1000, false, &pkt(7, false, 320)), None);
         // All ends lost; the next press reveals it.
         let e = rx.handle(t0, 10, 5000, true, &pkt(8, false, 160));
-        assert_eq!(e, Some(DigitEvent { digit: '7', duration_ms: 40 }));
+        assert_eq!(
+            e,
+            Some(DigitEvent {
+                digit: '7',
+                duration_ms: 40
+            })
+        );
         assert_eq!(rx.poll_timeout(), Some(t0 + END_TIMEOUT));
         // Ends lost again, and nothing follows: the timer reports it.
         assert_eq!(rx.handle_timeout(t0 + Duration::from_millis(100)), None);
         let e = rx.handle_timeout(t0 + Duration::from_millis(400));
-        assert_eq!(e, Some(DigitEvent { digit: '8', duration_ms: 20 }));
+        assert_eq!(
+            e,
+            Some(DigitEvent {
+                digit: '8',
+                duration_ms: 20
+            })
+        );
         assert_eq!(rx.handle_timeout(t0 + Duration::from_secs(2)), None);
         // A stray old end retransmission does not re-emit.
         assert_eq!(rx.handle(t0, 11, 5000, false, &pkt(8, true, 160)), None);
@@ -203,11 +242,21 @@ mod tests {
     fn only_end_packets_arrive() {
         let t0 = Instant::now();
         let mut rx = TelephoneEventReceiver::new(8000);
-        assert_eq!(rx.handle(t0, 1, 0, false, &pkt(11, true, 400)), Some(DigitEvent { digit: '#', duration_ms: 50 }));
+        assert_eq!(
+            rx.handle(t0, 1, 0, false, &pkt(11, true, 400)),
+            Some(DigitEvent {
+                digit: '#',
+                duration_ms: 50
+            })
+        );
         assert_eq!(rx.handle(t0, 2, 0, false, &pkt(11, true, 400)), None);
         // Unfinished previous + a new event that is already ended: both reported, in order.
         rx.handle(t0, 3, 800, true, &pkt(1, false, 160));
-        assert_eq!(rx.handle(t0, 4, 1600, false, &pkt(2, true, 160)).map(|e| e.digit), Some('1'));
+        assert_eq!(
+            rx.handle(t0, 4, 1600, false, &pkt(2, true, 160))
+                .map(|e| e.digit),
+            Some('1')
+        );
         assert_eq!(rx.handle_timeout(t0).map(|e| e.digit), Some('2'));
     }
 

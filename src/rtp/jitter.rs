@@ -53,7 +53,11 @@ pub enum PushOutcome {
 /// What the playout tick gets.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pop<'a> {
-    Frame { seq: u16, timestamp: u32, payload: &'a [u8] },
+    Frame {
+        seq: u16,
+        timestamp: u32,
+        payload: &'a [u8],
+    },
     /// The packet for this tick is lost or late: conceal it (`Decoder::decode_missing`).
     Missing { seq: u16 },
     /// Nothing to play (not started, re-buffering, or the sender went silent).
@@ -103,7 +107,12 @@ pub struct JitterBuffer {
 impl JitterBuffer {
     pub fn new(cfg: JitterConfig) -> Self {
         let capacity = cfg.capacity.clamp(4, 1024);
-        let cfg = JitterConfig { capacity, clock_rate: cfg.clock_rate.max(1), frame_ms: cfg.frame_ms.max(1), ..cfg };
+        let cfg = JitterConfig {
+            capacity,
+            clock_rate: cfg.clock_rate.max(1),
+            frame_ms: cfg.frame_ms.max(1),
+            ..cfg
+        };
         let mut jb = JitterBuffer {
             cfg,
             slots: vec![Slot::default(); capacity],
@@ -148,7 +157,10 @@ impl JitterBuffer {
     fn compute_target(&self) -> usize {
         // Three times the mean deviation covers nearly all arrivals for near-normal jitter.
         let want_ms = self.cfg.min_depth_ms as f64 + 3.0 * self.jitter_ms();
-        let ms = want_ms.clamp(self.cfg.min_depth_ms as f64, self.cfg.max_depth_ms as f64);
+        // max/min rather than clamp: a config with min > max must not panic.
+        let ms = want_ms
+            .min(self.cfg.max_depth_ms as f64)
+            .max(self.cfg.min_depth_ms as f64);
         let frames = (ms / self.cfg.frame_ms as f64).round() as usize;
         frames.clamp(1, self.cfg.capacity - 1)
     }
@@ -167,10 +179,13 @@ impl JitterBuffer {
 
     fn observe_arrival(&mut self, now: Instant, timestamp: u32) {
         if let Some((t_prev, ts_prev)) = self.last_transit {
-            let arrival_units = (now.saturating_duration_since(t_prev).as_nanos() * self.cfg.clock_rate as u128
+            let arrival_units = (now.saturating_duration_since(t_prev).as_nanos()
+                * self.cfg.clock_rate as u128
                 / 1_000_000_000) as i64;
             let ts_units = timestamp.wrapping_sub(ts_prev) as i32 as i64;
-            let d = (arrival_units - ts_units).unsigned_abs().min(u32::MAX as u64);
+            let d = (arrival_units - ts_units)
+                .unsigned_abs()
+                .min(u32::MAX as u64);
             self.jitter_q4 = self.jitter_q4 + d - ((self.jitter_q4 + 8) >> 4);
         }
         // Arrivals going backwards in time cannot happen with a monotonic clock; keep the newest.
@@ -178,6 +193,23 @@ impl JitterBuffer {
     }
 
     pub fn push(&mut self, now: Instant, seq: u16, timestamp: u32, payload: &[u8]) -> PushOutcome {
+        self.store(Some(now), seq, timestamp, payload)
+    }
+
+    /// Holds the place of a sequence number that carries no audio (an RFC 4733 event packet in
+    /// the same stream), so its tick plays as an empty frame rather than counting as lost. It does
+    /// not feed the jitter estimate (event timestamps repeat by design).
+    pub fn push_placeholder(&mut self, seq: u16, timestamp: u32) -> PushOutcome {
+        self.store(None, seq, timestamp, &[])
+    }
+
+    fn store(
+        &mut self,
+        now: Option<Instant>,
+        seq: u16,
+        timestamp: u32,
+        payload: &[u8],
+    ) -> PushOutcome {
         if payload.len() > self.cfg.max_payload {
             return PushOutcome::TooLarge;
         }
@@ -196,10 +228,7 @@ impl JitterBuffer {
             self.stats.resyncs += 1;
             self.next_seq = Some(seq);
             outcome = PushOutcome::Resync;
-        } else if delta < 0
-            && self.fresh
-            && (self.max_seq.wrapping_sub(seq) as usize) < cap
-        {
+        } else if delta < 0 && self.fresh && (self.max_seq.wrapping_sub(seq) as usize) < cap {
             // Reordered before playout started: nothing was played yet, so start earlier.
             self.next_seq = Some(seq);
         } else if delta < 0 {
@@ -230,14 +259,21 @@ impl JitterBuffer {
             // A stale entry the window moved past (cannot normally happen); reuse it.
             self.buffered -= 1;
         }
-        *slot = Slot { used: true, seq, timestamp, len: payload.len() as u16 };
+        *slot = Slot {
+            used: true,
+            seq,
+            timestamp,
+            len: payload.len() as u16,
+        };
         if self.buffered == 0 || (seq.wrapping_sub(self.max_seq) as i16) > 0 {
             self.max_seq = seq;
         }
         let off = idx * self.cfg.max_payload;
         self.data[off..off + payload.len()].copy_from_slice(payload);
         self.buffered += 1;
-        self.observe_arrival(now, timestamp);
+        if let Some(now) = now {
+            self.observe_arrival(now, timestamp);
+        }
         outcome
     }
 
@@ -271,7 +307,11 @@ impl JitterBuffer {
             self.buffered -= 1;
             self.stats.played += 1;
             let off = idx * self.cfg.max_payload;
-            Pop::Frame { seq: next, timestamp: slot.timestamp, payload: &self.data[off..off + slot.len as usize] }
+            Pop::Frame {
+                seq: next,
+                timestamp: slot.timestamp,
+                payload: &self.data[off..off + slot.len as usize],
+            }
         } else {
             self.stats.lost += 1;
             Pop::Missing { seq: next }
@@ -312,13 +352,19 @@ mod tests {
         let mut played = vec![];
         for (i, &s) in order.iter().enumerate() {
             let now = at(t0, i as u64 * 20);
-            assert_eq!(j.push(now, s, s as u32 * 160, &[s as u8; 160]), PushOutcome::Stored);
+            assert_eq!(
+                j.push(now, s, s as u32 * 160, &[s as u8; 160]),
+                PushOutcome::Stored
+            );
             if let Some(p) = pop_seq(&mut j, now) {
                 played.push(p);
             }
         }
         // First pop happens once 2 frames (40 ms) are buffered.
-        assert_eq!(played, vec![Ok(10), Ok(11), Ok(12), Ok(13), Ok(14), Ok(15), Ok(16)]);
+        assert_eq!(
+            played,
+            vec![Ok(10), Ok(11), Ok(12), Ok(13), Ok(14), Ok(15), Ok(16)]
+        );
         assert_eq!(j.stats().played, 7);
     }
 
@@ -354,6 +400,26 @@ mod tests {
     }
 
     #[test]
+    fn placeholders_play_as_empty_frames() {
+        let t0 = Instant::now();
+        let mut j = jb();
+        j.push(t0, 1, 0, &[1; 4]);
+        j.push_placeholder(2, 160);
+        j.push(t0, 3, 320, &[3; 4]);
+        assert_eq!(pop_seq(&mut j, t0), Some(Ok(1)));
+        assert!(matches!(
+            j.pop(t0),
+            Pop::Frame {
+                seq: 2,
+                payload: &[],
+                ..
+            }
+        ));
+        assert_eq!(pop_seq(&mut j, t0), Some(Ok(3)));
+        assert_eq!(j.stats().lost, 0);
+    }
+
+    #[test]
     fn sequence_wrap_is_seamless() {
         let t0 = Instant::now();
         let mut j = jb();
@@ -366,7 +432,10 @@ mod tests {
                 out.push(p);
             }
         }
-        assert_eq!(out, vec![Ok(65533), Ok(65534), Ok(65535), Ok(0), Ok(1), Ok(2), Ok(3)]);
+        assert_eq!(
+            out,
+            vec![Ok(65533), Ok(65534), Ok(65535), Ok(0), Ok(1), Ok(2), Ok(3)]
+        );
     }
 
     #[test]
@@ -406,12 +475,43 @@ mod tests {
     }
 
     #[test]
+    fn odd_configs_do_not_panic() {
+        let t0 = Instant::now();
+        for cfg in [
+            JitterConfig {
+                min_depth_ms: 200,
+                max_depth_ms: 20,
+                ..Default::default()
+            },
+            JitterConfig {
+                capacity: 0,
+                max_payload: 0,
+                frame_ms: 0,
+                clock_rate: 0,
+                ..Default::default()
+            },
+        ] {
+            let mut j = JitterBuffer::new(cfg);
+            j.push(t0, 1, 0, &[]);
+            j.push(t0, 2, 0, &[]);
+            j.pop(t0);
+            assert!(j.target_ms() > 0);
+        }
+    }
+
+    #[test]
     fn random_input_never_panics() {
         let t0 = Instant::now();
-        let mut j = JitterBuffer::new(JitterConfig { capacity: 8, max_payload: 8, ..Default::default() });
+        let mut j = JitterBuffer::new(JitterConfig {
+            capacity: 8,
+            max_payload: 8,
+            ..Default::default()
+        });
         let mut x: u64 = 7;
         for i in 0..100_000u64 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let seq = (x >> 48) as u16 % 300;
             let len = (x >> 40) as usize % 12;
             j.push(at(t0, i), seq, (x >> 8) as u32, &[0u8; 12][..len]);

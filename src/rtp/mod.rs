@@ -4,6 +4,7 @@
 
 pub mod codec;
 pub mod dtmf;
+pub mod inbound;
 pub mod jitter;
 pub mod packet;
 pub mod rtcp;
@@ -11,6 +12,7 @@ pub mod session;
 
 pub use codec::{CodecError, Decoder, Encoder};
 pub use dtmf::{DigitEvent, TelephoneEventReceiver};
+pub use inbound::{Inbound, InboundConfig};
 pub use jitter::{JitterBuffer, JitterConfig, Pop, PushOutcome};
 pub use packet::{PacketError, RtpPacket, parse_rtp, write_rtp};
 pub use rtcp::{ReportBlock, RtcpPacket, SenderInfo};

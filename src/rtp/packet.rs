@@ -76,7 +76,10 @@ pub fn write_rtp(
 ) -> Result<usize, PacketError> {
     let len = RTP_HEADER_LEN + payload.len();
     if out.len() < len {
-        return Err(PacketError::BufferTooSmall { needed: len, available: out.len() });
+        return Err(PacketError::BufferTooSmall {
+            needed: len,
+            available: out.len(),
+        });
     }
     write_header(out, payload_type, seq, timestamp, ssrc, marker);
     out[RTP_HEADER_LEN..len].copy_from_slice(payload);
@@ -134,7 +137,10 @@ mod tests {
         let mut buf = [0u8; 13];
         assert_eq!(
             write_rtp(&mut buf, 0, 1, 1, 1, false, &[0, 0]),
-            Err(PacketError::BufferTooSmall { needed: 14, available: 13 })
+            Err(PacketError::BufferTooSmall {
+                needed: 14,
+                available: 13
+            })
         );
     }
 

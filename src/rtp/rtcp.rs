@@ -41,7 +41,9 @@ pub struct SenderInfo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RtcpError {
-    BufferTooSmall { needed: usize },
+    BufferTooSmall {
+        needed: usize,
+    },
     TooManyBlocks,
     /// CNAME longer than the 255 bytes an SDES item can carry.
     CnameTooLong,
@@ -52,7 +54,9 @@ pub enum RtcpError {
 impl fmt::Display for RtcpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RtcpError::BufferTooSmall { needed } => write!(f, "RTCP buffer too small: need {needed}"),
+            RtcpError::BufferTooSmall { needed } => {
+                write!(f, "RTCP buffer too small: need {needed}")
+            }
             RtcpError::TooManyBlocks => f.write_str("more than 31 report blocks"),
             RtcpError::CnameTooLong => f.write_str("CNAME longer than 255 bytes"),
             RtcpError::Malformed => f.write_str("malformed RTCP"),
@@ -179,17 +183,31 @@ impl<'a> Iterator for ReportBlocks<'a> {
 /// One packet of a compound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RtcpPacket<'a> {
-    SenderReport { ssrc: u32, info: SenderInfo, blocks: ReportBlocks<'a> },
-    ReceiverReport { ssrc: u32, blocks: ReportBlocks<'a> },
+    SenderReport {
+        ssrc: u32,
+        info: SenderInfo,
+        blocks: ReportBlocks<'a>,
+    },
+    ReceiverReport {
+        ssrc: u32,
+        blocks: ReportBlocks<'a>,
+    },
     /// `ssrc` is the first source leaving (the only one a unicast peer sends).
-    Bye { ssrc: Option<u32> },
+    Bye {
+        ssrc: Option<u32>,
+    },
     /// SDES, APP, feedback, XR...: recognised as RTCP, ignored.
-    Other { packet_type: u8 },
+    Other {
+        packet_type: u8,
+    },
 }
 
 /// Iterates over the packets of a compound; stops at the first malformed one (yielding an error).
 pub fn parse_compound(buf: &[u8]) -> RtcpIter<'_> {
-    RtcpIter { rest: buf, failed: false }
+    RtcpIter {
+        rest: buf,
+        failed: false,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -268,7 +286,9 @@ fn parse_one(buf: &[u8]) -> Result<(RtcpPacket<'_>, usize), RtcpError> {
             if body.len() < count * 4 {
                 return Err(RtcpError::Malformed);
             }
-            RtcpPacket::Bye { ssrc: if count > 0 { Some(word(body, 0)) } else { None } }
+            RtcpPacket::Bye {
+                ssrc: if count > 0 { Some(word(body, 0)) } else { None },
+            }
         }
         other => RtcpPacket::Other { packet_type: other },
     };
@@ -294,21 +314,35 @@ mod tests {
     #[test]
     fn sr_with_sdes_round_trips() {
         let mut buf = [0u8; 256];
-        let info = SenderInfo { ntp: ntp_from_unix(1_700_000_000, 500_000_000), rtp_timestamp: 1234, packet_count: 50, octet_count: 8000 };
+        let info = SenderInfo {
+            ntp: ntp_from_unix(1_700_000_000, 500_000_000),
+            rtp_timestamp: 1234,
+            packet_count: 50,
+            octet_count: 8000,
+        };
         let n = write_report(&mut buf, 0xCAFE, Some(&info), &[block(1)], "ivr@example").unwrap();
         assert_eq!(n % 4, 0);
         assert!(crate::rtp::packet::is_rtcp(&buf[..n]));
         let packets: Vec<_> = parse_compound(&buf[..n]).collect();
         assert_eq!(packets.len(), 2);
         match packets[0].unwrap() {
-            RtcpPacket::SenderReport { ssrc, info: got, blocks } => {
+            RtcpPacket::SenderReport {
+                ssrc,
+                info: got,
+                blocks,
+            } => {
                 assert_eq!(ssrc, 0xCAFE);
                 assert_eq!(got, info);
                 assert_eq!(blocks.collect::<Vec<_>>(), vec![block(1)]);
             }
             p => panic!("{p:?}"),
         }
-        assert_eq!(packets[1].unwrap(), RtcpPacket::Other { packet_type: PT_SDES });
+        assert_eq!(
+            packets[1].unwrap(),
+            RtcpPacket::Other {
+                packet_type: PT_SDES
+            }
+        );
         // NTP fraction of half a second is 2^31.
         assert_eq!(info.ntp as u32, 0x8000_0000);
         assert_eq!(info.ntp >> 32, 1_700_000_000 + 2_208_988_800);
@@ -321,7 +355,10 @@ mod tests {
         let n = write_report(&mut buf, 7, None, &blocks, "a").unwrap();
         let m = write_bye(&mut buf[n..], 7).unwrap();
         let packets: Vec<_> = parse_compound(&buf[..n + m]).map(|p| p.unwrap()).collect();
-        assert!(matches!(packets[0], RtcpPacket::ReceiverReport { ssrc: 7, .. }));
+        assert!(matches!(
+            packets[0],
+            RtcpPacket::ReceiverReport { ssrc: 7, .. }
+        ));
         if let RtcpPacket::ReceiverReport { blocks: b, .. } = packets[0] {
             assert_eq!(b.collect::<Vec<_>>(), blocks);
         }
@@ -331,11 +368,20 @@ mod tests {
     #[test]
     fn limits_are_errors() {
         let mut buf = [0u8; 16];
-        assert_eq!(write_report(&mut buf, 1, None, &[], "x"), Err(RtcpError::BufferTooSmall { needed: 20 }));
+        assert_eq!(
+            write_report(&mut buf, 1, None, &[], "x"),
+            Err(RtcpError::BufferTooSmall { needed: 20 })
+        );
         let many = [ReportBlock::default(); 32];
         let mut big = [0u8; 2048];
-        assert_eq!(write_report(&mut big, 1, None, &many, "x"), Err(RtcpError::TooManyBlocks));
-        assert_eq!(write_report(&mut big, 1, None, &[], &"x".repeat(256)), Err(RtcpError::CnameTooLong));
+        assert_eq!(
+            write_report(&mut big, 1, None, &many, "x"),
+            Err(RtcpError::TooManyBlocks)
+        );
+        assert_eq!(
+            write_report(&mut big, 1, None, &[], &"x".repeat(256)),
+            Err(RtcpError::CnameTooLong)
+        );
     }
 
     #[test]
@@ -354,7 +400,11 @@ mod tests {
                     buf[0] = (buf[0] & 0x3F) | 0x80;
                 }
                 for p in parse_compound(&buf) {
-                    if let Ok(RtcpPacket::SenderReport { blocks, .. } | RtcpPacket::ReceiverReport { blocks, .. }) = p {
+                    if let Ok(
+                        RtcpPacket::SenderReport { blocks, .. }
+                        | RtcpPacket::ReceiverReport { blocks, .. },
+                    ) = p
+                    {
                         blocks.count();
                     }
                     errors += p.is_err() as u32;
@@ -363,9 +413,15 @@ mod tests {
         }
         assert!(errors > 0);
         // Length field claiming more than the datagram holds.
-        assert_eq!(parse_compound(&[0x80, 201, 0, 9, 0, 0, 0, 1]).next(), Some(Err(RtcpError::Malformed)));
+        assert_eq!(
+            parse_compound(&[0x80, 201, 0, 9, 0, 0, 0, 1]).next(),
+            Some(Err(RtcpError::Malformed))
+        );
         // RC claiming a block the length does not cover.
-        assert_eq!(parse_compound(&[0x81, 201, 0, 1, 0, 0, 0, 1]).next(), Some(Err(RtcpError::Malformed)));
+        assert_eq!(
+            parse_compound(&[0x81, 201, 0, 1, 0, 0, 0, 1]).next(),
+            Some(Err(RtcpError::Malformed))
+        );
     }
 
     #[test]
@@ -376,7 +432,12 @@ mod tests {
         let mut r = RtpReceiver::new(8000);
         for i in 0..20u16 {
             if i != 7 {
-                r.handle_packet(t0 + Duration::from_millis(i as u64 * 20), 5, i, i as u32 * 160);
+                r.handle_packet(
+                    t0 + Duration::from_millis(i as u64 * 20),
+                    5,
+                    i,
+                    i as u32 * 160,
+                );
             }
         }
         r.handle_sender_report(t0, 0x0001_2345_6789_0000);
@@ -386,7 +447,9 @@ mod tests {
         assert_eq!(rb.cumulative_lost, 1);
         let mut buf = [0u8; 128];
         let n = write_report(&mut buf, 9, None, &[rb], "c").unwrap();
-        let Some(Ok(RtcpPacket::ReceiverReport { mut blocks, .. })) = parse_compound(&buf[..n]).next() else {
+        let Some(Ok(RtcpPacket::ReceiverReport { mut blocks, .. })) =
+            parse_compound(&buf[..n]).next()
+        else {
             panic!("not an RR");
         };
         assert_eq!(blocks.next(), Some(rb));

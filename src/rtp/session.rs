@@ -26,6 +26,8 @@ struct OutEvent {
     step: u32,
     /// Retransmissions of the end packet still to send (RFC 4733 §2.5.1.4 says three in all).
     ends_left: u8,
+    /// Packets sent for this event: one per tick, so the media clock must cover them all.
+    ticks: u32,
     started: bool,
 }
 
@@ -77,6 +79,17 @@ impl RtpSender {
         self.octets_sent
     }
 
+    /// The sender-info section of an RTCP SR at `ntp` (shell-supplied wall-clock time). The RTP
+    /// timestamp is that of the next frame, which the pacer sends now.
+    pub fn sender_info(&self, ntp: u64) -> super::rtcp::SenderInfo {
+        super::rtcp::SenderInfo {
+            ntp,
+            rtp_timestamp: self.timestamp,
+            packet_count: self.packets_sent,
+            octet_count: self.octets_sent,
+        }
+    }
+
     /// Writes the next audio packet into `out` and advances the stream: seq by one, timestamp by
     /// `samples` (RTP clock ticks the payload covers). `talkspurt_start` sets the marker bit
     /// (RFC 3551 §4.1: first packet after silence).
@@ -88,7 +101,15 @@ impl RtpSender {
         talkspurt_start: bool,
         out: &mut [u8],
     ) -> Result<usize, PacketError> {
-        let n = write_rtp(out, payload_type, self.seq, self.timestamp, self.ssrc, talkspurt_start, payload)?;
+        let n = write_rtp(
+            out,
+            payload_type,
+            self.seq,
+            self.timestamp,
+            self.ssrc,
+            talkspurt_start,
+            payload,
+        )?;
         self.account(payload.len(), samples);
         Ok(n)
     }
@@ -105,9 +126,19 @@ impl RtpSender {
     ) -> Result<usize, PacketError> {
         let len = RTP_HEADER_LEN + payload_len;
         if out.len() < len {
-            return Err(PacketError::BufferTooSmall { needed: len, available: out.len() });
+            return Err(PacketError::BufferTooSmall {
+                needed: len,
+                available: out.len(),
+            });
         }
-        write_header(out, payload_type, self.seq, self.timestamp, self.ssrc, talkspurt_start);
+        write_header(
+            out,
+            payload_type,
+            self.seq,
+            self.timestamp,
+            self.ssrc,
+            talkspurt_start,
+        );
         self.account(payload_len, samples);
         Ok(len)
     }
@@ -140,6 +171,7 @@ impl RtpSender {
             total,
             step: step.max(1),
             ends_left: 0,
+            ticks: 0,
             started: false,
         });
     }
@@ -151,17 +183,25 @@ impl RtpSender {
 
     /// Writes the next telephone-event packet, or returns `Ok(None)` when no event is in flight.
     /// Sequence: start (marker), updates, then the end packet three times. When done, the media
-    /// timestamp resumes at event start + duration.
-    pub fn next_event_packet(&mut self, payload_type: u8, out: &mut [u8]) -> Result<Option<usize>, PacketError> {
+    /// timestamp resumes at event start + the time the packets took (one `step` per call).
+    pub fn next_event_packet(
+        &mut self,
+        payload_type: u8,
+        out: &mut [u8],
+    ) -> Result<Option<usize>, PacketError> {
         let Some(mut ev) = self.event else {
             return Ok(None);
         };
         let len = RTP_HEADER_LEN + 4;
         if out.len() < len {
-            return Err(PacketError::BufferTooSmall { needed: len, available: out.len() });
+            return Err(PacketError::BufferTooSmall {
+                needed: len,
+                available: out.len(),
+            });
         }
         let marker = !ev.started;
         ev.started = true;
+        ev.ticks += 1;
         if ev.elapsed < ev.total {
             ev.elapsed = (ev.elapsed + ev.step).min(ev.total);
             if ev.elapsed == ev.total {
@@ -180,7 +220,9 @@ impl RtpSender {
         self.packets_sent = self.packets_sent.wrapping_add(1);
         self.octets_sent = self.octets_sent.wrapping_add(4);
         if end && ev.ends_left == 0 {
-            self.timestamp = ev.start_ts.wrapping_add(ev.total);
+            // Resume audio where wall-clock time is: the end retransmissions took ticks too.
+            let span = ev.total.max(ev.ticks.saturating_mul(ev.step));
+            self.timestamp = ev.start_ts.wrapping_add(span);
             self.event = None;
         } else {
             self.event = Some(ev);
@@ -206,8 +248,11 @@ pub enum Accept {
     Probation,
     /// A jump too large to trust; a second packet following it will resync the source.
     Bad,
-    /// A new SSRC replaced the previous source; stats restarted (the packet is on probation).
+    /// A new SSRC replaced the previous source after `MIN_SEQUENTIAL` packets in sequence;
+    /// stats restarted from this packet (earlier jitter-buffer contents are stale).
     NewSource,
+    /// From an SSRC other than the current source, not (yet) taking over: drop it.
+    Foreign,
 }
 
 /// Statistics the RTCP report block needs, as of one moment.
@@ -243,6 +288,8 @@ pub struct RtpReceiver {
     /// Jitter estimate scaled by 16, as in RFC 3550 A.8.
     jitter_q4: u64,
     last_sr: Option<(u32, Instant)>,
+    /// Another SSRC seen recently: (ssrc, last seq, packets in sequence).
+    candidate: Option<(u32, u16, u32)>,
 }
 
 impl RtpReceiver {
@@ -262,6 +309,7 @@ impl RtpReceiver {
             transit: None,
             jitter_q4: 0,
             last_sr: None,
+            candidate: None,
         }
     }
 
@@ -286,6 +334,7 @@ impl RtpReceiver {
         self.max_seq = seq.wrapping_sub(1);
         self.probation = MIN_SEQUENTIAL;
         self.transit = None;
+        self.epoch = None;
         self.jitter_q4 = 0;
         self.last_sr = None;
     }
@@ -330,23 +379,48 @@ impl RtpReceiver {
 
     /// Feeds one arriving packet's header fields. `now` is its arrival time.
     pub fn handle_packet(&mut self, now: Instant, ssrc: u32, seq: u16, timestamp: u32) -> Accept {
-        let mut new_source = false;
-        if self.ssrc != Some(ssrc) {
-            new_source = self.ssrc.is_some();
+        let Some(current) = self.ssrc else {
             self.start_source(ssrc, seq);
+            return self.accept_current(now, seq, timestamp);
+        };
+        if ssrc == current {
+            return self.accept_current(now, seq, timestamp);
         }
+        // Another SSRC. A single stray packet must not wreck the call's stream, so the newcomer
+        // takes over only after MIN_SEQUENTIAL packets in sequence (the old source went away:
+        // re-INVITE, transfer, a media server switching streams).
+        let count = match self.candidate {
+            Some((c, last, n)) if c == ssrc && seq == last.wrapping_add(1) => n + 1,
+            _ => 1,
+        };
+        if count < MIN_SEQUENTIAL {
+            self.candidate = Some((ssrc, seq, count));
+            return Accept::Foreign;
+        }
+        self.candidate = None;
+        self.start_source(ssrc, seq);
+        // It already proved itself: skip probation.
+        self.probation = 0;
+        self.init_seq(seq);
+        self.received = 1;
+        self.update_jitter(now, timestamp);
+        Accept::NewSource
+    }
+
+    fn accept_current(&mut self, now: Instant, seq: u16, timestamp: u32) -> Accept {
         let verdict = self.update_seq(seq);
         if verdict == Accept::Valid {
             self.update_jitter(now, timestamp);
         }
-        if new_source { Accept::NewSource } else { verdict }
+        verdict
     }
 
     /// RFC 3550 A.8: D(i-1,i) from arrival (in RTP units) minus timestamp.
     fn update_jitter(&mut self, now: Instant, timestamp: u32) {
         let epoch = *self.epoch.get_or_insert(now);
-        let arrival_units =
-            (now.saturating_duration_since(epoch).as_nanos() * self.clock_rate as u128 / 1_000_000_000) as i64;
+        let arrival_units = (now.saturating_duration_since(epoch).as_nanos()
+            * self.clock_rate as u128
+            / 1_000_000_000) as i64;
         // Work modulo 2^32 like the timestamps do, then centre on zero.
         let transit = (arrival_units as u32).wrapping_sub(timestamp) as i32 as i64;
         if let Some(prev) = self.transit {
@@ -403,7 +477,10 @@ impl RtpReceiver {
             Some((lsr, at)) => {
                 let d = now.saturating_duration_since(at);
                 // DLSR is in units of 1/65536 s.
-                (lsr, ((d.as_nanos() << 16) / 1_000_000_000).min(u32::MAX as u128) as u32)
+                (
+                    lsr,
+                    ((d.as_nanos() << 16) / 1_000_000_000).min(u32::MAX as u128) as u32,
+                )
             }
             None => (0, 0),
         };
@@ -448,7 +525,12 @@ impl Pacer {
     /// `max_burst`: the most frames sent back-to-back after a late wake-up (the far end's jitter
     /// buffer absorbs small bursts; large ones would overflow it).
     pub fn new(start: Instant, frame: Duration, max_burst: u32) -> Self {
-        Pacer { start, frame: frame.max(Duration::from_micros(100)), next: 0, max_burst: max_burst.max(1) }
+        Pacer {
+            start,
+            frame: frame.max(Duration::from_micros(100)),
+            next: 0,
+            max_burst: max_burst.max(1),
+        }
     }
 
     /// A 20 ms pacer allowing bursts of 3.
@@ -457,8 +539,11 @@ impl Pacer {
     }
 
     fn deadline_of(&self, index: u64) -> Instant {
-        let nanos = self.frame.as_nanos() as u64 * index;
-        self.start + Duration::from_nanos(nanos)
+        // Saturating: a pathological frame length must not panic (centuries away otherwise).
+        let nanos = (self.frame.as_nanos() as u64).saturating_mul(index);
+        self.start
+            .checked_add(Duration::from_nanos(nanos))
+            .unwrap_or(self.start)
     }
 
     /// When the next frame is due; the shell sleeps until then.
@@ -474,7 +559,10 @@ impl Pacer {
     /// Frames due at `now`, consuming them: the caller sends `send` frames and skips `skipped`.
     pub fn poll_due(&mut self, now: Instant) -> Due {
         if now < self.next_deadline() {
-            return Due { send: 0, skipped: 0 };
+            return Due {
+                send: 0,
+                skipped: 0,
+            };
         }
         let elapsed = now.duration_since(self.start).as_nanos() / self.frame.as_nanos();
         // Frames with deadline <= now: indices next..=elapsed.
@@ -482,7 +570,10 @@ impl Pacer {
         let send = due.min(self.max_burst as u64);
         let skipped = due - send;
         self.next += due;
-        Due { send: send as u32, skipped: skipped.min(u32::MAX as u64) as u32 }
+        Due {
+            send: send as u32,
+            skipped: skipped.min(u32::MAX as u64) as u32,
+        }
     }
 
     /// Pacing error of a wake-up: how late `now` is relative to the frame just due.
@@ -509,15 +600,24 @@ mod tests {
         let n = s.next(0, &payload, 160, false, &mut buf).unwrap();
         let p = parse_rtp(&buf[..n]).unwrap();
         assert!(!p.marker);
-        assert_eq!((p.seq, p.timestamp), (seq0.wrapping_add(1), ts0.wrapping_add(160)));
+        assert_eq!(
+            (p.seq, p.timestamp),
+            (seq0.wrapping_add(1), ts0.wrapping_add(160))
+        );
         // 1 s of silence: nothing sent, clock runs.
         s.skip(8000);
         let n = s.next(0, &payload, 160, true, &mut buf).unwrap();
         let p = parse_rtp(&buf[..n]).unwrap();
         assert!(p.marker);
-        assert_eq!((p.seq, p.timestamp), (seq0.wrapping_add(2), ts0.wrapping_add(8320)));
+        assert_eq!(
+            (p.seq, p.timestamp),
+            (seq0.wrapping_add(2), ts0.wrapping_add(8320))
+        );
         assert_eq!(s.packets_sent(), 3);
         assert_eq!(s.octets_sent(), 480);
+        let si = s.sender_info(77);
+        assert_eq!((si.ntp, si.packet_count, si.octet_count), (77, 3, 480));
+        assert_eq!(si.rtp_timestamp, ts0.wrapping_add(8480));
         // Different seeds give different streams; the same seed the same.
         assert_ne!(RtpSender::new(43).ssrc(), ssrc);
         assert_eq!(RtpSender::new(42).ssrc(), ssrc);
@@ -565,7 +665,8 @@ mod tests {
                 assert_eq!(dur, 800);
             }
         }
-        assert_eq!(s.timestamp(), ts0.wrapping_add(800));
+        // 7 ticks of 160 went by.
+        assert_eq!(s.timestamp(), ts0.wrapping_add(7 * 160));
         assert!(!s.event_in_progress());
     }
 
@@ -627,10 +728,17 @@ mod tests {
             receive(&mut r, t0, i as u64 * 20, i, i as u32 * 160);
         }
         assert_eq!(r.stats().expected, 9);
-        assert_eq!(r.handle_packet(t0, 0x9999, 5000, 0), Accept::NewSource);
+        // One stray packet from elsewhere changes nothing.
+        assert_eq!(r.handle_packet(t0, 0x7777, 100, 0), Accept::Foreign);
+        assert_eq!(r.handle_packet(t0, 0xABCD, 10, 1600), Accept::Valid);
+        assert_eq!(r.ssrc(), Some(0xABCD));
+        // A new source in sequence takes over on its second packet.
+        assert_eq!(r.handle_packet(t0, 0x9999, 5000, 0), Accept::Foreign);
+        assert_eq!(r.handle_packet(t0, 0x9999, 5001, 160), Accept::NewSource);
         assert_eq!(r.ssrc(), Some(0x9999));
-        assert_eq!(r.handle_packet(t0, 0x9999, 5001, 160), Accept::Valid);
         assert_eq!(r.stats().received, 1);
+        assert_eq!(r.handle_packet(t0, 0x9999, 5002, 320), Accept::Valid);
+        assert_eq!(r.stats().received, 2);
         // A sequence jump without SSRC change: bad once, then resync on the next in line.
         assert_eq!(r.handle_packet(t0, 0x9999, 30000, 320), Accept::Bad);
         assert_eq!(r.handle_packet(t0, 0x9999, 30001, 480), Accept::Valid);
@@ -653,12 +761,30 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pacer::new_20ms(t0);
         assert_eq!(p.next_deadline(), t0);
-        assert_eq!(p.poll_due(t0), Due { send: 1, skipped: 0 });
+        assert_eq!(
+            p.poll_due(t0),
+            Due {
+                send: 1,
+                skipped: 0
+            }
+        );
         assert_eq!(p.next_deadline(), t0 + Duration::from_millis(20));
         // Early wake: nothing due.
-        assert_eq!(p.poll_due(t0 + Duration::from_millis(19)), Due { send: 0, skipped: 0 });
+        assert_eq!(
+            p.poll_due(t0 + Duration::from_millis(19)),
+            Due {
+                send: 0,
+                skipped: 0
+            }
+        );
         // 45 ms late wake: frames at 20 and 40 are due.
-        assert_eq!(p.poll_due(t0 + Duration::from_millis(45)), Due { send: 2, skipped: 0 });
+        assert_eq!(
+            p.poll_due(t0 + Duration::from_millis(45)),
+            Due {
+                send: 2,
+                skipped: 0
+            }
+        );
         // Woke a second late: send 3, skip the rest, next deadline back on the grid after now.
         let now = t0 + Duration::from_millis(1045);
         let d = p.poll_due(now);
@@ -667,6 +793,9 @@ mod tests {
         assert_eq!(p.next_deadline(), t0 + Duration::from_millis(1060));
         p.advance();
         assert_eq!(p.next_deadline(), t0 + Duration::from_millis(1080));
-        assert_eq!(p.lateness(t0 + Duration::from_millis(1081)), Duration::from_millis(1));
+        assert_eq!(
+            p.lateness(t0 + Duration::from_millis(1081)),
+            Duration::from_millis(1)
+        );
     }
 }
