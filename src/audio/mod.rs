@@ -1,1 +1,2 @@
 //! audio (in progress).
+pub mod tty;

@@ -1,0 +1,1032 @@
+//! Baudot TTY modem (TIA-825-A / ITU-T V.18 Annex A): 45.45 or 50 baud FSK, mark 1400 Hz (1),
+//! space 1800 Hz (0), 1 start bit, 5 data bits LSB first, 1.5–2 stop bits, ITA2 with the US TTY
+//! figures set. Sans-IO and allocation-free per frame: 8 kHz PCM in, characters out, and text in,
+//! 8 kHz PCM out.
+//!
+//! The receiver mixes the signal down around 1600 Hz (midway between mark and space), low-pass
+//! filters it, and reads the sign of the instantaneous frequency (a quadrature discriminator).
+//! That is level-independent and tolerates a carrier several percent off nominal, which tone
+//! correlators with 22 ms windows do not. Bits are integrated over their central part, timed from
+//! each start-bit edge, so a lost 20 ms packet usually leaves enough of every bit to read it.
+
+use std::collections::VecDeque;
+use std::f32::consts::TAU;
+use std::time::{Duration, Instant};
+
+/// PCM sample rate of both directions.
+pub const SAMPLE_RATE_HZ: u32 = 8000;
+/// Nominal mark (binary 1, idle) frequency.
+pub const MARK_HZ: f64 = 1400.0;
+/// Nominal space (binary 0, start bit) frequency.
+pub const SPACE_HZ: f64 = 1800.0;
+/// The US TTY rate: 22 ms bits.
+pub const BAUD_45: f64 = 1000.0 / 22.0;
+/// The European / V.18 50 baud variant: 20 ms bits.
+pub const BAUD_50: f64 = 50.0;
+
+const CODE_LTRS: u8 = 0x1F;
+const CODE_FIGS: u8 = 0x1B;
+const CODE_SPACE: u8 = 0x04;
+const CODE_NUL: u8 = 0x00;
+
+/// ITA2 letters shift, indexed by 5-bit code. `None`: NUL and the two shift codes.
+const LETTERS: [Option<char>; 32] = [
+    None,
+    Some('E'),
+    Some('\n'),
+    Some('A'),
+    Some(' '),
+    Some('S'),
+    Some('I'),
+    Some('U'),
+    Some('\r'),
+    Some('D'),
+    Some('R'),
+    Some('J'),
+    Some('N'),
+    Some('F'),
+    Some('C'),
+    Some('K'),
+    Some('T'),
+    Some('Z'),
+    Some('L'),
+    Some('W'),
+    Some('H'),
+    Some('Y'),
+    Some('P'),
+    Some('Q'),
+    Some('O'),
+    Some('B'),
+    Some('G'),
+    None,
+    Some('M'),
+    Some('X'),
+    Some('V'),
+    None,
+];
+
+/// US TTY figures shift (TIA-825-A; same as minimodem's "U.S. figs" column).
+const FIGURES: [Option<char>; 32] = [
+    None,
+    Some('3'),
+    Some('\n'),
+    Some('-'),
+    Some(' '),
+    Some('\u{7}'),
+    Some('8'),
+    Some('7'),
+    Some('\r'),
+    Some('$'),
+    Some('4'),
+    Some('\''),
+    Some(','),
+    Some('!'),
+    Some(':'),
+    Some('('),
+    Some('5'),
+    Some('"'),
+    Some(')'),
+    Some('2'),
+    Some('#'),
+    Some('6'),
+    Some('0'),
+    Some('1'),
+    Some('9'),
+    Some('?'),
+    Some('&'),
+    None,
+    Some('.'),
+    Some('/'),
+    Some(';'),
+    None,
+];
+
+/// Which half of the ITA2 table a code is read in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shift {
+    Letters,
+    Figures,
+}
+
+/// Where a character lives in ITA2: one shift, or both (space, CR, LF).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    Only(Shift),
+    Both,
+}
+
+/// Maps a character to its code, after folding it to the nearest encodable one.
+/// `None`: nothing close enough exists (it is dropped).
+fn encode_char(c: char) -> Option<(u8, Place)> {
+    let c = match c {
+        'a'..='z' => c.to_ascii_uppercase(),
+        '\t' => ' ',
+        '`' | '\u{2018}' | '\u{2019}' => '\'',
+        '\u{201C}' | '\u{201D}' => '"',
+        '[' | '{' | '<' => '(',
+        ']' | '}' | '>' => ')',
+        '_' => '-',
+        other => other,
+    };
+    if matches!(c, ' ' | '\r' | '\n') {
+        let code = LETTERS.iter().position(|&l| l == Some(c))?;
+        return Some((code as u8, Place::Both));
+    }
+    if let Some(code) = LETTERS.iter().position(|&l| l == Some(c)) {
+        return Some((code as u8, Place::Only(Shift::Letters)));
+    }
+    FIGURES
+        .iter()
+        .position(|&f| f == Some(c))
+        .map(|code| (code as u8, Place::Only(Shift::Figures)))
+}
+
+/// Full-scale sine amplitude corresponds to +3.17 dBm0 (the G.711 µ-law digital milliwatt).
+fn dbm0_to_amplitude(level_dbm0: f64) -> f64 {
+    32767.0 * 10f64.powf((level_dbm0 - 3.17) / 20.0)
+}
+
+/// Errors of the modem API (the demodulator has none: any PCM is valid input).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TtyError {
+    /// The transmit queue is full; the first `accepted_chars` characters were queued.
+    QueueFull { accepted_chars: usize },
+}
+
+impl std::fmt::Display for TtyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TtyError::QueueFull { accepted_chars } => {
+                write!(f, "TTY transmit queue full after {accepted_chars} characters")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TtyError {}
+
+/// Transmitter settings. `Default` is the US TTY: 45.45 baud, 1400/1800 Hz, 1.5 stop bits,
+/// −10 dBm0, 150 ms of mark before the first character and 300 ms after the last.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TtyTxConfig {
+    pub baud: f64,
+    pub mark_hz: f64,
+    pub space_hz: f64,
+    /// 1.5 (TIA-825-A) or 2.0 (what minimodem's `tdd` mode sends).
+    pub stop_bits: f64,
+    pub level_dbm0: f64,
+    /// Mark carrier before the first character of a burst, so the far end's carrier detector
+    /// and AGC settle before the first start bit.
+    pub lead_in_ms: u32,
+    /// Mark carrier held after the last character; text pushed meanwhile continues the burst.
+    pub tail_ms: u32,
+    /// Bound on queued 5-bit codes (a character costs up to 3 with shifts and CR LF).
+    pub queue_codes_max: usize,
+}
+
+impl Default for TtyTxConfig {
+    fn default() -> Self {
+        TtyTxConfig {
+            baud: BAUD_45,
+            mark_hz: MARK_HZ,
+            space_hz: SPACE_HZ,
+            stop_bits: 1.5,
+            level_dbm0: -10.0,
+            lead_in_ms: 150,
+            tail_ms: 300,
+            queue_codes_max: 4096,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TxState {
+    Idle,
+    LeadIn,
+    /// `bit` 0 is the start bit, 1..=5 data, 6 the stop bit(s).
+    Char {
+        code: u8,
+        bit: u8,
+    },
+    Tail,
+}
+
+/// Text → phase-continuous 8 kHz FSK. Pull samples with [`TtyModulator::fill`].
+#[derive(Debug)]
+pub struct TtyModulator {
+    codes: VecDeque<u8>,
+    codes_max: usize,
+    /// Shift in force at the end of the queue; `None` forces the next character to send one.
+    queue_shift: Option<Shift>,
+    amplitude: f32,
+    mark_step: f32,
+    space_step: f32,
+    phase: f32,
+    bit_samples: f64,
+    stop_samples: f64,
+    lead_in_samples: f64,
+    tail_samples: f64,
+    state: TxState,
+    /// Samples emitted since the burst began, and where the current segment ends (fractional,
+    /// so 45.45 baud bit lengths do not drift).
+    pos: u64,
+    seg_end: f64,
+    seg_mark: bool,
+}
+
+impl TtyModulator {
+    pub fn new(config: TtyTxConfig) -> Self {
+        let rate = f64::from(SAMPLE_RATE_HZ);
+        let bit_samples = rate / config.baud.clamp(10.0, 400.0);
+        let step = |hz: f64| (std::f64::consts::TAU * hz.clamp(0.0, rate / 2.0) / rate) as f32;
+        TtyModulator {
+            codes: VecDeque::with_capacity(config.queue_codes_max),
+            codes_max: config.queue_codes_max,
+            queue_shift: None,
+            amplitude: dbm0_to_amplitude(config.level_dbm0).min(32767.0) as f32,
+            mark_step: step(config.mark_hz),
+            space_step: step(config.space_hz),
+            phase: 0.0,
+            bit_samples,
+            stop_samples: bit_samples * config.stop_bits.clamp(1.0, 2.0),
+            lead_in_samples: f64::from(config.lead_in_ms) * rate / 1000.0,
+            tail_samples: f64::from(config.tail_ms) * rate / 1000.0,
+            state: TxState::Idle,
+            pos: 0,
+            seg_end: 0.0,
+            seg_mark: true,
+        }
+    }
+
+    /// Queues text. Lowercase is sent as uppercase, a few look-alikes are folded (tab → space,
+    /// brackets → parentheses, curly quotes → straight), `\n` becomes CR LF, anything else with no
+    /// Baudot code is dropped. The shift is re-sent after every space (US TTY practice) so a
+    /// receiver that unshifts on space, or missed a shift, recovers.
+    pub fn push_text(&mut self, text: &str) -> Result<(), TtyError> {
+        for (accepted_chars, c) in text.chars().enumerate() {
+            let mut buf = [0u8; 3];
+            let mut n = 0;
+            let mut shift = self.queue_shift;
+            let parts: &[char] = if c == '\n' { &['\r', '\n'] } else { &[c] };
+            for &part in parts {
+                let Some((code, place)) = encode_char(part) else {
+                    continue;
+                };
+                if let Place::Only(needed) = place
+                    && shift != Some(needed)
+                {
+                    buf[n] = if needed == Shift::Letters { CODE_LTRS } else { CODE_FIGS };
+                    n += 1;
+                    shift = Some(needed);
+                }
+                buf[n] = code;
+                n += 1;
+                if code == CODE_SPACE {
+                    shift = None;
+                }
+            }
+            if self.codes.len() + n > self.codes_max {
+                return Err(TtyError::QueueFull { accepted_chars });
+            }
+            self.codes.extend(&buf[..n]);
+            self.queue_shift = shift;
+        }
+        Ok(())
+    }
+
+    /// True when nothing is queued and the carrier is off.
+    pub fn is_idle(&self) -> bool {
+        self.state == TxState::Idle && self.codes.is_empty()
+    }
+
+    /// Writes up to `out.len()` samples and returns how many were written. Fewer than asked
+    /// means the burst ended (the caller pads with silence); 0 means idle.
+    pub fn fill(&mut self, out: &mut [i16]) -> usize {
+        if self.state == TxState::Idle {
+            if self.codes.is_empty() {
+                return 0;
+            }
+            self.state = TxState::LeadIn;
+            self.pos = 0;
+            self.seg_end = self.lead_in_samples;
+            self.seg_mark = true;
+        }
+        if self.state == TxState::Tail && !self.codes.is_empty() {
+            // New text during the tail: the line is already on mark, go straight to it.
+            self.seg_end = self.pos as f64;
+        }
+        for (written, sample) in out.iter_mut().enumerate() {
+            while self.pos as f64 >= self.seg_end {
+                if !self.advance() {
+                    return written;
+                }
+            }
+            let step = if self.seg_mark { self.mark_step } else { self.space_step };
+            *sample = (self.phase.sin() * self.amplitude) as i16;
+            self.phase += step;
+            if self.phase >= TAU {
+                self.phase -= TAU;
+            }
+            self.pos += 1;
+        }
+        out.len()
+    }
+
+    /// Moves to the next segment; false when the burst is over.
+    fn advance(&mut self) -> bool {
+        let (mark, len) = match self.state {
+            TxState::Idle => return false,
+            TxState::LeadIn | TxState::Tail | TxState::Char { bit: 6, .. } => {
+                if let Some(code) = self.codes.pop_front() {
+                    self.state = TxState::Char { code, bit: 0 };
+                    (false, self.bit_samples)
+                } else if matches!(self.state, TxState::Char { .. }) {
+                    self.state = TxState::Tail;
+                    (true, self.tail_samples)
+                } else {
+                    // Tail (or an empty lead-in) done: the burst ends.
+                    self.state = TxState::Idle;
+                    self.queue_shift = None;
+                    self.pos = 0;
+                    self.seg_end = 0.0;
+                    return false;
+                }
+            }
+            TxState::Char { code, bit } => {
+                let bit = bit + 1;
+                self.state = TxState::Char { code, bit };
+                if bit == 6 {
+                    (true, self.stop_samples)
+                } else {
+                    (code >> (bit - 1) & 1 == 1, self.bit_samples)
+                }
+            }
+        };
+        self.seg_mark = mark;
+        self.seg_end += len;
+        true
+    }
+}
+
+/// Which bit rates the receiver accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BaudMode {
+    /// Decide per character between 45.45 and 50 baud, sticking to the rate last heard.
+    Auto,
+    Baud45,
+    Baud50,
+}
+
+/// Receiver settings. `Default`: auto baud, unshift on space, carrier threshold −50 dBm0.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TtyRxConfig {
+    pub baud: BaudMode,
+    /// Return to letters after a received space, as minimodem and most US TTYs do; senders
+    /// that follow TIA-825-A re-send the shift after a space, so this only matters for senders
+    /// that do neither.
+    pub unshift_on_space: bool,
+    /// Quietest signal treated as a carrier.
+    pub carrier_min_dbm0: f64,
+    /// Share of the signal power that must lie in the 1150–2050 Hz band for a carrier; speech
+    /// and DTMF spread theirs wider.
+    pub carrier_band_ratio_min: f32,
+    /// Bound on undelivered events; beyond it the oldest are dropped.
+    pub events_max: usize,
+}
+
+impl Default for TtyRxConfig {
+    fn default() -> Self {
+        TtyRxConfig {
+            baud: BaudMode::Auto,
+            unshift_on_space: true,
+            carrier_min_dbm0: -50.0,
+            carrier_band_ratio_min: 0.6,
+            events_max: 256,
+        }
+    }
+}
+
+/// What the receiver reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TtyEvent {
+    CarrierOn,
+    CarrierOff,
+    /// A decoded character: `A`–`Z`, figures, space, `\r`, `\n`, or BEL (`\u{7}`).
+    Char(char),
+}
+
+/// Direct-form-I biquad, coefficients normalised by a0.
+#[derive(Clone, Copy, Debug, Default)]
+struct Biquad {
+    b0: f32,
+    b1: f32,
+    b2: f32,
+    a1: f32,
+    a2: f32,
+    x1: f32,
+    x2: f32,
+    y1: f32,
+    y2: f32,
+}
+
+impl Biquad {
+    /// RBJ cookbook low-pass.
+    fn lowpass(cutoff_hz: f32, q: f32) -> Self {
+        let w0 = TAU * cutoff_hz / SAMPLE_RATE_HZ as f32;
+        let (sin, cos) = w0.sin_cos();
+        let alpha = sin / (2.0 * q);
+        let a0 = 1.0 + alpha;
+        Biquad {
+            b0: (1.0 - cos) / 2.0 / a0,
+            b1: (1.0 - cos) / a0,
+            b2: (1.0 - cos) / 2.0 / a0,
+            a1: -2.0 * cos / a0,
+            a2: (1.0 - alpha) / a0,
+            ..Biquad::default()
+        }
+    }
+
+    fn run(&mut self, x: f32) -> f32 {
+        let y = self.b0 * x + self.b1 * self.x1 + self.b2 * self.x2 - self.a1 * self.y1 - self.a2 * self.y2;
+        self.x2 = self.x1;
+        self.x1 = x;
+        self.y2 = self.y1;
+        // Flush denormals after long silence: they cost 100x on some CPUs.
+        self.y1 = if y.abs() < 1e-20 { 0.0 } else { y };
+        self.y2 = if self.y2.abs() < 1e-20 { 0.0 } else { self.y2 };
+        y
+    }
+}
+
+/// History kept for bit decisions: more than a character at 45.45 baud (1232 samples) plus the
+/// longest chunk processed between decisions.
+const RING: usize = 4096;
+const CHUNK: usize = 256;
+/// Edge detector window (samples): short enough to place an edge within a few ms.
+const EDGE_WINDOW: u64 = 40;
+/// Bit lengths in samples at 8 kHz.
+const BIT_45: f32 = 176.0;
+const BIT_50: f32 = 160.0;
+/// Normalised discriminator output below which a bit is "unclear" (the ideal is ±0.156,
+/// sin(2π·200/8000)).
+const CLEAR: f32 = 0.03;
+/// sin(2π·1600·k/8000) and cos: the mixer's period is exactly 5 samples.
+const MIX_COS: [f32; 5] = [1.0, 0.309_017, -0.809_017, -0.809_017, 0.309_017];
+const MIX_SIN: [f32; 5] = [0.0, 0.951_056_5, 0.587_785_3, -0.587_785_3, -0.951_056_5];
+/// One-pole smoothing for the carrier detector: ~16 ms.
+const CARRIER_ALPHA: f32 = 1.0 / 128.0;
+const CARRIER_ON_SAMPLES: u32 = 240;
+const CARRIER_OFF_SAMPLES: u32 = 800;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RxState {
+    Hunt,
+    /// A start edge at absolute sample `t0`; waiting for the rest of the character.
+    Frame { t0: u64 },
+}
+
+/// A decoded candidate character.
+#[derive(Clone, Copy, Debug)]
+struct Candidate {
+    code: u8,
+    margin: f32,
+    bit_samples: f32,
+}
+
+/// 8 kHz PCM → Baudot characters. Feed frames of any size with
+/// [`TtyDemodulator::handle_pcm`], then drain [`TtyDemodulator::poll_event`].
+#[derive(Debug)]
+pub struct TtyDemodulator {
+    config: TtyRxConfig,
+    mix_idx: usize,
+    lp_i: [Biquad; 2],
+    lp_q: [Biquad; 2],
+    prev_i: f32,
+    prev_q: f32,
+    /// Discriminator output, in-band power and total power per sample, by absolute index mod RING.
+    disc: Box<[f32]>,
+    band: Box<[f32]>,
+    total: Box<[f32]>,
+    written: u64,
+    state: RxState,
+    scan: u64,
+    win_disc: f64,
+    win_band: f64,
+    seen_mark: bool,
+    /// Rate of the last character (Auto mode prefers it on a near tie).
+    bit_samples: f32,
+    shift: Shift,
+    /// Minimum in-band power per sample for a carrier (|z|² of a tone at `carrier_min_dbm0`).
+    band_min: f32,
+    avg_band: f32,
+    avg_total: f32,
+    avg_abs_disc: f32,
+    carrier: bool,
+    carrier_count: u32,
+    events: VecDeque<TtyEvent>,
+    events_dropped: u64,
+    frame_start: u64,
+    frame_at: Option<Instant>,
+    last_char_at: Option<Instant>,
+}
+
+impl TtyDemodulator {
+    pub fn new(config: TtyRxConfig) -> Self {
+        // Butterworth 4th order at 450 Hz: passes ±200 Hz deviation with ±5% carrier error and
+        // keying sidebands, rejects the 3000–3400 Hz mixing image and most speech energy.
+        let lp = [Biquad::lowpass(450.0, 0.541_196_1), Biquad::lowpass(450.0, 1.306_563)];
+        let amp = dbm0_to_amplitude(config.carrier_min_dbm0) as f32;
+        TtyDemodulator {
+            mix_idx: 0,
+            lp_i: lp,
+            lp_q: lp,
+            prev_i: 0.0,
+            prev_q: 0.0,
+            disc: vec![0.0; RING].into_boxed_slice(),
+            band: vec![0.0; RING].into_boxed_slice(),
+            total: vec![0.0; RING].into_boxed_slice(),
+            written: 0,
+            state: RxState::Hunt,
+            scan: 0,
+            win_disc: 0.0,
+            win_band: 0.0,
+            seen_mark: false,
+            bit_samples: if config.baud == BaudMode::Baud50 { BIT_50 } else { BIT_45 },
+            shift: Shift::Letters,
+            band_min: amp * amp / 4.0,
+            avg_band: 0.0,
+            avg_total: 0.0,
+            avg_abs_disc: 0.0,
+            carrier: false,
+            carrier_count: 0,
+            events: VecDeque::with_capacity(config.events_max),
+            events_dropped: 0,
+            frame_start: 0,
+            frame_at: None,
+            last_char_at: None,
+            config,
+        }
+    }
+
+    /// Feeds PCM whose first sample was heard at `now`. Any length, including empty.
+    pub fn handle_pcm(&mut self, now: Instant, pcm: &[i16]) {
+        self.frame_start = self.written;
+        self.frame_at = Some(now);
+        for chunk in pcm.chunks(CHUNK) {
+            for &x in chunk {
+                self.front_end(f32::from(x));
+            }
+            self.run_state();
+        }
+    }
+
+    /// Next event, oldest first.
+    pub fn poll_event(&mut self) -> Option<TtyEvent> {
+        self.events.pop_front()
+    }
+
+    /// Next decoded character, discarding carrier events queued before it. Use either this or
+    /// [`TtyDemodulator::poll_event`], not both.
+    pub fn poll_char(&mut self) -> Option<char> {
+        while let Some(event) = self.events.pop_front() {
+            if let TtyEvent::Char(c) = event {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// A TTY carrier is present now (the caller's TTY is sending or holding mark): the
+    /// conversation layer should not transmit over it.
+    pub fn carrier_detected(&self) -> bool {
+        self.carrier
+    }
+
+    /// When the last character ended, on the clock of the `now` arguments.
+    pub fn last_char_at(&self) -> Option<Instant> {
+        self.last_char_at
+    }
+
+    /// The bit rate of the last decoded character.
+    pub fn baud(&self) -> f64 {
+        if self.bit_samples == BIT_50 { BAUD_50 } else { BAUD_45 }
+    }
+
+    /// Events lost because nobody polled (bounded queue).
+    pub fn events_dropped(&self) -> u64 {
+        self.events_dropped
+    }
+
+    fn front_end(&mut self, x: f32) {
+        let i0 = x * MIX_COS[self.mix_idx];
+        let q0 = -x * MIX_SIN[self.mix_idx];
+        self.mix_idx = if self.mix_idx == 4 { 0 } else { self.mix_idx + 1 };
+        let i1 = self.lp_i[0].run(i0);
+        let i = self.lp_i[1].run(i1);
+        let q1 = self.lp_q[0].run(q0);
+        let q = self.lp_q[1].run(q1);
+        // Im(z[n]·conj(z[n-1])): positive above 1600 Hz (space), negative below (mark),
+        // weighted by power so that noise-only samples count little.
+        let disc = q * self.prev_i - i * self.prev_q;
+        self.prev_i = i;
+        self.prev_q = q;
+        let band = i * i + q * q;
+        let total = x * x;
+        let slot = (self.written % RING as u64) as usize;
+        self.disc[slot] = disc;
+        self.band[slot] = band;
+        self.total[slot] = total;
+        self.written += 1;
+        self.update_carrier(band, total, disc);
+    }
+
+    fn update_carrier(&mut self, band: f32, total: f32, disc: f32) {
+        self.avg_band += CARRIER_ALPHA * (band - self.avg_band);
+        self.avg_total += CARRIER_ALPHA * (total - self.avg_total);
+        self.avg_abs_disc += CARRIER_ALPHA * (disc.abs() - self.avg_abs_disc);
+        // A real tone in band gives 2|z|² ≈ x²; FSK keeps |f − 1600| near 200 Hz, a lone tone
+        // at the band centre (DTMF 1633 Hz) does not.
+        let present = self.avg_band >= self.band_min
+            && 2.0 * self.avg_band >= self.config.carrier_band_ratio_min * self.avg_total
+            && self.avg_abs_disc >= 0.06 * self.avg_band;
+        if present == self.carrier {
+            self.carrier_count = 0;
+            return;
+        }
+        self.carrier_count += 1;
+        let needed = if present { CARRIER_ON_SAMPLES } else { CARRIER_OFF_SAMPLES };
+        if self.carrier_count >= needed {
+            self.carrier = present;
+            self.carrier_count = 0;
+            self.push_event(if present { TtyEvent::CarrierOn } else { TtyEvent::CarrierOff });
+        }
+    }
+
+    fn push_event(&mut self, event: TtyEvent) {
+        if self.config.events_max == 0 {
+            self.events_dropped += 1;
+            return;
+        }
+        if self.events.len() >= self.config.events_max {
+            self.events.pop_front();
+            self.events_dropped += 1;
+        }
+        self.events.push_back(event);
+    }
+
+    fn slot(n: u64) -> usize {
+        (n % RING as u64) as usize
+    }
+
+    /// Restarts edge hunting at absolute sample `from` (which may lie in the past).
+    fn hunt_from(&mut self, from: u64, seen_mark: bool) {
+        let oldest = self.written.saturating_sub(RING as u64 - EDGE_WINDOW);
+        let from = from.max(oldest).min(self.written);
+        self.state = RxState::Hunt;
+        self.scan = from;
+        self.seen_mark = seen_mark;
+        self.win_disc = 0.0;
+        self.win_band = 0.0;
+        for n in from.saturating_sub(EDGE_WINDOW)..from {
+            self.win_disc += f64::from(self.disc[Self::slot(n)]);
+            self.win_band += f64::from(self.band[Self::slot(n)]);
+        }
+    }
+
+    fn run_state(&mut self) {
+        loop {
+            match self.state {
+                RxState::Hunt => {
+                    if !self.hunt() {
+                        return;
+                    }
+                }
+                RxState::Frame { t0 } => {
+                    let need = match self.config.baud {
+                        BaudMode::Baud50 => 7.0 * BIT_50,
+                        BaudMode::Auto | BaudMode::Baud45 => 7.0 * BIT_45,
+                    };
+                    if self.written < t0 + need as u64 {
+                        return;
+                    }
+                    self.decide(t0);
+                }
+            }
+        }
+    }
+
+    /// Scans for a mark→space transition; true when one was found.
+    fn hunt(&mut self) -> bool {
+        // Keep the window sums honest: long runs of add/subtract drift in floating point.
+        if self.scan.is_multiple_of(4096) {
+            let seen = self.seen_mark;
+            self.hunt_from(self.scan, seen);
+        }
+        let floor = f64::from(self.band_min) * EDGE_WINDOW as f64;
+        while self.scan < self.written {
+            let n = self.scan;
+            self.win_disc += f64::from(self.disc[Self::slot(n)]);
+            self.win_band += f64::from(self.band[Self::slot(n)]);
+            if n >= EDGE_WINDOW {
+                self.win_disc -= f64::from(self.disc[Self::slot(n - EDGE_WINDOW)]);
+                self.win_band -= f64::from(self.band[Self::slot(n - EDGE_WINDOW)]);
+            }
+            self.scan += 1;
+            if self.win_band < floor {
+                continue;
+            }
+            if self.win_disc < -f64::from(CLEAR) * self.win_band {
+                self.seen_mark = true;
+            } else if self.seen_mark && self.win_disc > 0.0 {
+                // The window is half space: the edge lies at its middle.
+                self.state = RxState::Frame { t0: n + 1 - EDGE_WINDOW / 2 };
+                return true;
+            }
+        }
+        false
+    }
+
+    fn decide(&mut self, t0: u64) {
+        let candidate = match self.config.baud {
+            BaudMode::Baud45 => self.decode(t0, BIT_45),
+            BaudMode::Baud50 => self.decode(t0, BIT_50),
+            BaudMode::Auto => {
+                let (here, other) = if self.bit_samples == BIT_50 { (BIT_50, BIT_45) } else { (BIT_45, BIT_50) };
+                match (self.decode(t0, here), self.decode(t0, other)) {
+                    (Some(a), Some(b)) => Some(if b.margin > 1.15 * a.margin { b } else { a }),
+                    (a, b) => a.or(b),
+                }
+            }
+        };
+        let Some(c) = candidate else {
+            // A false start: look again just after it.
+            self.hunt_from(t0 + EDGE_WINDOW / 2 + 1, false);
+            return;
+        };
+        self.bit_samples = c.bit_samples;
+        let end = t0 + (7.0 * c.bit_samples) as u64;
+        self.emit_code(c.code, end);
+        // The stop bit is mark: hunting from its middle finds the next start edge.
+        self.hunt_from(t0 + (6.5 * c.bit_samples) as u64, true);
+    }
+
+    /// Reads the character starting at `t0` with bits `bit` samples long.
+    fn decode(&self, t0: u64, bit: f32) -> Option<Candidate> {
+        let span = (7.0 * bit) as u64;
+        let (mut band, mut total) = (0f64, 0f64);
+        for n in t0..t0 + span {
+            band += f64::from(self.band[Self::slot(n)]);
+            total += f64::from(self.total[Self::slot(n)]);
+        }
+        // Speech and DTMF put much of their power outside the FSK band.
+        if 2.0 * band < f64::from(self.config.carrier_band_ratio_min) * total {
+            return None;
+        }
+        let band_per_sample = band / span as f64;
+        let mut code = 0u8;
+        let mut margin = 0f32;
+        for i in 0..7u8 {
+            let at = |frac: f32| t0 + ((f32::from(i) + frac) * bit) as u64;
+            let (mut d, mut p) = self.integrate(at(0.3), at(0.7));
+            // A lost packet may have blanked the middle of the bit: use whatever is left of it.
+            if p < 0.25 * band_per_sample * (0.4 * f64::from(bit)) {
+                (d, p) = self.integrate(at(0.1), at(0.9));
+            }
+            let norm = if p > 0.0 { (d / p) as f32 } else { 0.0 };
+            match i {
+                0 if norm < CLEAR => return None,
+                6 if norm > -CLEAR && p > 0.25 * band_per_sample * (0.8 * f64::from(bit)) => return None,
+                1..=5 if norm < 0.0 => code |= 1 << (i - 1),
+                _ => {}
+            }
+            margin += norm.abs();
+        }
+        Some(Candidate { code, margin, bit_samples: bit })
+    }
+
+    fn integrate(&self, from: u64, to: u64) -> (f64, f64) {
+        let (mut d, mut p) = (0f64, 0f64);
+        for n in from..to {
+            d += f64::from(self.disc[Self::slot(n)]);
+            p += f64::from(self.band[Self::slot(n)]);
+        }
+        (d, p)
+    }
+
+    fn emit_code(&mut self, code: u8, end: u64) {
+        let c = match code {
+            CODE_LTRS => {
+                self.shift = Shift::Letters;
+                None
+            }
+            CODE_FIGS => {
+                self.shift = Shift::Figures;
+                None
+            }
+            CODE_NUL => None,
+            CODE_SPACE => {
+                if self.config.unshift_on_space {
+                    self.shift = Shift::Letters;
+                }
+                Some(' ')
+            }
+            _ => match self.shift {
+                Shift::Letters => LETTERS[usize::from(code & 0x1F)],
+                Shift::Figures => FIGURES[usize::from(code & 0x1F)],
+            },
+        };
+        if let Some(c) = c {
+            self.push_event(TtyEvent::Char(c));
+            self.last_char_at = self.instant_of(end);
+        }
+    }
+
+    fn instant_of(&self, sample: u64) -> Option<Instant> {
+        let at = self.frame_at?;
+        let nanos = |d: u64| Duration::from_nanos(d * 1_000_000_000 / u64::from(SAMPLE_RATE_HZ));
+        if sample >= self.frame_start {
+            at.checked_add(nanos(sample - self.frame_start))
+        } else {
+            at.checked_sub(nanos(self.frame_start - sample))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn modulate(config: TtyTxConfig, text: &str) -> Vec<i16> {
+        let mut m = TtyModulator::new(config);
+        m.push_text(text).expect("short text fits the queue");
+        let mut out = Vec::new();
+        let mut frame = [0i16; 160];
+        loop {
+            let n = m.fill(&mut frame);
+            out.extend_from_slice(&frame[..n]);
+            if n < frame.len() {
+                break;
+            }
+        }
+        assert!(m.is_idle());
+        out
+    }
+
+    fn demodulate(config: TtyRxConfig, pcm: &[i16]) -> String {
+        let mut d = TtyDemodulator::new(config);
+        let t = Instant::now();
+        let mut s = String::new();
+        for frame in pcm.chunks(160).chain(std::iter::once(&[0i16; 4000][..])) {
+            d.handle_pcm(t, frame);
+            while let Some(c) = d.poll_char() {
+                s.push(c);
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn round_trip_letters_and_figures() {
+        let text = "WHAT IS MY CASE STATUS? IOE1234567890 $5.00, (A/B) #7 & 'X' \"Y\": Z; -! GA";
+        let pcm = modulate(TtyTxConfig::default(), text);
+        assert_eq!(demodulate(TtyRxConfig::default(), &pcm), text);
+    }
+
+    #[test]
+    fn round_trip_50_baud_autodetected() {
+        let text = "HELLO 50 BAUD 123 GA";
+        let config = TtyTxConfig { baud: BAUD_50, stop_bits: 1.5, ..TtyTxConfig::default() };
+        let pcm = modulate(config, text);
+        let mut rx = TtyDemodulator::new(TtyRxConfig::default());
+        rx.handle_pcm(Instant::now(), &pcm);
+        rx.handle_pcm(Instant::now(), &[0; 2000]);
+        let mut s = String::new();
+        while let Some(c) = rx.poll_char() {
+            s.push(c);
+        }
+        assert_eq!(s, text);
+        assert_eq!(rx.baud(), BAUD_50);
+    }
+
+    #[test]
+    fn lowercase_folds_and_unencodable_drops() {
+        let pcm = modulate(TtyTxConfig::default(), "hi @there*\tq\nok");
+        assert_eq!(demodulate(TtyRxConfig::default(), &pcm), "HI THERE Q\r\nOK");
+    }
+
+    #[test]
+    fn shift_resent_after_space() {
+        let mut m = TtyModulator::new(TtyTxConfig::default());
+        m.push_text("1 2 A B").unwrap();
+        let codes: Vec<u8> = m.codes.iter().copied().collect();
+        assert_eq!(
+            codes,
+            [CODE_FIGS, 0x17, CODE_SPACE, CODE_FIGS, 0x13, CODE_SPACE, CODE_LTRS, 0x03, CODE_SPACE, CODE_LTRS, 0x19]
+        );
+    }
+
+    #[test]
+    fn receiver_without_unshift_keeps_figures() {
+        // Hand-built: FIGS 1 SPACE 2 with no shift after the space.
+        let mut m = TtyModulator::new(TtyTxConfig::default());
+        m.codes.extend([CODE_FIGS, 0x17, CODE_SPACE, 0x13]);
+        let mut pcm = vec![0i16; 8000];
+        let n = m.fill(&mut pcm);
+        pcm.truncate(n);
+        let keep = TtyRxConfig { unshift_on_space: false, ..TtyRxConfig::default() };
+        assert_eq!(demodulate(keep, &pcm), "1 2");
+        assert_eq!(demodulate(TtyRxConfig::default(), &pcm), "1 W");
+    }
+
+    #[test]
+    fn quiet_and_loud_levels() {
+        for level_dbm0 in [-35.0, -30.0, 0.0, 3.0] {
+            let pcm = modulate(TtyTxConfig { level_dbm0, ..TtyTxConfig::default() }, "LEVEL 42");
+            assert_eq!(demodulate(TtyRxConfig::default(), &pcm), "LEVEL 42", "at {level_dbm0} dBm0");
+        }
+    }
+
+    #[test]
+    fn below_carrier_threshold_is_ignored() {
+        let pcm = modulate(TtyTxConfig { level_dbm0: -60.0, ..TtyTxConfig::default() }, "QUIET");
+        assert_eq!(demodulate(TtyRxConfig::default(), &pcm), "");
+    }
+
+    #[test]
+    fn carrier_events_and_last_char_time() {
+        let pcm = modulate(TtyTxConfig::default(), "OK");
+        let mut rx = TtyDemodulator::new(TtyRxConfig::default());
+        let start = Instant::now();
+        let mut events = Vec::new();
+        let mut was_on = false;
+        for (k, frame) in pcm.chunks(160).chain([[0i16; 160]; 20].iter().map(|f| &f[..])).enumerate() {
+            rx.handle_pcm(start + Duration::from_millis(20 * k as u64), frame);
+            was_on |= rx.carrier_detected();
+            while let Some(e) = rx.poll_event() {
+                events.push(e);
+            }
+        }
+        assert!(was_on);
+        assert!(!rx.carrier_detected());
+        let chars: Vec<TtyEvent> = events.iter().copied().filter(|e| matches!(e, TtyEvent::Char(_))).collect();
+        assert_eq!(chars, [TtyEvent::Char('O'), TtyEvent::Char('K')]);
+        assert_eq!(events.first(), Some(&TtyEvent::CarrierOn));
+        assert_eq!(events.last(), Some(&TtyEvent::CarrierOff));
+        // LTRS O K: the K ends 150 ms lead-in + 3 chars of 7.5 bits of 22 ms later.
+        let at = rx.last_char_at().expect("a char was decoded");
+        let ms = at.duration_since(start).as_millis() as i64;
+        assert!((ms - (150 + 3 * 165 - 11)).abs() < 15, "last char at {ms} ms");
+    }
+
+    #[test]
+    fn fill_reports_end_of_burst_and_tail_is_extended_by_new_text() {
+        let mut m = TtyModulator::new(TtyTxConfig::default());
+        let mut buf = [0i16; 160];
+        assert_eq!(m.fill(&mut buf), 0);
+        assert!(m.is_idle());
+        m.push_text("A").unwrap();
+        assert!(!m.is_idle());
+        let mut total = 0;
+        loop {
+            let n = m.fill(&mut buf);
+            total += n;
+            if n < buf.len() {
+                break;
+            }
+        }
+        // 150 ms lead-in, LTRS + A (7.5 bits × 176 each), 300 ms tail.
+        assert_eq!(total, 1200 + 2 * 1320 + 2400);
+        assert!(m.is_idle());
+    }
+
+    #[test]
+    fn queue_full_is_reported() {
+        let mut m = TtyModulator::new(TtyTxConfig { queue_codes_max: 5, ..TtyTxConfig::default() });
+        assert_eq!(m.push_text("ABCDEFG"), Err(TtyError::QueueFull { accepted_chars: 4 }));
+    }
+
+    #[test]
+    fn garbage_input_never_panics_and_silence_decodes_nothing() {
+        let mut rx = TtyDemodulator::new(TtyRxConfig { events_max: 4, ..TtyRxConfig::default() });
+        let t = Instant::now();
+        let mut seed = 0x1234_5678u32;
+        let mut buf = vec![0i16; 3000];
+        for round in 0..40 {
+            for s in buf.iter_mut() {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                *s = if round % 2 == 0 { seed as i16 } else { 0 };
+            }
+            rx.handle_pcm(t, &buf[..(seed as usize % buf.len())]);
+        }
+        rx.handle_pcm(t, &[]);
+        rx.handle_pcm(t, &[i16::MIN; 500]);
+        rx.handle_pcm(t, &[i16::MAX; 500]);
+        while rx.poll_event().is_some() {}
+        let mut quiet = TtyDemodulator::new(TtyRxConfig::default());
+        quiet.handle_pcm(t, &[0; 16000]);
+        assert_eq!(quiet.poll_event(), None);
+    }
+}
