@@ -166,14 +166,16 @@ impl std::fmt::Display for TtyError {
 
 impl std::error::Error for TtyError {}
 
-/// Transmitter settings. `Default` is the US TTY: 45.45 baud, 1400/1800 Hz, 1.5 stop bits,
+/// Transmitter settings. `Default` is the US TTY: 45.45 baud, 1400/1800 Hz, 2 stop bits,
 /// −10 dBm0, 150 ms of mark before the first character and 300 ms after the last.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TtyTxConfig {
     pub baud: f64,
     pub mark_hz: f64,
     pub space_hz: f64,
-    /// 1.5 (TIA-825-A) or 2.0 (what minimodem's `tdd` mode sends).
+    /// 1.5 to 2.0. A receiver built for 1.5 reads 2.0 as 1.5 plus idle mark, but minimodem's
+    /// `tdd` mode (and any receiver framing a fixed 8-bit character) misreads 1.5, so the
+    /// default is 2.0.
     pub stop_bits: f64,
     pub level_dbm0: f64,
     /// Mark carrier before the first character of a burst, so the far end's carrier detector
@@ -191,7 +193,7 @@ impl Default for TtyTxConfig {
             baud: BAUD_45,
             mark_hz: MARK_HZ,
             space_hz: SPACE_HZ,
-            stop_bits: 1.5,
+            stop_bits: 2.0,
             level_dbm0: -10.0,
             lead_in_ms: 150,
             tail_ms: 300,
@@ -889,8 +891,10 @@ mod tests {
     #[test]
     fn round_trip_letters_and_figures() {
         let text = "WHAT IS MY CASE STATUS? IOE1234567890 $5.00, (A/B) #7 & 'X' \"Y\": Z; -! GA";
-        let pcm = modulate(TtyTxConfig::default(), text);
-        assert_eq!(demodulate(TtyRxConfig::default(), &pcm), text);
+        for stop_bits in [1.5, 2.0] {
+            let pcm = modulate(TtyTxConfig { stop_bits, ..TtyTxConfig::default() }, text);
+            assert_eq!(demodulate(TtyRxConfig::default(), &pcm), text, "{stop_bits} stop bits");
+        }
     }
 
     #[test]
@@ -973,10 +977,11 @@ mod tests {
         assert_eq!(chars, [TtyEvent::Char('O'), TtyEvent::Char('K')]);
         assert_eq!(events.first(), Some(&TtyEvent::CarrierOn));
         assert_eq!(events.last(), Some(&TtyEvent::CarrierOff));
-        // LTRS O K: the K ends 150 ms lead-in + 3 chars of 7.5 bits of 22 ms later.
+        // LTRS O K: the K's stop bit begins 150 ms lead-in + 2 chars of 8 bits + 7 bits of 22 ms
+        // after the start.
         let at = rx.last_char_at().expect("a char was decoded");
         let ms = at.duration_since(start).as_millis() as i64;
-        assert!((ms - (150 + 3 * 165 - 11)).abs() < 15, "last char at {ms} ms");
+        assert!((ms - (150 + 2 * 176 + 154)).abs() < 15, "last char at {ms} ms");
     }
 
     #[test]
@@ -995,8 +1000,8 @@ mod tests {
                 break;
             }
         }
-        // 150 ms lead-in, LTRS + A (7.5 bits × 176 each), 300 ms tail.
-        assert_eq!(total, 1200 + 2 * 1320 + 2400);
+        // 150 ms lead-in, LTRS + A (8 bits × 176 each), 300 ms tail.
+        assert_eq!(total, 1200 + 2 * 1408 + 2400);
         assert!(m.is_idle());
     }
 
