@@ -403,7 +403,7 @@ impl Default for TtyRxConfig {
             baud: BaudMode::Auto,
             unshift_on_space: true,
             carrier_min_dbm0: -50.0,
-            carrier_band_ratio_min: 0.6,
+            carrier_band_ratio_min: 0.75,
             events_max: 256,
         }
     }
@@ -470,9 +470,9 @@ const EDGE_WINDOW: u64 = 40;
 /// Bit lengths in samples at 8 kHz.
 const BIT_45: f32 = 176.0;
 const BIT_50: f32 = 160.0;
-/// Normalised discriminator output below which a bit is "unclear" (the ideal is ±0.156,
-/// sin(2π·200/8000)).
-const CLEAR: f32 = 0.03;
+/// Normalised discriminator output below which a bit is "unclear": the ideal is ±0.156,
+/// sin(2π·200/8000); a carrier 5% off still gives ±0.086.
+const CLEAR: f32 = 0.05;
 /// sin(2π·1600·k/8000) and cos: the mixer's period is exactly 5 samples.
 const MIX_COS: [f32; 5] = [1.0, 0.309_017, -0.809_017, -0.809_017, 0.309_017];
 const MIX_SIN: [f32; 5] = [0.0, 0.951_056_5, 0.587_785_3, -0.587_785_3, -0.951_056_5];
@@ -484,8 +484,9 @@ const CARRIER_OFF_SAMPLES: u32 = 800;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RxState {
     Hunt,
-    /// A start edge at absolute sample `t0`; waiting for the rest of the character.
-    Frame { t0: u64 },
+    /// A start edge at absolute sample `t0`; waiting for the rest of the character. `gap_from`:
+    /// silence (a lost packet) began there, between the last mark and this edge.
+    Frame { t0: u64, gap_from: Option<u64> },
 }
 
 /// A decoded candidate character.
@@ -516,6 +517,10 @@ pub struct TtyDemodulator {
     win_disc: f64,
     win_band: f64,
     seen_mark: bool,
+    gap_from: Option<u64>,
+    scanned_since_sync: u32,
+    /// No start edge can precede the previous character's stop bit.
+    next_t0_min: u64,
     /// Rate of the last character (Auto mode prefers it on a near tie).
     bit_samples: f32,
     shift: Shift,
@@ -554,6 +559,9 @@ impl TtyDemodulator {
             win_disc: 0.0,
             win_band: 0.0,
             seen_mark: false,
+            gap_from: None,
+            scanned_since_sync: 0,
+            next_t0_min: 0,
             bit_samples: if config.baud == BaudMode::Baud50 { BIT_50 } else { BIT_45 },
             shift: Shift::Letters,
             band_min: amp * amp / 4.0,
@@ -613,6 +621,23 @@ impl TtyDemodulator {
     /// The bit rate of the last decoded character.
     pub fn baud(&self) -> f64 {
         if self.bit_samples == BIT_50 { BAUD_50 } else { BAUD_45 }
+    }
+
+    /// Samples the jitter buffer lost (count, from `now`): call this instead of feeding its
+    /// concealment, since a repeated frame looks like real FSK in the wrong place while a gap
+    /// is recognised and bridged.
+    pub fn handle_gap(&mut self, now: Instant, samples: usize) {
+        self.frame_start = self.written;
+        self.frame_at = Some(now);
+        let mut left = samples;
+        while left > 0 {
+            let n = left.min(CHUNK);
+            for _ in 0..n {
+                self.front_end(0.0);
+            }
+            left -= n;
+            self.run_state();
+        }
     }
 
     /// Events lost because nobody polled (bounded queue).
@@ -688,9 +713,16 @@ impl TtyDemodulator {
         self.state = RxState::Hunt;
         self.scan = from;
         self.seen_mark = seen_mark;
+        self.gap_from = None;
+        self.resync_window();
+    }
+
+    /// Recomputes the edge window sums: long runs of add/subtract drift in floating point.
+    fn resync_window(&mut self) {
         self.win_disc = 0.0;
         self.win_band = 0.0;
-        for n in from.saturating_sub(EDGE_WINDOW)..from {
+        self.scanned_since_sync = 0;
+        for n in self.scan.saturating_sub(EDGE_WINDOW)..self.scan {
             self.win_disc += f64::from(self.disc[Self::slot(n)]);
             self.win_band += f64::from(self.band[Self::slot(n)]);
         }
@@ -704,7 +736,7 @@ impl TtyDemodulator {
                         return;
                     }
                 }
-                RxState::Frame { t0 } => {
+                RxState::Frame { t0, gap_from } => {
                     let need = match self.config.baud {
                         BaudMode::Baud50 => 7.0 * BIT_50,
                         BaudMode::Auto | BaudMode::Baud45 => 7.0 * BIT_45,
@@ -712,7 +744,7 @@ impl TtyDemodulator {
                     if self.written < t0 + need as u64 {
                         return;
                     }
-                    self.decide(t0);
+                    self.decide(t0, gap_from);
                 }
             }
         }
@@ -720,13 +752,11 @@ impl TtyDemodulator {
 
     /// Scans for a mark→space transition; true when one was found.
     fn hunt(&mut self) -> bool {
-        // Keep the window sums honest: long runs of add/subtract drift in floating point.
-        if self.scan.is_multiple_of(4096) {
-            let seen = self.seen_mark;
-            self.hunt_from(self.scan, seen);
-        }
         let floor = f64::from(self.band_min) * EDGE_WINDOW as f64;
         while self.scan < self.written {
+            if self.scanned_since_sync >= 4096 {
+                self.resync_window();
+            }
             let n = self.scan;
             self.win_disc += f64::from(self.disc[Self::slot(n)]);
             self.win_band += f64::from(self.band[Self::slot(n)]);
@@ -735,22 +765,31 @@ impl TtyDemodulator {
                 self.win_band -= f64::from(self.band[Self::slot(n - EDGE_WINDOW)]);
             }
             self.scan += 1;
+            self.scanned_since_sync += 1;
             if self.win_band < floor {
+                // Silence right after mark: a lost packet, or the caller's carrier dropping.
+                if self.seen_mark && self.gap_from.is_none() {
+                    self.gap_from = Some(n.saturating_sub(EDGE_WINDOW));
+                }
                 continue;
             }
             if self.win_disc < -f64::from(CLEAR) * self.win_band {
                 self.seen_mark = true;
+                self.gap_from = None;
             } else if self.seen_mark && self.win_disc > 0.0 {
-                // The window is half space: the edge lies at its middle.
-                self.state = RxState::Frame { t0: n + 1 - EDGE_WINDOW / 2 };
+                // The window is half space: the edge lies at its middle. After a gap, any
+                // space tips the sum, so take the latest edge possible; `decide` searches back.
+                let t0 = if self.gap_from.is_some() { n + 1 } else { n + 1 - EDGE_WINDOW / 2 };
+                self.state = RxState::Frame { t0, gap_from: self.gap_from };
                 return true;
             }
         }
         false
     }
 
-    fn decide(&mut self, t0: u64) {
-        let candidate = match self.config.baud {
+    /// Decodes at the rate(s) allowed, preferring the rate last heard on a near tie.
+    fn decode_any_rate(&self, t0: u64) -> Option<Candidate> {
+        match self.config.baud {
             BaudMode::Baud45 => self.decode(t0, BIT_45),
             BaudMode::Baud50 => self.decode(t0, BIT_50),
             BaudMode::Auto => {
@@ -760,8 +799,27 @@ impl TtyDemodulator {
                     (a, b) => a.or(b),
                 }
             }
-        };
-        let Some(c) = candidate else {
+        }
+    }
+
+    fn decide(&mut self, t0: u64, gap_from: Option<u64>) {
+        let mut best = self.decode_any_rate(t0).map(|c| (c, t0));
+        if let Some(gap) = gap_from {
+            // The start edge may have been lost in the gap, the space seen after it being a later
+            // bit: try edges across the gap and keep the best-aligned character. The previous
+            // character's stop bit bounds how early it can be.
+            let earliest = gap.max(self.next_t0_min).max(t0.saturating_sub(2 * BIT_45 as u64));
+            let mut t = earliest;
+            while t <= t0 {
+                if let Some(c) = self.decode_any_rate(t)
+                    && best.is_none_or(|(b, _)| c.margin > b.margin)
+                {
+                    best = Some((c, t));
+                }
+                t += (BIT_50 / 8.0) as u64;
+            }
+        }
+        let Some((c, t0)) = best else {
             // A false start: look again just after it.
             self.hunt_from(t0 + EDGE_WINDOW / 2 + 1, false);
             return;
@@ -769,11 +827,14 @@ impl TtyDemodulator {
         self.bit_samples = c.bit_samples;
         let end = t0 + (7.0 * c.bit_samples) as u64;
         self.emit_code(c.code, end);
+        self.next_t0_min = t0 + (7.4 * c.bit_samples) as u64;
         // The stop bit is mark: hunting from its middle finds the next start edge.
         self.hunt_from(t0 + (6.5 * c.bit_samples) as u64, true);
     }
 
-    /// Reads the character starting at `t0` with bits `bit` samples long.
+    /// Reads the character starting at `t0` with bits `bit` samples long. Bits blanked by lost
+    /// packets are guessed (as space) but cannot fail the framing; bits with power must show a
+    /// clear FSK deviation, which a lone tone near 1600 Hz (DTMF 1633 Hz) does not.
     fn decode(&self, t0: u64, bit: f32) -> Option<Candidate> {
         let span = (7.0 * bit) as u64;
         let (mut band, mut total) = (0f64, 0f64);
@@ -788,23 +849,39 @@ impl TtyDemodulator {
         let band_per_sample = band / span as f64;
         let mut code = 0u8;
         let mut margin = 0f32;
+        let mut powered = 0;
         for i in 0..7u8 {
             let at = |frac: f32| t0 + ((f32::from(i) + frac) * bit) as u64;
             let (mut d, mut p) = self.integrate(at(0.3), at(0.7));
+            let mut len = 0.4 * f64::from(bit);
             // A lost packet may have blanked the middle of the bit: use whatever is left of it.
-            if p < 0.25 * band_per_sample * (0.4 * f64::from(bit)) {
+            if p < 0.25 * band_per_sample * len {
                 (d, p) = self.integrate(at(0.1), at(0.9));
+                len = 0.8 * f64::from(bit);
             }
-            let norm = if p > 0.0 { (d / p) as f32 } else { 0.0 };
+            if p < 0.25 * band_per_sample * len {
+                continue;
+            }
+            // The full-bit reading scores alignment: it degrades as soon as the timing is off.
+            let (d_full, p_full) = self.integrate(at(0.05), at(0.95));
+            powered += 1;
+            let norm = (d / p) as f32;
+            if norm.abs() < CLEAR {
+                return None;
+            }
             match i {
-                0 if norm < CLEAR => return None,
-                6 if norm > -CLEAR && p > 0.25 * band_per_sample * (0.8 * f64::from(bit)) => return None,
+                0 if norm < 0.0 => return None,
+                6 if norm > 0.0 => return None,
                 1..=5 if norm < 0.0 => code |= 1 << (i - 1),
                 _ => {}
             }
-            margin += norm.abs();
+            margin += if p_full > 0.0 { (d_full / p_full).abs() as f32 } else { 0.0 };
         }
-        Some(Candidate { code, margin, bit_samples: bit })
+        // Mostly silence is not a character.
+        if powered < 5 {
+            return None;
+        }
+        Some(Candidate { code, margin: margin / powered as f32, bit_samples: bit })
     }
 
     fn integrate(&self, from: u64, to: u64) -> (f64, f64) {
