@@ -25,7 +25,10 @@ fn minimodem() -> &'static str {
         .stderr(Stdio::null())
         .status()
         .is_ok();
-    assert!(found, "minimodem is not on PATH: install it (apt-get install minimodem) to run the TTY interop tests");
+    assert!(
+        found,
+        "minimodem is not on PATH: install it (apt-get install minimodem) to run the TTY interop tests"
+    );
     "minimodem"
 }
 
@@ -49,18 +52,30 @@ fn ulaw_decode(code: u8) -> i16 {
     let exponent = i32::from((code >> 4) & 0x07);
     let mantissa = i32::from(code & 0x0F);
     let magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
-    (if code & 0x80 != 0 { -magnitude } else { magnitude }) as i16
+    (if code & 0x80 != 0 {
+        -magnitude
+    } else {
+        magnitude
+    }) as i16
 }
 
 fn read_wav_8k(path: &PathBuf) -> Vec<i16> {
     let mut reader = hound::WavReader::open(path).expect("minimodem wrote a readable WAV");
     let spec = reader.spec();
-    assert_eq!((spec.sample_rate, spec.channels), (8000, 1), "minimodem -R 8000 writes 8 kHz mono");
+    assert_eq!(
+        (spec.sample_rate, spec.channels),
+        (8000, 1),
+        "minimodem -R 8000 writes 8 kHz mono"
+    );
     match spec.sample_format {
-        hound::SampleFormat::Int => reader.samples::<i16>().map(|s| s.expect("valid sample")).collect(),
-        hound::SampleFormat::Float => {
-            reader.samples::<f32>().map(|s| (s.expect("valid sample") * 32767.0) as i16).collect()
-        }
+        hound::SampleFormat::Int => reader
+            .samples::<i16>()
+            .map(|s| s.expect("valid sample"))
+            .collect(),
+        hound::SampleFormat::Float => reader
+            .samples::<f32>()
+            .map(|s| (s.expect("valid sample") * 32767.0) as i16)
+            .collect(),
     }
 }
 
@@ -93,9 +108,14 @@ fn minimodem_send(text: &str, mode_args: &[&str], volume: &str, name: &str) -> V
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().expect("stdin was piped");
-        stdin.write_all(text.as_bytes()).expect("minimodem reads its input");
+        stdin
+            .write_all(text.as_bytes())
+            .expect("minimodem reads its input");
     }
-    assert!(child.wait().expect("minimodem runs").success(), "minimodem --tx failed");
+    assert!(
+        child.wait().expect("minimodem runs").success(),
+        "minimodem --tx failed"
+    );
     let pcm = read_wav_8k(&path);
     let _ = std::fs::remove_file(&path);
     pcm
@@ -115,7 +135,16 @@ fn we_decode_minimodem_tdd_exactly_after_ulaw() {
 #[test]
 fn we_decode_minimodem_50_baud_exactly() {
     let text = "FIFTY BAUD 50 1.5 STOP GA";
-    let args = ["50", "--baudot", "-M", "1400", "-S", "1800", "--stopbits", "1.5"];
+    let args = [
+        "50",
+        "--baudot",
+        "-M",
+        "1400",
+        "-S",
+        "1800",
+        "--stopbits",
+        "1.5",
+    ];
     let pcm = minimodem_send(text, &args, "0.5", "tx50");
     assert_eq!(decode(&pcm), text);
 }
@@ -135,7 +164,9 @@ fn our_wav(text: &str, config: TtyTxConfig, name: &str) -> PathBuf {
     loop {
         let n = tx.fill(&mut frame);
         for &s in &frame[..n] {
-            writer.write_sample(ulaw_decode(ulaw_encode(s))).expect("write sample");
+            writer
+                .write_sample(ulaw_decode(ulaw_encode(s)))
+                .expect("write sample");
         }
         if n < frame.len() {
             break;
@@ -153,7 +184,11 @@ fn minimodem_receive(path: &PathBuf, mode_args: &[&str]) -> String {
         .arg(path)
         .output()
         .expect("minimodem runs");
-    assert!(out.status.success(), "minimodem --rx failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "minimodem --rx failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -162,7 +197,11 @@ fn minimodem_decodes_our_tdd_exactly() {
     for (k, text) in TEXTS.iter().enumerate() {
         for stop_bits in [1.5, 2.0] {
             for level_dbm0 in [-10.0, -30.0] {
-                let config = TtyTxConfig { stop_bits, level_dbm0, ..TtyTxConfig::default() };
+                let config = TtyTxConfig {
+                    stop_bits,
+                    level_dbm0,
+                    ..TtyTxConfig::default()
+                };
                 let path = our_wav(text, config, &format!("rx{k}-{stop_bits}-{level_dbm0}"));
                 // minimodem's tdd receiver frames exactly 2 stop bits; tell it about 1.5.
                 let stop = format!("{stop_bits:.1}");
@@ -177,9 +216,25 @@ fn minimodem_decodes_our_tdd_exactly() {
 #[test]
 fn minimodem_decodes_our_50_baud_exactly() {
     let text = "FIFTY BAUD 50 1.5 STOP GA";
-    let config = TtyTxConfig { baud: BAUD_50, stop_bits: 1.5, ..TtyTxConfig::default() };
+    let config = TtyTxConfig {
+        baud: BAUD_50,
+        stop_bits: 1.5,
+        ..TtyTxConfig::default()
+    };
     let path = our_wav(text, config, "rx50");
-    let got = minimodem_receive(&path, &["50", "--baudot", "-M", "1400", "-S", "1800", "--stopbits", "1.5"]);
+    let got = minimodem_receive(
+        &path,
+        &[
+            "50",
+            "--baudot",
+            "-M",
+            "1400",
+            "-S",
+            "1800",
+            "--stopbits",
+            "1.5",
+        ],
+    );
     let _ = std::fs::remove_file(&path);
     assert_eq!(got, text);
 }

@@ -8,7 +8,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ivr::audio::tty::{BAUD_45, MARK_HZ, SPACE_HZ, TtyDemodulator, TtyModulator, TtyRxConfig, TtyTxConfig};
+use ivr::audio::tty::{
+    BAUD_45, MARK_HZ, SPACE_HZ, TtyDemodulator, TtyModulator, TtyRxConfig, TtyTxConfig,
+};
 
 /// xorshift64*: deterministic and dependency-free.
 struct Rng(u64);
@@ -34,9 +36,39 @@ impl Rng {
 }
 
 const WORDS: &[&str] = &[
-    "WHAT", "IS", "MY", "CASE", "STATUS", "Q", "GA", "RECEIPT", "IOE0912345678", "FORM", "I-485", "CALL",
-    "ME", "AT", "555-0142", "PLEASE", "$50.00", "WHEN", "WILL", "IT", "BE", "DONE?", "THANKS!", "OK,",
-    "(A/B)", "#12", "3:30", "SK", "NAME'S", "\"JO\"", "1;2", "A&B", "HELP",
+    "WHAT",
+    "IS",
+    "MY",
+    "CASE",
+    "STATUS",
+    "Q",
+    "GA",
+    "RECEIPT",
+    "IOE0912345678",
+    "FORM",
+    "I-485",
+    "CALL",
+    "ME",
+    "AT",
+    "555-0142",
+    "PLEASE",
+    "$50.00",
+    "WHEN",
+    "WILL",
+    "IT",
+    "BE",
+    "DONE?",
+    "THANKS!",
+    "OK,",
+    "(A/B)",
+    "#12",
+    "3:30",
+    "SK",
+    "NAME'S",
+    "\"JO\"",
+    "1;2",
+    "A&B",
+    "HELP",
 ];
 
 fn random_text(rng: &mut Rng, chars_min: usize) -> String {
@@ -96,7 +128,13 @@ struct Line {
     level_dbm0: f64,
 }
 
-const SPEC: Line = Line { snr_db: 20.0, freq_error: 0.04, loss: 0.01, lost_as: Lost::Zeros, level_dbm0: -10.0 };
+const SPEC: Line = Line {
+    snr_db: 20.0,
+    freq_error: 0.04,
+    loss: 0.01,
+    lost_as: Lost::Zeros,
+    level_dbm0: -10.0,
+};
 
 /// Sends random text through `line`; returns (character error rate, characters sent).
 fn run(line: Line, seed: u64, chars_min: usize) -> (f64, usize) {
@@ -125,7 +163,9 @@ fn run(line: Line, seed: u64, chars_min: usize) -> (f64, usize) {
     let sigma = (power / 10f64.powf(line.snr_db / 10.0)).sqrt();
     let mut line_pcm: Vec<i16> = clean
         .iter()
-        .map(|&s| ulaw_round_trip((f64::from(s) + sigma * rng.gaussian()).clamp(-32768.0, 32767.0) as i16))
+        .map(|&s| {
+            ulaw_round_trip((f64::from(s) + sigma * rng.gaussian()).clamp(-32768.0, 32767.0) as i16)
+        })
         .collect();
     line_pcm.extend(std::iter::repeat_n(0, 4000));
     let mut lost = vec![false; line_pcm.len() / 160];
@@ -157,7 +197,9 @@ fn run(line: Line, seed: u64, chars_min: usize) -> (f64, usize) {
             let mut n = (1 + rng.below(480)).min(line_pcm.len() - at);
             if line.lost_as == Lost::Gap {
                 // Stop short of the next lost frame so it can be reported as a gap.
-                let next_lost = (at / 160 + 1..lost.len()).find(|&k| lost[k]).map_or(usize::MAX, |k| k * 160);
+                let next_lost = (at / 160 + 1..lost.len())
+                    .find(|&k| lost[k])
+                    .map_or(usize::MAX, |k| k * 160);
                 n = n.min(next_lost - at);
             }
             rx.handle_pcm(now, &line_pcm[at..at + n]);
@@ -169,16 +211,29 @@ fn run(line: Line, seed: u64, chars_min: usize) -> (f64, usize) {
         }
     }
     if std::env::var_os("TTY_DEBUG").is_some() {
-        eprintln!("SENT {text}\nGOT  {got}\nLOST {:?}", lost.iter().enumerate().filter(|x| *x.1).map(|x| x.0).collect::<Vec<_>>());
+        eprintln!(
+            "SENT {text}\nGOT  {got}\nLOST {:?}",
+            lost.iter()
+                .enumerate()
+                .filter(|x| *x.1)
+                .map(|x| x.0)
+                .collect::<Vec<_>>()
+        );
     }
     let sent: Vec<char> = text.chars().collect();
     let got: Vec<char> = got.chars().collect();
-    (levenshtein(&sent, &got) as f64 / sent.len() as f64, sent.len())
+    (
+        levenshtein(&sent, &got) as f64 / sent.len() as f64,
+        sent.len(),
+    )
 }
 
 /// Seeds 1..=N, N from `TTY_SEEDS` (default 5, ~600 characters) for longer measurements.
 fn cer(line: Line) -> (f64, usize) {
-    let seeds: u64 = std::env::var("TTY_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let seeds: u64 = std::env::var("TTY_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     let (mut errors, mut chars) = (0.0, 0);
     for seed in 1..=seeds {
         let (rate, n) = run(line, seed * 7919 + 1, 120);
@@ -193,7 +248,10 @@ fn cer_at_most_one_percent_at_20db_4pct_1pct_loss() {
     for freq_error in [0.04, -0.04, 0.0] {
         let line = Line { freq_error, ..SPEC };
         let (rate, chars) = cer(line);
-        println!("spec line {line:?}: CER {:.2}% over {chars} chars", rate * 100.0);
+        println!(
+            "spec line {line:?}: CER {:.2}% over {chars} chars",
+            rate * 100.0
+        );
         assert!(chars >= 400, "a few hundred characters");
         assert!(rate <= 0.01, "CER {:.2}% > 1% on {line:?}", rate * 100.0);
     }
@@ -202,19 +260,51 @@ fn cer_at_most_one_percent_at_20db_4pct_1pct_loss() {
 #[test]
 fn harsher_lines_are_measured() {
     let harsh = [
-        Line { snr_db: 10.0, ..SPEC },
-        Line { freq_error: 0.05, ..SPEC },
-        Line { freq_error: -0.05, ..SPEC },
+        Line {
+            snr_db: 10.0,
+            ..SPEC
+        },
+        Line {
+            freq_error: 0.05,
+            ..SPEC
+        },
+        Line {
+            freq_error: -0.05,
+            ..SPEC
+        },
         Line { loss: 0.03, ..SPEC },
-        Line { loss: 0.03, lost_as: Lost::Repeat, ..SPEC },
-        Line { loss: 0.03, lost_as: Lost::Gap, ..SPEC },
-        Line { level_dbm0: -30.0, ..SPEC },
-        Line { level_dbm0: 0.0, ..SPEC },
-        Line { snr_db: 10.0, freq_error: 0.05, loss: 0.03, lost_as: Lost::Zeros, level_dbm0: -30.0 },
+        Line {
+            loss: 0.03,
+            lost_as: Lost::Repeat,
+            ..SPEC
+        },
+        Line {
+            loss: 0.03,
+            lost_as: Lost::Gap,
+            ..SPEC
+        },
+        Line {
+            level_dbm0: -30.0,
+            ..SPEC
+        },
+        Line {
+            level_dbm0: 0.0,
+            ..SPEC
+        },
+        Line {
+            snr_db: 10.0,
+            freq_error: 0.05,
+            loss: 0.03,
+            lost_as: Lost::Zeros,
+            level_dbm0: -30.0,
+        },
     ];
     for line in harsh {
         let (rate, chars) = cer(line);
-        println!("harsh line {line:?}: CER {:.2}% over {chars} chars", rate * 100.0);
+        println!(
+            "harsh line {line:?}: CER {:.2}% over {chars} chars",
+            rate * 100.0
+        );
         // Not the spec condition: only a sanity bound, so a collapse shows up.
         assert!(rate < 0.25, "CER {:.2}% on {line:?}", rate * 100.0);
     }
@@ -244,7 +334,8 @@ fn dtmf(key: usize, level_dbm0: f64, twist_db: f64, on_ms: usize, off_ms: usize)
     let mut out = Vec::new();
     for n in 0..on_ms * 8 {
         let t = n as f64 / 8000.0;
-        let s = amp * (std::f64::consts::TAU * row * t).sin() + col_amp * (std::f64::consts::TAU * col * t).sin();
+        let s = amp * (std::f64::consts::TAU * row * t).sin()
+            + col_amp * (std::f64::consts::TAU * col * t).sin();
         out.push(ulaw_round_trip(s.clamp(-32768.0, 32767.0) as i16));
     }
     out.extend(std::iter::repeat_n(0, off_ms * 8));
@@ -275,22 +366,44 @@ fn speech_produces_no_characters() {
     let pcm8k = dir.join(format!("ivr-tty-speech8k-{}.wav", std::process::id()));
     let text = "Thank you for calling. Please say or type your question. \
                 What is my case status? I need to change my address. Zero one two three four five.";
-    let spoke = Command::new("espeak-ng").args(["-s", "160", "-w"]).arg(&raw).arg(text).status();
+    let spoke = Command::new("espeak-ng")
+        .args(["-s", "160", "-w"])
+        .arg(&raw)
+        .arg(text)
+        .status();
     if !spoke.is_ok_and(|s| s.success()) {
         println!("espeak-ng not installed: speech rejection not checked");
         return;
     }
-    let resampled = Command::new("sox").arg(&raw).args(["-r", "8000", "-c", "1", "-b", "16"]).arg(&pcm8k).status();
+    let resampled = Command::new("sox")
+        .arg(&raw)
+        .args(["-r", "8000", "-c", "1", "-b", "16"])
+        .arg(&pcm8k)
+        .status();
     let _ = std::fs::remove_file(&raw);
-    assert!(resampled.is_ok_and(|s| s.success()), "sox is needed beside espeak-ng to resample speech to 8 kHz");
+    assert!(
+        resampled.is_ok_and(|s| s.success()),
+        "sox is needed beside espeak-ng to resample speech to 8 kHz"
+    );
     let mut reader = hound::WavReader::open(&pcm8k).expect("sox wrote a WAV");
-    let speech: Vec<i16> = reader.samples::<i16>().map(|s| s.expect("valid sample")).collect();
+    let speech: Vec<i16> = reader
+        .samples::<i16>()
+        .map(|s| s.expect("valid sample"))
+        .collect();
     let _ = std::fs::remove_file(&pcm8k);
     assert!(speech.len() > 8000 * 3, "espeak-ng spoke for a few seconds");
-    let peak = speech.iter().map(|&s| i32::from(s).abs()).max().unwrap_or(1).max(1);
+    let peak = speech
+        .iter()
+        .map(|&s| i32::from(s).abs())
+        .max()
+        .unwrap_or(1)
+        .max(1);
     for gain_db in [-20.0, -6.0, 0.0] {
         let gain = 30000.0 / peak as f64 * 10f64.powf(gain_db / 20.0);
-        let pcm: Vec<i16> = speech.iter().map(|&s| ulaw_round_trip((f64::from(s) * gain) as i16)).collect();
+        let pcm: Vec<i16> = speech
+            .iter()
+            .map(|&s| ulaw_round_trip((f64::from(s) * gain) as i16))
+            .collect();
         let (got, carrier) = decode_all(&pcm);
         println!("speech at {gain_db} dB below full scale: carrier ever detected: {carrier}");
         assert_eq!(got, "", "speech decoded as TTY characters at {gain_db} dB");

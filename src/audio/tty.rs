@@ -158,7 +158,10 @@ impl std::fmt::Display for TtyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             TtyError::QueueFull { accepted_chars } => {
-                write!(f, "TTY transmit queue full after {accepted_chars} characters")
+                write!(
+                    f,
+                    "TTY transmit queue full after {accepted_chars} characters"
+                )
             }
         }
     }
@@ -278,7 +281,11 @@ impl TtyModulator {
                 if let Place::Only(needed) = place
                     && shift != Some(needed)
                 {
-                    buf[n] = if needed == Shift::Letters { CODE_LTRS } else { CODE_FIGS };
+                    buf[n] = if needed == Shift::Letters {
+                        CODE_LTRS
+                    } else {
+                        CODE_FIGS
+                    };
                     n += 1;
                     shift = Some(needed);
                 }
@@ -324,7 +331,11 @@ impl TtyModulator {
                     return written;
                 }
             }
-            let step = if self.seg_mark { self.mark_step } else { self.space_step };
+            let step = if self.seg_mark {
+                self.mark_step
+            } else {
+                self.space_step
+            };
             *sample = (self.phase.sin() * self.amplitude) as i16;
             self.phase += step;
             if self.phase >= TAU {
@@ -450,11 +461,19 @@ impl Biquad {
     }
 
     fn cleared(self) -> Self {
-        Biquad { x1: 0.0, x2: 0.0, y1: 0.0, y2: 0.0, ..self }
+        Biquad {
+            x1: 0.0,
+            x2: 0.0,
+            y1: 0.0,
+            y2: 0.0,
+            ..self
+        }
     }
 
     fn run(&mut self, x: f32) -> f32 {
-        let y = self.b0 * x + self.b1 * self.x1 + self.b2 * self.x2 - self.a1 * self.y1 - self.a2 * self.y2;
+        let y = self.b0 * x + self.b1 * self.x1 + self.b2 * self.x2
+            - self.a1 * self.y1
+            - self.a2 * self.y2;
         self.x2 = self.x1;
         self.x1 = x;
         self.y2 = self.y1;
@@ -506,7 +525,10 @@ enum RxState {
     Hunt,
     /// A start edge at absolute sample `t0`; waiting for the rest of the character. `gap_from`:
     /// silence (a lost packet) began there, between the last mark and this edge.
-    Frame { t0: u64, gap_from: Option<u64> },
+    Frame {
+        t0: u64,
+        gap_from: Option<u64>,
+    },
 }
 
 /// A decoded candidate character.
@@ -569,7 +591,10 @@ impl TtyDemodulator {
     pub fn new(config: TtyRxConfig) -> Self {
         // Butterworth 4th order at 450 Hz: passes ±200 Hz deviation with ±5% carrier error and
         // keying sidebands, rejects the 3000–3400 Hz mixing image and most speech energy.
-        let lp = [Biquad::lowpass(450.0, 0.541_196_1), Biquad::lowpass(450.0, 1.306_563)];
+        let lp = [
+            Biquad::lowpass(450.0, 0.541_196_1),
+            Biquad::lowpass(450.0, 1.306_563),
+        ];
         let amp = dbm0_to_amplitude(config.carrier_min_dbm0) as f32;
         TtyDemodulator {
             mix_idx: 0,
@@ -594,7 +619,11 @@ impl TtyDemodulator {
             gap_from: None,
             scanned_since_sync: 0,
             next_t0_min: 0,
-            bit_samples: if config.baud == BaudMode::Baud50 { BIT_50 } else { BIT_45 },
+            bit_samples: if config.baud == BaudMode::Baud50 {
+                BIT_50
+            } else {
+                BIT_45
+            },
             shift: Shift::Letters,
             band_min: amp * amp / 4.0,
             avg_band: 0.0,
@@ -680,7 +709,11 @@ impl TtyDemodulator {
     fn front_end(&mut self, x: f32) {
         let i0 = x * MIX_COS[self.mix_idx];
         let q0 = -x * MIX_SIN[self.mix_idx];
-        self.mix_idx = if self.mix_idx == 4 { 0 } else { self.mix_idx + 1 };
+        self.mix_idx = if self.mix_idx == 4 {
+            0
+        } else {
+            self.mix_idx + 1
+        };
         let i1 = self.lp_i[0].run(i0);
         let i = self.lp_i[1].run(i1);
         let q1 = self.lp_q[0].run(q0);
@@ -742,11 +775,19 @@ impl TtyDemodulator {
             return;
         }
         self.carrier_count += 1;
-        let needed = if present { CARRIER_ON_SAMPLES } else { CARRIER_OFF_SAMPLES };
+        let needed = if present {
+            CARRIER_ON_SAMPLES
+        } else {
+            CARRIER_OFF_SAMPLES
+        };
         if self.carrier_count >= needed {
             self.carrier = present;
             self.carrier_count = 0;
-            self.push_event(if present { TtyEvent::CarrierOn } else { TtyEvent::CarrierOff });
+            self.push_event(if present {
+                TtyEvent::CarrierOn
+            } else {
+                TtyEvent::CarrierOff
+            });
         }
     }
 
@@ -839,8 +880,15 @@ impl TtyDemodulator {
             } else if self.seen_mark && self.win_disc > 0.0 {
                 // The window is half space: the edge lies at its middle. After a gap, any
                 // space tips the sum, so take the latest edge possible; `decide` searches back.
-                let t0 = if self.gap_from.is_some() { n + 1 } else { n + 1 - EDGE_WINDOW / 2 };
-                self.state = RxState::Frame { t0, gap_from: self.gap_from };
+                let t0 = if self.gap_from.is_some() {
+                    n + 1
+                } else {
+                    n + 1 - EDGE_WINDOW / 2
+                };
+                self.state = RxState::Frame {
+                    t0,
+                    gap_from: self.gap_from,
+                };
                 return true;
             }
         }
@@ -856,7 +904,12 @@ impl TtyDemodulator {
             BaudMode::Baud45 => (BIT_45 * 0.94, BIT_SEARCH_MAX),
             BaudMode::Baud50 => (BIT_SEARCH_MIN, BIT_50 * 1.06),
         };
-        let mut best = self.decode(t0, self.bit_samples.clamp(lo, hi)).map(|c| Candidate { margin: c.margin * 1.03, ..c });
+        let mut best = self
+            .decode(t0, self.bit_samples.clamp(lo, hi))
+            .map(|c| Candidate {
+                margin: c.margin * 1.03,
+                ..c
+            });
         let mut bit = lo;
         while bit <= hi {
             if let Some(c) = self.decode(t0, bit)
@@ -875,7 +928,9 @@ impl TtyDemodulator {
             // The start edge may have been lost in the gap, the space seen after it being a later
             // bit: try edges across the gap and keep the best-aligned character. The previous
             // character's stop bit bounds how early it can be.
-            let earliest = gap.max(self.next_t0_min).max(t0.saturating_sub(2 * BIT_SEARCH_MAX as u64));
+            let earliest = gap
+                .max(self.next_t0_min)
+                .max(t0.saturating_sub(2 * BIT_SEARCH_MAX as u64));
             let mut t = earliest;
             while t <= t0 {
                 if let Some(c) = self.decode_any_rate(t)
@@ -954,13 +1009,21 @@ impl TtyDemodulator {
                 1..=5 if norm < 0.0 => code |= 1 << (i - 1),
                 _ => {}
             }
-            margin += if p_full > 0.0 { (d_full / p_full).abs() as f32 } else { 0.0 };
+            margin += if p_full > 0.0 {
+                (d_full / p_full).abs() as f32
+            } else {
+                0.0
+            };
         }
         // Mostly silence is not a character.
         if powered < 5 {
             return None;
         }
-        Some(Candidate { code, margin: margin / powered as f32, bit_samples: bit })
+        Some(Candidate {
+            code,
+            margin: margin / powered as f32,
+            bit_samples: bit,
+        })
     }
 
     /// Mark (true) or space from whatever signal is left in `[from, to)`, by tone energies over
@@ -1072,15 +1135,29 @@ mod tests {
     fn round_trip_letters_and_figures() {
         let text = "WHAT IS MY CASE STATUS? IOE1234567890 $5.00, (A/B) #7 & 'X' \"Y\": Z; -! GA";
         for stop_bits in [1.5, 2.0] {
-            let pcm = modulate(TtyTxConfig { stop_bits, ..TtyTxConfig::default() }, text);
-            assert_eq!(demodulate(TtyRxConfig::default(), &pcm), text, "{stop_bits} stop bits");
+            let pcm = modulate(
+                TtyTxConfig {
+                    stop_bits,
+                    ..TtyTxConfig::default()
+                },
+                text,
+            );
+            assert_eq!(
+                demodulate(TtyRxConfig::default(), &pcm),
+                text,
+                "{stop_bits} stop bits"
+            );
         }
     }
 
     #[test]
     fn round_trip_50_baud_autodetected() {
         let text = "HELLO 50 BAUD 123 GA";
-        let config = TtyTxConfig { baud: BAUD_50, stop_bits: 1.5, ..TtyTxConfig::default() };
+        let config = TtyTxConfig {
+            baud: BAUD_50,
+            stop_bits: 1.5,
+            ..TtyTxConfig::default()
+        };
         let pcm = modulate(config, text);
         let mut rx = TtyDemodulator::new(TtyRxConfig::default());
         rx.handle_pcm(Instant::now(), &pcm);
@@ -1090,7 +1167,11 @@ mod tests {
             s.push(c);
         }
         assert_eq!(s, text);
-        assert!((rx.baud() - BAUD_50).abs() < 1.5, "measured {} baud", rx.baud());
+        assert!(
+            (rx.baud() - BAUD_50).abs() < 1.5,
+            "measured {} baud",
+            rx.baud()
+        );
     }
 
     #[test]
@@ -1106,7 +1187,10 @@ mod tests {
         let codes: Vec<u8> = m.codes.iter().copied().collect();
         assert_eq!(
             codes,
-            [CODE_FIGS, 0x17, CODE_SPACE, CODE_FIGS, 0x13, CODE_SPACE, CODE_LTRS, 0x03, CODE_SPACE, CODE_LTRS, 0x19]
+            [
+                CODE_FIGS, 0x17, CODE_SPACE, CODE_FIGS, 0x13, CODE_SPACE, CODE_LTRS, 0x03,
+                CODE_SPACE, CODE_LTRS, 0x19
+            ]
         );
     }
 
@@ -1118,7 +1202,10 @@ mod tests {
         let mut pcm = vec![0i16; 8000];
         let n = m.fill(&mut pcm);
         pcm.truncate(n);
-        let keep = TtyRxConfig { unshift_on_space: false, ..TtyRxConfig::default() };
+        let keep = TtyRxConfig {
+            unshift_on_space: false,
+            ..TtyRxConfig::default()
+        };
         assert_eq!(demodulate(keep, &pcm), "1 2");
         assert_eq!(demodulate(TtyRxConfig::default(), &pcm), "1 W");
     }
@@ -1126,14 +1213,30 @@ mod tests {
     #[test]
     fn quiet_and_loud_levels() {
         for level_dbm0 in [-35.0, -30.0, 0.0, 3.0] {
-            let pcm = modulate(TtyTxConfig { level_dbm0, ..TtyTxConfig::default() }, "LEVEL 42");
-            assert_eq!(demodulate(TtyRxConfig::default(), &pcm), "LEVEL 42", "at {level_dbm0} dBm0");
+            let pcm = modulate(
+                TtyTxConfig {
+                    level_dbm0,
+                    ..TtyTxConfig::default()
+                },
+                "LEVEL 42",
+            );
+            assert_eq!(
+                demodulate(TtyRxConfig::default(), &pcm),
+                "LEVEL 42",
+                "at {level_dbm0} dBm0"
+            );
         }
     }
 
     #[test]
     fn below_carrier_threshold_is_ignored() {
-        let pcm = modulate(TtyTxConfig { level_dbm0: -60.0, ..TtyTxConfig::default() }, "QUIET");
+        let pcm = modulate(
+            TtyTxConfig {
+                level_dbm0: -60.0,
+                ..TtyTxConfig::default()
+            },
+            "QUIET",
+        );
         assert_eq!(demodulate(TtyRxConfig::default(), &pcm), "");
     }
 
@@ -1144,7 +1247,11 @@ mod tests {
         let start = Instant::now();
         let mut events = Vec::new();
         let mut was_on = false;
-        for (k, frame) in pcm.chunks(160).chain([[0i16; 160]; 20].iter().map(|f| &f[..])).enumerate() {
+        for (k, frame) in pcm
+            .chunks(160)
+            .chain([[0i16; 160]; 20].iter().map(|f| &f[..]))
+            .enumerate()
+        {
             rx.handle_pcm(start + Duration::from_millis(20 * k as u64), frame);
             was_on |= rx.carrier_detected();
             while let Some(e) = rx.poll_event() {
@@ -1153,7 +1260,11 @@ mod tests {
         }
         assert!(was_on);
         assert!(!rx.carrier_detected());
-        let chars: Vec<TtyEvent> = events.iter().copied().filter(|e| matches!(e, TtyEvent::Char(_))).collect();
+        let chars: Vec<TtyEvent> = events
+            .iter()
+            .copied()
+            .filter(|e| matches!(e, TtyEvent::Char(_)))
+            .collect();
         assert_eq!(chars, [TtyEvent::Char('O'), TtyEvent::Char('K')]);
         assert_eq!(events.first(), Some(&TtyEvent::CarrierOn));
         assert_eq!(events.last(), Some(&TtyEvent::CarrierOff));
@@ -1161,7 +1272,10 @@ mod tests {
         // after the start.
         let at = rx.last_char_at().expect("a char was decoded");
         let ms = at.duration_since(start).as_millis() as i64;
-        assert!((ms - (150 + 2 * 176 + 154)).abs() < 15, "last char at {ms} ms");
+        assert!(
+            (ms - (150 + 2 * 176 + 154)).abs() < 15,
+            "last char at {ms} ms"
+        );
     }
 
     #[test]
@@ -1187,13 +1301,22 @@ mod tests {
 
     #[test]
     fn queue_full_is_reported() {
-        let mut m = TtyModulator::new(TtyTxConfig { queue_codes_max: 5, ..TtyTxConfig::default() });
-        assert_eq!(m.push_text("ABCDEFG"), Err(TtyError::QueueFull { accepted_chars: 4 }));
+        let mut m = TtyModulator::new(TtyTxConfig {
+            queue_codes_max: 5,
+            ..TtyTxConfig::default()
+        });
+        assert_eq!(
+            m.push_text("ABCDEFG"),
+            Err(TtyError::QueueFull { accepted_chars: 4 })
+        );
     }
 
     #[test]
     fn garbage_input_never_panics_and_silence_decodes_nothing() {
-        let mut rx = TtyDemodulator::new(TtyRxConfig { events_max: 4, ..TtyRxConfig::default() });
+        let mut rx = TtyDemodulator::new(TtyRxConfig {
+            events_max: 4,
+            ..TtyRxConfig::default()
+        });
         let t = Instant::now();
         let mut seed = 0x1234_5678u32;
         let mut buf = vec![0i16; 3000];
