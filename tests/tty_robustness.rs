@@ -136,8 +136,9 @@ const SPEC: Line = Line {
     level_dbm0: -10.0,
 };
 
-/// Sends random text through `line`; returns (character error rate, characters sent).
-fn run(line: Line, seed: u64, chars_min: usize) -> (f64, usize) {
+/// Sends random text through `line`; returns (character error rate, characters sent, whether
+/// the carrier detector ever fired).
+fn run(line: Line, seed: u64, chars_min: usize) -> (f64, usize, bool) {
     let mut rng = Rng(seed);
     let text = random_text(&mut rng, chars_min);
     let scale = 1.0 + line.freq_error;
@@ -185,6 +186,7 @@ fn run(line: Line, seed: u64, chars_min: usize) -> (f64, usize) {
     let mut rx = TtyDemodulator::new(TtyRxConfig::default());
     let start = Instant::now();
     let mut got = String::new();
+    let mut carrier = false;
     let mut at = 0;
     while at < line_pcm.len() {
         let now = start + Duration::from_micros(at as u64 * 125);
@@ -206,6 +208,7 @@ fn run(line: Line, seed: u64, chars_min: usize) -> (f64, usize) {
             n
         };
         at += n;
+        carrier |= rx.carrier_detected();
         while let Some(c) = rx.poll_char() {
             got.push(c);
         }
@@ -225,29 +228,32 @@ fn run(line: Line, seed: u64, chars_min: usize) -> (f64, usize) {
     (
         levenshtein(&sent, &got) as f64 / sent.len() as f64,
         sent.len(),
+        carrier,
     )
 }
 
 /// Seeds 1..=N, N from `TTY_SEEDS` (default 5, ~600 characters) for longer measurements.
-fn cer(line: Line) -> (f64, usize) {
+fn cer(line: Line) -> (f64, usize, bool) {
     let seeds: u64 = std::env::var("TTY_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    let (mut errors, mut chars) = (0.0, 0);
+    let (mut errors, mut chars, mut carrier) = (0.0, 0, true);
     for seed in 1..=seeds {
-        let (rate, n) = run(line, seed * 7919 + 1, 120);
+        let (rate, n, seen) = run(line, seed * 7919 + 1, 120);
         errors += rate * n as f64;
         chars += n;
+        carrier &= seen;
     }
-    (errors / chars as f64, chars)
+    (errors / chars as f64, chars, carrier)
 }
 
 #[test]
 fn cer_at_most_one_percent_at_20db_4pct_1pct_loss() {
     for freq_error in [0.04, -0.04, 0.0] {
         let line = Line { freq_error, ..SPEC };
-        let (rate, chars) = cer(line);
+        let (rate, chars, carrier) = cer(line);
+        assert!(carrier, "carrier not detected on {line:?}");
         println!(
             "spec line {line:?}: CER {:.2}% over {chars} chars",
             rate * 100.0
@@ -300,7 +306,12 @@ fn harsher_lines_are_measured() {
         },
     ];
     for line in harsh {
-        let (rate, chars) = cer(line);
+        let (rate, chars, carrier) = cer(line);
+        // 10 dB SNR leaves ~0.9 of the power in band: still a carrier.
+        assert!(
+            carrier || line.level_dbm0 < SPEC.level_dbm0 - 15.0 || line.snr_db < 10.0,
+            "carrier not detected on {line:?}"
+        );
         println!(
             "harsh line {line:?}: CER {:.2}% over {chars} chars",
             rate * 100.0
@@ -355,8 +366,8 @@ fn dtmf_produces_no_characters() {
         }
     }
     let (got, carrier) = decode_all(&pcm);
-    println!("DTMF: carrier ever detected: {carrier}");
     assert_eq!(got, "", "DTMF decoded as TTY characters");
+    assert!(!carrier, "DTMF taken for a TTY carrier");
 }
 
 #[test]
@@ -405,7 +416,7 @@ fn speech_produces_no_characters() {
             .map(|&s| ulaw_round_trip((f64::from(s) * gain) as i16))
             .collect();
         let (got, carrier) = decode_all(&pcm);
-        println!("speech at {gain_db} dB below full scale: carrier ever detected: {carrier}");
         assert_eq!(got, "", "speech decoded as TTY characters at {gain_db} dB");
+        assert!(!carrier, "speech taken for a TTY carrier at {gain_db} dB");
     }
 }

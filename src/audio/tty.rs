@@ -402,8 +402,12 @@ pub struct TtyRxConfig {
     /// Quietest signal treated as a carrier.
     pub carrier_min_dbm0: f64,
     /// Share of the signal power that must lie in the 1150–2050 Hz band for a carrier; speech
-    /// and DTMF spread theirs wider.
+    /// and DTMF spread theirs wider (DTMF with +4 dB twist reaches about 0.8).
     pub carrier_band_ratio_min: f32,
+    /// The same share over one character, for it to be decoded. Lower than the carrier's, as a
+    /// lost packet or a noisy line should not cost characters; a character must also show a
+    /// clear FSK deviation in every bit, which DTMF and speech do not.
+    pub char_band_ratio_min: f32,
     /// Bound on undelivered events; beyond it the oldest are dropped.
     pub events_max: usize,
 }
@@ -414,7 +418,8 @@ impl Default for TtyRxConfig {
             baud: BaudMode::Auto,
             unshift_on_space: true,
             carrier_min_dbm0: -50.0,
-            carrier_band_ratio_min: 0.75,
+            carrier_band_ratio_min: 0.85,
+            char_band_ratio_min: 0.75,
             events_max: 256,
         }
     }
@@ -965,7 +970,7 @@ impl TtyDemodulator {
             total += f64::from(self.total[Self::slot(n)]);
         }
         // Speech and DTMF put much of their power outside the FSK band.
-        if 2.0 * band < f64::from(self.config.carrier_band_ratio_min) * total {
+        if 2.0 * band < f64::from(self.config.char_band_ratio_min) * total {
             return None;
         }
         let band_per_sample = band / span as f64;
