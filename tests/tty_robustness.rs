@@ -213,7 +213,7 @@ fn run(line: Line, seed: u64, chars_min: usize) -> (f64, usize, bool) {
             got.push(c);
         }
     }
-    if std::env::var_os("TTY_DEBUG").is_some() {
+    if std::env::var_os("TTY_DEBUG").is_some() && got != text {
         eprintln!(
             "SENT {text}\nGOT  {got}\nLOST {:?}",
             lost.iter()

@@ -507,10 +507,10 @@ const BIT_50: f32 = 160.0;
 const CLEAR: f32 = 0.05;
 /// Block length of the fragment detector: short enough that a carrier 5% off stays in phase.
 const FRAGMENT_BLOCK: usize = 16;
-/// Bit lengths tried when timing a character: 50 baud −6% to 45.45 baud +6%.
+/// Bit lengths tried when timing a character: 50 baud +6% to 45.45 baud −6%.
 const BIT_SEARCH_MIN: f32 = 150.0;
 const BIT_SEARCH_MAX: f32 = 187.0;
-const BIT_SEARCH_STEP: f32 = 2.0;
+const BIT_SEARCH_STEP: f32 = 1.5;
 
 fn phasor(hz: f64, k: usize) -> (f32, f32) {
     let w = std::f64::consts::TAU * hz / f64::from(SAMPLE_RATE_HZ) * k as f64;
@@ -575,6 +575,8 @@ pub struct TtyDemodulator {
     scanned_since_sync: u32,
     /// No start edge can precede the previous character's stop bit.
     next_t0_min: u64,
+    /// Start edge of the last character.
+    prev_t0: u64,
     /// Rate of the last character (Auto mode prefers it on a near tie).
     bit_samples: f32,
     shift: Shift,
@@ -624,6 +626,7 @@ impl TtyDemodulator {
             gap_from: None,
             scanned_since_sync: 0,
             next_t0_min: 0,
+            prev_t0: 0,
             bit_samples: if config.baud == BaudMode::Baud50 {
                 BIT_50
             } else {
@@ -900,61 +903,86 @@ impl TtyDemodulator {
         false
     }
 
-    /// Times the character at `t0` by trying bit lengths around the rates allowed (a TTY's
-    /// clock may be a few percent off) and keeps the best-aligned reading; the length last heard
-    /// wins near ties, so a character of all-equal bits does not move the estimate.
+    /// Times the character at `t0`: tries bit lengths within ±6% of the tracked estimate (a
+    /// TTY's clock may be a few percent off) and, in auto mode, of the other nominal rate, and
+    /// keeps the best-aligned reading. Lengths away from the estimate pay a small penalty, so a
+    /// character with few transitions (which fits many lengths) does not move it; switching
+    /// rate needs a clearly better fit.
     fn decode_any_rate(&self, t0: u64) -> Option<Candidate> {
-        let (lo, hi) = match self.config.baud {
-            BaudMode::Auto => (BIT_SEARCH_MIN, BIT_SEARCH_MAX),
-            BaudMode::Baud45 => (BIT_45 * 0.94, BIT_SEARCH_MAX),
-            BaudMode::Baud50 => (BIT_SEARCH_MIN, BIT_50 * 1.06),
+        let here = self.bit_samples;
+        let other = match self.config.baud {
+            BaudMode::Auto if here > (BIT_45 + BIT_50) / 2.0 => Some(BIT_50),
+            BaudMode::Auto => Some(BIT_45),
+            BaudMode::Baud45 | BaudMode::Baud50 => None,
         };
-        let mut best = self
-            .decode(t0, self.bit_samples.clamp(lo, hi))
-            .map(|c| Candidate {
-                margin: c.margin * 1.03,
-                ..c
-            });
-        let mut bit = lo;
-        while bit <= hi {
-            if let Some(c) = self.decode(t0, bit)
-                && best.is_none_or(|b| c.margin > b.margin)
-            {
-                best = Some(c);
+        let best_near = |centre: f32| {
+            let mut best: Option<(Candidate, f32)> = None;
+            let mut bit = (centre * 0.94).max(BIT_SEARCH_MIN);
+            while bit <= (centre * 1.06).min(BIT_SEARCH_MAX) {
+                if let Some(c) = self.decode(t0, bit) {
+                    let score = c.margin * (1.0 - 0.5 * ((bit - centre) / centre).abs());
+                    if best.is_none_or(|(_, s)| score > s) {
+                        best = Some((c, score));
+                    }
+                }
+                bit += BIT_SEARCH_STEP;
             }
-            bit += BIT_SEARCH_STEP;
+            best
+        };
+        match (best_near(here), other.and_then(best_near)) {
+            (Some((a, sa)), Some((b, sb))) => Some(if sb > 1.15 * sa { b } else { a }),
+            (a, b) => a.or(b).map(|(c, _)| c),
         }
-        best
     }
 
     fn decide(&mut self, t0: u64, gap_from: Option<u64>) {
-        let mut best = self.decode_any_rate(t0).map(|c| (c, t0));
+        let mut best = self.decode_any_rate(t0).map(|c| (c, t0, c.margin));
         if let Some(gap) = gap_from {
             // The start edge may have been lost in the gap, the space seen after it being a later
-            // bit: try edges across the gap and keep the best-aligned character. The previous
-            // character's stop bit bounds how early it can be.
+            // bit: try edges across the gap and keep the best-aligned character. A run of space
+            // fits many edges equally well, so edges where a sender typing without pause puts
+            // them (1.5 or 2 stop bits after the previous character) are preferred, and NUL,
+            // which nobody types, is not taken from a guess.
             let earliest = gap
                 .max(self.next_t0_min)
                 .max(t0.saturating_sub(2 * BIT_SEARCH_MAX as u64));
+            let (prev, bit) = (self.prev_t0 as f32, self.bit_samples);
             let mut t = earliest;
             while t <= t0 {
+                let stops = (t as f32 - prev) / bit - 7.0;
+                let prior = if (stops - 0.5).abs() < 0.1 || (stops - 1.0).abs() < 0.1 {
+                    1.25
+                } else {
+                    1.0
+                };
                 if let Some(c) = self.decode_any_rate(t)
-                    && best.is_none_or(|(b, _)| c.margin > b.margin)
+                    && c.code != CODE_NUL
+                    && best.is_none_or(|(_, _, score)| c.margin * prior > score)
                 {
-                    best = Some((c, t));
+                    best = Some((c, t, c.margin * prior));
                 }
-                t += (BIT_50 / 8.0) as u64;
+                t += (BIT_50 / 16.0) as u64;
             }
         }
-        let Some((c, t0)) = best else {
+        let Some((c, t0, _)) = best else {
             // A false start: look again just after it.
             self.hunt_from(t0 + EDGE_WINDOW / 2 + 1, false);
             return;
         };
-        self.bit_samples = c.bit_samples;
+        // Follow the sender's clock slowly, and only on characters whose transitions pin it
+        // down; a rate switch is taken at once.
+        // Start (0), data, stop (1) as bits 0..=6; count the level changes.
+        let frame = 0x40 | (u16::from(c.code) << 1);
+        let transitions = ((frame ^ (frame >> 1)) & 0x3F).count_ones();
+        if (c.bit_samples - self.bit_samples).abs() > 0.06 * self.bit_samples {
+            self.bit_samples = c.bit_samples;
+        } else if transitions >= 3 {
+            self.bit_samples += 0.25 * (c.bit_samples - self.bit_samples);
+        }
         let end = t0 + (7.0 * c.bit_samples) as u64;
         self.emit_code(c.code, end);
-        self.next_t0_min = t0 + (7.4 * c.bit_samples) as u64;
+        self.next_t0_min = t0 + (7.0 * c.bit_samples) as u64;
+        self.prev_t0 = t0;
         // The stop bit is mark: hunting from its middle finds the next start edge.
         self.hunt_from(t0 + (6.5 * c.bit_samples) as u64, true);
     }
