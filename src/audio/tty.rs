@@ -238,6 +238,8 @@ pub struct TtyModulator {
     pos: u64,
     seg_end: f64,
     seg_mark: bool,
+    /// `cancel` during a character: end the burst after it.
+    cancelled: bool,
 }
 
 impl TtyModulator {
@@ -261,6 +263,7 @@ impl TtyModulator {
             pos: 0,
             seg_end: 0.0,
             seg_mark: true,
+            cancelled: false,
         }
     }
 
@@ -309,6 +312,19 @@ impl TtyModulator {
         self.state == TxState::Idle && self.codes.is_empty()
     }
 
+    /// Drops the queued text, e.g. when the caller starts typing (TTYs are half-duplex). The
+    /// character on the line is finished, so the far end does not print garbage, then the
+    /// carrier stops without a tail.
+    pub fn cancel(&mut self) {
+        self.codes.clear();
+        match self.state {
+            TxState::Char { .. } => self.cancelled = true,
+            TxState::LeadIn | TxState::Tail => self.seg_end = self.pos as f64,
+            TxState::Idle => {}
+        }
+        self.queue_shift = None;
+    }
+
     /// Writes up to `out.len()` samples and returns how many were written. Fewer than asked
     /// means the burst ended (the caller pads with silence); 0 means idle.
     pub fn fill(&mut self, out: &mut [i16]) -> usize {
@@ -354,10 +370,11 @@ impl TtyModulator {
                 if let Some(code) = self.codes.pop_front() {
                     self.state = TxState::Char { code, bit: 0 };
                     (false, self.bit_samples)
-                } else if matches!(self.state, TxState::Char { .. }) {
+                } else if matches!(self.state, TxState::Char { .. }) && !self.cancelled {
                     self.state = TxState::Tail;
                     (true, self.tail_samples)
                 } else {
+                    self.cancelled = false;
                     // Tail (or an empty lead-in) done: the burst ends.
                     self.state = TxState::Idle;
                     self.queue_shift = None;
@@ -1330,6 +1347,78 @@ mod tests {
         // 150 ms lead-in, LTRS + A (8 bits × 176 each), 300 ms tail.
         assert_eq!(total, 1200 + 2 * 1408 + 2400);
         assert!(m.is_idle());
+    }
+
+    #[test]
+    fn cancel_finishes_the_character_on_the_line_and_skips_the_tail() {
+        let mut m = TtyModulator::new(TtyTxConfig::default());
+        m.push_text("HELLO").unwrap();
+        let mut pcm = vec![0i16; 1200 + 1408 + 500];
+        assert_eq!(m.fill(&mut pcm), pcm.len());
+        // Mid-way through H (LTRS went first).
+        m.cancel();
+        let mut rest = vec![0i16; 8000];
+        let n = m.fill(&mut rest);
+        assert_eq!(n, 1408 - 500);
+        assert!(m.is_idle());
+        pcm.extend_from_slice(&rest[..n]);
+        assert_eq!(demodulate(TtyRxConfig::default(), &pcm), "H");
+        // Cancelling while idle or in the lead-in is harmless.
+        m.cancel();
+        m.push_text("X").unwrap();
+        assert_eq!(m.fill(&mut rest[..100]), 100);
+        m.cancel();
+        assert_eq!(m.fill(&mut rest), 0);
+        assert!(m.is_idle());
+    }
+
+    #[test]
+    fn fixed_rate_modes_decode_their_rate() {
+        let text = "FIXED 45 50";
+        let pcm45 = modulate(TtyTxConfig::default(), text);
+        let baud45 = TtyRxConfig {
+            baud: BaudMode::Baud45,
+            ..TtyRxConfig::default()
+        };
+        assert_eq!(demodulate(baud45.clone(), &pcm45), text);
+        let pcm50 = modulate(
+            TtyTxConfig {
+                baud: BAUD_50,
+                ..TtyTxConfig::default()
+            },
+            text,
+        );
+        let baud50 = TtyRxConfig {
+            baud: BaudMode::Baud50,
+            ..TtyRxConfig::default()
+        };
+        assert_eq!(demodulate(baud50, &pcm50), text);
+    }
+
+    #[test]
+    fn start_edge_lost_in_a_gap_is_recovered() {
+        // "5" is five bits of space: once its start edge is lost, only the prior that a typist
+        // sends characters back to back places it.
+        let mut m = TtyModulator::new(TtyTxConfig::default());
+        m.push_text("A 555-0142").unwrap();
+        let mut pcm = vec![0i16; 30000];
+        let n = m.fill(&mut pcm);
+        pcm.truncate(n);
+        let start_of_first_5 = 1200 + 4 * 1408;
+        let t = Instant::now();
+        for lead in [20, 80, 140] {
+            let mut rx = TtyDemodulator::new(TtyRxConfig::default());
+            let gap_at = start_of_first_5 - lead;
+            rx.handle_pcm(t, &pcm[..gap_at]);
+            rx.handle_gap(t, 160);
+            rx.handle_pcm(t, &pcm[gap_at + 160..]);
+            rx.handle_pcm(t, &[0; 2000]);
+            let mut got = String::new();
+            while let Some(c) = rx.poll_char() {
+                got.push(c);
+            }
+            assert_eq!(got, "A 555-0142", "gap {lead} samples before the edge");
+        }
     }
 
     #[test]
