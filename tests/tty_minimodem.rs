@@ -133,6 +133,14 @@ fn we_decode_minimodem_tdd_exactly_after_ulaw() {
 }
 
 #[test]
+fn we_decode_minimodem_with_1_5_stop_bits() {
+    // What TIA-825-A TTYs send: characters 7.5 bits apart.
+    let text = TEXTS[2];
+    let pcm = minimodem_send(text, &["tdd", "--stopbits", "1.5"], "0.3", "tx15");
+    assert_eq!(decode(&pcm), text);
+}
+
+#[test]
 fn we_decode_minimodem_50_baud_exactly() {
     let text = "FIFTY BAUD 50 1.5 STOP GA";
     let args = [
