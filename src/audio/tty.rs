@@ -31,6 +31,10 @@ pub const BAUD_45: f64 = 1000.0 / 22.0;
 /// The European / V.18 50 baud variant: 20 ms bits.
 pub const BAUD_50: f64 = 50.0;
 
+/// Hard bounds on the configurable queues (a config typo must not reserve gigabytes).
+const QUEUE_CODES_LIMIT: usize = 1 << 20;
+const EVENTS_LIMIT: usize = 1 << 16;
+
 const CODE_LTRS: u8 = 0x1F;
 const CODE_FIGS: u8 = 0x1B;
 const CODE_SPACE: u8 = 0x04;
@@ -255,8 +259,8 @@ impl TtyModulator {
         let bit_samples = rate / config.baud.clamp(10.0, 400.0);
         let step = |hz: f64| (std::f64::consts::TAU * hz.clamp(0.0, rate / 2.0) / rate) as f32;
         TtyModulator {
-            codes: VecDeque::with_capacity(config.queue_codes_max),
-            codes_max: config.queue_codes_max,
+            codes: VecDeque::with_capacity(config.queue_codes_max.min(QUEUE_CODES_LIMIT)),
+            codes_max: config.queue_codes_max.min(QUEUE_CODES_LIMIT),
             queue_shift: None,
             amplitude: dbm0_to_amplitude(config.level_dbm0).min(32767.0) as f32,
             mark_step: step(config.mark_hz),
@@ -665,7 +669,7 @@ impl TtyDemodulator {
             avg_abs_disc: 0.0,
             carrier: false,
             carrier_count: 0,
-            events: VecDeque::with_capacity(config.events_max),
+            events: VecDeque::with_capacity(config.events_max.min(EVENTS_LIMIT)),
             events_dropped: 0,
             frame_start: 0,
             frame_at: None,
@@ -830,7 +834,7 @@ impl TtyDemodulator {
             self.events_dropped += 1;
             return;
         }
-        if self.events.len() >= self.config.events_max {
+        if self.events.len() >= self.config.events_max.min(EVENTS_LIMIT) {
             self.events.pop_front();
             self.events_dropped += 1;
         }
@@ -936,6 +940,18 @@ impl TtyDemodulator {
     /// rate needs a clearly better fit.
     fn decode_any_rate(&self, t0: u64) -> Option<Candidate> {
         let here = self.bit_samples;
+        // Over the character at the current rate: close enough for the others tried.
+        let span = (7.0 * here) as u64;
+        let (mut band, mut total) = (0f64, 0f64);
+        for n in t0..t0 + span {
+            band += f64::from(self.band[Self::slot(n)]);
+            total += f64::from(self.total[Self::slot(n)]);
+        }
+        // Speech and DTMF put much of their power outside the FSK band.
+        if 2.0 * band < f64::from(self.config.char_band_ratio_min) * total {
+            return None;
+        }
+        let band_per_sample = band / span as f64;
         let other = match self.config.baud {
             BaudMode::Auto if here > (BIT_45 + BIT_50) / 2.0 => Some(BIT_50),
             BaudMode::Auto => Some(BIT_45),
@@ -945,7 +961,7 @@ impl TtyDemodulator {
             let mut best: Option<(Candidate, f32)> = None;
             let mut bit = (centre * 0.94).max(BIT_SEARCH_MIN);
             while bit <= (centre * 1.06).min(BIT_SEARCH_MAX) {
-                if let Some(c) = self.decode(t0, bit) {
+                if let Some(c) = self.decode(t0, bit, band_per_sample) {
                     let score = c.margin * (1.0 - 0.5 * ((bit - centre) / centre).abs());
                     if best.is_none_or(|(_, s)| score > s) {
                         best = Some((c, score));
@@ -1013,21 +1029,11 @@ impl TtyDemodulator {
         self.hunt_from(t0 + (6.5 * c.bit_samples) as u64, true);
     }
 
-    /// Reads the character starting at `t0` with bits `bit` samples long. Bits blanked by lost
+    /// Reads the character starting at `t0` with bits `bit` samples long, given the character's
+    /// mean in-band power per sample. Bits blanked by lost
     /// packets are guessed (as space) but cannot fail the framing; bits with power must show a
     /// clear FSK deviation, which a lone tone near 1600 Hz (DTMF 1633 Hz) does not.
-    fn decode(&self, t0: u64, bit: f32) -> Option<Candidate> {
-        let span = (7.0 * bit) as u64;
-        let (mut band, mut total) = (0f64, 0f64);
-        for n in t0..t0 + span {
-            band += f64::from(self.band[Self::slot(n)]);
-            total += f64::from(self.total[Self::slot(n)]);
-        }
-        // Speech and DTMF put much of their power outside the FSK band.
-        if 2.0 * band < f64::from(self.config.char_band_ratio_min) * total {
-            return None;
-        }
-        let band_per_sample = band / span as f64;
+    fn decode(&self, t0: u64, bit: f32, band_per_sample: f64) -> Option<Candidate> {
         let mut code = 0u8;
         let mut margin = 0f32;
         let mut powered = 0;
