@@ -721,6 +721,7 @@ impl NameAddr {
             // carry '?' headers or ',' (RFC 3261 §20.10, RFC 4475 regbadct).
             let semi = v.find(';').unwrap_or(v.len());
             let (uri, params) = v.split_at(semi);
+            let uri = uri.trim_end();
             if uri.contains(['?', ',', '"']) {
                 return Err(());
             }
@@ -1072,6 +1073,26 @@ mod tests {
         assert!(NameAddr::parse("< sip:a@b >").is_err());
         assert!(NameAddr::parse("sip:a@b?Route=x").is_err());
         assert!(NameAddr::parse("<sip:a@b>;;;").is_err());
+    }
+
+    #[test]
+    fn wsinv_is_valid() {
+        // The header section of RFC 4475 §3.1.1.1 (wsinv), folding and LWS intact.
+        let data = "INVITE sip:vivekg@chair-dnrc.example.com;unknownparam SIP/2.0\r\nTO :\r\n \
+            sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n\r\nfrom   : \"J Rosenberg \\\\\\\"\"       \
+            <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8\r\nMaX-fOrWaRdS: 0068\r\nCall-ID: wsinv.ndaksdj@192.0.2.1\r\n\
+            Content-Length   : 0\r\ncseq: 0009\r\n  INVITE\r\nVia  : SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;branch=390skdjuw\r\n\
+            s :\r\nNewFangledHeader:   newfangled value\r\n continued newfangled value\r\n\
+            UnknownHeaderWithUnusualValue: ;;,,;;,;\r\nRoute:\r\n <sip:services.example.com;lr;unknownwith=value;unknown-no-value>\r\n\
+            v:  SIP  / 2.0  / TCP     spindle.example.com   ;\r\n  branch  =   z9hG4bK9ikj8  ,\r\n \
+            SIP  /    2.0   / UDP  192.168.255.111   ; branch=\r\n z9hG4bK30239\r\n\
+            m:\"Quoted string \\\"\\\"\" <sip:jdrosen@example.com> ; newparam =\r\n      newvalue ;\r\n  secondparam ; q = 0.33\r\n\r\n";
+        let m = parse(data.as_bytes(), &Limits::default(), false).unwrap();
+        assert_eq!(m.from_tag().as_deref(), Some("98asjd8"));
+        assert_eq!(validate_request(&m), Ok(()));
+        assert_eq!(m.to_tag().as_deref(), Some("1918181833n"));
+        assert_eq!(m.values("via").len(), 3);
+        assert_eq!(m.cseq(), Some((9, "INVITE")));
     }
 
     #[test]
