@@ -28,11 +28,16 @@ struct Harness {
 
 impl Harness {
     fn new(transport: Transport) -> Harness {
-        Harness { ep: Endpoint::new(EndpointConfig::default()), now: Instant::now(), transport }
+        Harness {
+            ep: Endpoint::new(EndpointConfig::default()),
+            now: Instant::now(),
+            transport,
+        }
     }
 
     fn input(&mut self, text: &str) {
-        self.ep.handle_input(self.now, peer(), self.transport, text.as_bytes());
+        self.ep
+            .handle_input(self.now, peer(), self.transport, text.as_bytes());
     }
 
     fn sent(&mut self) -> Vec<Message> {
@@ -122,7 +127,10 @@ fn with_body(head: String, body: &str) -> String {
     if body.is_empty() {
         format!("{head}Content-Length: 0\r\n\r\n")
     } else {
-        format!("{head}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        format!(
+            "{head}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
     }
 }
 
@@ -131,7 +139,11 @@ fn invite(branch: &str, to_tag: &str, cseq: u32) -> String {
 }
 
 fn invite_with_sdp(branch: &str, to_tag: &str, cseq: u32, sdp: &str) -> String {
-    let to_tag = if to_tag.is_empty() { String::new() } else { format!(";tag={to_tag}") };
+    let to_tag = if to_tag.is_empty() {
+        String::new()
+    } else {
+        format!(";tag={to_tag}")
+    };
     with_body(
         format!(
             "INVITE sip:help@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch={branch};rport\r\n\
@@ -158,7 +170,11 @@ fn ack(to_tag: &str, cseq: u32) -> String {
 
 fn response_to(req: &Message, code: u16) -> String {
     let mut out = format!("SIP/2.0 {code} Whatever\r\n");
-    for h in req.headers.iter().filter(|h| ["via", "from", "to", "call-id", "cseq"].iter().any(|n| h.is(n))) {
+    for h in req.headers.iter().filter(|h| {
+        ["via", "from", "to", "call-id", "cseq"]
+            .iter()
+            .any(|n| h.is(n))
+    }) {
         out.push_str(&format!("{}: {}", h.name, h.value));
         if h.is("to") {
             out.push_str(";tag=caller-side");
@@ -173,13 +189,19 @@ fn ok_is_retransmitted_with_doubling_intervals_until_ack() {
     let mut h = Harness::new(Transport::Udp);
     let call = h.incoming(&invite("z9hG4bKinv1", "", 1));
     let ok = h.answer(call, OFFER);
-    assert!(ok.header("contact").is_some_and(|c| c.contains("127.0.0.1:5060")));
+    assert!(
+        ok.header("contact")
+            .is_some_and(|c| c.contains("127.0.0.1:5060"))
+    );
     assert!(String::from_utf8_lossy(&ok.body).contains("m=audio 30000 RTP/AVP 0 101"));
     let sent = h.run_for(T1 * 23);
     let times: Vec<Duration> = sent.iter().map(|(t, _)| *t).collect();
     let expect: Vec<Duration> = [1, 3, 7, 15, 23].iter().map(|&k| T1 * k).collect();
     assert_eq!(times, expect, "T1, then doubling, capped at T2");
-    assert!(sent.iter().all(|(_, m)| m.code() == Some(200) && m.to_tag() == ok.to_tag()));
+    assert!(
+        sent.iter()
+            .all(|(_, m)| m.code() == Some(200) && m.to_tag() == ok.to_tag())
+    );
     h.input(&ack(&ok.to_tag().unwrap(), 1));
     assert_eq!(h.events(), vec![Event::Confirmed { call }]);
     // After the ACK nothing is retransmitted any more.
@@ -196,7 +218,11 @@ fn no_ack_for_64_t1_sends_bye_and_terminates() {
     let mut bye_at = None;
     while h.events().is_empty() {
         h.advance();
-        if let Some(bye) = h.sent().into_iter().find(|m| m.method().is_some_and(|m| m.as_str() == "BYE")) {
+        if let Some(bye) = h
+            .sent()
+            .into_iter()
+            .find(|m| m.method().is_some_and(|m| m.as_str() == "BYE"))
+        {
             bye_at = Some((h.now - start, bye));
         }
     }
@@ -211,7 +237,13 @@ fn no_ack_for_64_t1_sends_bye_and_terminates() {
     h2.answer(call2, OFFER);
     h2.now += T1 * 64;
     h2.ep.handle_timeout(h2.now);
-    assert_eq!(h2.events(), vec![Event::Terminated { call: call2, reason: TerminateReason::AckTimeout }]);
+    assert_eq!(
+        h2.events(),
+        vec![Event::Terminated {
+            call: call2,
+            reason: TerminateReason::AckTimeout
+        }]
+    );
     let _ = call;
 }
 
@@ -223,8 +255,17 @@ fn tcp_has_no_ok_retransmissions_but_still_times_out() {
     assert_eq!(h.ep.poll_timeout(), Some(h.now + T1 * 64));
     h.advance();
     let sent = h.sent();
-    assert!(sent.iter().all(|m| m.code().is_none()), "no 2xx retransmission over TCP");
-    assert_eq!(h.events(), vec![Event::Terminated { call, reason: TerminateReason::AckTimeout }]);
+    assert!(
+        sent.iter().all(|m| m.code().is_none()),
+        "no 2xx retransmission over TCP"
+    );
+    assert_eq!(
+        h.events(),
+        vec![Event::Terminated {
+            call,
+            reason: TerminateReason::AckTimeout
+        }]
+    );
 }
 
 #[test]
@@ -243,9 +284,20 @@ fn cancel_gets_200_and_invite_487_then_timer_g_until_ack() {
     assert_eq!(h.events(), vec![Event::Cancelled { call }]);
     assert_eq!(h.ep.calls(), 0);
     let again = h.run_for(T1 * 3);
-    assert_eq!(again.iter().map(|(t, m)| (*t, m.code())).collect::<Vec<_>>(), vec![(T1, Some(487)), (T1 * 3, Some(487))]);
+    assert_eq!(
+        again
+            .iter()
+            .map(|(t, m)| (*t, m.code()))
+            .collect::<Vec<_>>(),
+        vec![(T1, Some(487)), (T1 * 3, Some(487))]
+    );
     // ACK for the 487 (same branch) is absorbed by the transaction and stops Timer G.
-    h.input(&in_dialog("ACK", "z9hG4bKinv1", &sent[1].to_tag().unwrap(), 1));
+    h.input(&in_dialog(
+        "ACK",
+        "z9hG4bKinv1",
+        &sent[1].to_tag().unwrap(),
+        1,
+    ));
     assert!(h.sent().is_empty());
     assert!(h.run_for(T1 * 64).is_empty());
     assert!(h.events().is_empty());
@@ -313,18 +365,36 @@ fn local_hangup_sends_bye_with_dialog_headers_and_timer_e() {
     let sent = h.sent();
     assert_eq!(sent.len(), 1);
     let bye = &sent[0];
-    assert_eq!(bye.start, StartLine::Request { method: message::Method::Bye, uri: "sip:5550100@127.0.0.1:5070".into() });
+    assert_eq!(
+        bye.start,
+        StartLine::Request {
+            method: message::Method::Bye,
+            uri: "sip:5550100@127.0.0.1:5070".into()
+        }
+    );
     assert_eq!(bye.from_tag(), Some(tag));
     assert_eq!(bye.to_tag(), Some("caller".into()));
     assert_eq!(bye.cseq(), Some((1, "BYE")));
     assert_eq!(bye.call_id(), Some("call-1@127.0.0.1"));
-    assert_eq!(bye.values("route"), vec!["<sip:proxy1.example.com;lr>", "<sip:proxy2.example.com;lr>"]);
+    assert_eq!(
+        bye.values("route"),
+        vec!["<sip:proxy1.example.com;lr>", "<sip:proxy2.example.com;lr>"]
+    );
     let retx = h.run_for(T1 * 7);
-    assert_eq!(retx.iter().map(|(t, _)| *t).collect::<Vec<_>>(), vec![T1, T1 * 3, T1 * 7]);
+    assert_eq!(
+        retx.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+        vec![T1, T1 * 3, T1 * 7]
+    );
     assert!(retx.iter().all(|(_, m)| m.to_bytes() == bye.to_bytes()));
     assert!(h.events().is_empty());
     h.input(&response_to(bye, 200));
-    assert_eq!(h.events(), vec![Event::Terminated { call, reason: TerminateReason::LocalBye }]);
+    assert_eq!(
+        h.events(),
+        vec![Event::Terminated {
+            call,
+            reason: TerminateReason::LocalBye
+        }]
+    );
     assert_eq!(h.ep.calls(), 0);
     // Timer K absorbs retransmitted responses; after Timer K and Timer L everything is gone.
     h.input(&response_to(bye, 200));
@@ -347,9 +417,15 @@ fn unanswered_bye_ends_with_timer_f() {
     }
     assert_eq!(h.now - start, T1 * 64);
     // E: 0.5, 1.5, 3.5, 7.5, then every T2 until 32 s.
-    assert_eq!(retransmits, 4 + ((T1 * 64 - T1 * 15).as_millis() / T2.as_millis()) as usize);
+    assert_eq!(
+        retransmits,
+        4 + ((T1 * 64 - T1 * 15).as_millis() / T2.as_millis()) as usize
+    );
     assert_eq!(h.ep.calls(), 0);
-    assert_eq!(h.ep.hangup(h.now, call), Err(ivr::sip::CallError::UnknownCall));
+    assert_eq!(
+        h.ep.hangup(h.now, call),
+        Err(ivr::sip::CallError::UnknownCall)
+    );
 }
 
 #[test]
@@ -360,7 +436,12 @@ fn reinvite_hold_is_reoffered_and_answered_recvonly() {
     h.input(&invite_with_sdp("z9hG4bKreinv1", &tag, 2, &hold));
     assert_eq!(codes(&h.sent()), vec![100]);
     let offer = match h.events().as_slice() {
-        [Event::Reoffer { call: c, offer: Some(o) }] if *c == call => o.clone(),
+        [
+            Event::Reoffer {
+                call: c,
+                offer: Some(o),
+            },
+        ] if *c == call => o.clone(),
         other => panic!("expected Reoffer, got {other:?}"),
     };
     let n = negotiate(&offer, &local()).unwrap();
@@ -371,8 +452,14 @@ fn reinvite_hold_is_reoffered_and_answered_recvonly() {
     assert!(String::from_utf8_lossy(&ok[0].body).contains("a=recvonly"));
     assert_eq!(ok[0].to_tag(), Some(tag.clone()));
     h.input(&ack(&tag, 2));
-    assert!(h.events().is_empty(), "ACK of a re-INVITE is not a new Confirmed");
-    assert!(h.run_for(T1 * 64).is_empty(), "ACK stopped the 2xx retransmissions");
+    assert!(
+        h.events().is_empty(),
+        "ACK of a re-INVITE is not a new Confirmed"
+    );
+    assert!(
+        h.run_for(T1 * 64).is_empty(),
+        "ACK stopped the 2xx retransmissions"
+    );
     assert_eq!(h.ep.calls(), 1);
 }
 
@@ -380,7 +467,8 @@ fn reinvite_hold_is_reoffered_and_answered_recvonly() {
 fn reject_with_retry_after_and_timer_g() {
     let mut h = Harness::new(Transport::Udp);
     let call = h.incoming(&invite("z9hG4bKinv1", "", 1));
-    h.ep.reject(h.now, call, 503, &[("Retry-After", "30")]).unwrap();
+    h.ep.reject(h.now, call, 503, &[("Retry-After", "30")])
+        .unwrap();
     let sent = h.sent();
     assert_eq!(codes(&sent), vec![503]);
     assert_eq!(sent[0].header("retry-after"), Some("30"));
@@ -388,7 +476,10 @@ fn reject_with_retry_after_and_timer_g() {
     let retx = h.run_for(T1 * 64);
     let times: Vec<Duration> = retx.iter().map(|(t, _)| *t).collect();
     assert_eq!(&times[..5], &[T1, T1 * 3, T1 * 7, T1 * 15, T1 * 23]);
-    assert!(times.iter().all(|&t| t < T1 * 64), "Timer H stops Timer G at 64*T1");
+    assert!(
+        times.iter().all(|&t| t < T1 * 64),
+        "Timer H stops Timer G at 64*T1"
+    );
     assert_eq!(h.ep.poll_timeout(), None);
     assert!(h.events().is_empty());
 }
@@ -396,11 +487,17 @@ fn reject_with_retry_after_and_timer_g() {
 #[test]
 fn options_is_200_and_register_405() {
     let mut h = Harness::new(Transport::Udp);
-    let opt = in_dialog("OPTIONS", "z9hG4bKopt", "x", 1).replace(";tag=x", "").replace("Max-Forwards: 70", "Max-Forwards: 0");
+    let opt = in_dialog("OPTIONS", "z9hG4bKopt", "x", 1)
+        .replace(";tag=x", "")
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
     h.input(&opt);
     let sent = h.sent();
     assert_eq!(codes(&sent), vec![200]);
-    assert!(sent[0].header("allow").is_some_and(|a| a.contains("INVITE")));
+    assert!(
+        sent[0]
+            .header("allow")
+            .is_some_and(|a| a.contains("INVITE"))
+    );
     h.input(&in_dialog("REGISTER", "z9hG4bKreg", "x", 1).replace(";tag=x", ""));
     let sent = h.sent();
     assert_eq!(codes(&sent), vec![405]);

@@ -14,7 +14,11 @@ fn shared_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     let beside = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared"));
-    if beside.join("testdata/sip/rfc4475").is_dir() { beside } else { PathBuf::from("/work/shared") }
+    if beside.join("testdata/sip/rfc4475").is_dir() {
+        beside
+    } else {
+        PathBuf::from("/work/shared")
+    }
 }
 
 struct Case {
@@ -34,8 +38,18 @@ fn cases() -> Vec<Case> {
         .map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
             let data = std::fs::read(dir.join(f[0])).expect("torture file");
-            assert_eq!(data.len().to_string(), f[4], "{} size differs from manifest", f[0]);
-            Case { file: f[0].into(), class: f[2].into(), action: f[3].into(), data }
+            assert_eq!(
+                data.len().to_string(),
+                f[4],
+                "{} size differs from manifest",
+                f[0]
+            );
+            Case {
+                file: f[0].into(),
+                class: f[2].into(),
+                action: f[3].into(),
+                data,
+            }
         })
         .collect()
 }
@@ -51,7 +65,9 @@ enum Outcome {
 fn accepted_outcome(data: &[u8]) -> Outcome {
     // Parse leniently with the crate itself only to learn the method; a parse failure here means
     // the file is not "acceptable" at all and the assertion below will catch the endpoint's 400.
-    let Ok(msg) = message::parse(data, &Limits::default(), false) else { return Outcome::Class(0) };
+    let Ok(msg) = message::parse(data, &Limits::default(), false) else {
+        return Outcome::Class(0);
+    };
     match msg.start {
         StartLine::Response { .. } => Outcome::NoFinal,
         StartLine::Request { ref method, .. } => match method {
@@ -79,7 +95,13 @@ fn allowed(case: &Case) -> Vec<Outcome> {
             out.push(Outcome::Class(code / 100));
         }
     }
-    let accepts = ["accept", "ignore", "process normally", "parse OK", "2543-style"];
+    let accepts = [
+        "accept",
+        "ignore",
+        "process normally",
+        "parse OK",
+        "2543-style",
+    ];
     if accepts.iter().any(|a| action.contains(a)) && !action.starts_with("discard") {
         out.push(accepted_outcome(&case.data));
     }
@@ -95,7 +117,10 @@ fn run(data: &[u8]) -> (Vec<Vec<u8>>, Vec<Event>) {
     ep.handle_input(Instant::now(), from, Transport::Udp, data);
     let mut sent = Vec::new();
     while let Some(t) = ep.poll_transmit() {
-        assert_eq!(t.destination, from, "responses go to the source address only");
+        assert_eq!(
+            t.destination, from,
+            "responses go to the source address only"
+        );
         sent.push(t.payload);
     }
     (sent, std::iter::from_fn(|| ep.poll_event()).collect())
@@ -103,7 +128,10 @@ fn run(data: &[u8]) -> (Vec<Vec<u8>>, Vec<Event>) {
 
 fn status(payload: &[u8]) -> u16 {
     let text = String::from_utf8_lossy(payload);
-    text.strip_prefix("SIP/2.0 ").and_then(|r| r.get(..3)).and_then(|c| c.parse().ok()).unwrap_or(0)
+    text.strip_prefix("SIP/2.0 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -120,28 +148,55 @@ fn every_torture_message_gets_the_expected_response_class() {
         };
         let allowed = allowed(case);
         if !allowed.contains(&outcome) {
-            failures.push(format!("{} ({}, {:?}): got {:?} {:?}, allowed {:?}", case.file, case.class, case.action, outcome, first_final, allowed));
+            failures.push(format!(
+                "{} ({}, {:?}): got {:?} {:?}, allowed {:?}",
+                case.file, case.class, case.action, outcome, first_final, allowed
+            ));
         }
         // Every response parses back and is well-formed.
         for p in &sent {
             let m = message::parse(p, &Limits::default(), false).expect("our response parses");
-            assert!(m.call_id().is_some() || case.file == "insuf.dat", "{}", case.file);
+            assert!(
+                m.call_id().is_some() || case.file == "insuf.dat",
+                "{}",
+                case.file
+            );
         }
         if first_final.is_none() && sent.iter().any(|p| status(p) == 100) {
-            assert!(matches!(events.first(), Some(Event::Incoming { .. })), "{}: 100 without Incoming", case.file);
+            assert!(
+                matches!(events.first(), Some(Event::Incoming { .. })),
+                "{}: 100 without Incoming",
+                case.file
+            );
         }
         if first_final == Some(420) {
             let text = String::from_utf8_lossy(&sent[0]);
-            assert!(text.contains("\r\nUnsupported: nothingSupportsThis, nothingSupportsThisEither\r\n"), "{text}");
+            assert!(
+                text.contains(
+                    "\r\nUnsupported: nothingSupportsThis, nothingSupportsThisEither\r\n"
+                ),
+                "{text}"
+            );
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn specific_codes_for_semantic_cases() {
     let by_name = |n: &str| cases().into_iter().find(|c| c.file == n).unwrap();
-    let first_final = |n: &str| run(&by_name(n).data).0.iter().map(|p| status(p)).find(|&s| s >= 200);
+    let first_final = |n: &str| {
+        run(&by_name(n).data)
+            .0
+            .iter()
+            .map(|p| status(p))
+            .find(|&s| s >= 200)
+    };
     assert_eq!(first_final("badvers.dat"), Some(505));
     assert_eq!(first_final("unkscm.dat"), Some(416));
     assert_eq!(first_final("novelsc.dat"), Some(416));
@@ -155,7 +210,10 @@ fn specific_codes_for_semantic_cases() {
     assert_eq!(first_final("mcl01.dat"), Some(400));
     assert_eq!(first_final("clerr.dat"), Some(400));
     let (sent, events) = run(&by_name("inv2543.dat").data);
-    assert_eq!(sent.iter().map(|p| status(p)).collect::<Vec<_>>(), vec![100]);
+    assert_eq!(
+        sent.iter().map(|p| status(p)).collect::<Vec<_>>(),
+        vec![100]
+    );
     assert!(matches!(&events[..], [Event::Incoming { info, .. }] if info.offer.is_some()));
     // multipart body with an SDP part inside is not a 415.
     let (sent, _) = run(&by_name("mpart01.dat").data);
@@ -209,7 +267,11 @@ fn random_bytes_and_mutations_never_panic() {
             }
             _ => data = (0..rng.below(300)).map(|_| rng.next() as u8).collect(),
         }
-        let transport = if round % 7 == 0 { Transport::Tcp } else { Transport::Udp };
+        let transport = if round % 7 == 0 {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        };
         let _ = message::frame_len(&data);
         ep.handle_input(now, from, transport, &data);
         now += Duration::from_millis(rng.below(3000) as u64);
@@ -221,5 +283,9 @@ fn random_bytes_and_mutations_never_panic() {
     now += Duration::from_secs(120);
     ep.handle_timeout(now);
     ep.handle_timeout(now + Duration::from_secs(120));
-    assert_eq!(ep.poll_timeout(), None, "timers left after all transactions expired");
+    assert_eq!(
+        ep.poll_timeout(),
+        None,
+        "timers left after all transactions expired"
+    );
 }

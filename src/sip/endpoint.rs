@@ -978,12 +978,11 @@ impl Endpoint {
         let extra = [
             Header::new("Contact", &self.contact(transport)),
             Header::new("Allow", ALLOW),
-            Header::new("Supported", ""),
         ];
         let body = sdp.to_string().into_bytes();
         let cseq = p.request.cseq().map_or(0, |(n, _)| n);
         let bytes = self
-            .final_for_pending(now, call, &p, 200, &extra[..2], Some(&body))
+            .final_for_pending(now, call, &p, 200, &extra, Some(&body))
             .ok_or(CallError::InvalidState)?;
         let c = self.calls.get_mut(&call).ok_or(CallError::UnknownCall)?;
         if p.initial {

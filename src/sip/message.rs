@@ -214,6 +214,18 @@ impl std::fmt::Display for Violation {
 
 impl std::error::Error for Violation {}
 
+/// A header value that does not follow its grammar (Via, name-addr, parameters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyntaxError;
+
+impl std::fmt::Display for SyntaxError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("header syntax error")
+    }
+}
+
+impl std::error::Error for SyntaxError {}
+
 /// Errors of the TCP framing helper.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FrameError {
@@ -597,13 +609,13 @@ fn parse_cseq(v: &str) -> Option<(u32, &str)> {
 }
 
 /// Parses `;name[=value]` parameters. Empty names (";;") are a syntax error (RFC 4475 badinv01).
-fn parse_params(s: &str) -> Result<Vec<(String, Option<String>)>, ()> {
+fn parse_params(s: &str) -> Result<Vec<(String, Option<String>)>, SyntaxError> {
     let mut out = Vec::new();
     let s = s.trim();
     if s.is_empty() {
         return Ok(out);
     }
-    let s = s.strip_prefix(';').ok_or(())?;
+    let s = s.strip_prefix(';').ok_or(SyntaxError)?;
     for p in split_outside_quotes(s, ';') {
         let p = p.trim();
         let (name, value) = match p.find('=') {
@@ -611,12 +623,12 @@ fn parse_params(s: &str) -> Result<Vec<(String, Option<String>)>, ()> {
             None => (p, None),
         };
         if !is_token(name) {
-            return Err(());
+            return Err(SyntaxError);
         }
         if let Some(v) = &value
             && v.is_empty()
         {
-            return Err(());
+            return Err(SyntaxError);
         }
         out.push((name.to_ascii_lowercase(), value));
     }
@@ -651,18 +663,18 @@ pub struct Via {
 }
 
 impl Via {
-    pub fn parse(v: &str) -> Result<Via, ()> {
+    pub fn parse(v: &str) -> Result<Via, SyntaxError> {
         let semi = v.find(';').unwrap_or(v.len());
         let (proto_host, params) = v.split_at(semi);
         let parts: Vec<&str> = proto_host.splitn(3, '/').collect();
         if parts.len() != 3 || parts[0].trim() != "SIP" || parts[1].trim() != "2.0" {
-            return Err(());
+            return Err(SyntaxError);
         }
         let mut rest = parts[2].split_whitespace();
-        let transport = rest.next().ok_or(())?;
+        let transport = rest.next().ok_or(SyntaxError)?;
         let sent_by: String = rest.collect::<Vec<_>>().join("");
         if !is_token(transport) || sent_by.is_empty() || sent_by.contains(['<', '>', '"', ',']) {
-            return Err(());
+            return Err(SyntaxError);
         }
         Ok(Via {
             transport: transport.to_ascii_uppercase(),
@@ -692,10 +704,10 @@ pub struct NameAddr {
 }
 
 impl NameAddr {
-    pub fn parse(v: &str) -> Result<NameAddr, ()> {
+    pub fn parse(v: &str) -> Result<NameAddr, SyntaxError> {
         let v = v.trim();
         let (display, uri, params) = if let Some(rest) = v.strip_prefix('"') {
-            let close = closing_quote(rest).ok_or(())?;
+            let close = closing_quote(rest).ok_or(SyntaxError)?;
             let display = unescape_quoted(&rest[..close]);
             let after = rest[close + 1..].trim_start();
             let (uri, params) = bracketed(after)?;
@@ -704,7 +716,7 @@ impl NameAddr {
             let name = v[..lt].trim();
             // Unquoted display names are tokens separated by LWS (RFC 4475 baddn has a comma).
             if !name.split_whitespace().all(is_token) {
-                return Err(());
+                return Err(SyntaxError);
             }
             let (uri, params) = bracketed(&v[lt..])?;
             (
@@ -723,12 +735,12 @@ impl NameAddr {
             let (uri, params) = v.split_at(semi);
             let uri = uri.trim_end();
             if uri.contains(['?', ',', '"']) {
-                return Err(());
+                return Err(SyntaxError);
             }
             (None, uri, params)
         };
         if uri.is_empty() || uri.chars().any(|c| c.is_whitespace()) || !uri.contains(':') {
-            return Err(());
+            return Err(SyntaxError);
         }
         Ok(NameAddr {
             display,
@@ -750,9 +762,9 @@ impl NameAddr {
     }
 }
 
-fn bracketed(s: &str) -> Result<(&str, &str), ()> {
-    let s = s.strip_prefix('<').ok_or(())?;
-    let gt = s.find('>').ok_or(())?;
+fn bracketed(s: &str) -> Result<(&str, &str), SyntaxError> {
+    let s = s.strip_prefix('<').ok_or(SyntaxError)?;
+    let gt = s.find('>').ok_or(SyntaxError)?;
     Ok((&s[..gt], &s[gt + 1..]))
 }
 

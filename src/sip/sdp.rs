@@ -656,12 +656,9 @@ mod tests {
 
     #[test]
     fn hold_directions() {
-        let sendonly = SessionDescription::parse(
-            format!("{OFFER}")
-                .replace("a=ptime:30", "a=sendonly")
-                .as_bytes(),
-        )
-        .unwrap();
+        let sendonly =
+            SessionDescription::parse(OFFER.replace("a=ptime:30", "a=sendonly").as_bytes())
+                .unwrap();
         let n = negotiate(&sendonly, &local(vec![Codec::Pcma])).unwrap();
         assert_eq!(n.direction, Direction::RecvOnly);
         assert!(n.answer.to_string().contains("a=recvonly"));
