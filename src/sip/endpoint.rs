@@ -168,6 +168,11 @@ impl fmt::Display for CallError {
 impl std::error::Error for CallError {}
 
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
+/// Calls beyond this get 503: a bound on memory under an INVITE flood.
+pub const MAX_CALLS: usize = 10_000;
+/// Server transactions beyond this are answered statelessly (retransmissions then re-run the
+/// request logic, which is idempotent for the methods we serve statelessly).
+pub const MAX_TRANSACTIONS: usize = 200_000;
 /// Option tags we implement; any other Require gets 420.
 const SUPPORTED: &[&str] = &[];
 
@@ -449,7 +454,9 @@ impl Endpoint {
         extra: &[Header],
     ) {
         let bytes = self.response(&req.headers, from, code, None, extra, None);
-        if let Some(key) = TxKey::server(req) {
+        if let Some(key) = TxKey::server(req)
+            && self.server_txs.len() < MAX_TRANSACTIONS
+        {
             let tx = NonInviteServerTx::completed(
                 now,
                 &self.timing,
@@ -480,7 +487,9 @@ impl Endpoint {
         extra: &[Header],
     ) {
         let bytes = self.response(&req.headers, from, code, None, extra, None);
-        if let Some(key) = TxKey::server(req) {
+        if let Some(key) = TxKey::server(req)
+            && self.invite_txs.len() < MAX_TRANSACTIONS
+        {
             let mut tx = InviteServerTx::new(transport.reliable(), Vec::new());
             tx.send_final(now, &self.timing, code, bytes.clone());
             self.invite_txs.insert(
@@ -639,6 +648,10 @@ impl Endpoint {
         from: SocketAddr,
         transport: Transport,
     ) {
+        if self.calls.len() >= MAX_CALLS {
+            let extra = [Header::new("Retry-After", "5")];
+            return self.reject_invite(now, &msg, from, transport, 503, &extra);
+        }
         let Ok(offer) = Self::parse_offer(sdp) else {
             return self.reject_invite(now, &msg, from, transport, 400, &[]);
         };
@@ -1097,6 +1110,26 @@ impl Endpoint {
         Ok(branch)
     }
 
+    /// The shell lost the TCP connection to `remote`: calls signalled over it can no longer be
+    /// reached (we do not open connections), so they end with `Terminated{TransportError}`.
+    pub fn handle_connection_lost(&mut self, _now: Instant, remote: SocketAddr) {
+        let mut lost: Vec<CallKey> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.transport == Transport::Tcp && c.remote == remote)
+            .map(|(k, _)| *k)
+            .collect();
+        lost.sort();
+        for call in lost {
+            self.forget(call);
+            self.events.push_back(Event::Terminated { call, reason: TerminateReason::TransportError });
+        }
+        let gone = |t: Transport, r: SocketAddr| t == Transport::Tcp && r == remote;
+        self.invite_txs.retain(|_, e| !gone(e.transport, e.remote));
+        self.server_txs.retain(|_, e| !gone(e.transport, e.remote));
+        self.client_txs.retain(|_, e| !gone(e.transport, e.remote));
+    }
+
     pub fn handle_timeout(&mut self, now: Instant) {
         let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
         let keys: Vec<TxKey> = self
@@ -1273,6 +1306,29 @@ mod tests {
         assert!(ep.poll_transmit().is_none());
         assert!(ep.poll_event().is_none());
         assert_eq!(ep.poll_timeout(), None);
+    }
+
+    #[test]
+    fn lost_tcp_connection_terminates_its_calls() {
+        let mut ep = Endpoint::new(EndpointConfig::default());
+        let now = Instant::now();
+        ep.handle_input(now, addr(), Transport::Tcp, invite("z9hG4bK3").as_bytes());
+        let Some(Event::Incoming { call, .. }) = ep.poll_event() else { panic!("no Incoming") };
+        ep.handle_connection_lost(now, "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(ep.calls(), 1);
+        ep.handle_connection_lost(now, addr());
+        assert_eq!(ep.poll_event(), Some(Event::Terminated { call, reason: TerminateReason::TransportError }));
+        assert_eq!((ep.calls(), ep.poll_timeout()), (0, None));
+    }
+
+    #[test]
+    fn leading_crlf_and_reasonless_status_are_tolerated() {
+        let mut ep = Endpoint::new(EndpointConfig::default());
+        let now = Instant::now();
+        ep.handle_input(now, addr(), Transport::Udp, format!("\r\n\r\n{}", invite("z9hG4bK4")).as_bytes());
+        assert!(matches!(ep.poll_event(), Some(Event::Incoming { .. })));
+        let m = message::parse(b"SIP/2.0 200\r\nCSeq: 1 BYE\r\n\r\n", &Limits::default(), false).unwrap();
+        assert_eq!(m.code(), Some(200));
     }
 
     #[test]

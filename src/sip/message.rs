@@ -340,7 +340,8 @@ fn parse_start_line(line: &str) -> Result<StartLine, Violation> {
         if !(100..=699).contains(&code) {
             return Err(Violation::BadStartLine);
         }
-        let reason = parts.next().ok_or(Violation::BadStartLine)?;
+        // The SP before an empty reason is mandatory, but some peers drop it; be liberal.
+        let reason = parts.next().unwrap_or("");
         return Ok(StartLine::Response {
             code,
             reason: reason.to_string(),
@@ -388,6 +389,8 @@ pub fn parse(data: &[u8], limits: &Limits, stream: bool) -> Result<Message, Viol
     if data.len() > limits.max_message_bytes {
         return Err(Violation::TooLarge);
     }
+    // CRLFs before the start line are to be ignored (RFC 3261 §7.5).
+    let data = &data[leading_crlf(data)..];
     let (end, term) = header_end(data).ok_or(Violation::NoHeaderEnd)?;
     let section = String::from_utf8_lossy(&data[..end]);
     let mut lines = unfold(&section).into_iter();
@@ -464,9 +467,14 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
     })
 }
 
+fn leading_crlf(data: &[u8]) -> usize {
+    data.iter().take_while(|&&b| b == b'\r' || b == b'\n').count()
+}
+
 /// Best-effort read of the headers needed to answer a message that failed [`parse`].
 /// `None` if it is not a request or carries no Via (then no response is possible).
 pub fn salvage(data: &[u8]) -> Option<Vec<Header>> {
+    let data = &data[leading_crlf(data)..];
     let end = header_end(data)
         .map(|(e, _)| e)
         .unwrap_or(data.len().min(65_535));
