@@ -147,6 +147,18 @@ fn every_torture_message_gets_the_expected_response_class() {
             None => Outcome::NoFinal,
         };
         let allowed = allowed(case);
+        // Visible with --nocapture: the table of what the endpoint answered, with 400 reasons.
+        let warning = sent
+            .first()
+            .and_then(|p| message::parse(p, &Limits::default(), false).ok());
+        let warning = warning
+            .as_ref()
+            .and_then(|m| m.header("warning").map(str::to_string))
+            .unwrap_or_default();
+        println!(
+            "{:<15} {:<40} -> {:?} {}",
+            case.file, case.action, first_final, warning
+        );
         if !allowed.contains(&outcome) {
             failures.push(format!(
                 "{} ({}, {:?}): got {:?} {:?}, allowed {:?}",
@@ -209,6 +221,26 @@ fn specific_codes_for_semantic_cases() {
     assert_eq!(first_final("dblreq.dat"), Some(405));
     assert_eq!(first_final("mcl01.dat"), Some(400));
     assert_eq!(first_final("clerr.dat"), Some(400));
+    let warning = |n: &str| {
+        let sent = run(&by_name(n).data).0;
+        let m = message::parse(&sent[0], &Limits::default(), false).unwrap();
+        m.header("warning").unwrap_or("").to_string()
+    };
+    assert!(
+        warning("insuf.dat").contains("missing Call-ID"),
+        "{}",
+        warning("insuf.dat")
+    );
+    assert!(warning("multi01.dat").contains("more than one"));
+    assert!(warning("mismatch01.dat").contains("CSeq method"));
+    assert!(warning("ncl.dat").contains("Content-Length"));
+    assert!(warning("quotbal.dat").contains("malformed To"));
+    assert!(warning("badaspec.dat").contains("malformed To"));
+    assert!(warning("baddn.dat").contains("malformed From"));
+    assert!(warning("regbadct.dat").contains("malformed Contact"));
+    assert!(warning("badinv01.dat").contains("malformed Via"));
+    assert!(warning("scalar02.dat").contains("malformed"));
+    assert!(warning("ltgtruri.dat").contains("start line"));
     let (sent, events) = run(&by_name("inv2543.dat").data);
     assert_eq!(
         sent.iter().map(|p| status(p)).collect::<Vec<_>>(),

@@ -521,7 +521,9 @@ impl Endpoint {
                 // Requests get an error if we can tell where it goes; responses are dropped.
                 if let Some(headers) = message::salvage(data) {
                     tracing::debug!(?violation, "unparseable request");
-                    let bytes = self.response(&headers, from, violation.status(), None, &[], None);
+                    let extra = violation.extra_headers();
+                    let bytes =
+                        self.response(&headers, from, violation.status(), None, &extra, None);
                     self.send(transport, from, bytes);
                 }
                 return;
@@ -1122,7 +1124,10 @@ impl Endpoint {
         lost.sort();
         for call in lost {
             self.forget(call);
-            self.events.push_back(Event::Terminated { call, reason: TerminateReason::TransportError });
+            self.events.push_back(Event::Terminated {
+                call,
+                reason: TerminateReason::TransportError,
+            });
         }
         let gone = |t: Transport, r: SocketAddr| t == Transport::Tcp && r == remote;
         self.invite_txs.retain(|_, e| !gone(e.transport, e.remote));
@@ -1313,11 +1318,19 @@ mod tests {
         let mut ep = Endpoint::new(EndpointConfig::default());
         let now = Instant::now();
         ep.handle_input(now, addr(), Transport::Tcp, invite("z9hG4bK3").as_bytes());
-        let Some(Event::Incoming { call, .. }) = ep.poll_event() else { panic!("no Incoming") };
+        let Some(Event::Incoming { call, .. }) = ep.poll_event() else {
+            panic!("no Incoming")
+        };
         ep.handle_connection_lost(now, "127.0.0.1:9999".parse().unwrap());
         assert_eq!(ep.calls(), 1);
         ep.handle_connection_lost(now, addr());
-        assert_eq!(ep.poll_event(), Some(Event::Terminated { call, reason: TerminateReason::TransportError }));
+        assert_eq!(
+            ep.poll_event(),
+            Some(Event::Terminated {
+                call,
+                reason: TerminateReason::TransportError
+            })
+        );
         assert_eq!((ep.calls(), ep.poll_timeout()), (0, None));
     }
 
@@ -1325,9 +1338,19 @@ mod tests {
     fn leading_crlf_and_reasonless_status_are_tolerated() {
         let mut ep = Endpoint::new(EndpointConfig::default());
         let now = Instant::now();
-        ep.handle_input(now, addr(), Transport::Udp, format!("\r\n\r\n{}", invite("z9hG4bK4")).as_bytes());
+        ep.handle_input(
+            now,
+            addr(),
+            Transport::Udp,
+            format!("\r\n\r\n{}", invite("z9hG4bK4")).as_bytes(),
+        );
         assert!(matches!(ep.poll_event(), Some(Event::Incoming { .. })));
-        let m = message::parse(b"SIP/2.0 200\r\nCSeq: 1 BYE\r\n\r\n", &Limits::default(), false).unwrap();
+        let m = message::parse(
+            b"SIP/2.0 200\r\nCSeq: 1 BYE\r\n\r\n",
+            &Limits::default(),
+            false,
+        )
+        .unwrap();
         assert_eq!(m.code(), Some(200));
     }
 

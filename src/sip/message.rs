@@ -201,14 +201,41 @@ impl Violation {
             Violation::UnsupportedMediaType | Violation::NotAcceptable => {
                 vec![Header::new("Accept", "application/sdp")]
             }
+            // A 400 says what was wrong (Warning code 399, RFC 3261 §20.43) for peers' logs.
+            v if v.status() == 400 => vec![Header::new(
+                "Warning",
+                &format!("399 ivr \"{}\"", v.describe()),
+            )],
             _ => Vec::new(),
+        }
+    }
+
+    /// Short human description (no message content, so no personal data).
+    pub fn describe(&self) -> String {
+        match self {
+            Violation::TooLarge => "message too large".into(),
+            Violation::TooManyHeaders => "too many headers".into(),
+            Violation::NoHeaderEnd => "no end of headers".into(),
+            Violation::BadStartLine => "malformed start line".into(),
+            Violation::BadVersion => "unsupported SIP version".into(),
+            Violation::BadHeaderLine => "malformed header line".into(),
+            Violation::BadContentLength => "bad Content-Length".into(),
+            Violation::BodyTruncated => "body shorter than Content-Length".into(),
+            Violation::MissingHeader(h) => format!("missing {h}"),
+            Violation::DuplicateHeader(h) => format!("more than one {h}"),
+            Violation::BadHeaderValue(h) => format!("malformed {h}"),
+            Violation::CseqMethodMismatch => "CSeq method differs from request method".into(),
+            Violation::UnsupportedUriScheme => "unsupported URI scheme".into(),
+            Violation::UnsupportedExtension(_) => "unsupported extension".into(),
+            Violation::UnsupportedMediaType => "unsupported body type".into(),
+            Violation::NotAcceptable => "cannot produce an acceptable body".into(),
         }
     }
 }
 
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{self:?}")
+        f.write_str(&self.describe())
     }
 }
 
@@ -391,7 +418,13 @@ pub fn parse(data: &[u8], limits: &Limits, stream: bool) -> Result<Message, Viol
     }
     // CRLFs before the start line are to be ignored (RFC 3261 §7.5).
     let data = &data[leading_crlf(data)..];
-    let (end, term) = header_end(data).ok_or(Violation::NoHeaderEnd)?;
+    let (end, term) = match header_end(data) {
+        Some(found) => found,
+        // A datagram is complete by definition: a missing final blank line only means "no body"
+        // (RFC 4475 baddn.dat is cut so). On a stream it means "wait for more".
+        None if !stream => (data.len(), 0),
+        None => return Err(Violation::NoHeaderEnd),
+    };
     let section = String::from_utf8_lossy(&data[..end]);
     let mut lines = unfold(&section).into_iter();
     let first = lines.next().ok_or(Violation::BadStartLine)?;
@@ -468,7 +501,9 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
 }
 
 fn leading_crlf(data: &[u8]) -> usize {
-    data.iter().take_while(|&&b| b == b'\r' || b == b'\n').count()
+    data.iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count()
 }
 
 /// Best-effort read of the headers needed to answer a message that failed [`parse`].
