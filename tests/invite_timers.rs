@@ -164,6 +164,14 @@ fn in_dialog(method: &str, branch: &str, to_tag: &str, cseq: u32) -> String {
     )
 }
 
+fn cancel(branch: &str) -> String {
+    format!(
+        "CANCEL sip:help@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch={branch};rport\r\n\
+         From: <sip:5550100@example.com>;tag=caller\r\nTo: <sip:help@example.com>\r\nCall-ID: call-1@127.0.0.1\r\n\
+         CSeq: 1 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
 fn ack(to_tag: &str, cseq: u32) -> String {
     in_dialog("ACK", &format!("z9hG4bKack{cseq}"), to_tag, cseq)
 }
@@ -272,11 +280,7 @@ fn tcp_has_no_ok_retransmissions_but_still_times_out() {
 fn cancel_gets_200_and_invite_487_then_timer_g_until_ack() {
     let mut h = Harness::new(Transport::Udp);
     let call = h.incoming(&invite("z9hG4bKinv1", "", 1));
-    h.input(
-        "CANCEL sip:help@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKinv1;rport\r\n\
-         From: <sip:5550100@example.com>;tag=caller\r\nTo: <sip:help@example.com>\r\nCall-ID: call-1@127.0.0.1\r\n\
-         CSeq: 1 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
-    );
+    h.input(&cancel("z9hG4bKinv1"));
     let sent = h.sent();
     assert_eq!(codes(&sent), vec![200, 487]);
     assert_eq!(sent[0].cseq(), Some((1, "CANCEL")));
@@ -502,4 +506,106 @@ fn options_is_200_and_register_405() {
     let sent = h.sent();
     assert_eq!(codes(&sent), vec![405]);
     assert!(sent[0].header("allow").is_some());
+}
+
+/// Random interleavings of caller messages, app commands and clock jumps: no panic, every call
+/// ends at most once, no event names a call after its end, and `calls()` matches our bookkeeping.
+#[test]
+fn random_dialog_sequences_keep_call_bookkeeping_consistent() {
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let mut h = Harness::new(transport);
+        let mut live: std::collections::BTreeSet<CallKey> = Default::default();
+        let mut ended: std::collections::BTreeSet<CallKey> = Default::default();
+        let mut tags: Vec<String> = vec!["nobody".into()];
+        let mut seen: std::collections::BTreeMap<String, u32> = Default::default();
+        for step in 0..4000u32 {
+            let branch = format!("z9hG4bKf{}", next(6));
+            // Mostly recent tags, so that in-dialog requests often hit a live dialog.
+            let back = next((tags.len() as u64).min(3)) as usize;
+            let tag = tags[tags.len() - 1 - back].clone();
+            let cseq = 1 + next(4) as u32;
+            match next(10) {
+                0 | 1 => h.input(&invite(&branch, "", 1)),
+                2 => h.input(&invite(&format!("z9hG4bKre{step}"), &tag, 2 + step)),
+                3 => h.input(&ack(&tag, if next(2) == 0 { 1 } else { cseq })),
+                4 => h.input(&in_dialog("BYE", &branch, &tag, cseq)),
+                5 => h.input(&cancel(&branch)),
+                6 => h.now += Duration::from_millis(next(12_000)),
+                _ => {
+                    let Some(&call) = live.iter().nth(next(live.len().max(1) as u64) as usize)
+                    else {
+                        continue;
+                    };
+                    let offer = SessionDescription::parse(OFFER.as_bytes()).unwrap();
+                    let answer = negotiate(&offer, &local()).unwrap().answer;
+                    let _ = match next(4) {
+                        0 => h.ep.answer(h.now, call, &answer),
+                        1 => h.ep.reject(h.now, call, 486, &[]),
+                        2 => h.ep.hangup(h.now, call),
+                        _ => h.ep.ring(h.now, call),
+                    };
+                    // Rejecting the initial INVITE ends the call without an event.
+                    if !h.ep.contains(call) {
+                        live.remove(&call);
+                        ended.insert(call);
+                    }
+                }
+            }
+            h.ep.handle_timeout(h.now);
+            for m in h.sent() {
+                if let Some(tag) = m.to_tag().filter(|_| m.code().is_some_and(|c| c == 200)) {
+                    if !tags.contains(&tag) {
+                        tags.push(tag);
+                    }
+                }
+            }
+            for ev in h.events() {
+                let kind = format!("{ev:?}");
+                *seen
+                    .entry(kind.split([' ', '{']).next().unwrap_or("").to_string())
+                    .or_insert(0) += 1;
+                let (call, ends) = match ev {
+                    Event::Incoming { call, .. } => {
+                        assert!(live.insert(call), "step {step}: reused key");
+                        (call, false)
+                    }
+                    Event::Reoffer { call, .. } | Event::Confirmed { call } => (call, false),
+                    Event::Cancelled { call }
+                    | Event::RemoteHangup { call }
+                    | Event::Terminated { call, .. } => (call, true),
+                };
+                assert!(
+                    !ended.contains(&call),
+                    "step {step}: event for ended call {call:?}"
+                );
+                if ends {
+                    live.remove(&call);
+                    ended.insert(call);
+                }
+            }
+            assert_eq!(h.ep.calls(), live.len(), "step {step}");
+        }
+        // The walk must actually reach every kind of event, or it proves little.
+        for kind in [
+            "Incoming",
+            "Confirmed",
+            "Cancelled",
+            "RemoteHangup",
+            "Terminated",
+            "Reoffer",
+        ] {
+            assert!(
+                seen.get(kind).is_some_and(|&n| n > 0),
+                "{transport:?}: never saw {kind}: {seen:?}"
+            );
+        }
+        println!("{transport:?}: {seen:?}");
+    }
 }

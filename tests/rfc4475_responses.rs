@@ -274,7 +274,12 @@ fn random_bytes_and_mutations_never_panic() {
     let from: SocketAddr = "127.0.0.1:5070".parse().unwrap();
     let mut now = Instant::now();
     let interesting = b"\r\n :;,<>\"\\=@/%0z9hG4bK";
-    for round in 0..6000 {
+    // IVR_FUZZ_ROUNDS=200000 for a longer soak; the default keeps `cargo test` fast.
+    let rounds: u64 = std::env::var("IVR_FUZZ_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(6000);
+    for round in 0..rounds {
         let base = &cases[rng.below(cases.len())].data;
         let mut data = base.clone();
         match round % 5 {

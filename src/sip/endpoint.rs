@@ -332,6 +332,11 @@ impl Endpoint {
         self.calls.len()
     }
 
+    /// Whether `call` is still known (not yet ended).
+    pub fn contains(&self, call: CallKey) -> bool {
+        self.calls.contains_key(&call)
+    }
+
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
