@@ -609,3 +609,62 @@ fn random_dialog_sequences_keep_call_bookkeeping_consistent() {
         println!("{transport:?}: {seen:?}");
     }
 }
+
+#[test]
+fn rejected_reinvite_keeps_the_dialog() {
+    let mut h = Harness::new(Transport::Udp);
+    let (call, tag) = h.established();
+    h.input(&invite("z9hG4bKreinv1", &tag, 2));
+    assert_eq!(codes(&h.sent()), vec![100]);
+    assert!(matches!(
+        h.events().as_slice(),
+        [Event::Reoffer { offer: Some(_), .. }]
+    ));
+    h.ep.reject(h.now, call, 488, &[]).unwrap();
+    let sent = h.sent();
+    assert_eq!(codes(&sent), vec![488]);
+    assert_eq!(sent[0].to_tag(), Some(tag.clone()));
+    h.input(&in_dialog("ACK", "z9hG4bKreinv1", &tag, 2));
+    assert!(h.run_for(T1 * 64).is_empty(), "ACK absorbed, no Timer G");
+    assert!(h.ep.contains(call));
+    // A second re-INVITE with a lower CSeq is out of order.
+    h.input(&invite("z9hG4bKreinv0", &tag, 1));
+    assert_eq!(codes(&h.sent()), vec![500]);
+}
+
+#[test]
+fn offerless_reinvite_gets_answer_from_ack() {
+    let mut h = Harness::new(Transport::Udp);
+    let (call, tag) = h.established();
+    h.input(&invite_with_sdp("z9hG4bKreinv1", &tag, 2, ""));
+    h.sent();
+    assert_eq!(h.events(), vec![Event::Reoffer { call, offer: None }]);
+    let ours = negotiate(
+        &SessionDescription::parse(OFFER.as_bytes()).unwrap(),
+        &local(),
+    )
+    .unwrap()
+    .answer;
+    h.ep.answer(h.now, call, &ours).unwrap();
+    assert_eq!(codes(&h.sent()), vec![200]);
+    let ack_with_answer = ack(&tag, 2).replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{OFFER}",
+            OFFER.len()
+        ),
+    );
+    h.input(&ack_with_answer);
+    match h.events().as_slice() {
+        [
+            Event::Reoffer {
+                call: c,
+                offer: Some(sd),
+            },
+        ] => {
+            assert_eq!(*c, call);
+            assert_eq!(sd.media[0].port, 40000);
+        }
+        other => panic!("expected the ACK's answer as Reoffer, got {other:?}"),
+    }
+}

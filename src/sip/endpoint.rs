@@ -1360,6 +1360,31 @@ mod tests {
     }
 
     #[test]
+    fn limits_give_413_and_400() {
+        let config = EndpointConfig {
+            max_message_bytes: 600,
+            max_headers: 12,
+            ..EndpointConfig::default()
+        };
+        let mut ep = Endpoint::new(config);
+        let now = Instant::now();
+        let big = invite("z9hG4bK5").replace(
+            "Max-Forwards: 70\r\n",
+            &format!("X-Pad: {}\r\n", "a".repeat(600)),
+        );
+        ep.handle_input(now, addr(), Transport::Udp, big.as_bytes());
+        let many = invite("z9hG4bK6").replace("Max-Forwards: 70\r\n", &"X-H: 1\r\n".repeat(13));
+        ep.handle_input(now, addr(), Transport::Udp, many.as_bytes());
+        let out = drain(&mut ep);
+        assert!(out[0].starts_with("SIP/2.0 413 "), "{out:?}");
+        assert!(
+            out[1].starts_with("SIP/2.0 400 ") && out[1].contains("too many headers"),
+            "{out:?}"
+        );
+        assert_eq!(ep.calls(), 0);
+    }
+
+    #[test]
     fn reject_unknown_call_and_bad_status() {
         let mut ep = Endpoint::new(EndpointConfig::default());
         let now = Instant::now();

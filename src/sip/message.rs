@@ -1169,6 +1169,8 @@ mod tests {
         buf.truncate(len - 1);
         assert_eq!(frame_len(&buf), Ok(None));
         assert_eq!(frame_len(b"\r\n\r\nINVITE"), Ok(Some(4)));
+        let two = format!("{OPTIONS}{OPTIONS}");
+        assert_eq!(frame_len(two.as_bytes()), Ok(Some(OPTIONS.len())));
         assert_eq!(
             frame_len(OPTIONS.replace("l: 0", "l: -1").as_bytes()),
             Err(FrameError::BadContentLength)
