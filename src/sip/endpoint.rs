@@ -568,6 +568,8 @@ impl Endpoint {
             self.handle_ack(now, &key, &msg);
             return;
         }
+        // Retransmissions are answered from the transaction before any other logic runs, so a
+        // retransmitted INVITE can never create a second call (RFC 3261 §17.2.3).
         if method == Method::Invite
             && let Some(entry) = self.invite_txs.get(&key)
         {
@@ -586,6 +588,8 @@ impl Endpoint {
             self.send(t, remote, bytes);
             return;
         }
+        // Method inspection precedes header inspection (RFC 3261 §8.2.1): an unknown method is
+        // 501 even when its URI scheme or Require would also be refused.
         match method {
             Method::Invite | Method::Cancel | Method::Bye | Method::Options | Method::Info => {}
             Method::Other(_) => {
@@ -726,6 +730,8 @@ impl Endpoint {
         self.events.push_back(Event::Incoming { call, info });
     }
 
+    /// Dialog of an in-dialog request: Call-ID + To tag (ours) + From tag (theirs), §12.2.2.
+    /// RFC 2543 peers without a From tag still match, with an empty remote tag.
     fn dialog_of(&self, msg: &Message) -> Option<CallKey> {
         let id = DialogId {
             call_id: msg.call_id()?.to_string(),
@@ -781,6 +787,8 @@ impl Endpoint {
                 }
             }
             Method::Invite => {
+                // A second INVITE while the first awaits our answer: 500 + Retry-After
+                // (RFC 3261 §14.2); one before our 2xx was ACKed: 491 (glare-like).
                 if c.pending.is_some() {
                     let extra = [Header::new("Retry-After", "1")];
                     return self.reject_invite(now, &msg, from, transport, 500, &extra);
@@ -829,6 +837,8 @@ impl Endpoint {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
+        // Only the ACK for the 2xx we are retransmitting counts; its CSeq number equals the
+        // INVITE's (RFC 3261 §13.2.2.4).
         let cseq = msg.cseq().map_or(0, |(n, _)| n);
         if c.ok.as_ref().is_none_or(|ok| ok.cseq != cseq) {
             return; // late or duplicate ACK
@@ -889,6 +899,7 @@ impl Endpoint {
             },
         );
         self.send(transport, from, ok);
+        // After a final response CANCEL has no effect on the INVITE (RFC 3261 §9.2).
         if !proceeding {
             return;
         }
@@ -910,6 +921,7 @@ impl Endpoint {
         let Some(entry) = self.client_txs.get_mut(&branch) else {
             return;
         };
+        // Branch alone is not enough: a CANCEL we might send later shares it (§17.1.3).
         if msg.cseq().is_none_or(|(_, m)| m != entry.method.as_str()) {
             return;
         }
@@ -1140,6 +1152,8 @@ impl Endpoint {
         self.client_txs.retain(|_, e| !gone(e.transport, e.remote));
     }
 
+    /// Fires every due timer. Work is collected first and done after, because firing a timer
+    /// may add transactions (the BYE after an ACK timeout) to the maps being scanned.
     pub fn handle_timeout(&mut self, now: Instant) {
         let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
         let keys: Vec<TxKey> = self

@@ -441,6 +441,7 @@ pub fn parse(data: &[u8], limits: &Limits, stream: bool) -> Result<Message, Viol
         }
     }
     let rest = &data[end + term..];
+    // Several Content-Length lines must agree (RFC 4475 mcl01); one bad value poisons all.
     let mut length: Option<usize> = None;
     for h in headers.iter().filter(|h| h.is("content-length")) {
         let n = parse_content_length(&h.value)?;
@@ -640,6 +641,7 @@ pub fn split_list(value: &str) -> Vec<&str> {
     out
 }
 
+/// CSeq = 1*DIGIT LWS Method, the number below 2**31 in spirit and 2**32 by the grammar.
 fn parse_cseq(v: &str) -> Option<(u32, &str)> {
     let mut it = v.split_whitespace();
     let num = it.next()?;
@@ -890,6 +892,7 @@ pub fn validate_request(msg: &Message) -> Result<(), Violation> {
     for v in vias {
         Via::parse(v).map_err(|_| Violation::BadHeaderValue("Via"))?;
     }
+    // From/To are the dialog identity: a malformed one would make tags unreliable, so reject.
     for (name, label) in [("from", "From"), ("to", "To")] {
         // Single-valued headers: a top-level comma is a second value (or a bad display name).
         let value = msg.header(name).unwrap_or("");

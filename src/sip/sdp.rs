@@ -415,6 +415,7 @@ fn remote_addr(offer: &SessionDescription, m: &MediaDescription) -> Option<Socke
     (m.port != 0 && !ip.is_unspecified()).then(|| SocketAddr::new(ip, m.port))
 }
 
+/// A declined stream keeps its line with port 0 so that m-line positions still match (§6).
 fn rejected(m: &MediaDescription) -> MediaDescription {
     MediaDescription {
         kind: m.kind.clone(),
@@ -450,11 +451,15 @@ pub fn negotiate(
         .position(|m| m.kind == "audio" && is_rtp_avp(&m.proto))
         .ok_or(NegotiateError::NoAudio)?;
     let audio = &offer.media[audio_idx];
+    // Our preference order wins: the IVR's pipeline cost and quality differ per codec, and
+    // RFC 3264 §6.1 lets the answerer pick any offered format.
     let (codec, pt) = local
         .codecs
         .iter()
         .find_map(|&c| audio.payload_type_for(c).map(|pt| (c, pt)))
         .ok_or(NegotiateError::NoCommonCodec)?;
+    // DTMF keeps the offerer's payload type: RFC 4733 events must be sent with the PT the
+    // peer listens on.
     let telephone_event = audio.rtpmap_pt("telephone-event", 8000);
     let ptime_ms = audio
         .attr("ptime")
