@@ -668,3 +668,22 @@ fn offerless_reinvite_gets_answer_from_ack() {
         other => panic!("expected the ACK's answer as Reoffer, got {other:?}"),
     }
 }
+
+#[test]
+fn early_and_duplicate_timeouts_are_harmless() {
+    let mut h = Harness::new(Transport::Udp);
+    let call = h.incoming(&invite("z9hG4bKinv1", "", 1));
+    h.answer(call, OFFER);
+    let start = h.now;
+    h.ep.handle_timeout(start + T1 / 2);
+    h.ep.handle_timeout(start + T1 / 2);
+    assert!(h.sent().is_empty(), "early wake-up sends nothing");
+    h.ep.handle_timeout(start + T1);
+    h.ep.handle_timeout(start + T1);
+    assert_eq!(
+        codes(&h.sent()),
+        vec![200],
+        "one retransmission per due timer"
+    );
+    assert_eq!(h.ep.poll_timeout(), Some(start + T1 * 3));
+}
