@@ -1282,6 +1282,13 @@ mod tests {
     }
 
     #[test]
+    fn endpoint_can_move_between_threads() {
+        fn assert_send<T: Send + 'static>() {}
+        assert_send::<Endpoint>();
+        assert_send::<Event>();
+    }
+
+    #[test]
     fn stamps_received_and_rport() {
         let v = stamp_top_via(
             "SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bKx;rport, SIP/2.0/UDP h",
