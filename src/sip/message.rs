@@ -760,7 +760,10 @@ impl NameAddr {
         } else if let Some(lt) = v.find('<') {
             let name = v[..lt].trim();
             // Unquoted display names are tokens separated by LWS (RFC 4475 baddn has a comma).
-            if !name.split_whitespace().all(is_token) {
+            // Non-ASCII letters are tolerated: real trunks send "José <sip:..>" unquoted, and
+            // refusing a caller over a display name helps no one.
+            let display_ok = |w: &str| w.chars().all(|c| is_token_char(c) || !c.is_ascii());
+            if !name.split_whitespace().all(display_ok) {
                 return Err(SyntaxError);
             }
             let (uri, params) = bracketed(&v[lt..])?;
@@ -915,7 +918,7 @@ pub fn validate_request(msg: &Message) -> Result<(), Violation> {
         }
     }
     if let Some(exp) = msg.header("expires")
-        && exp.parse::<u32>().is_err()
+        && overflows_u32(exp)
     {
         return Err(Violation::BadHeaderValue("Expires"));
     }
@@ -925,7 +928,7 @@ pub fn validate_request(msg: &Message) -> Result<(), Violation> {
         }
         let na = NameAddr::parse(c).map_err(|_| Violation::BadHeaderValue("Contact"))?;
         if let Some(e) = na.param("expires")
-            && e.parse::<u32>().is_err()
+            && overflows_u32(e)
         {
             return Err(Violation::BadHeaderValue("Contact"));
         }
@@ -1050,6 +1053,13 @@ fn sdp_in_body<'a>(content_type: &str, body: &'a [u8]) -> Option<&'a [u8]> {
     None
 }
 
+/// Delta-seconds beyond 2**32-1 (RFC 4475 scalar02). Non-numeric values (RFC 2543 dates) are
+/// left alone: we never act on Expires, so refusing legacy peers over it would gain nothing.
+fn overflows_u32(v: &str) -> bool {
+    let v = v.trim();
+    !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) && v.parse::<u32>().is_err()
+}
+
 fn static_name(long: &str) -> &'static str {
     match long {
         "call-id" => "Call-ID",
@@ -1128,6 +1138,13 @@ mod tests {
         );
         assert!(NameAddr::parse("\"open <sip:a@b>").is_err());
         assert!(NameAddr::parse("Bell, Alexander <sip:a@b>").is_err());
+        assert_eq!(
+            NameAddr::parse("José Núñez <sip:a@b>")
+                .unwrap()
+                .display
+                .as_deref(),
+            Some("José Núñez")
+        );
         assert!(NameAddr::parse("< sip:a@b >").is_err());
         assert!(NameAddr::parse("sip:a@b?Route=x").is_err());
         assert!(NameAddr::parse("<sip:a@b>;;;").is_err());
