@@ -202,6 +202,10 @@ fn ok_is_retransmitted_with_doubling_intervals_until_ack() {
             .is_some_and(|c| c.contains("127.0.0.1:5060"))
     );
     assert!(String::from_utf8_lossy(&ok.body).contains("m=audio 30000 RTP/AVP 0 101"));
+    assert_eq!(
+        ok.values("record-route"),
+        vec!["<sip:proxy1.example.com;lr>", "<sip:proxy2.example.com;lr>"]
+    );
     let sent = h.run_for(T1 * 23);
     let times: Vec<Duration> = sent.iter().map(|(t, _)| *t).collect();
     let expect: Vec<Duration> = [1, 3, 7, 15, 23].iter().map(|&k| T1 * k).collect();

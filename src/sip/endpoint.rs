@@ -427,6 +427,16 @@ impl Endpoint {
             }
             headers.push(Header::new(name, &value));
         }
+        // Dialog-creating responses echo Record-Route so the caller's route set keeps the
+        // proxies (Kamailio) in the path of its ACK and BYE (RFC 3261 §12.1.1).
+        let invite = req
+            .iter()
+            .any(|h| h.is("cseq") && h.value.trim_end().ends_with("INVITE"));
+        if invite && (101..300).contains(&code) {
+            for h in req.iter().filter(|h| h.is("record-route")) {
+                headers.push(Header::new("Record-Route", &h.value));
+            }
+        }
         headers.push(Header::new("Server", &self.config.user_agent));
         headers.extend(extra.iter().cloned());
         let body = match body {
