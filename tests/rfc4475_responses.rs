@@ -210,6 +210,31 @@ fn every_torture_message_gets_the_expected_response_class() {
     );
 }
 
+/// As in the server: one long-lived endpoint gets all 49 in a row, each from its own port. Many
+/// files reuse a branch (z9hG4bKkdjuw), so later ones match earlier transactions; the answer
+/// must still reach the sender of each copy, with the class the manifest allows.
+#[test]
+fn one_endpoint_answers_each_sender_in_sequence() {
+    let mut ep = Endpoint::new(EndpointConfig::default());
+    let now = Instant::now();
+    let mut failures = Vec::new();
+    for (i, case) in cases().iter().enumerate() {
+        let from: SocketAddr = format!("127.0.0.1:{}", 20000 + i).parse().unwrap();
+        ep.handle_input(now, from, Transport::Udp, &case.data);
+        let mut first_final = None;
+        while let Some(t) = ep.poll_transmit() {
+            assert_eq!(t.destination, from, "{}: answer sent elsewhere", case.file);
+            first_final = first_final.or(Some(status(&t.payload)).filter(|&s| s >= 200));
+        }
+        while ep.poll_event().is_some() {}
+        let outcome = first_final.map_or(Outcome::NoFinal, |c| Outcome::Class(c / 100));
+        if !allowed(case).contains(&outcome) {
+            failures.push(format!("{}: {first_final:?}", case.file));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
 #[test]
 fn specific_codes_for_semantic_cases() {
     let by_name = |n: &str| cases().into_iter().find(|c| c.file == n).unwrap();

@@ -580,22 +580,22 @@ impl Endpoint {
         }
         // Retransmissions are answered from the transaction before any other logic runs, so a
         // retransmitted INVITE can never create a second call (RFC 3261 §17.2.3).
+        // The answer goes to where this copy came from (and later Timer G retransmissions too):
+        // the peer may have moved (NAT rebinding), and a stale address helps no one.
         if method == Method::Invite
-            && let Some(entry) = self.invite_txs.get(&key)
+            && let Some(entry) = self.invite_txs.get_mut(&key)
         {
+            (entry.remote, entry.transport) = (from, transport);
             if let Some(bytes) = entry.tx.handle_retransmission() {
-                let (bytes, remote, t) = (bytes.to_vec(), entry.remote, entry.transport);
-                self.send(t, remote, bytes);
+                let bytes = bytes.to_vec();
+                self.send(transport, from, bytes);
             }
             return;
         }
-        if let Some(entry) = self.server_txs.get(&key) {
-            let (bytes, remote, t) = (
-                entry.tx.last_response.clone(),
-                entry.remote,
-                entry.transport,
-            );
-            self.send(t, remote, bytes);
+        if let Some(entry) = self.server_txs.get_mut(&key) {
+            (entry.remote, entry.transport) = (from, transport);
+            let bytes = entry.tx.last_response.clone();
+            self.send(transport, from, bytes);
             return;
         }
         // Method inspection precedes header inspection (RFC 3261 §8.2.1): an unknown method is
