@@ -1066,11 +1066,23 @@ impl Endpoint {
 
     /// Sends BYE in the dialog (non-INVITE client transaction, Timers E/F). The end is reported
     /// later as `Terminated{LocalBye}`. Before the ACK of our 2xx the BYE waits for it
-    /// (RFC 3261 §15); an unanswered call must be ended with `reject`.
+    /// (RFC 3261 §15). A UAS cannot BYE an unanswered call, so there it answers 480 instead and
+    /// reports `Terminated{LocalBye}` at once: every hangup ends in exactly one Terminated.
     pub fn hangup(&mut self, now: Instant, call: CallKey) -> Result<(), CallError> {
         let c = self.calls.get_mut(&call).ok_or(CallError::UnknownCall)?;
         match c.state {
-            CallState::Early | CallState::Terminating => Err(CallError::InvalidState),
+            CallState::Terminating => Err(CallError::InvalidState),
+            CallState::Early => {
+                if let Some(p) = c.pending.take() {
+                    self.final_for_pending(now, call, &p, 480, &[], None);
+                }
+                self.forget(call);
+                self.events.push_back(Event::Terminated {
+                    call,
+                    reason: TerminateReason::LocalBye,
+                });
+                Ok(())
+            }
             CallState::WaitAck => {
                 c.hangup_after_ack = true;
                 Ok(())
@@ -1428,9 +1440,34 @@ mod tests {
             panic!()
         };
         assert_eq!(ep.reject(now, call, 200, &[]), Err(CallError::InvalidState));
-        assert_eq!(ep.hangup(now, call), Err(CallError::InvalidState));
         ep.reject(now, call, 486, &[]).unwrap();
         assert_eq!(ep.calls(), 0);
         assert_eq!(ep.reject(now, call, 486, &[]), Err(CallError::UnknownCall));
+        assert_eq!(ep.hangup(now, call), Err(CallError::UnknownCall));
+    }
+
+    #[test]
+    fn hangup_before_answer_rejects_480_and_terminates() {
+        let mut ep = Endpoint::new(EndpointConfig::default());
+        let now = Instant::now();
+        ep.handle_input(now, addr(), Transport::Udp, invite("z9hG4bK7").as_bytes());
+        let Some(Event::Incoming { call, .. }) = ep.poll_event() else {
+            panic!("no Incoming")
+        };
+        drain(&mut ep);
+        ep.hangup(now, call).unwrap();
+        let out = drain(&mut ep);
+        assert!(
+            out.len() == 1 && out[0].starts_with("SIP/2.0 480 "),
+            "{out:?}"
+        );
+        assert_eq!(
+            ep.poll_event(),
+            Some(Event::Terminated {
+                call,
+                reason: TerminateReason::LocalBye
+            })
+        );
+        assert_eq!((ep.calls(), ep.poll_event()), (0, None));
     }
 }
