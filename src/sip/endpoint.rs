@@ -437,6 +437,12 @@ impl Endpoint {
                 headers.push(Header::new("Record-Route", &h.value));
             }
         }
+        // 100 Trying echoes Timestamp so the caller can measure round-trip time (§8.2.6.1).
+        if code == 100
+            && let Some(h) = req.iter().find(|h| h.is("timestamp"))
+        {
+            headers.push(Header::new("Timestamp", &h.value));
+        }
         headers.push(Header::new("Server", &self.config.user_agent));
         headers.extend(extra.iter().cloned());
         let body = match body {
@@ -1331,10 +1337,13 @@ mod tests {
             Instant::now(),
             addr(),
             Transport::Udp,
-            invite("z9hG4bK1").as_bytes(),
+            invite("z9hG4bK1")
+                .replace("Max-Forwards", "Timestamp: 54\r\nMax-Forwards")
+                .as_bytes(),
         );
         let out = drain(&mut ep);
         assert!(out[0].starts_with("SIP/2.0 100 Trying\r\n"), "{out:?}");
+        assert!(out[0].contains("\r\nTimestamp: 54\r\n"), "{out:?}");
         assert!(out[0].contains("rport=5070"));
         let Some(Event::Incoming { info, .. }) = ep.poll_event() else {
             panic!("no Incoming")
