@@ -47,7 +47,7 @@ fn without_tag(value: &str) -> String {
             }
             out
         }
-        Err(()) => value.to_string(),
+        Err(_) => value.to_string(),
     }
 }
 

@@ -168,6 +168,11 @@ impl fmt::Display for CallError {
 impl std::error::Error for CallError {}
 
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
+/// Calls beyond this get 503: a bound on memory under an INVITE flood.
+pub const MAX_CALLS: usize = 10_000;
+/// Server transactions beyond this are answered statelessly (retransmissions then re-run the
+/// request logic, which is idempotent for the methods we serve statelessly).
+pub const MAX_TRANSACTIONS: usize = 200_000;
 /// Option tags we implement; any other Require gets 420.
 const SUPPORTED: &[&str] = &[];
 
@@ -327,6 +332,11 @@ impl Endpoint {
         self.calls.len()
     }
 
+    /// Whether `call` is still known (not yet ended).
+    pub fn contains(&self, call: CallKey) -> bool {
+        self.calls.contains_key(&call)
+    }
+
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
@@ -417,6 +427,22 @@ impl Endpoint {
             }
             headers.push(Header::new(name, &value));
         }
+        // Dialog-creating responses echo Record-Route so the caller's route set keeps the
+        // proxies (Kamailio) in the path of its ACK and BYE (RFC 3261 §12.1.1).
+        let invite = req
+            .iter()
+            .any(|h| h.is("cseq") && h.value.trim_end().ends_with("INVITE"));
+        if invite && (101..300).contains(&code) {
+            for h in req.iter().filter(|h| h.is("record-route")) {
+                headers.push(Header::new("Record-Route", &h.value));
+            }
+        }
+        // 100 Trying echoes Timestamp so the caller can measure round-trip time (§8.2.6.1).
+        if code == 100
+            && let Some(h) = req.iter().find(|h| h.is("timestamp"))
+        {
+            headers.push(Header::new("Timestamp", &h.value));
+        }
         headers.push(Header::new("Server", &self.config.user_agent));
         headers.extend(extra.iter().cloned());
         let body = match body {
@@ -449,7 +475,9 @@ impl Endpoint {
         extra: &[Header],
     ) {
         let bytes = self.response(&req.headers, from, code, None, extra, None);
-        if let Some(key) = TxKey::server(req) {
+        if let Some(key) = TxKey::server(req)
+            && self.server_txs.len() < MAX_TRANSACTIONS
+        {
             let tx = NonInviteServerTx::completed(
                 now,
                 &self.timing,
@@ -480,7 +508,9 @@ impl Endpoint {
         extra: &[Header],
     ) {
         let bytes = self.response(&req.headers, from, code, None, extra, None);
-        if let Some(key) = TxKey::server(req) {
+        if let Some(key) = TxKey::server(req)
+            && self.invite_txs.len() < MAX_TRANSACTIONS
+        {
             let mut tx = InviteServerTx::new(transport.reliable(), Vec::new());
             tx.send_final(now, &self.timing, code, bytes.clone());
             self.invite_txs.insert(
@@ -512,7 +542,9 @@ impl Endpoint {
                 // Requests get an error if we can tell where it goes; responses are dropped.
                 if let Some(headers) = message::salvage(data) {
                     tracing::debug!(?violation, "unparseable request");
-                    let bytes = self.response(&headers, from, violation.status(), None, &[], None);
+                    let extra = violation.extra_headers();
+                    let bytes =
+                        self.response(&headers, from, violation.status(), None, &extra, None);
                     self.send(transport, from, bytes);
                 }
                 return;
@@ -552,24 +584,28 @@ impl Endpoint {
             self.handle_ack(now, &key, &msg);
             return;
         }
+        // Retransmissions are answered from the transaction before any other logic runs, so a
+        // retransmitted INVITE can never create a second call (RFC 3261 §17.2.3).
+        // The answer goes to where this copy came from (and later Timer G retransmissions too):
+        // the peer may have moved (NAT rebinding), and a stale address helps no one.
         if method == Method::Invite
-            && let Some(entry) = self.invite_txs.get(&key)
+            && let Some(entry) = self.invite_txs.get_mut(&key)
         {
+            (entry.remote, entry.transport) = (from, transport);
             if let Some(bytes) = entry.tx.handle_retransmission() {
-                let (bytes, remote, t) = (bytes.to_vec(), entry.remote, entry.transport);
-                self.send(t, remote, bytes);
+                let bytes = bytes.to_vec();
+                self.send(transport, from, bytes);
             }
             return;
         }
-        if let Some(entry) = self.server_txs.get(&key) {
-            let (bytes, remote, t) = (
-                entry.tx.last_response.clone(),
-                entry.remote,
-                entry.transport,
-            );
-            self.send(t, remote, bytes);
+        if let Some(entry) = self.server_txs.get_mut(&key) {
+            (entry.remote, entry.transport) = (from, transport);
+            let bytes = entry.tx.last_response.clone();
+            self.send(transport, from, bytes);
             return;
         }
+        // Method inspection precedes header inspection (RFC 3261 §8.2.1): an unknown method is
+        // 501 even when its URI scheme or Require would also be refused.
         match method {
             Method::Invite | Method::Cancel | Method::Bye | Method::Options | Method::Info => {}
             Method::Other(_) => {
@@ -639,6 +675,10 @@ impl Endpoint {
         from: SocketAddr,
         transport: Transport,
     ) {
+        if self.calls.len() >= MAX_CALLS {
+            let extra = [Header::new("Retry-After", "5")];
+            return self.reject_invite(now, &msg, from, transport, 503, &extra);
+        }
         let Ok(offer) = Self::parse_offer(sdp) else {
             return self.reject_invite(now, &msg, from, transport, 400, &[]);
         };
@@ -706,6 +746,8 @@ impl Endpoint {
         self.events.push_back(Event::Incoming { call, info });
     }
 
+    /// Dialog of an in-dialog request: Call-ID + To tag (ours) + From tag (theirs), §12.2.2.
+    /// RFC 2543 peers without a From tag still match, with an empty remote tag.
     fn dialog_of(&self, msg: &Message) -> Option<CallKey> {
         let id = DialogId {
             call_id: msg.call_id()?.to_string(),
@@ -761,6 +803,8 @@ impl Endpoint {
                 }
             }
             Method::Invite => {
+                // A second INVITE while the first awaits our answer: 500 + Retry-After
+                // (RFC 3261 §14.2); one before our 2xx was ACKed: 491 (glare-like).
                 if c.pending.is_some() {
                     let extra = [Header::new("Retry-After", "1")];
                     return self.reject_invite(now, &msg, from, transport, 500, &extra);
@@ -809,6 +853,8 @@ impl Endpoint {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
+        // Only the ACK for the 2xx we are retransmitting counts; its CSeq number equals the
+        // INVITE's (RFC 3261 §13.2.2.4).
         let cseq = msg.cseq().map_or(0, |(n, _)| n);
         if c.ok.as_ref().is_none_or(|ok| ok.cseq != cseq) {
             return; // late or duplicate ACK
@@ -869,6 +915,7 @@ impl Endpoint {
             },
         );
         self.send(transport, from, ok);
+        // After a final response CANCEL has no effect on the INVITE (RFC 3261 §9.2).
         if !proceeding {
             return;
         }
@@ -890,6 +937,7 @@ impl Endpoint {
         let Some(entry) = self.client_txs.get_mut(&branch) else {
             return;
         };
+        // Branch alone is not enough: a CANCEL we might send later shares it (§17.1.3).
         if msg.cseq().is_none_or(|(_, m)| m != entry.method.as_str()) {
             return;
         }
@@ -978,12 +1026,11 @@ impl Endpoint {
         let extra = [
             Header::new("Contact", &self.contact(transport)),
             Header::new("Allow", ALLOW),
-            Header::new("Supported", ""),
         ];
         let body = sdp.to_string().into_bytes();
         let cseq = p.request.cseq().map_or(0, |(n, _)| n);
         let bytes = self
-            .final_for_pending(now, call, &p, 200, &extra[..2], Some(&body))
+            .final_for_pending(now, call, &p, 200, &extra, Some(&body))
             .ok_or(CallError::InvalidState)?;
         let c = self.calls.get_mut(&call).ok_or(CallError::UnknownCall)?;
         if p.initial {
@@ -1025,11 +1072,23 @@ impl Endpoint {
 
     /// Sends BYE in the dialog (non-INVITE client transaction, Timers E/F). The end is reported
     /// later as `Terminated{LocalBye}`. Before the ACK of our 2xx the BYE waits for it
-    /// (RFC 3261 §15); an unanswered call must be ended with `reject`.
+    /// (RFC 3261 §15). A UAS cannot BYE an unanswered call, so there it answers 480 instead and
+    /// reports `Terminated{LocalBye}` at once: every hangup ends in exactly one Terminated.
     pub fn hangup(&mut self, now: Instant, call: CallKey) -> Result<(), CallError> {
         let c = self.calls.get_mut(&call).ok_or(CallError::UnknownCall)?;
         match c.state {
-            CallState::Early | CallState::Terminating => Err(CallError::InvalidState),
+            CallState::Terminating => Err(CallError::InvalidState),
+            CallState::Early => {
+                if let Some(p) = c.pending.take() {
+                    self.final_for_pending(now, call, &p, 480, &[], None);
+                }
+                self.forget(call);
+                self.events.push_back(Event::Terminated {
+                    call,
+                    reason: TerminateReason::LocalBye,
+                });
+                Ok(())
+            }
             CallState::WaitAck => {
                 c.hangup_after_ack = true;
                 Ok(())
@@ -1098,6 +1157,31 @@ impl Endpoint {
         Ok(branch)
     }
 
+    /// The shell lost the TCP connection to `remote`: calls signalled over it can no longer be
+    /// reached (we do not open connections), so they end with `Terminated{TransportError}`.
+    pub fn handle_connection_lost(&mut self, _now: Instant, remote: SocketAddr) {
+        let mut lost: Vec<CallKey> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.transport == Transport::Tcp && c.remote == remote)
+            .map(|(k, _)| *k)
+            .collect();
+        lost.sort();
+        for call in lost {
+            self.forget(call);
+            self.events.push_back(Event::Terminated {
+                call,
+                reason: TerminateReason::TransportError,
+            });
+        }
+        let gone = |t: Transport, r: SocketAddr| t == Transport::Tcp && r == remote;
+        self.invite_txs.retain(|_, e| !gone(e.transport, e.remote));
+        self.server_txs.retain(|_, e| !gone(e.transport, e.remote));
+        self.client_txs.retain(|_, e| !gone(e.transport, e.remote));
+    }
+
+    /// Fires every due timer. Work is collected first and done after, because firing a timer
+    /// may add transactions (the BYE after an ACK timeout) to the maps being scanned.
     pub fn handle_timeout(&mut self, now: Instant) {
         let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
         let keys: Vec<TxKey> = self
@@ -1226,6 +1310,13 @@ mod tests {
     }
 
     #[test]
+    fn endpoint_can_move_between_threads() {
+        fn assert_send<T: Send + 'static>() {}
+        assert_send::<Endpoint>();
+        assert_send::<Event>();
+    }
+
+    #[test]
     fn stamps_received_and_rport() {
         let v = stamp_top_via(
             "SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bKx;rport, SIP/2.0/UDP h",
@@ -1246,10 +1337,13 @@ mod tests {
             Instant::now(),
             addr(),
             Transport::Udp,
-            invite("z9hG4bK1").as_bytes(),
+            invite("z9hG4bK1")
+                .replace("Max-Forwards", "Timestamp: 54\r\nMax-Forwards")
+                .as_bytes(),
         );
         let out = drain(&mut ep);
         assert!(out[0].starts_with("SIP/2.0 100 Trying\r\n"), "{out:?}");
+        assert!(out[0].contains("\r\nTimestamp: 54\r\n"), "{out:?}");
         assert!(out[0].contains("rport=5070"));
         let Some(Event::Incoming { info, .. }) = ep.poll_event() else {
             panic!("no Incoming")
@@ -1277,6 +1371,72 @@ mod tests {
     }
 
     #[test]
+    fn lost_tcp_connection_terminates_its_calls() {
+        let mut ep = Endpoint::new(EndpointConfig::default());
+        let now = Instant::now();
+        ep.handle_input(now, addr(), Transport::Tcp, invite("z9hG4bK3").as_bytes());
+        let Some(Event::Incoming { call, .. }) = ep.poll_event() else {
+            panic!("no Incoming")
+        };
+        ep.handle_connection_lost(now, "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(ep.calls(), 1);
+        ep.handle_connection_lost(now, addr());
+        assert_eq!(
+            ep.poll_event(),
+            Some(Event::Terminated {
+                call,
+                reason: TerminateReason::TransportError
+            })
+        );
+        assert_eq!((ep.calls(), ep.poll_timeout()), (0, None));
+    }
+
+    #[test]
+    fn leading_crlf_and_reasonless_status_are_tolerated() {
+        let mut ep = Endpoint::new(EndpointConfig::default());
+        let now = Instant::now();
+        ep.handle_input(
+            now,
+            addr(),
+            Transport::Udp,
+            format!("\r\n\r\n{}", invite("z9hG4bK4")).as_bytes(),
+        );
+        assert!(matches!(ep.poll_event(), Some(Event::Incoming { .. })));
+        let m = message::parse(
+            b"SIP/2.0 200\r\nCSeq: 1 BYE\r\n\r\n",
+            &Limits::default(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(m.code(), Some(200));
+    }
+
+    #[test]
+    fn limits_give_413_and_400() {
+        let config = EndpointConfig {
+            max_message_bytes: 600,
+            max_headers: 12,
+            ..EndpointConfig::default()
+        };
+        let mut ep = Endpoint::new(config);
+        let now = Instant::now();
+        let big = invite("z9hG4bK5").replace(
+            "Max-Forwards: 70\r\n",
+            &format!("X-Pad: {}\r\n", "a".repeat(600)),
+        );
+        ep.handle_input(now, addr(), Transport::Udp, big.as_bytes());
+        let many = invite("z9hG4bK6").replace("Max-Forwards: 70\r\n", &"X-H: 1\r\n".repeat(13));
+        ep.handle_input(now, addr(), Transport::Udp, many.as_bytes());
+        let out = drain(&mut ep);
+        assert!(out[0].starts_with("SIP/2.0 413 "), "{out:?}");
+        assert!(
+            out[1].starts_with("SIP/2.0 400 ") && out[1].contains("too many headers"),
+            "{out:?}"
+        );
+        assert_eq!(ep.calls(), 0);
+    }
+
+    #[test]
     fn reject_unknown_call_and_bad_status() {
         let mut ep = Endpoint::new(EndpointConfig::default());
         let now = Instant::now();
@@ -1289,9 +1449,34 @@ mod tests {
             panic!()
         };
         assert_eq!(ep.reject(now, call, 200, &[]), Err(CallError::InvalidState));
-        assert_eq!(ep.hangup(now, call), Err(CallError::InvalidState));
         ep.reject(now, call, 486, &[]).unwrap();
         assert_eq!(ep.calls(), 0);
         assert_eq!(ep.reject(now, call, 486, &[]), Err(CallError::UnknownCall));
+        assert_eq!(ep.hangup(now, call), Err(CallError::UnknownCall));
+    }
+
+    #[test]
+    fn hangup_before_answer_rejects_480_and_terminates() {
+        let mut ep = Endpoint::new(EndpointConfig::default());
+        let now = Instant::now();
+        ep.handle_input(now, addr(), Transport::Udp, invite("z9hG4bK7").as_bytes());
+        let Some(Event::Incoming { call, .. }) = ep.poll_event() else {
+            panic!("no Incoming")
+        };
+        drain(&mut ep);
+        ep.hangup(now, call).unwrap();
+        let out = drain(&mut ep);
+        assert!(
+            out.len() == 1 && out[0].starts_with("SIP/2.0 480 "),
+            "{out:?}"
+        );
+        assert_eq!(
+            ep.poll_event(),
+            Some(Event::Terminated {
+                call,
+                reason: TerminateReason::LocalBye
+            })
+        );
+        assert_eq!((ep.calls(), ep.poll_event()), (0, None));
     }
 }

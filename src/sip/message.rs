@@ -201,18 +201,57 @@ impl Violation {
             Violation::UnsupportedMediaType | Violation::NotAcceptable => {
                 vec![Header::new("Accept", "application/sdp")]
             }
+            // A 400 says what was wrong (Warning code 399, RFC 3261 §20.43) for peers' logs.
+            v if v.status() == 400 => vec![Header::new(
+                "Warning",
+                &format!("399 ivr \"{}\"", v.describe()),
+            )],
             _ => Vec::new(),
+        }
+    }
+
+    /// Short human description (no message content, so no personal data).
+    pub fn describe(&self) -> String {
+        match self {
+            Violation::TooLarge => "message too large".into(),
+            Violation::TooManyHeaders => "too many headers".into(),
+            Violation::NoHeaderEnd => "no end of headers".into(),
+            Violation::BadStartLine => "malformed start line".into(),
+            Violation::BadVersion => "unsupported SIP version".into(),
+            Violation::BadHeaderLine => "malformed header line".into(),
+            Violation::BadContentLength => "bad Content-Length".into(),
+            Violation::BodyTruncated => "body shorter than Content-Length".into(),
+            Violation::MissingHeader(h) => format!("missing {h}"),
+            Violation::DuplicateHeader(h) => format!("more than one {h}"),
+            Violation::BadHeaderValue(h) => format!("malformed {h}"),
+            Violation::CseqMethodMismatch => "CSeq method differs from request method".into(),
+            Violation::UnsupportedUriScheme => "unsupported URI scheme".into(),
+            Violation::UnsupportedExtension(_) => "unsupported extension".into(),
+            Violation::UnsupportedMediaType => "unsupported body type".into(),
+            Violation::NotAcceptable => "cannot produce an acceptable body".into(),
         }
     }
 }
 
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{self:?}")
+        f.write_str(&self.describe())
     }
 }
 
 impl std::error::Error for Violation {}
+
+/// A header value that does not follow its grammar (Via, name-addr, parameters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyntaxError;
+
+impl std::fmt::Display for SyntaxError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("header syntax error")
+    }
+}
+
+impl std::error::Error for SyntaxError {}
 
 /// Errors of the TCP framing helper.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -328,7 +367,8 @@ fn parse_start_line(line: &str) -> Result<StartLine, Violation> {
         if !(100..=699).contains(&code) {
             return Err(Violation::BadStartLine);
         }
-        let reason = parts.next().ok_or(Violation::BadStartLine)?;
+        // The SP before an empty reason is mandatory, but some peers drop it; be liberal.
+        let reason = parts.next().unwrap_or("");
         return Ok(StartLine::Response {
             code,
             reason: reason.to_string(),
@@ -376,7 +416,15 @@ pub fn parse(data: &[u8], limits: &Limits, stream: bool) -> Result<Message, Viol
     if data.len() > limits.max_message_bytes {
         return Err(Violation::TooLarge);
     }
-    let (end, term) = header_end(data).ok_or(Violation::NoHeaderEnd)?;
+    // CRLFs before the start line are to be ignored (RFC 3261 §7.5).
+    let data = &data[leading_crlf(data)..];
+    let (end, term) = match header_end(data) {
+        Some(found) => found,
+        // A datagram is complete by definition: a missing final blank line only means "no body"
+        // (RFC 4475 baddn.dat is cut so). On a stream it means "wait for more".
+        None if !stream => (data.len(), 0),
+        None => return Err(Violation::NoHeaderEnd),
+    };
     let section = String::from_utf8_lossy(&data[..end]);
     let mut lines = unfold(&section).into_iter();
     let first = lines.next().ok_or(Violation::BadStartLine)?;
@@ -393,6 +441,7 @@ pub fn parse(data: &[u8], limits: &Limits, stream: bool) -> Result<Message, Viol
         }
     }
     let rest = &data[end + term..];
+    // Several Content-Length lines must agree (RFC 4475 mcl01); one bad value poisons all.
     let mut length: Option<usize> = None;
     for h in headers.iter().filter(|h| h.is("content-length")) {
         let n = parse_content_length(&h.value)?;
@@ -452,9 +501,16 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
     })
 }
 
+fn leading_crlf(data: &[u8]) -> usize {
+    data.iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count()
+}
+
 /// Best-effort read of the headers needed to answer a message that failed [`parse`].
 /// `None` if it is not a request or carries no Via (then no response is possible).
 pub fn salvage(data: &[u8]) -> Option<Vec<Header>> {
+    let data = &data[leading_crlf(data)..];
     let end = header_end(data)
         .map(|(e, _)| e)
         .unwrap_or(data.len().min(65_535));
@@ -585,6 +641,7 @@ pub fn split_list(value: &str) -> Vec<&str> {
     out
 }
 
+/// CSeq = 1*DIGIT LWS Method, the number below 2**31 in spirit and 2**32 by the grammar.
 fn parse_cseq(v: &str) -> Option<(u32, &str)> {
     let mut it = v.split_whitespace();
     let num = it.next()?;
@@ -597,13 +654,13 @@ fn parse_cseq(v: &str) -> Option<(u32, &str)> {
 }
 
 /// Parses `;name[=value]` parameters. Empty names (";;") are a syntax error (RFC 4475 badinv01).
-fn parse_params(s: &str) -> Result<Vec<(String, Option<String>)>, ()> {
+fn parse_params(s: &str) -> Result<Vec<(String, Option<String>)>, SyntaxError> {
     let mut out = Vec::new();
     let s = s.trim();
     if s.is_empty() {
         return Ok(out);
     }
-    let s = s.strip_prefix(';').ok_or(())?;
+    let s = s.strip_prefix(';').ok_or(SyntaxError)?;
     for p in split_outside_quotes(s, ';') {
         let p = p.trim();
         let (name, value) = match p.find('=') {
@@ -611,12 +668,12 @@ fn parse_params(s: &str) -> Result<Vec<(String, Option<String>)>, ()> {
             None => (p, None),
         };
         if !is_token(name) {
-            return Err(());
+            return Err(SyntaxError);
         }
         if let Some(v) = &value
             && v.is_empty()
         {
-            return Err(());
+            return Err(SyntaxError);
         }
         out.push((name.to_ascii_lowercase(), value));
     }
@@ -651,18 +708,18 @@ pub struct Via {
 }
 
 impl Via {
-    pub fn parse(v: &str) -> Result<Via, ()> {
+    pub fn parse(v: &str) -> Result<Via, SyntaxError> {
         let semi = v.find(';').unwrap_or(v.len());
         let (proto_host, params) = v.split_at(semi);
         let parts: Vec<&str> = proto_host.splitn(3, '/').collect();
         if parts.len() != 3 || parts[0].trim() != "SIP" || parts[1].trim() != "2.0" {
-            return Err(());
+            return Err(SyntaxError);
         }
         let mut rest = parts[2].split_whitespace();
-        let transport = rest.next().ok_or(())?;
+        let transport = rest.next().ok_or(SyntaxError)?;
         let sent_by: String = rest.collect::<Vec<_>>().join("");
         if !is_token(transport) || sent_by.is_empty() || sent_by.contains(['<', '>', '"', ',']) {
-            return Err(());
+            return Err(SyntaxError);
         }
         Ok(Via {
             transport: transport.to_ascii_uppercase(),
@@ -692,10 +749,10 @@ pub struct NameAddr {
 }
 
 impl NameAddr {
-    pub fn parse(v: &str) -> Result<NameAddr, ()> {
+    pub fn parse(v: &str) -> Result<NameAddr, SyntaxError> {
         let v = v.trim();
         let (display, uri, params) = if let Some(rest) = v.strip_prefix('"') {
-            let close = closing_quote(rest).ok_or(())?;
+            let close = closing_quote(rest).ok_or(SyntaxError)?;
             let display = unescape_quoted(&rest[..close]);
             let after = rest[close + 1..].trim_start();
             let (uri, params) = bracketed(after)?;
@@ -703,8 +760,11 @@ impl NameAddr {
         } else if let Some(lt) = v.find('<') {
             let name = v[..lt].trim();
             // Unquoted display names are tokens separated by LWS (RFC 4475 baddn has a comma).
-            if !name.split_whitespace().all(is_token) {
-                return Err(());
+            // Non-ASCII letters are tolerated: real trunks send "José <sip:..>" unquoted, and
+            // refusing a caller over a display name helps no one.
+            let display_ok = |w: &str| w.chars().all(|c| is_token_char(c) || !c.is_ascii());
+            if !name.split_whitespace().all(display_ok) {
+                return Err(SyntaxError);
             }
             let (uri, params) = bracketed(&v[lt..])?;
             (
@@ -721,13 +781,14 @@ impl NameAddr {
             // carry '?' headers or ',' (RFC 3261 §20.10, RFC 4475 regbadct).
             let semi = v.find(';').unwrap_or(v.len());
             let (uri, params) = v.split_at(semi);
+            let uri = uri.trim_end();
             if uri.contains(['?', ',', '"']) {
-                return Err(());
+                return Err(SyntaxError);
             }
             (None, uri, params)
         };
         if uri.is_empty() || uri.chars().any(|c| c.is_whitespace()) || !uri.contains(':') {
-            return Err(());
+            return Err(SyntaxError);
         }
         Ok(NameAddr {
             display,
@@ -749,9 +810,9 @@ impl NameAddr {
     }
 }
 
-fn bracketed(s: &str) -> Result<(&str, &str), ()> {
-    let s = s.strip_prefix('<').ok_or(())?;
-    let gt = s.find('>').ok_or(())?;
+fn bracketed(s: &str) -> Result<(&str, &str), SyntaxError> {
+    let s = s.strip_prefix('<').ok_or(SyntaxError)?;
+    let gt = s.find('>').ok_or(SyntaxError)?;
     Ok((&s[..gt], &s[gt + 1..]))
 }
 
@@ -834,6 +895,7 @@ pub fn validate_request(msg: &Message) -> Result<(), Violation> {
     for v in vias {
         Via::parse(v).map_err(|_| Violation::BadHeaderValue("Via"))?;
     }
+    // From/To are the dialog identity: a malformed one would make tags unreliable, so reject.
     for (name, label) in [("from", "From"), ("to", "To")] {
         // Single-valued headers: a top-level comma is a second value (or a bad display name).
         let value = msg.header(name).unwrap_or("");
@@ -856,7 +918,7 @@ pub fn validate_request(msg: &Message) -> Result<(), Violation> {
         }
     }
     if let Some(exp) = msg.header("expires")
-        && exp.parse::<u32>().is_err()
+        && overflows_u32(exp)
     {
         return Err(Violation::BadHeaderValue("Expires"));
     }
@@ -866,7 +928,7 @@ pub fn validate_request(msg: &Message) -> Result<(), Violation> {
         }
         let na = NameAddr::parse(c).map_err(|_| Violation::BadHeaderValue("Contact"))?;
         if let Some(e) = na.param("expires")
-            && e.parse::<u32>().is_err()
+            && overflows_u32(e)
         {
             return Err(Violation::BadHeaderValue("Contact"));
         }
@@ -991,6 +1053,13 @@ fn sdp_in_body<'a>(content_type: &str, body: &'a [u8]) -> Option<&'a [u8]> {
     None
 }
 
+/// Delta-seconds beyond 2**32-1 (RFC 4475 scalar02). Non-numeric values (RFC 2543 dates) are
+/// left alone: we never act on Expires, so refusing legacy peers over it would gain nothing.
+fn overflows_u32(v: &str) -> bool {
+    let v = v.trim();
+    !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) && v.parse::<u32>().is_err()
+}
+
 fn static_name(long: &str) -> &'static str {
     match long {
         "call-id" => "Call-ID",
@@ -1069,9 +1138,36 @@ mod tests {
         );
         assert!(NameAddr::parse("\"open <sip:a@b>").is_err());
         assert!(NameAddr::parse("Bell, Alexander <sip:a@b>").is_err());
+        assert_eq!(
+            NameAddr::parse("José Núñez <sip:a@b>")
+                .unwrap()
+                .display
+                .as_deref(),
+            Some("José Núñez")
+        );
         assert!(NameAddr::parse("< sip:a@b >").is_err());
         assert!(NameAddr::parse("sip:a@b?Route=x").is_err());
         assert!(NameAddr::parse("<sip:a@b>;;;").is_err());
+    }
+
+    #[test]
+    fn wsinv_is_valid() {
+        // The header section of RFC 4475 §3.1.1.1 (wsinv), folding and LWS intact.
+        let data = "INVITE sip:vivekg@chair-dnrc.example.com;unknownparam SIP/2.0\r\nTO :\r\n \
+            sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n\r\nfrom   : \"J Rosenberg \\\\\\\"\"       \
+            <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8\r\nMaX-fOrWaRdS: 0068\r\nCall-ID: wsinv.ndaksdj@192.0.2.1\r\n\
+            Content-Length   : 0\r\ncseq: 0009\r\n  INVITE\r\nVia  : SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;branch=390skdjuw\r\n\
+            s :\r\nNewFangledHeader:   newfangled value\r\n continued newfangled value\r\n\
+            UnknownHeaderWithUnusualValue: ;;,,;;,;\r\nRoute:\r\n <sip:services.example.com;lr;unknownwith=value;unknown-no-value>\r\n\
+            v:  SIP  / 2.0  / TCP     spindle.example.com   ;\r\n  branch  =   z9hG4bK9ikj8  ,\r\n \
+            SIP  /    2.0   / UDP  192.168.255.111   ; branch=\r\n z9hG4bK30239\r\n\
+            m:\"Quoted string \\\"\\\"\" <sip:jdrosen@example.com> ; newparam =\r\n      newvalue ;\r\n  secondparam ; q = 0.33\r\n\r\n";
+        let m = parse(data.as_bytes(), &Limits::default(), false).unwrap();
+        assert_eq!(m.from_tag().as_deref(), Some("98asjd8"));
+        assert_eq!(validate_request(&m), Ok(()));
+        assert_eq!(m.to_tag().as_deref(), Some("1918181833n"));
+        assert_eq!(m.values("via").len(), 3);
+        assert_eq!(m.cseq(), Some((9, "INVITE")));
     }
 
     #[test]
@@ -1093,6 +1189,8 @@ mod tests {
         buf.truncate(len - 1);
         assert_eq!(frame_len(&buf), Ok(None));
         assert_eq!(frame_len(b"\r\n\r\nINVITE"), Ok(Some(4)));
+        let two = format!("{OPTIONS}{OPTIONS}");
+        assert_eq!(frame_len(two.as_bytes()), Ok(Some(OPTIONS.len())));
         assert_eq!(
             frame_len(OPTIONS.replace("l: 0", "l: -1").as_bytes()),
             Err(FrameError::BadContentLength)

@@ -415,6 +415,7 @@ fn remote_addr(offer: &SessionDescription, m: &MediaDescription) -> Option<Socke
     (m.port != 0 && !ip.is_unspecified()).then(|| SocketAddr::new(ip, m.port))
 }
 
+/// A declined stream keeps its line with port 0 so that m-line positions still match (§6).
 fn rejected(m: &MediaDescription) -> MediaDescription {
     MediaDescription {
         kind: m.kind.clone(),
@@ -447,27 +448,38 @@ pub fn negotiate(
     let audio_idx = offer
         .media
         .iter()
-        .position(|m| m.kind == "audio" && is_rtp_avp(&m.proto))
+        // Port 0 in an offer disables the stream (RFC 3264 §8.2); it must stay disabled.
+        .position(|m| m.kind == "audio" && m.port != 0 && is_rtp_avp(&m.proto))
         .ok_or(NegotiateError::NoAudio)?;
     let audio = &offer.media[audio_idx];
+    // Our preference order wins: the IVR's pipeline cost and quality differ per codec, and
+    // RFC 3264 §6.1 lets the answerer pick any offered format.
     let (codec, pt) = local
         .codecs
         .iter()
         .find_map(|&c| audio.payload_type_for(c).map(|pt| (c, pt)))
         .ok_or(NegotiateError::NoCommonCodec)?;
+    // DTMF keeps the offerer's payload type: RFC 4733 events must be sent with the PT the
+    // peer listens on.
     let telephone_event = audio.rtpmap_pt("telephone-event", 8000);
-    let ptime_ms = audio
-        .attr("ptime")
-        .or_else(|| {
-            offer
-                .attributes
-                .iter()
-                .find(|a| a.name == "ptime")
-                .and_then(|a| a.value.as_deref())
-        })
-        .and_then(|v| v.trim().parse().ok())
-        .filter(|&p: &u32| (10..=120).contains(&p))
-        .unwrap_or(local.ptime_ms);
+    let offered_ms = |name: &str| {
+        audio
+            .attr(name)
+            .or_else(|| {
+                offer
+                    .attributes
+                    .iter()
+                    .find(|a| a.name == name)
+                    .and_then(|a| a.value.as_deref())
+            })
+            .and_then(|v| v.trim().parse().ok())
+            .filter(|&p: &u32| (10..=120).contains(&p))
+    };
+    // The offerer's ptime is what it wants to receive; its maxptime caps whatever we pick.
+    let mut ptime_ms = offered_ms("ptime").unwrap_or(local.ptime_ms);
+    if let Some(max) = offered_ms("maxptime") {
+        ptime_ms = ptime_ms.min(max);
+    }
     let remote_rtp = remote_addr(offer, audio);
     let mut offered_dir = direction_of(&audio.attributes).unwrap_or_else(|| offer.direction());
     let legacy_hold = audio
@@ -637,6 +649,18 @@ mod tests {
     }
 
     #[test]
+    fn maxptime_caps_and_disabled_audio_stays_disabled() {
+        let capped = OFFER.replace("a=ptime:30", "a=maxptime:20");
+        let offer = SessionDescription::parse(capped.as_bytes()).unwrap();
+        let mut ours = local(vec![Codec::Pcmu]);
+        ours.ptime_ms = 40;
+        assert_eq!(negotiate(&offer, &ours).unwrap().ptime_ms, 20);
+        let disabled = OFFER.replace("m=audio 4000", "m=audio 0");
+        let offer = SessionDescription::parse(disabled.as_bytes()).unwrap();
+        assert_eq!(negotiate(&offer, &ours), Err(NegotiateError::NoAudio));
+    }
+
+    #[test]
     fn opus_only_when_both_sides_have_it() {
         let offer =
             SessionDescription::parse(OFFER.replace(" 8 0 101", " 101").as_bytes()).unwrap();
@@ -656,12 +680,9 @@ mod tests {
 
     #[test]
     fn hold_directions() {
-        let sendonly = SessionDescription::parse(
-            format!("{OFFER}")
-                .replace("a=ptime:30", "a=sendonly")
-                .as_bytes(),
-        )
-        .unwrap();
+        let sendonly =
+            SessionDescription::parse(OFFER.replace("a=ptime:30", "a=sendonly").as_bytes())
+                .unwrap();
         let n = negotiate(&sendonly, &local(vec![Codec::Pcma])).unwrap();
         assert_eq!(n.direction, Direction::RecvOnly);
         assert!(n.answer.to_string().contains("a=recvonly"));

@@ -81,122 +81,136 @@ pub enum TxAction {
     Terminated,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InviteServerState {
-    Proceeding,
-    /// Non-2xx final sent; waiting for ACK (Timer G retransmits, Timer H gives up).
-    Completed,
-    /// ACK received; absorbing ACK retransmissions until Timer I.
-    Confirmed,
-    /// 2xx sent (RFC 6026): absorbs INVITE retransmissions until Timer L; the UAS core owns the
-    /// 2xx retransmissions.
-    Accepted,
+/// States of the INVITE server transaction (RFC 3261 Figure 7 with RFC 6026's Accepted), each
+/// holding only its own data and timers (rustls-style state structs).
+#[derive(Debug)]
+enum InviteState {
+    /// No final response yet; `last` is the latest provisional, re-sent on retransmissions.
+    Proceeding { last: Vec<u8> },
+    /// Non-2xx final sent; Timer G retransmits it (unreliable only), Timer H gives up.
+    Completed {
+        response: Vec<u8>,
+        timer_g: Option<Instant>,
+        g_interval: Duration,
+        timer_h: Instant,
+    },
+    /// ACK received; absorbs ACK retransmissions until Timer I.
+    Confirmed { timer_i: Instant },
+    /// 2xx sent: absorbs INVITE retransmissions until Timer L; the UAS core owns the 2xx
+    /// retransmissions (RFC 3261 §13.3.1.4).
+    Accepted { response: Vec<u8>, timer_l: Instant },
 }
 
 /// INVITE server transaction (RFC 3261 §17.2.1, RFC 6026).
 #[derive(Debug)]
 pub struct InviteServerTx {
-    pub state: InviteServerState,
-    pub last_response: Vec<u8>,
-    pub reliable: bool,
-    timer_g: Option<Instant>,
-    g_interval: Duration,
-    timer_h: Option<Instant>,
-    timer_i: Option<Instant>,
-    timer_l: Option<Instant>,
+    state: InviteState,
+    reliable: bool,
 }
 
 impl InviteServerTx {
     pub fn new(reliable: bool, first_response: Vec<u8>) -> InviteServerTx {
         InviteServerTx {
-            state: InviteServerState::Proceeding,
-            last_response: first_response,
+            state: InviteState::Proceeding {
+                last: first_response,
+            },
             reliable,
-            timer_g: None,
-            g_interval: Duration::ZERO,
-            timer_h: None,
-            timer_i: None,
-            timer_l: None,
         }
     }
 
     pub fn is_proceeding(&self) -> bool {
-        self.state == InviteServerState::Proceeding
+        matches!(self.state, InviteState::Proceeding { .. })
     }
 
     pub fn send_provisional(&mut self, bytes: Vec<u8>) {
-        if self.is_proceeding() {
-            self.last_response = bytes;
+        if let InviteState::Proceeding { last } = &mut self.state {
+            *last = bytes;
         }
     }
 
-    /// Records a final response; `code` decides Completed (non-2xx) or Accepted (2xx).
+    /// Records a final response; `code` decides Completed (non-2xx) or Accepted (2xx). Only a
+    /// proceeding transaction can take a final response; later calls are ignored.
     pub fn send_final(&mut self, now: Instant, timing: &Timing, code: u16, bytes: Vec<u8>) {
-        self.last_response = bytes;
-        if (200..300).contains(&code) {
-            self.state = InviteServerState::Accepted;
-            self.timer_l = Some(now + timing.timeout());
-        } else {
-            self.state = InviteServerState::Completed;
-            if !self.reliable {
-                self.g_interval = timing.t1;
-                self.timer_g = Some(now + timing.t1);
-            }
-            self.timer_h = Some(now + timing.timeout());
+        if !self.is_proceeding() {
+            return;
         }
+        self.state = if (200..300).contains(&code) {
+            InviteState::Accepted {
+                response: bytes,
+                timer_l: now + timing.timeout(),
+            }
+        } else {
+            InviteState::Completed {
+                response: bytes,
+                timer_g: (!self.reliable).then(|| now + timing.t1),
+                g_interval: timing.t1,
+                timer_h: now + timing.timeout(),
+            }
+        };
     }
 
     /// A retransmitted INVITE: re-send the last response (RFC 3261 §17.2.1).
     pub fn handle_retransmission(&self) -> Option<&[u8]> {
-        match self.state {
-            InviteServerState::Confirmed => None,
-            _ => Some(&self.last_response),
+        match &self.state {
+            InviteState::Proceeding { last } if !last.is_empty() => Some(last),
+            InviteState::Completed { response, .. } | InviteState::Accepted { response, .. } => {
+                Some(response)
+            }
+            _ => None,
         }
     }
 
     /// ACK for our non-2xx final. Returns true if it was absorbed by this transaction.
     pub fn handle_ack(&mut self, now: Instant, timing: &Timing) -> bool {
         match self.state {
-            InviteServerState::Completed => {
-                self.state = InviteServerState::Confirmed;
-                self.timer_g = None;
-                self.timer_h = None;
-                self.timer_i = Some(
-                    now + if self.reliable {
-                        Duration::ZERO
-                    } else {
-                        timing.t4
-                    },
-                );
+            InviteState::Completed { .. } => {
+                let wait = if self.reliable {
+                    Duration::ZERO
+                } else {
+                    timing.t4
+                };
+                self.state = InviteState::Confirmed {
+                    timer_i: now + wait,
+                };
                 true
             }
-            InviteServerState::Confirmed => true,
+            InviteState::Confirmed { .. } => true,
             _ => false,
         }
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.timer_g, self.timer_h, self.timer_i, self.timer_l]
-            .into_iter()
-            .flatten()
-            .min()
+        match &self.state {
+            InviteState::Proceeding { .. } => None,
+            InviteState::Completed {
+                timer_g, timer_h, ..
+            } => Some(timer_g.map_or(*timer_h, |g| g.min(*timer_h))),
+            InviteState::Confirmed { timer_i } => Some(*timer_i),
+            InviteState::Accepted { timer_l, .. } => Some(*timer_l),
+        }
     }
 
     pub fn handle_timeout(&mut self, now: Instant, timing: &Timing) -> TxAction {
-        if self.timer_h.is_some_and(|t| t <= now) {
-            return TxAction::TimedOut;
+        match &mut self.state {
+            InviteState::Proceeding { .. } => TxAction::None,
+            InviteState::Completed { timer_h, .. } if *timer_h <= now => TxAction::TimedOut,
+            InviteState::Completed {
+                response,
+                timer_g: Some(g),
+                g_interval,
+                ..
+            } if *g <= now => {
+                *g_interval = (*g_interval * 2).min(timing.t2);
+                *g = now + *g_interval;
+                TxAction::Retransmit(response.clone())
+            }
+            InviteState::Confirmed { timer_i: t } | InviteState::Accepted { timer_l: t, .. }
+                if *t <= now =>
+            {
+                TxAction::Terminated
+            }
+            _ => TxAction::None,
         }
-        if self.timer_i.is_some_and(|t| t <= now) || self.timer_l.is_some_and(|t| t <= now) {
-            return TxAction::Terminated;
-        }
-        if let Some(g) = self.timer_g
-            && g <= now
-        {
-            self.g_interval = (self.g_interval * 2).min(timing.t2);
-            self.timer_g = Some(now + self.g_interval);
-            return TxAction::Retransmit(self.last_response.clone());
-        }
-        TxAction::None
     }
 }
 
