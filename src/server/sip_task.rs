@@ -143,7 +143,10 @@ pub async fn run(shared: Arc<Shared>, udp: UdpSocket, tcp: TcpListener, mut drai
                     task.endpoint.handle_input(Instant::now(), from, Transport::Tcp, &data);
                 }
                 TcpEvent::Open(from, tx) => { task.tcp_out.insert(from, tx); }
-                TcpEvent::Closed(from) => { task.tcp_out.remove(&from); }
+                TcpEvent::Closed(from) => {
+                    task.tcp_out.remove(&from);
+                    task.endpoint.handle_connection_lost(Instant::now(), from);
+                }
             },
             Some(cmd) = sip_rx.recv() => match cmd {
                 SipCommand::Hangup(key) => { let _ = task.endpoint.hangup(Instant::now(), key); }
