@@ -59,7 +59,10 @@ pub struct MediaConfig {
 impl Default for MediaConfig {
     fn default() -> Self {
         MediaConfig {
-            rtp_ports: PortRange { lo: 20000, hi: 29999 },
+            rtp_ports: PortRange {
+                lo: 20000,
+                hi: 29999,
+            },
             codecs: vec!["PCMU".into(), "PCMA".into(), "opus".into()],
             ptime_ms: 20,
             rtp_timeout_secs: 30,
@@ -76,7 +79,9 @@ impl MediaConfig {
                 "pcmu" => Ok(Codec::Pcmu),
                 "pcma" => Ok(Codec::Pcma),
                 "opus" => Ok(Codec::Opus),
-                _ => Err(ConfigError(format!("media.codecs: unknown codec {name:?} (PCMU, PCMA, opus)"))),
+                _ => Err(ConfigError(format!(
+                    "media.codecs: unknown codec {name:?} (PCMU, PCMA, opus)"
+                ))),
             })
             .collect()
     }
@@ -102,7 +107,11 @@ impl PortRange {
 impl std::str::FromStr for PortRange {
     type Err = ConfigError;
     fn from_str(s: &str) -> Result<Self, ConfigError> {
-        let bad = || ConfigError(format!("port range {s:?}: expected LO-HI, e.g. 20000-29999"));
+        let bad = || {
+            ConfigError(format!(
+                "port range {s:?}: expected LO-HI, e.g. 20000-29999"
+            ))
+        };
         let (lo, hi) = s.trim().split_once('-').ok_or_else(bad)?;
         let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
         let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
@@ -166,7 +175,9 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8080)) }
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
     }
 }
 
@@ -182,7 +193,11 @@ pub struct PathsConfig {
 
 impl PathsConfig {
     pub fn tts_cache(&self) -> PathBuf {
-        if self.tts_cache_dir.as_os_str().is_empty() { self.data_dir.join("tts-cache") } else { self.tts_cache_dir.clone() }
+        if self.tts_cache_dir.as_os_str().is_empty() {
+            self.data_dir.join("tts-cache")
+        } else {
+            self.tts_cache_dir.clone()
+        }
     }
 }
 
@@ -207,7 +222,11 @@ pub struct TtsConfig {
 
 impl Default for TtsConfig {
     fn default() -> Self {
-        TtsConfig { voice_en: "en-us".into(), voice_es: "es-419".into(), speed: 160 }
+        TtsConfig {
+            voice_en: "en-us".into(),
+            voice_es: "es-419".into(),
+            speed: 160,
+        }
     }
 }
 
@@ -233,13 +252,19 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.media.codec_list()?.is_empty() {
-            return Err(ConfigError("media.codecs: at least one codec is needed".into()));
+            return Err(ConfigError(
+                "media.codecs: at least one codec is needed".into(),
+            ));
         }
         if !(10..=60).contains(&self.media.ptime_ms) || self.media.ptime_ms % 10 != 0 {
-            return Err(ConfigError("media.ptime_ms: 10, 20, 30, 40, 50 or 60".into()));
+            return Err(ConfigError(
+                "media.ptime_ms: 10, 20, 30, 40, 50 or 60".into(),
+            ));
         }
         if self.calls.max_concurrent == 0 {
-            return Err(ConfigError("calls.max_concurrent: must be at least 1".into()));
+            return Err(ConfigError(
+                "calls.max_concurrent: must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -257,7 +282,13 @@ mod tests {
 
     #[test]
     fn port_ranges_parse_and_reject_nonsense() {
-        assert_eq!("20000-29999".parse::<PortRange>().unwrap(), PortRange { lo: 20000, hi: 29999 });
+        assert_eq!(
+            "20000-29999".parse::<PortRange>().unwrap(),
+            PortRange {
+                lo: 20000,
+                hi: 29999
+            }
+        );
         assert!("29999-20000".parse::<PortRange>().is_err());
         assert!("0-10".parse::<PortRange>().is_err());
         assert!("abc".parse::<PortRange>().is_err());

@@ -14,7 +14,11 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn new(path: impl Into<PathBuf>, line: usize, message: impl Into<String>) -> Self {
-        Diagnostic { path: path.into(), line, message: message.into() }
+        Diagnostic {
+            path: path.into(),
+            line,
+            message: message.into(),
+        }
     }
 }
 

@@ -26,7 +26,9 @@ pub const INTENTS: &[&str] = &[
 ];
 
 /// Dialog acts: not questions, answers to the IVR's own prompts.
-pub const ACTS: &[&str] = &["yes", "no", "repeat", "help", "goodbye", "spanish", "english"];
+pub const ACTS: &[&str] = &[
+    "yes", "no", "repeat", "help", "goodbye", "spanish", "english",
+];
 
 pub fn is_intent(id: &str) -> bool {
     INTENTS.contains(&id)

@@ -68,7 +68,8 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     };
     match path {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             Config::from_toml(&text).with_context(|| format!("in {}", p.display()))
         }
         None => Ok(Config::default()),
@@ -83,7 +84,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("IVR_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("IVR_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -99,7 +101,14 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config, sip, rtp_ports, admin, data_dir, max_calls } => {
+        Command::Serve {
+            config,
+            sip,
+            rtp_ports,
+            admin,
+            data_dir,
+            max_calls,
+        } => {
             let mut cfg = load_config(config.as_deref())?;
             if let Some(v) = sip {
                 cfg.sip.listen = v;
@@ -117,7 +126,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cfg.calls.max_concurrent = v;
             }
             cfg.validate()?;
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("ivr").build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("ivr")
+                .build()?;
             rt.block_on(ivr::server::run(cfg))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -125,7 +137,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = load_config(config.as_deref())?;
             Ok(check(&cfg))
         }
-        Command::Say { lang, prompt, text, output, config } => {
+        Command::Say {
+            lang,
+            prompt,
+            text,
+            output,
+            config,
+        } => {
             let cfg = load_config(config.as_deref())?;
             let lang = parse_lang(&lang)?;
             say(&cfg, lang, prompt.as_deref(), text.as_deref(), &output)?;
@@ -144,7 +162,11 @@ fn check(cfg: &Config) -> ExitCode {
             Ok(catalog) => {
                 let missing = catalog.check_complete(&ivr::speech::required_prompts(), dir);
                 errors.extend(missing.iter().map(ToString::to_string));
-                println!("prompts: {} prompts in {} languages", catalog.len(), Lang::ALL.len());
+                println!(
+                    "prompts: {} prompts in {} languages",
+                    catalog.len(),
+                    Lang::ALL.len()
+                );
             }
         },
     }
@@ -160,31 +182,51 @@ fn check(cfg: &Config) -> ExitCode {
     }
 }
 
-fn say(cfg: &Config, lang: Lang, prompt: Option<&str>, text: Option<&str>, output: &Path) -> anyhow::Result<()> {
+fn say(
+    cfg: &Config,
+    lang: Lang,
+    prompt: Option<&str>,
+    text: Option<&str>,
+    output: &Path,
+) -> anyhow::Result<()> {
     use ivr::speech::{cache, markup, tts};
     let render = ivr::server::render_config(cfg);
     let (id, rendered, barge) = match (prompt, text) {
         (Some(id), _) => {
             let sources = ivr::speech::read_sources(&cfg.paths.prompts_dir)?;
             let catalog = ivr::speech::Catalog::parse(&sources).map_err(|errs| {
-                anyhow::anyhow!(errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+                anyhow::anyhow!(
+                    errs.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
             })?;
-            let p = catalog.get(lang, id).ok_or_else(|| anyhow::anyhow!("no prompt {id:?} in {lang}"))?;
+            let p = catalog
+                .get(lang, id)
+                .ok_or_else(|| anyhow::anyhow!("no prompt {id:?} in {lang}"))?;
             (p.id.clone(), p.rendered.clone(), p.barge_in)
         }
         (None, Some(t)) => {
-            let r = markup::render(t, lang).map_err(|e| anyhow::anyhow!("column {}: {}", e.column, e.message))?;
+            let r = markup::render(t, lang)
+                .map_err(|e| anyhow::anyhow!("column {}: {}", e.column, e.message))?;
             ("text".to_string(), r, true)
         }
         (None, None) => anyhow::bail!("give --prompt ID or --text TEXT"),
     };
-    let recorded = cfg.paths.prompts_dir.join(lang.code()).join("audio").join(format!("{id}.wav"));
+    let recorded = cfg
+        .paths
+        .prompts_dir
+        .join(lang.code())
+        .join("audio")
+        .join(format!("{id}.wav"));
     let pcm = if prompt.is_some() && recorded.exists() {
         tts::read_wav(&recorded)?
     } else {
         tts::render(&rendered.ssml, render.voice(lang), &render.cache_dir)?
     };
-    let encoded = cache::encode_pcm(id, lang, rendered.display, barge, "say".into(), &pcm).map_err(|e| anyhow::anyhow!(e))?;
+    let encoded = cache::encode_pcm(id, lang, rendered.display, barge, "say".into(), &pcm)
+        .map_err(|e| anyhow::anyhow!(e))?;
     // What a G.711 caller hears: the µ-law frames decoded again.
     let mut samples = Vec::with_capacity(encoded.pcm_8k.len());
     for i in 0..encoded.frames() {
@@ -192,7 +234,13 @@ fn say(cfg: &Config, lang: Lang, prompt: Option<&str>, text: Option<&str>, outpu
             samples.extend(f.iter().map(|&b| ivr::rtp::codec::ulaw_decode(b)));
         }
     }
-    tts::write_wav(output, &tts::Pcm { rate: 8000, samples })?;
+    tts::write_wav(
+        output,
+        &tts::Pcm {
+            rate: 8000,
+            samples,
+        },
+    )?;
     println!("{}: {} ms", output.display(), encoded.duration_ms());
     Ok(())
 }

@@ -24,7 +24,13 @@ fn count_rtp(uac: &Uac, window: Duration) -> Vec<(Instant, u16, u32, bool)> {
 
 #[test]
 fn cancel_before_answer_gets_487_and_frees_the_call() {
-    let server = Server::start(ServerOptions { extra_toml: String::new(), ..Default::default() }.with_answer_delay(2000));
+    let server = Server::start(
+        ServerOptions {
+            extra_toml: String::new(),
+            ..Default::default()
+        }
+        .with_answer_delay(2000),
+    );
     let mut uac = Uac::new(server.sip);
     let sdp = uac.sdp("sendrecv");
     let branch = uac.request("INVITE", &sdp, true);
@@ -60,7 +66,11 @@ fn bye_mid_prompt_ends_the_call_and_stops_media() {
     let mut uac = Uac::new(server.sip);
     uac.call();
     let heard = count_rtp(&uac, Duration::from_millis(1000));
-    assert!(heard.len() >= 40, "RTP flows while the greeting plays ({} packets)", heard.len());
+    assert!(
+        heard.len() >= 40,
+        "RTP flows while the greeting plays ({} packets)",
+        heard.len()
+    );
     uac.request("BYE", "", true);
     let ok = uac.final_response(Duration::from_secs(3));
     assert_eq!(ok.status(), Some(200));
@@ -69,16 +79,28 @@ fn bye_mid_prompt_ends_the_call_and_stops_media() {
     assert_eq!(call["outcome"], "caller_hangup");
     std::thread::sleep(Duration::from_millis(300));
     let after = count_rtp(&uac, Duration::from_millis(500));
-    assert!(after.is_empty(), "no RTP after BYE ({} packets)", after.len());
+    assert!(
+        after.is_empty(),
+        "no RTP after BYE ({} packets)",
+        after.len()
+    );
     assert_eq!(server.metric("ivr_calls_active"), 0);
     // The caller's number is stored redacted.
     assert_eq!(call["caller"], "***34");
-    assert!(!std::fs::read_to_string(&server.log).unwrap().contains("2025550134"), "no clear number in the log");
+    assert!(
+        !std::fs::read_to_string(&server.log)
+            .unwrap()
+            .contains("2025550134"),
+        "no clear number in the log"
+    );
 }
 
 #[test]
 fn a_caller_that_vanishes_is_hung_up_and_freed() {
-    let server = Server::start(ServerOptions { rtp_timeout_secs: 2, ..Default::default() });
+    let server = Server::start(ServerOptions {
+        rtp_timeout_secs: 2,
+        ..Default::default()
+    });
     let mut uac = Uac::new(server.sip);
     let ok = uac.call();
     let dest = Uac::remote_rtp(&ok);
@@ -115,12 +137,20 @@ fn hold_and_resume_by_reinvite() {
     let b = uac.request("INVITE", &hold, true);
     let ok = uac.final_response(Duration::from_secs(3));
     assert_eq!(ok.status(), Some(200));
-    assert!(ok.body.contains("a=recvonly"), "answer to sendonly is recvonly:\n{}", ok.body);
+    assert!(
+        ok.body.contains("a=recvonly"),
+        "answer to sendonly is recvonly:\n{}",
+        ok.body
+    );
     uac.ack(true, &b);
     std::thread::sleep(Duration::from_millis(200));
     let _ = count_rtp(&uac, Duration::from_millis(100));
     let held = count_rtp(&uac, Duration::from_millis(800));
-    assert!(held.is_empty(), "no audio to a caller on hold ({} packets)", held.len());
+    assert!(
+        held.is_empty(),
+        "no audio to a caller on hold ({} packets)",
+        held.len()
+    );
 
     let resume = uac.sdp("sendrecv");
     let b = uac.request("INVITE", &resume, true);
@@ -132,17 +162,30 @@ fn hold_and_resume_by_reinvite() {
     assert!(after.len() >= 25, "audio resumes ({} packets)", after.len());
     // One stream: sequence numbers continue, the timestamp kept running through the hold.
     let (last_before, first_after) = (before.last().unwrap(), after.first().unwrap());
-    assert_eq!(first_after.1.wrapping_sub(last_before.1) as u32, 1, "sequence continues after hold");
+    assert_eq!(
+        first_after.1.wrapping_sub(last_before.1) as u32,
+        1,
+        "sequence continues after hold"
+    );
     let ts_gap = first_after.2.wrapping_sub(last_before.2) as f64 / 8000.0;
     let wall_gap = first_after.0.duration_since(last_before.0).as_secs_f64();
-    assert!((ts_gap - wall_gap).abs() < 0.1, "timestamp follows wall clock: {ts_gap:.3} s vs {wall_gap:.3} s");
+    assert!(
+        (ts_gap - wall_gap).abs() < 0.1,
+        "timestamp follows wall clock: {ts_gap:.3} s vs {wall_gap:.3} s"
+    );
     uac.request("BYE", "", true);
-    assert_eq!(uac.final_response(Duration::from_secs(3)).status(), Some(200));
+    assert_eq!(
+        uac.final_response(Duration::from_secs(3)).status(),
+        Some(200)
+    );
 }
 
 #[test]
 fn beyond_the_call_limit_gets_503_with_retry_after() {
-    let server = Server::start(ServerOptions { max_calls: 1, ..Default::default() });
+    let server = Server::start(ServerOptions {
+        max_calls: 1,
+        ..Default::default()
+    });
     let mut first = Uac::new(server.sip);
     first.call();
     let mut second = Uac::new(server.sip);
@@ -153,7 +196,10 @@ fn beyond_the_call_limit_gets_503_with_retry_after() {
     assert!(busy.header("Retry-After").is_some(), "{busy:?}");
     assert_eq!(server.metric("ivr_calls_rejected_total"), 1);
     first.request("BYE", "", true);
-    assert_eq!(first.final_response(Duration::from_secs(3)).status(), Some(200));
+    assert_eq!(
+        first.final_response(Duration::from_secs(3)).status(),
+        Some(200)
+    );
 }
 
 #[test]
@@ -163,9 +209,15 @@ fn options_and_unknown_dialogs() {
     uac.request("OPTIONS", "", true);
     let ok = uac.final_response(Duration::from_secs(3));
     assert_eq!(ok.status(), Some(200));
-    assert!(ok.header("Allow").is_some_and(|a| a.contains("INVITE")), "{ok:?}");
+    assert!(
+        ok.header("Allow").is_some_and(|a| a.contains("INVITE")),
+        "{ok:?}"
+    );
     let mut stray = Uac::new(server.sip);
     stray.to_tag = Some("nonexistent".into());
     stray.request("BYE", "", true);
-    assert_eq!(stray.final_response(Duration::from_secs(3)).status(), Some(481));
+    assert_eq!(
+        stray.final_response(Duration::from_secs(3)).status(),
+        Some(481)
+    );
 }

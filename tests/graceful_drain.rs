@@ -18,18 +18,31 @@ fn sigterm_refuses_new_calls_and_lets_live_ones_finish() {
     let mut late = Uac::new(server.sip);
     let sdp = late.sdp("sendrecv");
     late.request("INVITE", &sdp, true);
-    assert_eq!(late.final_response(Duration::from_secs(3)).status(), Some(503));
+    assert_eq!(
+        late.final_response(Duration::from_secs(3)).status(),
+        Some(503)
+    );
     // The live call still works: its BYE is answered.
     std::thread::sleep(Duration::from_millis(500));
-    assert!(server.child.try_wait().unwrap().is_none(), "still running while a call is live");
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "still running while a call is live"
+    );
     live.request("BYE", "", true);
-    assert_eq!(live.final_response(Duration::from_secs(3)).status(), Some(200));
+    assert_eq!(
+        live.final_response(Duration::from_secs(3)).status(),
+        Some(200)
+    );
     let status = server.terminate();
     assert!(status.success(), "clean exit: {status}");
     let db = server.data_dir.join("ivr.sqlite3");
     let conn = rusqlite::Connection::open(db).unwrap();
     let reason: String = conn
-        .query_row("SELECT end_reason FROM calls WHERE call_id = ?1", [&live.call_id], |r| r.get(0))
+        .query_row(
+            "SELECT end_reason FROM calls WHERE call_id = ?1",
+            [&live.call_id],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(reason, "caller_bye");
 }

@@ -13,7 +13,19 @@ fn sox_tone(dir: &std::path::Path, name: &str, low: u32, high: u32) -> Vec<i16> 
     let st = Command::new("sox")
         .args(["-n", "-r", "8000", "-c", "1", "-b", "16"])
         .arg(&path)
-        .args(["synth", "0.12", "sine", &low.to_string(), "sine", &high.to_string(), "remix", "-", "gain", "-n", "-8"])
+        .args([
+            "synth",
+            "0.12",
+            "sine",
+            &low.to_string(),
+            "sine",
+            &high.to_string(),
+            "remix",
+            "-",
+            "gain",
+            "-n",
+            "-8",
+        ])
         .status()
         .expect("run sox");
     assert!(st.success());
@@ -41,7 +53,10 @@ fn inband_tones_choose_spanish_then_case_status() {
     audio.extend(&gap);
     uac.send_pcmu(dest, &audio, 100, 5000);
     uac.request("BYE", "", true);
-    assert_eq!(uac.final_response(Duration::from_secs(3)).status(), Some(200));
+    assert_eq!(
+        uac.final_response(Duration::from_secs(3)).status(),
+        Some(200)
+    );
     let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
     assert_eq!(call["digits"], "21", "{call}");
     assert_eq!(call["lang"], "es");

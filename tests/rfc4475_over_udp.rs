@@ -34,8 +34,12 @@ fn acceptable(expected: &str, class: &str, is_response: bool, code: Option<u16>)
     if mentioned.contains(&code) {
         return true;
     }
-    if e.contains("liberal accept") || e.contains("ignore") || e.starts_with("accept") || e.contains("process normally")
-        || e.contains("parse ok") || e.contains("2543-style")
+    if e.contains("liberal accept")
+        || e.contains("ignore")
+        || e.starts_with("accept")
+        || e.contains("process normally")
+        || e.contains("parse ok")
+        || e.contains("2543-style")
     {
         // Accepted: a request is processed and gets whatever the UAS answers (100/200 for INVITE,
         // 405 for REGISTER at a non-registrar, 501 for unknown methods...), never a 400.
@@ -57,7 +61,8 @@ fn every_torture_message_gets_the_expected_class() {
         let data = std::fs::read(dir.join(file)).unwrap();
         count += 1;
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
         sock.send_to(&data, server.sip).unwrap();
         let mut buf = [0u8; 65536];
         let mut first_final: Option<u16> = None;
@@ -74,7 +79,9 @@ fn every_torture_message_gets_the_expected_class() {
         // INVITEs that are accepted get 100 Trying and then the call is answered: 200.
         let got = first_final.or(any);
         if !acceptable(expected, class, data.starts_with(b"SIP/2.0"), got) {
-            failures.push(format!("{file} ({class}, expected {expected:?}): got {got:?}"));
+            failures.push(format!(
+                "{file} ({class}, expected {expected:?}): got {got:?}"
+            ));
         }
         // Answered INVITEs leave a call up: hang it up via the endpoint's own retransmit logic
         // by simply not ACKing; it times out by itself.
@@ -82,5 +89,10 @@ fn every_torture_message_gets_the_expected_class() {
     assert_eq!(count, 49);
     // The server survived all of them.
     assert_eq!(server.get("/healthz").0, 200);
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -27,7 +27,11 @@ fn outgoing_rtp_is_paced_at_20ms() {
     assert!(arrivals.len() > 250, "{} packets in 6 s", arrivals.len());
     for w in arrivals.windows(2) {
         assert_eq!(w[1].1, w[0].1.wrapping_add(1), "sequence continuous");
-        assert_eq!(w[1].2.wrapping_sub(w[0].2), 160, "timestamp advances one 20 ms frame");
+        assert_eq!(
+            w[1].2.wrapping_sub(w[0].2),
+            160,
+            "timestamp advances one 20 ms frame"
+        );
     }
     let mut dev_us: Vec<u64> = arrivals
         .windows(2)
@@ -36,6 +40,9 @@ fn outgoing_rtp_is_paced_at_20ms() {
     dev_us.sort_unstable();
     let p50 = dev_us[dev_us.len() / 2];
     let p99 = dev_us[dev_us.len() * 99 / 100];
-    eprintln!("pacing: |interval - 20 ms| p50 {p50} µs, p99 {p99} µs, max {} µs", dev_us.last().unwrap());
+    eprintln!(
+        "pacing: |interval - 20 ms| p50 {p50} µs, p99 {p99} µs, max {} µs",
+        dev_us.last().unwrap()
+    );
     assert!(p99 <= 2_000, "p99 pacing error {p99} µs > 2 ms");
 }

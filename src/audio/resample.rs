@@ -22,7 +22,11 @@ fn halfband() -> [f32; TAPS] {
     let mut h = [0f64; TAPS];
     for (i, v) in h.iter_mut().enumerate() {
         let m = i as f64 - CENTER as f64;
-        let sinc = if m == 0.0 { 0.5 } else { (PI * m / 2.0).sin() / (PI * m) };
+        let sinc = if m == 0.0 {
+            0.5
+        } else {
+            (PI * m / 2.0).sin() / (PI * m)
+        };
         *v = sinc * blackman(i, TAPS);
     }
     let sum: f64 = h.iter().sum();
@@ -63,7 +67,10 @@ impl Upsampler2x {
         for (j, t) in taps.iter_mut().enumerate() {
             *t = 2.0 * h[CENTER + 1 + 2 * j - PHASE_TAPS];
         }
-        Upsampler2x { taps, hist: [0.0; PHASE_TAPS] }
+        Upsampler2x {
+            taps,
+            hist: [0.0; PHASE_TAPS],
+        }
     }
 
     /// Writes `2 * input.len()` samples into `out` (truncated to what fits); returns the count.
@@ -74,7 +81,12 @@ impl Upsampler2x {
             self.hist[PHASE_TAPS - 1] = x as f32;
             // Even phase: the centre tap alone, i.e. the input delayed by half the phase length.
             out[2 * i] = to_i16(self.hist[PHASE_TAPS / 2 - 1]);
-            let odd: f32 = self.hist.iter().zip(self.taps.iter()).map(|(a, b)| a * b).sum();
+            let odd: f32 = self
+                .hist
+                .iter()
+                .zip(self.taps.iter())
+                .map(|(a, b)| a * b)
+                .sum();
             out[2 * i + 1] = to_i16(odd);
         }
         2 * n
@@ -98,7 +110,11 @@ impl Default for Downsampler2x {
 
 impl Downsampler2x {
     pub fn new() -> Self {
-        Downsampler2x { taps: halfband(), hist: [0.0; TAPS], phase: false }
+        Downsampler2x {
+            taps: halfband(),
+            hist: [0.0; TAPS],
+            phase: false,
+        }
     }
 
     pub fn process(&mut self, input: &[i16], out: &mut [i16]) -> usize {
@@ -113,7 +129,7 @@ impl Downsampler2x {
                 }
                 // Half the taps are zero; skipping them halves the work.
                 let mut acc = self.taps[CENTER] * self.hist[CENTER];
-                let mut i = CENTER % 2 ^ 1;
+                let mut i = (CENTER % 2) ^ 1;
                 while i < TAPS {
                     acc += self.taps[i] * self.hist[i];
                     i += 2;
@@ -161,8 +177,13 @@ pub fn resample(input: &[i16], from_hz: u32, to_hz: u32) -> Vec<i16> {
                 continue;
             }
             let arg = 2.0 * cutoff * d;
-            let sinc = if arg.abs() < 1e-12 { 1.0 } else { (PI * arg).sin() / (PI * arg) };
-            let w = 0.42 + 0.5 * (PI * d / half_width).cos() + 0.08 * (2.0 * PI * d / half_width).cos();
+            let sinc = if arg.abs() < 1e-12 {
+                1.0
+            } else {
+                (PI * arg).sin() / (PI * arg)
+            };
+            let w =
+                0.42 + 0.5 * (PI * d / half_width).cos() + 0.08 * (2.0 * PI * d / half_width).cos();
             *tap = sinc * w;
         }
     }
@@ -202,7 +223,9 @@ mod tests {
     use super::*;
 
     fn sine(freq: f64, rate: u32, n: usize, amp: f64) -> Vec<i16> {
-        (0..n).map(|i| (amp * (2.0 * PI * freq * i as f64 / rate as f64).sin()).round() as i16).collect()
+        (0..n)
+            .map(|i| (amp * (2.0 * PI * freq * i as f64 / rate as f64).sin()).round() as i16)
+            .collect()
     }
 
     /// Level of `freq` in `x` (amplitude), by correlation over whole periods.
@@ -225,9 +248,15 @@ mod tests {
         let mut back = vec![0i16; 1600];
         // Process in 20 ms frames through the stateful converters.
         for f in 0..10 {
-            let n = up.process(&input[f * 160..(f + 1) * 160], &mut wide[f * 320..(f + 1) * 320]);
+            let n = up.process(
+                &input[f * 160..(f + 1) * 160],
+                &mut wide[f * 320..(f + 1) * 320],
+            );
             assert_eq!(n, 320);
-            let k = down.process(&wide[f * 320..(f + 1) * 320], &mut back[f * 160..(f + 1) * 160]);
+            let k = down.process(
+                &wide[f * 320..(f + 1) * 320],
+                &mut back[f * 160..(f + 1) * 160],
+            );
             assert_eq!(k, 160);
         }
         // Skip the filter delay, then compare levels.
@@ -276,7 +305,10 @@ mod tests {
                 let y = resample(&hi, from, 8000);
                 let alias = tone_amp(&y[200..y.len() - 200], 3000.0, 8000);
                 let rms = crate::audio::level::rms(&y[200..y.len() - 200]);
-                assert!(alias < 100.0 && rms < 150.0, "{from}: alias {alias} rms {rms}");
+                assert!(
+                    alias < 100.0 && rms < 150.0,
+                    "{from}: alias {alias} rms {rms}"
+                );
             }
         }
         assert_eq!(resample(&[1, 2, 3], 8000, 8000), vec![1, 2, 3]);

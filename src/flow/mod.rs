@@ -27,7 +27,10 @@ pub struct FlowConfig {
 
 impl Default for FlowConfig {
     fn default() -> Self {
-        FlowConfig { no_input_timeout: Duration::from_secs(6), max_retries: 3 }
+        FlowConfig {
+            no_input_timeout: Duration::from_secs(6),
+            max_retries: 3,
+        }
     }
 }
 
@@ -40,7 +43,10 @@ pub struct PromptRef {
 
 impl PromptRef {
     pub fn new(lang: Lang, id: impl Into<String>) -> Self {
-        PromptRef { lang, id: id.into() }
+        PromptRef {
+            lang,
+            id: id.into(),
+        }
     }
 }
 
@@ -62,7 +68,10 @@ pub enum Event {
 pub enum Action {
     /// Play these prompts back to back, replacing whatever is playing. `barge_in`: a digit (and
     /// later speech) may interrupt it.
-    Play { prompts: Vec<PromptRef>, barge_in: bool },
+    Play {
+        prompts: Vec<PromptRef>,
+        barge_in: bool,
+    },
     /// Stop the current playback at once (barge-in).
     StopPlayback,
     /// End the call (BYE) once the shell has flushed what it is sending.
@@ -191,7 +200,11 @@ impl Call {
             return;
         }
         self.no_input_at = None;
-        if let State::Menu { menu, waiting: true } = self.state {
+        if let State::Menu {
+            menu,
+            waiting: true,
+        } = self.state
+        {
             self.retry(menu, "no_input", Outcome::NoInput);
         }
     }
@@ -223,8 +236,14 @@ impl Call {
     fn on_playback_done(&mut self, now: Instant) {
         self.playing = false;
         match self.state {
-            State::Menu { menu, waiting: false } => {
-                self.state = State::Menu { menu, waiting: true };
+            State::Menu {
+                menu,
+                waiting: false,
+            } => {
+                self.state = State::Menu {
+                    menu,
+                    waiting: true,
+                };
                 self.no_input_at = Some(now + self.config.no_input_timeout);
             }
             State::Goodbye => {
@@ -269,7 +288,10 @@ impl Call {
         let m = self.script.menu(menu);
         let mut prompts = lead.to_vec();
         prompts.extend(m.prompts.iter().map(|p| self.prompt_for(p)));
-        self.state = State::Menu { menu, waiting: false };
+        self.state = State::Menu {
+            menu,
+            waiting: false,
+        };
         self.play(prompts, m.barge_in);
     }
 
@@ -316,9 +338,10 @@ mod tests {
         actions
             .iter()
             .flat_map(|a| match a {
-                Action::Play { prompts, .. } => {
-                    prompts.iter().map(|p| format!("{}:{}", p.lang, p.id)).collect()
-                }
+                Action::Play { prompts, .. } => prompts
+                    .iter()
+                    .map(|p| format!("{}:{}", p.lang, p.id))
+                    .collect(),
                 _ => vec![],
             })
             .collect()
@@ -349,7 +372,10 @@ mod tests {
         call.handle_event(now, Event::Digit('1'));
         let actions = drain(&mut call);
         assert_eq!(actions[0], Action::StopPlayback);
-        assert_eq!(played(&actions), ["es:answer.case_status", "es:after_answer"]);
+        assert_eq!(
+            played(&actions),
+            ["es:answer.case_status", "es:after_answer"]
+        );
         call.handle_event(now, Event::PlaybackDone);
         call.handle_event(now, Event::Digit('3'));
         assert_eq!(played(&drain(&mut call)), ["es:goodbye"]);
@@ -411,7 +437,10 @@ mod tests {
         call.handle_event(now, Event::Digit('5'));
         assert_eq!(played(&drain(&mut call))[0], "en:answer.hours");
         call.handle_event(now, Event::Digit('1'));
-        assert_eq!(played(&drain(&mut call)), ["en:answer.hours", "en:after_answer"]);
+        assert_eq!(
+            played(&drain(&mut call)),
+            ["en:answer.hours", "en:after_answer"]
+        );
         call.handle_event(now, Event::Digit('2'));
         assert_eq!(played(&drain(&mut call)), ["en:main_menu"]);
     }
@@ -442,7 +471,10 @@ mod tests {
         // Every intent is reachable by keys alone.
         for intent in crate::intents::INTENTS {
             assert!(
-                script.menus.iter().any(|m| m.options.iter().any(|(_, g)| *g == Goto::Answer(intent))),
+                script
+                    .menus
+                    .iter()
+                    .any(|m| m.options.iter().any(|(_, g)| *g == Goto::Answer(intent))),
                 "{intent} has no menu key"
             );
         }

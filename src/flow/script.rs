@@ -42,7 +42,10 @@ pub struct Menu {
 
 impl Menu {
     pub fn choice(&self, key: char) -> Option<Goto> {
-        self.options.iter().find(|(k, _)| *k == key).map(|(_, g)| *g)
+        self.options
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, g)| *g)
     }
 }
 
@@ -57,7 +60,10 @@ const fn p(id: &'static str) -> MenuPrompt {
 }
 
 const fn pin(id: &'static str, lang: Lang) -> MenuPrompt {
-    MenuPrompt { id, lang: Some(lang) }
+    MenuPrompt {
+        id,
+        lang: Some(lang),
+    }
 }
 
 const LANGUAGE: MenuId = MenuId(0);
@@ -71,8 +77,15 @@ const AFTER_ANSWER: MenuId = MenuId(6);
 static MENUS: [Menu; 7] = [
     Menu {
         name: "language",
-        prompts: &[pin("greeting", Lang::En), pin("language_menu", Lang::En), pin("language_menu", Lang::Es)],
-        options: &[('1', Goto::Language(Lang::En, MAIN)), ('2', Goto::Language(Lang::Es, MAIN))],
+        prompts: &[
+            pin("greeting", Lang::En),
+            pin("language_menu", Lang::En),
+            pin("language_menu", Lang::Es),
+        ],
+        options: &[
+            ('1', Goto::Language(Lang::En, MAIN)),
+            ('2', Goto::Language(Lang::Es, MAIN)),
+        ],
         barge_in: true,
     },
     Menu {
@@ -152,7 +165,11 @@ static MENUS: [Menu; 7] = [
     },
 ];
 
-static STANDARD: Script = Script { menus: &MENUS, start: LANGUAGE, after_answer: AFTER_ANSWER };
+static STANDARD: Script = Script {
+    menus: &MENUS,
+    start: LANGUAGE,
+    after_answer: AFTER_ANSWER,
+};
 
 impl Script {
     /// The contact center's menu tree.
@@ -169,7 +186,11 @@ impl Script {
     /// Every prompt id the script can play in a language, besides the per-intent answers:
     /// `ivr check` requires each of them in every language.
     pub fn prompt_ids(&self) -> Vec<&'static str> {
-        let mut ids: Vec<&'static str> = self.menus.iter().flat_map(|m| m.prompts.iter().map(|p| p.id)).collect();
+        let mut ids: Vec<&'static str> = self
+            .menus
+            .iter()
+            .flat_map(|m| m.prompts.iter().map(|p| p.id))
+            .collect();
         ids.extend(["no_input", "no_match", "goodbye"]);
         ids.sort_unstable();
         ids.dedup();

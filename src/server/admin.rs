@@ -31,12 +31,20 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
         "calls_active": shared.metrics.calls_active.load(Relaxed),
         "prompts": shared.prompts.load().len(),
     });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], shared.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        shared.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn call(State(shared): State<Arc<Shared>>, Path(call_id): Path<String>) -> Response {

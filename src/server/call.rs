@@ -92,7 +92,12 @@ impl Playback {
 
 const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 
-pub async fn run(mut setup: CallSetup, mut rx: mpsc::Receiver<CallCommand>, sip: mpsc::Sender<SipCommand>, shared: Arc<Shared>) {
+pub async fn run(
+    mut setup: CallSetup,
+    mut rx: mpsc::Receiver<CallCommand>,
+    sip: mpsc::Sender<SipCommand>,
+    shared: Arc<Shared>,
+) {
     let metrics: &Metrics = &shared.metrics;
     let codec = setup.media.codec;
     let pt = setup.media.payload_type;
@@ -123,7 +128,10 @@ pub async fn run(mut setup: CallSetup, mut rx: mpsc::Receiver<CallCommand>, sip:
     let mut saw_rfc4733 = false;
     let mut end_reason: Option<&'static str> = None;
     let mut hangup_sent = false;
-    let rtcp_remote = setup.media.remote_rtp.map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1)));
+    let rtcp_remote = setup
+        .media
+        .remote_rtp
+        .map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1)));
 
     loop {
         let tick = pacer.next_deadline();
@@ -259,7 +267,10 @@ pub async fn run(mut setup: CallSetup, mut rx: mpsc::Receiver<CallCommand>, sip:
         // Drain the flow's actions (STYLE.md: every input is followed by draining poll_*).
         while let Some(action) = flow.poll_action() {
             match action {
-                Action::Play { prompts, barge_in: _ } => {
+                Action::Play {
+                    prompts,
+                    barge_in: _,
+                } => {
                     let items: Vec<Arc<EncodedPrompt>> = prompts
                         .iter()
                         .filter_map(|p| {
@@ -271,7 +282,12 @@ pub async fn run(mut setup: CallSetup, mut rx: mpsc::Receiver<CallCommand>, sip:
                         })
                         .collect();
                     Metrics::inc(&metrics.prompts_played_total);
-                    playback = Some(Playback { items, item: 0, frame: 0, first: true });
+                    playback = Some(Playback {
+                        items,
+                        item: 0,
+                        frame: 0,
+                        first: true,
+                    });
                 }
                 Action::StopPlayback => playback = None,
                 Action::Hangup => {
@@ -295,7 +311,11 @@ pub async fn run(mut setup: CallSetup, mut rx: mpsc::Receiver<CallCommand>, sip:
     record.digits = rec.digits.clone();
     record.intents = rec.intents.clone();
     record.intent = rec.intents.last().cloned();
-    record.prompts = rec.prompts.iter().map(|p| format!("{}:{}", p.lang, p.id)).collect();
+    record.prompts = rec
+        .prompts
+        .iter()
+        .map(|p| format!("{}:{}", p.lang, p.id))
+        .collect();
     record.outcome = rec
         .outcome
         .and_then(|o| serde_json::to_value(o).ok())
@@ -336,8 +356,17 @@ async fn recv_rtcp(sock: Option<&UdpSocket>, buf: &mut [u8]) -> Option<usize> {
     }
 }
 
-fn send_report(sock: &UdpSocket, dest: SocketAddr, sender: &mut RtpSender, receiver: &mut RtpReceiver, now: Instant, buf: &mut [u8]) {
-    let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+fn send_report(
+    sock: &UdpSocket,
+    dest: SocketAddr,
+    sender: &mut RtpSender,
+    receiver: &mut RtpReceiver,
+    now: Instant,
+    buf: &mut [u8],
+) {
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let info = rtcp::SenderInfo {
         ntp: rtcp::ntp_from_unix(wall.as_secs(), wall.subsec_nanos()),
         rtp_timestamp: sender.timestamp(),

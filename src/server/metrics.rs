@@ -66,7 +66,10 @@ mod tests {
         Metrics::inc(&m.calls_total);
         m.calls_active.store(3, Relaxed);
         let text = m.render();
-        assert!(text.contains("# TYPE ivr_calls_total counter\nivr_calls_total 1\n"), "{text}");
+        assert!(
+            text.contains("# TYPE ivr_calls_total counter\nivr_calls_total 1\n"),
+            "{text}"
+        );
         assert!(text.contains("# TYPE ivr_calls_active gauge\nivr_calls_active 3\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.split_once(' ').unwrap();

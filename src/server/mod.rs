@@ -54,8 +54,14 @@ pub struct Shared {
 
 pub fn render_config(config: &Config) -> RenderConfig {
     RenderConfig {
-        voice_en: Voice { name: config.tts.voice_en.clone(), speed: config.tts.speed },
-        voice_es: Voice { name: config.tts.voice_es.clone(), speed: config.tts.speed },
+        voice_en: Voice {
+            name: config.tts.voice_en.clone(),
+            speed: config.tts.speed,
+        },
+        voice_es: Voice {
+            name: config.tts.voice_es.clone(),
+            speed: config.tts.speed,
+        },
         cache_dir: config.paths.tts_cache(),
     }
 }
@@ -63,15 +69,29 @@ pub fn render_config(config: &Config) -> RenderConfig {
 /// Load, check, render and encode the prompts under the configured directory.
 pub fn load_prompts(config: &Config) -> anyhow::Result<PromptSet> {
     let dir = &config.paths.prompts_dir;
-    let sources = crate::speech::read_sources(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let sources =
+        crate::speech::read_sources(dir).with_context(|| format!("reading {}", dir.display()))?;
     let catalog = crate::speech::Catalog::parse(&sources).map_err(|errs| {
-        anyhow::anyhow!(errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+        anyhow::anyhow!(
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
     })?;
     let missing = catalog.check_complete(&crate::speech::required_prompts(), dir);
     if !missing.is_empty() {
-        anyhow::bail!(missing.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"));
+        anyhow::bail!(
+            missing
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     cache::build(catalog, dir, &render_config(config), threads).map_err(|e| anyhow::anyhow!(e))
 }
 
@@ -80,9 +100,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     // Sockets first: a port conflict is reported at once, and /healthz answers (with /readyz
     // at 503) while the prompts render.
-    let udp = UdpSocket::bind(config.sip.listen).await.with_context(|| format!("binding SIP UDP {}", config.sip.listen))?;
-    let tcp = TcpListener::bind(config.sip.listen).await.with_context(|| format!("binding SIP TCP {}", config.sip.listen))?;
-    let admin = TcpListener::bind(config.admin.listen).await.with_context(|| format!("binding admin {}", config.admin.listen))?;
+    let udp = UdpSocket::bind(config.sip.listen)
+        .await
+        .with_context(|| format!("binding SIP UDP {}", config.sip.listen))?;
+    let tcp = TcpListener::bind(config.sip.listen)
+        .await
+        .with_context(|| format!("binding SIP TCP {}", config.sip.listen))?;
+    let admin = TcpListener::bind(config.admin.listen)
+        .await
+        .with_context(|| format!("binding admin {}", config.admin.listen))?;
     let store = Arc::new(Store::open(&config.paths.data_dir)?);
     let shared = Arc::new(Shared {
         config: config.clone(),
@@ -100,7 +126,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let prompt_config = config.clone();
     let prompts = tokio::task::spawn_blocking(move || load_prompts(&prompt_config)).await??;
-    tracing::info!(prompts = prompts.len(), ms = started.elapsed().as_millis() as u64, "prompts rendered and encoded");
+    tracing::info!(
+        prompts = prompts.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "prompts rendered and encoded"
+    );
     shared.prompts.store(Arc::new(prompts));
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(reload::watch_prompts(shared.clone()));
@@ -108,7 +138,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     shared.ready.store(true, Relaxed);
     tracing::info!(sip = %config.sip.listen, admin = %config.admin.listen, rtp = %config.media.rtp_ports,
         data = %config.paths.data_dir.display(), "ivr serving");
-    println!("ivr: listening on sip:{} (udp+tcp), admin http://{}", config.sip.listen, config.admin.listen);
+    println!(
+        "ivr: listening on sip:{} (udp+tcp), admin http://{}",
+        config.sip.listen, config.admin.listen
+    );
 
     tokio::select! {
         r = sip => { r??; return Ok(()); }
@@ -117,7 +150,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Drain: no new calls, live calls finish (bounded by the drain timeout), then exit.
     shared.metrics.draining.store(1, Relaxed);
     let _ = drain_tx.send(true);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(config.calls.drain_timeout_secs + 5);
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(config.calls.drain_timeout_secs + 5);
     while shared.metrics.calls_active.load(Relaxed) > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -131,7 +165,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {

@@ -17,7 +17,9 @@ pub fn fingerprint(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let path = e.path();
             let Ok(meta) = e.metadata() else { continue };
@@ -51,7 +53,9 @@ pub async fn watch_prompts(shared: Arc<Shared>) {
                 Metrics::inc(&shared.metrics.prompt_reloads_total);
             }
             Ok(Err(e)) => {
-                tracing::error!("prompt reload rejected, the previous prompts keep serving:\n{e:#}");
+                tracing::error!(
+                    "prompt reload rejected, the previous prompts keep serving:\n{e:#}"
+                );
                 Metrics::inc(&shared.metrics.prompt_reload_failures_total);
             }
             Err(e) => {

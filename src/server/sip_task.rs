@@ -39,19 +39,33 @@ struct PortPool {
 impl PortPool {
     fn new(lo: u16, hi: u16) -> Self {
         let lo = lo + lo % 2;
-        PortPool { lo, hi, next: lo, in_use: Default::default() }
+        PortPool {
+            lo,
+            hi,
+            next: lo,
+            in_use: Default::default(),
+        }
     }
 
     /// Bind the next free even port (and its RTCP neighbour) on `ip`.
-    fn bind(&mut self, ip: IpAddr) -> Option<(u16, std::net::UdpSocket, Option<std::net::UdpSocket>)> {
+    fn bind(
+        &mut self,
+        ip: IpAddr,
+    ) -> Option<(u16, std::net::UdpSocket, Option<std::net::UdpSocket>)> {
         let span = usize::from((self.hi - self.lo) / 2 + 1);
         for _ in 0..span {
             let port = self.next;
-            self.next = if self.next + 2 > self.hi.saturating_sub(1) { self.lo } else { self.next + 2 };
+            self.next = if self.next + 2 > self.hi.saturating_sub(1) {
+                self.lo
+            } else {
+                self.next + 2
+            };
             if self.in_use.contains(&port) {
                 continue;
             }
-            let Ok(rtp) = std::net::UdpSocket::bind((ip, port)) else { continue };
+            let Ok(rtp) = std::net::UdpSocket::bind((ip, port)) else {
+                continue;
+            };
             let rtcp = std::net::UdpSocket::bind((ip, port + 1)).ok();
             self.in_use.insert(port);
             return Some((port, rtp, rtcp));
@@ -84,12 +98,20 @@ enum TcpEvent {
     Closed(SocketAddr),
 }
 
-pub async fn run(shared: Arc<Shared>, udp: UdpSocket, tcp: TcpListener, mut drain: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run(
+    shared: Arc<Shared>,
+    udp: UdpSocket,
+    tcp: TcpListener,
+    mut drain: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let cfg = &shared.config;
     let media_ip: IpAddr = if cfg.sip.public_ip.is_empty() {
         cfg.sip.listen.ip()
     } else {
-        cfg.sip.public_ip.parse().map_err(|e| anyhow::anyhow!("sip.public_ip: {e}"))?
+        cfg.sip
+            .public_ip
+            .parse()
+            .map_err(|e| anyhow::anyhow!("sip.public_ip: {e}"))?
     };
     let endpoint = Endpoint::new(EndpointConfig {
         local_addr: SocketAddr::new(media_ip, cfg.sip.listen.port()),
@@ -101,7 +123,10 @@ pub async fn run(shared: Arc<Shared>, udp: UdpSocket, tcp: TcpListener, mut drai
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(1024);
     tokio::spawn(accept_tcp(tcp, tcp_tx, cfg.sip.max_message_bytes));
     let (sip_tx, mut sip_rx) = mpsc::channel::<SipCommand>(4096);
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
     let mut task = SipTask {
         ports: PortPool::new(cfg.media.rtp_ports.lo, cfg.media.rtp_ports.hi),
         shared: shared.clone(),
@@ -214,7 +239,9 @@ impl SipTask {
                 if draining || active >= cfg.calls.max_concurrent {
                     Metrics::inc(&m.calls_rejected_total);
                     let retry = cfg.calls.retry_after_secs.to_string();
-                    let _ = self.endpoint.reject(now, call, 503, &[("Retry-After", retry.as_str())]);
+                    let _ =
+                        self.endpoint
+                            .reject(now, call, 503, &[("Retry-After", retry.as_str())]);
                     return;
                 }
                 let Some(offer) = info.offer.as_ref() else {
@@ -226,10 +253,15 @@ impl SipTask {
                 let Some((rtp_port, rtp, rtcp)) = self.ports.bind(self.media_ip) else {
                     tracing::error!("no free RTP port in {}", cfg.media.rtp_ports);
                     Metrics::inc(&m.calls_rejected_total);
-                    let _ = self.endpoint.reject(now, call, 503, &[("Retry-After", "5")]);
+                    let _ = self
+                        .endpoint
+                        .reject(now, call, 503, &[("Retry-After", "5")]);
                     return;
                 };
-                self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                self.seed = self
+                    .seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let session_id = self.seed >> 16;
                 let local = LocalMedia {
                     addr: self.media_ip,
@@ -288,7 +320,15 @@ impl SipTask {
                     seed: self.seed,
                 };
                 tokio::spawn(call::run(setup, rx, sip_tx.clone(), self.shared.clone()));
-                self.calls.insert(call, Live { tx, rtp_port, session_id, version: 1 });
+                self.calls.insert(
+                    call,
+                    Live {
+                        tx,
+                        rtp_port,
+                        session_id,
+                        version: 1,
+                    },
+                );
                 Metrics::inc(&m.calls_total);
                 m.calls_active.fetch_add(1, Relaxed);
                 let delay = cfg.calls.answer_delay_ms;
@@ -296,7 +336,8 @@ impl SipTask {
                     let _ = self.endpoint.answer(now, call, &answer);
                 } else {
                     let _ = self.endpoint.ring(now, call);
-                    self.pending_answers.push((now + Duration::from_millis(delay), call, answer));
+                    self.pending_answers
+                        .push((now + Duration::from_millis(delay), call, answer));
                 }
             }
             Event::Reoffer { call, offer } => {
@@ -335,7 +376,9 @@ impl SipTask {
                 }
             }
             Event::Cancelled { call } => self.tell(call, CallCommand::RemoteHangup("cancelled")),
-            Event::RemoteHangup { call } => self.tell(call, CallCommand::RemoteHangup("caller_bye")),
+            Event::RemoteHangup { call } => {
+                self.tell(call, CallCommand::RemoteHangup("caller_bye"))
+            }
             Event::Terminated { call, reason } => {
                 let why = match reason {
                     crate::sip::TerminateReason::LocalBye => "ivr_hangup",
@@ -370,14 +413,21 @@ fn tokio_udp(s: std::net::UdpSocket) -> std::io::Result<UdpSocket> {
 
 async fn accept_tcp(listener: TcpListener, events: mpsc::Sender<TcpEvent>, max_message: usize) {
     loop {
-        let Ok((stream, peer)) = listener.accept().await else { continue };
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
         tokio::spawn(tcp_connection(stream, peer, events.clone(), max_message));
     }
 }
 
 /// One TCP connection: cut the byte stream into SIP messages (Content-Length framing) and write
 /// what the endpoint sends to this peer.
-async fn tcp_connection(stream: TcpStream, peer: SocketAddr, events: mpsc::Sender<TcpEvent>, max_message: usize) {
+async fn tcp_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    events: mpsc::Sender<TcpEvent>,
+    max_message: usize,
+) {
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
     if events.send(TcpEvent::Open(peer, tx)).await.is_err() {
@@ -400,7 +450,10 @@ async fn tcp_connection(stream: TcpStream, peer: SocketAddr, events: mpsc::Sende
         buf.extend_from_slice(&chunk[..n]);
         loop {
             // Keep-alive CRLFs between messages (RFC 5626 §3.5.1) are skipped.
-            let skip = buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+            let skip = buf
+                .iter()
+                .take_while(|b| **b == b'\r' || **b == b'\n')
+                .count();
             buf.drain(..skip);
             match crate::sip::message::frame_len(&buf) {
                 Ok(Some(len)) => {

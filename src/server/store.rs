@@ -80,8 +80,14 @@ impl Store {
         writer.execute_batch(SCHEMA)?;
         let reader = open_connection(&path)?;
         let (tx, rx) = mpsc::channel::<Write>();
-        std::thread::Builder::new().name("ivr-store".into()).spawn(move || writer_loop(writer, rx))?;
-        Ok(Store { tx: Mutex::new(tx), reader: Mutex::new(reader), path })
+        std::thread::Builder::new()
+            .name("ivr-store".into())
+            .spawn(move || writer_loop(writer, rx))?;
+        Ok(Store {
+            tx: Mutex::new(tx),
+            reader: Mutex::new(reader),
+            path,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -105,22 +111,31 @@ impl Store {
     }
 
     pub fn call(&self, call_id: &str) -> anyhow::Result<Option<CallRecord>> {
-        let conn = self.reader.lock().map_err(|_| anyhow::anyhow!("store reader poisoned"))?;
+        let conn = self
+            .reader
+            .lock()
+            .map_err(|_| anyhow::anyhow!("store reader poisoned"))?;
         read_call(&conn, call_id)
     }
 
     pub fn recent(&self, limit: usize) -> anyhow::Result<Vec<CallRecord>> {
-        let conn = self.reader.lock().map_err(|_| anyhow::anyhow!("store reader poisoned"))?;
+        let conn = self
+            .reader
+            .lock()
+            .map_err(|_| anyhow::anyhow!("store reader poisoned"))?;
         recent_calls(&conn, limit)
     }
 }
 
-const COLUMNS: &str = "call_id, started_at, answered_at, ended_at, caller, to_user, transport, codec, lang,
+const COLUMNS: &str =
+    "call_id, started_at, answered_at, ended_at, caller, to_user, transport, codec, lang,
                        digits, intent, intents, prompts, outcome, end_reason";
 
 pub fn read_call(conn: &Connection, call_id: &str) -> anyhow::Result<Option<CallRecord>> {
     let sql = format!("SELECT {COLUMNS} FROM calls WHERE call_id = ?1");
-    Ok(conn.query_row(&sql, params![call_id], row_to_record).optional()?)
+    Ok(conn
+        .query_row(&sql, params![call_id], row_to_record)
+        .optional()?)
 }
 
 /// The most recent calls, newest first.
@@ -132,23 +147,23 @@ pub fn recent_calls(conn: &Connection, limit: usize) -> anyhow::Result<Vec<CallR
 }
 
 fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallRecord> {
-                Ok(CallRecord {
-                    call_id: r.get(0)?,
-                    started_at: r.get(1)?,
-                    answered_at: r.get(2)?,
-                    ended_at: r.get(3)?,
-                    caller: r.get(4)?,
-                    to: r.get(5)?,
-                    transport: r.get(6)?,
-                    codec: r.get(7)?,
-                    lang: r.get(8)?,
-                    digits: r.get(9)?,
-                    intent: r.get(10)?,
-                    intents: serde_json::from_str(&r.get::<_, String>(11)?).unwrap_or_default(),
-                    prompts: serde_json::from_str(&r.get::<_, String>(12)?).unwrap_or_default(),
-                    outcome: r.get(13)?,
-                    end_reason: r.get(14)?,
-                })
+    Ok(CallRecord {
+        call_id: r.get(0)?,
+        started_at: r.get(1)?,
+        answered_at: r.get(2)?,
+        ended_at: r.get(3)?,
+        caller: r.get(4)?,
+        to: r.get(5)?,
+        transport: r.get(6)?,
+        codec: r.get(7)?,
+        lang: r.get(8)?,
+        digits: r.get(9)?,
+        intent: r.get(10)?,
+        intents: serde_json::from_str(&r.get::<_, String>(11)?).unwrap_or_default(),
+        prompts: serde_json::from_str(&r.get::<_, String>(12)?).unwrap_or_default(),
+        outcome: r.get(13)?,
+        end_reason: r.get(14)?,
+    })
 }
 
 fn writer_loop(conn: Connection, rx: mpsc::Receiver<Write>) {

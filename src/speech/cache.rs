@@ -41,8 +41,12 @@ impl EncodedPrompt {
     /// The encoded payload of frame `index` for `codec`; `None` past the end.
     pub fn frame(&self, codec: Codec, index: usize) -> Option<&[u8]> {
         match codec {
-            Codec::Pcmu => self.pcmu.get(index * FRAME_SAMPLES_8K..(index + 1) * FRAME_SAMPLES_8K),
-            Codec::Pcma => self.pcma.get(index * FRAME_SAMPLES_8K..(index + 1) * FRAME_SAMPLES_8K),
+            Codec::Pcmu => self
+                .pcmu
+                .get(index * FRAME_SAMPLES_8K..(index + 1) * FRAME_SAMPLES_8K),
+            Codec::Pcma => self
+                .pcma
+                .get(index * FRAME_SAMPLES_8K..(index + 1) * FRAME_SAMPLES_8K),
             Codec::Opus => self.opus.get(index).map(|f| &f[..]),
         }
     }
@@ -90,7 +94,12 @@ impl RenderConfig {
 /// Render (or load from the caches) and encode every prompt. A recorded WAV at
 /// `<prompts_dir>/<lang>/audio/<id>.wav` replaces the synthetic voice. Uses `threads` workers:
 /// espeak-ng runs as a process per uncached prompt.
-pub fn build(catalog: Catalog, prompts_dir: &Path, render: &RenderConfig, threads: usize) -> Result<PromptSet, String> {
+pub fn build(
+    catalog: Catalog,
+    prompts_dir: &Path,
+    render: &RenderConfig,
+    threads: usize,
+) -> Result<PromptSet, String> {
     let list: Vec<&Prompt> = catalog.iter().collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<Result<EncodedPrompt, String>> = std::thread::scope(|s| {
@@ -107,8 +116,10 @@ pub fn build(catalog: Catalog, prompts_dir: &Path, render: &RenderConfig, thread
                 })
             })
             .collect();
-        let mut all: Vec<(usize, Result<EncodedPrompt, String>)> =
-            workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect();
+        let mut all: Vec<(usize, Result<EncodedPrompt, String>)> = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect();
         all.sort_by_key(|(i, _)| *i);
         all.into_iter().map(|(_, r)| r).collect()
     });
@@ -128,8 +139,15 @@ pub fn build(catalog: Catalog, prompts_dir: &Path, render: &RenderConfig, thread
     Ok(PromptSet { prompts, catalog })
 }
 
-fn encode_prompt(p: &Prompt, prompts_dir: &Path, render: &RenderConfig) -> Result<EncodedPrompt, String> {
-    let recorded = prompts_dir.join(p.lang.code()).join("audio").join(format!("{}.wav", p.id));
+fn encode_prompt(
+    p: &Prompt,
+    prompts_dir: &Path,
+    render: &RenderConfig,
+) -> Result<EncodedPrompt, String> {
+    let recorded = prompts_dir
+        .join(p.lang.code())
+        .join("audio")
+        .join(format!("{}.wav", p.id));
     let (pcm, source) = if recorded.exists() {
         let pcm = tts::read_wav(&recorded).map_err(|e| format!("{}: {e}", recorded.display()))?;
         (pcm, recorded.display().to_string())
@@ -138,8 +156,15 @@ fn encode_prompt(p: &Prompt, prompts_dir: &Path, render: &RenderConfig) -> Resul
             .map_err(|e| format!("{}:{}: prompt {:?}: {e}", p.path.display(), p.line, p.id))?;
         (pcm, "tts".to_string())
     };
-    encode_pcm(p.id.clone(), p.lang, p.rendered.display.clone(), p.barge_in, source, &pcm)
-        .map_err(|e| format!("{}:{}: prompt {:?}: {e}", p.path.display(), p.line, p.id))
+    encode_pcm(
+        p.id.clone(),
+        p.lang,
+        p.rendered.display.clone(),
+        p.barge_in,
+        source,
+        &pcm,
+    )
+    .map_err(|e| format!("{}:{}: prompt {:?}: {e}", p.path.display(), p.line, p.id))
 }
 
 /// Encode PCM at any rate into every codec's frames.
@@ -161,14 +186,20 @@ pub fn encode_pcm(
     let mut pcma = vec![0u8; pcm_8k.len()];
     let mut enc_u = Encoder::new(Codec::Pcmu).map_err(|e| format!("{e:?}"))?;
     let mut enc_a = Encoder::new(Codec::Pcma).map_err(|e| format!("{e:?}"))?;
-    enc_u.encode(&pcm_8k, &mut pcmu).map_err(|e| format!("{e:?}"))?;
-    enc_a.encode(&pcm_8k, &mut pcma).map_err(|e| format!("{e:?}"))?;
+    enc_u
+        .encode(&pcm_8k, &mut pcmu)
+        .map_err(|e| format!("{e:?}"))?;
+    enc_a
+        .encode(&pcm_8k, &mut pcma)
+        .map_err(|e| format!("{e:?}"))?;
 
     let mut enc_o = Encoder::new(Codec::Opus).map_err(|e| format!("{e:?}"))?;
     let mut opus = Vec::with_capacity(frames);
     let mut buf = [0u8; OPUS_MAX_PACKET];
     for chunk in pcm_16k.chunks_exact(FRAME_SAMPLES_16K) {
-        let n = enc_o.encode(chunk, &mut buf).map_err(|e| format!("{e:?}"))?;
+        let n = enc_o
+            .encode(chunk, &mut buf)
+            .map_err(|e| format!("{e:?}"))?;
         opus.push(buf[..n].to_vec().into_boxed_slice());
     }
     Ok(EncodedPrompt {

@@ -46,7 +46,11 @@ impl Catalog {
         for source in sources {
             parse_file(source, &mut catalog, &mut errors);
         }
-        if errors.is_empty() { Ok(catalog) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(catalog)
+        } else {
+            Err(errors)
+        }
     }
 
     pub fn get(&self, lang: Lang, id: &str) -> Option<&Prompt> {
@@ -97,21 +101,29 @@ impl Catalog {
 
 fn parse_file(source: &Source, catalog: &mut Catalog, errors: &mut Vec<Diagnostic>) {
     let mut current: Option<(String, bool, usize, String)> = None;
-    let mut finish = |current: &mut Option<(String, bool, usize, String)>, errors: &mut Vec<Diagnostic>| {
-        let Some((id, barge_in, line, text)) = current.take() else { return };
+    let mut finish = |current: &mut Option<(String, bool, usize, String)>,
+                      errors: &mut Vec<Diagnostic>| {
+        let Some((id, barge_in, line, text)) = current.take() else {
+            return;
+        };
         let err = |m: String| Diagnostic::new(&source.path, line, m);
         if text.trim().is_empty() {
             errors.push(err(format!("prompt {id:?} has no text")));
             return;
         }
         if text.chars().count() > MAX_PROMPT_CHARS {
-            errors.push(err(format!("prompt {id:?} is longer than {MAX_PROMPT_CHARS} characters")));
+            errors.push(err(format!(
+                "prompt {id:?} is longer than {MAX_PROMPT_CHARS} characters"
+            )));
             return;
         }
         let rendered = match markup::render(&text, source.lang) {
             Ok(r) => r,
             Err(e) => {
-                errors.push(err(format!("prompt {id:?}, column {}: {}", e.column, e.message)));
+                errors.push(err(format!(
+                    "prompt {id:?}, column {}: {}",
+                    e.column, e.message
+                )));
                 return;
             }
         };
@@ -124,8 +136,15 @@ fn parse_file(source: &Source, catalog: &mut Catalog, errors: &mut Vec<Diagnosti
             )));
             return;
         }
-        let prompt =
-            Prompt { id, lang: source.lang, text, rendered, barge_in, path: source.path.clone(), line };
+        let prompt = Prompt {
+            id,
+            lang: source.lang,
+            text,
+            rendered,
+            barge_in,
+            path: source.path.clone(),
+            line,
+        };
         catalog.prompts.insert(key, prompt);
     };
 
@@ -160,22 +179,34 @@ fn parse_file(source: &Source, catalog: &mut Catalog, errors: &mut Vec<Diagnosti
 
 /// `id [options]: text` → (id, barge_in, text).
 fn parse_head(line: &str) -> Result<(String, bool, String), String> {
-    let (head, text) = line
-        .split_once(':')
-        .ok_or_else(|| "expected `id: text` (a prompt id, a colon, then what to say)".to_string())?;
+    let (head, text) = line.split_once(':').ok_or_else(|| {
+        "expected `id: text` (a prompt id, a colon, then what to say)".to_string()
+    })?;
     let head = head.trim();
     let (id, options) = match head.split_once('[') {
         Some((id, opts)) => {
-            let opts = opts.strip_suffix(']').ok_or("options must be written [like-this]")?;
+            let opts = opts
+                .strip_suffix(']')
+                .ok_or("options must be written [like-this]")?;
             (id.trim(), Some(opts))
         }
         None => (head, None),
     };
-    if id.is_empty() || !id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.') {
-        return Err(format!("prompt id {id:?} may use only a-z, 0-9, '_' and '.'"));
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.')
+    {
+        return Err(format!(
+            "prompt id {id:?} may use only a-z, 0-9, '_' and '.'"
+        ));
     }
     let mut barge_in = true;
-    for opt in options.into_iter().flat_map(|o| o.split(',')).map(str::trim) {
+    for opt in options
+        .into_iter()
+        .flat_map(|o| o.split(','))
+        .map(str::trim)
+    {
         match opt {
             "no-barge" => barge_in = false,
             "barge" => barge_in = true,
@@ -190,7 +221,11 @@ mod tests {
     use super::*;
 
     fn src(lang: Lang, text: &str) -> Source {
-        Source { path: format!("prompts/{lang}/x.txt").into(), lang, text: text.into() }
+        Source {
+            path: format!("prompts/{lang}/x.txt").into(),
+            lang,
+            text: text.into(),
+        }
     }
 
     #[test]
@@ -209,22 +244,45 @@ mod tests {
 
     #[test]
     fn errors_name_file_and_line() {
-        let errs = Catalog::parse(&[src(Lang::En, "ok: fine\nBad Id: x\nmenu: {pause}\n  \ncont\n")]).unwrap_err();
+        let errs = Catalog::parse(&[src(
+            Lang::En,
+            "ok: fine\nBad Id: x\nmenu: {pause}\n  \ncont\n",
+        )])
+        .unwrap_err();
         let text: Vec<String> = errs.iter().map(|d| d.to_string()).collect();
-        assert!(text.iter().any(|t| t.starts_with("prompts/en/x.txt:2: prompt id")), "{text:?}");
-        assert!(text.iter().any(|t| t.starts_with("prompts/en/x.txt:3: prompt \"menu\", column 1")), "{text:?}");
-        assert!(text.iter().any(|t| t.starts_with("prompts/en/x.txt:5: expected")), "{text:?}");
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("prompts/en/x.txt:2: prompt id")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("prompts/en/x.txt:3: prompt \"menu\", column 1")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("prompts/en/x.txt:5: expected")),
+            "{text:?}"
+        );
     }
 
     #[test]
     fn duplicates_and_missing_translations_are_reported() {
         let errs = Catalog::parse(&[src(Lang::En, "a: one\na: two\n")]).unwrap_err();
         assert!(errs[0].message.contains("defined twice"));
-        let c = Catalog::parse(&[src(Lang::En, "a: one\nb: two\n"), src(Lang::Es, "a: uno\n")]).unwrap();
+        let c = Catalog::parse(&[src(Lang::En, "a: one\nb: two\n"), src(Lang::Es, "a: uno\n")])
+            .unwrap();
         let problems = c.check_complete(&["a".into(), "c".into()], std::path::Path::new("prompts"));
         let text: Vec<String> = problems.iter().map(|d| d.to_string()).collect();
-        assert!(text.contains(&"prompts/en: prompt \"c\" is missing in en".to_string()), "{text:?}");
-        assert!(text.iter().any(|t| t.contains("\"b\" has no es version")), "{text:?}");
+        assert!(
+            text.contains(&"prompts/en: prompt \"c\" is missing in en".to_string()),
+            "{text:?}"
+        );
+        assert!(
+            text.iter().any(|t| t.contains("\"b\" has no es version")),
+            "{text:?}"
+        );
     }
 
     #[test]

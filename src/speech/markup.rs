@@ -41,7 +41,10 @@ pub fn render(text: &str, lang: Lang) -> Result<Rendered, MarkupError> {
     while let Some(open) = rest.find(['{', '}']) {
         let column = offset + open + 1;
         if rest.as_bytes()[open] == b'}' {
-            return Err(MarkupError { column, message: "'}' without a matching '{'".into() });
+            return Err(MarkupError {
+                column,
+                message: "'}' without a matching '{'".into(),
+            });
         }
         push_plain(&mut ssml, &mut display, &rest[..open]);
         let after = &rest[open + 1..];
@@ -51,15 +54,22 @@ pub fn render(text: &str, lang: Lang) -> Result<Rendered, MarkupError> {
         })?;
         let inner = &after[..close];
         if inner.contains('{') {
-            return Err(MarkupError { column, message: "markup cannot be nested".into() });
+            return Err(MarkupError {
+                column,
+                message: "markup cannot be nested".into(),
+            });
         }
-        tag(inner, lang, &mut ssml, &mut display).map_err(|message| MarkupError { column, message })?;
+        tag(inner, lang, &mut ssml, &mut display)
+            .map_err(|message| MarkupError { column, message })?;
         offset += open + 1 + close + 1;
         rest = &after[close + 1..];
     }
     push_plain(&mut ssml, &mut display, rest);
     ssml.push_str("</speak>");
-    Ok(Rendered { ssml, display: display.trim().to_string() })
+    Ok(Rendered {
+        ssml,
+        display: display.trim().to_string(),
+    })
 }
 
 fn push_plain(ssml: &mut String, display: &mut String, text: &str) {
@@ -107,7 +117,10 @@ fn tag(inner: &str, lang: Lang, ssml: &mut String, display: &mut String) -> Resu
             display.push_str(arg);
         }
         "phone" => {
-            if !arg.chars().all(|c| c.is_ascii_digit() || "-. ()+".contains(c)) {
+            if !arg
+                .chars()
+                .all(|c| c.is_ascii_digit() || "-. ()+".contains(c))
+            {
                 return Err(format!("phone takes digits and - . ( ) +, got {arg:?}"));
             }
             let digits = arg.chars().filter(char::is_ascii_digit).count();
@@ -144,7 +157,11 @@ fn tag(inner: &str, lang: Lang, ssml: &mut String, display: &mut String) -> Resu
             escape_into(ssml, &spoken);
             display.push_str(url);
         }
-        _ => return Err(format!("unknown markup {{{name} ...}}: use pause, digits, phone, chars or url")),
+        _ => {
+            return Err(format!(
+                "unknown markup {{{name} ...}}: use pause, digits, phone, chars or url"
+            ));
+        }
     }
     Ok(())
 }
@@ -182,7 +199,11 @@ fn speak_url(url: &str, lang: Lang) -> String {
         *first = false;
         token.clear();
     };
-    for c in url.trim_start_matches("https://").trim_start_matches("http://").chars() {
+    for c in url
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .chars()
+    {
         match c {
             '.' => {
                 flush(&mut token, &mut words, &mut first);
@@ -223,17 +244,27 @@ mod tests {
 
     #[test]
     fn urls_show_the_address_and_speak_the_words() {
-        let r = render("Visit {url uscis.gov/casestatus | u s c i s dot gov slash case status}", Lang::En).unwrap();
+        let r = render(
+            "Visit {url uscis.gov/casestatus | u s c i s dot gov slash case status}",
+            Lang::En,
+        )
+        .unwrap();
         assert_eq!(r.display, "Visit uscis.gov/casestatus");
         assert!(r.ssml.contains("u s c i s dot gov slash case status"));
         let auto = render("{url uscis.gov/e-request}", Lang::Es).unwrap();
-        assert_eq!(auto.ssml, "<speak>u s c i s punto gov barra e guion request</speak>");
+        assert_eq!(
+            auto.ssml,
+            "<speak>u s c i s punto gov barra e guion request</speak>"
+        );
     }
 
     #[test]
     fn pauses_chars_and_digits() {
         let r = render("A{pause 250}B {chars ioe} {digits 0123}", Lang::En).unwrap();
-        assert_eq!(r.ssml, "<speak>A<break time=\"250ms\"/>B I O E 0 1 2 3</speak>");
+        assert_eq!(
+            r.ssml,
+            "<speak>A<break time=\"250ms\"/>B I O E 0 1 2 3</speak>"
+        );
     }
 
     #[test]
@@ -241,8 +272,18 @@ mod tests {
         let e = render("Hello {pause}", Lang::En).unwrap_err();
         assert_eq!(e.column, 7);
         assert!(render("x {pause 9000}", Lang::En).is_err());
-        assert!(render("x {bogus 1}", Lang::En).unwrap_err().message.contains("unknown markup"));
-        assert!(render("x {pause 10", Lang::En).unwrap_err().message.contains("never closed"));
+        assert!(
+            render("x {bogus 1}", Lang::En)
+                .unwrap_err()
+                .message
+                .contains("unknown markup")
+        );
+        assert!(
+            render("x {pause 10", Lang::En)
+                .unwrap_err()
+                .message
+                .contains("never closed")
+        );
         assert_eq!(render("x } y", Lang::En).unwrap_err().column, 3);
         assert!(render("{phone 12}", Lang::En).is_err());
         assert!(render("{url not a url}", Lang::En).is_err());

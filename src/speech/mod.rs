@@ -5,10 +5,10 @@
 //! `catalog` and `markup` are pure. `tts` runs the espeak-ng program and reads the disk cache —
 //! the only IO here, done at load time and on reload, never on the media path.
 
+pub mod cache;
 pub mod catalog;
 pub mod markup;
 pub mod tts;
-pub mod cache;
 
 use std::path::Path;
 
@@ -36,8 +36,15 @@ pub fn read_sources(dir: &Path) -> std::io::Result<Vec<Source>> {
 
 /// Every prompt id the flow can ask for, in every language.
 pub fn required_prompts() -> Vec<String> {
-    let mut ids: Vec<String> =
-        crate::flow::Script::standard().prompt_ids().into_iter().map(String::from).collect();
-    ids.extend(crate::intents::INTENTS.iter().map(|i| format!("answer.{i}")));
+    let mut ids: Vec<String> = crate::flow::Script::standard()
+        .prompt_ids()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    ids.extend(
+        crate::intents::INTENTS
+            .iter()
+            .map(|i| format!("answer.{i}")),
+    );
     ids
 }

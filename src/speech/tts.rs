@@ -62,7 +62,13 @@ pub fn render(ssml: &str, voice: &Voice, cache_dir: &Path) -> io::Result<Pcm> {
 /// (std's SipHash keys are randomized per process).
 pub fn cache_path(ssml: &str, voice: &Voice, cache_dir: &Path) -> PathBuf {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in voice.name.bytes().chain([0]).chain(voice.speed.to_le_bytes()).chain(ssml.bytes()) {
+    for b in voice
+        .name
+        .bytes()
+        .chain([0])
+        .chain(voice.speed.to_le_bytes())
+        .chain(ssml.bytes())
+    {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -84,26 +90,43 @@ pub fn read_wav(path: &Path) -> io::Result<Pcm> {
             let s: Result<Vec<i32>, _> = reader.samples::<i32>().collect();
             s.map_err(to_io)?
                 .into_iter()
-                .map(|v| if shift >= 0 { (v >> shift) as i16 } else { (v << -shift) as i16 })
+                .map(|v| {
+                    if shift >= 0 {
+                        (v >> shift) as i16
+                    } else {
+                        (v << -shift) as i16
+                    }
+                })
                 .collect()
         }
         (hound::SampleFormat::Float, 32) => {
             let s: Result<Vec<f32>, _> = reader.samples::<f32>().collect();
-            s.map_err(to_io)?.into_iter().map(|v| (v.clamp(-1.0, 1.0) * 32767.0) as i16).collect()
+            s.map_err(to_io)?
+                .into_iter()
+                .map(|v| (v.clamp(-1.0, 1.0) * 32767.0) as i16)
+                .collect()
         }
         (fmt, bits) => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("{}: unsupported WAV format {fmt:?} {bits}-bit", path.display()),
+                format!(
+                    "{}: unsupported WAV format {fmt:?} {bits}-bit",
+                    path.display()
+                ),
             ));
         }
     };
     let samples = if channels == 1 {
         mono
     } else {
-        mono.chunks(channels).map(|c| (c.iter().map(|&s| i32::from(s)).sum::<i32>() / c.len() as i32) as i16).collect()
+        mono.chunks(channels)
+            .map(|c| (c.iter().map(|&s| i32::from(s)).sum::<i32>() / c.len() as i32) as i16)
+            .collect()
     };
-    Ok(Pcm { rate: spec.sample_rate, samples })
+    Ok(Pcm {
+        rate: spec.sample_rate,
+        samples,
+    })
 }
 
 /// Write mono 16-bit PCM as a WAV file.
@@ -135,26 +158,61 @@ mod tests {
     #[test]
     fn cache_names_depend_on_every_input() {
         let d = Path::new("/c");
-        let v = Voice { name: "en-us".into(), speed: 160 };
+        let v = Voice {
+            name: "en-us".into(),
+            speed: 160,
+        };
         let a = cache_path("<speak>hi</speak>", &v, d);
         assert_eq!(a, cache_path("<speak>hi</speak>", &v, d));
         assert_ne!(a, cache_path("<speak>ho</speak>", &v, d));
-        assert_ne!(a, cache_path("<speak>hi</speak>", &Voice { speed: 170, ..v.clone() }, d));
-        assert_ne!(a, cache_path("<speak>hi</speak>", &Voice { name: "es-419".into(), ..v }, d));
+        assert_ne!(
+            a,
+            cache_path(
+                "<speak>hi</speak>",
+                &Voice {
+                    speed: 170,
+                    ..v.clone()
+                },
+                d
+            )
+        );
+        assert_ne!(
+            a,
+            cache_path(
+                "<speak>hi</speak>",
+                &Voice {
+                    name: "es-419".into(),
+                    ..v
+                },
+                d
+            )
+        );
     }
 
     #[test]
     fn espeak_renders_speech_and_the_cache_serves_it_again() {
         let dir = std::env::temp_dir().join(format!("ivr-tts-{}", std::process::id()));
-        let v = Voice { name: "en-us".into(), speed: 160 };
-        let pcm = render("<speak>Thank you for calling.</speak>", &v, &dir).expect("espeak-ng installed");
+        let v = Voice {
+            name: "en-us".into(),
+            speed: 160,
+        };
+        let pcm =
+            render("<speak>Thank you for calling.</speak>", &v, &dir).expect("espeak-ng installed");
         assert_eq!(pcm.rate, 22050);
         let secs = pcm.samples.len() as f64 / f64::from(pcm.rate);
         assert!((0.5..5.0).contains(&secs), "{secs} s");
-        let peak = pcm.samples.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
+        let peak = pcm
+            .samples
+            .iter()
+            .map(|s| s.unsigned_abs())
+            .max()
+            .unwrap_or(0);
         assert!(peak > 3000, "speech should not be silent (peak {peak})");
         assert!(cache_path("<speak>Thank you for calling.</speak>", &v, &dir).exists());
-        assert_eq!(render("<speak>Thank you for calling.</speak>", &v, &dir).unwrap(), pcm);
+        assert_eq!(
+            render("<speak>Thank you for calling.</speak>", &v, &dir).unwrap(),
+            pcm
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

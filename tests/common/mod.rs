@@ -18,7 +18,11 @@ pub fn shared_dir() -> PathBuf {
         return d.into();
     }
     let beside = repo().join("../shared");
-    if beside.exists() { beside } else { PathBuf::from("/work/shared") }
+    if beside.exists() {
+        beside
+    } else {
+        PathBuf::from("/work/shared")
+    }
 }
 
 /// A free UDP+TCP port on loopback (both protocols are free when this returns).
@@ -36,18 +40,24 @@ pub fn free_port() -> u16 {
 /// parallel tests may overlap: the server skips ports it cannot bind.
 pub fn rtp_range(span: u16) -> (u16, u16) {
     let span = span.clamp(20, 2000);
-    let lo = 10000 + (rand_u32() % u32::from(22000 - span)) as u16 & !1;
+    let lo = (10000 + (rand_u32() % u32::from(22000 - span)) as u16) & !1;
     (lo, lo + span - 1)
 }
 
 pub fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ivr-test-{name}-{}-{}", std::process::id(), rand_u32()));
+    let d = std::env::temp_dir().join(format!(
+        "ivr-test-{name}-{}-{}",
+        std::process::id(),
+        rand_u32()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
 pub fn rand_u32() -> u32 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
     t.subsec_nanos() ^ (t.as_secs() as u32).rotate_left(7) ^ std::process::id()
 }
 
@@ -176,7 +186,10 @@ impl Server {
                 }
             }
             if start.elapsed() > limit {
-                panic!("call {call_id} did not end within {limit:?} (last: {status} {body})\n{}", self.log_text());
+                panic!(
+                    "call {call_id} did not end within {limit:?} (last: {status} {body})\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -185,7 +198,10 @@ impl Server {
     pub fn metric(&self, name: &str) -> i64 {
         let (_, body) = self.get("/metrics");
         body.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")).and_then(|v| v.trim().parse().ok()))
+            .find_map(|l| {
+                l.strip_prefix(&format!("{name} "))
+                    .and_then(|v| v.trim().parse().ok())
+            })
             .unwrap_or_else(|| panic!("metric {name} missing"))
     }
 
@@ -213,26 +229,47 @@ impl Drop for Server {
 }
 
 pub fn unsafe_kill(pid: u32, signal: &str) {
-    let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 /// A minimal HTTP/1.1 GET (the admin API is on loopback; no client crate needed).
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
 /// Require a program on PATH; CI installs every peer, so absence is a failure, not a skip.
 pub fn require(program: &str) {
-    let ok = Command::new("sh").arg("-c").arg(format!("command -v {program}")).output().map(|o| o.status.success()).unwrap_or(false);
-    assert!(ok, "{program} is not installed (scripts/dev setup installs it)");
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "{program} is not installed (scripts/dev setup installs it)"
+    );
 }
 
 /// A UDP packet captured on loopback.
@@ -252,7 +289,13 @@ pub fn read_pcap(path: &Path) -> Vec<Captured> {
     }
     let le = data[0..4] == [0xd4, 0xc3, 0xb2, 0xa1] || data[0..4] == [0x4d, 0x3c, 0xb2, 0xa1];
     let nanos = data[0..4] == [0x4d, 0x3c, 0xb2, 0xa1] || data[0..4] == [0xa1, 0xb2, 0x3c, 0x4d];
-    let u32_at = |b: &[u8]| if le { u32::from_le_bytes([b[0], b[1], b[2], b[3]]) } else { u32::from_be_bytes([b[0], b[1], b[2], b[3]]) };
+    let u32_at = |b: &[u8]| {
+        if le {
+            u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+        } else {
+            u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+        }
+    };
     let linktype = u32_at(&data[20..24]);
     let mut out = Vec::new();
     let mut at = 24;
@@ -267,11 +310,16 @@ pub fn read_pcap(path: &Path) -> Vec<Captured> {
         }
         let frame = &data[at..at + caplen];
         at += caplen;
-        let t = Duration::from_secs(u64::from(secs)) + if nanos { Duration::from_nanos(u64::from(frac)) } else { Duration::from_micros(u64::from(frac)) };
+        let t = Duration::from_secs(u64::from(secs))
+            + if nanos {
+                Duration::from_nanos(u64::from(frac))
+            } else {
+                Duration::from_micros(u64::from(frac))
+            };
         let ip = match linktype {
-            1 => frame.get(14..),       // Ethernet (Linux lo)
-            113 => frame.get(16..),     // Linux cooked (any)
-            276 => frame.get(20..),     // Linux cooked v2
+            1 => frame.get(14..),   // Ethernet (Linux lo)
+            113 => frame.get(16..), // Linux cooked (any)
+            276 => frame.get(20..), // Linux cooked v2
             0 | 101 => frame.get(4..).filter(|_| linktype == 0).or(Some(frame)),
             _ => None,
         };
@@ -397,7 +445,11 @@ pub fn alaw_to_linear(a: u8) -> i16 {
     let sign = a & 0x80;
     let exponent = (a >> 4) & 0x07;
     let mantissa = i32::from(a & 0x0f);
-    let magnitude = if exponent == 0 { (mantissa << 4) + 8 } else { ((mantissa << 4) + 0x108) << (exponent - 1) };
+    let magnitude = if exponent == 0 {
+        (mantissa << 4) + 8
+    } else {
+        ((mantissa << 4) + 0x108) << (exponent - 1)
+    };
     (if sign != 0 { magnitude } else { -magnitude }) as i16
 }
 
@@ -431,7 +483,11 @@ pub fn envelope_correlation(a: &[i16], b: &[i16]) -> f64 {
     let cov: f64 = ea.iter().zip(eb).map(|(x, y)| (x - ma) * (y - mb)).sum();
     let va: f64 = ea.iter().map(|x| (x - ma).powi(2)).sum();
     let vb: f64 = eb.iter().map(|y| (y - mb).powi(2)).sum();
-    if va == 0.0 || vb == 0.0 { 0.0 } else { cov / (va.sqrt() * vb.sqrt()) }
+    if va == 0.0 || vb == 0.0 {
+        0.0
+    } else {
+        cov / (va.sqrt() * vb.sqrt())
+    }
 }
 
 /// Render a prompt as callers hear it with `ivr say` (8 kHz).
@@ -481,30 +537,49 @@ pub struct SipMsg {
 
 impl SipMsg {
     pub fn status(&self) -> Option<u16> {
-        self.first_line.strip_prefix("SIP/2.0 ").and_then(|r| r.get(..3)).and_then(|c| c.parse().ok())
+        self.first_line
+            .strip_prefix("SIP/2.0 ")
+            .and_then(|r| r.get(..3))
+            .and_then(|c| c.parse().ok())
     }
     pub fn method(&self) -> Option<&str> {
-        if self.first_line.starts_with("SIP/2.0") { None } else { self.first_line.split(' ').next() }
+        if self.first_line.starts_with("SIP/2.0") {
+            None
+        } else {
+            self.first_line.split(' ').next()
+        }
     }
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn parse(data: &[u8]) -> Option<SipMsg> {
         let text = String::from_utf8_lossy(data);
         let (head, body) = text.split_once("\r\n\r\n")?;
         let mut lines = head.split("\r\n");
         let first_line = lines.next()?.to_string();
-        let headers = lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_string(), v.trim().to_string())).collect();
-        Some(SipMsg { first_line, headers, body: body.to_string() })
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+            .collect();
+        Some(SipMsg {
+            first_line,
+            headers,
+            body: body.to_string(),
+        })
     }
 }
 
 impl Uac {
     pub fn new(server: SocketAddr) -> Uac {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        rtp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        rtp.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         let n = rand_u32();
         Uac {
             sock,
@@ -542,8 +617,16 @@ impl Uac {
             self.cseq += 1;
         }
         let branch = self.branch();
-        let to_tag = self.to_tag.as_ref().map(|t| format!(";tag={t}")).unwrap_or_default();
-        let ctype = if body.is_empty() { String::new() } else { "Content-Type: application/sdp\r\n".into() };
+        let to_tag = self
+            .to_tag
+            .as_ref()
+            .map(|t| format!(";tag={t}"))
+            .unwrap_or_default();
+        let ctype = if body.is_empty() {
+            String::new()
+        } else {
+            "Content-Type: application/sdp\r\n".into()
+        };
         let local = self.local();
         let msg = format!(
             "{method} sip:ivr@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\n\
@@ -575,8 +658,16 @@ impl Uac {
     }
 
     pub fn ack(&mut self, for_2xx: bool, invite_branch: &str) {
-        let branch = if for_2xx { self.branch() } else { invite_branch.to_string() };
-        let to_tag = self.to_tag.as_ref().map(|t| format!(";tag={t}")).unwrap_or_default();
+        let branch = if for_2xx {
+            self.branch()
+        } else {
+            invite_branch.to_string()
+        };
+        let to_tag = self
+            .to_tag
+            .as_ref()
+            .map(|t| format!(";tag={t}"))
+            .unwrap_or_default();
         let local = self.local();
         let msg = format!(
             "ACK sip:ivr@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\n\
@@ -634,7 +725,11 @@ impl Uac {
     pub fn respond_ok(&self, req: &SipMsg) {
         let mut msg = String::from("SIP/2.0 200 OK\r\n");
         for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
-            for (n, v) in req.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            for (n, v) in req
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            {
                 msg.push_str(&format!("{n}: {v}\r\n"));
             }
         }
@@ -676,7 +771,12 @@ impl Uac {
 pub fn linear_to_ulaw(sample: i16) -> u8 {
     const BIAS: i32 = 0x84;
     let mut s = i32::from(sample);
-    let sign = if s < 0 { s = -s; 0x80 } else { 0 };
+    let sign = if s < 0 {
+        s = -s;
+        0x80
+    } else {
+        0
+    };
     s = (s.min(32635)) + BIAS;
     let mut exponent = 7;
     let mut mask = 0x4000;
@@ -685,5 +785,5 @@ pub fn linear_to_ulaw(sample: i16) -> u8 {
         mask >>= 1;
     }
     let mantissa = (s >> (exponent + 3)) & 0x0f;
-    !(sign | (exponent << 4) as i32 | mantissa) as u8
+    !(sign | (exponent << 4) | mantissa) as u8
 }
