@@ -1,1 +1,540 @@
-//! nlu (in progress).
+//! Understanding the caller: the intent of a transcript or of typed TTY text, dialog acts
+//! (yes, no, repeat, help, goodbye, language switch), menu digits and slots.
+//!
+//! Everything is built at load from the authors' grammar files (`grammars/<lang>/*.txt`, format
+//! in `grammars/README.md`), which the caller reads and passes in: this module does no IO. The
+//! intent classifier is statistical (naive Bayes over words, word pairs and character n-grams,
+//! see [`model`]), so phrasings the authors never wrote still land on the right intent; key
+//! phrases add a fixed boost for the strongest cues.
+
+pub mod grammar;
+pub mod model;
+pub mod normalize;
+pub mod slots;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+pub use grammar::{Diagnostic, Loc, Source, TestCase};
+pub use slots::Slots;
+
+use grammar::{Grammar, Kind};
+use model::{Example, Model};
+use crate::types::Lang;
+
+/// At or above this confidence the flow acts on the intent without asking.
+pub const CONFIRM_THRESHOLD: f32 = 0.6;
+/// Below this confidence there is no intent: the flow asks the caller again.
+pub const REJECT_THRESHOLD: f32 = 0.25;
+/// An act (yes, no, ...) below this confidence is not reported.
+const ACT_FLOOR: f32 = 0.5;
+/// Log-odds added to an intent whose key phrase occurs in the utterance: strong, not absolute,
+/// so "I want to talk to an agent about my case status" can still weigh both.
+const KEY_BOOST: f32 = 2.0;
+/// Training weight of a key phrase relative to an ordinary example.
+const KEY_WEIGHT: f32 = 2.0;
+/// The act model's catch-all class: everything that is a question, not an answer.
+const OTHER: &str = "other";
+
+/// The result of classifying one utterance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Classification {
+    /// The intent id, or `None` when nothing is confident enough (see [`REJECT_THRESHOLD`]).
+    pub intent: Option<String>,
+    /// Calibrated probability of the best intent, 0 when the text says nothing we know.
+    pub confidence: f32,
+    /// The three best intents with their probabilities, best first.
+    pub alternatives: Vec<(String, f32)>,
+    pub slots: Slots,
+}
+
+impl Classification {
+    fn nothing(slots: Slots) -> Classification {
+        Classification {
+            intent: None,
+            confidence: 0.0,
+            alternatives: Vec::new(),
+            slots,
+        }
+    }
+}
+
+/// Phrase sets for grammar-restricted recognition, one per kind of prompt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PhraseSet {
+    YesNo,
+    Language,
+    MenuDigits,
+    /// All intent phrases: the open question.
+    Question,
+    /// All dialog-act phrases.
+    Acts,
+}
+
+/// The outcome of the authors' own test cases.
+#[derive(Clone, Debug, Default)]
+pub struct TestReport {
+    pub total: usize,
+    pub passed: usize,
+    /// Per expected id: (cases, passed).
+    pub per_intent: BTreeMap<String, (usize, usize)>,
+    /// (expected, got, count), most frequent first; "none" stands for no result.
+    pub confusions: Vec<(String, String, usize)>,
+    pub failures: Vec<TestFailure>,
+}
+
+impl TestReport {
+    pub fn accuracy(&self) -> f32 {
+        if self.total == 0 {
+            1.0
+        } else {
+            self.passed as f32 / self.total as f32
+        }
+    }
+}
+
+/// One failed author test, with where it is written.
+#[derive(Clone, Debug)]
+pub struct TestFailure {
+    pub case: TestCase,
+    pub got: Option<String>,
+    pub confidence: f32,
+}
+
+impl fmt::Display for TestFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: `{}` expected {} got {} ({:.2})",
+            self.case.loc,
+            self.case.utterance,
+            self.case.expected.as_deref().unwrap_or("none"),
+            self.got.as_deref().unwrap_or("none"),
+            self.confidence
+        )
+    }
+}
+
+impl fmt::Display for TestReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{}/{} author tests pass ({:.1}%)",
+            self.passed,
+            self.total,
+            self.accuracy() * 100.0
+        )?;
+        for fail in &self.failures {
+            writeln!(f, "{fail}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything compiled for one language.
+#[derive(Clone, Debug)]
+struct LangModel {
+    intent_ids: Vec<String>,
+    intents: Model,
+    /// Key phrases as normalized token sequences, with their intent index.
+    keys: Vec<(Vec<String>, usize)>,
+    /// Act ids, the last one being [`OTHER`].
+    act_ids: Vec<String>,
+    acts: Model,
+    /// Exact normalized act phrases: a grammar-restricted recognizer returns them verbatim.
+    act_exact: HashMap<String, usize>,
+    digit_exact: HashMap<String, u8>,
+    /// Phrases per set, in the recognizer's form.
+    sets: HashMap<&'static str, Vec<String>>,
+}
+
+/// The compiled understanding of both languages.
+#[derive(Clone, Debug)]
+pub struct Nlu {
+    langs: HashMap<Lang, LangModel>,
+    tests: Vec<TestCase>,
+}
+
+/// Parse, validate and train. Every problem in every file is reported, as `path:line: message`.
+pub fn build(sources: &[Source]) -> Result<Nlu, Vec<Diagnostic>> {
+    let grammar = grammar::parse(sources)?;
+    let mut langs = HashMap::new();
+    for lang in Lang::ALL {
+        if grammar.sections.iter().any(|s| s.lang == lang) {
+            langs.insert(lang, LangModel::train(&grammar, lang));
+        }
+    }
+    Ok(Nlu {
+        langs,
+        tests: grammar.tests,
+    })
+}
+
+/// A phrase as a recognizer's grammar wants it: lowercase words, accents kept (ASR vocabularies
+/// spell "está"), punctuation gone.
+fn asr_form(text: &str) -> String {
+    text.to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '\'' {
+                c
+            } else {
+                ' '
+            }
+        })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl LangModel {
+    fn train(g: &Grammar, lang: Lang) -> LangModel {
+        let sections: Vec<_> = g.sections.iter().filter(|s| s.lang == lang).collect();
+        let mut intent_ids = Vec::new();
+        let mut intent_ex = Vec::new();
+        let mut keys = Vec::new();
+        let mut act_ids: Vec<String> = Vec::new();
+        let mut act_ex = Vec::new();
+        let mut act_exact = HashMap::new();
+        let mut digit_exact = HashMap::new();
+        let mut other_ex: Vec<Vec<(u64, f32)>> = Vec::new();
+        let mut sets: HashMap<&'static str, Vec<String>> = HashMap::new();
+        for s in &sections {
+            for p in &s.phrases {
+                let toks = normalize::tokens(&p.text);
+                let feats = model::features(lang, &toks);
+                let weight = if p.key { KEY_WEIGHT } else { 1.0 };
+                let form = asr_form(&p.text);
+                match s.kind {
+                    Kind::Intent => {
+                        let c = index_of(&mut intent_ids, &s.id);
+                        if p.key {
+                            keys.push((toks.clone(), c));
+                        }
+                        other_ex.push(feats.clone());
+                        intent_ex.push(Example {
+                            class: c,
+                            features: feats,
+                            weight,
+                        });
+                        sets.entry("question").or_default().push(form);
+                    }
+                    Kind::Act => {
+                        let c = index_of(&mut act_ids, &s.id);
+                        act_exact.insert(toks.join(" "), c);
+                        act_ex.push(Example {
+                            class: c,
+                            features: feats,
+                            weight,
+                        });
+                        let set = match s.id.as_str() {
+                            "yes" | "no" => Some("yesno"),
+                            "spanish" | "english" => Some("language"),
+                            _ => None,
+                        };
+                        if let Some(set) = set {
+                            sets.entry(set).or_default().push(form.clone());
+                        }
+                        sets.entry("acts").or_default().push(form);
+                    }
+                    Kind::Digit(d) => {
+                        digit_exact.insert(toks.join(" "), d);
+                        other_ex.push(feats);
+                        sets.entry("digits").or_default().push(form);
+                    }
+                }
+            }
+        }
+        let other = act_ids.len();
+        act_ids.push(OTHER.to_string());
+        act_ex.extend(other_ex.into_iter().map(|features| Example {
+            class: other,
+            features,
+            weight: 1.0,
+        }));
+        for v in sets.values_mut() {
+            v.sort();
+            v.dedup();
+        }
+        LangModel {
+            intents: Model::train(intent_ids.len(), &intent_ex),
+            intent_ids,
+            keys,
+            acts: Model::train(act_ids.len(), &act_ex),
+            act_ids,
+            act_exact,
+            digit_exact,
+            sets,
+        }
+    }
+}
+
+fn index_of(ids: &mut Vec<String>, id: &str) -> usize {
+    match ids.iter().position(|x| x == id) {
+        Some(i) => i,
+        None => {
+            ids.push(id.to_string());
+            ids.len() - 1
+        }
+    }
+}
+
+/// Whether `needle` occurs in `hay` as a contiguous run of stemmed tokens.
+fn contains_run(lang: Lang, hay: &[String], needle: &[String]) -> bool {
+    if needle.is_empty() || needle.len() > hay.len() {
+        return false;
+    }
+    let hs: Vec<String> = hay.iter().map(|t| normalize::stem(lang, t)).collect();
+    let ns: Vec<String> = needle.iter().map(|t| normalize::stem(lang, t)).collect();
+    hs.windows(ns.len()).any(|w| w == ns.as_slice())
+}
+
+impl Nlu {
+    /// The intent of one utterance, with calibrated confidence, alternatives and slots.
+    pub fn classify(&self, lang: Lang, text: &str) -> Classification {
+        let slots = slots::extract(lang, text);
+        let Some(m) = self.langs.get(&lang) else {
+            return Classification::nothing(slots);
+        };
+        let toks = normalize::tokens(text);
+        if toks.is_empty() {
+            return Classification::nothing(slots);
+        }
+        // Text with no content word we know and mostly unknown character shapes is not a
+        // question we can answer, however the probabilities come out.
+        let feats = model::features(lang, &toks);
+        let knows_a_word = toks.iter().any(|t| {
+            model::content_word_hash(lang, t).is_some_and(|h| m.intents.knows(h))
+        });
+        if !knows_a_word && m.intents.coverage(&feats) < 0.5 {
+            return Classification::nothing(slots);
+        }
+        let Some(mut scores) = m.intents.scores(&feats) else {
+            return Classification::nothing(slots);
+        };
+        for (key, c) in &m.keys {
+            if contains_run(lang, &toks, key) {
+                scores[*c] += KEY_BOOST * m.intents.temperature;
+            }
+        }
+        let probs = m.intents.probabilities(&scores);
+        let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let alternatives: Vec<(String, f32)> = ranked
+            .iter()
+            .take(3)
+            .map(|(c, p)| (m.intent_ids[*c].clone(), *p))
+            .collect();
+        let (best, confidence) = ranked.first().copied().unwrap_or((0, 0.0));
+        Classification {
+            intent: (confidence >= REJECT_THRESHOLD).then(|| m.intent_ids[best].clone()),
+            confidence,
+            alternatives,
+            slots,
+        }
+    }
+
+    /// The dialog act of a short answer ("yeah", "no gracias", "say that again", "en español"),
+    /// or `None` when the text is a question or nothing recognizable.
+    pub fn act(&self, lang: Lang, text: &str) -> Option<(String, f32)> {
+        let m = self.langs.get(&lang)?;
+        let toks = normalize::tokens(text);
+        let norm = toks.join(" ");
+        if let Some(&c) = m.act_exact.get(&norm) {
+            return Some((m.act_ids[c].clone(), 1.0));
+        }
+        let from_model = (!toks.is_empty())
+            .then(|| m.acts.scores(&model::features(lang, &toks)))
+            .flatten()
+            .and_then(|s| {
+                let p = m.acts.probabilities(&s);
+                let (c, conf) = p
+                    .iter()
+                    .copied()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(&b.1))?;
+                (m.act_ids[c] != OTHER && conf >= ACT_FLOOR).then(|| (m.act_ids[c].clone(), conf))
+            });
+        if from_model.is_some() {
+            return from_model;
+        }
+        // Lexicon fallback for short answers the model has not seen ("yup", "nel", "sí claro").
+        let words = normalize::fold(text, false).split_whitespace().count();
+        if words <= 4 {
+            if let Some(l) = slots::language(text) {
+                let id = match l {
+                    Lang::En => "english",
+                    Lang::Es => "spanish",
+                };
+                return Some((id.to_string(), ACT_FLOOR));
+            }
+            if let Some(yes) = slots::yes_no(lang, text) {
+                return Some((if yes { "yes" } else { "no" }.to_string(), ACT_FLOOR));
+            }
+        }
+        None
+    }
+
+    /// A menu choice: the authors' digit phrases first, then any single spoken or typed digit.
+    pub fn menu_digit(&self, lang: Lang, text: &str) -> Option<u8> {
+        if let Some(m) = self.langs.get(&lang)
+            && let Some(&d) = m.digit_exact.get(&normalize::normalized(text))
+        {
+            return Some(d);
+        }
+        slots::menu_digit(lang, text)
+    }
+
+    /// The phrases of one set, lowercase, for a grammar-restricted recognizer.
+    pub fn phrases(&self, lang: Lang, set: PhraseSet) -> Vec<String> {
+        let Some(m) = self.langs.get(&lang) else {
+            return Vec::new();
+        };
+        let key = match set {
+            PhraseSet::YesNo => "yesno",
+            PhraseSet::Language => "language",
+            PhraseSet::MenuDigits => "digits",
+            PhraseSet::Question => "question",
+            PhraseSet::Acts => "acts",
+        };
+        m.sets.get(key).cloned().unwrap_or_default()
+    }
+
+    /// Every word of every phrase of the language, sorted: the recognizer's vocabulary.
+    pub fn vocabulary(&self, lang: Lang) -> Vec<String> {
+        let Some(m) = self.langs.get(&lang) else {
+            return Vec::new();
+        };
+        let words: BTreeSet<String> = m
+            .sets
+            .values()
+            .flatten()
+            .flat_map(|p| p.split_whitespace().map(str::to_string))
+            .collect();
+        words.into_iter().collect()
+    }
+
+    /// The authors' test cases, with language and `file:line`.
+    pub fn test_cases(&self) -> &[TestCase] {
+        &self.tests
+    }
+
+    /// Run the authors' test cases: an expected act is checked with [`Nlu::act`], an intent
+    /// (or `none`) with [`Nlu::classify`].
+    pub fn run_tests(&self) -> TestReport {
+        let mut report = TestReport::default();
+        let mut confusions: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for case in &self.tests {
+            let expects_act = case
+                .expected
+                .as_deref()
+                .is_some_and(|e| crate::intents::ACTS.contains(&e));
+            let (got, confidence) = if expects_act {
+                match self.act(case.lang, &case.utterance) {
+                    Some((a, c)) => (Some(a), c),
+                    None => (None, 0.0),
+                }
+            } else {
+                let c = self.classify(case.lang, &case.utterance);
+                (c.intent, c.confidence)
+            };
+            let name = case.expected.clone().unwrap_or_else(|| "none".to_string());
+            let entry = report.per_intent.entry(name.clone()).or_default();
+            entry.0 += 1;
+            report.total += 1;
+            if got == case.expected {
+                entry.1 += 1;
+                report.passed += 1;
+            } else {
+                let got_name = got.clone().unwrap_or_else(|| "none".to_string());
+                *confusions.entry((name, got_name)).or_default() += 1;
+                report.failures.push(TestFailure {
+                    case: case.clone(),
+                    got,
+                    confidence,
+                });
+            }
+        }
+        report.confusions = confusions.into_iter().map(|((e, g), n)| (e, g, n)).collect();
+        report.confusions.sort_by(|a, b| b.2.cmp(&a.2));
+        report
+    }
+
+    /// The JSON line `ivr classify` prints: `{"text","intent","confidence","slots"}`, slots in
+    /// clear (the caller typed them on their own terminal).
+    pub fn classify_json(&self, lang: Lang, text: &str) -> serde_json::Value {
+        self.classify_json_with(lang, text, true)
+    }
+
+    /// As [`Nlu::classify_json`], choosing whether slots are in clear or redacted.
+    pub fn classify_json_with(&self, lang: Lang, text: &str, clear: bool) -> serde_json::Value {
+        let c = self.classify(lang, text);
+        serde_json::json!({
+            "text": text,
+            "intent": c.intent,
+            "confidence": (c.confidence * 1000.0).round() / 1000.0,
+            "slots": c.slots.to_json(clear),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn tiny() -> Nlu {
+        let en = "[intent case_status]\nwhere is my case\nstatus of my case\ncheck my case\nkey: case status\n\
+                  [intent hours]\nwhen are you open\nwhat are your hours\nwhat time do you close\n\
+                  [act yes]\nyes\nyeah\n[act no]\nno\nnope\n[digit 2]\ntwo\noption two\n\
+                  test: is my case approved => case_status\ntest: yeah => yes\n";
+        build(&[Source {
+            path: PathBuf::from("grammars/en/all.txt"),
+            text: en.to_string(),
+        }])
+        .expect("valid")
+    }
+
+    #[test]
+    fn classifies_with_calibrated_alternatives() {
+        let nlu = tiny();
+        let c = nlu.classify(Lang::En, "what's the status of my case");
+        assert_eq!(c.intent.as_deref(), Some("case_status"));
+        assert!(c.confidence > 0.5 && c.confidence <= 1.0);
+        assert_eq!(c.alternatives.len(), 2);
+        assert!(c.alternatives[0].1 >= c.alternatives[1].1);
+    }
+
+    #[test]
+    fn nothing_for_empty_unknown_or_missing_language() {
+        let nlu = tiny();
+        assert_eq!(nlu.classify(Lang::En, "   ").intent, None);
+        assert_eq!(nlu.classify(Lang::En, "🙂🙂").intent, None);
+        assert_eq!(nlu.classify(Lang::En, "zxqv wvvb").intent, None);
+        assert_eq!(nlu.classify(Lang::Es, "donde esta mi caso").intent, None);
+    }
+
+    #[test]
+    fn acts_digits_and_sets() {
+        let nlu = tiny();
+        assert_eq!(nlu.act(Lang::En, "Yeah!").map(|a| a.0), Some("yes".to_string()));
+        assert_eq!(nlu.act(Lang::En, "nope").map(|a| a.0), Some("no".to_string()));
+        assert_eq!(nlu.act(Lang::En, "where is my case"), None);
+        assert_eq!(nlu.menu_digit(Lang::En, "option two"), Some(2));
+        assert_eq!(nlu.phrases(Lang::En, PhraseSet::YesNo).len(), 4);
+        assert!(nlu.vocabulary(Lang::En).contains(&"open".to_string()));
+        let r = nlu.run_tests();
+        assert_eq!((r.total, r.passed), (2, 2), "{r}");
+    }
+
+    #[test]
+    fn json_line_shape() {
+        let nlu = tiny();
+        let v = nlu.classify_json(Lang::En, "case status for IOE0123456789");
+        assert_eq!(v["intent"], "case_status");
+        assert_eq!(v["slots"]["receipt"], "IOE0123456789");
+        let v = nlu.classify_json_with(Lang::En, "case status for IOE0123456789", false);
+        assert_eq!(v["slots"]["receipt"], "***89");
+    }
+}

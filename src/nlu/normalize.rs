@@ -1,0 +1,288 @@
+//! Text normalization shared by the grammar compiler, the classifier and the slot parsers.
+//!
+//! Callers reach us through three very different channels: ASR transcripts (lowercase, no
+//! punctuation, homophones), TTY typing (ALL CAPS, "GA"/"SK"/"Q" conventions, typos) and the
+//! authors' own phrases. Everything is folded to the same shape before any model sees it, so
+//! "¿CÓMO VA MI CASO Q GA" and "como va mi caso" produce the same features.
+
+use crate::types::Lang;
+
+/// Inputs longer than this are cut: no caller question needs more, and it bounds the work per
+/// utterance whatever the TTY line or a fuzzer sends us.
+pub const MAX_INPUT_CHARS: usize = 2000;
+
+/// Lowercase and fold accents (a hand-written NFKD subset covering Spanish and the Latin-1
+/// letters callers type). Anything not alphanumeric becomes a space except the characters slot
+/// parsers need (`@ . _ - + #`), which `keep_symbols` preserves.
+pub fn fold(text: &str, keep_symbols: bool) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_INPUT_CHARS * 2));
+    for c in text.chars().take(MAX_INPUT_CHARS) {
+        for l in c.to_lowercase() {
+            let f = match l {
+                'á' | 'à' | 'â' | 'ä' | 'ã' | 'å' => 'a',
+                'é' | 'è' | 'ê' | 'ë' => 'e',
+                'í' | 'ì' | 'î' | 'ï' => 'i',
+                'ó' | 'ò' | 'ô' | 'ö' | 'õ' => 'o',
+                'ú' | 'ù' | 'û' | 'ü' => 'u',
+                'ñ' => 'n',
+                'ç' => 'c',
+                'ý' | 'ÿ' => 'y',
+                // Typographic apostrophes: "don’t" must match "don't".
+                '\u{2019}' | '\u{2018}' | '`' | '\'' => '\'',
+                c if c.is_ascii_alphanumeric() => c,
+                '@' | '.' | '_' | '-' | '+' if keep_symbols => l,
+                // Letters of other scripts stay (they are simply unknown words); symbols, emoji
+                // and control characters become separators.
+                c if c.is_alphabetic() => c,
+                _ => ' ',
+            };
+            out.push(f);
+        }
+    }
+    out
+}
+
+/// Words that carry no meaning in either language: hesitations and discourse fillers. Removed
+/// before classification so "um uh my case" equals "my case".
+const FILLERS: &[&str] = &[
+    "um", "umm", "uh", "uhh", "uhm", "er", "erm", "ah", "eh", "ehh", "hmm", "mm", "mmm", "like",
+    "este", "pues", "oye", "mira", "so", "well", "hi", "hello", "hey",
+    "hola", "alo", "please", "pls", "plz", "porfa", "favor", "por",
+];
+
+/// Multi-word fillers, removed as whole sequences.
+const FILLER_SEQS: &[&[&str]] = &[
+    &["you", "know"],
+    &["i", "mean"],
+    &["o", "sea"],
+    &["por", "favor"],
+    &["good", "morning"],
+    &["good", "afternoon"],
+    &["buenos", "dias"],
+    &["buenas", "tardes"],
+    &["buenas", "noches"],
+];
+
+/// TTY abbreviations, texting shorthand and common typos, mapped to the word authors write.
+const REWRITES: &[(&str, &str)] = &[
+    ("u", "you"),
+    ("ur", "your"),
+    ("r", "are"),
+    ("ppl", "people"),
+    ("thx", "thanks"),
+    ("tnx", "thanks"),
+    ("cant", "can't"),
+    ("dont", "don't"),
+    ("didnt", "didn't"),
+    ("wont", "won't"),
+    ("im", "i'm"),
+    ("ive", "i've"),
+    ("whats", "what's"),
+    ("wats", "what's"),
+    ("wat", "what"),
+    ("wen", "when"),
+    ("hw", "how"),
+    ("recieve", "receive"),
+    ("recieved", "received"),
+    ("reciept", "receipt"),
+    ("reciet", "receipt"),
+    ("adress", "address"),
+    ("addres", "address"),
+    ("apointment", "appointment"),
+    ("appoinment", "appointment"),
+    ("appointmnet", "appointment"),
+    ("biometric", "biometrics"),
+    ("bio", "biometrics"),
+    ("biometricos", "biometricos"),
+    ("pasword", "password"),
+    ("passwrd", "password"),
+    ("acount", "account"),
+    ("accnt", "account"),
+    ("acct", "account"),
+    ("greencard", "green card"),
+    ("gc", "green card"),
+    ("tarjetaverde", "tarjeta verde"),
+    ("q", ""),
+    ("ga", ""),
+    ("sk", ""),
+    ("gaga", ""),
+    ("sksk", ""),
+    ("xq", "porque"),
+    ("pq", "porque"),
+    ("q'", "que"),
+    ("k", "que"),
+    ("tb", "tambien"),
+    ("tmb", "tambien"),
+    ("d", "de"),
+    ("x", "por"),
+    ("cita", "cita"),
+    ("numero", "numero"),
+    ("nro", "numero"),
+    ("num", "number"),
+    ("no.", "number"),
+    ("info", "information"),
+    ("informacion", "informacion"),
+    ("ano", "ano"),
+];
+
+fn rewrite(word: &str) -> &str {
+    REWRITES
+        .iter()
+        .find(|(from, _)| *from == word)
+        .map(|(_, to)| *to)
+        .unwrap_or(word)
+}
+
+/// Spoken forms of immigration form numbers ("i ninety", "i seven fifty one") the ASR produces.
+const FORM_WORDS: &[(&[&str], &str)] = &[
+    (&["ninety"], "90"),
+    (&["noventa"], "90"),
+    (&["seven", "fifty", "one"], "751"),
+    (&["siete", "cincuenta", "y", "uno"], "751"),
+    (&["setecientos", "cincuenta", "y", "uno"], "751"),
+    (&["seven", "sixty", "five"], "765"),
+    (&["four", "eighty", "five"], "485"),
+    (&["one", "thirty"], "130"),
+    (&["eight", "sixty", "four"], "864"),
+];
+
+/// The classifier's view of an utterance: folded, fillers and TTY markers removed, form numbers
+/// joined ("I-90", "i 90", "i ninety" → "i90"), long digit runs collapsed to a placeholder so a
+/// receipt number does not look like thirteen unknown words.
+pub fn tokens(text: &str) -> Vec<String> {
+    let folded = fold(text, false);
+    let raw: Vec<&str> = folded.split_whitespace().collect();
+    let mut words: Vec<String> = Vec::with_capacity(raw.len());
+    for w in raw {
+        let w = w.trim_matches('\'');
+        if w.is_empty() {
+            continue;
+        }
+        let r = rewrite(w);
+        for part in r.split_whitespace() {
+            words.push(part.to_string());
+        }
+    }
+    // Multi-word fillers first, then single ones, so "por favor" goes as a pair.
+    let mut out: Vec<String> = Vec::with_capacity(words.len());
+    let mut i = 0;
+    'outer: while i < words.len() {
+        for seq in FILLER_SEQS {
+            if words.len() - i >= seq.len() && seq.iter().zip(&words[i..]).all(|(a, b)| a == b) {
+                i += seq.len();
+                continue 'outer;
+            }
+        }
+        let w = &words[i];
+        if FILLERS.contains(&w.as_str()) {
+            i += 1;
+            continue;
+        }
+        // Form numbers: "i" followed by a number (typed "i-90" was split by the fold) or its
+        // spoken form. "n 400" too.
+        if (w == "i" || w == "n" || w == "g") && i + 1 < words.len() {
+            let next = &words[i + 1];
+            if next.chars().all(|c| c.is_ascii_digit()) && (2..=4).contains(&next.len()) {
+                out.push(format!("{w}{next}"));
+                i += 2;
+                continue;
+            }
+            if let Some((seq, num)) = FORM_WORDS.iter().find(|(seq, _)| {
+                words.len() - i - 1 >= seq.len()
+                    && seq.iter().zip(&words[i + 1..]).all(|(a, b)| a == b)
+            }) {
+                out.push(format!("{w}{num}"));
+                i += 1 + seq.len();
+                continue;
+            }
+        }
+        if w.chars().all(|c| c.is_ascii_digit()) && w.len() >= 5 {
+            out.push("#num".to_string());
+        } else if w.len() > 40 {
+            // A 40-letter "word" is noise (a pasted blob); it cannot match anything.
+            out.push("#long".to_string());
+        } else {
+            out.push(w.clone());
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The normalized phrase as one string: what duplicate detection and exact matching compare.
+pub fn normalized(text: &str) -> String {
+    tokens(text).join(" ")
+}
+
+/// Light suffix stripping: enough to merge "appointments"/"appointment", "rescheduling"/
+/// "reschedule", "citas"/"cita", "cambiar"/"cambio". Character n-grams cover what it misses.
+pub fn stem(lang: Lang, word: &str) -> String {
+    let n = word.chars().count();
+    if n <= 3 || !word.is_ascii() {
+        return word.to_string();
+    }
+    let suffixes: &[&str] = match lang {
+        Lang::En => &[
+            "ations", "ation", "ments", "ment", "ings", "ing", "ied", "ies", "ed", "es", "ly", "s",
+            "e",
+        ],
+        Lang::Es => &[
+            "aciones", "acion", "iciones", "imientos", "imiento", "amente", "mente", "ando",
+            "iendo", "ados", "adas", "idos", "idas", "ado", "ada", "ido", "ida", "ar", "er", "ir",
+            "os", "as", "es", "o", "a", "e", "s",
+        ],
+    };
+    for s in suffixes {
+        if word.len() >= s.len() + 3 && word.ends_with(s) {
+            return word[..word.len() - s.len()].to_string();
+        }
+    }
+    word.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folds_accents_case_and_punctuation() {
+        assert_eq!(normalized("¿CÓMO VA MI CASO?"), "como va mi caso");
+        assert_eq!(fold("Ñandú", false), "nandu");
+    }
+
+    #[test]
+    fn removes_fillers_and_tty_markers() {
+        assert_eq!(normalized("um uh where is my case you know"), "where is my case");
+        assert_eq!(normalized("WHERE IS MY CARD Q GA"), "where is my card");
+        assert_eq!(normalized("este pues quiero mi cita por favor"), "quiero mi cita");
+    }
+
+    #[test]
+    fn joins_form_numbers_and_collapses_long_numbers() {
+        assert_eq!(normalized("I-90 pending"), "i90 pending");
+        assert_eq!(normalized("the i ninety form"), "the i90 form");
+        assert_eq!(normalized("i seven fifty one"), "i751");
+        assert_eq!(normalized("receipt 0123456789"), "receipt #num");
+    }
+
+    #[test]
+    fn fixes_common_typos() {
+        assert_eq!(normalized("i didnt recieve my gc"), "i didn't receive my green card");
+    }
+
+    #[test]
+    fn stems_lightly() {
+        assert_eq!(stem(Lang::En, "appointments"), "appoint");
+        assert_eq!(stem(Lang::En, "appointment"), "appoint");
+        assert_eq!(stem(Lang::Es, "citas"), stem(Lang::Es, "cita"));
+        assert_eq!(stem(Lang::Es, "cambiar"), "cambi");
+        assert_eq!(stem(Lang::Es, "cambio"), "cambi");
+    }
+
+    #[test]
+    fn caps_huge_input() {
+        let big = "a".repeat(100_000);
+        assert!(fold(&big, false).len() <= MAX_INPUT_CHARS);
+        assert_eq!(tokens(&big), vec!["#long".to_string()]);
+    }
+}
