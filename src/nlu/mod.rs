@@ -30,7 +30,7 @@ pub const REJECT_THRESHOLD: f32 = 0.25;
 const ACT_FLOOR: f32 = 0.5;
 /// Log-odds added to an intent whose key phrase occurs in the utterance: strong, not absolute,
 /// so "I want to talk to an agent about my case status" can still weigh both.
-const KEY_BOOST: f32 = 2.0;
+const KEY_BOOST: f32 = 1.0;
 /// Training weight of a key phrase relative to an ordinary example.
 const KEY_WEIGHT: f32 = 2.0;
 /// The act model's catch-all class: everything that is a question, not an answer.
@@ -304,10 +304,17 @@ impl Nlu {
         // Text with no content word we know and mostly unknown character shapes is not a
         // question we can answer, however the probabilities come out.
         let feats = model::features(lang, &toks);
-        let knows_a_word = toks.iter().any(|t| {
-            model::content_word_hash(lang, t).is_some_and(|h| m.intents.knows(h))
-        });
-        if !knows_a_word && m.intents.coverage(&feats) < 0.5 {
+        let (mut content, mut known) = (0usize, 0usize);
+        for t in &toks {
+            if let Some(h) = model::content_word_hash(lang, t) {
+                content += 1;
+                known += usize::from(m.intents.knows(h));
+            }
+        }
+        // One known word among many unknown ones ("lorem ipsum dolor sit amet" knows "sit",
+        // the stem of "site") is a coincidence, not a question in our domain.
+        let enough_words = known > 0 && known * 3 >= content;
+        if !enough_words && m.intents.coverage(&feats) < 0.5 {
             return Classification::nothing(slots);
         }
         let Some(mut scores) = m.intents.scores(&feats) else {
