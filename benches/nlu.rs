@@ -54,7 +54,10 @@ fn main() {
     let mut utterances = Vec::new();
     for (lang, file) in [(Lang::En, "heldout_en.tsv"), (Lang::Es, "heldout_es.tsv")] {
         let text = std::fs::read_to_string(root.join("tests/data").join(file)).expect("held-out");
-        for l in text.lines().filter(|l| !l.starts_with('#') && l.contains('\t')) {
+        for l in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.contains('\t'))
+        {
             if let Some((_, u)) = l.split_once('\t') {
                 utterances.push((lang, u.to_string()));
             }

@@ -21,7 +21,10 @@ fn sources() -> Vec<Source> {
             .collect();
         files.sort();
         for f in files {
-            let rel = f.strip_prefix(root).expect("under the crate root").to_path_buf();
+            let rel = f
+                .strip_prefix(root)
+                .expect("under the crate root")
+                .to_path_buf();
             out.push(Source {
                 path: rel,
                 text: std::fs::read_to_string(&f).expect("utf-8 grammar file"),
@@ -44,7 +47,9 @@ fn build() -> Nlu {
 }
 
 fn heldout(file: &str) -> Vec<(String, String)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(file);
     std::fs::read_to_string(path)
         .expect("held-out file")
         .lines()
@@ -60,11 +65,17 @@ fn evaluate(nlu: &Nlu, lang: Lang, file: &str, floor: f32) {
     let set = heldout(file);
     let mut per: BTreeMap<&str, usize> = BTreeMap::new();
     for (intent, _) in &set {
-        assert!(INTENTS.contains(&intent.as_str()), "{file}: unknown intent {intent}");
+        assert!(
+            INTENTS.contains(&intent.as_str()),
+            "{file}: unknown intent {intent}"
+        );
         *per.entry(intent.as_str()).or_default() += 1;
     }
     for id in INTENTS {
-        assert!(per.get(id).copied().unwrap_or(0) >= 8, "{file}: fewer than 8 cases for {id}");
+        assert!(
+            per.get(id).copied().unwrap_or(0) >= 8,
+            "{file}: fewer than 8 cases for {id}"
+        );
     }
     // The held-out set must really be held out: no utterance may be a grammar phrase.
     let phrases: Vec<String> = nlu
@@ -77,7 +88,10 @@ fn evaluate(nlu: &Nlu, lang: Lang, file: &str, floor: f32) {
         .map(|(_, t)| t)
         .filter(|t| phrases.contains(&normalize::normalized(t)))
         .collect();
-    assert!(overlap.is_empty(), "{file}: also grammar phrases: {overlap:?}");
+    assert!(
+        overlap.is_empty(),
+        "{file}: also grammar phrases: {overlap:?}"
+    );
     let mut right = 0;
     let mut confusions: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for (intent, text) in &set {
@@ -114,7 +128,10 @@ fn authors_test_cases_all_pass() {
     let nlu = build();
     let report = nlu.run_tests();
     println!("{report}");
-    assert!(report.total >= 2 * (INTENTS.len() + ACTS.len()), "too few author tests");
+    assert!(
+        report.total >= 2 * (INTENTS.len() + ACTS.len()),
+        "too few author tests"
+    );
     assert!(report.failures.is_empty(), "{report}");
 }
 

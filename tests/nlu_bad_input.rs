@@ -31,7 +31,11 @@ fn exercise(n: &Nlu, text: &str) -> Option<String> {
     let mut first = None;
     for lang in Lang::ALL {
         let c = n.classify(lang, text);
-        assert!((0.0..=1.0).contains(&c.confidence), "confidence {}", c.confidence);
+        assert!(
+            (0.0..=1.0).contains(&c.confidence),
+            "confidence {}",
+            c.confidence
+        );
         assert!(c.alternatives.len() <= 3);
         assert_eq!(c.intent.is_some(), c.confidence >= nlu::REJECT_THRESHOLD);
         if let Some((_, conf)) = n.act(lang, text) {
@@ -50,7 +54,16 @@ fn exercise(n: &Nlu, text: &str) -> Option<String> {
 #[test]
 fn empty_and_whitespace_mean_nothing() {
     let n = nlu();
-    for t in ["", " ", "\t\n\r", "   \u{00a0}  ", "GA", "Q GA SK", "um uh", "..."] {
+    for t in [
+        "",
+        " ",
+        "\t\n\r",
+        "   \u{00a0}  ",
+        "GA",
+        "Q GA SK",
+        "um uh",
+        "...",
+    ] {
         assert_eq!(exercise(&n, t), None, "{t:?}");
         assert_eq!(n.classify(Lang::En, t).confidence, 0.0, "{t:?}");
         assert_eq!(n.act(Lang::En, t), None, "{t:?}");
@@ -72,10 +85,13 @@ fn hundred_kilobytes_of_text() {
 #[test]
 fn binary_lossily_decoded() {
     let n = nlu();
-    let bytes: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let bytes: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let text = String::from_utf8_lossy(&bytes);
     let _ = exercise(&n, &text);
-    let invalid = String::from_utf8_lossy(&[0xff, 0xfe, 0x00, 0xc3, 0x28, b'h', b'i', 0xed, 0xa0, 0x80]);
+    let invalid =
+        String::from_utf8_lossy(&[0xff, 0xfe, 0x00, 0xc3, 0x28, b'h', b'i', 0xed, 0xa0, 0x80]);
     assert_eq!(exercise(&n, &invalid), None);
     assert_eq!(exercise(&n, "\u{0}\u{1}\u{7f}\u{fffd}\u{fffd}"), None);
 }
@@ -85,7 +101,10 @@ fn emoji_alone_mean_nothing_and_do_not_hide_words() {
     let n = nlu();
     assert_eq!(exercise(&n, "🙂🙂🙂 👍"), None);
     assert_eq!(n.act(Lang::En, "👍"), None);
-    assert_eq!(exercise(&n, "😡 my green card expired 😡").as_deref(), Some("green_card_expired"));
+    assert_eq!(
+        exercise(&n, "😡 my green card expired 😡").as_deref(),
+        Some("green_card_expired")
+    );
 }
 
 #[test]
@@ -104,12 +123,29 @@ fn mixed_languages_still_classify() {
 #[test]
 fn gibberish_is_rejected_and_sets_stay_sane() {
     let n = nlu();
-    for t in ["asdf qwer zxcv", "lorem ipsum dolor sit amet", "1234567", "@@@ ### $$$"] {
+    for t in [
+        "asdf qwer zxcv",
+        "lorem ipsum dolor sit amet",
+        "1234567",
+        "@@@ ### $$$",
+    ] {
         assert_eq!(exercise(&n, t), None, "{t}");
     }
-    assert!(n.phrases(Lang::En, PhraseSet::YesNo).iter().any(|p| p == "yes"));
-    assert!(n.phrases(Lang::Es, PhraseSet::Language).iter().any(|p| p == "español"));
-    assert!(n.phrases(Lang::Es, PhraseSet::MenuDigits).iter().any(|p| p == "dos"));
+    assert!(
+        n.phrases(Lang::En, PhraseSet::YesNo)
+            .iter()
+            .any(|p| p == "yes")
+    );
+    assert!(
+        n.phrases(Lang::Es, PhraseSet::Language)
+            .iter()
+            .any(|p| p == "español")
+    );
+    assert!(
+        n.phrases(Lang::Es, PhraseSet::MenuDigits)
+            .iter()
+            .any(|p| p == "dos")
+    );
     assert!(n.phrases(Lang::En, PhraseSet::Question).len() >= 500);
     assert!(!n.phrases(Lang::En, PhraseSet::Acts).is_empty());
     assert!(n.vocabulary(Lang::Es).iter().any(|w| w == "tarjeta"));

@@ -20,26 +20,54 @@ fn nlu() -> Nlu {
 }
 
 fn receipt(lang: Lang, text: &str) -> Option<String> {
-    nlu().classify(lang, text).slots.receipt.map(|p| p.expose().clone())
+    nlu()
+        .classify(lang, text)
+        .slots
+        .receipt
+        .map(|p| p.expose().clone())
 }
 
 #[test]
 fn receipt_numbers_spoken_and_typed() {
     let want = Some("IOE0123456789".to_string());
-    assert_eq!(receipt(Lang::En, "my receipt number is IOE0123456789"), want);
-    assert_eq!(receipt(Lang::En, "ioe 0123456789"), want);
-    assert_eq!(receipt(Lang::En, "i o e zero one two three four five six seven eight nine"), want);
-    assert_eq!(receipt(Lang::En, "india oscar echo oh one two three four five six seven eight nine"), want);
     assert_eq!(
-        receipt(Lang::En, "e a c nine nine triple one two two three four four"),
-        Some("EAC9911122344".to_string())
+        receipt(Lang::En, "my receipt number is IOE0123456789"),
+        want
     );
+    assert_eq!(receipt(Lang::En, "ioe 0123456789"), want);
     assert_eq!(
-        receipt(Lang::Es, "mi recibo es i o e cero uno dos tres cuatro cinco seis siete ocho nueve"),
+        receipt(
+            Lang::En,
+            "i o e zero one two three four five six seven eight nine"
+        ),
         want
     );
     assert_eq!(
-        receipt(Lang::Es, "w a c doble cinco cero uno dos tres cuatro cinco seis siete"),
+        receipt(
+            Lang::En,
+            "india oscar echo oh one two three four five six seven eight nine"
+        ),
+        want
+    );
+    assert_eq!(
+        receipt(
+            Lang::En,
+            "e a c nine nine triple one two two three four four"
+        ),
+        Some("EAC9911122344".to_string())
+    );
+    assert_eq!(
+        receipt(
+            Lang::Es,
+            "mi recibo es i o e cero uno dos tres cuatro cinco seis siete ocho nueve"
+        ),
+        want
+    );
+    assert_eq!(
+        receipt(
+            Lang::Es,
+            "w a c doble cinco cero uno dos tres cuatro cinco seis siete"
+        ),
         Some("WAC5501234567".to_string())
     );
     assert_eq!(receipt(Lang::En, "IOE 12345"), None, "too few digits");
@@ -51,12 +79,28 @@ fn phone_numbers_spoken_and_typed() {
     assert_eq!(slots::phone("(202) 555-0134"), want);
     assert_eq!(slots::phone("+1 202.555.0134"), want);
     assert_eq!(slots::phone("1-202-555-0134"), want);
-    assert_eq!(slots::phone("area code two oh two, five five five, oh one three four"), want);
-    assert_eq!(slots::phone("two zero two double five five zero one three four"), want);
-    assert_eq!(slots::phone("mi número es dos cero dos cinco cinco cinco cero uno tres cuatro"), want);
-    assert_eq!(slots::phone("código de área dos cero dos, cinco cinco cinco, cero uno tres cuatro"), want);
+    assert_eq!(
+        slots::phone("area code two oh two, five five five, oh one three four"),
+        want
+    );
+    assert_eq!(
+        slots::phone("two zero two double five five zero one three four"),
+        want
+    );
+    assert_eq!(
+        slots::phone("mi número es dos cero dos cinco cinco cinco cero uno tres cuatro"),
+        want
+    );
+    assert_eq!(
+        slots::phone("código de área dos cero dos, cinco cinco cinco, cero uno tres cuatro"),
+        want
+    );
     assert_eq!(slots::phone("202 555 013"), None, "nine digits");
-    assert_eq!(slots::phone("202 555 01345"), None, "eleven digits not starting with 1");
+    assert_eq!(
+        slots::phone("202 555 01345"),
+        None,
+        "eleven digits not starting with 1"
+    );
     assert_eq!(slots::phone("call me"), None);
 }
 
@@ -64,9 +108,15 @@ fn phone_numbers_spoken_and_typed() {
 fn emails_spoken_and_typed() {
     let want = Some("john.smith@gmail.com".to_string());
     assert_eq!(slots::email("JOHN.SMITH@GMAIL.COM"), want);
-    assert_eq!(slots::email("my email is john dot smith at gmail dot com"), want);
+    assert_eq!(
+        slots::email("my email is john dot smith at gmail dot com"),
+        want
+    );
     assert_eq!(slots::email("john dot smith at g mail dot com"), want);
-    assert_eq!(slots::email("mi correo es john punto smith arroba gmail punto com"), want);
+    assert_eq!(
+        slots::email("mi correo es john punto smith arroba gmail punto com"),
+        want
+    );
     assert_eq!(
         slots::email("maria guion bajo lopez arroba yahoo punto com punto mx"),
         Some("maria_lopez@yahoo.com.mx".to_string())
@@ -79,7 +129,10 @@ fn emails_spoken_and_typed() {
         slots::email("bob underscore lee at hotmail dot com"),
         Some("bob_lee@hotmail.com".to_string())
     );
-    assert_eq!(slots::email("bob dash lee at aol dot com"), Some("bob-lee@aol.com".to_string()));
+    assert_eq!(
+        slots::email("bob dash lee at aol dot com"),
+        Some("bob-lee@aol.com".to_string())
+    );
     assert_eq!(slots::email("john at gmail"), None, "no top-level domain");
     assert_eq!(slots::email("john@@gmail.com"), None);
     assert_eq!(slots::email("at dot com"), None);
@@ -87,17 +140,39 @@ fn emails_spoken_and_typed() {
 
 #[test]
 fn yes_no_both_languages() {
-    for y in ["yes", "yeah sure", "Yep!", "of course", "sí", "sí claro", "claro que sí", "SI GA"] {
+    for y in [
+        "yes",
+        "yeah sure",
+        "Yep!",
+        "of course",
+        "sí",
+        "sí claro",
+        "claro que sí",
+        "SI GA",
+    ] {
         assert_eq!(slots::yes_no(Lang::En, y), Some(true), "{y}");
     }
-    for n in ["no", "nope", "no thanks", "no gracias", "para nada", "NO GA"] {
+    for n in [
+        "no",
+        "nope",
+        "no thanks",
+        "no gracias",
+        "para nada",
+        "NO GA",
+    ] {
         assert_eq!(slots::yes_no(Lang::Es, n), Some(false), "{n}");
     }
     assert_eq!(slots::yes_no(Lang::En, "I don't know"), None);
     assert_eq!(slots::yes_no(Lang::Es, "no sé"), None);
     let n = nlu();
-    assert_eq!(n.act(Lang::Es, "sí, claro").map(|a| a.0).as_deref(), Some("yes"));
-    assert_eq!(n.act(Lang::En, "no thank you").map(|a| a.0).as_deref(), Some("no"));
+    assert_eq!(
+        n.act(Lang::Es, "sí, claro").map(|a| a.0).as_deref(),
+        Some("yes")
+    );
+    assert_eq!(
+        n.act(Lang::En, "no thank you").map(|a| a.0).as_deref(),
+        Some("no")
+    );
     assert_eq!(n.classify(Lang::En, "yeah").slots.yes_no, Some(true));
 }
 
@@ -106,7 +181,10 @@ fn menu_digits_both_languages() {
     let n = nlu();
     assert_eq!(n.menu_digit(Lang::En, "two"), Some(2));
     assert_eq!(n.menu_digit(Lang::En, "press 2"), Some(2));
-    assert_eq!(n.menu_digit(Lang::En, "option number three please"), Some(3));
+    assert_eq!(
+        n.menu_digit(Lang::En, "option number three please"),
+        Some(3)
+    );
     assert_eq!(n.menu_digit(Lang::Es, "dos"), Some(2));
     assert_eq!(n.menu_digit(Lang::Es, "uno"), Some(1));
     assert_eq!(n.menu_digit(Lang::Es, "la opción cuatro"), Some(4));
@@ -123,8 +201,16 @@ fn language_choice() {
     assert_eq!(slots::language("ENGLISH GA"), Some(Lang::En));
     assert_eq!(slots::language("where is my case"), None);
     let n = nlu();
-    assert_eq!(n.act(Lang::En, "spanish").map(|a| a.0).as_deref(), Some("spanish"));
-    assert_eq!(n.act(Lang::Es, "en inglés por favor").map(|a| a.0).as_deref(), Some("english"));
+    assert_eq!(
+        n.act(Lang::En, "spanish").map(|a| a.0).as_deref(),
+        Some("spanish")
+    );
+    assert_eq!(
+        n.act(Lang::Es, "en inglés por favor")
+            .map(|a| a.0)
+            .as_deref(),
+        Some("english")
+    );
 }
 
 #[test]

@@ -258,7 +258,10 @@ fn parse_header(
         "intent" => {
             diags.push(diag(
                 loc,
-                format!("unknown intent id `{id}`; known ids: {}", INTENTS.join(", ")),
+                format!(
+                    "unknown intent id `{id}`; known ids: {}",
+                    INTENTS.join(", ")
+                ),
             ));
             return None;
         }
@@ -314,7 +317,10 @@ fn parse_test(
     diags: &mut Vec<Diagnostic>,
 ) {
     let Some((utterance, expected)) = rest.rsplit_once("=>") else {
-        diags.push(diag(loc, "a test looks like `test: where is my card => case_status`"));
+        diags.push(diag(
+            loc,
+            "a test looks like `test: where is my card => case_status`",
+        ));
         return;
     };
     let (utterance, expected) = (utterance.trim(), expected.trim());
@@ -349,10 +355,7 @@ fn check(grammar: &Grammar, diags: &mut Vec<Diagnostic>) {
     let mut owner: HashMap<(Lang, bool, String), (&str, &Loc)> = HashMap::new();
     for s in &grammar.sections {
         if s.phrases.is_empty() {
-            diags.push(diag(
-                &s.loc,
-                format!("`{}` has no example phrases", s.id),
-            ));
+            diags.push(diag(&s.loc, format!("`{}` has no example phrases", s.id)));
         }
         let is_digit = matches!(s.kind, Kind::Digit(_));
         for p in &s.phrases {
@@ -416,20 +419,34 @@ mod tests {
             "[intent case_statuz]\nwhere is my case\n",
         )]));
         assert_eq!(m.len(), 1);
-        assert!(m[0].starts_with("grammars/en/x.txt:1: unknown intent id `case_statuz`"), "{m:?}");
+        assert!(
+            m[0].starts_with("grammars/en/x.txt:1: unknown intent id `case_statuz`"),
+            "{m:?}"
+        );
     }
 
     #[test]
     fn reports_duplicates_empty_and_shared_phrases() {
         let m = messages(parse(&[
-            src("grammars/en/a.txt", "[intent hours]\nwhen are you open\n[intent agent]\n"),
+            src(
+                "grammars/en/a.txt",
+                "[intent hours]\nwhen are you open\n[intent agent]\n",
+            ),
             src(
                 "grammars/en/b.txt",
                 "[intent hours]\nx\n[intent contact_info]\nWhen are you OPEN?\n",
             ),
         ]));
-        assert!(m.iter().any(|s| s.starts_with("grammars/en/b.txt:1: duplicate section `hours`")), "{m:?}");
-        assert!(m.iter().any(|s| s.starts_with("grammars/en/a.txt:3: `agent` has no example")), "{m:?}");
+        assert!(
+            m.iter()
+                .any(|s| s.starts_with("grammars/en/b.txt:1: duplicate section `hours`")),
+            "{m:?}"
+        );
+        assert!(
+            m.iter()
+                .any(|s| s.starts_with("grammars/en/a.txt:3: `agent` has no example")),
+            "{m:?}"
+        );
         assert!(m.iter().any(|s| s.starts_with("grammars/en/b.txt:4: phrase `When are you OPEN?` is also an example of `hours` at grammars/en/a.txt:2")), "{m:?}");
     }
 
@@ -439,7 +456,10 @@ mod tests {
             "grammars/es/x.txt",
             "hola que tal\n[intent]\n[intent hours\n[widget hours]\n[intent hours]\ncuando abren\nfoo: bar\ntest: sin flecha\ntest: algo => nada_de_esto\n",
         )]));
-        let lines: Vec<&str> = m.iter().map(|s| s.split(": ").next().unwrap_or("")).collect();
+        let lines: Vec<&str> = m
+            .iter()
+            .map(|s| s.split(": ").next().unwrap_or(""))
+            .collect();
         assert_eq!(
             lines,
             [
@@ -457,7 +477,10 @@ mod tests {
 
     #[test]
     fn needs_a_language_directory() {
-        let m = messages(parse(&[src("grammars/hours.txt", "[intent hours]\nopen\n")]));
+        let m = messages(parse(&[src(
+            "grammars/hours.txt",
+            "[intent hours]\nopen\n",
+        )]));
         assert!(m[0].contains("cannot tell the language"));
     }
 }

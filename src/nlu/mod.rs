@@ -18,9 +18,9 @@ use std::fmt;
 pub use grammar::{Diagnostic, Loc, Source, TestCase};
 pub use slots::Slots;
 
+use crate::types::Lang;
 use grammar::{Grammar, Kind};
 use model::{Example, Model};
-use crate::types::Lang;
 
 /// At or above this confidence the flow acts on the intent without asking.
 pub const CONFIRM_THRESHOLD: f32 = 0.6;
@@ -136,7 +136,7 @@ impl fmt::Display for TestReport {
 struct LangModel {
     intent_ids: Vec<String>,
     intents: Model,
-    /// Key phrases as normalized token sequences, with their intent index.
+    /// Key phrases as stemmed token sequences, with their intent index.
     keys: Vec<(Vec<String>, usize)>,
     /// Act ids, the last one being [`OTHER`].
     act_ids: Vec<String>,
@@ -210,7 +210,8 @@ impl LangModel {
                     Kind::Intent => {
                         let c = index_of(&mut intent_ids, &s.id);
                         if p.key {
-                            keys.push((toks.clone(), c));
+                            let stems = toks.iter().map(|t| normalize::stem(lang, t)).collect();
+                            keys.push((stems, c));
                         }
                         other_ex.push(feats.clone());
                         intent_ex.push(Example {
@@ -280,14 +281,11 @@ fn index_of(ids: &mut Vec<String>, id: &str) -> usize {
     }
 }
 
-/// Whether `needle` occurs in `hay` as a contiguous run of stemmed tokens.
-fn contains_run(lang: Lang, hay: &[String], needle: &[String]) -> bool {
-    if needle.is_empty() || needle.len() > hay.len() {
-        return false;
-    }
-    let hs: Vec<String> = hay.iter().map(|t| normalize::stem(lang, t)).collect();
-    let ns: Vec<String> = needle.iter().map(|t| normalize::stem(lang, t)).collect();
-    hs.windows(ns.len()).any(|w| w == ns.as_slice())
+/// Whether `needle` occurs in `hay` as a contiguous run (both already stemmed).
+fn contains_run(hay: &[String], needle: &[String]) -> bool {
+    !needle.is_empty()
+        && needle.len() <= hay.len()
+        && hay.windows(needle.len()).any(|w| w == needle)
 }
 
 impl Nlu {
@@ -320,8 +318,9 @@ impl Nlu {
         let Some(mut scores) = m.intents.scores(&feats) else {
             return Classification::nothing(slots);
         };
+        let stems: Vec<String> = toks.iter().map(|t| normalize::stem(lang, t)).collect();
         for (key, c) in &m.keys {
-            if contains_run(lang, &toks, key) {
+            if contains_run(&stems, key) {
                 scores[*c] += KEY_BOOST * m.intents.temperature;
             }
         }
@@ -463,8 +462,11 @@ impl Nlu {
                 });
             }
         }
-        report.confusions = confusions.into_iter().map(|((e, g), n)| (e, g, n)).collect();
-        report.confusions.sort_by(|a, b| b.2.cmp(&a.2));
+        report.confusions = confusions
+            .into_iter()
+            .map(|((e, g), n)| (e, g, n))
+            .collect();
+        report.confusions.sort_by_key(|c| std::cmp::Reverse(c.2));
         report
     }
 
@@ -525,8 +527,14 @@ mod tests {
     #[test]
     fn acts_digits_and_sets() {
         let nlu = tiny();
-        assert_eq!(nlu.act(Lang::En, "Yeah!").map(|a| a.0), Some("yes".to_string()));
-        assert_eq!(nlu.act(Lang::En, "nope").map(|a| a.0), Some("no".to_string()));
+        assert_eq!(
+            nlu.act(Lang::En, "Yeah!").map(|a| a.0),
+            Some("yes".to_string())
+        );
+        assert_eq!(
+            nlu.act(Lang::En, "nope").map(|a| a.0),
+            Some("no".to_string())
+        );
         assert_eq!(nlu.act(Lang::En, "where is my case"), None);
         assert_eq!(nlu.menu_digit(Lang::En, "option two"), Some(2));
         assert_eq!(nlu.phrases(Lang::En, PhraseSet::YesNo).len(), 4);

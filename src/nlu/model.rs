@@ -35,9 +35,9 @@ type FeatureMap = HashMap<u64, u32, BuildHasherDefault<IdHasher>>;
 /// Words that say nothing about the topic. They still count in bigrams ("my case" vs "case"),
 /// but as unigrams they are down-weighted and they get no character n-grams.
 const STOP_EN: &[&str] = &[
-    "i", "my", "me", "the", "a", "an", "to", "is", "it", "of", "and", "or", "for", "in", "on", "at",
-    "do", "does", "did", "can", "could", "would", "you", "your", "what", "that", "this", "be",
-    "am", "are", "was", "i'm", "want", "need", "have", "has", "with", "about", "how", "get",
+    "i", "my", "me", "the", "a", "an", "to", "is", "it", "of", "and", "or", "for", "in", "on",
+    "at", "do", "does", "did", "can", "could", "would", "you", "your", "what", "that", "this",
+    "be", "am", "are", "was", "i'm", "want", "need", "have", "has", "with", "about", "how", "get",
     "there", "just", "we", "some", "if", "will", "be", "so", "but", "yes", "thanks", "thank",
 ];
 const STOP_ES: &[&str] = &[
@@ -76,6 +76,19 @@ fn fnv(tag: u8, parts: &[&str]) -> u64 {
     h
 }
 
+/// The hash `fnv(b'c', ..)` would give the window as a string, without building the string.
+fn fnv_chars(win: &[char]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ u64::from(b'c');
+    let mut buf = [0u8; 4];
+    for c in win {
+        for b in c.encode_utf8(&mut buf).bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    h
+}
+
 /// Weighted features of one normalized token sequence. Duplicates are summed later.
 pub fn features(lang: Lang, tokens: &[String]) -> Vec<(u64, f32)> {
     let mut out = Vec::with_capacity(tokens.len() * 14);
@@ -101,8 +114,7 @@ pub fn features(lang: Lang, tokens: &[String]) -> Vec<(u64, f32)> {
                 break;
             }
             for win in padded.windows(n) {
-                let s: String = win.iter().collect();
-                out.push((fnv(b'c', &[&s]), W_CHAR));
+                out.push((fnv_chars(win), W_CHAR));
             }
         }
     }
@@ -140,49 +152,27 @@ impl Model {
     /// Train on all examples and fit the temperature by k-fold cross-validation.
     pub fn train(classes: usize, examples: &[Example]) -> Model {
         let mut index = FeatureMap::default();
-        for e in examples {
-            for (h, _) in &e.features {
-                let next = index.len() as u32;
-                index.entry(*h).or_insert(next);
-            }
-        }
-        let mut model = Self::fit(&index, classes, examples, |_| true);
-        model.temperature = Self::fit_temperature(&index, classes, examples);
-        model
-    }
-
-    fn fit(
-        index: &FeatureMap,
-        classes: usize,
-        examples: &[Example],
-        keep: impl Fn(usize) -> bool,
-    ) -> Model {
+        // Examples as (feature index, weight) lists, so folds never hash again.
+        let indexed: Vec<Vec<(u32, f32)>> = examples
+            .iter()
+            .map(|e| {
+                e.features
+                    .iter()
+                    .map(|(h, w)| {
+                        let next = index.len() as u32;
+                        (*index.entry(*h).or_insert(next), *w)
+                    })
+                    .collect()
+            })
+            .collect();
         let v = index.len();
-        let mut counts = vec![0f32; v * classes];
-        let mut totals = vec![0f32; classes];
-        for (i, e) in examples.iter().enumerate() {
-            if !keep(i) {
-                continue;
-            }
-            for (h, w) in &e.features {
-                // Every feature of every example was indexed in `train`.
-                let f = index[h] as usize;
-                counts[f * classes + e.class] += w * e.weight;
-                totals[e.class] += w * e.weight;
-            }
-        }
-        let denoms: Vec<f32> = totals.iter().map(|t| t + ALPHA * v as f32).collect();
-        for f in 0..v {
-            for c in 0..classes {
-                let k = f * classes + c;
-                counts[k] = ((counts[k] + ALPHA) / denoms[c]).ln();
-            }
-        }
+        let (loglik, _) = table(v, classes, examples, &indexed, |_| true);
+        let temperature = fit_temperature(v, classes, examples, &indexed);
         Model {
-            index: index.clone(),
+            index,
             classes,
-            loglik: counts,
-            temperature: 1.0,
+            loglik,
+            temperature,
         }
     }
 
@@ -228,39 +218,111 @@ impl Model {
     pub fn probabilities(&self, scores: &[f32]) -> Vec<f32> {
         softmax(scores, self.temperature)
     }
+}
 
-    /// Five folds: train on four, score the fifth, choose the temperature that minimizes the
-    /// negative log likelihood of the right class.
-    fn fit_temperature(index: &FeatureMap, classes: usize, examples: &[Example]) -> f32 {
-        const FOLDS: usize = 5;
-        let mut held: Vec<(Vec<f32>, usize)> = Vec::new();
-        for k in 0..FOLDS {
-            let m = Self::fit(index, classes, examples, |i| i % FOLDS != k);
-            for (i, e) in examples.iter().enumerate() {
-                if i % FOLDS == k
-                    && let Some(s) = m.scores(&e.features)
-                {
-                    held.push((s, e.class));
-                }
-            }
+/// The log-likelihood table `[f * classes + c]` from the examples `keep` selects, and which
+/// features those examples contain. Most (feature, class) pairs are never seen: they share one
+/// value per class, so only the seen pairs cost a logarithm.
+fn table(
+    v: usize,
+    classes: usize,
+    examples: &[Example],
+    indexed: &[Vec<(u32, f32)>],
+    keep: impl Fn(usize) -> bool,
+) -> (Vec<f32>, Vec<bool>) {
+    let mut counts = vec![0f32; v * classes];
+    let mut seen = vec![false; v];
+    let mut totals = vec![0f32; classes];
+    for (i, (e, feats)) in examples.iter().zip(indexed).enumerate() {
+        if !keep(i) {
+            continue;
         }
-        if held.is_empty() {
-            return 1.0;
+        for (f, w) in feats {
+            counts[*f as usize * classes + e.class] += w * e.weight;
+            seen[*f as usize] = true;
+            totals[e.class] += w * e.weight;
         }
-        let mut best = (f32::INFINITY, 1.0);
-        // Log-spaced grid: scores are mean log likelihoods, so useful temperatures are small.
-        for step in 0..60 {
-            let t = 0.005 * 1.12f32.powi(step);
-            let nll: f32 = held
-                .iter()
-                .map(|(s, c)| -softmax(s, t)[*c].max(1e-9).ln())
-                .sum();
-            if nll < best.0 {
-                best = (nll, t);
-            }
-        }
-        best.1
     }
+    let denoms: Vec<f32> = totals.iter().map(|t| t + ALPHA * v as f32).collect();
+    let unseen: Vec<f32> = denoms.iter().map(|d| (ALPHA / d).ln()).collect();
+    for row in counts.chunks_exact_mut(classes) {
+        for ((x, d), u) in row.iter_mut().zip(&denoms).zip(&unseen) {
+            *x = if *x == 0.0 {
+                *u
+            } else {
+                ((*x + ALPHA) / d).ln()
+            };
+        }
+    }
+    (counts, seen)
+}
+
+/// Mean log likelihood per class of the features `seen` in training, as [`Model::scores`]
+/// computes it for a new utterance.
+fn mean_scores(
+    loglik: &[f32],
+    seen: &[bool],
+    classes: usize,
+    feats: &[(u32, f32)],
+) -> Option<Vec<f32>> {
+    let mut s = vec![0f32; classes];
+    let mut weight = 0f32;
+    for (f, w) in feats {
+        if !seen[*f as usize] {
+            continue;
+        }
+        let row = &loglik[*f as usize * classes..(*f as usize + 1) * classes];
+        for (acc, l) in s.iter_mut().zip(row) {
+            *acc += w * l;
+        }
+        weight += w;
+    }
+    if weight == 0.0 {
+        return None;
+    }
+    for x in &mut s {
+        *x /= weight;
+    }
+    Some(s)
+}
+
+/// Five folds: train on four, score the fifth, choose the temperature that minimizes the
+/// negative log likelihood of the right class. Features unseen in the four training folds are
+/// skipped, exactly as unknown features of a new utterance are.
+fn fit_temperature(
+    v: usize,
+    classes: usize,
+    examples: &[Example],
+    indexed: &[Vec<(u32, f32)>],
+) -> f32 {
+    const FOLDS: usize = 5;
+    let mut held: Vec<(Vec<f32>, usize)> = Vec::new();
+    for k in 0..FOLDS {
+        let (t, seen) = table(v, classes, examples, indexed, |i| i % FOLDS != k);
+        for (i, (e, feats)) in examples.iter().zip(indexed).enumerate() {
+            if i % FOLDS == k
+                && let Some(s) = mean_scores(&t, &seen, classes, feats)
+            {
+                held.push((s, e.class));
+            }
+        }
+    }
+    if held.is_empty() {
+        return 1.0;
+    }
+    let mut best = (f32::INFINITY, 1.0);
+    // Log-spaced grid: scores are mean log likelihoods, so useful temperatures are small.
+    for step in 0..48 {
+        let t = 0.005 * 1.15f32.powi(step);
+        let nll: f32 = held
+            .iter()
+            .map(|(s, c)| -softmax(s, t)[*c].max(1e-9).ln())
+            .sum();
+        if nll < best.0 {
+            best = (nll, t);
+        }
+    }
+    best.1
 }
 
 pub fn softmax(scores: &[f32], temperature: f32) -> Vec<f32> {
@@ -297,10 +359,14 @@ mod tests {
             ex(1, "what time do you close"),
         ];
         let m = Model::train(2, &data);
-        let s = m.scores(&features(Lang::En, &tokens("case statsu"))).expect("known");
+        let s = m
+            .scores(&features(Lang::En, &tokens("case statsu")))
+            .expect("known");
         let p = m.probabilities(&s);
         assert!(p[0] > p[1], "{p:?}");
-        let s = m.scores(&features(Lang::En, &tokens("what hours r u open"))).expect("known");
+        let s = m
+            .scores(&features(Lang::En, &tokens("what hours r u open")))
+            .expect("known");
         let p = m.probabilities(&s);
         assert!(p[1] > 0.5, "{p:?}");
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-4);

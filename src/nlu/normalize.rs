@@ -46,8 +46,8 @@ pub fn fold(text: &str, keep_symbols: bool) -> String {
 /// before classification so "um uh my case" equals "my case".
 const FILLERS: &[&str] = &[
     "um", "umm", "uh", "uhh", "uhm", "er", "erm", "ah", "eh", "ehh", "hmm", "mm", "mmm", "like",
-    "este", "pues", "oye", "mira", "so", "well", "hi", "hello", "hey",
-    "hola", "alo", "please", "pls", "plz", "porfa", "favor", "por",
+    "este", "pues", "oye", "mira", "so", "well", "hi", "hello", "hey", "hola", "alo", "please",
+    "pls", "plz", "porfa", "favor", "por",
 ];
 
 /// Multi-word fillers, removed as whole sequences.
@@ -188,7 +188,7 @@ pub fn tokens(text: &str) -> Vec<String> {
                 continue;
             }
             if let Some((seq, num)) = FORM_WORDS.iter().find(|(seq, _)| {
-                words.len() - i - 1 >= seq.len()
+                words.len() > i + seq.len()
                     && seq.iter().zip(&words[i + 1..]).all(|(a, b)| a == b)
             }) {
                 out.push(format!("{w}{num}"));
@@ -252,9 +252,15 @@ mod tests {
 
     #[test]
     fn removes_fillers_and_tty_markers() {
-        assert_eq!(normalized("um uh where is my case you know"), "where is my case");
+        assert_eq!(
+            normalized("um uh where is my case you know"),
+            "where is my case"
+        );
         assert_eq!(normalized("WHERE IS MY CARD Q GA"), "where is my card");
-        assert_eq!(normalized("este pues quiero mi cita por favor"), "quiero mi cita");
+        assert_eq!(
+            normalized("este pues quiero mi cita por favor"),
+            "quiero mi cita"
+        );
     }
 
     #[test]
@@ -267,7 +273,10 @@ mod tests {
 
     #[test]
     fn fixes_common_typos() {
-        assert_eq!(normalized("i didnt recieve my gc"), "i didn't receive my green card");
+        assert_eq!(
+            normalized("i didnt recieve my gc"),
+            "i didn't receive my green card"
+        );
     }
 
     #[test]

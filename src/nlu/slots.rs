@@ -42,8 +42,14 @@ impl Slots {
         put("receipt", show(&self.receipt));
         put("phone", show(&self.phone));
         put("email", show(&self.email));
-        put("yes_no", self.yes_no.map_or(serde_json::Value::Null, Into::into));
-        put("digit", self.digit.map_or(serde_json::Value::Null, Into::into));
+        put(
+            "yes_no",
+            self.yes_no.map_or(serde_json::Value::Null, Into::into),
+        );
+        put(
+            "digit",
+            self.digit.map_or(serde_json::Value::Null, Into::into),
+        );
         put(
             "language",
             self.language
@@ -235,7 +241,9 @@ fn symbols(text: &str) -> Vec<Sym> {
             out.push(Sym::Digits("800".to_string()));
         } else if let Some(c) = letter_word(w) {
             out.push(Sym::Letter(c));
-        } else if w.chars().all(|c| c.is_ascii_alphanumeric()) && w.chars().any(|c| c.is_ascii_digit()) {
+        } else if w.chars().all(|c| c.is_ascii_alphanumeric())
+            && w.chars().any(|c| c.is_ascii_digit())
+        {
             // Typed: "ioe0123456789", "555", "2025550134", "ioe123".
             let mut run = String::new();
             for c in w.chars() {
@@ -251,7 +259,8 @@ fn symbols(text: &str) -> Vec<Sym> {
             if !run.is_empty() {
                 out.push(Sym::Digits(run));
             }
-        } else if w.len() == 3 && w.chars().all(|c| c.is_ascii_lowercase()) && is_receipt_prefix(w) {
+        } else if w.len() == 3 && w.chars().all(|c| c.is_ascii_lowercase()) && is_receipt_prefix(w)
+        {
             out.extend(w.chars().map(Sym::Letter));
         } else {
             out.push(Sym::Word);
@@ -266,7 +275,17 @@ fn symbols(text: &str) -> Vec<Sym> {
 fn is_receipt_prefix(w: &str) -> bool {
     matches!(
         w,
-        "ioe" | "eac" | "wac" | "lin" | "src" | "nbc" | "msc" | "ysc" | "tsc" | "vsc" | "csc"
+        "ioe"
+            | "eac"
+            | "wac"
+            | "lin"
+            | "src"
+            | "nbc"
+            | "msc"
+            | "ysc"
+            | "tsc"
+            | "vsc"
+            | "csc"
             | "nsc"
     )
 }
@@ -311,7 +330,9 @@ pub fn receipt(text: &str) -> Option<String> {
 pub fn phone(text: &str) -> Option<String> {
     // "area code", "código de área", "plus", "más" are glue inside a number, not breaks.
     let folded = fold(text, false);
-    let glue = ["area", "code", "codigo", "de", "plus", "mas", "number", "numero", "is", "es"];
+    let glue = [
+        "area", "code", "codigo", "de", "plus", "mas", "number", "numero", "is", "es",
+    ];
     let cleaned: String = folded
         .split_whitespace()
         .filter(|w| !glue.contains(w))
@@ -443,23 +464,78 @@ pub fn yes_no(lang: Lang, text: &str) -> Option<bool> {
     let words: Vec<&str> = folded.split_whitespace().collect();
     let joined = words.join(" ");
     const UNSURE: &[&str] = &[
-        "not sure", "don't know", "dont know", "no se", "no estoy seguro", "no estoy segura",
-        "maybe", "tal vez", "quizas", "a lo mejor",
+        "not sure",
+        "don't know",
+        "dont know",
+        "no se",
+        "no estoy seguro",
+        "no estoy segura",
+        "maybe",
+        "tal vez",
+        "quizas",
+        "a lo mejor",
     ];
     if UNSURE.iter().any(|u| contains_phrase(&joined, u)) {
         return None;
     }
     const YES: &[&str] = &[
-        "yes", "yeah", "yep", "yup", "ya", "sure", "correct", "right", "affirmative", "absolutely",
-        "definitely", "okay", "ok", "alright", "please", "si", "claro", "correcto", "exacto",
-        "dale", "vale", "afirmativo", "bueno", "perfecto", "seguro", "sip", "of course",
-        "por supuesto", "go ahead", "that's right", "thats right", "eso es", "de acuerdo",
-        "i do", "sounds good", "esta bien",
+        "yes",
+        "yeah",
+        "yep",
+        "yup",
+        "ya",
+        "sure",
+        "correct",
+        "right",
+        "affirmative",
+        "absolutely",
+        "definitely",
+        "okay",
+        "ok",
+        "alright",
+        "please",
+        "si",
+        "claro",
+        "correcto",
+        "exacto",
+        "dale",
+        "vale",
+        "afirmativo",
+        "bueno",
+        "perfecto",
+        "seguro",
+        "sip",
+        "of course",
+        "por supuesto",
+        "go ahead",
+        "that's right",
+        "thats right",
+        "eso es",
+        "de acuerdo",
+        "i do",
+        "sounds good",
+        "esta bien",
     ];
     const NO: &[&str] = &[
-        "no", "nope", "nah", "negative", "not", "don't", "dont", "never", "wrong", "incorrect",
-        "nel", "nunca", "negativo", "tampoco", "incorrecto", "no thanks", "no gracias",
-        "para nada", "no way",
+        "no",
+        "nope",
+        "nah",
+        "negative",
+        "not",
+        "don't",
+        "dont",
+        "never",
+        "wrong",
+        "incorrect",
+        "nel",
+        "nunca",
+        "negativo",
+        "tampoco",
+        "incorrecto",
+        "no thanks",
+        "no gracias",
+        "para nada",
+        "no way",
     ];
     // The first word of the answer that is a yes or no word decides.
     for i in 0..words.len() {
@@ -544,14 +620,21 @@ mod tests {
 
     #[test]
     fn receipt_typed_and_spoken() {
-        assert_eq!(receipt("my receipt is IOE0123456789").as_deref(), Some("IOE0123456789"));
-        assert_eq!(receipt("IOE 012-345-6789").as_deref(), Some("IOE0123456789"));
+        assert_eq!(
+            receipt("my receipt is IOE0123456789").as_deref(),
+            Some("IOE0123456789")
+        );
+        assert_eq!(
+            receipt("IOE 012-345-6789").as_deref(),
+            Some("IOE0123456789")
+        );
         assert_eq!(
             receipt("i o e zero one two three four five six seven eight nine").as_deref(),
             Some("IOE0123456789")
         );
         assert_eq!(
-            receipt("india oscar echo oh one two three double four five six seven eight").as_deref(),
+            receipt("india oscar echo oh one two three double four five six seven eight")
+                .as_deref(),
             Some("IOE0123445678")
         );
         assert_eq!(
@@ -573,13 +656,19 @@ mod tests {
             phone("dos cero dos cinco cinco cinco cero uno tres cuatro").as_deref(),
             Some("2025550134")
         );
-        assert_eq!(phone("eight hundred three seven five five two eight three").as_deref(), Some("8003755283"));
+        assert_eq!(
+            phone("eight hundred three seven five five two eight three").as_deref(),
+            Some("8003755283")
+        );
         assert_eq!(phone("555 0134"), None);
     }
 
     #[test]
     fn email_typed_and_spoken() {
-        assert_eq!(email("it's John.Smith@Gmail.com.").as_deref(), Some("john.smith@gmail.com"));
+        assert_eq!(
+            email("it's John.Smith@Gmail.com.").as_deref(),
+            Some("john.smith@gmail.com")
+        );
         assert_eq!(
             email("john dot smith at gmail dot com").as_deref(),
             Some("john.smith@gmail.com")
@@ -588,7 +677,10 @@ mod tests {
             email("juan guion bajo perez arroba hotmail punto com").as_deref(),
             Some("juan_perez@hotmail.com")
         );
-        assert_eq!(email("j o h n at yahoo dot com").as_deref(), Some("john@yahoo.com"));
+        assert_eq!(
+            email("j o h n at yahoo dot com").as_deref(),
+            Some("john@yahoo.com")
+        );
         assert_eq!(email("i am at home"), None);
         assert_eq!(email("john at gmail"), None);
     }
