@@ -94,9 +94,17 @@ fn evaluate(nlu: &Nlu, lang: Lang, file: &str, floor: f32) {
     );
     let mut right = 0;
     let mut confusions: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    // (predictions at or above CONFIRM_THRESHOLD, of which right): the flow acts on these
+    // without asking, so they must be right far more often than the rest.
+    let (mut sure, mut sure_right) = (0usize, 0usize);
     for (intent, text) in &set {
         let c = nlu.classify(lang, text);
-        if c.intent.as_deref() == Some(intent.as_str()) {
+        let ok = c.intent.as_deref() == Some(intent.as_str());
+        if c.confidence >= nlu::CONFIRM_THRESHOLD {
+            sure += 1;
+            sure_right += usize::from(ok);
+        }
+        if ok {
             right += 1;
         } else {
             confusions
@@ -110,7 +118,15 @@ fn evaluate(nlu: &Nlu, lang: Lang, file: &str, floor: f32) {
     for ((want, got), texts) in &confusions {
         println!("  {want} -> {got}: {}", texts.join(" | "));
     }
+    let sure_acc = sure_right as f32 / sure.max(1) as f32;
+    println!(
+        "  confident (>= {}): {sure_right}/{sure} right = {:.1}%",
+        nlu::CONFIRM_THRESHOLD,
+        sure_acc * 100.0
+    );
     assert!(acc >= floor, "{file}: accuracy {acc:.3} below {floor}");
+    assert!(sure_acc >= acc, "{file}: confident answers are no better than the rest");
+    assert!(sure * 10 >= set.len() * 7, "{file}: fewer than 70% confident answers");
 }
 
 #[test]
@@ -155,5 +171,49 @@ fn every_intent_and_act_has_enough_phrases_in_both_languages() {
                 .map_or(0, |s| s.phrases.len());
             assert!(n >= 5, "{lang} act {id}: {n} phrases");
         }
+    }
+}
+
+/// Five-fold cross-validation over the grammar phrases themselves: a yardstick for model
+/// changes that does not touch the held-out sets. `cargo test --release --test nlu_accuracy
+/// -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn cross_validated_accuracy_on_grammar_phrases() {
+    let g = grammar::parse(&sources()).expect("valid grammars");
+    for lang in Lang::ALL {
+        let (mut right, mut total) = (0, 0);
+        for k in 0..5 {
+            let mut text = String::new();
+            let mut held = Vec::new();
+            let mut i = 0usize;
+            for s in g.sections.iter().filter(|s| s.lang == lang) {
+                let kind = match s.kind {
+                    grammar::Kind::Intent => "intent".to_string(),
+                    grammar::Kind::Act => "act".to_string(),
+                    grammar::Kind::Digit(_) => continue,
+                };
+                text.push_str(&format!("[{kind} {}]\n", s.id));
+                for p in &s.phrases {
+                    i += 1;
+                    if i % 5 == k && !p.key && s.kind == grammar::Kind::Intent {
+                        held.push((s.id.clone(), p.text.clone()));
+                    } else {
+                        let prefix = if p.key { "key: " } else { "" };
+                        text.push_str(&format!("{prefix}{}\n", p.text));
+                    }
+                }
+            }
+            let src = Source {
+                path: PathBuf::from(format!("grammars/{lang}/all.txt")),
+                text,
+            };
+            let nlu = nlu::build(&[src]).expect("fold builds");
+            for (id, t) in &held {
+                total += 1;
+                right += usize::from(nlu.classify(lang, t).intent.as_deref() == Some(id));
+            }
+        }
+        println!("{lang}: 5-fold CV {right}/{total} = {:.1}%", 100.0 * right as f32 / total as f32);
     }
 }
