@@ -311,8 +311,9 @@ impl Nlu {
         }
         // One known word among many unknown ones ("lorem ipsum dolor sit amet" knows "sit",
         // the stem of "site") is a coincidence, not a question in our domain.
+        // Only stop words ("yes", "what", "sí") is an answer, not a question.
         let enough_words = known > 0 && known * 3 >= content;
-        if !enough_words && m.intents.coverage(&feats) < 0.5 {
+        if content == 0 || !enough_words && m.intents.coverage(&feats) < 0.5 {
             return Classification::nothing(slots);
         }
         let Some(mut scores) = m.intents.scores(&feats) else {
@@ -349,6 +350,10 @@ impl Nlu {
         let norm = toks.join(" ");
         if let Some(&c) = m.act_exact.get(&norm) {
             return Some((m.act_ids[c].clone(), 1.0));
+        }
+        // A menu choice ("one", "dos") is not an act, whatever words it shares with one.
+        if m.digit_exact.contains_key(&norm) {
+            return None;
         }
         let from_model = (!toks.is_empty())
             .then(|| m.acts.scores(&model::features(lang, &toks)))

@@ -38,13 +38,13 @@ const STOP_EN: &[&str] = &[
     "i", "my", "me", "the", "a", "an", "to", "is", "it", "of", "and", "or", "for", "in", "on",
     "at", "do", "does", "did", "can", "could", "would", "you", "your", "what", "that", "this",
     "be", "am", "are", "was", "i'm", "want", "need", "have", "has", "with", "about", "how", "get",
-    "there", "just", "we", "some", "if", "will", "be", "so", "but", "yes", "thanks", "thank",
+    "there", "just", "we", "some", "if", "will", "so", "but", "yes", "thanks", "thank", "no",
 ];
 const STOP_ES: &[&str] = &[
     "yo", "mi", "mis", "me", "el", "la", "los", "las", "un", "una", "de", "del", "a", "al", "y",
     "o", "que", "en", "es", "con", "para", "lo", "le", "se", "su", "sus", "por", "como", "quiero",
     "necesito", "puedo", "tengo", "hay", "esta", "estoy", "usted", "ustedes", "si", "pero", "muy",
-    "gracias", "ya", "tiene", "favor",
+    "gracias", "ya", "tiene", "favor", "no",
 ];
 
 fn is_stop(lang: Lang, w: &str) -> bool {
@@ -144,6 +144,11 @@ pub struct Model {
     pub temperature: f32,
 }
 
+/// Pseudo-weight of "no evidence" added to every score's denominator: an utterance with one
+/// known word gets a softer score than one with ten, so a lone "no" or "what" cannot reach the
+/// confidence of a full question.
+const EVIDENCE_PRIOR: f32 = 1.5;
+
 /// Additive smoothing: small, because unseen words are common in real speech and a large alpha
 /// flattens every decision toward the classes with few phrases.
 const ALPHA: f32 = 0.05;
@@ -194,7 +199,7 @@ impl Model {
             return None;
         }
         for x in &mut s {
-            *x /= weight;
+            *x /= weight + EVIDENCE_PRIOR;
         }
         Some(s)
     }
@@ -281,7 +286,7 @@ fn mean_scores(
         return None;
     }
     for x in &mut s {
-        *x /= weight;
+        *x /= weight + EVIDENCE_PRIOR;
     }
     Some(s)
 }

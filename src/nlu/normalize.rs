@@ -174,6 +174,12 @@ pub fn tokens(text: &str) -> Vec<String> {
             }
         }
         let w = &words[i];
+        // "uh huh" is a yes, not a filler followed by a "huh?".
+        if (w == "uh" || w == "mm") && words.get(i + 1).is_some_and(|n| n == "huh" || n == "hmm") {
+            out.push("mhm".to_string());
+            i += 2;
+            continue;
+        }
         if FILLERS.contains(&w.as_str()) {
             i += 1;
             continue;
@@ -205,6 +211,34 @@ pub fn tokens(text: &str) -> Vec<String> {
             out.push(w.clone());
         }
         i += 1;
+    }
+    collapse_spoken_numbers(out)
+}
+
+/// Digit words of both languages, as callers spell receipt and phone numbers.
+fn is_digit_word(w: &str) -> bool {
+    matches!(
+        w,
+        "zero" | "oh" | "one" | "two" | "three" | "four" | "five" | "six" | "seven" | "eight"
+            | "nine" | "double" | "triple" | "cero" | "uno" | "dos" | "tres" | "cuatro"
+            | "cinco" | "seis" | "siete" | "ocho" | "nueve" | "doble"
+    ) || (!w.is_empty() && w.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// A run of three or more spoken digits is a number being dictated, not words with meaning:
+/// it becomes the same placeholder as a typed long number.
+fn collapse_spoken_numbers(tokens: Vec<String>) -> Vec<String> {
+    let mut out = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        let run = tokens[i..].iter().take_while(|t| is_digit_word(t)).count();
+        if run >= 3 {
+            out.push("#num".to_string());
+            i += run;
+        } else {
+            out.push(tokens[i].clone());
+            i += 1;
+        }
     }
     out
 }
@@ -257,6 +291,7 @@ mod tests {
             "where is my case"
         );
         assert_eq!(normalized("WHERE IS MY CARD Q GA"), "where is my card");
+        assert_eq!(normalized("uh huh"), "mhm");
         assert_eq!(
             normalized("este pues quiero mi cita por favor"),
             "quiero mi cita"
@@ -269,6 +304,8 @@ mod tests {
         assert_eq!(normalized("the i ninety form"), "the i90 form");
         assert_eq!(normalized("i seven fifty one"), "i751");
         assert_eq!(normalized("receipt 0123456789"), "receipt #num");
+        assert_eq!(normalized("i o e zero one two three four"), "i o e #num");
+        assert_eq!(normalized("one more time"), "one more time");
     }
 
     #[test]
