@@ -36,8 +36,8 @@ const KEY_WEIGHT: f32 = 2.0;
 /// The act model's catch-all class: everything that is a question, not an answer.
 const OTHER: &str = "other";
 
-/// The result of classifying one utterance.
-#[derive(Clone, Debug, PartialEq)]
+/// The result of classifying one utterance. Serializing it (call records) redacts the slots.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Classification {
     /// The intent id, or `None` when nothing is confident enough (see [`REJECT_THRESHOLD`]).
     pub intent: Option<String>,
@@ -426,6 +426,21 @@ impl Nlu {
         words.into_iter().collect()
     }
 
+    /// Intents with no grammar section in `lang`: `ivr check` can warn that callers asking
+    /// these questions in that language will not be understood.
+    pub fn missing_intents(&self, lang: Lang) -> Vec<&'static str> {
+        let have = self
+            .langs
+            .get(&lang)
+            .map(|m| m.intent_ids.as_slice())
+            .unwrap_or(&[]);
+        crate::intents::INTENTS
+            .iter()
+            .copied()
+            .filter(|id| !have.iter().any(|h| h == id))
+            .collect()
+    }
+
     /// The authors' test cases, with language and `file:line`.
     pub fn test_cases(&self) -> &[TestCase] {
         &self.tests
@@ -543,6 +558,15 @@ mod tests {
         assert_eq!(nlu.act(Lang::En, "where is my case"), None);
         assert_eq!(nlu.menu_digit(Lang::En, "option two"), Some(2));
         assert_eq!(nlu.phrases(Lang::En, PhraseSet::YesNo).len(), 4);
+        assert_eq!(
+            nlu.missing_intents(Lang::En).len(),
+            crate::intents::INTENTS.len() - 2
+        );
+        assert!(!nlu.missing_intents(Lang::En).contains(&"hours"));
+        assert_eq!(
+            nlu.missing_intents(Lang::Es).len(),
+            crate::intents::INTENTS.len()
+        );
         assert!(nlu.vocabulary(Lang::En).contains(&"open".to_string()));
         let r = nlu.run_tests();
         assert_eq!((r.total, r.passed), (2, 2), "{r}");

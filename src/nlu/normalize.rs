@@ -121,6 +121,30 @@ const REWRITES: &[(&str, &str)] = &[
     ("num", "number"),
     ("no.", "number"),
     ("info", "information"),
+    // TTY and texting abbreviations (the Baudot line has no lowercase and callers save keys).
+    ("hrs", "hours"),
+    ("hr", "hour"),
+    ("appt", "appointment"),
+    ("appts", "appointments"),
+    ("apt", "appointment"),
+    ("msg", "message"),
+    ("ph", "phone"),
+    ("tel", "telephone"),
+    ("b4", "before"),
+    ("abt", "about"),
+    ("bc", "because"),
+    ("cuz", "because"),
+    ("wk", "week"),
+    ("wks", "weeks"),
+    ("mo", "month"),
+    ("mos", "months"),
+    ("yr", "year"),
+    ("yrs", "years"),
+    ("tmrw", "tomorrow"),
+    ("2day", "today"),
+    ("2morrow", "tomorrow"),
+    ("ppt", "passport"),
+    ("dir", "direccion"),
     ("informacion", "informacion"),
     ("ano", "ano"),
 ];
@@ -194,8 +218,7 @@ pub fn tokens(text: &str) -> Vec<String> {
                 continue;
             }
             if let Some((seq, num)) = FORM_WORDS.iter().find(|(seq, _)| {
-                words.len() > i + seq.len()
-                    && seq.iter().zip(&words[i + 1..]).all(|(a, b)| a == b)
+                words.len() > i + seq.len() && seq.iter().zip(&words[i + 1..]).all(|(a, b)| a == b)
             }) {
                 out.push(format!("{w}{num}"));
                 i += 1 + seq.len();
@@ -219,9 +242,30 @@ pub fn tokens(text: &str) -> Vec<String> {
 fn is_digit_word(w: &str) -> bool {
     matches!(
         w,
-        "zero" | "oh" | "one" | "two" | "three" | "four" | "five" | "six" | "seven" | "eight"
-            | "nine" | "double" | "triple" | "cero" | "uno" | "dos" | "tres" | "cuatro"
-            | "cinco" | "seis" | "siete" | "ocho" | "nueve" | "doble"
+        "zero"
+            | "oh"
+            | "one"
+            | "two"
+            | "three"
+            | "four"
+            | "five"
+            | "six"
+            | "seven"
+            | "eight"
+            | "nine"
+            | "double"
+            | "triple"
+            | "cero"
+            | "uno"
+            | "dos"
+            | "tres"
+            | "cuatro"
+            | "cinco"
+            | "seis"
+            | "siete"
+            | "ocho"
+            | "nueve"
+            | "doble"
     ) || (!w.is_empty() && w.chars().all(|c| c.is_ascii_digit()))
 }
 
