@@ -105,16 +105,18 @@ pub struct Grammar {
 const MAX_LINE_CHARS: usize = 500;
 const MAX_FILE_BYTES: usize = 2 * 1024 * 1024;
 
-/// The language of a file from its path: a directory (or file stem) named `en` or `es`.
+/// The language of a file from its path: the directory (or file stem) named `en` or `es`
+/// nearest the file, so `/srv/en/grammars/es/x.txt` is Spanish.
 fn lang_of(path: &Path) -> Option<Lang> {
     path.components()
         .filter_map(|c| c.as_os_str().to_str())
         .map(|c| c.strip_suffix(".txt").unwrap_or(c))
-        .find_map(|c| match c {
+        .filter_map(|c| match c {
             "en" => Some(Lang::En),
             "es" => Some(Lang::Es),
             _ => None,
         })
+        .last()
 }
 
 /// Parse and validate all grammar files. All problems are returned at once, so an author fixes
@@ -473,6 +475,15 @@ mod tests {
             ],
             "{m:?}"
         );
+    }
+
+    #[test]
+    fn nearest_language_directory_wins() {
+        assert_eq!(
+            lang_of(Path::new("/srv/en/grammars/es/x.txt")),
+            Some(Lang::Es)
+        );
+        assert_eq!(lang_of(Path::new("grammars/en.txt")), Some(Lang::En));
     }
 
     #[test]

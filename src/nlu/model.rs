@@ -315,19 +315,40 @@ fn fit_temperature(
     if held.is_empty() {
         return 1.0;
     }
-    let mut best = (f32::INFINITY, 1.0);
-    // Log-spaced grid: scores are mean log likelihoods, so useful temperatures are small.
-    for step in 0..48 {
-        let t = 0.005 * 1.15f32.powi(step);
-        let nll: f32 = held
-            .iter()
-            .map(|(s, c)| -softmax(s, t)[*c].max(1e-9).ln())
-            .sum();
-        if nll < best.0 {
-            best = (nll, t);
+    // The negative log likelihood is convex in the inverse temperature (a log-sum-exp of
+    // linear functions), hence unimodal in its logarithm: a golden-section search finds the
+    // optimum in a few dozen evaluations.
+    let nll = |log_beta: f32| -> f32 {
+        let beta = log_beta.exp();
+        held.iter()
+            .map(|(s, c)| {
+                let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let sum: f32 = s.iter().map(|x| ((x - max) * beta).exp()).sum();
+                sum.ln() - (s[*c] - max) * beta
+            })
+            .sum()
+    };
+    const PHI: f32 = 0.618_034;
+    let (mut lo, mut hi) = (0f32, 8f32); // 1/T from 1 to ~3000
+    let mut a = hi - PHI * (hi - lo);
+    let mut b = lo + PHI * (hi - lo);
+    let (mut fa, mut fb) = (nll(a), nll(b));
+    for _ in 0..24 {
+        if fa < fb {
+            hi = b;
+            b = a;
+            fb = fa;
+            a = hi - PHI * (hi - lo);
+            fa = nll(a);
+        } else {
+            lo = a;
+            a = b;
+            fa = fb;
+            b = lo + PHI * (hi - lo);
+            fb = nll(b);
         }
     }
-    best.1
+    (-(lo + hi) / 2.0).exp()
 }
 
 pub fn softmax(scores: &[f32], temperature: f32) -> Vec<f32> {
