@@ -116,7 +116,7 @@ fn lang_of(path: &Path) -> Option<Lang> {
             "es" => Some(Lang::Es),
             _ => None,
         })
-        .last()
+        .next_back()
 }
 
 /// Parse and validate all grammar files. All problems are returned at once, so an author fixes
