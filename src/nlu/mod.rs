@@ -60,7 +60,7 @@ impl Classification {
 }
 
 /// Phrase sets for grammar-restricted recognition, one per kind of prompt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PhraseSet {
     YesNo,
     Language,
@@ -145,7 +145,7 @@ struct LangModel {
     act_exact: HashMap<String, usize>,
     digit_exact: HashMap<String, u8>,
     /// Phrases per set, in the recognizer's form.
-    sets: HashMap<&'static str, Vec<String>>,
+    sets: HashMap<PhraseSet, Vec<String>>,
 }
 
 /// The compiled understanding of both languages.
@@ -199,7 +199,7 @@ impl LangModel {
         let mut act_exact = HashMap::new();
         let mut digit_exact = HashMap::new();
         let mut other_ex: Vec<Vec<(u64, f32)>> = Vec::new();
-        let mut sets: HashMap<&'static str, Vec<String>> = HashMap::new();
+        let mut sets: HashMap<PhraseSet, Vec<String>> = HashMap::new();
         for s in &sections {
             for p in &s.phrases {
                 let toks = normalize::tokens(&p.text);
@@ -219,7 +219,7 @@ impl LangModel {
                             features: feats,
                             weight,
                         });
-                        sets.entry("question").or_default().push(form);
+                        sets.entry(PhraseSet::Question).or_default().push(form);
                     }
                     Kind::Act => {
                         let c = index_of(&mut act_ids, &s.id);
@@ -230,19 +230,19 @@ impl LangModel {
                             weight,
                         });
                         let set = match s.id.as_str() {
-                            "yes" | "no" => Some("yesno"),
-                            "spanish" | "english" => Some("language"),
+                            "yes" | "no" => Some(PhraseSet::YesNo),
+                            "spanish" | "english" => Some(PhraseSet::Language),
                             _ => None,
                         };
                         if let Some(set) = set {
                             sets.entry(set).or_default().push(form.clone());
                         }
-                        sets.entry("acts").or_default().push(form);
+                        sets.entry(PhraseSet::Acts).or_default().push(form);
                     }
                     Kind::Digit(d) => {
                         digit_exact.insert(toks.join(" "), d);
                         other_ex.push(feats);
-                        sets.entry("digits").or_default().push(form);
+                        sets.entry(PhraseSet::MenuDigits).or_default().push(form);
                     }
                 }
             }
@@ -402,14 +402,7 @@ impl Nlu {
         let Some(m) = self.langs.get(&lang) else {
             return Vec::new();
         };
-        let key = match set {
-            PhraseSet::YesNo => "yesno",
-            PhraseSet::Language => "language",
-            PhraseSet::MenuDigits => "digits",
-            PhraseSet::Question => "question",
-            PhraseSet::Acts => "acts",
-        };
-        m.sets.get(key).cloned().unwrap_or_default()
+        m.sets.get(&set).cloned().unwrap_or_default()
     }
 
     /// Every word of every phrase of the language, sorted: the recognizer's vocabulary.

@@ -93,7 +93,6 @@ const REWRITES: &[(&str, &str)] = &[
     ("appointmnet", "appointment"),
     ("biometric", "biometrics"),
     ("bio", "biometrics"),
-    ("biometricos", "biometricos"),
     ("pasword", "password"),
     ("passwrd", "password"),
     ("acount", "account"),
@@ -109,17 +108,13 @@ const REWRITES: &[(&str, &str)] = &[
     ("sksk", ""),
     ("xq", "porque"),
     ("pq", "porque"),
-    ("q'", "que"),
     ("k", "que"),
     ("tb", "tambien"),
     ("tmb", "tambien"),
     ("d", "de"),
     ("x", "por"),
-    ("cita", "cita"),
-    ("numero", "numero"),
     ("nro", "numero"),
     ("num", "number"),
-    ("no.", "number"),
     ("info", "information"),
     // TTY and texting abbreviations (the Baudot line has no lowercase and callers save keys).
     ("hrs", "hours"),
@@ -145,8 +140,6 @@ const REWRITES: &[(&str, &str)] = &[
     ("2morrow", "tomorrow"),
     ("ppt", "passport"),
     ("dir", "direccion"),
-    ("informacion", "informacion"),
-    ("ano", "ano"),
 ];
 
 fn rewrite(word: &str) -> &str {
