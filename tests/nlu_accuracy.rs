@@ -237,3 +237,54 @@ fn cross_validated_accuracy_on_grammar_phrases() {
         );
     }
 }
+
+/// TTY conventions change nothing: the held-out utterances typed in capitals with "GA" (go
+/// ahead) or "Q" (question mark) get exactly the intent they get as plain text.
+#[test]
+fn tty_style_typing_gets_the_same_intent() {
+    let nlu = build();
+    for (lang, file) in [(Lang::En, "heldout_en.tsv"), (Lang::Es, "heldout_es.tsv")] {
+        for (i, (_, text)) in heldout(file).iter().enumerate() {
+            let tty = format!(
+                "{} {}",
+                text.to_uppercase(),
+                if i % 2 == 0 { "Q GA" } else { "GA" }
+            );
+            assert_eq!(
+                nlu.classify(lang, text).intent,
+                nlu.classify(lang, &tty).intent,
+                "{text:?} vs {tty:?}"
+            );
+        }
+    }
+}
+
+/// Misspellings (two neighbouring letters swapped in the longest word, as a hurried typist or
+/// a noisy recognizer produces) cost little accuracy: character n-grams carry the word.
+#[test]
+fn typos_cost_little_accuracy() {
+    let nlu = build();
+    for (lang, file) in [(Lang::En, "heldout_en.tsv"), (Lang::Es, "heldout_es.tsv")] {
+        let set = heldout(file);
+        let mut right = 0;
+        for (intent, text) in &set {
+            let mut words: Vec<String> = text.split_whitespace().map(str::to_string).collect();
+            if let Some(w) = words.iter_mut().max_by_key(|w| w.chars().count()) {
+                let mut cs: Vec<char> = w.chars().collect();
+                let mid = cs.len() / 2;
+                if cs.len() >= 4 {
+                    cs.swap(mid - 1, mid);
+                }
+                *w = cs.into_iter().collect();
+            }
+            let typo = words.join(" ");
+            right += usize::from(nlu.classify(lang, &typo).intent.as_deref() == Some(intent));
+        }
+        let acc = right as f32 / set.len() as f32;
+        println!(
+            "{file} with a typo in the longest word: {:.1}%",
+            acc * 100.0
+        );
+        assert!(acc >= 0.85, "{file}: {acc:.3} with typos");
+    }
+}
