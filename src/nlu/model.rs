@@ -34,23 +34,109 @@ type FeatureMap = HashMap<u64, u32, BuildHasherDefault<IdHasher>>;
 
 /// Words that say nothing about the topic. They still count in bigrams ("my case" vs "case"),
 /// but as unigrams they are down-weighted and they get no character n-grams.
-const STOP_EN: &[&str] = &[
-    "i", "my", "me", "the", "a", "an", "to", "is", "it", "of", "and", "or", "for", "in", "on",
-    "at", "do", "does", "did", "can", "could", "would", "you", "your", "what", "that", "this",
-    "be", "am", "are", "was", "i'm", "want", "need", "have", "has", "with", "about", "how", "get",
-    "there", "just", "we", "some", "if", "will", "so", "but", "yes", "thanks", "thank", "no",
-];
-const STOP_ES: &[&str] = &[
-    "yo", "mi", "mis", "me", "el", "la", "los", "las", "un", "una", "de", "del", "a", "al", "y",
-    "o", "que", "en", "es", "con", "para", "lo", "le", "se", "su", "sus", "por", "como", "quiero",
-    "necesito", "puedo", "tengo", "hay", "esta", "estoy", "usted", "ustedes", "si", "pero", "muy",
-    "gracias", "ya", "tiene", "favor", "no",
-];
-
 fn is_stop(lang: Lang, w: &str) -> bool {
     match lang {
-        Lang::En => STOP_EN.contains(&w),
-        Lang::Es => STOP_ES.contains(&w),
+        Lang::En => matches!(
+            w,
+            "i" | "my"
+                | "me"
+                | "the"
+                | "a"
+                | "an"
+                | "to"
+                | "is"
+                | "it"
+                | "of"
+                | "and"
+                | "or"
+                | "for"
+                | "in"
+                | "on"
+                | "at"
+                | "do"
+                | "does"
+                | "did"
+                | "can"
+                | "could"
+                | "would"
+                | "you"
+                | "your"
+                | "what"
+                | "that"
+                | "this"
+                | "be"
+                | "am"
+                | "are"
+                | "was"
+                | "i'm"
+                | "want"
+                | "need"
+                | "have"
+                | "has"
+                | "with"
+                | "about"
+                | "how"
+                | "get"
+                | "there"
+                | "just"
+                | "we"
+                | "some"
+                | "if"
+                | "will"
+                | "so"
+                | "but"
+                | "yes"
+                | "thanks"
+                | "thank"
+                | "no"
+        ),
+        Lang::Es => matches!(
+            w,
+            "yo" | "mi"
+                | "mis"
+                | "me"
+                | "el"
+                | "la"
+                | "los"
+                | "las"
+                | "un"
+                | "una"
+                | "de"
+                | "del"
+                | "a"
+                | "al"
+                | "y"
+                | "o"
+                | "que"
+                | "en"
+                | "es"
+                | "con"
+                | "para"
+                | "lo"
+                | "le"
+                | "se"
+                | "su"
+                | "sus"
+                | "por"
+                | "como"
+                | "quiero"
+                | "necesito"
+                | "puedo"
+                | "tengo"
+                | "hay"
+                | "esta"
+                | "estoy"
+                | "usted"
+                | "ustedes"
+                | "si"
+                | "pero"
+                | "muy"
+                | "gracias"
+                | "ya"
+                | "tiene"
+                | "favor"
+                | "no"
+        ),
     }
 }
 

@@ -44,11 +44,41 @@ pub fn fold(text: &str, keep_symbols: bool) -> String {
 
 /// Words that carry no meaning in either language: hesitations and discourse fillers. Removed
 /// before classification so "um uh my case" equals "my case".
-const FILLERS: &[&str] = &[
-    "um", "umm", "uh", "uhh", "uhm", "er", "erm", "ah", "eh", "ehh", "hmm", "mm", "mmm", "like",
-    "este", "pues", "oye", "mira", "so", "well", "hi", "hello", "hey", "hola", "alo", "please",
-    "pls", "plz", "porfa", "favor", "por",
-];
+fn is_filler(w: &str) -> bool {
+    matches!(
+        w,
+        "um" | "umm"
+            | "uh"
+            | "uhh"
+            | "uhm"
+            | "er"
+            | "erm"
+            | "ah"
+            | "eh"
+            | "ehh"
+            | "hmm"
+            | "mm"
+            | "mmm"
+            | "like"
+            | "este"
+            | "pues"
+            | "oye"
+            | "mira"
+            | "so"
+            | "well"
+            | "hi"
+            | "hello"
+            | "hey"
+            | "hola"
+            | "alo"
+            | "please"
+            | "pls"
+            | "plz"
+            | "porfa"
+            | "favor"
+            | "por"
+    )
+}
 
 /// Multi-word fillers, removed as whole sequences.
 const FILLER_SEQS: &[&[&str]] = &[
@@ -63,91 +93,87 @@ const FILLER_SEQS: &[&[&str]] = &[
     &["buenas", "noches"],
 ];
 
-/// TTY abbreviations, texting shorthand and common typos, mapped to the word authors write.
-const REWRITES: &[(&str, &str)] = &[
-    ("u", "you"),
-    ("ur", "your"),
-    ("r", "are"),
-    ("ppl", "people"),
-    ("thx", "thanks"),
-    ("tnx", "thanks"),
-    ("cant", "can't"),
-    ("dont", "don't"),
-    ("didnt", "didn't"),
-    ("wont", "won't"),
-    ("im", "i'm"),
-    ("ive", "i've"),
-    ("whats", "what's"),
-    ("wats", "what's"),
-    ("wat", "what"),
-    ("wen", "when"),
-    ("hw", "how"),
-    ("recieve", "receive"),
-    ("recieved", "received"),
-    ("reciept", "receipt"),
-    ("reciet", "receipt"),
-    ("adress", "address"),
-    ("addres", "address"),
-    ("apointment", "appointment"),
-    ("appoinment", "appointment"),
-    ("appointmnet", "appointment"),
-    ("biometric", "biometrics"),
-    ("bio", "biometrics"),
-    ("pasword", "password"),
-    ("passwrd", "password"),
-    ("acount", "account"),
-    ("accnt", "account"),
-    ("acct", "account"),
-    ("greencard", "green card"),
-    ("gc", "green card"),
-    ("tarjetaverde", "tarjeta verde"),
-    ("q", ""),
-    ("ga", ""),
-    ("sk", ""),
-    ("gaga", ""),
-    ("sksk", ""),
-    ("xq", "porque"),
-    ("pq", "porque"),
-    ("k", "que"),
-    ("tb", "tambien"),
-    ("tmb", "tambien"),
-    ("d", "de"),
-    ("x", "por"),
-    ("nro", "numero"),
-    ("num", "number"),
-    ("info", "information"),
-    // TTY and texting abbreviations (the Baudot line has no lowercase and callers save keys).
-    ("hrs", "hours"),
-    ("hr", "hour"),
-    ("appt", "appointment"),
-    ("appts", "appointments"),
-    ("apt", "appointment"),
-    ("msg", "message"),
-    ("ph", "phone"),
-    ("tel", "telephone"),
-    ("b4", "before"),
-    ("abt", "about"),
-    ("bc", "because"),
-    ("cuz", "because"),
-    ("wk", "week"),
-    ("wks", "weeks"),
-    ("mo", "month"),
-    ("mos", "months"),
-    ("yr", "year"),
-    ("yrs", "years"),
-    ("tmrw", "tomorrow"),
-    ("2day", "today"),
-    ("2morrow", "tomorrow"),
-    ("ppt", "passport"),
-    ("dir", "direccion"),
-];
-
+/// TTY abbreviations, texting shorthand and common typos, mapped to the word authors write
+/// (the Baudot line has no lowercase and callers save keystrokes). A `match` compiles to a
+/// decision tree: this runs for every word of every utterance.
 fn rewrite(word: &str) -> &str {
-    REWRITES
-        .iter()
-        .find(|(from, _)| *from == word)
-        .map(|(_, to)| *to)
-        .unwrap_or(word)
+    match word {
+        "u" => "you",
+        "ur" => "your",
+        "r" => "are",
+        "ppl" => "people",
+        "thx" => "thanks",
+        "tnx" => "thanks",
+        "cant" => "can't",
+        "dont" => "don't",
+        "didnt" => "didn't",
+        "wont" => "won't",
+        "im" => "i'm",
+        "ive" => "i've",
+        "whats" => "what's",
+        "wats" => "what's",
+        "wat" => "what",
+        "wen" => "when",
+        "hw" => "how",
+        "recieve" => "receive",
+        "recieved" => "received",
+        "reciept" => "receipt",
+        "reciet" => "receipt",
+        "adress" => "address",
+        "addres" => "address",
+        "apointment" => "appointment",
+        "appoinment" => "appointment",
+        "appointmnet" => "appointment",
+        "biometric" => "biometrics",
+        "bio" => "biometrics",
+        "pasword" => "password",
+        "passwrd" => "password",
+        "acount" => "account",
+        "accnt" => "account",
+        "acct" => "account",
+        "greencard" => "green card",
+        "gc" => "green card",
+        "tarjetaverde" => "tarjeta verde",
+        "q" => "",
+        "ga" => "",
+        "sk" => "",
+        "gaga" => "",
+        "sksk" => "",
+        "xq" => "porque",
+        "pq" => "porque",
+        "k" => "que",
+        "tb" => "tambien",
+        "tmb" => "tambien",
+        "d" => "de",
+        "x" => "por",
+        "nro" => "numero",
+        "num" => "number",
+        "info" => "information",
+        "hrs" => "hours",
+        "hr" => "hour",
+        "appt" => "appointment",
+        "appts" => "appointments",
+        "apt" => "appointment",
+        "msg" => "message",
+        "ph" => "phone",
+        "tel" => "telephone",
+        "b4" => "before",
+        "abt" => "about",
+        "bc" => "because",
+        "cuz" => "because",
+        "wk" => "week",
+        "wks" => "weeks",
+        "mo" => "month",
+        "mos" => "months",
+        "yr" => "year",
+        "yrs" => "years",
+        "tmrw" => "tomorrow",
+        "2day" => "today",
+        "2morrow" => "tomorrow",
+        "ppt" => "passport",
+        "dir" => "direccion",
+        _ => word,
+    }
 }
 
 /// Spoken forms of immigration form numbers ("i ninety", "i seven fifty one") the ASR produces.
@@ -197,7 +223,7 @@ pub fn tokens(text: &str) -> Vec<String> {
             i += 2;
             continue;
         }
-        if FILLERS.contains(&w.as_str()) {
+        if is_filler(w) {
             i += 1;
             continue;
         }

@@ -462,7 +462,6 @@ pub fn yes_no(lang: Lang, text: &str) -> Option<bool> {
     let _ = lang;
     let folded = fold(text, false);
     let words: Vec<&str> = folded.split_whitespace().collect();
-    let joined = words.join(" ");
     const UNSURE: &[&str] = &[
         "not sure",
         "don't know",
@@ -475,7 +474,7 @@ pub fn yes_no(lang: Lang, text: &str) -> Option<bool> {
         "quizas",
         "a lo mejor",
     ];
-    if UNSURE.iter().any(|u| contains_phrase(&joined, u)) {
+    if (0..words.len()).any(|i| UNSURE.iter().any(|u| starts_with_words(&words[i..], u))) {
         return None;
     }
     const YES: &[&str] = &[
@@ -537,25 +536,25 @@ pub fn yes_no(lang: Lang, text: &str) -> Option<bool> {
         "para nada",
         "no way",
     ];
-    // The first word of the answer that is a yes or no word decides.
+    // The first word of the answer that starts a yes or no expression decides.
     for i in 0..words.len() {
-        let rest = words[i..].join(" ");
-        let starts = |p: &&str| rest == *p || rest.starts_with(&format!("{p} "));
-        if NO.iter().any(starts) {
+        let rest = &words[i..];
+        if NO.iter().any(|p| starts_with_words(rest, p)) {
             return Some(false);
         }
-        if YES.iter().any(starts) {
+        if YES.iter().any(|p| starts_with_words(rest, p)) {
             return Some(true);
         }
     }
     None
 }
 
-fn contains_phrase(haystack: &str, phrase: &str) -> bool {
-    haystack == phrase
-        || haystack.starts_with(&format!("{phrase} "))
-        || haystack.ends_with(&format!(" {phrase}"))
-        || haystack.contains(&format!(" {phrase} "))
+/// Whether `words` begins with the space-separated words of `phrase`.
+fn starts_with_words(words: &[&str], phrase: &str) -> bool {
+    phrase
+        .split(' ')
+        .enumerate()
+        .all(|(n, p)| words.get(n) == Some(&p))
 }
 
 /// A menu choice: "two", "dos", "2", "press 2", "option number three", "la opción uno",
