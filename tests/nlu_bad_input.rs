@@ -149,6 +149,17 @@ fn gibberish_is_rejected_and_sets_stay_sane() {
     assert!(n.phrases(Lang::En, PhraseSet::Question).len() >= 500);
     assert!(!n.phrases(Lang::En, PhraseSet::Acts).is_empty());
     assert!(n.vocabulary(Lang::Es).iter().any(|w| w == "tarjeta"));
+    for lang in Lang::ALL {
+        let digits: Vec<String> = n
+            .vocabulary(lang)
+            .into_iter()
+            .filter(|w| w.chars().any(|c| c.is_ascii_digit()))
+            .collect();
+        assert!(
+            digits.is_empty(),
+            "recognizers have no such words: {digits:?}"
+        );
+    }
 }
 
 /// Random mixes of the tokens the slot parsers react to ("at", "dot", "double", digits,

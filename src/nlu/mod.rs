@@ -171,19 +171,37 @@ pub fn build(sources: &[Source]) -> Result<Nlu, Vec<Diagnostic>> {
 }
 
 /// A phrase as a recognizer's grammar wants it: lowercase words, accents kept (ASR vocabularies
-/// spell "está"), punctuation gone.
-fn asr_form(text: &str) -> String {
-    text.to_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || c == '\'' {
-                c
+/// spell "está"), punctuation gone, and numbers as they are spoken ("i-90" → "i ninety",
+/// "n400" → "n four hundred"): a recognizer's vocabulary has no "i90".
+fn asr_form(lang: Lang, text: &str) -> String {
+    let lower = text.to_lowercase();
+    let mut words: Vec<String> = Vec::new();
+    for raw in lower.split(|c: char| !(c.is_alphanumeric() || c == '\'')) {
+        // Split letter/digit boundaries: "i90" → "i", "90".
+        let mut cur = String::new();
+        for c in raw.chars() {
+            let boundary = cur
+                .chars()
+                .last()
+                .is_some_and(|p| p.is_ascii_digit() != c.is_ascii_digit());
+            if boundary {
+                words.push(std::mem::take(&mut cur));
+            }
+            cur.push(c);
+        }
+        if !cur.is_empty() {
+            words.push(cur);
+        }
+    }
+    words
+        .iter()
+        .map(|w| {
+            if w.chars().all(|c| c.is_ascii_digit()) {
+                normalize::spoken_number(lang, w)
             } else {
-                ' '
+                w.clone()
             }
         })
-        .collect::<String>()
-        .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -205,7 +223,7 @@ impl LangModel {
                 let toks = normalize::tokens(&p.text);
                 let feats = model::features(lang, &toks);
                 let weight = if p.key { KEY_WEIGHT } else { 1.0 };
-                let form = asr_form(&p.text);
+                let form = asr_form(lang, &p.text);
                 match s.kind {
                     Kind::Intent => {
                         let c = index_of(&mut intent_ids, &s.id);
@@ -563,6 +581,55 @@ mod tests {
         assert!(nlu.vocabulary(Lang::En).contains(&"open".to_string()));
         let r = nlu.run_tests();
         assert_eq!((r.total, r.passed), (2, 2), "{r}");
+    }
+
+    #[test]
+    fn recognizer_phrases_spell_numbers() {
+        assert_eq!(
+            asr_form(Lang::En, "File the I-90, ok?"),
+            "file the i ninety ok"
+        );
+        assert_eq!(asr_form(Lang::En, "my i751"), "my i seven fifty one");
+        assert_eq!(
+            asr_form(Lang::Es, "¿Presenté la N400?"),
+            "presenté la n cuatrocientos"
+        );
+        assert_eq!(asr_form(Lang::Es, "la i-751"), "la i siete cincuenta y uno");
+    }
+
+    #[test]
+    fn recognizer_phrases_classify_like_the_written_ones() {
+        let text = "[intent green_card_expired]\nmy I-90 is pending\nmy card expired\n\
+                    [intent online_filing]\nfile the N-400 online\ncan i apply online\n";
+        let nlu = build(&[Source {
+            path: PathBuf::from("grammars/en/x.txt"),
+            text: text.to_string(),
+        }])
+        .expect("valid");
+        let phrases = nlu.phrases(Lang::En, PhraseSet::Question);
+        assert!(
+            phrases.contains(&"my i ninety is pending".to_string()),
+            "{phrases:?}"
+        );
+        assert!(
+            phrases.contains(&"file the n four hundred online".to_string()),
+            "{phrases:?}"
+        );
+        for (p, want) in [
+            ("my i ninety is pending", "green_card_expired"),
+            ("file the n four hundred online", "online_filing"),
+        ] {
+            assert_eq!(
+                nlu.classify(Lang::En, p).intent.as_deref(),
+                Some(want),
+                "{p}"
+            );
+        }
+        assert!(
+            !nlu.vocabulary(Lang::En)
+                .iter()
+                .any(|w| w.chars().any(|c| c.is_ascii_digit()))
+        );
     }
 
     #[test]

@@ -187,6 +187,14 @@ const FORM_WORDS: &[(&[&str], &str)] = &[
     (&["four", "eighty", "five"], "485"),
     (&["one", "thirty"], "130"),
     (&["eight", "sixty", "four"], "864"),
+    (&["four", "hundred"], "400"),
+    (&["cuatrocientos"], "400"),
+    (&["cuatro", "ochenta", "y", "cinco"], "485"),
+    (&["cuatrocientos", "ochenta", "y", "cinco"], "485"),
+    (&["siete", "sesenta", "y", "cinco"], "765"),
+    (&["setecientos", "sesenta", "y", "cinco"], "765"),
+    (&["uno", "treinta"], "130"),
+    (&["ciento", "treinta"], "130"),
 ];
 
 /// The classifier's view of an utterance: folded, fillers and TTY markers removed, form numbers
@@ -236,13 +244,23 @@ pub fn tokens(text: &str) -> Vec<String> {
                 i += 2;
                 continue;
             }
-            if let Some((seq, num)) = FORM_WORDS.iter().find(|(seq, _)| {
-                words.len() > i + seq.len() && seq.iter().zip(&words[i + 1..]).all(|(a, b)| a == b)
-            }) {
-                out.push(format!("{w}{num}"));
-                i += 1 + seq.len();
-                continue;
-            }
+        }
+        // Spanish recognizers write the letter "i" as "y" ("la y noventa"); only a spoken form
+        // number after it makes it a form name.
+        if (w == "i" || w == "n" || w == "g" || w == "y")
+            && let Some((seq, num)) = FORM_WORDS
+                .iter()
+                .filter(|(seq, _)| {
+                    words.len() > i + seq.len()
+                        && seq.iter().zip(&words[i + 1..]).all(|(a, b)| a == b)
+                })
+                // The longest reading wins: "cuatrocientos ochenta y cinco" is 485, not 400.
+                .max_by_key(|(seq, _)| seq.len())
+        {
+            let letter = if w == "y" { "i" } else { w.as_str() };
+            out.push(format!("{letter}{num}"));
+            i += 1 + seq.len();
+            continue;
         }
         if w.chars().all(|c| c.is_ascii_digit()) && w.len() >= 5 {
             out.push("#num".to_string());
@@ -337,6 +355,127 @@ pub fn stem(lang: Lang, word: &str) -> String {
     word.to_string()
 }
 
+/// A number as callers say it in a form name: "90" → "ninety", "751" → "seven fifty one"
+/// ("siete cincuenta y uno"), "400" → "four hundred" ("cuatrocientos"); long numbers digit by
+/// digit.
+pub fn spoken_number(lang: Lang, digits: &str) -> String {
+    const EN_ONES: [&str; 20] = [
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
+    ];
+    const EN_TENS: [&str; 10] = [
+        "", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety",
+    ];
+    const ES_ONES: [&str; 30] = [
+        "cero",
+        "uno",
+        "dos",
+        "tres",
+        "cuatro",
+        "cinco",
+        "seis",
+        "siete",
+        "ocho",
+        "nueve",
+        "diez",
+        "once",
+        "doce",
+        "trece",
+        "catorce",
+        "quince",
+        "dieciséis",
+        "diecisiete",
+        "dieciocho",
+        "diecinueve",
+        "veinte",
+        "veintiuno",
+        "veintidós",
+        "veintitrés",
+        "veinticuatro",
+        "veinticinco",
+        "veintiséis",
+        "veintisiete",
+        "veintiocho",
+        "veintinueve",
+    ];
+    const ES_TENS: [&str; 10] = [
+        "",
+        "",
+        "veinte",
+        "treinta",
+        "cuarenta",
+        "cincuenta",
+        "sesenta",
+        "setenta",
+        "ochenta",
+        "noventa",
+    ];
+    const ES_HUNDREDS: [&str; 10] = [
+        "",
+        "cien",
+        "doscientos",
+        "trescientos",
+        "cuatrocientos",
+        "quinientos",
+        "seiscientos",
+        "setecientos",
+        "ochocientos",
+        "novecientos",
+    ];
+    let d: Vec<usize> = digits
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| usize::from(b - b'0'))
+        .collect();
+    let two = |n: usize| -> String {
+        match lang {
+            Lang::En if n < 20 => EN_ONES[n].to_string(),
+            Lang::En if n % 10 == 0 => EN_TENS[n / 10].to_string(),
+            Lang::En => format!("{} {}", EN_TENS[n / 10], EN_ONES[n % 10]),
+            Lang::Es if n < 30 => ES_ONES[n].to_string(),
+            Lang::Es if n % 10 == 0 => ES_TENS[n / 10].to_string(),
+            Lang::Es => format!("{} y {}", ES_TENS[n / 10], ES_ONES[n % 10]),
+        }
+    };
+    let one = |n: usize| match lang {
+        Lang::En => EN_ONES[n],
+        Lang::Es => ES_ONES[n],
+    };
+    match d.as_slice() {
+        [] => String::new(),
+        [a] => two(*a),
+        [0, b] => format!("{} {}", one(0), one(*b)),
+        [a, b] => two(a * 10 + b),
+        [a, 0, 0] if *a > 0 => match lang {
+            Lang::En => format!("{} hundred", one(*a)),
+            Lang::Es => ES_HUNDREDS[*a].to_string(),
+        },
+        // Form numbers are read as a digit and a pair: "seven fifty one", "one thirty".
+        [a, 0, c] => format!("{} {} {}", one(*a), one(0), one(*c)),
+        [a, b, c] => format!("{} {}", one(*a), two(b * 10 + c)),
+        [a, b, c, e] if *a > 0 && *c > 0 => format!("{} {}", two(a * 10 + b), two(c * 10 + e)),
+        _ => d.iter().map(|x| one(*x)).collect::<Vec<_>>().join(" "),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,6 +505,10 @@ mod tests {
         assert_eq!(normalized("I-90 pending"), "i90 pending");
         assert_eq!(normalized("the i ninety form"), "the i90 form");
         assert_eq!(normalized("i seven fifty one"), "i751");
+        assert_eq!(normalized("la y noventa"), "la i90");
+        assert_eq!(normalized("n four hundred"), "n400");
+        assert_eq!(normalized("la n cuatrocientos"), "la n400");
+        assert_eq!(normalized("i cuatrocientos ochenta y cinco"), "i485");
         assert_eq!(normalized("receipt 0123456789"), "receipt #num");
         assert_eq!(normalized("i o e zero one two three four"), "i o e #num");
         assert_eq!(normalized("one more time"), "one more time");
@@ -376,6 +519,21 @@ mod tests {
         assert_eq!(
             normalized("i didnt recieve my gc"),
             "i didn't receive my green card"
+        );
+    }
+
+    #[test]
+    fn speaks_form_numbers() {
+        assert_eq!(spoken_number(Lang::En, "90"), "ninety");
+        assert_eq!(spoken_number(Lang::En, "751"), "seven fifty one");
+        assert_eq!(spoken_number(Lang::En, "130"), "one thirty");
+        assert_eq!(spoken_number(Lang::En, "400"), "four hundred");
+        assert_eq!(spoken_number(Lang::En, "9"), "nine");
+        assert_eq!(spoken_number(Lang::Es, "485"), "cuatro ochenta y cinco");
+        assert_eq!(spoken_number(Lang::Es, "21"), "veintiuno");
+        assert_eq!(
+            spoken_number(Lang::En, "2025550134"),
+            "two zero two five five five zero one three four"
         );
     }
 
