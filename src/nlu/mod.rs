@@ -513,10 +513,36 @@ impl Nlu {
         serde_json::json!({
             "text": text,
             "intent": c.intent,
-            "confidence": (c.confidence * 1000.0).round() / 1000.0,
+            "confidence": rounded(c.confidence),
             "slots": c.slots.to_json(clear),
         })
     }
+
+    /// The same JSON as one line with the keys in the documented order (`text`, `intent`,
+    /// `confidence`, `slots`), which a `serde_json::Value` does not keep.
+    pub fn classify_line(&self, lang: Lang, text: &str, clear: bool) -> String {
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            text: &'a str,
+            intent: Option<String>,
+            confidence: f64,
+            slots: serde_json::Value,
+        }
+        let c = self.classify(lang, text);
+        let line = Line {
+            text,
+            intent: c.intent,
+            confidence: rounded(c.confidence),
+            slots: c.slots.to_json(clear),
+        };
+        // A struct of strings, numbers and a JSON value always serializes.
+        serde_json::to_string(&line).unwrap_or_default()
+    }
+}
+
+/// Three decimals, rounded in f64 so the JSON shows 0.958 rather than 0.9580000042915344.
+fn rounded(confidence: f32) -> f64 {
+    (f64::from(confidence) * 1000.0).round() / 1000.0
 }
 
 #[cfg(test)]
@@ -640,5 +666,13 @@ mod tests {
         assert_eq!(v["slots"]["receipt"], "IOE0123456789");
         let v = nlu.classify_json_with(Lang::En, "case status for IOE0123456789", false);
         assert_eq!(v["slots"]["receipt"], "***89");
+        let line = nlu.classify_line(Lang::En, "case status", false);
+        assert!(
+            line.starts_with(r#"{"text":"case status","intent":"case_status","confidence":"#),
+            "{line}"
+        );
+        assert!(line.ends_with(r#","slots":{}}"#), "{line}");
+        let conf = v["confidence"].to_string();
+        assert!(conf.len() <= 5, "{conf}");
     }
 }
