@@ -22,7 +22,8 @@ use crate::types::Lang;
 use grammar::{Grammar, Kind};
 use model::{Example, Model};
 
-/// At or above this confidence the flow acts on the intent without asking.
+/// At or above this confidence the flow acts on the intent without asking; between
+/// [`REJECT_THRESHOLD`] and this it confirms first ("You want to check a case status?").
 pub const CONFIRM_THRESHOLD: f32 = 0.6;
 /// Below this confidence there is no intent: the flow asks the caller again.
 pub const REJECT_THRESHOLD: f32 = 0.25;

@@ -558,7 +558,8 @@ fn starts_with_words(words: &[&str], phrase: &str) -> bool {
 }
 
 /// A menu choice: "two", "dos", "2", "press 2", "option number three", "la opción uno",
-/// "the first one", "el segundo". Only a short answer with one number counts.
+/// "the first one", "el segundo". Only an answer made of a number and the words around menu
+/// choices counts: "one more time" is no menu choice.
 pub fn menu_digit(lang: Lang, text: &str) -> Option<u8> {
     let _ = lang;
     let folded = fold(text, false);
@@ -567,30 +568,93 @@ pub fn menu_digit(lang: Lang, text: &str) -> Option<u8> {
         return None;
     }
     let mut found: Option<u8> = None;
+    let mut after_ordinal = false;
     for w in &words {
-        let d = match *w {
-            w if w.len() == 1 && w.as_bytes()[0].is_ascii_digit() => Some(w.as_bytes()[0] - b'0'),
+        let ordinal = match *w {
             "first" | "primero" | "primera" | "primer" => Some(1),
             "second" | "segundo" | "segunda" => Some(2),
             "third" | "tercero" | "tercera" | "tercer" => Some(3),
             "fourth" | "cuarto" | "cuarta" => Some(4),
             "fifth" | "quinto" | "quinta" => Some(5),
-            // "oh" is zero only inside a number; "for"/"to" are too common alone; "un"/"una"
-            // are articles ("una cita").
-            "oh" | "for" | "un" | "una" => None,
+            _ => None,
+        };
+        // "the second one", "la segunda opción": the "one" is not a digit.
+        if after_ordinal && matches!(*w, "one" | "uno" | "una") {
+            continue;
+        }
+        after_ordinal = ordinal.is_some();
+        let d = match *w {
+            w if w.len() == 1 && w.as_bytes()[0].is_ascii_digit() => Some(w.as_bytes()[0] - b'0'),
+            _ if ordinal.is_some() => ordinal,
+            // "oh" is zero only inside a number.
+            "oh" => None,
             w => digit_word(w),
         };
-        if let Some(d) = d {
-            if found.is_some_and(|f| f != d) {
-                return None;
-            }
-            found = Some(d);
-        } else if w.chars().any(|c| c.is_ascii_digit()) {
-            // "22" or "ioe123": not a menu digit.
-            return None;
+        match d {
+            Some(d) if found.is_some_and(|f| f != d) => return None,
+            Some(d) => found = Some(d),
+            None if is_menu_carrier(w) => {}
+            // Any other word ("more", "time", "22", "cita") makes this not a menu answer.
+            None => return None,
         }
     }
     found
+}
+
+/// Words that surround a menu choice without changing it.
+fn is_menu_carrier(w: &str) -> bool {
+    matches!(
+        w,
+        "press"
+            | "option"
+            | "number"
+            | "the"
+            | "please"
+            | "i"
+            | "want"
+            | "choose"
+            | "select"
+            | "pick"
+            | "take"
+            | "go"
+            | "with"
+            | "to"
+            | "a"
+            | "it's"
+            | "its"
+            | "is"
+            | "um"
+            | "uh"
+            | "eh"
+            | "ok"
+            | "okay"
+            | "let"
+            | "me"
+            | "say"
+            | "dial"
+            | "key"
+            | "button"
+            | "marque"
+            | "marco"
+            | "oprima"
+            | "oprimo"
+            | "presione"
+            | "opcion"
+            | "numero"
+            | "el"
+            | "la"
+            | "quiero"
+            | "por"
+            | "favor"
+            | "este"
+            | "pues"
+            | "es"
+            | "de"
+            | "digo"
+            | "escojo"
+            | "elijo"
+            | "tecla"
+    )
 }
 
 /// A language choice: "Spanish", "en español", "inglés", "English please".
@@ -698,6 +762,10 @@ mod tests {
         assert_eq!(menu_digit(Lang::En, "press 2"), Some(2));
         assert_eq!(menu_digit(Lang::Es, "la opción dos"), Some(2));
         assert_eq!(menu_digit(Lang::En, "two or three"), None);
+        assert_eq!(menu_digit(Lang::En, "say that one more time"), None);
+        assert_eq!(menu_digit(Lang::En, "the second one"), Some(2));
+        assert_eq!(menu_digit(Lang::Es, "la segunda opción"), Some(2));
+        assert_eq!(menu_digit(Lang::Es, "quiero una cita"), None);
         assert_eq!(language("en español por favor"), Some(Lang::Es));
         assert_eq!(language("English"), Some(Lang::En));
     }
