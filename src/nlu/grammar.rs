@@ -128,6 +128,8 @@ pub fn parse(sources: &[Source]) -> Result<Grammar, Vec<Diagnostic>> {
         parse_file(src, &mut grammar, &mut diags);
     }
     check(&grammar, &mut diags);
+    // File order, then line order: how an author walks through them.
+    diags.sort_by(|a, b| (&a.path, a.line).cmp(&(&b.path, b.line)));
     if diags.is_empty() {
         Ok(grammar)
     } else {

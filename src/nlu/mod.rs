@@ -660,6 +660,17 @@ mod tests {
     }
 
     #[test]
+    fn builds_are_deterministic() {
+        // Hot reload rebuilds from the same files: callers must get the same answers.
+        let (a, b) = (tiny(), tiny());
+        for t in ["where is my case", "when do you close", "case hours", "zzz"] {
+            let (x, y) = (a.classify(Lang::En, t), b.classify(Lang::En, t));
+            assert_eq!(x.intent, y.intent);
+            assert_eq!(x.confidence.to_bits(), y.confidence.to_bits(), "{t}");
+        }
+    }
+
+    #[test]
     fn json_line_shape() {
         let nlu = tiny();
         let v = nlu.classify_json(Lang::En, "case status for IOE0123456789");
