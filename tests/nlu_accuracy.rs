@@ -231,10 +231,11 @@ fn cross_validated_accuracy_on_grammar_phrases() {
                 right += usize::from(nlu.classify(lang, t).intent.as_deref() == Some(id));
             }
         }
-        println!(
-            "{lang}: 5-fold CV {right}/{total} = {:.1}%",
-            100.0 * right as f32 / total as f32
-        );
+        let acc = right as f32 / total as f32;
+        println!("{lang}: 5-fold CV {right}/{total} = {:.1}%", 100.0 * acc);
+        // Phrases held out of the grammar itself are harder than the held-out sets (each is
+        // one of a kind); 85% is the floor below which a model change is a regression.
+        assert!(acc >= 0.85, "{lang}: cross-validated accuracy {acc:.3}");
     }
 }
 
