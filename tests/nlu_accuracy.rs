@@ -192,10 +192,8 @@ fn every_intent_and_act_has_enough_phrases_in_both_languages() {
 }
 
 /// Five-fold cross-validation over the grammar phrases themselves: a yardstick for model
-/// changes that does not touch the held-out sets. `cargo test --release --test nlu_accuracy
-/// -- --ignored --nocapture`.
+/// changes that does not touch the held-out sets (`-- --nocapture` prints it).
 #[test]
-#[ignore]
 fn cross_validated_accuracy_on_grammar_phrases() {
     let g = grammar::parse(&sources()).expect("valid grammars");
     for lang in Lang::ALL {
