@@ -457,9 +457,9 @@ fn valid_email(s: &str) -> Option<String> {
 }
 
 /// Yes or no from a short answer. Leading words decide ("no, thanks" is no, "sí claro" is yes);
-/// "not sure" or "I don't know" decide nothing.
-pub fn yes_no(lang: Lang, text: &str) -> Option<bool> {
-    let _ = lang;
+/// "not sure" or "I don't know" decide nothing. Words of both languages count whatever the
+/// call's language: callers mix them ("yes, claro").
+pub fn yes_no(_lang: Lang, text: &str) -> Option<bool> {
     let folded = fold(text, false);
     let words: Vec<&str> = folded.split_whitespace().collect();
     const UNSURE: &[&str] = &[
@@ -559,9 +559,8 @@ fn starts_with_words(words: &[&str], phrase: &str) -> bool {
 
 /// A menu choice: "two", "dos", "2", "press 2", "option number three", "la opción uno",
 /// "the first one", "el segundo". Only an answer made of a number and the words around menu
-/// choices counts: "one more time" is no menu choice.
-pub fn menu_digit(lang: Lang, text: &str) -> Option<u8> {
-    let _ = lang;
+/// choices counts: "one more time" is no menu choice. Both languages' words count.
+pub fn menu_digit(_lang: Lang, text: &str) -> Option<u8> {
     let folded = fold(text, false);
     let words: Vec<&str> = folded.split_whitespace().collect();
     if words.is_empty() || words.len() > 8 {
