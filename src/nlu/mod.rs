@@ -660,6 +660,14 @@ mod tests {
     }
 
     #[test]
+    fn shareable_across_server_tasks() {
+        // The server swaps an `Arc<Nlu>` on hot reload and classifies from many tasks.
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<Nlu>();
+        send_sync::<Classification>();
+    }
+
+    #[test]
     fn builds_are_deterministic() {
         // Hot reload rebuilds from the same files: callers must get the same answers.
         let (a, b) = (tiny(), tiny());
