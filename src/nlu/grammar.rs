@@ -178,6 +178,8 @@ fn parse_file(src: &Source, grammar: &mut Grammar, diags: &mut Vec<Diagnostic>) 
             diags.push(diag(&loc, "line is longer than 500 characters"));
             continue;
         }
+        // A header switches the section even when the previous one was empty: the emptiness
+        // is reported once, by `check`, with the header's line.
         if line.starts_with('[') {
             current = parse_header(line, lang, &loc, grammar, diags);
             skipping = current.is_none();
@@ -215,6 +217,7 @@ fn parse_file(src: &Source, grammar: &mut Grammar, diags: &mut Vec<Diagnostic>) 
             diags.push(diag(&loc, "`key:` needs a phrase after it"));
             continue;
         }
+        // "um please" would train on nothing and match everything after normalization.
         if normalize::normalized(text).is_empty() {
             diags.push(diag(
                 &loc,
@@ -343,6 +346,7 @@ fn parse_test(
             return;
         }
     };
+    // The utterance is kept as written: tests exercise normalization too.
     grammar.tests.push(TestCase {
         lang,
         utterance: utterance.to_string(),

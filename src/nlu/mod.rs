@@ -266,6 +266,8 @@ impl LangModel {
                 }
             }
         }
+        // Acts get a catch-all class trained on every question and menu phrase, so "no I never
+        // got my card" is recognized as a question rather than forced into the nearest act.
         let other = act_ids.len();
         act_ids.push(OTHER.to_string());
         act_ex.extend(other_ex.into_iter().map(|features| Example {
@@ -344,6 +346,8 @@ impl Nlu {
                 scores[*c] += KEY_BOOST * m.intents.temperature;
             }
         }
+        // The boost is in logit units (scaled by the temperature), so its effect on the final
+        // probability does not depend on how the temperature fit came out.
         let probs = m.intents.probabilities(&scores);
         let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));

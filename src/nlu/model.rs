@@ -270,6 +270,8 @@ impl Model {
     /// Per-class scores: the weighted mean log likelihood of the known features (a mean, so
     /// long and short utterances get comparable margins). `None` when no feature is known.
     pub fn scores(&self, feats: &[(u64, f32)]) -> Option<Vec<f32>> {
+        // Unknown features are skipped rather than scored as "unseen in every class": they
+        // carry no information about which class, only about how new the wording is.
         let mut s = vec![0f32; self.classes];
         let mut weight = 0f32;
         for (h, w) in feats {
@@ -321,6 +323,8 @@ fn table(
     indexed: &[Vec<(u32, f32)>],
     keep: impl Fn(usize) -> bool,
 ) -> (Vec<f32>, Vec<bool>) {
+    // Dense rather than sparse: ~25k features × 20 classes is a few MB and makes scoring a
+    // handful of contiguous row reads per utterance.
     let mut counts = vec![0f32; v * classes];
     let mut seen = vec![false; v];
     let mut totals = vec![0f32; classes];

@@ -292,6 +292,8 @@ fn is_receipt_prefix(w: &str) -> bool {
 
 /// A receipt number: three letters then exactly ten digits, canonical "IOE0123456789".
 pub fn receipt(text: &str) -> Option<String> {
+    // Scan every start rather than the first letters found: callers preface the number with
+    // words that are also letter names ("de", "you", "see").
     let syms = symbols(text);
     for start in 0..syms.len() {
         // Three consecutive letters...
@@ -317,6 +319,8 @@ pub fn receipt(text: &str) -> Option<String> {
                 break;
             }
         }
+        // Eleven or more digits is a different number (or a misheard one): asking again is
+        // cheaper than looking up the wrong case.
         if digits.len() == 10 {
             let mut r: String = letters.iter().collect::<String>().to_ascii_uppercase();
             r.push_str(&digits);
@@ -362,6 +366,8 @@ pub fn phone(text: &str) -> Option<String> {
             r
         }
     });
+    // North American numbers never start with 0 or 1 (the area code's first digit), which
+    // also keeps a receipt's or a form's digits from passing as a phone number.
     runs.into_iter().find_map(|r| match r.len() {
         10 if !r.starts_with('0') && !r.starts_with('1') => Some(r),
         11 if r.starts_with('1') && !r[1..].starts_with('0') => Some(r[1..].to_string()),
@@ -398,6 +404,8 @@ pub fn email(text: &str) -> Option<String> {
         toks.push(tok);
         i += used;
     }
+    // "at" is also an ordinary word ("I'm at work"); two of them leave it unclear which one
+    // is the address's, and the validation below rejects an "at" without a dotted domain.
     let at = toks.iter().position(|t| t == "@")?;
     if toks.iter().filter(|t| *t == "@").count() != 1 {
         return None;
@@ -416,7 +424,8 @@ pub fn email(text: &str) -> Option<String> {
             break;
         }
     }
-    // Domain: a word, then (dot word)*.
+    // Domain: a word, then (dot word)*. Stops at the first word not joined by "dot", so a
+    // trailing "please" or "thanks" is not swallowed.
     let mut end = at + 1;
     while end < toks.len() {
         let t = &toks[end];
@@ -432,6 +441,8 @@ pub fn email(text: &str) -> Option<String> {
     valid_email(&format!("{local}@{domain}"))
 }
 
+/// The structural checks a mail server would fail on first; no deliverability guess beyond
+/// that (the flow reads the address back before sending).
 fn valid_email(s: &str) -> Option<String> {
     let (local, domain) = s.split_once('@')?;
     let local_ok = !local.is_empty()
@@ -658,6 +669,7 @@ fn is_menu_carrier(w: &str) -> bool {
 
 /// A language choice: "Spanish", "en español", "inglés", "English please".
 pub fn language(text: &str) -> Option<Lang> {
+    // Both named ("English o español") means the caller is reading the menu back: no choice.
     let folded = fold(text, false);
     let mut found = None;
     for w in folded.split_whitespace() {
