@@ -31,3 +31,4 @@ impl fmt::Display for Diagnostic {
         }
     }
 }
+impl std::error::Error for Diagnostic {}
