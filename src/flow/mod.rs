@@ -7,6 +7,7 @@
 //! `poll_action()` / `poll_timeout()` out.
 
 pub mod script;
+pub mod tty;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

@@ -1,0 +1,1 @@
+//! Speech recognition: the `Recognizer` trait, Vosk and PocketSphinx backends, endpointing (in progress).

@@ -1,0 +1,1 @@
+//! TTY (Baudot) text conversation (in progress).

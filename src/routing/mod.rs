@@ -1,0 +1,1 @@
+//! Business calendar and routing policy (in progress).
