@@ -37,11 +37,10 @@ enum Command {
         #[arg(long)]
         max_calls: Option<usize>,
     },
-    /// Validate prompts/ (and grammars/) and run the authors' test cases.
-    Check {
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    /// Validate prompts/ and grammars/ and run the authors' test cases.
+    Check(ivr::cli::check::Args),
+    /// The intent of a text (or of each stdin line), as JSON lines.
+    Classify(ivr::cli::classify::Args),
     /// Render a prompt (or any text) as callers hear it, to a WAV file (8 kHz, through G.711).
     Say {
         #[arg(long, default_value = "en")]
@@ -133,10 +132,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.block_on(ivr::server::run(cfg))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { config } => {
-            let cfg = load_config(config.as_deref())?;
-            Ok(check(&cfg))
-        }
+        Command::Check(args) => ivr::cli::check::run(args),
+        Command::Classify(args) => ivr::cli::classify::run(args),
         Command::Say {
             lang,
             prompt,
@@ -149,36 +146,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             say(&cfg, lang, prompt.as_deref(), text.as_deref(), &output)?;
             Ok(ExitCode::SUCCESS)
         }
-    }
-}
-
-fn check(cfg: &Config) -> ExitCode {
-    let mut errors: Vec<String> = Vec::new();
-    let dir = &cfg.paths.prompts_dir;
-    match ivr::speech::read_sources(dir) {
-        Err(e) => errors.push(format!("{}: {e}", dir.display())),
-        Ok(sources) => match ivr::speech::Catalog::parse(&sources) {
-            Err(errs) => errors.extend(errs.iter().map(ToString::to_string)),
-            Ok(catalog) => {
-                let missing = catalog.check_complete(&ivr::speech::required_prompts(), dir);
-                errors.extend(missing.iter().map(ToString::to_string));
-                println!(
-                    "prompts: {} prompts in {} languages",
-                    catalog.len(),
-                    Lang::ALL.len()
-                );
-            }
-        },
-    }
-    for e in &errors {
-        eprintln!("{e}");
-    }
-    if errors.is_empty() {
-        println!("check: ok");
-        ExitCode::SUCCESS
-    } else {
-        eprintln!("check: {} error(s)", errors.len());
-        ExitCode::from(1)
     }
 }
 

@@ -17,6 +17,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/classify", get(classify))
+        .route("/prompts/{lang}/{id}", get(prompt))
         .route("/calls", get(recent))
         .route("/calls/{call_id}", get(call))
         .with_state(shared)
@@ -71,5 +73,44 @@ async fn recent(State(shared): State<Arc<Shared>>, Query(q): Query<Recent>) -> R
         Ok(Ok(records)) => Json(records).into_response(),
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ClassifyQuery {
+    lang: Option<String>,
+    text: String,
+}
+
+/// `GET /classify?lang=en&text=...`: what the running server's grammars make of a text (the same
+/// JSON as `ivr classify`, slots redacted) — how ops and authors see a reload is live.
+async fn classify(State(shared): State<Arc<Shared>>, Query(q): Query<ClassifyQuery>) -> Response {
+    let Some(lang) = crate::types::Lang::from_code(q.lang.as_deref().unwrap_or("en")) else {
+        return (StatusCode::BAD_REQUEST, "lang: en or es\n").into_response();
+    };
+    let nlu = shared.nlu.load();
+    Json(nlu.classify_json_with(lang, &q.text, false)).into_response()
+}
+
+/// `GET /prompts/{lang}/{id}`: the prompt the server currently plays.
+async fn prompt(
+    State(shared): State<Arc<Shared>>,
+    Path((lang, id)): Path<(String, String)>,
+) -> Response {
+    let Some(lang) = crate::types::Lang::from_code(&lang) else {
+        return (StatusCode::BAD_REQUEST, "lang: en or es\n").into_response();
+    };
+    let set = shared.prompts.load();
+    match set.get(lang, &id) {
+        Some(p) => Json(serde_json::json!({
+            "id": p.id,
+            "lang": p.lang,
+            "text": p.display,
+            "barge_in": p.barge_in,
+            "source": p.source,
+            "duration_ms": p.duration_ms(),
+        }))
+        .into_response(),
+        None => (StatusCode::NOT_FOUND, "no such prompt\n").into_response(),
     }
 }

@@ -47,6 +47,8 @@ metrics! {
     counter prompts_played_total: "Prompt playbacks started.",
     counter prompt_reloads_total: "Successful prompt reloads.",
     counter prompt_reload_failures_total: "Rejected prompt reloads (the previous prompts kept serving).",
+    counter grammar_reloads_total: "Successful grammar reloads.",
+    counter grammar_reload_failures_total: "Rejected grammar reloads (the previous grammars kept serving).",
     gauge draining: "1 while the server drains for shutdown.",
 }
 

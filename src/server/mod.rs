@@ -48,6 +48,7 @@ pub struct Shared {
     pub metrics: Metrics,
     pub store: Arc<Store>,
     pub prompts: Snapshot<PromptSet>,
+    pub nlu: Snapshot<crate::nlu::Nlu>,
     /// Prompts loaded and SIP running.
     pub ready: std::sync::atomic::AtomicBool,
 }
@@ -66,8 +67,43 @@ pub fn render_config(config: &Config) -> RenderConfig {
     }
 }
 
+/// Every `*.txt` under `<dir>/en` and `<dir>/es`, sorted, as grammar sources.
+pub fn load_grammar_sources(dir: &std::path::Path) -> anyhow::Result<Vec<crate::nlu::Source>> {
+    let mut sources = Vec::new();
+    for lang in crate::types::Lang::ALL {
+        let sub = dir.join(lang.code());
+        let mut paths: Vec<_> = std::fs::read_dir(&sub)
+            .with_context(|| format!("reading {}", sub.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            sources.push(crate::nlu::Source { path, text });
+        }
+    }
+    Ok(sources)
+}
+
+/// Parse, validate and train the grammars; any diagnostic rejects the whole set.
+pub fn load_grammars(dir: &std::path::Path) -> anyhow::Result<crate::nlu::Nlu> {
+    let sources = load_grammar_sources(dir)?;
+    crate::nlu::build(&sources).map_err(|errs| {
+        anyhow::anyhow!(
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })
+}
+
 /// Load, check, render and encode the prompts under the configured directory.
-pub fn load_prompts(config: &Config) -> anyhow::Result<PromptSet> {
+/// Prompts unchanged since `previous` (same text, voice and recording) are reused as they are,
+/// so an edit re-renders only what changed.
+pub fn load_prompts(config: &Config, previous: Option<&PromptSet>) -> anyhow::Result<PromptSet> {
     let dir = &config.paths.prompts_dir;
     let sources =
         crate::speech::read_sources(dir).with_context(|| format!("reading {}", dir.display()))?;
@@ -92,12 +128,15 @@ pub fn load_prompts(config: &Config) -> anyhow::Result<PromptSet> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    cache::build(catalog, dir, &render_config(config), threads).map_err(|e| anyhow::anyhow!(e))
+    cache::build(catalog, dir, &render_config(config), threads, previous)
+        .map_err(|e| anyhow::anyhow!(e))
 }
 
 /// Run the server until SIGTERM/SIGINT and a drain.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    // Grammars are quick to build: a broken set stops the start with its file:line diagnostics.
+    let nlu = load_grammars(&config.paths.grammars_dir)?;
     // Sockets first: a port conflict is reported at once, and /healthz answers (with /readyz
     // at 503) while the prompts render.
     let udp = UdpSocket::bind(config.sip.listen)
@@ -115,6 +154,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics: Metrics::default(),
         store,
         prompts: Snapshot::new(PromptSet::default()),
+        nlu: Snapshot::new(nlu),
         ready: std::sync::atomic::AtomicBool::new(false),
     });
     let router = admin::router(shared.clone());
@@ -125,7 +165,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
 
     let prompt_config = config.clone();
-    let prompts = tokio::task::spawn_blocking(move || load_prompts(&prompt_config)).await??;
+    let prompts = tokio::task::spawn_blocking(move || load_prompts(&prompt_config, None)).await??;
     tracing::info!(
         prompts = prompts.len(),
         ms = started.elapsed().as_millis() as u64,
@@ -133,7 +173,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     shared.prompts.store(Arc::new(prompts));
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(reload::watch_prompts(shared.clone()));
+    tokio::spawn(reload::watch(shared.clone()));
     let sip = tokio::spawn(sip_task::run(shared.clone(), udp, tcp, drain_rx));
     shared.ready.store(true, Relaxed);
     tracing::info!(sip = %config.sip.listen, admin = %config.admin.listen, rtp = %config.media.rtp_ports,

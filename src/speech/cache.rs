@@ -21,6 +21,9 @@ pub struct EncodedPrompt {
     pub barge_in: bool,
     /// Where the audio came from: "tts" or the recorded WAV's path.
     pub source: String,
+    /// What the audio was made from (voice + SSML, or the recording's path, size and time):
+    /// equal stamps mean the audio would be the same, so a reload can reuse it.
+    pub stamp: String,
     /// 8 kHz PCM, whole frames (the last one padded with silence).
     pub pcm_8k: Box<[i16]>,
     pcmu: Box<[u8]>,
@@ -99,8 +102,25 @@ pub fn build(
     prompts_dir: &Path,
     render: &RenderConfig,
     threads: usize,
+    previous: Option<&PromptSet>,
 ) -> Result<PromptSet, String> {
-    let list: Vec<&Prompt> = catalog.iter().collect();
+    let mut prompts = HashMap::new();
+    let mut list: Vec<&Prompt> = Vec::new();
+    for p in catalog.iter() {
+        let reusable = previous
+            .and_then(|prev| prev.get(p.lang, &p.id))
+            .filter(|old| {
+                old.stamp == stamp_of(p, prompts_dir, render)
+                    && old.barge_in == p.barge_in
+                    && old.display == p.rendered.display
+            });
+        match reusable {
+            Some(old) => {
+                prompts.insert((p.lang, p.id.clone()), old.clone());
+            }
+            None => list.push(p),
+        }
+    }
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<Result<EncodedPrompt, String>> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads.max(1))
@@ -123,7 +143,6 @@ pub fn build(
         all.sort_by_key(|(i, _)| *i);
         all.into_iter().map(|(_, r)| r).collect()
     });
-    let mut prompts = HashMap::new();
     let mut errors = Vec::new();
     for r in results {
         match r {
@@ -139,24 +158,47 @@ pub fn build(
     Ok(PromptSet { prompts, catalog })
 }
 
+fn recorded_path(p: &Prompt, prompts_dir: &Path) -> std::path::PathBuf {
+    prompts_dir
+        .join(p.lang.code())
+        .join("audio")
+        .join(format!("{}.wav", p.id))
+}
+
+fn stamp_of(p: &Prompt, prompts_dir: &Path, render: &RenderConfig) -> String {
+    let recorded = recorded_path(p, prompts_dir);
+    match std::fs::metadata(&recorded) {
+        Ok(m) => format!(
+            "wav:{}:{}:{:?}",
+            recorded.display(),
+            m.len(),
+            m.modified().ok()
+        ),
+        Err(_) => {
+            let v = render.voice(p.lang);
+            format!("tts:{}:{}:{}", v.name, v.speed, p.rendered.ssml)
+        }
+    }
+}
+
 fn encode_prompt(
     p: &Prompt,
     prompts_dir: &Path,
     render: &RenderConfig,
 ) -> Result<EncodedPrompt, String> {
-    let recorded = prompts_dir
-        .join(p.lang.code())
-        .join("audio")
-        .join(format!("{}.wav", p.id));
+    let recorded = recorded_path(p, prompts_dir);
+    let stamp = stamp_of(p, prompts_dir, render);
+    let where_ = |e: String| format!("{}:{}: prompt {:?}: {e}", p.path.display(), p.line, p.id);
     let (pcm, source) = if recorded.exists() {
-        let pcm = tts::read_wav(&recorded).map_err(|e| format!("{}: {e}", recorded.display()))?;
+        let pcm =
+            tts::read_wav(&recorded).map_err(|e| where_(format!("{}: {e}", recorded.display())))?;
         (pcm, recorded.display().to_string())
     } else {
         let pcm = tts::render(&p.rendered.ssml, render.voice(p.lang), &render.cache_dir)
-            .map_err(|e| format!("{}:{}: prompt {:?}: {e}", p.path.display(), p.line, p.id))?;
+            .map_err(|e| where_(e.to_string()))?;
         (pcm, "tts".to_string())
     };
-    encode_pcm(
+    let mut encoded = encode_pcm(
         p.id.clone(),
         p.lang,
         p.rendered.display.clone(),
@@ -164,7 +206,9 @@ fn encode_prompt(
         source,
         &pcm,
     )
-    .map_err(|e| format!("{}:{}: prompt {:?}: {e}", p.path.display(), p.line, p.id))
+    .map_err(where_)?;
+    encoded.stamp = stamp;
+    Ok(encoded)
 }
 
 /// Encode PCM at any rate into every codec's frames.
@@ -208,6 +252,7 @@ pub fn encode_pcm(
         display,
         barge_in,
         source,
+        stamp: String::new(),
         pcm_8k: pcm_8k.into_boxed_slice(),
         pcmu: pcmu.into_boxed_slice(),
         pcma: pcma.into_boxed_slice(),

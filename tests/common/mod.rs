@@ -67,6 +67,7 @@ pub struct ServerOptions {
     pub rtp_timeout_secs: u64,
     pub no_input_timeout_secs: u64,
     pub prompts_dir: PathBuf,
+    pub grammars_dir: PathBuf,
     pub rtp_span: u16,
     pub answer_delay_ms: u64,
     pub extra_toml: String,
@@ -79,6 +80,7 @@ impl Default for ServerOptions {
             rtp_timeout_secs: 30,
             no_input_timeout_secs: 6,
             prompts_dir: repo().join("prompts"),
+            grammars_dir: repo().join("grammars"),
             rtp_span: 200,
             answer_delay_ms: 0,
             extra_toml: String::new(),
@@ -87,6 +89,11 @@ impl Default for ServerOptions {
 }
 
 impl ServerOptions {
+    pub fn with_grammars(mut self, dir: PathBuf) -> Self {
+        self.grammars_dir = dir;
+        self
+    }
+
     pub fn with_answer_delay(mut self, ms: u64) -> Self {
         self.answer_delay_ms = ms;
         self
@@ -124,7 +131,7 @@ impl Server {
             opts.answer_delay_ms,
             data_dir.display(),
             opts.prompts_dir.display(),
-            repo().join("grammars").display(),
+            opts.grammars_dir.display(),
             tts_cache.display(),
             opts.extra_toml,
         );
