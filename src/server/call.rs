@@ -1,13 +1,11 @@
-//! One task per call: the media loop. It owns the call's RTP/RTCP sockets, the outgoing packet
-//! clock, the jitter buffer and decoder, DTMF detection, and the call's `flow::Call`; it turns
-//! flow actions into playback and asks the SIP task to hang up.
-//!
-//! The hot path (one outgoing packet per 20 ms tick, one incoming packet per 20 ms) does not
-//! allocate: buffers are owned by the task and reused; prompt frames are already encoded.
+//! One task per call: the call's logic. It receives the caller's RTP (jitter buffer, decoding,
+//! RFC 4733 and in-band DTMF via `rtp::inbound`), drives the call's `flow::Call`, tells the
+//! call's outgoing `Stream` what to play (the pacing threads in `outgoing` send it), sends RTCP,
+//! and asks the SIP task to hang up. Buffers are owned by the task and reused: no allocation
+//! per packet.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
@@ -16,15 +14,14 @@ use tokio::time::sleep_until;
 
 use super::Shared;
 use super::metrics::Metrics;
+use super::outgoing::{Stream, StreamEvent};
 use super::store::{CallRecord, now_rfc3339};
 use crate::audio::dtmf::{DtmfConfig, DtmfDetector};
 use crate::flow::{self, Action, FlowConfig};
-use crate::rtp::codec::{Decoder, FRAME_SAMPLES_16K, g711_silence};
-use crate::rtp::dtmf::TelephoneEventReceiver;
-use crate::rtp::jitter::{JitterBuffer, JitterConfig, Pop};
-use crate::rtp::packet::{is_rtcp, parse_rtp};
+use crate::rtp::codec::FRAME_SAMPLES_16K;
+use crate::rtp::inbound::{Inbound, InboundConfig};
+use crate::rtp::packet::is_rtcp;
 use crate::rtp::rtcp;
-use crate::rtp::session::{Pacer, RtpReceiver, RtpSender};
 use crate::sip::CallKey;
 use crate::sip::sdp::Negotiated;
 use crate::speech::cache::{EncodedPrompt, PromptSet};
@@ -39,9 +36,9 @@ pub enum CallCommand {
     Media(Box<Negotiated>),
     /// The caller hung up (BYE) or cancelled.
     RemoteHangup(&'static str),
-    /// Our side ended the dialog (our BYE done, ACK never came, drain).
+    /// Our side ended the dialog (our BYE done, ACK never came).
     Ended(&'static str),
-    /// Shutdown drain deadline passed: say nothing more, hang up.
+    /// Shutdown drain deadline passed: hang up now.
     Drain,
 }
 
@@ -58,39 +55,23 @@ pub struct CallSetup {
     pub record: CallRecord,
     pub rtp: UdpSocket,
     pub rtcp: Option<UdpSocket>,
+    pub stream: Arc<Stream>,
+    pub stream_events: mpsc::Receiver<StreamEvent>,
     pub media: Negotiated,
     pub prompts: Arc<PromptSet>,
     pub flow: FlowConfig,
     pub rtp_timeout: Duration,
     pub ptime_ms: u32,
-    pub seed: u64,
-}
-
-/// Frames of a playback in progress: the prompts of one `Play` action, back to back.
-struct Playback {
-    items: Vec<Arc<EncodedPrompt>>,
-    item: usize,
-    frame: usize,
-    /// The next packet starts a talkspurt (marker bit).
-    first: bool,
-}
-
-impl Playback {
-    /// The next frame's payload, or None when the playback is over.
-    fn next_frame(&mut self, codec: Codec) -> Option<&[u8]> {
-        while let Some(p) = self.items.get(self.item) {
-            if self.frame < p.frames() {
-                self.frame += 1;
-                return p.frame(codec, self.frame - 1);
-            }
-            self.item += 1;
-            self.frame = 0;
-        }
-        None
-    }
 }
 
 const RTCP_INTERVAL: Duration = Duration::from_secs(5);
+
+fn inbound_for(media: &Negotiated) -> Option<Inbound> {
+    let mut cfg = InboundConfig::for_codec(media.codec);
+    cfg.audio_pt = media.payload_type;
+    cfg.event_pt = media.telephone_event;
+    Inbound::new(cfg).ok()
+}
 
 pub async fn run(
     mut setup: CallSetup,
@@ -99,45 +80,34 @@ pub async fn run(
     shared: Arc<Shared>,
 ) {
     let metrics: &Metrics = &shared.metrics;
-    let codec = setup.media.codec;
-    let pt = setup.media.payload_type;
-    let samples_per_frame = codec.rtp_clock() * setup.ptime_ms / 1000;
-    let frame_len = Duration::from_millis(u64::from(setup.ptime_ms));
+    let frame = Duration::from_millis(u64::from(setup.ptime_ms));
     let start = Instant::now();
-    let mut pacer = Pacer::new(start, frame_len, 3);
-    let mut sender = RtpSender::new(setup.seed);
-    let mut receiver = RtpReceiver::new(codec.rtp_clock());
-    let mut jitter = JitterBuffer::new(JitterConfig {
-        clock_rate: codec.rtp_clock(),
-        max_payload: 1500,
-        ..JitterConfig::default()
-    });
-    let mut decoder = Decoder::new(codec).ok();
-    let mut events = TelephoneEventReceiver::new(8000);
+    let mut inbound = inbound_for(&setup.media);
     let mut inband = DtmfDetector::new(DtmfConfig::default());
     let mut flow = flow::Call::new(setup.flow.clone());
-    let mut playback: Option<Playback> = None;
-    let mut silence = [0u8; 160];
-    let silence_len = g711_silence(codec, &mut silence);
-    let mut out = [0u8; 1500];
+    let mut generation: u64 = 0;
     let mut inbuf = [0u8; 2048];
     let mut pcm = [0i16; FRAME_SAMPLES_16K * 3];
     let mut rtcp_buf = [0u8; 512];
-    let mut last_rx = Instant::now();
+    let mut last_rx = start;
+    let mut next_tick = start + frame;
     let mut next_rtcp = start + RTCP_INTERVAL;
     let mut saw_rfc4733 = false;
     let mut end_reason: Option<&'static str> = None;
-    let mut hangup_sent = false;
-    let rtcp_remote = setup
-        .media
-        .remote_rtp
-        .map(|a| SocketAddr::new(a.ip(), a.port().wrapping_add(1)));
+    let mut hanging_up = false;
+    setup.stream.set_media(
+        setup.media.remote_rtp,
+        setup.media.direction.sends(),
+        setup.media.codec,
+        setup.media.payload_type,
+    );
 
     loop {
-        let tick = pacer.next_deadline();
         let flow_at = flow.poll_timeout();
+        let digit_at = inbound.as_ref().and_then(Inbound::poll_timeout);
         let rtp_deadline = last_rx + setup.rtp_timeout;
         let receiving = setup.media.direction.receives() && setup.media.remote_rtp.is_some();
+        let mut digits: [Option<char>; 2] = [None, None];
         tokio::select! {
             biased;
             cmd = rx.recv() => {
@@ -145,18 +115,23 @@ pub async fn run(
                 match cmd {
                     Some(CallCommand::Confirmed) => flow.handle_event(now, flow::Event::Start),
                     Some(CallCommand::Media(m)) => {
+                        if m.codec != setup.media.codec || m.payload_type != setup.media.payload_type {
+                            inbound = inbound_for(&m);
+                        }
                         setup.media = *m;
-                        // The peer may resume from hold after a long silence: restart the clock.
+                        let sends = setup.media.direction.sends() && !hanging_up;
+                        setup.stream.set_media(setup.media.remote_rtp, sends, setup.media.codec, setup.media.payload_type);
+                        // A caller resuming from hold may have been silent a long time.
                         last_rx = now;
                     }
-                    Some(CallCommand::RemoteHangup(reason)) | Some(CallCommand::Ended(reason)) => {
+                    Some(CallCommand::RemoteHangup(reason) | CallCommand::Ended(reason)) => {
                         flow.handle_event(now, flow::Event::RemoteHangup);
                         end_reason.get_or_insert(reason);
                         break;
                     }
                     Some(CallCommand::Drain) => {
                         end_reason.get_or_insert("drain");
-                        if !hangup_sent {
+                        if !hanging_up {
                             let _ = sip.send(SipCommand::Hangup(setup.key)).await;
                         }
                         break;
@@ -164,90 +139,72 @@ pub async fn run(
                     None => break,
                 }
             }
-            _ = sleep_until(tick.into()) => {
-                let now = Instant::now();
-                if now.saturating_duration_since(tick) > Duration::from_millis(2) {
-                    Metrics::inc(&metrics.rtp_late_ticks_total);
-                }
-                let due = pacer.poll_due(now);
-                if due.skipped > 0 {
-                    metrics.rtp_skipped_frames_total.fetch_add(u64::from(due.skipped), Relaxed);
-                    sender.skip(samples_per_frame * due.skipped);
-                }
-                for _ in 0..due.send {
-                    // Receive side: one playout tick per frame period.
-                    if let Some(digit) = playout(&mut jitter, now, &mut decoder, &mut pcm, &mut inband, codec, saw_rfc4733) {
-                        Metrics::inc(&metrics.dtmf_digits_total);
-                        flow.handle_event(now, flow::Event::Digit(digit));
+            ev = setup.stream_events.recv() => {
+                // Only the end of the playback the flow asked for last counts: one stopped by
+                // barge-in may still report its end.
+                if let Some(StreamEvent::PlaybackDone { generation: g }) = ev {
+                    if g == generation {
+                        flow.handle_event(Instant::now(), flow::Event::PlaybackDone);
                     }
-                    let sends = setup.media.direction.sends() && !hangup_sent;
-                    let (payload, marker): (&[u8], bool) = match playback.as_mut() {
-                        Some(pb) => {
-                            let marker = std::mem::take(&mut pb.first);
-                            match pb.next_frame(codec) {
-                                Some(f) => (f, marker),
-                                None => {
-                                    playback = None;
-                                    flow.handle_event(now, flow::Event::PlaybackDone);
-                                    (&silence[..silence_len], false)
-                                }
-                            }
-                        }
-                        None => (&silence[..silence_len], false),
-                    };
-                    match (sends, setup.media.remote_rtp) {
-                        (true, Some(dest)) if !payload.is_empty() => {
-                            if let Ok(n) = sender.next(pt, payload, samples_per_frame, marker, &mut out) {
-                                if setup.rtp.try_send_to(&out[..n], dest).is_ok() {
-                                    Metrics::inc(&metrics.rtp_packets_out_total);
-                                }
-                            }
-                        }
-                        _ => sender.skip(samples_per_frame),
+                }
+            }
+            _ = sleep_until(next_tick.into()) => {
+                // Receive side: one playout tick per frame period (pacing precision does not
+                // matter here; the outgoing clock lives in the pacing threads).
+                let now = Instant::now();
+                next_tick += frame;
+                if now > next_tick + frame * 5 {
+                    next_tick = now + frame;
+                }
+                if let Some(inb) = inbound.as_mut() {
+                    let n = inb.poll_audio(now, &mut pcm);
+                    // Gateways that send RFC 4733 remove the tones from the audio; Opus audio is
+                    // 16 kHz and the detector is tuned for 8 kHz.
+                    if n > 0 && !saw_rfc4733 && setup.media.codec != Codec::Opus {
+                        digits[0] = inband.process(&pcm[..n]);
                     }
                 }
                 if now >= next_rtcp {
                     next_rtcp = now + RTCP_INTERVAL;
-                    if let (Some(sock), Some(dest)) = (setup.rtcp.as_ref(), rtcp_remote) {
-                        send_report(sock, dest, &mut sender, &mut receiver, now, &mut rtcp_buf);
+                    if let (Some(sock), Some(remote)) = (setup.rtcp.as_ref(), setup.media.remote_rtp) {
+                        let dest = SocketAddr::new(remote.ip(), remote.port().wrapping_add(1));
+                        send_report(sock, dest, &setup.stream, inbound.as_mut(), now, &mut rtcp_buf);
                     }
                 }
             }
             r = setup.rtp.recv_from(&mut inbuf) => {
                 let now = Instant::now();
-                let Ok((n, _from)) = r else { continue };
-                let data = &inbuf[..n];
-                if is_rtcp(data) {
-                    continue;
-                }
-                let Ok(pkt) = parse_rtp(data) else { continue };
-                Metrics::inc(&metrics.rtp_packets_in_total);
-                last_rx = now;
-                receiver.handle_packet(now, pkt.ssrc, pkt.seq, pkt.timestamp);
-                if Some(pkt.payload_type) == setup.media.telephone_event {
-                    saw_rfc4733 = true;
-                    if let Some(ev) = events.handle(now, pkt.seq, pkt.timestamp, pkt.marker, pkt.payload) {
-                        Metrics::inc(&metrics.dtmf_digits_total);
-                        flow.handle_event(now, flow::Event::Digit(ev.digit));
+                // Malformed datagrams and RTCP on the RTP port are ignored.
+                let data = match r { Ok((n, _)) => &inbuf[..n], Err(_) => &[][..] };
+                let parsed = inbound.as_mut().filter(|_| !is_rtcp(data)).map(|inb| inb.handle_datagram(now, data));
+                if let Some(Ok(ev)) = parsed {
+                    Metrics::inc(&metrics.rtp_packets_in_total);
+                    last_rx = now;
+                    if let Some(ev) = ev {
+                        saw_rfc4733 = true;
+                        digits[0] = Some(ev.digit);
                     }
-                } else if pkt.payload_type == pt {
-                    jitter.push(now, pkt.seq, pkt.timestamp, pkt.payload);
                 }
             }
             r = recv_rtcp(setup.rtcp.as_ref(), &mut rtcp_buf) => {
-                // Reports from the caller are parsed for their sender info; nothing else acts on them.
-                if let Some(n) = r {
+                // The caller's sender reports feed the round-trip fields of our reports.
+                if let (Some(n), Some(inb)) = (r, inbound.as_mut()) {
                     for p in rtcp::parse_compound(&rtcp_buf[..n]).flatten() {
                         if let rtcp::RtcpPacket::SenderReport { info, .. } = p {
-                            receiver.handle_sender_report(Instant::now(), info.ntp);
+                            inb.handle_sender_report(Instant::now(), info.ntp);
                         }
                     }
                 }
             }
-            _ = sleep_until(flow_at.unwrap_or(tick).into()), if flow_at.is_some() => {
+            _ = sleep_until(flow_at.unwrap_or(start).into()), if flow_at.is_some() => {
                 flow.handle_timeout(Instant::now());
             }
-            _ = sleep_until(rtp_deadline.into()), if receiving && !hangup_sent => {
+            _ = sleep_until(digit_at.unwrap_or(start).into()), if digit_at.is_some() => {
+                if let Some(ev) = inbound.as_mut().and_then(|i| i.handle_timeout(Instant::now())) {
+                    digits[1] = Some(ev.digit);
+                }
+            }
+            _ = sleep_until(rtp_deadline.into()), if receiving && !hanging_up => {
                 // The caller vanished without BYE: end the call and free everything.
                 Metrics::inc(&metrics.calls_rtp_timeout_total);
                 end_reason.get_or_insert("rtp_timeout");
@@ -255,13 +212,10 @@ pub async fn run(
                 let _ = sip.send(SipCommand::Hangup(setup.key)).await;
                 break;
             }
-            _ = sleep_until(events.poll_timeout().unwrap_or(tick).into()), if events.poll_timeout().is_some() => {
-                let now = Instant::now();
-                if let Some(ev) = events.handle_timeout(now) {
-                    Metrics::inc(&metrics.dtmf_digits_total);
-                    flow.handle_event(now, flow::Event::Digit(ev.digit));
-                }
-            }
+        }
+        for d in digits.into_iter().flatten() {
+            Metrics::inc(&metrics.dtmf_digits_total);
+            flow.handle_event(Instant::now(), flow::Event::Digit(d));
         }
 
         // Drain the flow's actions (STYLE.md: every input is followed by draining poll_*).
@@ -282,31 +236,27 @@ pub async fn run(
                         })
                         .collect();
                     Metrics::inc(&metrics.prompts_played_total);
-                    playback = Some(Playback {
-                        items,
-                        item: 0,
-                        frame: 0,
-                        first: true,
-                    });
+                    generation = setup.stream.play(items);
                 }
-                Action::StopPlayback => playback = None,
+                Action::StopPlayback => setup.stream.stop(),
                 Action::Hangup => {
                     end_reason.get_or_insert("ivr_hangup");
-                    hangup_sent = true;
+                    hanging_up = true;
                     let _ = sip.send(SipCommand::Hangup(setup.key)).await;
                 }
             }
         }
-        if hangup_sent && playback.is_none() {
+        if hanging_up && !setup.stream.is_playing() {
             break;
         }
     }
+    setup.stream.close();
 
     // Final record: what the flow did and why the call ended.
     let rec = flow.record();
     let mut record = setup.record;
     record.ended_at = Some(now_rfc3339());
-    record.codec = Some(codec.name().to_string());
+    record.codec = Some(setup.media.codec.name().to_string());
     record.lang = rec.lang.map(|l| l.code().to_string());
     record.digits = rec.digits.clone();
     record.intents = rec.intents.clone();
@@ -325,30 +275,6 @@ pub async fn run(
     let _ = sip.send(SipCommand::Finished(setup.key)).await;
 }
 
-/// One playout tick of the receive side: decode the frame due (or conceal a lost one) and run
-/// in-band DTMF detection on it — unless the caller sends RFC 4733 events, which gateways send
-/// instead of tones.
-fn playout(
-    jitter: &mut JitterBuffer,
-    now: Instant,
-    decoder: &mut Option<Decoder>,
-    pcm: &mut [i16],
-    inband: &mut DtmfDetector,
-    codec: Codec,
-    saw_rfc4733: bool,
-) -> Option<char> {
-    let dec = decoder.as_mut()?;
-    let n = match jitter.pop(now) {
-        Pop::Frame { payload, .. } => dec.decode(payload, pcm).unwrap_or(0),
-        Pop::Missing { .. } => dec.decode_missing(pcm),
-        Pop::Empty => 0,
-    };
-    if n == 0 || saw_rfc4733 || codec == Codec::Opus {
-        return None;
-    }
-    inband.process(&pcm[..n])
-}
-
 async fn recv_rtcp(sock: Option<&UdpSocket>, buf: &mut [u8]) -> Option<usize> {
     match sock {
         Some(s) => s.recv_from(buf).await.ok().map(|(n, _)| n),
@@ -359,22 +285,27 @@ async fn recv_rtcp(sock: Option<&UdpSocket>, buf: &mut [u8]) -> Option<usize> {
 fn send_report(
     sock: &UdpSocket,
     dest: SocketAddr,
-    sender: &mut RtpSender,
-    receiver: &mut RtpReceiver,
+    stream: &Stream,
+    inbound: Option<&mut Inbound>,
     now: Instant,
     buf: &mut [u8],
 ) {
     let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
+    let c = stream.counters();
     let info = rtcp::SenderInfo {
         ntp: rtcp::ntp_from_unix(wall.as_secs(), wall.subsec_nanos()),
-        rtp_timestamp: sender.timestamp(),
-        packet_count: sender.packets_sent(),
-        octet_count: sender.octets_sent(),
+        rtp_timestamp: c.timestamp,
+        packet_count: c.packets,
+        octet_count: c.octets,
     };
-    let blocks: Vec<rtcp::ReportBlock> = receiver.report_block(now).into_iter().collect();
-    if let Ok(n) = rtcp::write_report(buf, sender.ssrc(), Some(&info), &blocks, "ivr") {
+    let block = inbound.and_then(|i| i.report_block(now));
+    let blocks: &[rtcp::ReportBlock] = match &block {
+        Some(b) => std::slice::from_ref(b),
+        None => &[],
+    };
+    if let Ok(n) = rtcp::write_report(buf, c.ssrc, Some(&info), blocks, "ivr") {
         let _ = sock.try_send_to(&buf[..n], dest);
     }
 }

@@ -56,6 +56,83 @@ impl Metrics {
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
     }
+
+    /// Everything on `/metrics`: the counters and gauges, then the histograms.
+    pub fn render_all(&self, send_lateness: &Histogram) -> String {
+        let mut out = self.render();
+        send_lateness.render_into(
+            &mut out,
+            "ivr_rtp_send_lateness_seconds",
+            "How late each outgoing RTP packet left, relative to its 20 ms deadline.",
+        );
+        out
+    }
+}
+
+/// A fixed-bucket histogram of durations (Prometheus `histogram`), lock-free.
+pub struct Histogram {
+    bounds_us: &'static [u64],
+    buckets: Vec<AtomicU64>,
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn new(bounds_us: &'static [u64]) -> Self {
+        Histogram {
+            bounds_us,
+            buckets: bounds_us.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
+    /// Pacing buckets: 0.25, 0.5, 1, 2, 5, 10, 20, 50 ms.
+    pub fn pacing() -> Self {
+        Histogram::new(&[250, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000])
+    }
+
+    pub fn observe_us(&self, us: u64) {
+        // Buckets are cumulative at render time; here each observation lands in its first bucket.
+        if let Some(i) = self.bounds_us.iter().position(|b| us <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
+    /// Observations above `us` (an upper bound of the tail: counted by bucket).
+    pub fn above_us(&self, us: u64) -> u64 {
+        let within: u64 = self
+            .bounds_us
+            .iter()
+            .zip(&self.buckets)
+            .filter(|(b, _)| **b <= us)
+            .map(|(_, c)| c.load(Relaxed))
+            .sum();
+        self.count().saturating_sub(within)
+    }
+
+    pub fn render_into(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (b, c) in self.bounds_us.iter().zip(&self.buckets) {
+            cumulative += c.load(Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{}\"}} {cumulative}",
+                *b as f64 / 1e6
+            );
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count());
+        let _ = writeln!(out, "{name}_sum {}", self.sum_us.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {}", self.count());
+    }
 }
 
 #[cfg(test)]
@@ -73,10 +150,23 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# TYPE ivr_calls_active gauge\nivr_calls_active 3\n"));
+        let h = Histogram::pacing();
+        h.observe_us(300);
+        h.observe_us(3_000);
+        h.observe_us(90_000);
+        assert_eq!(h.above_us(2_000), 2);
+        let mut text = text;
+        h.render_into(&mut text, "ivr_x_seconds", "x");
+        assert!(
+            text.contains("ivr_x_seconds_bucket{le=\"0.0005\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("ivr_x_seconds_bucket{le=\"0.005\"} 2\n"));
+        assert!(text.contains("ivr_x_seconds_bucket{le=\"+Inf\"} 3\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let (name, value) = line.split_once(' ').unwrap();
+            let (name, value) = line.rsplit_once(' ').unwrap();
             assert!(name.starts_with("ivr_"));
-            value.parse::<i64>().unwrap();
+            value.parse::<f64>().unwrap();
         }
     }
 }

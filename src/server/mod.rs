@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod call;
 pub mod metrics;
+pub mod outgoing;
 pub mod reload;
 pub mod sip_task;
 pub mod store;
@@ -46,6 +47,8 @@ impl<T> Snapshot<T> {
 pub struct Shared {
     pub config: Config,
     pub metrics: Metrics,
+    /// Lateness of every outgoing RTP packet against its deadline (pacing quality).
+    pub send_lateness: metrics::Histogram,
     pub store: Arc<Store>,
     pub prompts: Snapshot<PromptSet>,
     pub nlu: Snapshot<crate::nlu::Nlu>,
@@ -152,6 +155,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         config: config.clone(),
         metrics: Metrics::default(),
+        send_lateness: metrics::Histogram::pacing(),
         store,
         prompts: Snapshot::new(PromptSet::default()),
         nlu: Snapshot::new(nlu),

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use super::Shared;
 use super::call::{self, CallCommand, CallSetup, SipCommand};
 use super::metrics::Metrics;
+use super::outgoing::{Outgoing, Stream};
 use super::store::{CallRecord, now_rfc3339};
 use crate::flow::FlowConfig;
 use crate::pii::redact;
@@ -87,6 +88,7 @@ pub struct SipTask {
     ports: PortPool,
     media_ip: IpAddr,
     seed: u64,
+    outgoing: Outgoing,
     /// Calls ringing until their answer time (calls.answer_delay_ms).
     pending_answers: Vec<(Instant, CallKey, sdp::SessionDescription)>,
 }
@@ -137,6 +139,13 @@ pub async fn run(
         media_ip,
         seed,
         pending_answers: Vec::new(),
+        outgoing: Outgoing::start(
+            &shared,
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            cfg.media.ptime_ms,
+        ),
     };
     let mut buf = vec![0u8; 65_536];
     let mut draining = false;
@@ -281,6 +290,12 @@ impl SipTask {
                         return;
                     }
                 };
+                // The pacing thread sends on a clone of the RTP socket; this task receives on it.
+                let Ok(send_half) = rtp.try_clone() else {
+                    self.ports.release(rtp_port);
+                    let _ = self.endpoint.reject(now, call, 500, &[]);
+                    return;
+                };
                 let (Ok(rtp), rtcp) = (tokio_udp(rtp), rtcp.and_then(|s| tokio_udp(s).ok())) else {
                     self.ports.release(rtp_port);
                     let _ = self.endpoint.reject(now, call, 500, &[]);
@@ -304,11 +319,23 @@ impl SipTask {
                     rtp_port, remote = ?media.remote_rtp, "call answered");
                 let answer = media.answer.clone();
                 let (tx, rx) = mpsc::channel(64);
+                let (events_tx, events_rx) = mpsc::channel(16);
+                let stream = Arc::new(Stream::new(
+                    send_half,
+                    media.codec,
+                    media.payload_type,
+                    cfg.media.ptime_ms,
+                    self.seed,
+                    events_tx,
+                ));
+                self.outgoing.add(stream.clone());
                 let setup = CallSetup {
                     key: call,
                     record,
                     rtp,
                     rtcp,
+                    stream,
+                    stream_events: events_rx,
                     media,
                     prompts: self.shared.prompts.load(),
                     flow: FlowConfig {
@@ -317,7 +344,6 @@ impl SipTask {
                     },
                     rtp_timeout: cfg.media.rtp_timeout(),
                     ptime_ms: cfg.media.ptime_ms,
-                    seed: self.seed,
                 };
                 tokio::spawn(call::run(setup, rx, sip_tx.clone(), self.shared.clone()));
                 self.calls.insert(
