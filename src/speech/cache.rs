@@ -189,6 +189,27 @@ fn encode_prompt(
     let recorded = recorded_path(p, prompts_dir);
     let stamp = stamp_of(p, prompts_dir, render);
     let where_ = |e: String| format!("{}:{}: prompt {:?}: {e}", p.path.display(), p.line, p.id);
+    let source = if recorded.exists() {
+        recorded.display().to_string()
+    } else {
+        "tts".to_string()
+    };
+    let frames_path = render
+        .cache_dir
+        .join(format!("enc-{:016x}.bin", fnv1a(stamp.as_bytes())));
+    if let Some(frames) = std::fs::read(&frames_path)
+        .ok()
+        .and_then(|b| Frames::decode(&b))
+    {
+        return Ok(frames.into_prompt(
+            p.id.clone(),
+            p.lang,
+            p.rendered.display.clone(),
+            p.barge_in,
+            source,
+            stamp,
+        ));
+    }
     let (pcm, source) = if recorded.exists() {
         let pcm =
             tts::read_wav(&recorded).map_err(|e| where_(format!("{}: {e}", recorded.display())))?;
@@ -208,6 +229,11 @@ fn encode_prompt(
     )
     .map_err(where_)?;
     encoded.stamp = stamp;
+    // Best effort: a missing cache file only costs the encoding again at the next start.
+    let tmp = frames_path.with_extension(format!("tmp{}", std::process::id()));
+    if std::fs::write(&tmp, Frames::encode(&encoded)).is_ok() {
+        let _ = std::fs::rename(&tmp, &frames_path);
+    }
     Ok(encoded)
 }
 
@@ -258,4 +284,134 @@ pub fn encode_pcm(
         pcma: pcma.into_boxed_slice(),
         opus: opus.into_boxed_slice(),
     })
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The encoded frames of a prompt as stored on disk beside the TTS cache, so a restart does not
+/// resample and re-encode (Opus encoding dominates start-up otherwise). Format: magic, frame
+/// count, 8 kHz PCM (i16 LE), µ-law, A-law, then each Opus frame as u16 LE length + bytes.
+struct Frames {
+    pcm_8k: Vec<i16>,
+    pcmu: Vec<u8>,
+    pcma: Vec<u8>,
+    opus: Vec<Box<[u8]>>,
+}
+
+const FRAMES_MAGIC: &[u8; 8] = b"IVRENC01";
+
+impl Frames {
+    fn encode(p: &EncodedPrompt) -> Vec<u8> {
+        let n = p.frames();
+        let mut out = Vec::with_capacity(16 + n * (FRAME_SAMPLES_8K * 4 + 100));
+        out.extend_from_slice(FRAMES_MAGIC);
+        out.extend_from_slice(&(n as u32).to_le_bytes());
+        for s in p.pcm_8k.iter() {
+            out.extend_from_slice(&s.to_le_bytes());
+        }
+        out.extend_from_slice(&p.pcmu);
+        out.extend_from_slice(&p.pcma);
+        for f in p.opus.iter() {
+            out.extend_from_slice(&(f.len() as u16).to_le_bytes());
+            out.extend_from_slice(f);
+        }
+        out
+    }
+
+    /// None for anything but a complete, well-formed file.
+    fn decode(b: &[u8]) -> Option<Frames> {
+        let rest = b.strip_prefix(FRAMES_MAGIC)?;
+        let n = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let samples = n.checked_mul(FRAME_SAMPLES_8K)?;
+        let mut at: usize = 4;
+        let pcm = rest.get(at..at.checked_add(samples.checked_mul(2)?)?)?;
+        let pcm_8k = pcm
+            .chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        at += samples * 2;
+        let pcmu = rest.get(at..at + samples)?.to_vec();
+        at += samples;
+        let pcma = rest.get(at..at + samples)?.to_vec();
+        at += samples;
+        let mut opus = Vec::with_capacity(n.min(1 << 16));
+        for _ in 0..n {
+            let len = u16::from_le_bytes(rest.get(at..at + 2)?.try_into().ok()?) as usize;
+            at += 2;
+            opus.push(rest.get(at..at + len)?.to_vec().into_boxed_slice());
+            at += len;
+        }
+        (at == rest.len()).then_some(Frames {
+            pcm_8k,
+            pcmu,
+            pcma,
+            opus,
+        })
+    }
+
+    fn into_prompt(
+        self,
+        id: String,
+        lang: Lang,
+        display: String,
+        barge_in: bool,
+        source: String,
+        stamp: String,
+    ) -> EncodedPrompt {
+        EncodedPrompt {
+            id,
+            lang,
+            display,
+            barge_in,
+            source,
+            stamp,
+            pcm_8k: self.pcm_8k.into_boxed_slice(),
+            pcmu: self.pcmu.into_boxed_slice(),
+            pcma: self.pcma.into_boxed_slice(),
+            opus: self.opus.into_boxed_slice(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_reject_damage() {
+        let pcm = Pcm {
+            rate: 8000,
+            samples: (0..4000).map(|i| ((i * 37) % 2000) as i16 - 1000).collect(),
+        };
+        let p = encode_pcm("x".into(), Lang::En, "x".into(), true, "tts".into(), &pcm).unwrap();
+        let bytes = Frames::encode(&p);
+        let back = Frames::decode(&bytes).unwrap().into_prompt(
+            "x".into(),
+            Lang::En,
+            "x".into(),
+            true,
+            "tts".into(),
+            String::new(),
+        );
+        assert_eq!(back.frames(), p.frames());
+        for codec in [Codec::Pcmu, Codec::Pcma, Codec::Opus] {
+            for i in 0..p.frames() {
+                assert_eq!(back.frame(codec, i), p.frame(codec, i));
+            }
+        }
+        assert_eq!(back.pcm_8k, p.pcm_8k);
+        assert!(
+            Frames::decode(&bytes[..bytes.len() - 1]).is_none(),
+            "truncated"
+        );
+        assert!(
+            Frames::decode(b"IVRENC01\xff\xff\xff\xff").is_none(),
+            "absurd count"
+        );
+        assert!(Frames::decode(b"garbage").is_none());
+    }
 }
