@@ -20,6 +20,7 @@ pub struct Args {
     /// The instant, RFC 3339 with an offset, e.g. 2026-03-09T08:00:00-04:00 or ...Z.
     #[arg(long)]
     pub at: Timestamp,
+    /// The caller's language: en or es.
     #[arg(long, default_value = "en")]
     pub lang: String,
     /// The caller is on the TTY line.
