@@ -153,6 +153,7 @@ impl Calendar {
         }
         let mut days = [false; 7];
         for wd in weekdays {
+            // 0..=6: always in bounds.
             days[usize::from(wd.to_monday_zero_offset().unsigned_abs())] = true;
         }
         if !days.contains(&true) {
@@ -192,6 +193,7 @@ impl Calendar {
 
     /// Whether `date` (a civil date in the calendar's zone) has opening hours at all.
     pub fn is_business_day(&self, date: Date) -> bool {
+        // to_monday_zero_offset is 0..=6: the index is always in bounds.
         let wd = usize::from(date.weekday().to_monday_zero_offset().unsigned_abs());
         self.weekdays[wd] && !self.extra_closed.contains(&date) && observed_holiday(date).is_none()
     }
