@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use jiff::Timestamp;
 use jiff::civil::{Date, Time, Weekday};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use calendar::{Calendar, CalendarError, Holiday, federal_holidays, observed_holiday};
 pub use policy::{
@@ -23,7 +23,7 @@ pub use policy::{
 };
 
 /// A day of the week in config files (`"mon"` … `"sun"`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Day {
     Mon,
@@ -50,7 +50,7 @@ impl Day {
 }
 
 /// SIP URIs of the agent queues a transfer goes to (used by the transfer work).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueueUris {
     pub tier1: String,
@@ -84,7 +84,7 @@ impl QueueUris {
 
 /// The `[routing]` section. Defaults are the contact center of the page: Monday to Friday,
 /// 8am to 8pm America/New_York, federal holidays closed, the embedded policy.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RoutingConfig {
     /// IANA zone the hours are in. Default `America/New_York` (daylight saving applies).
@@ -269,6 +269,18 @@ mod tests {
         assert!(router.should_transfer("withdraw", false, noon));
         assert!(!router.should_transfer("case_status", false, noon));
         assert!(!router.should_transfer("no_such_intent", false, noon));
+    }
+
+    #[test]
+    fn config_round_trips_through_toml() {
+        let mut cfg = RoutingConfig::default();
+        cfg.extra_closed.push(jiff::civil::date(2026, 12, 24));
+        let text = toml::to_string(&cfg).unwrap();
+        assert_eq!(
+            toml::from_str::<RoutingConfig>(&text).unwrap(),
+            cfg,
+            "{text}"
+        );
     }
 
     #[test]
