@@ -21,6 +21,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub paths: PathsConfig,
     pub tts: TtsConfig,
+    pub routing: crate::routing::RoutingConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -41,6 +41,13 @@ enum Command {
     Check(ivr::cli::check::Args),
     /// The intent of a text (or of each stdin line), as JSON lines.
     Classify(ivr::cli::classify::Args),
+    /// What the routing policy decides for an intent at an instant, as one JSON object.
+    Route {
+        #[command(flatten)]
+        args: ivr::cli::route::Args,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Render a prompt (or any text) as callers hear it, to a WAV file (8 kHz, through G.711).
     Say {
         #[arg(long, default_value = "en")]
@@ -134,6 +141,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check(args) => ivr::cli::check::run(args),
         Command::Classify(args) => ivr::cli::classify::run(args),
+        Command::Route { args, config } => {
+            let cfg = load_config(config.as_deref())?;
+            ivr::cli::route::run_with(
+                args,
+                &cfg.routing,
+                &mut std::io::stdout(),
+                &mut std::io::stderr(),
+            )
+        }
         Command::Say {
             lang,
             prompt,
