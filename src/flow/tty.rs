@@ -413,8 +413,11 @@ pub struct TtyConversation {
     state: State,
     /// The caller's line so far.
     line: String,
-    /// The caller's carrier, as last reported outside our own transmissions.
+    /// The caller's carrier, as last reported outside our own transmissions (or implied by a
+    /// character: its CarrierOn may have fallen in our echo guard).
     carrier_on: bool,
+    /// When the carrier was last seen on (event or character), to give up on a stuck one.
+    carrier_seen_at: Option<Instant>,
     /// Last caller activity (a character or the carrier dropping): the pause counts from it.
     last_activity_at: Option<Instant>,
     /// A turn waiting for the line to be free.
@@ -456,6 +459,7 @@ impl TtyConversation {
             state: State::Question,
             line: String::new(),
             carrier_on: false,
+            carrier_seen_at: None,
             last_activity_at: None,
             pending: None,
             after_sent: None,
@@ -503,11 +507,10 @@ impl TtyConversation {
         if self.transmitting || self.state == State::Done {
             return None;
         }
-        let pause = self.pause_at();
-        match (pause, self.no_input_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.pause_at(), self.no_input_at, self.carrier_stale_at()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// A decoded character from the caller's TTY (`\r`, `\n` and BEL included).
@@ -517,6 +520,8 @@ impl TtyConversation {
         }
         self.no_input_at = None;
         self.last_activity_at = Some(now);
+        self.carrier_on = true;
+        self.carrier_seen_at = Some(now);
         match c {
             '\r' | '\n' => self.line.push(' '),
             '\u{7}' => {}
@@ -537,7 +542,7 @@ impl TtyConversation {
         }
         self.carrier_on = on;
         if on {
-            self.no_input_at = None;
+            self.carrier_seen_at = Some(now);
             return;
         }
         if !self.line.trim().is_empty() {
@@ -572,6 +577,12 @@ impl TtyConversation {
         if self.transmitting || self.state == State::Done {
             return;
         }
+        if self.carrier_stale_at().is_some_and(|t| now >= t) {
+            // A carrier without characters for this long is a stuck tone or a lost CarrierOff,
+            // not a typist: waiting on it would leave the caller with no answer.
+            self.carrier_on = false;
+            self.flush();
+        }
         if self.pause_at().is_some_and(|t| now >= t) {
             self.complete_line(now);
         } else if self.no_input_at.is_some_and(|t| now >= t) {
@@ -597,6 +608,15 @@ impl TtyConversation {
         }
         self.last_activity_at
             .map(|t| t + Duration::from_millis(self.config.pause_ms))
+    }
+
+    /// When a carrier with no characters is taken to be gone: three pauses.
+    fn carrier_stale_at(&self) -> Option<Instant> {
+        if !self.carrier_on {
+            return None;
+        }
+        self.carrier_seen_at
+            .map(|t| t + Duration::from_millis(self.config.pause_ms.saturating_mul(3)))
     }
 
     /// The line ends with "GA" or "SK" (the caller gives us the turn).
