@@ -98,7 +98,10 @@ fn spanish_question_with_figures_is_understood() {
     let _ = std::fs::remove_file(&caller);
     let _ = std::fs::remove_file(&out);
 
-    assert_eq!(report["caller_text"], "MI TARJETA VERDE VENCIO Y TENGO EL I-90");
+    assert_eq!(
+        report["caller_text"],
+        "MI TARJETA VERDE VENCIO Y TENGO EL I-90"
+    );
     assert_eq!(report["intent"], "green_card_expired");
     let expected = "\r\nCENTRO DE CONTACTO DE USCIS TTY. ESCRIBA\r\nSU PREGUNTA GA\
                     \r\nUN AVISO DE RECIBO DEL FORMULARIO I-90\r\nNUEVO EXTIENDE SU TARJETA VERDE 36\

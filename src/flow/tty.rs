@@ -214,8 +214,7 @@ pub fn baudot_text(text: &str, lang: Lang) -> String {
             '\n' => "\n",
             _ => {
                 let u = c.to_ascii_uppercase();
-                if u.is_ascii_uppercase() || u.is_ascii_digit() || " -$'!:(\")#.,/;?&".contains(u)
-                {
+                if u.is_ascii_uppercase() || u.is_ascii_digit() || " -$'!:(\")#.,/;?&".contains(u) {
                     out.push(u);
                 }
                 continue;
@@ -391,12 +390,26 @@ struct Offer {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum State {
     Question,
-    ConfirmIntent { intent: String },
-    LinkOffer { offer: Offer },
-    AskPhone { offer: Offer },
-    ConfirmPhone { offer: Offer, phone: Pii<String> },
-    AskEmail { offer: Offer },
-    ConfirmEmail { offer: Offer, email: Pii<String> },
+    ConfirmIntent {
+        intent: String,
+    },
+    LinkOffer {
+        offer: Offer,
+    },
+    AskPhone {
+        offer: Offer,
+    },
+    ConfirmPhone {
+        offer: Offer,
+        phone: Pii<String>,
+    },
+    AskEmail {
+        offer: Offer,
+    },
+    ConfirmEmail {
+        offer: Offer,
+        email: Pii<String>,
+    },
     /// The last turn is typed; its action follows `handle_sent`.
     Ending,
     Done,
@@ -688,7 +701,9 @@ impl TtyConversation {
         if let Some(intent) = c.intent.as_deref()
             && c.confidence >= CONFIRM_THRESHOLD
         {
-            self.record.intents.push((Some(intent.to_string()), c.confidence));
+            self.record
+                .intents
+                .push((Some(intent.to_string()), c.confidence));
             let intent = intent.to_string();
             self.answer(now, &intent);
             return;
