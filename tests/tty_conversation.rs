@@ -473,6 +473,14 @@ fn spanish_caller_gets_spanish_text_without_accents() {
 }
 
 #[test]
+fn a_spanish_question_on_the_english_line_switches_language() {
+    let mut line = Line::new(Lang::En, None);
+    let reply = line.say("CUAL ES EL ESTATUS DE MI CASO Q GA");
+    assert!(reply.contains("VEA EL ESTATUS DE SU CASO"), "{reply:?}");
+    assert_eq!(line.conv.lang(), Lang::Es);
+}
+
+#[test]
 fn no_input_asks_then_says_goodbye() {
     let mut line = Line::new(Lang::En, None);
     let mut sent_at = line.now;

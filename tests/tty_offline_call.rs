@@ -54,6 +54,7 @@ fn args(file: PathBuf, lang: &str, out_wav: Option<PathBuf>) -> Args {
         out_wav,
         g711: "pcmu".into(),
         caller_id: None,
+        echo_db: None,
         clear: false,
         prompts: repo().join("prompts"),
         grammars: repo().join("grammars"),
@@ -107,6 +108,24 @@ fn spanish_question_with_figures_is_understood() {
                     \r\nUN AVISO DE RECIBO DEL FORMULARIO I-90\r\nNUEVO EXTIENDE SU TARJETA VERDE 36\
                     \r\nMESES. PRESENTELO CON LA TARJETA VENCIDA\r\nCOMO PRUEBA DE ESTATUS ALGO MAS Q GA";
     assert_eq!(heard, expected);
+}
+
+#[test]
+fn echo_of_our_own_typing_is_not_taken_for_the_caller() {
+    // A strong hybrid echo (12 dB down): the receiver decodes our own text while we type; the
+    // conversation must neither answer it nor record it.
+    let caller = minimodem_tx("WHAT IS MY CASE STATUS Q GA", "echo-in");
+    let clean = run_tty(&args(caller.clone(), "en", None)).expect("the run works");
+    let mut a = args(caller.clone(), "en", None);
+    a.echo_db = Some(12.0);
+    let echoed = run_tty(&a).expect("the run works");
+    let _ = std::fs::remove_file(&caller);
+    assert_eq!(
+        echoed["caller_lines"],
+        serde_json::json!(["WHAT IS MY CASE STATUS Q GA"])
+    );
+    assert_eq!(echoed["intent"], "case_status");
+    assert_eq!(echoed["typed"], clean["typed"]);
 }
 
 #[test]

@@ -49,6 +49,10 @@ pub struct Args {
     /// The caller ID the IVR offers for the text message.
     #[arg(long)]
     pub caller_id: Option<String>,
+    /// Feed the IVR's own transmission back to its receiver this many dB down (a hybrid's
+    /// echo), to exercise echo suppression. Default: no echo.
+    #[arg(long, allow_hyphen_values = true)]
+    pub echo_db: Option<f64>,
     /// Show phone numbers and email addresses in clear (redacted by default).
     #[arg(long)]
     pub clear: bool,
@@ -121,6 +125,7 @@ pub fn run_tty(args: &Args) -> anyhow::Result<serde_json::Value> {
         .map(codec)
         .collect();
 
+    let echo_gain = args.echo_db.map(|db| 10f64.powf(-db.abs() / 20.0));
     let config = TtyConfig::default();
     let resume_after = Duration::from_millis(config.echo_guard_ms + 200);
     let pause = Duration::from_millis(config.pause_ms);
@@ -168,6 +173,13 @@ pub fn run_tty(args: &Args) -> anyhow::Result<serde_json::Value> {
             let n = tx.fill(&mut buf);
             buf[n..].fill(0);
             out.extend_from_slice(&buf);
+            if let Some(gain) = echo_gain {
+                let echo: Vec<i16> = buf
+                    .iter()
+                    .map(|&s| codec((f64::from(s) * gain) as i16))
+                    .collect();
+                feed(&mut rx, &mut conv, now, &echo);
+            }
             now += frame;
             if n < FRAME_SAMPLES {
                 transmitting = false;
@@ -186,14 +198,10 @@ pub fn run_tty(args: &Args) -> anyhow::Result<serde_json::Value> {
             if pos >= tape.len() && tape_done_at.is_none() {
                 tape_done_at = Some(now);
             }
-            rx.handle_pcm(now, &buf);
-            while let Some(event) = rx.poll_event() {
-                match event {
-                    TtyEvent::CarrierOn => conv.handle_carrier(now, true),
-                    TtyEvent::CarrierOff => conv.handle_carrier(now, false),
-                    TtyEvent::Char(c) => conv.handle_char(now, c),
-                }
-            }
+            feed(&mut rx, &mut conv, now, &buf);
+        } else if echo_gain.is_some() {
+            // The line is live between turns: the receiver hears the echo's end.
+            feed(&mut rx, &mut conv, now, &[0; FRAME_SAMPLES]);
         }
         now += frame;
         // The tape is over and the IVR has had its say (a last line without "GA" ends by the
@@ -225,4 +233,16 @@ pub fn run_tty(args: &Args) -> anyhow::Result<serde_json::Value> {
         );
     }
     Ok(report)
+}
+
+/// One 20 ms frame heard on the line: into the demodulator, its events into the conversation.
+fn feed(rx: &mut TtyDemodulator, conv: &mut TtyConversation, now: Instant, pcm: &[i16]) {
+    rx.handle_pcm(now, pcm);
+    while let Some(event) = rx.poll_event() {
+        match event {
+            TtyEvent::CarrierOn => conv.handle_carrier(now, true),
+            TtyEvent::CarrierOff => conv.handle_carrier(now, false),
+            TtyEvent::Char(c) => conv.handle_char(now, c),
+        }
+    }
 }

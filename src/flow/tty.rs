@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use crate::audio::tty::TtyEvent;
 use crate::intents::INTENTS;
 use crate::nlu::{CONFIRM_THRESHOLD, Nlu, REJECT_THRESHOLD, normalize, slots};
 use crate::pii::Pii;
@@ -254,6 +255,65 @@ fn wrap(text: &str, width: usize) -> String {
         line_len += n;
     }
     out
+}
+
+/// Decides when a voice call is really a TTY caller: the demodulator reports characters only
+/// for clean FSK in the TTY band (speech and DTMF fail its checks), and a few letters under one
+/// carrier are not a coincidence. The characters seen are kept, to be replayed into the
+/// [`TtyConversation`] so the caller's first words are not lost.
+#[derive(Clone, Debug, Default)]
+pub struct TtyDetector {
+    carrier_on: bool,
+    seen: Vec<(Instant, char)>,
+    detected: bool,
+}
+
+impl TtyDetector {
+    /// Letters or digits under one carrier that make a TTY call.
+    pub const CHARS_MIN: usize = 3;
+    /// Bound on the characters kept for replay.
+    const SEEN_MAX: usize = 256;
+
+    pub fn new() -> TtyDetector {
+        TtyDetector::default()
+    }
+
+    /// One demodulator event; true once the call is a TTY call (and from then on).
+    pub fn handle_event(&mut self, now: Instant, event: TtyEvent) -> bool {
+        match event {
+            TtyEvent::CarrierOn => self.carrier_on = true,
+            TtyEvent::CarrierOff => {
+                self.carrier_on = false;
+                if !self.detected {
+                    // Letters must come in one burst; stray ones across bursts are noise.
+                    self.seen.clear();
+                }
+            }
+            TtyEvent::Char(c) => {
+                if self.seen.len() < Self::SEEN_MAX {
+                    self.seen.push((now, c));
+                }
+                let letters = self
+                    .seen
+                    .iter()
+                    .filter(|(_, c)| c.is_ascii_alphanumeric())
+                    .count();
+                if self.carrier_on && letters >= Self::CHARS_MIN {
+                    self.detected = true;
+                }
+            }
+        }
+        self.detected
+    }
+
+    pub fn is_tty(&self) -> bool {
+        self.detected
+    }
+
+    /// The characters heard so far, with when, for [`TtyConversation::handle_char`].
+    pub fn take_chars(&mut self) -> Vec<(Instant, char)> {
+        std::mem::take(&mut self.seen)
+    }
 }
 
 /// How a link is sent.
@@ -697,7 +757,21 @@ impl TtyConversation {
     }
 
     fn on_question(&mut self, now: Instant, text: &str) {
-        let c = self.nlu.classify(self.lang, text);
+        let mut c = self.nlu.classify(self.lang, text);
+        // The TTY line has no language menu: a question the other language understands well
+        // where ours does not switches the conversation to it.
+        if c.confidence < REJECT_THRESHOLD {
+            let other = match self.lang {
+                Lang::En => Lang::Es,
+                Lang::Es => Lang::En,
+            };
+            let o = self.nlu.classify(other, text);
+            if o.intent.is_some() && o.confidence >= CONFIRM_THRESHOLD {
+                self.lang = other;
+                self.record.lang = Some(other);
+                c = o;
+            }
+        }
         if let Some(intent) = c.intent.as_deref()
             && c.confidence >= CONFIRM_THRESHOLD
         {
@@ -1109,6 +1183,31 @@ mod tests {
     fn phone_is_formatted_in_groups() {
         assert_eq!(format_phone("2025550134"), "202-555-0134");
         assert_eq!(format_phone("12345"), "12345");
+    }
+
+    #[test]
+    fn detector_needs_letters_under_one_carrier() {
+        let t = Instant::now();
+        let mut d = TtyDetector::new();
+        // Two stray characters, then the carrier drops: not a TTY.
+        for e in [
+            TtyEvent::CarrierOn,
+            TtyEvent::Char('E'),
+            TtyEvent::Char('T'),
+        ] {
+            assert!(!d.handle_event(t, e));
+        }
+        assert!(!d.handle_event(t, TtyEvent::CarrierOff));
+        assert!(!d.handle_event(t, TtyEvent::Char('A')), "no carrier");
+        assert!(!d.handle_event(t, TtyEvent::CarrierOff));
+        assert!(!d.handle_event(t, TtyEvent::CarrierOn));
+        assert!(!d.handle_event(t, TtyEvent::Char('H')));
+        assert!(!d.handle_event(t, TtyEvent::Char(' ')));
+        assert!(!d.handle_event(t, TtyEvent::Char('I')));
+        assert!(d.handle_event(t, TtyEvent::Char('S')));
+        assert!(d.handle_event(t, TtyEvent::CarrierOff), "stays a TTY call");
+        let text: String = d.take_chars().into_iter().map(|(_, c)| c).collect();
+        assert_eq!(text, "H IS");
     }
 
     #[test]
