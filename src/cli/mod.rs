@@ -4,3 +4,4 @@
 pub mod check;
 pub mod classify;
 pub mod route;
+pub mod call;

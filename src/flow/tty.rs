@@ -1,1 +1,1221 @@
-//! TTY (Baudot) text conversation (in progress).
+//! The TTY (Baudot text telephone) conversation: a deaf or hard-of-hearing caller types, the IVR
+//! types back, with the same knowledge as the voice line (`nlu` for understanding, the
+//! `tty.*` prompts of `prompts/<lang>/tty.txt` for the replies).
+//!
+//! Sans-IO, time passed in (STYLE.md §1). The shell feeds what the demodulator decoded
+//! ([`TtyConversation::handle_char`], [`TtyConversation::handle_carrier`]), fires
+//! [`TtyConversation::handle_timeout`] at [`TtyConversation::poll_timeout`], drains
+//! [`TtyConversation::poll_output`], pushes each [`TtyOutput::Type`] into the modulator and calls
+//! [`TtyConversation::handle_sent`] when the modulator is idle again.
+//!
+//! TTYs are half-duplex, so the etiquette is the protocol: the caller's line is buffered until
+//! they type "GA" (go ahead) or pause; the IVR never types while the caller's carrier is on;
+//! what the demodulator hears while (and just after) the IVR types is the echo of its own
+//! carrier and is ignored; every IVR turn ends with "GA", the last one with "SK" (stop keying).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::audio::tty::TtyEvent;
+use crate::intents::INTENTS;
+use crate::nlu::{CONFIRM_THRESHOLD, Nlu, REJECT_THRESHOLD, normalize, slots};
+use crate::pii::Pii;
+use crate::speech::Catalog;
+use crate::types::Lang;
+
+/// The queue name a TTY caller is transferred to.
+pub const TTY_QUEUE: &str = "tty";
+/// Bound on one caller line: a stuck key or line noise must not grow memory without limit.
+const LINE_CHARS_MAX: usize = 1000;
+
+/// `[tty]` settings. `Default` is tuned for US TTYs at 45.45 baud (about 6 characters per
+/// second) and the etiquette of relay operators: 3 s of silence ends a line without "GA".
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TtyConfig {
+    /// Dialed numbers (Request-URI or To user part) of the TTY line: calls to them start in TTY
+    /// mode. Compared on digits only, so "+1 800 767 1833" matches "8007671833". Default: none.
+    pub numbers: Vec<String>,
+    /// Silence (no character, no carrier) that ends a caller line without "GA". Default 3000.
+    pub pause_ms: u64,
+    /// How long after our own carrier stops what we hear is still our echo. Default 300.
+    pub echo_guard_ms: u64,
+    /// No typing for this long after our turn: ask "ARE YOU STILL THERE". Default 45.
+    pub no_input_timeout_s: u64,
+    /// Retries (not understood, no input, bad number or address) before giving up. Default 3.
+    pub retries_max: u32,
+    /// Our lines are wrapped at this many characters (TTY displays are narrow); 0: no wrap.
+    /// Default 40.
+    pub line_chars: usize,
+}
+
+impl Default for TtyConfig {
+    fn default() -> Self {
+        TtyConfig {
+            numbers: Vec::new(),
+            pause_ms: 3000,
+            echo_guard_ms: 300,
+            no_input_timeout_s: 45,
+            retries_max: 3,
+            line_chars: 40,
+        }
+    }
+}
+
+impl TtyConfig {
+    /// Whether a dialed user part (Request-URI or To) is one of the TTY line's numbers.
+    pub fn is_tty_number(&self, user: &str) -> bool {
+        let digits = |s: &str| -> String {
+            let d: String = s.chars().filter(char::is_ascii_digit).collect();
+            // "+1 800..." and "800..." are the same North American number.
+            match d.strip_prefix('1') {
+                Some(rest) if d.len() == 11 => rest.to_string(),
+                _ => d,
+            }
+        };
+        let dialed = digits(user);
+        !dialed.is_empty() && self.numbers.iter().any(|n| digits(n) == dialed)
+    }
+}
+
+/// Whether a caller's question should go to a live TTY agent now. The routing module
+/// implements it (business hours, tiers); closures `Fn(&str, Instant) -> bool` do too.
+pub trait TransferPolicy: Send + Sync {
+    fn should_transfer(&self, intent: &str, now: Instant) -> bool;
+}
+
+impl<F: Fn(&str, Instant) -> bool + Send + Sync> TransferPolicy for F {
+    fn should_transfer(&self, intent: &str, now: Instant) -> bool {
+        self(intent, now)
+    }
+}
+
+/// The default policy: self-service only, nobody is transferred.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NeverTransfer;
+
+impl TransferPolicy for NeverTransfer {
+    fn should_transfer(&self, _intent: &str, _now: Instant) -> bool {
+        false
+    }
+}
+
+/// Every prompt id the TTY conversation uses, for `ivr check` (each must exist in every
+/// language).
+pub fn prompt_ids() -> Vec<String> {
+    let mut ids: Vec<String> = [
+        "tty.greeting",
+        "tty.confirm_intent",
+        "tty.yes_no",
+        "tty.link_offer",
+        "tty.ask_phone",
+        "tty.ask_phone_caller_id",
+        "tty.confirm_phone",
+        "tty.ask_email",
+        "tty.confirm_email",
+        "tty.sent",
+        "tty.not_understood",
+        "tty.ask_question",
+        "tty.no_input",
+        "tty.anything_else",
+        "tty.goodbye",
+        "tty.transfer",
+        "tty.after_hours",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for i in INTENTS {
+        ids.push(format!("tty.answer.{i}"));
+        ids.push(format!("tty.topic.{i}"));
+    }
+    ids
+}
+
+/// The TTY texts of both languages, taken from the prompt catalog once (at load and reload) and
+/// already in the form the modem sends.
+#[derive(Clone, Debug, Default)]
+pub struct TtyPrompts {
+    texts: HashMap<(Lang, String), String>,
+}
+
+impl TtyPrompts {
+    /// Takes every `tty.*` prompt; `Err` lists the required ids missing, as `lang/id`.
+    pub fn from_catalog(catalog: &Catalog) -> Result<TtyPrompts, Vec<String>> {
+        let mut texts = HashMap::new();
+        let mut missing = Vec::new();
+        for lang in Lang::ALL {
+            for id in prompt_ids() {
+                match catalog.get(lang, &id) {
+                    Some(p) => {
+                        texts.insert((lang, id), baudot_text(&p.rendered.display, lang));
+                    }
+                    None => missing.push(format!("{}/{id}", lang.code())),
+                }
+            }
+        }
+        if missing.is_empty() {
+            Ok(TtyPrompts { texts })
+        } else {
+            Err(missing)
+        }
+    }
+
+    /// The text of a prompt, empty when absent (only possible for an id not in
+    /// [`prompt_ids`], which `from_catalog` guarantees).
+    pub fn text(&self, lang: Lang, id: &str) -> &str {
+        self.texts
+            .get(&(lang, id.to_string()))
+            .map_or("", String::as_str)
+    }
+
+    /// The web address an answer gives (`USCIS.GOV/...`), if any: only those answers end with
+    /// the link offer.
+    pub fn link(&self, lang: Lang, intent: &str) -> Option<String> {
+        let answer = self.text(lang, &format!("tty.answer.{intent}"));
+        answer
+            .split_whitespace()
+            .map(|w| w.trim_end_matches([',', '.', ';', ':', ')']))
+            .find(|w| w.contains(".GOV/") || w.contains(".COM/"))
+            .map(|w| w.to_ascii_lowercase())
+    }
+}
+
+/// Folds text to what a Baudot modem can send: upper case, Spanish accents dropped (Ñ → N),
+/// `¿¡` removed, anything else outside ITA2 (letters, digits, and the US figures set) dropped,
+/// runs of spaces collapsed. Newlines are kept (the modem sends CR LF).
+pub fn baudot_text(text: &str, lang: Lang) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let folded: &str = match c {
+            'á' | 'Á' | 'à' | 'À' | 'â' | 'ä' => "A",
+            'é' | 'É' | 'è' | 'È' | 'ê' | 'ë' => "E",
+            'í' | 'Í' | 'ì' | 'î' | 'ï' => "I",
+            'ó' | 'Ó' | 'ò' | 'ô' | 'ö' => "O",
+            'ú' | 'Ú' | 'ù' | 'û' | 'ü' | 'Ü' => "U",
+            'ñ' | 'Ñ' => "N",
+            'ç' | 'Ç' => "C",
+            // Baudot has no @, _ or +: say them in words, as callers are told to type them.
+            '@' => match lang {
+                Lang::En => " AT ",
+                Lang::Es => " ARROBA ",
+            },
+            '_' => match lang {
+                Lang::En => " UNDERSCORE ",
+                Lang::Es => " GUION BAJO ",
+            },
+            '+' => match lang {
+                Lang::En => " PLUS ",
+                Lang::Es => " MAS ",
+            },
+            '\t' | '\r' => " ",
+            '\n' => "\n",
+            _ => {
+                let u = c.to_ascii_uppercase();
+                if u.is_ascii_uppercase() || u.is_ascii_digit() || " -$'!:(\")#.,/;?&".contains(u) {
+                    out.push(u);
+                }
+                continue;
+            }
+        };
+        out.push_str(folded);
+    }
+    // Collapse spaces: every character costs the caller 150 ms.
+    let mut collapsed = String::with_capacity(out.len());
+    for c in out.chars() {
+        if c == ' ' && (collapsed.ends_with(' ') || collapsed.ends_with('\n')) {
+            continue;
+        }
+        collapsed.push(c);
+    }
+    collapsed.trim_matches(' ').to_string()
+}
+
+/// Breaks text into lines of at most `width` characters at spaces (a word longer than the line
+/// gets a line of its own). `width` 0: one line.
+fn wrap(text: &str, width: usize) -> String {
+    if width == 0 {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + text.len() / width.max(1) + 1);
+    let mut line_len = 0;
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        let n = word.chars().count();
+        if line_len > 0 && line_len + 1 + n > width {
+            out.push('\n');
+            line_len = 0;
+        } else if line_len > 0 {
+            out.push(' ');
+            line_len += 1;
+        }
+        out.push_str(word);
+        line_len += n;
+    }
+    out
+}
+
+/// Decides when a voice call is really a TTY caller: the demodulator reports characters only
+/// for clean FSK in the TTY band (speech and DTMF fail its checks), and a few letters under one
+/// carrier are not a coincidence. The characters seen are kept, to be replayed into the
+/// [`TtyConversation`] so the caller's first words are not lost.
+#[derive(Clone, Debug, Default)]
+pub struct TtyDetector {
+    carrier_on: bool,
+    seen: Vec<(Instant, char)>,
+    detected: bool,
+}
+
+impl TtyDetector {
+    /// Letters or digits under one carrier that make a TTY call.
+    pub const CHARS_MIN: usize = 3;
+    /// Bound on the characters kept for replay.
+    const SEEN_MAX: usize = 256;
+
+    pub fn new() -> TtyDetector {
+        TtyDetector::default()
+    }
+
+    /// One demodulator event; true once the call is a TTY call (and from then on).
+    pub fn handle_event(&mut self, now: Instant, event: TtyEvent) -> bool {
+        match event {
+            TtyEvent::CarrierOn => self.carrier_on = true,
+            TtyEvent::CarrierOff => {
+                self.carrier_on = false;
+                if !self.detected {
+                    // Letters must come in one burst; stray ones across bursts are noise.
+                    self.seen.clear();
+                }
+            }
+            TtyEvent::Char(c) => {
+                if self.seen.len() < Self::SEEN_MAX {
+                    self.seen.push((now, c));
+                }
+                let letters = self
+                    .seen
+                    .iter()
+                    .filter(|(_, c)| c.is_ascii_alphanumeric())
+                    .count();
+                if self.carrier_on && letters >= Self::CHARS_MIN {
+                    self.detected = true;
+                }
+            }
+        }
+        self.detected
+    }
+
+    pub fn is_tty(&self) -> bool {
+        self.detected
+    }
+
+    /// The characters heard so far, with when, for [`TtyConversation::handle_char`].
+    pub fn take_chars(&mut self) -> Vec<(Instant, char)> {
+        std::mem::take(&mut self.seen)
+    }
+}
+
+/// How a link is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Sms,
+    Email,
+}
+
+/// Outputs to the shell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TtyOutput {
+    /// Text to transmit (upper case, Baudot characters only, `\n` for a new line). The shell
+    /// pushes it into the modulator and calls `handle_sent` when the modulator is idle.
+    Type(String),
+    /// Send `link` (the answer of `intent`) to the caller. Emitted before "SENT" is typed, so
+    /// the outbox stores it before the caller reads that it was sent.
+    SendLink {
+        channel: Channel,
+        to: Pii<String>,
+        intent: String,
+        link: String,
+    },
+    /// Hand the call to the agent queue, once the last `Type` has been sent.
+    Transfer { queue: &'static str },
+    /// End the call, once the last `Type` has been sent.
+    Hangup,
+}
+
+/// How the conversation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TtyOutcome {
+    Completed,
+    Transferred,
+    NoInput,
+    NotUnderstood,
+}
+
+/// A piece of text that may hold personal data: kept in clear for the line, redacted for the
+/// record unless asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct RecordText {
+    clear: String,
+    redacted: String,
+}
+
+/// What happened in the conversation, for the call record and `ivr call --tty`.
+#[derive(Clone, Debug, Default)]
+pub struct TtyRecord {
+    pub lang: Option<Lang>,
+    caller_lines: Vec<RecordText>,
+    /// Each question's intent and confidence, in order (`None`: not understood).
+    pub intents: Vec<(Option<String>, f32)>,
+    typed: Vec<RecordText>,
+    /// What the conversation asked the shell to do: "send_link:sms:case_status", "transfer:tty",
+    /// "hangup".
+    pub actions: Vec<String>,
+    pub outcome: Option<TtyOutcome>,
+}
+
+impl TtyRecord {
+    /// The caller's lines as typed, personal values (phone, email, receipt) redacted unless
+    /// `clear`.
+    pub fn caller_lines(&self, clear: bool) -> Vec<&str> {
+        self.caller_lines
+            .iter()
+            .map(|t| if clear { &t.clear } else { &t.redacted })
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// The turns the IVR typed, read-backs redacted unless `clear`.
+    pub fn typed(&self, clear: bool) -> Vec<&str> {
+        self.typed
+            .iter()
+            .map(|t| if clear { &t.clear } else { &t.redacted })
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// The record as a JSON object (what `ivr call --tty` prints).
+    pub fn to_json(&self, clear: bool) -> serde_json::Value {
+        let last = self.intents.iter().rev().find(|(i, _)| i.is_some());
+        let last = last.or(self.intents.last());
+        serde_json::json!({
+            "mode": "tty",
+            "lang": self.lang.map(Lang::code),
+            "caller_text": self.caller_lines(clear).join("\n"),
+            "caller_lines": self.caller_lines(clear),
+            "intent": last.and_then(|(i, _)| i.clone()),
+            "confidence": last.map_or(0.0, |(_, c)| *c),
+            "intents": self.intents.iter().map(|(i, c)| serde_json::json!({"intent": i, "confidence": c})).collect::<Vec<_>>(),
+            "typed": self.typed(clear),
+            "actions": self.actions,
+            "outcome": self.outcome,
+        })
+    }
+}
+
+/// A piece of a turn.
+#[derive(Clone, Debug)]
+enum Part {
+    Prompt(String),
+    /// A personal value read back (phone number, email address).
+    Value(Pii<String>),
+}
+
+/// One IVR turn: text to type, then possibly an action once it has been sent.
+#[derive(Clone, Debug)]
+struct Turn {
+    parts: Vec<Part>,
+    then: Option<TtyOutput>,
+}
+
+impl Turn {
+    fn new(ids: &[&str]) -> Turn {
+        Turn {
+            parts: ids.iter().map(|id| Part::Prompt(id.to_string())).collect(),
+            then: None,
+        }
+    }
+}
+
+/// The link the caller may get, and for which question.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Offer {
+    intent: String,
+    link: String,
+}
+
+/// What the conversation waits for from the caller. Each state holds what it needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    Question,
+    ConfirmIntent {
+        intent: String,
+    },
+    LinkOffer {
+        offer: Offer,
+    },
+    AskPhone {
+        offer: Offer,
+    },
+    ConfirmPhone {
+        offer: Offer,
+        phone: Pii<String>,
+    },
+    AskEmail {
+        offer: Offer,
+    },
+    ConfirmEmail {
+        offer: Offer,
+        email: Pii<String>,
+    },
+    /// The last turn is typed; its action follows `handle_sent`.
+    Ending,
+    Done,
+}
+
+/// One TTY call's conversation.
+pub struct TtyConversation {
+    nlu: Arc<Nlu>,
+    prompts: Arc<TtyPrompts>,
+    policy: Arc<dyn TransferPolicy>,
+    config: TtyConfig,
+    lang: Lang,
+    caller_id: Option<Pii<String>>,
+    state: State,
+    /// The caller's line so far.
+    line: String,
+    /// The caller's carrier, as last reported outside our own transmissions (or implied by a
+    /// character: its CarrierOn may have fallen in our echo guard).
+    carrier_on: bool,
+    /// When the carrier was last seen on (event or character), to give up on a stuck one.
+    carrier_seen_at: Option<Instant>,
+    /// Last caller activity (a character or the carrier dropping): the pause counts from it.
+    last_activity_at: Option<Instant>,
+    /// A turn waiting for the line to be free.
+    pending: Option<Turn>,
+    /// The action to do once the turn being typed is sent.
+    after_sent: Option<TtyOutput>,
+    transmitting: bool,
+    echo_until: Option<Instant>,
+    no_input_at: Option<Instant>,
+    /// Retries in the current state (not understood, no input, bad number).
+    retries: u32,
+    /// The last answer, for "repeat".
+    last_answer: Option<Turn>,
+    outputs: VecDeque<TtyOutput>,
+    record: TtyRecord,
+}
+
+impl TtyConversation {
+    /// A conversation whose greeting is ready to be typed as soon as the line is free.
+    /// `caller_id`: the caller's number (From), offered for the text message.
+    pub fn new(
+        nlu: Arc<Nlu>,
+        prompts: Arc<TtyPrompts>,
+        config: TtyConfig,
+        lang: Lang,
+        caller_id: Option<Pii<String>>,
+    ) -> TtyConversation {
+        // A caller ID that is not a US number cannot receive our text; do not offer it.
+        let caller_id = caller_id
+            .and_then(|c| slots::phone(c.expose()))
+            .map(Pii::new);
+        let mut conv = TtyConversation {
+            nlu,
+            prompts,
+            policy: Arc::new(NeverTransfer),
+            config,
+            lang,
+            caller_id,
+            state: State::Question,
+            line: String::new(),
+            carrier_on: false,
+            carrier_seen_at: None,
+            last_activity_at: None,
+            pending: None,
+            after_sent: None,
+            transmitting: false,
+            echo_until: None,
+            no_input_at: None,
+            retries: 0,
+            last_answer: None,
+            outputs: VecDeque::new(),
+            record: TtyRecord {
+                lang: Some(lang),
+                ..TtyRecord::default()
+            },
+        };
+        conv.pending = Some(Turn::new(&["tty.greeting"]));
+        conv.flush();
+        conv
+    }
+
+    /// Injects the routing decision (default: [`NeverTransfer`]).
+    pub fn with_transfer_policy(mut self, policy: Arc<dyn TransferPolicy>) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    pub fn lang(&self) -> Lang {
+        self.lang
+    }
+
+    pub fn record(&self) -> &TtyRecord {
+        &self.record
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// The next thing for the shell to do.
+    pub fn poll_output(&mut self) -> Option<TtyOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// When to call `handle_timeout` next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.transmitting || self.state == State::Done {
+            return None;
+        }
+        [self.pause_at(), self.no_input_at, self.carrier_stale_at()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// A decoded character from the caller's TTY (`\r`, `\n` and BEL included).
+    pub fn handle_char(&mut self, now: Instant, c: char) {
+        if self.is_echo(now) || matches!(self.state, State::Done | State::Ending) {
+            return;
+        }
+        self.no_input_at = None;
+        self.last_activity_at = Some(now);
+        self.carrier_on = true;
+        self.carrier_seen_at = Some(now);
+        match c {
+            '\r' | '\n' => self.line.push(' '),
+            '\u{7}' => {}
+            c => self.line.push(c),
+        }
+        if self.line.chars().count() >= LINE_CHARS_MAX || self.line_has_turn_end() {
+            // With the carrier still on, the line completes when it drops.
+            if !self.carrier_on {
+                self.complete_line(now);
+            }
+        }
+    }
+
+    /// The caller's carrier came on or went off.
+    pub fn handle_carrier(&mut self, now: Instant, on: bool) {
+        if self.is_echo(now) {
+            return;
+        }
+        self.carrier_on = on;
+        if on {
+            self.carrier_seen_at = Some(now);
+            return;
+        }
+        if !self.line.trim().is_empty() {
+            self.last_activity_at = Some(now);
+            if self.line_has_turn_end() || self.line.chars().count() >= LINE_CHARS_MAX {
+                self.complete_line(now);
+            }
+        }
+        self.flush();
+    }
+
+    /// The modulator finished typing the last `Type`.
+    pub fn handle_sent(&mut self, now: Instant) {
+        if !self.transmitting {
+            return;
+        }
+        self.transmitting = false;
+        self.echo_until = Some(now + Duration::from_millis(self.config.echo_guard_ms));
+        // Anything the demodulator reported during our turn was our echo.
+        self.carrier_on = false;
+        if let Some(action) = self.after_sent.take() {
+            self.record.actions.push(action_name(&action));
+            self.outputs.push_back(action);
+            self.state = State::Done;
+            return;
+        }
+        self.no_input_at = Some(now + Duration::from_secs(self.config.no_input_timeout_s));
+        self.flush();
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.transmitting || self.state == State::Done {
+            return;
+        }
+        if self.carrier_stale_at().is_some_and(|t| now >= t) {
+            // A carrier without characters for this long is a stuck tone or a lost CarrierOff,
+            // not a typist: waiting on it would leave the caller with no answer.
+            self.carrier_on = false;
+            self.flush();
+        }
+        if self.pause_at().is_some_and(|t| now >= t) {
+            self.complete_line(now);
+        } else if self.no_input_at.is_some_and(|t| now >= t) {
+            self.no_input_at = None;
+            self.retries += 1;
+            if self.retries >= self.config.retries_max {
+                self.goodbye(TtyOutcome::NoInput);
+            } else {
+                self.say(Turn::new(&["tty.no_input"]));
+            }
+        }
+    }
+
+    /// Within our own transmission or its echo tail.
+    fn is_echo(&self, now: Instant) -> bool {
+        self.transmitting || self.echo_until.is_some_and(|t| now < t)
+    }
+
+    /// When a line without "GA" is taken as complete: after a pause with the carrier off.
+    fn pause_at(&self) -> Option<Instant> {
+        if self.carrier_on || self.line.trim().is_empty() {
+            return None;
+        }
+        self.last_activity_at
+            .map(|t| t + Duration::from_millis(self.config.pause_ms))
+    }
+
+    /// When a carrier with no characters is taken to be gone: three pauses.
+    fn carrier_stale_at(&self) -> Option<Instant> {
+        if !self.carrier_on {
+            return None;
+        }
+        self.carrier_seen_at
+            .map(|t| t + Duration::from_millis(self.config.pause_ms.saturating_mul(3)))
+    }
+
+    /// The line ends with "GA" or "SK" (the caller gives us the turn).
+    fn line_has_turn_end(&self) -> bool {
+        let upper = self.line.to_ascii_uppercase();
+        let words: Vec<&str> = upper.split_whitespace().collect();
+        words
+            .last()
+            .is_some_and(|w| matches!(*w, "GA" | "SK" | "SKSK" | "GASK"))
+    }
+
+    /// "SK" (or "GA SK") from the caller: they are done.
+    fn line_is_sk(text: &str) -> bool {
+        let upper = text.to_ascii_uppercase();
+        let words: Vec<&str> = upper.split_whitespace().collect();
+        words
+            .iter()
+            .rev()
+            .take(2)
+            .any(|w| matches!(*w, "SK" | "SKSK" | "GASK"))
+    }
+
+    fn complete_line(&mut self, now: Instant) {
+        let text = std::mem::take(&mut self.line);
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        self.last_activity_at = None;
+        if text.is_empty() {
+            return;
+        }
+        self.record_caller_line(&text);
+        if Self::line_is_sk(&text) {
+            self.goodbye(TtyOutcome::Completed);
+            return;
+        }
+        let state = std::mem::replace(&mut self.state, State::Question);
+        match state {
+            State::Question => self.on_question(now, &text),
+            State::ConfirmIntent { intent } => self.on_confirm_intent(now, &text, intent),
+            State::LinkOffer { offer } => self.on_link_offer(&text, offer),
+            State::AskPhone { offer } => self.on_ask_phone(&text, offer),
+            State::ConfirmPhone { offer, phone } => self.on_confirm_phone(&text, offer, phone),
+            State::AskEmail { offer } => self.on_ask_email(&text, offer),
+            State::ConfirmEmail { offer, email } => self.on_confirm_email(&text, offer, email),
+            State::Ending | State::Done => self.state = state,
+        }
+    }
+
+    fn record_caller_line(&mut self, text: &str) {
+        let s = slots::extract(self.lang, text);
+        let personal = s.phone.is_some() || s.email.is_some() || s.receipt.is_some();
+        let redacted = if personal {
+            crate::pii::redact(text)
+        } else {
+            text.to_string()
+        };
+        self.record.caller_lines.push(RecordText {
+            clear: text.to_string(),
+            redacted,
+        });
+    }
+
+    /// A dialog act, when the caller's line is an answer rather than a question.
+    fn act(&self, text: &str) -> Option<String> {
+        self.nlu.act(self.lang, text).map(|(a, _)| a)
+    }
+
+    fn on_question(&mut self, now: Instant, text: &str) {
+        let mut c = self.nlu.classify(self.lang, text);
+        // The TTY line has no language menu: a question the other language understands well
+        // where ours does not switches the conversation to it.
+        if c.confidence < REJECT_THRESHOLD {
+            let other = match self.lang {
+                Lang::En => Lang::Es,
+                Lang::Es => Lang::En,
+            };
+            let o = self.nlu.classify(other, text);
+            if o.intent.is_some() && o.confidence >= CONFIRM_THRESHOLD {
+                self.lang = other;
+                self.record.lang = Some(other);
+                c = o;
+            }
+        }
+        if let Some(intent) = c.intent.as_deref()
+            && c.confidence >= CONFIRM_THRESHOLD
+        {
+            self.record
+                .intents
+                .push((Some(intent.to_string()), c.confidence));
+            let intent = intent.to_string();
+            self.answer(now, &intent);
+            return;
+        }
+        match self.act(text).as_deref() {
+            Some("goodbye") | Some("no") => return self.goodbye(TtyOutcome::Completed),
+            Some("repeat") => {
+                if let Some(turn) = self.last_answer.clone() {
+                    return self.say(turn);
+                }
+            }
+            Some("yes") | Some("help") => return self.say(Turn::new(&["tty.ask_question"])),
+            Some("spanish") => return self.switch_lang(Lang::Es),
+            Some("english") => return self.switch_lang(Lang::En),
+            _ => {}
+        }
+        self.record.intents.push((c.intent.clone(), c.confidence));
+        match c.intent {
+            Some(intent) if c.confidence >= REJECT_THRESHOLD => {
+                let topic = format!("tty.topic.{intent}");
+                self.state = State::ConfirmIntent { intent };
+                self.say(Turn::new(&["tty.confirm_intent", &topic, "tty.yes_no"]));
+            }
+            _ => self.not_understood(now),
+        }
+    }
+
+    fn switch_lang(&mut self, lang: Lang) {
+        self.lang = lang;
+        self.record.lang = Some(lang);
+        self.say(Turn::new(&["tty.greeting"]));
+    }
+
+    fn not_understood(&mut self, now: Instant) {
+        self.retries += 1;
+        if self.retries < self.config.retries_max {
+            self.say(Turn::new(&["tty.not_understood"]));
+        } else if self.policy.should_transfer("agent", now) {
+            self.transfer(Turn::new(&["tty.transfer"]));
+        } else {
+            let mut turn = Turn::new(&["tty.after_hours", "tty.goodbye"]);
+            turn.then = Some(TtyOutput::Hangup);
+            self.record.outcome = Some(TtyOutcome::NotUnderstood);
+            self.state = State::Ending;
+            self.say(turn);
+        }
+    }
+
+    fn on_confirm_intent(&mut self, now: Instant, text: &str, intent: String) {
+        match self.act(text).as_deref() {
+            Some("yes") => {
+                if let Some(last) = self.record.intents.last_mut() {
+                    last.1 = last.1.max(CONFIRM_THRESHOLD);
+                }
+                self.answer(now, &intent)
+            }
+            Some("no") => self.say(Turn::new(&["tty.ask_question"])),
+            // Anything else is taken as a new question.
+            _ => self.on_question(now, text),
+        }
+    }
+
+    /// The answer to a question, then the link offer, a transfer, or "anything else".
+    fn answer(&mut self, now: Instant, intent: &str) {
+        self.retries = 0;
+        let answer = format!("tty.answer.{intent}");
+        let answer_turn = Turn::new(&[answer.as_str()]);
+        self.last_answer = Some(answer_turn);
+        if self.policy.should_transfer(intent, now) {
+            return self.transfer(Turn::new(&[answer.as_str(), "tty.transfer"]));
+        }
+        if let Some(link) = self.prompts.link(self.lang, intent) {
+            self.state = State::LinkOffer {
+                offer: Offer {
+                    intent: intent.to_string(),
+                    link,
+                },
+            };
+            return self.say(Turn::new(&[answer.as_str(), "tty.link_offer"]));
+        }
+        let turn = if intent == "agent" {
+            Turn::new(&[answer.as_str(), "tty.after_hours", "tty.anything_else"])
+        } else {
+            Turn::new(&[answer.as_str(), "tty.anything_else"])
+        };
+        self.say(turn);
+    }
+
+    fn on_link_offer(&mut self, text: &str, offer: Offer) {
+        if let Some(phone) = slots::phone(text) {
+            return self.confirm_phone(offer, Pii::new(phone));
+        }
+        if let Some(email) = slots::email(text) {
+            return self.confirm_email(offer, Pii::new(email));
+        }
+        let folded = normalize::fold(text, false);
+        let has = |words: &[&str]| folded.split_whitespace().any(|w| words.contains(&w));
+        if has(&[
+            "text", "txt", "sms", "texto", "mensaje", "cell", "celular", "mobile", "phone",
+        ]) {
+            return self.ask_phone(offer);
+        }
+        if has(&["email", "mail", "correo", "emial", "emal"]) {
+            return self.ask_email(offer);
+        }
+        match self.act(text).as_deref() {
+            Some("no") | Some("goodbye") => self.anything_else(),
+            _ => self.retry(State::LinkOffer { offer }, &["tty.link_offer"]),
+        }
+    }
+
+    fn ask_phone(&mut self, offer: Offer) {
+        let turn = match &self.caller_id {
+            Some(id) => Turn {
+                parts: vec![
+                    Part::Prompt("tty.ask_phone_caller_id".into()),
+                    Part::Value(Pii::new(format_phone(id.expose()))),
+                    Part::Prompt("GA".into()),
+                ],
+                then: None,
+            },
+            None => Turn::new(&["tty.ask_phone"]),
+        };
+        self.state = State::AskPhone { offer };
+        self.say(turn);
+    }
+
+    fn on_ask_phone(&mut self, text: &str, offer: Offer) {
+        if let Some(phone) = slots::phone(text) {
+            return self.confirm_phone(offer, Pii::new(phone));
+        }
+        match self.act(text).as_deref() {
+            Some("yes") => match self.caller_id.clone() {
+                Some(id) => self.send(Channel::Sms, id, offer),
+                None => self.retry(State::AskPhone { offer }, &["tty.ask_phone"]),
+            },
+            Some("no") => self.anything_else(),
+            _ => self.retry(State::AskPhone { offer }, &["tty.ask_phone"]),
+        }
+    }
+
+    fn confirm_phone(&mut self, offer: Offer, phone: Pii<String>) {
+        let shown = Pii::new(format_phone(phone.expose()));
+        self.state = State::ConfirmPhone { offer, phone };
+        self.say(Turn {
+            parts: vec![
+                Part::Prompt("tty.confirm_phone".into()),
+                Part::Value(shown),
+                Part::Prompt("tty.yes_no".into()),
+            ],
+            then: None,
+        });
+    }
+
+    fn on_confirm_phone(&mut self, text: &str, offer: Offer, phone: Pii<String>) {
+        if let Some(other) = slots::phone(text)
+            && other != *phone.expose()
+        {
+            return self.confirm_phone(offer, Pii::new(other));
+        }
+        match self.act(text).as_deref() {
+            Some("yes") => self.send(Channel::Sms, phone, offer),
+            Some("no") => self.retry(State::AskPhone { offer }, &["tty.ask_phone"]),
+            _ => {
+                let turn = Turn {
+                    parts: vec![
+                        Part::Prompt("tty.confirm_phone".into()),
+                        Part::Value(Pii::new(format_phone(phone.expose()))),
+                        Part::Prompt("tty.yes_no".into()),
+                    ],
+                    then: None,
+                };
+                self.retry_turn(State::ConfirmPhone { offer, phone }, turn)
+            }
+        }
+    }
+
+    fn ask_email(&mut self, offer: Offer) {
+        self.state = State::AskEmail { offer };
+        self.say(Turn::new(&["tty.ask_email"]));
+    }
+
+    fn on_ask_email(&mut self, text: &str, offer: Offer) {
+        if let Some(email) = slots::email(text) {
+            return self.confirm_email(offer, Pii::new(email));
+        }
+        match self.act(text).as_deref() {
+            Some("no") => self.anything_else(),
+            _ => self.retry(State::AskEmail { offer }, &["tty.ask_email"]),
+        }
+    }
+
+    fn email_turn(&self, email: &Pii<String>) -> Turn {
+        Turn {
+            parts: vec![
+                Part::Prompt("tty.confirm_email".into()),
+                Part::Value(Pii::new(email.expose().clone())),
+                Part::Prompt("tty.yes_no".into()),
+            ],
+            then: None,
+        }
+    }
+
+    fn confirm_email(&mut self, offer: Offer, email: Pii<String>) {
+        let turn = self.email_turn(&email);
+        self.state = State::ConfirmEmail { offer, email };
+        self.say(turn);
+    }
+
+    fn on_confirm_email(&mut self, text: &str, offer: Offer, email: Pii<String>) {
+        if let Some(other) = slots::email(text)
+            && other != *email.expose()
+        {
+            return self.confirm_email(offer, Pii::new(other));
+        }
+        match self.act(text).as_deref() {
+            Some("yes") => self.send(Channel::Email, email, offer),
+            Some("no") => self.retry(State::AskEmail { offer }, &["tty.ask_email"]),
+            _ => {
+                let turn = self.email_turn(&email);
+                self.retry_turn(State::ConfirmEmail { offer, email }, turn)
+            }
+        }
+    }
+
+    fn send(&mut self, channel: Channel, to: Pii<String>, offer: Offer) {
+        let action = TtyOutput::SendLink {
+            channel,
+            to,
+            intent: offer.intent,
+            link: offer.link,
+        };
+        self.record.actions.push(action_name(&action));
+        self.outputs.push_back(action);
+        self.retries = 0;
+        self.state = State::Question;
+        self.say(Turn::new(&["tty.sent", "tty.anything_else"]));
+    }
+
+    fn anything_else(&mut self) {
+        self.retries = 0;
+        self.state = State::Question;
+        self.say(Turn::new(&["tty.anything_else"]));
+    }
+
+    /// Asks again in the same state, or gives up on this step after `retries_max` tries.
+    fn retry(&mut self, state: State, ids: &[&str]) {
+        self.retry_turn(state, Turn::new(ids));
+    }
+
+    fn retry_turn(&mut self, state: State, turn: Turn) {
+        self.retries += 1;
+        if self.retries >= self.config.retries_max {
+            return self.anything_else();
+        }
+        self.state = state;
+        self.say(turn);
+    }
+
+    fn transfer(&mut self, mut turn: Turn) {
+        turn.then = Some(TtyOutput::Transfer { queue: TTY_QUEUE });
+        self.record.outcome = Some(TtyOutcome::Transferred);
+        self.state = State::Ending;
+        self.say(turn);
+    }
+
+    fn goodbye(&mut self, outcome: TtyOutcome) {
+        let mut turn = Turn::new(&["tty.goodbye"]);
+        turn.then = Some(TtyOutput::Hangup);
+        self.record.outcome = Some(outcome);
+        self.state = State::Ending;
+        self.say(turn);
+    }
+
+    /// Queues a turn (replacing one not yet typed) and types it if the line is free.
+    fn say(&mut self, turn: Turn) {
+        self.pending = Some(turn);
+        self.flush();
+    }
+
+    /// Types the pending turn unless we are typing or the caller's carrier is on.
+    fn flush(&mut self) {
+        if self.transmitting || self.carrier_on {
+            return;
+        }
+        let Some(turn) = self.pending.take() else {
+            return;
+        };
+        let (clear, redacted) = self.render(&turn);
+        self.after_sent = turn.then;
+        self.transmitting = true;
+        self.no_input_at = None;
+        self.record.typed.push(RecordText {
+            clear: clear.clone(),
+            redacted,
+        });
+        self.outputs.push_back(TtyOutput::Type(clear));
+    }
+
+    /// The turn's text, clear and with read-back values redacted: the parts joined, a "GA"
+    /// inside the turn removed, "GA" added at the end unless it ends in "GA" or "SK", wrapped,
+    /// and starting on a new line (the caller's own text is on the current one).
+    fn render(&self, turn: &Turn) -> (String, String) {
+        let mut clear: Vec<String> = Vec::new();
+        let mut redacted: Vec<String> = Vec::new();
+        for part in &turn.parts {
+            let (c, r) = match part {
+                Part::Prompt(id) if id == "GA" => ("GA".to_string(), "GA".to_string()),
+                Part::Prompt(id) => {
+                    let t = self.prompts.text(self.lang, id).to_string();
+                    (t.clone(), t)
+                }
+                Part::Value(v) => (
+                    baudot_text(v.expose(), self.lang),
+                    baudot_text(&v.redacted().replace('*', "X"), self.lang),
+                ),
+            };
+            clear.push(c);
+            redacted.push(r);
+        }
+        let finish = |parts: &[String]| -> String {
+            let mut words: Vec<&str> = Vec::new();
+            for (k, p) in parts.iter().enumerate() {
+                let mut text = p.as_str();
+                if k + 1 < parts.len()
+                    && let Some(stripped) = text.strip_suffix(" GA")
+                {
+                    text = stripped;
+                }
+                words.extend(text.split_whitespace());
+            }
+            if !matches!(words.last(), Some(&"GA") | Some(&"SK")) {
+                words.push("GA");
+            }
+            format!("\n{}", wrap(&words.join(" "), self.config.line_chars))
+        };
+        (finish(&clear), finish(&redacted))
+    }
+}
+
+/// "2025550134" → "202-555-0134", as callers read numbers.
+fn format_phone(digits: &str) -> String {
+    if digits.len() == 10 && digits.chars().all(|c| c.is_ascii_digit()) {
+        format!("{}-{}-{}", &digits[..3], &digits[3..6], &digits[6..])
+    } else {
+        digits.to_string()
+    }
+}
+
+fn action_name(action: &TtyOutput) -> String {
+    match action {
+        TtyOutput::Type(_) => "type".into(),
+        TtyOutput::SendLink {
+            channel, intent, ..
+        } => format!(
+            "send_link:{}:{intent}",
+            match channel {
+                Channel::Sms => "sms",
+                Channel::Email => "email",
+            }
+        ),
+        TtyOutput::Transfer { queue } => format!("transfer:{queue}"),
+        TtyOutput::Hangup => "hangup".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn baudot_text_folds_spanish_and_symbols() {
+        assert_eq!(
+            baudot_text("¿Cómo está? Añada juan_p@x.com", Lang::Es),
+            "COMO ESTA? ANADA JUAN GUION BAJO P ARROBA X.COM"
+        );
+        assert_eq!(baudot_text("a+b @ c\t{d}", Lang::En), "A PLUS B AT C D");
+    }
+
+    #[test]
+    fn wrap_keeps_lines_short() {
+        let w = wrap("CHECK YOUR CASE STATUS AT USCIS.GOV/CASESTATUS GA", 20);
+        assert_eq!(w, "CHECK YOUR CASE\nSTATUS AT\nUSCIS.GOV/CASESTATUS\nGA");
+        assert!(w.lines().all(|l| l.chars().count() <= 20));
+        assert_eq!(wrap("A B", 0), "A B");
+        // A word longer than the line is not cut.
+        assert_eq!(wrap("ABCDEFGHIJ K", 4), "ABCDEFGHIJ\nK");
+    }
+
+    #[test]
+    fn tty_numbers_match_on_digits() {
+        let config = TtyConfig {
+            numbers: vec!["+1 800-767-1833".into()],
+            ..TtyConfig::default()
+        };
+        assert!(config.is_tty_number("8007671833"));
+        assert!(config.is_tty_number("18007671833"));
+        assert!(!config.is_tty_number("8003755283"));
+        assert!(!config.is_tty_number("ivr"));
+    }
+
+    #[test]
+    fn phone_is_formatted_in_groups() {
+        assert_eq!(format_phone("2025550134"), "202-555-0134");
+        assert_eq!(format_phone("12345"), "12345");
+    }
+
+    #[test]
+    fn detector_needs_letters_under_one_carrier() {
+        let t = Instant::now();
+        let mut d = TtyDetector::new();
+        // Two stray characters, then the carrier drops: not a TTY.
+        for e in [
+            TtyEvent::CarrierOn,
+            TtyEvent::Char('E'),
+            TtyEvent::Char('T'),
+        ] {
+            assert!(!d.handle_event(t, e));
+        }
+        assert!(!d.handle_event(t, TtyEvent::CarrierOff));
+        assert!(!d.handle_event(t, TtyEvent::Char('A')), "no carrier");
+        assert!(!d.handle_event(t, TtyEvent::CarrierOff));
+        assert!(!d.handle_event(t, TtyEvent::CarrierOn));
+        assert!(!d.handle_event(t, TtyEvent::Char('H')));
+        assert!(!d.handle_event(t, TtyEvent::Char(' ')));
+        assert!(!d.handle_event(t, TtyEvent::Char('I')));
+        assert!(d.handle_event(t, TtyEvent::Char('S')));
+        assert!(d.handle_event(t, TtyEvent::CarrierOff), "stays a TTY call");
+        let text: String = d.take_chars().into_iter().map(|(_, c)| c).collect();
+        assert_eq!(text, "H IS");
+    }
+
+    #[test]
+    fn closures_are_transfer_policies() {
+        let p: Arc<dyn TransferPolicy> = Arc::new(|i: &str, _| i == "military");
+        let now = Instant::now();
+        assert!(p.should_transfer("military", now));
+        assert!(!p.should_transfer("hours", now));
+        assert!(!NeverTransfer.should_transfer("agent", now));
+    }
+}

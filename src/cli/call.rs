@@ -1,0 +1,248 @@
+//! `ivr call --tty FILE.wav`: runs a recorded TTY caller through the TTY pipeline offline — the
+//! Baudot demodulator, the conversation (`flow::tty`) and the modulator — on a virtual clock,
+//! much faster than real time, and prints one JSON object with the decoded caller text, the
+//! intent and what the IVR typed and did.
+//!
+//! The recording is the caller's side only, so the run models a polite caller: the tape is
+//! paused while the IVR types (and for the echo guard after), as a caller reads the reply before
+//! typing on. Its silences are kept, so a line without "GA" still ends by the pause rule.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::audio::resample::resample;
+use crate::audio::tty::{
+    SAMPLE_RATE_HZ, TtyDemodulator, TtyEvent, TtyModulator, TtyRxConfig, TtyTxConfig,
+};
+use crate::flow::tty::{TtyConfig, TtyConversation, TtyOutput, TtyPrompts};
+use crate::nlu::{self, Nlu};
+use crate::pii::Pii;
+use crate::rtp::codec::{alaw_decode, alaw_encode, ulaw_decode, ulaw_encode};
+use crate::speech::tts::{Pcm, read_wav, write_wav};
+use crate::types::Lang;
+
+/// 20 ms at 8 kHz: the RTP frame the server feeds the demodulator.
+const FRAME_SAMPLES: usize = 160;
+/// A run stops after this much virtual time whatever happens (a caller who never stops).
+const RUN_LIMIT: Duration = Duration::from_secs(30 * 60);
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// The recorded caller: a WAV file (any rate, mono or stereo).
+    pub file: PathBuf,
+    /// The caller is a Baudot TTY (the only mode `ivr call` runs offline so far).
+    #[arg(long)]
+    pub tty: bool,
+    /// Language of the conversation: en or es.
+    #[arg(long, default_value = "en")]
+    pub lang: String,
+    /// Write what the IVR transmitted (its TTY tones, silence between turns) as 8 kHz WAV.
+    #[arg(long)]
+    pub out_wav: Option<PathBuf>,
+    /// The line's codec round trip for the caller's audio: pcmu, pcma or none.
+    #[arg(long, default_value = "pcmu")]
+    pub g711: String,
+    /// The caller ID the IVR offers for the text message.
+    #[arg(long)]
+    pub caller_id: Option<String>,
+    /// Feed the IVR's own transmission back to its receiver this many dB down (a hybrid's
+    /// echo), to exercise echo suppression. Default: no echo.
+    #[arg(long, allow_hyphen_values = true)]
+    pub echo_db: Option<f64>,
+    /// Show phone numbers and email addresses in clear (redacted by default).
+    #[arg(long)]
+    pub clear: bool,
+    #[arg(long, default_value = "prompts")]
+    pub prompts: PathBuf,
+    #[arg(long, default_value = "grammars")]
+    pub grammars: PathBuf,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if !args.tty {
+        eprintln!("ivr call: only TTY callers run offline so far; add --tty");
+        return Ok(ExitCode::from(2));
+    }
+    let report = run_tty(&args)?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads `grammars/<lang>/*.txt` and trains the classifier.
+pub fn load_nlu(dir: &Path) -> anyhow::Result<Nlu> {
+    let mut sources = Vec::new();
+    for lang in Lang::ALL {
+        let sub = dir.join(lang.code());
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&sub)
+            .with_context(|| format!("reading {}", sub.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            sources.push(nlu::Source { path, text });
+        }
+    }
+    nlu::build(&sources).map_err(|diags| {
+        let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("grammar errors:\n{}", lines.join("\n"))
+    })
+}
+
+/// Reads `prompts/` and takes the TTY texts from it.
+pub fn load_tty_prompts(dir: &Path) -> anyhow::Result<TtyPrompts> {
+    let sources = crate::speech::read_sources(dir)
+        .with_context(|| format!("reading prompts from {}", dir.display()))?;
+    let catalog = crate::speech::Catalog::parse(&sources).map_err(|diags| {
+        let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("prompt errors:\n{}", lines.join("\n"))
+    })?;
+    TtyPrompts::from_catalog(&catalog)
+        .map_err(|missing| anyhow::anyhow!("TTY prompts missing: {}", missing.join(", ")))
+}
+
+/// The offline run; returns the JSON report `run` prints.
+pub fn run_tty(args: &Args) -> anyhow::Result<serde_json::Value> {
+    let lang = Lang::from_code(&args.lang)
+        .with_context(|| format!("unknown language {:?} (en or es)", args.lang))?;
+    let codec: fn(i16) -> i16 = match args.g711.as_str() {
+        "pcmu" => |s| ulaw_decode(ulaw_encode(s)),
+        "pcma" => |s| alaw_decode(alaw_encode(s)),
+        "none" => |s| s,
+        other => bail!("unknown --g711 {other:?} (pcmu, pcma or none)"),
+    };
+    let nlu = Arc::new(load_nlu(&args.grammars)?);
+    let prompts = Arc::new(load_tty_prompts(&args.prompts)?);
+    let input = read_wav(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let tape: Vec<i16> = resample(&input.samples, input.rate, SAMPLE_RATE_HZ)
+        .into_iter()
+        .map(codec)
+        .collect();
+
+    let echo_gain = args.echo_db.map(|db| 10f64.powf(-db.abs() / 20.0));
+    let config = TtyConfig::default();
+    let resume_after = Duration::from_millis(config.echo_guard_ms + 200);
+    let pause = Duration::from_millis(config.pause_ms);
+    let mut conv = TtyConversation::new(
+        nlu,
+        prompts,
+        config,
+        lang,
+        args.caller_id.clone().map(Pii::new),
+    );
+    let mut rx = TtyDemodulator::new(TtyRxConfig::default());
+    let mut tx = TtyModulator::new(TtyTxConfig::default());
+    // The virtual clock's origin; only differences matter.
+    let start = Instant::now();
+    let frame = Duration::from_millis(20);
+    let mut now = start;
+    let mut out: Vec<i16> = Vec::new();
+    let mut pos = 0usize;
+    let mut transmitting = false;
+    let mut tape_resume_at = start;
+    let mut tape_done_at: Option<Instant> = None;
+    let mut ended = false;
+    let mut buf = [0i16; FRAME_SAMPLES];
+
+    while now - start < RUN_LIMIT {
+        if conv.poll_timeout().is_some_and(|t| t <= now) {
+            conv.handle_timeout(now);
+        }
+        while let Some(output) = conv.poll_output() {
+            match output {
+                TtyOutput::Type(text) => {
+                    tx.push_text(&text)
+                        .map_err(|e| anyhow::anyhow!("modulator: {e}"))?;
+                    transmitting = true;
+                }
+                // The record lists them; an offline run delivers nothing.
+                TtyOutput::SendLink { .. } => {}
+                TtyOutput::Transfer { .. } | TtyOutput::Hangup => ended = true,
+            }
+        }
+        if ended && tx.is_idle() {
+            break;
+        }
+        if transmitting {
+            let n = tx.fill(&mut buf);
+            buf[n..].fill(0);
+            out.extend_from_slice(&buf);
+            if let Some(gain) = echo_gain {
+                let echo: Vec<i16> = buf
+                    .iter()
+                    .map(|&s| codec((f64::from(s) * gain) as i16))
+                    .collect();
+                feed(&mut rx, &mut conv, now, &echo);
+            }
+            now += frame;
+            if n < FRAME_SAMPLES {
+                transmitting = false;
+                conv.handle_sent(now);
+                tape_resume_at = now + resume_after;
+            }
+            continue;
+        }
+        out.extend(std::iter::repeat_n(0i16, FRAME_SAMPLES));
+        if now >= tape_resume_at {
+            let end = (pos + FRAME_SAMPLES).min(tape.len());
+            let chunk = &tape[pos..end];
+            buf[..chunk.len()].copy_from_slice(chunk);
+            buf[chunk.len()..].fill(0);
+            pos = end;
+            if pos >= tape.len() && tape_done_at.is_none() {
+                tape_done_at = Some(now);
+            }
+            feed(&mut rx, &mut conv, now, &buf);
+        } else if echo_gain.is_some() {
+            // The line is live between turns: the receiver hears the echo's end.
+            feed(&mut rx, &mut conv, now, &[0; FRAME_SAMPLES]);
+        }
+        now += frame;
+        // The tape is over and the IVR has had its say (a last line without "GA" ends by the
+        // pause rule, so wait that long).
+        if let Some(done) = tape_done_at
+            && now >= done + pause + Duration::from_secs(1)
+            && tx.is_idle()
+            && !transmitting
+        {
+            break;
+        }
+    }
+
+    if let Some(path) = &args.out_wav {
+        write_wav(
+            path,
+            &Pcm {
+                rate: SAMPLE_RATE_HZ,
+                samples: out,
+            },
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let mut report = conv.record().to_json(args.clear);
+    if let Some(map) = report.as_object_mut() {
+        map.insert(
+            "virtual_s".into(),
+            serde_json::json!((now - start).as_secs_f64()),
+        );
+    }
+    Ok(report)
+}
+
+/// One 20 ms frame heard on the line: into the demodulator, its events into the conversation.
+fn feed(rx: &mut TtyDemodulator, conv: &mut TtyConversation, now: Instant, pcm: &[i16]) {
+    rx.handle_pcm(now, pcm);
+    while let Some(event) = rx.poll_event() {
+        match event {
+            TtyEvent::CarrierOn => conv.handle_carrier(now, true),
+            TtyEvent::CarrierOff => conv.handle_carrier(now, false),
+            TtyEvent::Char(c) => conv.handle_char(now, c),
+        }
+    }
+}
