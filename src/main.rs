@@ -41,6 +41,9 @@ enum Command {
     Check(ivr::cli::check::Args),
     /// The intent of a text (or of each stdin line), as JSON lines.
     Classify(ivr::cli::classify::Args),
+    /// Run a recorded caller through the pipeline offline and print what was heard, understood,
+    /// said and done, as one JSON object.
+    Call(ivr::cli::call::Args),
     /// What the routing policy decides for an intent at an instant, as one JSON object.
     Route {
         #[command(flatten)]
@@ -141,6 +144,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check(args) => ivr::cli::check::run(args),
         Command::Classify(args) => ivr::cli::classify::run(args),
+        Command::Call(args) => ivr::cli::call::run(args),
         Command::Route { args, config } => {
             let cfg = load_config(config.as_deref())?;
             ivr::cli::route::run_with(

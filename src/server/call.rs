@@ -16,8 +16,12 @@ use super::Shared;
 use super::metrics::Metrics;
 use super::outgoing::{Stream, StreamEvent};
 use super::store::{CallRecord, now_rfc3339};
+use super::tty_session::{TtyAction, TtySession, TtyWatch};
 use crate::audio::dtmf::{DtmfConfig, DtmfDetector};
+use crate::flow::tty::{TtyOutput, TtyPrompts};
 use crate::flow::{self, Action, FlowConfig};
+use crate::nlu::Nlu;
+use crate::pii::Pii;
 use crate::rtp::codec::FRAME_SAMPLES_16K;
 use crate::rtp::inbound::{Inbound, InboundConfig};
 use crate::rtp::packet::is_rtcp;
@@ -62,6 +66,27 @@ pub struct CallSetup {
     pub flow: FlowConfig,
     pub rtp_timeout: Duration,
     pub ptime_ms: u32,
+    /// The call came in on the TTY line: a text conversation from the start.
+    pub tty: bool,
+    pub nlu: Arc<Nlu>,
+    /// The caller's number, offered for text messages.
+    pub caller_id: Option<Pii<String>>,
+}
+
+/// Start a TTY conversation in `lang`; None (logged) if the prompts lack the TTY texts.
+fn tty_session(setup: &CallSetup, lang: crate::types::Lang) -> Option<TtySession> {
+    match TtyPrompts::from_catalog(&setup.prompts.catalog) {
+        Ok(prompts) => Some(TtySession::new(
+            setup.nlu.clone(),
+            Arc::new(prompts),
+            lang,
+            setup.caller_id.clone(),
+        )),
+        Err(missing) => {
+            tracing::error!(?missing, "TTY prompts missing: the call stays a voice call");
+            None
+        }
+    }
 }
 
 const RTCP_INTERVAL: Duration = Duration::from_secs(5);
@@ -95,6 +120,15 @@ pub async fn run(
     let mut saw_rfc4733 = false;
     let mut end_reason: Option<&'static str> = None;
     let mut hanging_up = false;
+    let mut started = false;
+    let mut tty: Option<TtySession> = if setup.tty {
+        tty_session(&setup, crate::types::Lang::En)
+    } else {
+        None
+    };
+    let mut watch = TtyWatch::default();
+    // A TTY hang-up waits for the last line (ending "SK") to be sent.
+    let mut hangup_after_playback = false;
     setup.stream.set_media(
         setup.media.remote_rtp,
         setup.media.direction.sends(),
@@ -103,7 +137,10 @@ pub async fn run(
     );
 
     loop {
-        let flow_at = flow.poll_timeout();
+        let flow_at = match &tty {
+            Some(t) => t.poll_timeout(),
+            None => flow.poll_timeout(),
+        };
         let digit_at = inbound.as_ref().and_then(Inbound::poll_timeout);
         let rtp_deadline = last_rx + setup.rtp_timeout;
         let receiving = setup.media.direction.receives() && setup.media.remote_rtp.is_some();
@@ -113,7 +150,12 @@ pub async fn run(
             cmd = rx.recv() => {
                 let now = Instant::now();
                 match cmd {
-                    Some(CallCommand::Confirmed) => flow.handle_event(now, flow::Event::Start),
+                    Some(CallCommand::Confirmed) => {
+                        started = true;
+                        if tty.is_none() {
+                            flow.handle_event(now, flow::Event::Start);
+                        }
+                    }
                     Some(CallCommand::Media(m)) => {
                         if m.codec != setup.media.codec || m.payload_type != setup.media.payload_type {
                             inbound = inbound_for(&m);
@@ -144,7 +186,14 @@ pub async fn run(
                 // barge-in may still report its end.
                 if let Some(StreamEvent::PlaybackDone { generation: g }) = ev {
                     if g == generation {
-                        flow.handle_event(Instant::now(), flow::Event::PlaybackDone);
+                        match tty.as_mut() {
+                            Some(t) => t.handle_sent(Instant::now()),
+                            None => flow.handle_event(Instant::now(), flow::Event::PlaybackDone),
+                        }
+                        if hangup_after_playback && !hanging_up {
+                            hanging_up = true;
+                            let _ = sip.send(SipCommand::Hangup(setup.key)).await;
+                        }
                     }
                 }
             }
@@ -158,10 +207,28 @@ pub async fn run(
                 }
                 if let Some(inb) = inbound.as_mut() {
                     let n = inb.poll_audio(now, &mut pcm);
-                    // Gateways that send RFC 4733 remove the tones from the audio; Opus audio is
-                    // 16 kHz and the detector is tuned for 8 kHz.
-                    if n > 0 && !saw_rfc4733 && setup.media.codec != Codec::Opus {
-                        digits[0] = inband.process(&pcm[..n]);
+                    // The DTMF and TTY detectors are tuned for 8 kHz audio (G.711 calls).
+                    let narrowband = setup.media.codec != Codec::Opus;
+                    match tty.as_mut() {
+                        Some(t) if n > 0 => t.handle_pcm(now, &pcm[..n]),
+                        Some(t) => t.handle_gap(now, 160),
+                        None if n > 0 && narrowband => {
+                            // Gateways that send RFC 4733 remove the tones from the audio.
+                            if !saw_rfc4733 {
+                                digits[0] = inband.process(&pcm[..n]);
+                            }
+                            if watch.handle_pcm(now, &pcm[..n]) {
+                                // Baudot tones on a voice call: the caller types. Switch to
+                                // the text conversation in the language chosen so far.
+                                tracing::info!("Baudot tones detected: TTY mode");
+                                setup.stream.stop();
+                                tty = tty_session(&setup, flow.lang());
+                                if let Some(t) = tty.as_mut() {
+                                    t.replay(watch.take_chars());
+                                }
+                            }
+                        }
+                        None => {}
                     }
                 }
                 if now >= next_rtcp {
@@ -197,7 +264,10 @@ pub async fn run(
                 }
             }
             _ = sleep_until(flow_at.unwrap_or(start).into()), if flow_at.is_some() => {
-                flow.handle_timeout(Instant::now());
+                match tty.as_mut() {
+                    Some(t) => t.handle_timeout(Instant::now()),
+                    None => flow.handle_timeout(Instant::now()),
+                }
             }
             _ = sleep_until(digit_at.unwrap_or(start).into()), if digit_at.is_some() => {
                 if let Some(ev) = inbound.as_mut().and_then(|i| i.handle_timeout(Instant::now())) {
@@ -216,6 +286,55 @@ pub async fn run(
         for d in digits.into_iter().flatten() {
             Metrics::inc(&metrics.dtmf_digits_total);
             flow.handle_event(Instant::now(), flow::Event::Digit(d));
+        }
+
+        // A TTY conversation's actions: lines become tones played like prompts.
+        while let Some(action) = tty
+            .as_mut()
+            .filter(|_| started)
+            .and_then(TtySession::poll_action)
+        {
+            match action {
+                TtyAction::Play(pcm) => {
+                    let pcm = crate::speech::tts::Pcm {
+                        rate: 8000,
+                        samples: pcm,
+                    };
+                    match crate::speech::cache::encode_pcm(
+                        "tty.line".into(),
+                        flow.lang(),
+                        String::new(),
+                        false,
+                        "tty".into(),
+                        &pcm,
+                    ) {
+                        Ok(p) => generation = setup.stream.play(vec![Arc::new(p)]),
+                        Err(e) => tracing::error!(error = %e, "cannot encode TTY tones"),
+                    }
+                }
+                TtyAction::Output(TtyOutput::SendLink {
+                    channel,
+                    to,
+                    intent,
+                    link,
+                }) => {
+                    tracing::info!(?channel, to = %to, %intent, %link, "link to send (TTY)");
+                }
+                // The session folds lines into `Play`.
+                TtyAction::Output(TtyOutput::Type(_)) => {}
+                TtyAction::Output(TtyOutput::Transfer { queue }) => {
+                    tracing::info!(queue, "TTY transfer requested");
+                }
+                TtyAction::Output(TtyOutput::Hangup) => {
+                    end_reason.get_or_insert("ivr_hangup");
+                    if setup.stream.is_playing() {
+                        hangup_after_playback = true;
+                    } else if !hanging_up {
+                        hanging_up = true;
+                        let _ = sip.send(SipCommand::Hangup(setup.key)).await;
+                    }
+                }
+            }
         }
 
         // Drain the flow's actions (STYLE.md: every input is followed by draining poll_*).
@@ -254,7 +373,7 @@ pub async fn run(
 
     // Final record: what the flow did and why the call ended.
     let rec = flow.record();
-    let mut record = setup.record;
+    let mut record = setup.record.clone();
     record.ended_at = Some(now_rfc3339());
     record.codec = Some(setup.media.codec.name().to_string());
     record.lang = rec.lang.map(|l| l.code().to_string());
@@ -271,6 +390,18 @@ pub async fn run(
         .and_then(|o| serde_json::to_value(o).ok())
         .and_then(|v| v.as_str().map(String::from));
     record.end_reason = end_reason.map(String::from);
+    if let Some(t) = &tty {
+        let r = t.record();
+        record.mode = "tty".into();
+        record.lang = r.lang.map(|l| l.code().to_string());
+        record.intents = r.intents.iter().filter_map(|(i, _)| i.clone()).collect();
+        record.intent = record.intents.last().cloned();
+        record.actions = r.actions.clone();
+        record.outcome = r
+            .outcome
+            .and_then(|o| serde_json::to_value(o).ok())
+            .and_then(|v| v.as_str().map(String::from));
+    }
     shared.store.save(record);
     let _ = sip.send(SipCommand::Finished(setup.key)).await;
 }

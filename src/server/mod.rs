@@ -13,6 +13,7 @@ pub mod outgoing;
 pub mod reload;
 pub mod sip_task;
 pub mod store;
+pub mod tty_session;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};

@@ -301,6 +301,13 @@ impl SipTask {
                     let _ = self.endpoint.reject(now, call, 500, &[]);
                     return;
                 };
+                // Calls to the TTY line's number start as a text conversation.
+                let tty_line = crate::flow::tty::TtyConfig {
+                    numbers: vec![cfg.sip.tty_number.clone()],
+                    ..Default::default()
+                };
+                let tty = tty_line.is_tty_number(&info.request_user)
+                    || tty_line.is_tty_number(&info.to_user);
                 let record = CallRecord {
                     call_id: info.call_id.clone(),
                     started_at: now_rfc3339(),
@@ -312,6 +319,7 @@ impl SipTask {
                         Transport::Tcp => "tcp".into(),
                     },
                     codec: Some(media.codec.name().into()),
+                    mode: if tty { "tty".into() } else { "voice".into() },
                     ..Default::default()
                 };
                 self.shared.store.save(record.clone());
@@ -344,6 +352,9 @@ impl SipTask {
                     },
                     rtp_timeout: cfg.media.rtp_timeout(),
                     ptime_ms: cfg.media.ptime_ms,
+                    tty,
+                    nlu: self.shared.nlu.load(),
+                    caller_id: Some(crate::pii::Pii::new(info.from_user.clone())),
                 };
                 tokio::spawn(call::run(setup, rx, sip_tx.clone(), self.shared.clone()));
                 self.calls.insert(

@@ -28,6 +28,10 @@ pub struct CallRecord {
     pub prompts: Vec<String>,
     pub outcome: Option<String>,
     pub end_reason: Option<String>,
+    /// "voice" or "tty".
+    pub mode: String,
+    /// What the call did besides playing prompts: "send_link:sms:case_status", "transfer:tty"...
+    pub actions: Vec<String>,
 }
 
 enum Write {
@@ -58,7 +62,9 @@ CREATE TABLE IF NOT EXISTS calls (
     intents     TEXT NOT NULL,
     prompts     TEXT NOT NULL,
     outcome     TEXT,
-    end_reason  TEXT
+    end_reason  TEXT,
+    mode        TEXT NOT NULL DEFAULT 'voice',
+    actions     TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS calls_started ON calls(started_at);
 ";
@@ -78,6 +84,14 @@ impl Store {
         let path = data_dir.join("ivr.sqlite3");
         let writer = open_connection(&path)?;
         writer.execute_batch(SCHEMA)?;
+        // Data directories from before these columns existed get them added (an error means
+        // the column is there already).
+        for column in [
+            "mode TEXT NOT NULL DEFAULT 'voice'",
+            "actions TEXT NOT NULL DEFAULT '[]'",
+        ] {
+            let _ = writer.execute_batch(&format!("ALTER TABLE calls ADD COLUMN {column}"));
+        }
         let reader = open_connection(&path)?;
         let (tx, rx) = mpsc::channel::<Write>();
         std::thread::Builder::new()
@@ -129,7 +143,7 @@ impl Store {
 
 const COLUMNS: &str =
     "call_id, started_at, answered_at, ended_at, caller, to_user, transport, codec, lang,
-                       digits, intent, intents, prompts, outcome, end_reason";
+                       digits, intent, intents, prompts, outcome, end_reason, mode, actions";
 
 pub fn read_call(conn: &Connection, call_id: &str) -> anyhow::Result<Option<CallRecord>> {
     let sql = format!("SELECT {COLUMNS} FROM calls WHERE call_id = ?1");
@@ -163,6 +177,8 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallRecord> {
         prompts: serde_json::from_str(&r.get::<_, String>(12)?).unwrap_or_default(),
         outcome: r.get(13)?,
         end_reason: r.get(14)?,
+        mode: r.get(15)?,
+        actions: serde_json::from_str(&r.get::<_, String>(16)?).unwrap_or_default(),
     })
 }
 
@@ -196,12 +212,12 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Write>) {
 fn upsert(conn: &Connection, r: &CallRecord) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO calls (call_id, started_at, answered_at, ended_at, caller, to_user, transport, codec,
-                            lang, digits, intent, intents, prompts, outcome, end_reason)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                            lang, digits, intent, intents, prompts, outcome, end_reason, mode, actions)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
          ON CONFLICT(call_id) DO UPDATE SET answered_at = excluded.answered_at, ended_at = excluded.ended_at,
              codec = excluded.codec, lang = excluded.lang, digits = excluded.digits, intent = excluded.intent,
              intents = excluded.intents, prompts = excluded.prompts, outcome = excluded.outcome,
-             end_reason = excluded.end_reason",
+             end_reason = excluded.end_reason, mode = excluded.mode, actions = excluded.actions",
         params![
             r.call_id,
             r.started_at,
@@ -218,6 +234,8 @@ fn upsert(conn: &Connection, r: &CallRecord) -> rusqlite::Result<()> {
             serde_json::to_string(&r.prompts).unwrap_or_else(|_| "[]".into()),
             r.outcome,
             r.end_reason,
+            r.mode,
+            serde_json::to_string(&r.actions).unwrap_or_else(|_| "[]".into()),
         ],
     )?;
     Ok(())
