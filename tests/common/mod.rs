@@ -532,6 +532,8 @@ pub struct Uac {
     pub to_tag: Option<String>,
     pub cseq: u32,
     pub rtp: UdpSocket,
+    /// The user dialed (Request-URI and To): "ivr", or the TTY line's number.
+    pub dialed: String,
     branch_n: u32,
 }
 
@@ -596,6 +598,7 @@ impl Uac {
             to_tag: None,
             cseq: 0,
             rtp,
+            dialed: "ivr".into(),
             branch_n: 0,
         }
     }
@@ -636,10 +639,11 @@ impl Uac {
         };
         let local = self.local();
         let msg = format!(
-            "{method} sip:ivr@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:2025550134@127.0.0.1>;tag={ft}\r\nTo: <sip:ivr@{server}>{to_tag}\r\n\
+            "{method} sip:{dialed}@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:2025550134@127.0.0.1>;tag={ft}\r\nTo: <sip:{dialed}@{server}>{to_tag}\r\n\
              Call-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@{local}>\r\n{ctype}Content-Length: {len}\r\n\r\n{body}",
             server = self.server,
+            dialed = self.dialed,
             ft = self.from_tag,
             cid = self.call_id,
             cseq = self.cseq,

@@ -1,0 +1,104 @@
+//! A full SIP call to the TTY number with Baudot audio (typed by minimodem, the independent
+//! peer, sent as G.711 RTP): the IVR greets in TTY style, the caller's question gets the right
+//! answer and the link offer, and minimodem decodes the IVR's tones exactly.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn minimodem_tx(text: &str, path: &std::path::Path) -> Vec<i16> {
+    require("minimodem");
+    let mut child = Command::new("minimodem")
+        .args(["--tx", "tdd", "-R", "8000", "-f"])
+        .arg(path)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    read_wav(path).1
+}
+
+#[test]
+fn tty_caller_types_a_question_and_reads_the_answer() {
+    let server = Server::start(ServerOptions::default());
+    let dir = temp_dir("tty-call");
+    let question = minimodem_tx("WHAT IS MY CASE STATUS Q GA", &dir.join("q.wav"));
+    let capture = Capture::start(
+        &format!("udp and src portrange {}-{}", server.rtp.0, server.rtp.1),
+        &dir,
+    );
+
+    let mut uac = Uac::new(server.sip);
+    uac.dialed = "8007671833".into();
+    let ok = uac.call();
+    let dest = Uac::remote_rtp(&ok);
+    // Listen (sending silence, as a TTY line does) while the greeting is typed, then type.
+    uac.send_pcmu(dest, &vec![0i16; 8000 * 8], 1, 1000);
+    uac.send_pcmu(dest, &question, 401, 1000 + 8000 * 8);
+    // The answer and the link offer take ~25 s at 6 characters per second; keep the line alive.
+    let start = Instant::now();
+    let mut seq = 401 + (question.len() / 160) as u16 + 1;
+    let mut ts = 1000 + 8000 * 8 + question.len() as u32;
+    while start.elapsed() < Duration::from_secs(40) {
+        uac.send_pcmu(dest, &vec![0i16; 8000], seq, ts);
+        seq = seq.wrapping_add(50);
+        ts = ts.wrapping_add(8000);
+    }
+    uac.request("BYE", "", true);
+    assert_eq!(
+        uac.final_response(Duration::from_secs(3)).status(),
+        Some(200)
+    );
+    let packets = capture.stop();
+
+    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    assert_eq!(call["mode"], "tty", "{call}");
+    assert_eq!(call["intent"], "case_status", "{call}");
+
+    // What the IVR transmitted, decoded by minimodem.
+    let mut rtp: Vec<(u16, Vec<i16>)> = packets
+        .iter()
+        .filter_map(|p| parse_rtp(&p.payload))
+        .filter(|r| r.pt == 0)
+        .map(|r| {
+            (
+                r.seq,
+                r.payload.iter().map(|&b| ulaw_to_linear(b)).collect(),
+            )
+        })
+        .collect();
+    rtp.sort_by_key(|(seq, _)| *seq);
+    let pcm: Vec<i16> = rtp.into_iter().flat_map(|(_, p)| p).collect();
+    let wav = dir.join("ivr.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&wav, spec).unwrap();
+    for s in &pcm {
+        w.write_sample(*s).unwrap();
+    }
+    w.finalize().unwrap();
+    let out = Command::new("minimodem")
+        .args(["--rx", "-q", "tdd", "-f"])
+        .arg(&wav)
+        .output()
+        .unwrap();
+    let heard = String::from_utf8_lossy(&out.stdout).to_string();
+    let expected = "\r\nUSCIS CONTACT CENTER TTY. TYPE YOUR\r\nQUESTION GA\
+                    \r\nCHECK YOUR CASE STATUS AT\r\nUSCIS.GOV/CASESTATUS OR IN YOUR USCIS\
+                    \r\nONLINE ACCOUNT WANT THIS LINK BY TEXT OR\r\nEMAIL Q TYPE TEXT OR EMAIL OR NO GA";
+    assert_eq!(heard, expected, "minimodem decoded the IVR's tones");
+}
