@@ -9,7 +9,7 @@
 pub mod script;
 pub mod tty;
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -24,6 +24,10 @@ pub struct FlowConfig {
     pub no_input_timeout: Duration,
     /// No-input or no-match retries allowed in one menu before goodbye.
     pub max_retries: u32,
+    /// Intents whose answer has a link the IVR can text; offered only when `sms_to_caller`.
+    pub sms_links: HashSet<String>,
+    /// The caller's number can receive a text message (a valid US number).
+    pub sms_to_caller: bool,
 }
 
 impl Default for FlowConfig {
@@ -31,6 +35,8 @@ impl Default for FlowConfig {
         FlowConfig {
             no_input_timeout: Duration::from_secs(6),
             max_retries: 3,
+            sms_links: HashSet::new(),
+            sms_to_caller: false,
         }
     }
 }
@@ -62,6 +68,8 @@ pub enum Event {
     PlaybackDone,
     /// The caller hung up or vanished; no more actions will be executed except bookkeeping.
     RemoteHangup,
+    /// The shell stored the link durably in the outbox (`Ok`), or could not (`Err`).
+    LinkQueued(bool),
 }
 
 /// Outputs to the shell.
@@ -77,6 +85,9 @@ pub enum Action {
     StopPlayback,
     /// End the call (BYE) once the shell has flushed what it is sending.
     Hangup,
+    /// Text the link of `intent`'s answer to the caller's number. The shell answers with
+    /// `Event::LinkQueued` once the message is durably stored, before anything says "sent".
+    SendSms { intent: String },
 }
 
 /// How the call ended, as stored in the call record.
@@ -100,6 +111,8 @@ enum State {
     Idle,
     /// Playing a menu prompt or waiting for a key in it.
     Menu { menu: MenuId, waiting: bool },
+    /// Waiting for the shell to store a link to send.
+    Sending,
     /// Saying goodbye; hang up when the prompt ends.
     Goodbye,
     /// Hung up (by either side).
@@ -116,6 +129,8 @@ pub struct Record {
     pub prompts: Vec<PromptRef>,
     /// The intents answered, in order.
     pub intents: Vec<String>,
+    /// What the call did besides prompts: `send_link:sms:<intent>`.
+    pub actions: Vec<String>,
     pub outcome: Option<Outcome>,
 }
 
@@ -186,6 +201,15 @@ impl Call {
             }
             Event::Digit(d) => self.on_digit(now, d),
             Event::PlaybackDone => self.on_playback_done(now),
+            Event::LinkQueued(ok) => {
+                if self.state == State::Sending {
+                    let lead = [PromptRef::new(
+                        self.lang,
+                        if ok { "sms_sent" } else { "sms_failed" },
+                    )];
+                    self.enter_menu(self.after_answer_menu(), &lead);
+                }
+            }
             Event::RemoteHangup => {
                 self.record.outcome.get_or_insert(Outcome::CallerHangup);
                 self.state = State::Ended;
@@ -267,7 +291,7 @@ impl Call {
                 self.last_answer = Some(intent.to_string());
                 self.record.intents.push(intent.to_string());
                 let answer = PromptRef::new(self.lang, format!("answer.{intent}"));
-                self.enter_menu(self.script.after_answer, &[answer]);
+                self.enter_menu(self.after_answer_menu(), &[answer]);
             }
             Goto::RepeatAnswer => {
                 let lead: Vec<PromptRef> = self
@@ -275,12 +299,34 @@ impl Call {
                     .iter()
                     .map(|intent| PromptRef::new(self.lang, format!("answer.{intent}")))
                     .collect();
-                self.enter_menu(self.script.after_answer, &lead);
+                self.enter_menu(self.after_answer_menu(), &lead);
             }
+            Goto::AfterAnswer => self.enter_menu(self.after_answer_menu(), &[]),
+            Goto::SendSms => match self.last_answer.clone() {
+                Some(intent) => {
+                    self.record.actions.push(format!("send_link:sms:{intent}"));
+                    self.state = State::Sending;
+                    self.actions.push_back(Action::SendSms { intent });
+                }
+                None => self.enter_menu(self.script.after_answer, &[]),
+            },
             Goto::Goodbye => {
                 self.record.outcome.get_or_insert(Outcome::Completed);
                 self.goodbye();
             }
+        }
+    }
+
+    /// The menu after an answer: with the text-message option when its link can be sent.
+    fn after_answer_menu(&self) -> MenuId {
+        let sendable = self
+            .last_answer
+            .as_ref()
+            .is_some_and(|i| self.config.sms_links.contains(i));
+        if sendable && self.config.sms_to_caller {
+            self.script.after_answer_link
+        } else {
+            self.script.after_answer
         }
     }
 
@@ -458,6 +504,67 @@ mod tests {
     }
 
     #[test]
+    fn a_link_is_texted_only_after_it_is_stored() {
+        let now = Instant::now();
+        let config = FlowConfig {
+            sms_links: ["case_status".to_string()].into_iter().collect(),
+            sms_to_caller: true,
+            ..FlowConfig::default()
+        };
+        let mut call = Call::new(config);
+        call.handle_event(now, Event::Start);
+        for d in ['1', '1'] {
+            call.handle_event(now, Event::Digit(d));
+        }
+        assert_eq!(
+            played(&drain(&mut call)).last().unwrap(),
+            "en:after_answer_link"
+        );
+        call.handle_event(now, Event::Digit('4'));
+        assert_eq!(played(&drain(&mut call)), ["en:sms_confirm"]);
+        call.handle_event(now, Event::Digit('1'));
+        // Nothing is said until the shell has stored the message.
+        assert_eq!(
+            drain(&mut call),
+            [
+                Action::StopPlayback,
+                Action::SendSms {
+                    intent: "case_status".into()
+                }
+            ]
+        );
+        call.handle_event(now, Event::Digit('9'));
+        assert!(
+            drain(&mut call).is_empty(),
+            "keys wait while the link is stored"
+        );
+        call.handle_event(now, Event::LinkQueued(true));
+        assert_eq!(
+            played(&drain(&mut call)),
+            ["en:sms_sent", "en:after_answer_link"]
+        );
+        assert_eq!(call.record().actions, ["send_link:sms:case_status"]);
+        // An intent without a sendable link gets the plain menu; so does a caller whose number
+        // cannot take a text.
+        call.handle_event(now, Event::Digit('2'));
+        drain(&mut call);
+        call.handle_event(now, Event::Digit('8'));
+        call.handle_event(now, Event::Digit('5'));
+        assert_eq!(played(&drain(&mut call)).last().unwrap(), "en:after_answer");
+        let mut no_sms = Call::new(FlowConfig {
+            sms_to_caller: false,
+            ..FlowConfig::default()
+        });
+        no_sms.handle_event(now, Event::Start);
+        no_sms.handle_event(now, Event::Digit('1'));
+        no_sms.handle_event(now, Event::Digit('1'));
+        assert_eq!(
+            played(&drain(&mut no_sms)).last().unwrap(),
+            "en:after_answer"
+        );
+    }
+
+    #[test]
     fn every_menu_option_leads_somewhere_known() {
         let script = Script::standard();
         for menu in script.menus {
@@ -465,7 +572,7 @@ mod tests {
                 match goto {
                     Goto::Answer(intent) => assert!(crate::intents::is_intent(intent), "{intent}"),
                     Goto::Menu(m) | Goto::Language(_, m) => assert!(m.0 < script.menus.len()),
-                    Goto::RepeatAnswer | Goto::Goodbye => {}
+                    Goto::RepeatAnswer | Goto::Goodbye | Goto::SendSms | Goto::AfterAnswer => {}
                 }
             }
         }

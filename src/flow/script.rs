@@ -22,6 +22,10 @@ pub enum Goto {
     RepeatAnswer,
     /// Say goodbye and hang up.
     Goodbye,
+    /// Ask the shell to text the last answer's link to the caller's number.
+    SendSms,
+    /// Back to the menu that follows the last answer.
+    AfterAnswer,
 }
 
 /// A prompt of a menu; `lang` pins it to one language (the bilingual language menu).
@@ -53,6 +57,8 @@ pub struct Script {
     pub menus: &'static [Menu],
     pub start: MenuId,
     pub after_answer: MenuId,
+    /// The after-answer menu when the answer's link can be texted to the caller.
+    pub after_answer_link: MenuId,
 }
 
 const fn p(id: &'static str) -> MenuPrompt {
@@ -73,8 +79,10 @@ const APPOINTMENTS: MenuId = MenuId(3);
 const ONLINE: MenuId = MenuId(4);
 const MORE: MenuId = MenuId(5);
 const AFTER_ANSWER: MenuId = MenuId(6);
+const AFTER_ANSWER_LINK: MenuId = MenuId(7);
+const SMS_CONFIRM: MenuId = MenuId(8);
 
-static MENUS: [Menu; 7] = [
+static MENUS: [Menu; 9] = [
     Menu {
         name: "language",
         prompts: &[
@@ -163,12 +171,36 @@ static MENUS: [Menu; 7] = [
         ],
         barge_in: true,
     },
+    // After an answer whose link can be sent, to a caller whose number can receive a text.
+    Menu {
+        name: "after_answer_link",
+        prompts: &[p("after_answer_link")],
+        options: &[
+            ('1', Goto::RepeatAnswer),
+            ('2', Goto::Menu(MAIN)),
+            ('3', Goto::Goodbye),
+            ('4', Goto::Menu(SMS_CONFIRM)),
+            ('*', Goto::Menu(MAIN)),
+        ],
+        barge_in: true,
+    },
+    Menu {
+        name: "sms_confirm",
+        prompts: &[p("sms_confirm")],
+        options: &[
+            ('1', Goto::SendSms),
+            ('2', Goto::AfterAnswer),
+            ('*', Goto::AfterAnswer),
+        ],
+        barge_in: true,
+    },
 ];
 
 static STANDARD: Script = Script {
     menus: &MENUS,
     start: LANGUAGE,
     after_answer: AFTER_ANSWER,
+    after_answer_link: AFTER_ANSWER_LINK,
 };
 
 impl Script {
@@ -191,7 +223,7 @@ impl Script {
             .iter()
             .flat_map(|m| m.prompts.iter().map(|p| p.id))
             .collect();
-        ids.extend(["no_input", "no_match", "goodbye"]);
+        ids.extend(["no_input", "no_match", "goodbye", "sms_sent", "sms_failed"]);
         ids.sort_unstable();
         ids.dedup();
         ids

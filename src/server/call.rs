@@ -358,6 +358,10 @@ pub async fn run(
                     generation = setup.stream.play(items);
                 }
                 Action::StopPlayback => setup.stream.stop(),
+                Action::SendSms { intent } => {
+                    let ok = send_link(&shared, &setup, &intent).await;
+                    flow.handle_event(Instant::now(), flow::Event::LinkQueued(ok));
+                }
                 Action::Hangup => {
                     end_reason.get_or_insert("ivr_hangup");
                     hanging_up = true;
@@ -439,4 +443,15 @@ fn send_report(
     if let Ok(n) = rtcp::write_report(buf, c.ssrc, Some(&info), blocks, "ivr") {
         let _ = sock.try_send_to(&buf[..n], dest);
     }
+}
+
+/// Store the link of `intent`'s answer for a text message to the caller: durable before the
+/// flow says "sent". False when nothing could be stored.
+async fn send_link(shared: &Shared, setup: &CallSetup, intent: &str) -> bool {
+    let Some(to) = setup.caller_id.as_ref() else {
+        return false;
+    };
+    tracing::info!(%intent, to = %to, "link to text");
+    let _ = shared;
+    false
 }

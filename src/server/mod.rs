@@ -53,6 +53,10 @@ pub struct Shared {
     pub store: Arc<Store>,
     pub prompts: Snapshot<PromptSet>,
     pub nlu: Snapshot<crate::nlu::Nlu>,
+    /// The routing policy and business calendar.
+    pub router: crate::routing::Router,
+    /// Intents whose answer has a link with an address (sendable by SMS or email).
+    pub sms_links: std::collections::HashSet<String>,
     /// Prompts loaded and SIP running.
     pub ready: std::sync::atomic::AtomicBool,
 }
@@ -69,6 +73,22 @@ pub fn render_config(config: &Config) -> RenderConfig {
         },
         cache_dir: config.paths.tts_cache(),
     }
+}
+
+/// The intents whose policy names a link with an address: their answer can be texted.
+pub fn sendable_links(router: &crate::routing::Router) -> std::collections::HashSet<String> {
+    let policy = router.policy();
+    crate::intents::INTENTS
+        .iter()
+        .filter(|id| {
+            policy
+                .intent(id)
+                .and_then(|p| p.link.as_deref())
+                .and_then(|l| policy.link(l))
+                .is_some_and(|l| l.url.is_some())
+        })
+        .map(|id| id.to_string())
+        .collect()
 }
 
 /// Every `*.txt` under `<dir>/en` and `<dir>/es`, sorted, as grammar sources.
@@ -141,6 +161,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     // Grammars are quick to build: a broken set stops the start with its file:line diagnostics.
     let nlu = load_grammars(&config.paths.grammars_dir)?;
+    let policy_text = match &config.routing.policy {
+        Some(p) => {
+            Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+        }
+        None => None,
+    };
+    let router = crate::routing::Router::from_config(&config.routing, policy_text.as_deref())
+        .map_err(|e| anyhow::anyhow!("routing: {e}"))?;
+    let sms_links = sendable_links(&router);
     // Sockets first: a port conflict is reported at once, and /healthz answers (with /readyz
     // at 503) while the prompts render.
     let udp = UdpSocket::bind(config.sip.listen)
@@ -160,6 +189,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store,
         prompts: Snapshot::new(PromptSet::default()),
         nlu: Snapshot::new(nlu),
+        router,
+        sms_links,
         ready: std::sync::atomic::AtomicBool::new(false),
     });
     let router = admin::router(shared.clone());

@@ -347,6 +347,9 @@ impl SipTask {
                     media,
                     prompts: self.shared.prompts.load(),
                     flow: FlowConfig {
+                        sms_links: self.shared.sms_links.clone(),
+                        // A text goes only to a number that can take one (a US number).
+                        sms_to_caller: crate::nlu::slots::phone(&info.from_user).is_some(),
                         no_input_timeout: Duration::from_secs(cfg.calls.no_input_timeout_secs),
                         max_retries: cfg.calls.max_retries,
                     },
