@@ -84,6 +84,10 @@ pub(super) struct InviteClientEntry {
     acks: Vec<(String, Vec<u8>)>,
 }
 
+/// Dialogs (To tags) one INVITE may create; more forked 2xx are dropped unanswered, a bound
+/// on the ACK/BYE work a hostile peer can cause with one INVITE.
+const MAX_FORKS: usize = 16;
+
 /// A value that can go in a header line without breaking the message.
 fn header_safe(s: &str) -> bool {
     !s.contains(['\r', '\n', '\0'])
@@ -192,7 +196,10 @@ impl Endpoint {
         if !valid_uri(&req.target) || !user_ok {
             return Err(CallError::InvalidTarget);
         }
+        // App-supplied text goes into a header line: refuse CR/LF rather than let a context
+        // value (UUI, a caller name) inject headers.
         let extra = extra_headers(req.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())))?;
+        // Unguessable and unique without a clock: two random words plus our address.
         let call_id = format!(
             "{:016x}{:08x}@{}",
             self.random(),
@@ -203,6 +210,7 @@ impl Endpoint {
         let branch = self.new_branch();
         let local_uri = format!("<sip:{}@{}>", req.from_user, self.config.local_addr);
         let remote_uri = format!("<{}>", req.target);
+        // Not in `dialogs` until a 2xx names the remote tag: requests before that cannot match.
         let early = Dialog::for_outgoing(&call_id, &tag, &local_uri, &remote_uri, &req.target, 1);
         let mut headers = vec![
             Header::new("Via", &self.via(req.transport, &branch)),
@@ -282,6 +290,7 @@ impl Endpoint {
             return Err(CallError::InvalidState);
         }
         if entry.tx.is_calling() {
+            // The INVITE may not have arrived yet; a CANCEL could overtake it and be lost.
             uac.cancel = CancelState::Wanted;
             return Ok(());
         }
@@ -301,6 +310,8 @@ impl Endpoint {
             uac.cancel = CancelState::Sent;
         }
         // The CANCEL shares the INVITE's branch; its responses are told apart by CSeq method.
+        // `call: None`: the CANCEL's own outcome means nothing to the app; the INVITE's final
+        // response (487, or a 2xx that won the race) decides how the call ends.
         let tx = NonInviteClientTx::new(now, &self.timing, transport.reliable(), bytes.clone());
         self.client_txs.insert(
             branch.to_string(),
@@ -334,6 +345,7 @@ impl Endpoint {
                 }
             }
             InviteResponse::Provisional => {
+                // Every 1xx is reported (retransmitted 180s too): the app only shows progress.
                 let Some(call) = call else { return };
                 let wanted = self
                     .calls
@@ -347,6 +359,8 @@ impl Endpoint {
                 }
             }
             InviteResponse::Rejected => {
+                // The ACK of a non-2xx belongs to the transaction and must carry the response's
+                // To tag (RFC 3261 §17.1.1.3), so it can only be built now.
                 let to = msg.header("to").map(str::to_string);
                 let ack = hop_by_hop(&entry.invite, Method::Ack, to.as_deref());
                 entry.tx.store_ack(ack.clone());
@@ -371,8 +385,12 @@ impl Endpoint {
         let tag = msg.to_tag().unwrap_or_default();
         let (remote, transport) = (entry.remote, entry.transport);
         if let Some((_, ack)) = entry.acks.iter().find(|(t, _)| *t == tag) {
+            // A retransmitted 2xx means our ACK was lost (RFC 3261 §13.2.2.4).
             let ack = ack.clone();
             return self.send(transport, remote, ack);
+        }
+        if entry.acks.len() >= MAX_FORKS {
+            return;
         }
         let dialog = entry.early.with_response(msg);
         let cseq = entry.early.local_cseq;
@@ -393,6 +411,8 @@ impl Endpoint {
         let Some((call, c)) = first else {
             return self.send_detached_bye(now, dialog, remote, transport);
         };
+        // The dialog is registered even when we hang up at once: the BYE and any request the
+        // callee sends meanwhile must find it.
         let cancelled = c.uac.as_ref().is_some_and(|u| u.cancel != CancelState::No);
         let id = dialog.id.clone();
         if let Some(c) = self.calls.get_mut(&call) {
@@ -405,6 +425,8 @@ impl Endpoint {
             let _ = self.send_bye(now, call);
             return;
         }
+        // An unparseable answer is passed on as None rather than failing a call that the
+        // callee already considers up; the app decides (typically: hang up).
         let answer = msg
             .header("content-type")
             .is_none_or(|t| first_token(t) == "application/sdp")
@@ -498,6 +520,8 @@ impl Endpoint {
         headers: &[(&str, &str)],
     ) -> Result<(), CallError> {
         let c = self.calls.get(&call).ok_or(CallError::UnknownCall)?;
+        // One transfer at a time: NOTIFYs carry no reference to their REFER unless `id=` is
+        // used, so two would be indistinguishable.
         if c.state != CallState::Confirmed || c.refer.as_ref().is_some_and(|r| !r.done) {
             return Err(CallError::InvalidState);
         }
@@ -511,6 +535,7 @@ impl Endpoint {
         }
         let mut extra = vec![Header::new("Refer-To", &format!("<{target}>"))];
         extra.extend(extra_headers(headers.iter().copied())?);
+        // Referred-By lets the transfer target (and the trunk's policy) see who transferred.
         if !extra.iter().any(|h| h.is("referred-by")) {
             extra.push(Header::new("Referred-By", &c.dialog.local_uri));
         }
@@ -535,6 +560,7 @@ impl Endpoint {
         else {
             return;
         };
+        // 2xx only means "accepted"; the outcome follows in NOTIFY. Anything else is the end.
         let done = !(200..300).contains(&code);
         if done {
             (r.done, r.subscribed) = (true, false);
@@ -560,6 +586,8 @@ impl Endpoint {
             .get(&call)
             .and_then(|c| c.refer.as_ref())
             .is_some_and(|r| r.subscribed);
+        // RFC 6665 §4.1.3: a NOTIFY that matches no subscription gets 481, which also tells
+        // the notifier to stop.
         if !subscribed {
             return self.reply(now, msg, from, transport, 481, &[]);
         }
@@ -586,6 +614,8 @@ impl Endpoint {
         if r.done {
             return;
         }
+        // A subscription that ends without a final sipfrag (e.g. the referee gave up) is an
+        // outcome too: the app must not wait forever.
         r.done = status >= 200 || terminated;
         let done = r.done;
         self.events
