@@ -735,6 +735,17 @@ fn forked_2xx_is_acked_and_hung_up() {
         .count();
     assert_eq!(answered, 1);
     assert!(p.caller.ep.contains(call), "the first dialog lives on");
+
+    // A flood of forks is bounded: 16 dialogs per INVITE (the first + 15 forks) get ACK/BYE.
+    for i in 0..40 {
+        let more = fork.replace("tag=forked", &format!("tag=f{i}"));
+        p.caller
+            .ep
+            .handle_input(p.now, callee_addr(), Transport::Udp, more.as_bytes());
+    }
+    p.settle();
+    let byes = count_requests(&p.caller, "BYE");
+    assert_eq!(byes, 15, "forked BYEs");
 }
 
 #[test]

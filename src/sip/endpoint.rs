@@ -1,10 +1,12 @@
-//! The UAS endpoint: routes every input to a transaction, a dialog or a stateless reply, the way
-//! quinn-proto's `Endpoint::handle` routes datagrams to connections.
+//! The endpoint: routes every input to a transaction, a dialog or a stateless reply, the way
+//! quinn-proto's `Endpoint::handle` routes datagrams to connections. It answers calls (UAS,
+//! here) and places them, cancels them and transfers calls by REFER (UAC, in [`uac`]).
 //!
 //! Routing order for a request: framing/syntax (400/413/505, stateless) → retransmission of a
 //! known server transaction (re-send the last response) → ACK/CANCEL matching → method (405/501)
 //! → header inspection (416/420/406/415) → dialog or new call. Responses only ever drive our own
-//! client transactions (BYE); anything else is a stray and dropped.
+//! client transactions, found by Via branch and CSeq method (RFC 3261 §17.1.3): INVITE ones in
+//! `invite_client_txs`, BYE/REFER/CANCEL in `client_txs`; anything else is a stray and dropped.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
