@@ -1,6 +1,6 @@
 //! The endpoint: routes every input to a transaction, a dialog or a stateless reply, the way
 //! quinn-proto's `Endpoint::handle` routes datagrams to connections. It answers calls (UAS,
-//! here) and places them, cancels them and transfers calls by REFER (UAC, in [`uac`]).
+//! here) and places them, cancels them and transfers calls by REFER (UAC, in `endpoint/uac.rs`).
 //!
 //! Routing order for a request: framing/syntax (400/413/505, stateless) → retransmission of a
 //! known server transaction (re-send the last response) → ACK/CANCEL matching → method (405/501)
