@@ -496,6 +496,7 @@ fn call_survives_twenty_percent_loss() {
         assert_eq!((p.caller.ep.calls(), p.callee.ep.calls()), (0, 0));
         assert_eq!(p.caller.ep.poll_timeout(), None, "seed {seed}");
     }
+    eprintln!("200 calls at 20% loss: {retransmitted} INVITE retransmissions, {reacked} re-ACKs");
     // The loss really exercised the retransmission paths.
     assert!(
         retransmitted > 20 && reacked > 20,
