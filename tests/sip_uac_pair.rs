@@ -831,3 +831,81 @@ fn invite_rejects_bad_targets() {
         Err(ivr::sip::CallError::UnknownCall)
     );
 }
+
+#[test]
+fn ack_and_bye_follow_the_record_route_of_the_2xx() {
+    let mut ep = Endpoint::new(EndpointConfig {
+        local_addr: caller_addr(),
+        ..EndpointConfig::default()
+    });
+    let now = Instant::now();
+    let call = ep
+        .invite(
+            now,
+            OutgoingCall {
+                target: "sip:tier1@queue.example".into(),
+                from_user: "ivr".into(),
+                destination: callee_addr(),
+                transport: Transport::Udp,
+                offer: offer(),
+                headers: vec![],
+            },
+        )
+        .unwrap();
+    let invite = message::parse(
+        &ep.poll_transmit().unwrap().payload,
+        &Limits::default(),
+        false,
+    )
+    .unwrap();
+    // The 2xx as a record-routing proxy chain delivers it: Record-Route in callee-to-caller order.
+    let mut ok = String::from("SIP/2.0 200 OK\r\n");
+    for h in invite
+        .headers
+        .iter()
+        .filter(|h| ["via", "from", "call-id", "cseq"].iter().any(|n| h.is(n)))
+    {
+        ok.push_str(&format!("{}: {}\r\n", h.name, h.value));
+    }
+    ok.push_str(&format!(
+        "To: {};tag=agent\r\nRecord-Route: <sip:p2.example;lr>\r\nRecord-Route: <sip:p1.example;lr>\r\n\
+         Contact: <sip:agent@192.0.2.7:5090>\r\nContent-Length: 0\r\n\r\n",
+        invite.header("to").unwrap()
+    ));
+    ep.handle_input(now, callee_addr(), Transport::Udp, ok.as_bytes());
+    assert_eq!(
+        ep.poll_event(),
+        Some(Event::Answered { call, answer: None })
+    );
+    ep.hangup(now, call).unwrap();
+    let sent: Vec<Message> = std::iter::from_fn(|| ep.poll_transmit())
+        .map(|t| {
+            assert_eq!(
+                t.destination,
+                callee_addr(),
+                "no DNS: everything to the destination"
+            );
+            message::parse(&t.payload, &Limits::default(), false).unwrap()
+        })
+        .collect();
+    assert_eq!(sent.len(), 2);
+    for (m, method, cseq) in [(&sent[0], "ACK", 1), (&sent[1], "BYE", 2)] {
+        assert_eq!(method_of(m), Some(method));
+        assert_eq!(m.cseq(), Some((cseq, method)));
+        assert!(
+            matches!(&m.start, StartLine::Request { uri, .. } if uri == "sip:agent@192.0.2.7:5090")
+        );
+        assert_eq!(
+            m.values("route"),
+            ["<sip:p1.example;lr>", "<sip:p2.example;lr>"]
+        );
+        assert_eq!(m.to_tag().as_deref(), Some("agent"));
+        assert_eq!(m.from_tag(), invite.from_tag());
+        assert_eq!(m.call_id(), invite.call_id());
+    }
+    assert_ne!(
+        sent[0].top_via().unwrap().branch(),
+        invite.top_via().unwrap().branch(),
+        "the ACK of a 2xx is a new transaction"
+    );
+}
