@@ -427,6 +427,11 @@ impl SipTask {
                 };
                 self.tell(call, CallCommand::Ended(why));
             }
+            // Client-side events: the server places no calls and sends no REFER yet.
+            Event::Progress { .. }
+            | Event::Answered { .. }
+            | Event::Failed { .. }
+            | Event::TransferProgress { .. } => {}
         }
     }
 

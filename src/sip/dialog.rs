@@ -1,5 +1,6 @@
-//! UAS dialog state (RFC 3261 §12): identity, route set, remote target and CSeq spaces, and the
-//! construction of requests inside the dialog (BYE today; REFER and INFO use the same path).
+//! Dialog state (RFC 3261 §12) for both roles: identity, route set, remote target and CSeq
+//! spaces, and the construction of requests inside the dialog (BYE, REFER, INFO, and the ACK
+//! for a 2xx, which reuses the INVITE's CSeq number).
 
 use super::message::{Header, Message, Method, NameAddr, StartLine};
 
@@ -85,6 +86,59 @@ impl Dialog {
         })
     }
 
+    /// Dialog state of a UAC before any answer: the target is the Request-URI, no remote tag yet.
+    /// `local_uri`/`remote_uri` are our From and To values without tags; `cseq` the INVITE's.
+    pub fn for_outgoing(
+        call_id: &str,
+        local_tag: &str,
+        local_uri: &str,
+        remote_uri: &str,
+        target: &str,
+        cseq: u32,
+    ) -> Dialog {
+        Dialog {
+            id: DialogId {
+                call_id: call_id.to_string(),
+                local_tag: local_tag.to_string(),
+                remote_tag: String::new(),
+            },
+            local_uri: local_uri.to_string(),
+            remote_uri: remote_uri.to_string(),
+            remote_target: target.to_string(),
+            route_set: Vec::new(),
+            local_cseq: cseq,
+            remote_cseq: 0,
+        }
+    }
+
+    /// The UAC side of dialog creation from a 2xx (RFC 3261 §12.1.2): remote tag from To,
+    /// target from Contact, and the Record-Route in reverse order as our route set.
+    pub fn with_response(&self, response: &Message) -> Dialog {
+        let mut d = self.clone();
+        d.id.remote_tag = response.to_tag().unwrap_or_default();
+        if let Some(uri) = response
+            .values("contact")
+            .first()
+            .and_then(|c| NameAddr::parse(c).ok())
+            .map(|na| na.uri)
+        {
+            d.remote_target = uri;
+        }
+        d.route_set = response
+            .values("record-route")
+            .into_iter()
+            .rev()
+            .map(str::to_string)
+            .collect();
+        d
+    }
+
+    /// The ACK for a 2xx to the INVITE with CSeq `cseq` (RFC 3261 §13.2.2.4): a new branch, the
+    /// dialog's route set, and the INVITE's CSeq number.
+    pub fn ack(&self, via: String, cseq: u32, user_agent: &str) -> Message {
+        self.build(Method::Ack, cseq, via, None, user_agent, &[], None)
+    }
+
     /// Builds a request within the dialog (RFC 3261 §12.2.1.1). With a loose-routing first
     /// Route, the Request-URI is the remote target and the route set goes in Route; with a
     /// strict router the first route becomes the Request-URI.
@@ -98,6 +152,28 @@ impl Dialog {
         body: Option<(&str, Vec<u8>)>,
     ) -> Message {
         self.local_cseq = self.local_cseq.wrapping_add(1).max(1);
+        self.build(
+            method,
+            self.local_cseq,
+            via,
+            Some(contact),
+            user_agent,
+            extra,
+            body,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        &self,
+        method: Method,
+        cseq: u32,
+        via: String,
+        contact: Option<&str>,
+        user_agent: &str,
+        extra: &[Header],
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Message {
         let mut uri = self.remote_target.clone();
         let mut routes = self.route_set.clone();
         if let Some(first) = routes.first()
@@ -123,9 +199,11 @@ impl Dialog {
         headers.push(Header::new("Call-ID", &self.id.call_id));
         headers.push(Header::new(
             "CSeq",
-            &format!("{} {}", self.local_cseq, method.as_str()),
+            &format!("{} {}", cseq, method.as_str()),
         ));
-        headers.push(Header::new("Contact", contact));
+        if let Some(contact) = contact {
+            headers.push(Header::new("Contact", contact));
+        }
         headers.push(Header::new("User-Agent", user_agent));
         headers.extend(extra.iter().cloned());
         let body = match body {
@@ -211,5 +289,40 @@ mod tests {
             matches!(bye.start, StartLine::Request { ref uri, .. } if uri == "sip:strict.example.com")
         );
         assert_eq!(bye.values("route"), vec!["<sip:alice@192.0.2.1:5062>"]);
+    }
+
+    #[test]
+    fn uac_dialog_from_2xx_reverses_record_route() {
+        let d = Dialog::for_outgoing(
+            "c9",
+            "mine",
+            "<sip:ivr@10.0.0.1>",
+            "<sip:tier1@queue.example>",
+            "sip:tier1@queue.example",
+            1,
+        );
+        let ok = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKa\r\n\
+            Record-Route: <sip:p2.example.com;lr>, <sip:p1.example.com;lr>\r\n\
+            From: <sip:ivr@10.0.0.1>;tag=mine\r\nTo: <sip:tier1@queue.example>;tag=theirs\r\n\
+            Call-ID: c9\r\nCSeq: 1 INVITE\r\nContact: <sip:agent@192.0.2.7:5080>\r\n\r\n";
+        let ok = parse(ok.as_bytes(), &Limits::default(), false).unwrap();
+        let mut d = d.with_response(&ok);
+        assert_eq!(d.id.remote_tag, "theirs");
+        let ack = d.ack("SIP/2.0/UDP x;branch=z9hG4bKc".into(), 1, "ivr");
+        assert_eq!(ack.cseq(), Some((1, "ACK")));
+        assert_eq!(
+            ack.start,
+            StartLine::Request {
+                method: Method::Ack,
+                uri: "sip:agent@192.0.2.7:5080".into()
+            }
+        );
+        assert_eq!(
+            ack.values("route"),
+            vec!["<sip:p1.example.com;lr>", "<sip:p2.example.com;lr>"]
+        );
+        let bye = d.request(Method::Bye, "v".into(), "<sip:x>", "ivr", &[], None);
+        assert_eq!(bye.cseq(), Some((2, "BYE")));
+        assert_eq!(bye.to_tag().as_deref(), Some("theirs"));
     }
 }

@@ -1,10 +1,12 @@
-//! The UAS endpoint: routes every input to a transaction, a dialog or a stateless reply, the way
-//! quinn-proto's `Endpoint::handle` routes datagrams to connections.
+//! The endpoint: routes every input to a transaction, a dialog or a stateless reply, the way
+//! quinn-proto's `Endpoint::handle` routes datagrams to connections. It answers calls (UAS,
+//! here) and places them, cancels them and transfers calls by REFER (UAC, in `endpoint/uac.rs`).
 //!
 //! Routing order for a request: framing/syntax (400/413/505, stateless) → retransmission of a
 //! known server transaction (re-send the last response) → ACK/CANCEL matching → method (405/501)
 //! → header inspection (416/420/406/415) → dialog or new call. Responses only ever drive our own
-//! client transactions (BYE); anything else is a stray and dropped.
+//! client transactions, found by Via branch and CSeq method (RFC 3261 §17.1.3): INVITE ones in
+//! `invite_client_txs`, BYE/REFER/CANCEL in `client_txs`; anything else is a stray and dropped.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
@@ -21,6 +23,10 @@ use super::sdp::SessionDescription;
 use super::transaction::{
     InviteServerTx, NonInviteClientTx, NonInviteServerTx, Timing, TxAction, TxKey,
 };
+
+mod uac;
+pub use uac::OutgoingCall;
+use uac::{InviteClientEntry, Refer, Uac};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Transport {
@@ -148,12 +154,34 @@ pub enum Event {
         call: CallKey,
         reason: TerminateReason,
     },
+    /// A provisional response (1xx) to our INVITE.
+    Progress { call: CallKey, status: u16 },
+    /// Our INVITE got its first 2xx; the endpoint already sent the ACK. The call is established.
+    Answered {
+        call: CallKey,
+        answer: Option<SessionDescription>,
+    },
+    /// Our INVITE failed: a non-2xx final (the transaction ACKed it) or 408 on timeout. The
+    /// call is gone.
+    Failed { call: CallKey, status: u16 },
+    /// Progress of our REFER: its final response (202 → `status: 202, done: false`; a refusal
+    /// → `done: true`), then each NOTIFY's sipfrag status; `done` once that status is final or
+    /// the subscription ended.
+    TransferProgress {
+        call: CallKey,
+        status: u16,
+        done: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CallError {
     UnknownCall,
     InvalidState,
+    /// The target is not a sip:/sips:/tel: URI, or a header would break the message.
+    InvalidTarget,
+    /// `MAX_CALLS` reached.
+    TooManyCalls,
 }
 
 impl fmt::Display for CallError {
@@ -161,13 +189,15 @@ impl fmt::Display for CallError {
         f.write_str(match self {
             CallError::UnknownCall => "unknown call",
             CallError::InvalidState => "call is not in a state that allows this",
+            CallError::InvalidTarget => "invalid target URI or header",
+            CallError::TooManyCalls => "too many calls",
         })
     }
 }
 
 impl std::error::Error for CallError {}
 
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY";
 /// Calls beyond this get 503: a bound on memory under an INVITE flood.
 pub const MAX_CALLS: usize = 10_000;
 /// Server transactions beyond this are answered statelessly (retransmissions then re-run the
@@ -213,6 +243,10 @@ struct Call {
     ok: Option<OkRetransmit>,
     hangup_after_ack: bool,
     offerless: bool,
+    /// Client side of an outgoing call; None for calls we answered.
+    uac: Option<Uac>,
+    /// Our REFER and its implicit subscription (RFC 3515).
+    refer: Option<Refer>,
 }
 
 struct InviteEntry {
@@ -248,6 +282,8 @@ pub struct Endpoint {
     invite_txs: HashMap<TxKey, InviteEntry>,
     server_txs: HashMap<TxKey, ServerEntry>,
     client_txs: HashMap<String, ClientEntry>,
+    /// Our INVITE transactions by Via branch.
+    invite_client_txs: HashMap<String, InviteClientEntry>,
     calls: HashMap<CallKey, Call>,
     dialogs: HashMap<DialogId, CallKey>,
 }
@@ -322,6 +358,7 @@ impl Endpoint {
             invite_txs: HashMap::new(),
             server_txs: HashMap::new(),
             client_txs: HashMap::new(),
+            invite_client_txs: HashMap::new(),
             calls: HashMap::new(),
             dialogs: HashMap::new(),
         }
@@ -350,12 +387,16 @@ impl Endpoint {
         let inv = self.invite_txs.values().filter_map(|e| e.tx.poll_timeout());
         let srv = self.server_txs.values().filter_map(|e| e.tx.poll_timeout());
         let cli = self.client_txs.values().filter_map(|e| e.tx.poll_timeout());
+        let uac = self
+            .invite_client_txs
+            .values()
+            .filter_map(|e| e.tx.poll_timeout());
         let ok = self
             .calls
             .values()
             .filter_map(|c| c.ok.as_ref())
             .map(|o| o.next.map_or(o.deadline, |n| n.min(o.deadline)));
-        inv.chain(srv).chain(cli).chain(ok).min()
+        inv.chain(srv).chain(cli).chain(uac).chain(ok).min()
     }
 
     fn random(&mut self) -> u64 {
@@ -607,7 +648,12 @@ impl Endpoint {
         // Method inspection precedes header inspection (RFC 3261 §8.2.1): an unknown method is
         // 501 even when its URI scheme or Require would also be refused.
         match method {
-            Method::Invite | Method::Cancel | Method::Bye | Method::Options | Method::Info => {}
+            Method::Invite
+            | Method::Cancel
+            | Method::Bye
+            | Method::Options
+            | Method::Info
+            | Method::Notify => {}
             Method::Other(_) => {
                 return self.reply(
                     now,
@@ -741,6 +787,8 @@ impl Endpoint {
                 ok: None,
                 hangup_after_ack: false,
                 offerless: false,
+                uac: None,
+                refer: None,
             },
         );
         self.events.push_back(Event::Incoming { call, info });
@@ -837,6 +885,7 @@ impl Endpoint {
                 }
                 self.events.push_back(Event::Reoffer { call, offer });
             }
+            Method::Notify => self.handle_notify(now, call, &msg, from, transport),
             _ => self.reply(now, &msg, from, transport, 200, &[]),
         }
     }
@@ -934,6 +983,9 @@ impl Endpoint {
         let Some(branch) = msg.top_via().and_then(|v| v.branch().map(str::to_string)) else {
             return;
         };
+        if msg.cseq().is_some_and(|(_, m)| m == "INVITE") {
+            return self.handle_invite_response(now, &branch, code, msg);
+        }
         let Some(entry) = self.client_txs.get_mut(&branch) else {
             return;
         };
@@ -943,14 +995,16 @@ impl Endpoint {
         }
         if entry.tx.handle_response(now, &self.timing, code).is_some() {
             let call = entry.call.take();
-            if let Some(call) = call
-                && entry.method == Method::Bye
-            {
-                self.forget(call);
-                self.events.push_back(Event::Terminated {
-                    call,
-                    reason: TerminateReason::LocalBye,
-                });
+            match (call, &entry.method) {
+                (Some(call), Method::Bye) => {
+                    self.forget(call);
+                    self.events.push_back(Event::Terminated {
+                        call,
+                        reason: TerminateReason::LocalBye,
+                    });
+                }
+                (Some(call), Method::Refer) => self.handle_refer_final(call, &branch, code),
+                _ => {}
             }
         }
     }
@@ -1074,10 +1128,14 @@ impl Endpoint {
     /// later as `Terminated{LocalBye}`. Before the ACK of our 2xx the BYE waits for it
     /// (RFC 3261 §15). A UAS cannot BYE an unanswered call, so there it answers 480 instead and
     /// reports `Terminated{LocalBye}` at once: every hangup ends in exactly one Terminated.
+    /// An unanswered outgoing call is cancelled instead (see [`Endpoint::cancel`]; it ends in
+    /// `Failed`).
     pub fn hangup(&mut self, now: Instant, call: CallKey) -> Result<(), CallError> {
         let c = self.calls.get_mut(&call).ok_or(CallError::UnknownCall)?;
         match c.state {
             CallState::Terminating => Err(CallError::InvalidState),
+            // Our own unanswered INVITE: the only way out is CANCEL (RFC 3261 §9.1).
+            CallState::Early if c.uac.is_some() => self.cancel(now, call),
             CallState::Early => {
                 if let Some(p) = c.pending.take() {
                     self.final_for_pending(now, call, &p, 480, &[], None);
@@ -1178,6 +1236,8 @@ impl Endpoint {
         self.invite_txs.retain(|_, e| !gone(e.transport, e.remote));
         self.server_txs.retain(|_, e| !gone(e.transport, e.remote));
         self.client_txs.retain(|_, e| !gone(e.transport, e.remote));
+        self.invite_client_txs
+            .retain(|_, e| !gone(e.transport, e.remote));
     }
 
     /// Fires every due timer. Work is collected first and done after, because firing a timer
@@ -1210,6 +1270,7 @@ impl Endpoint {
         }
         self.server_txs
             .retain(|_, e| e.tx.handle_timeout(now) != TxAction::Terminated);
+        self.handle_invite_client_timeouts(now);
 
         let branches: Vec<String> = self
             .client_txs
@@ -1230,14 +1291,16 @@ impl Endpoint {
                 TxAction::TimedOut => {
                     let (call, method) = (entry.call.take(), entry.method.clone());
                     self.client_txs.remove(&branch);
-                    if let Some(call) = call
-                        && method == Method::Bye
-                    {
-                        self.forget(call);
-                        self.events.push_back(Event::Terminated {
-                            call,
-                            reason: TerminateReason::LocalBye,
-                        });
+                    match (call, method) {
+                        (Some(call), Method::Bye) => {
+                            self.forget(call);
+                            self.events.push_back(Event::Terminated {
+                                call,
+                                reason: TerminateReason::LocalBye,
+                            });
+                        }
+                        (Some(call), Method::Refer) => self.handle_refer_final(call, &branch, 408),
+                        _ => {}
                     }
                 }
                 TxAction::Terminated => {

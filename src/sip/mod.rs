@@ -1,4 +1,5 @@
-//! SIP user-agent server core, sans-IO (RFC 3261 UAS, RFC 3264 answerer, RFC 4475-hardened).
+//! SIP user-agent core, sans-IO (RFC 3261 UAS and UAC, RFC 3264 answerer, RFC 3515 REFER,
+//! RFC 4475-hardened).
 //!
 //! The shell drives [`Endpoint`] like quinn-proto's: datagrams and stream frames go into
 //! `handle_input`, timers into `handle_timeout`, and it drains `poll_transmit` (send these bytes),
@@ -23,6 +24,11 @@
 //! if let Some(at) = ep.poll_timeout() { /* sleep_until(at); */ ep.handle_timeout(at) }
 //! ```
 //!
+//! Outgoing calls: [`Endpoint::invite`] returns a `CallKey` at once; `Event::Progress`, then
+//! `Event::Answered` (ACK already sent) or `Event::Failed` follow. [`Endpoint::cancel`] and
+//! [`Endpoint::hangup`] end them; [`Endpoint::refer`] transfers any established call and reports
+//! `Event::TransferProgress`.
+//!
 //! Over TCP the shell cuts the byte stream with [`message::frame_len`] and feeds whole messages.
 //! An SDP answer is built by [`sdp::negotiate`]; the endpoint itself only checks that an INVITE
 //! body is SDP (415 otherwise) and parses it.
@@ -34,6 +40,6 @@ pub mod sdp;
 pub mod transaction;
 
 pub use endpoint::{
-    CallError, CallKey, Endpoint, EndpointConfig, Event, IncomingCall, TerminateReason, Transmit,
-    Transport,
+    CallError, CallKey, Endpoint, EndpointConfig, Event, IncomingCall, OutgoingCall,
+    TerminateReason, Transmit, Transport,
 };

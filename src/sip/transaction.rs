@@ -344,6 +344,166 @@ impl NonInviteClientTx {
     }
 }
 
+/// States of the INVITE client transaction (RFC 3261 Figure 5 with RFC 6026's Accepted), each
+/// holding only its own timers.
+#[derive(Debug)]
+enum InviteClientState {
+    /// INVITE sent, nothing heard: Timer A retransmits (unreliable only), Timer B gives up.
+    Calling {
+        timer_a: Option<Instant>,
+        a_interval: Duration,
+        timer_b: Instant,
+    },
+    /// A provisional arrived: no more retransmissions. `give_up` is armed by a CANCEL
+    /// (RFC 3261 §9.1: no final 64*T1 after CANCEL ends the transaction).
+    Proceeding { give_up: Option<Instant> },
+    /// Non-2xx final received and ACKed: Timer D absorbs retransmissions of that final.
+    Completed { ack: Vec<u8>, timer_d: Instant },
+    /// 2xx received: Timer M keeps the branch alive so that 2xx retransmissions and forked 2xx
+    /// still reach the TU, which ACKs them (RFC 6026 §8.4).
+    Accepted { timer_m: Instant },
+}
+
+/// What a response means for the INVITE client transaction's user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InviteResponse {
+    /// 1xx while no final has arrived.
+    Provisional,
+    /// A 2xx (first, retransmitted or forked): the TU decides, by To tag.
+    Success,
+    /// First non-2xx final: the TU builds the ACK (it needs the response's To tag) and hands it
+    /// to [`InviteClientTx::store_ack`].
+    Rejected,
+    /// Retransmitted non-2xx final: re-send this ACK.
+    ResendAck(Vec<u8>),
+    /// Nothing to do (late 1xx, non-2xx after a 2xx).
+    Ignore,
+}
+
+/// INVITE client transaction (RFC 3261 §17.1.1, RFC 6026).
+#[derive(Debug)]
+pub struct InviteClientTx {
+    state: InviteClientState,
+    pub request: Vec<u8>,
+    reliable: bool,
+}
+
+impl InviteClientTx {
+    pub fn new(now: Instant, timing: &Timing, reliable: bool, request: Vec<u8>) -> InviteClientTx {
+        InviteClientTx {
+            state: InviteClientState::Calling {
+                timer_a: (!reliable).then(|| now + timing.t1),
+                a_interval: timing.t1,
+                timer_b: now + timing.timeout(),
+            },
+            request,
+            reliable,
+        }
+    }
+
+    /// True before any response: CANCEL must wait for a provisional (RFC 3261 §9.1).
+    pub fn is_calling(&self) -> bool {
+        matches!(self.state, InviteClientState::Calling { .. })
+    }
+
+    /// True while no final response has arrived.
+    pub fn is_unanswered(&self) -> bool {
+        matches!(
+            self.state,
+            InviteClientState::Calling { .. } | InviteClientState::Proceeding { .. }
+        )
+    }
+
+    pub fn handle_response(&mut self, now: Instant, timing: &Timing, code: u16) -> InviteResponse {
+        let calling = self.is_calling();
+        match &mut self.state {
+            InviteClientState::Calling { .. } | InviteClientState::Proceeding { .. } => {
+                if code < 200 {
+                    if calling {
+                        self.state = InviteClientState::Proceeding { give_up: None };
+                    }
+                    InviteResponse::Provisional
+                } else if code < 300 {
+                    self.state = InviteClientState::Accepted {
+                        timer_m: now + timing.timeout(),
+                    };
+                    InviteResponse::Success
+                } else {
+                    // Timer D: at least 32 s over UDP to absorb final retransmissions, zero
+                    // over TCP (RFC 3261 §17.1.1.2).
+                    let wait = if self.reliable {
+                        Duration::ZERO
+                    } else {
+                        timing.timeout().max(Duration::from_secs(32))
+                    };
+                    self.state = InviteClientState::Completed {
+                        ack: Vec::new(),
+                        timer_d: now + wait,
+                    };
+                    InviteResponse::Rejected
+                }
+            }
+            InviteClientState::Completed { ack, .. } if code >= 300 => {
+                InviteResponse::ResendAck(ack.clone())
+            }
+            InviteClientState::Accepted { .. } if (200..300).contains(&code) => {
+                InviteResponse::Success
+            }
+            _ => InviteResponse::Ignore,
+        }
+    }
+
+    /// The ACK for our non-2xx, kept to answer retransmissions of that final.
+    pub fn store_ack(&mut self, bytes: Vec<u8>) {
+        if let InviteClientState::Completed { ack, .. } = &mut self.state {
+            *ack = bytes;
+        }
+    }
+
+    /// A CANCEL went out: without a final within 64*T1 the transaction ends (RFC 3261 §9.1).
+    pub fn handle_cancel_sent(&mut self, now: Instant, timing: &Timing) {
+        if let InviteClientState::Proceeding { give_up } = &mut self.state {
+            *give_up = Some(now + timing.timeout());
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.state {
+            InviteClientState::Calling {
+                timer_a, timer_b, ..
+            } => Some(timer_a.map_or(*timer_b, |a| a.min(*timer_b))),
+            InviteClientState::Proceeding { give_up } => *give_up,
+            InviteClientState::Completed { timer_d, .. } => Some(*timer_d),
+            InviteClientState::Accepted { timer_m } => Some(*timer_m),
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) -> TxAction {
+        match &mut self.state {
+            InviteClientState::Calling { timer_b, .. } if *timer_b <= now => TxAction::TimedOut,
+            InviteClientState::Calling {
+                timer_a: Some(a),
+                a_interval,
+                ..
+            } if *a <= now => {
+                // Timer A doubles without the T2 cap of non-INVITE (RFC 3261 §17.1.1.2): 7 sends
+                // fit in Timer B.
+                *a_interval *= 2;
+                *a = now + *a_interval;
+                TxAction::Retransmit(self.request.clone())
+            }
+            InviteClientState::Proceeding { give_up: Some(t) } if *t <= now => TxAction::TimedOut,
+            InviteClientState::Completed { timer_d: t, .. }
+            | InviteClientState::Accepted { timer_m: t }
+                if *t <= now =>
+            {
+                TxAction::Terminated
+            }
+            _ => TxAction::None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,5 +578,60 @@ mod tests {
         ));
         assert_eq!(c.poll_timeout(), Some(now + t.t1 * 3 + t.t2));
         assert_eq!(c.handle_timeout(now + t.timeout(), &t), TxAction::TimedOut);
+    }
+
+    #[test]
+    fn timer_a_doubles_until_timer_b() {
+        let t = timing();
+        let start = Instant::now();
+        let mut tx = InviteClientTx::new(start, &t, false, b"INVITE".to_vec());
+        let mut sends = vec![Duration::ZERO];
+        let end = loop {
+            let next = tx.poll_timeout().unwrap();
+            match tx.handle_timeout(next) {
+                TxAction::Retransmit(b) => {
+                    assert_eq!(b, b"INVITE");
+                    sends.push(next - start);
+                }
+                TxAction::TimedOut => break next - start,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        let ms: Vec<u128> = sends.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, [0, 500, 1500, 3500, 7500, 15500, 31500]);
+        assert_eq!(end, t.timeout());
+    }
+
+    #[test]
+    fn invite_client_final_and_retransmissions() {
+        let t = timing();
+        let now = Instant::now();
+        let mut tx = InviteClientTx::new(now, &t, false, b"INVITE".to_vec());
+        assert_eq!(
+            tx.handle_response(now, &t, 180),
+            InviteResponse::Provisional
+        );
+        assert_eq!(tx.poll_timeout(), None, "no Timer A/B once proceeding");
+        tx.handle_cancel_sent(now, &t);
+        assert_eq!(tx.poll_timeout(), Some(now + t.timeout()));
+        assert_eq!(tx.handle_response(now, &t, 487), InviteResponse::Rejected);
+        tx.store_ack(b"ACK".to_vec());
+        assert_eq!(
+            tx.handle_response(now, &t, 487),
+            InviteResponse::ResendAck(b"ACK".to_vec())
+        );
+        assert_eq!(tx.handle_response(now, &t, 200), InviteResponse::Ignore);
+        assert_eq!(tx.poll_timeout(), Some(now + Duration::from_secs(32)));
+
+        let mut ok = InviteClientTx::new(now, &t, true, b"INVITE".to_vec());
+        assert_eq!(
+            ok.poll_timeout(),
+            Some(now + t.timeout()),
+            "TCP: Timer B only"
+        );
+        assert_eq!(ok.handle_response(now, &t, 200), InviteResponse::Success);
+        assert_eq!(ok.handle_response(now, &t, 200), InviteResponse::Success);
+        assert_eq!(ok.handle_response(now, &t, 486), InviteResponse::Ignore);
+        assert_eq!(ok.handle_timeout(now + t.timeout()), TxAction::Terminated);
     }
 }
