@@ -77,7 +77,7 @@ fn english_case_status_question_gets_the_answer_and_the_link_offer() {
     // The modulator sends "\n" as CR LF; every turn starts on a new line, lines wrap at 40.
     let expected = "\r\nUSCIS CONTACT CENTER TTY. TYPE YOUR\r\nQUESTION GA\
                     \r\nCHECK YOUR CASE STATUS AT\r\nUSCIS.GOV/CASESTATUS OR IN YOUR USCIS\
-                    \r\nONLINE ACCOUNT WANT THIS LINK BY TEXT OR\r\nEMAIL Q TYPE TEXT OR EMAIL OR NO GA";
+                    \r\nONLINE ACCOUNT. WANT THIS LINK BY TEXT\r\nOR EMAIL Q TYPE TEXT OR EMAIL OR NO GA";
     assert_eq!(heard, expected);
     let typed: Vec<&str> = report["typed"]
         .as_array()
@@ -106,7 +106,7 @@ fn spanish_question_with_figures_is_understood() {
     assert_eq!(report["intent"], "green_card_expired");
     let expected = "\r\nCENTRO DE CONTACTO DE USCIS TTY. ESCRIBA\r\nSU PREGUNTA GA\
                     \r\nUN AVISO DE RECIBO DEL FORMULARIO I-90\r\nNUEVO EXTIENDE SU TARJETA VERDE 36\
-                    \r\nMESES. PRESENTELO CON LA TARJETA VENCIDA\r\nCOMO PRUEBA DE ESTATUS ALGO MAS Q GA";
+                    \r\nMESES. PRESENTELO CON LA TARJETA VENCIDA\r\nCOMO PRUEBA DE ESTATUS. ALGO MAS Q GA";
     assert_eq!(heard, expected);
 }
 

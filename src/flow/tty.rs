@@ -1099,18 +1099,27 @@ impl TtyConversation {
             redacted.push(r);
         }
         let finish = |parts: &[String]| -> String {
-            let mut words: Vec<&str> = Vec::new();
+            let mut words: Vec<String> = Vec::new();
             for (k, p) in parts.iter().enumerate() {
                 let mut text = p.as_str();
                 if k + 1 < parts.len()
                     && let Some(stripped) = text.strip_suffix(" GA")
                 {
+                    // The GA marked a sentence's end: keep the end, or two sentences run
+                    // together ("...ONLINE ACCOUNT WANT THIS LINK").
                     text = stripped;
+                    words.extend(text.split_whitespace().map(String::from));
+                    if let Some(last) = words.last_mut()
+                        && !last.ends_with(['.', '?', '!', ':'])
+                    {
+                        last.push('.');
+                    }
+                    continue;
                 }
-                words.extend(text.split_whitespace());
+                words.extend(text.split_whitespace().map(String::from));
             }
-            if !matches!(words.last(), Some(&"GA") | Some(&"SK")) {
-                words.push("GA");
+            if !matches!(words.last().map(String::as_str), Some("GA") | Some("SK")) {
+                words.push("GA".into());
             }
             format!("\n{}", wrap(&words.join(" "), self.config.line_chars))
         };
