@@ -509,7 +509,8 @@ pub struct TtyConversation {
 }
 
 impl TtyConversation {
-    /// A conversation whose greeting is ready to be typed as soon as the line is free.
+    /// A conversation whose greeting is typed as soon as the line is free (at the first
+    /// `poll_output` unless the caller is already typing).
     /// `caller_id`: the caller's number (From), offered for the text message.
     pub fn new(
         nlu: Arc<Nlu>,
@@ -547,8 +548,9 @@ impl TtyConversation {
                 ..TtyRecord::default()
             },
         };
+        // Typed at the first `poll_output` if the line is free: a call switched from voice
+        // replays the caller's first characters before that, and then gets its answer instead.
         conv.pending = Some(Turn::new(&["tty.greeting"]));
-        conv.flush();
         conv
     }
 
@@ -572,6 +574,9 @@ impl TtyConversation {
 
     /// The next thing for the shell to do.
     pub fn poll_output(&mut self) -> Option<TtyOutput> {
+        if self.outputs.is_empty() {
+            self.flush();
+        }
         self.outputs.pop_front()
     }
 
