@@ -523,6 +523,25 @@ fn a_voice_call_switched_to_tty_answers_the_question_already_typed() {
 }
 
 #[test]
+fn an_unsure_guess_is_confirmed_first() {
+    let mut line = Line::new(Lang::En, None);
+    let ask = line.say("CASE GA");
+    assert_eq!(
+        ask.replace('\n', " "),
+        " DID YOU MEAN CASE STATUS Q TYPE YES OR NO GA"
+    );
+    let answer = line.say("YES GA");
+    assert!(answer.contains("USCIS.GOV/CASESTATUS"), "{answer:?}");
+
+    let mut line = Line::new(Lang::En, None);
+    line.say("CASE GA");
+    let again = line.say("NO GA");
+    assert!(again.contains("PLEASE TYPE YOUR QUESTION"), "{again:?}");
+    let answer = line.say("HOW LONG IS PROCESSING GA");
+    assert!(answer.contains("PROCESSINGTIMES"), "{answer:?}");
+}
+
+#[test]
 fn no_input_asks_then_says_goodbye() {
     let mut line = Line::new(Lang::En, None);
     let mut sent_at = line.now;

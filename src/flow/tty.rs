@@ -777,8 +777,13 @@ impl TtyConversation {
                 c = o;
             }
         }
+        // An author's exact act phrase ("I NEED HELP", "GOODBYE") beats a question the
+        // classifier only guesses from shared words.
+        let act = self.nlu.act(self.lang, text);
+        let exact_act = act.as_ref().is_some_and(|(_, conf)| *conf >= 1.0);
         if let Some(intent) = c.intent.as_deref()
             && c.confidence >= CONFIRM_THRESHOLD
+            && !exact_act
         {
             self.record
                 .intents
@@ -787,7 +792,7 @@ impl TtyConversation {
             self.answer(now, &intent);
             return;
         }
-        match self.act(text).as_deref() {
+        match act.map(|(a, _)| a).as_deref() {
             Some("goodbye") | Some("no") => return self.goodbye(TtyOutcome::Completed),
             Some("repeat") => {
                 if let Some(turn) = self.last_answer.clone() {
@@ -833,12 +838,7 @@ impl TtyConversation {
 
     fn on_confirm_intent(&mut self, now: Instant, text: &str, intent: String) {
         match self.act(text).as_deref() {
-            Some("yes") => {
-                if let Some(last) = self.record.intents.last_mut() {
-                    last.1 = last.1.max(CONFIRM_THRESHOLD);
-                }
-                self.answer(now, &intent)
-            }
+            Some("yes") => self.answer(now, &intent),
             Some("no") => self.say(Turn::new(&["tty.ask_question"])),
             // Anything else is taken as a new question.
             _ => self.on_question(now, text),
