@@ -481,6 +481,67 @@ fn a_spanish_question_on_the_english_line_switches_language() {
 }
 
 #[test]
+fn a_voice_call_switched_to_tty_answers_the_question_already_typed() {
+    use ivr::audio::tty::TtyEvent;
+    use ivr::flow::tty::TtyDetector;
+    let (nlu, prompts) = deps();
+    let mut now = Instant::now();
+    let mut detector = TtyDetector::new();
+    assert!(!detector.handle_event(now, TtyEvent::CarrierOn));
+    let mut switched = false;
+    for c in "HOW LONG IS PROCESSING".chars() {
+        now += CHAR;
+        switched |= detector.handle_event(now, TtyEvent::Char(c));
+    }
+    assert!(switched && detector.is_tty());
+    let mut conv = TtyConversation::new(nlu, prompts, TtyConfig::default(), Lang::En, None);
+    for (at, c) in detector.take_chars() {
+        conv.handle_char(at, c);
+    }
+    // The caller is still typing: no greeting over them.
+    assert_eq!(conv.poll_output(), None);
+    for c in " GA".chars() {
+        now += CHAR;
+        conv.handle_char(now, c);
+    }
+    assert_eq!(conv.poll_output(), None);
+    conv.handle_carrier(now + Duration::from_millis(300), false);
+    match conv.poll_output() {
+        Some(TtyOutput::Type(t)) => {
+            assert!(t.contains("PROCESSINGTIMES"), "{t:?}");
+            assert!(
+                !t.contains("TYPE YOUR QUESTION"),
+                "the greeting is skipped: {t:?}"
+            );
+        }
+        other => panic!("expected the answer, got {other:?}"),
+    }
+    assert_eq!(
+        conv.record().caller_lines(true),
+        vec!["HOW LONG IS PROCESSING GA"]
+    );
+}
+
+#[test]
+fn an_unsure_guess_is_confirmed_first() {
+    let mut line = Line::new(Lang::En, None);
+    let ask = line.say("CASE GA");
+    assert_eq!(
+        ask.replace('\n', " "),
+        " DID YOU MEAN CASE STATUS Q TYPE YES OR NO GA"
+    );
+    let answer = line.say("YES GA");
+    assert!(answer.contains("USCIS.GOV/CASESTATUS"), "{answer:?}");
+
+    let mut line = Line::new(Lang::En, None);
+    line.say("CASE GA");
+    let again = line.say("NO GA");
+    assert!(again.contains("PLEASE TYPE YOUR QUESTION"), "{again:?}");
+    let answer = line.say("HOW LONG IS PROCESSING GA");
+    assert!(answer.contains("PROCESSINGTIMES"), "{answer:?}");
+}
+
+#[test]
 fn no_input_asks_then_says_goodbye() {
     let mut line = Line::new(Lang::En, None);
     let mut sent_at = line.now;

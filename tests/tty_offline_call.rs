@@ -77,7 +77,7 @@ fn english_case_status_question_gets_the_answer_and_the_link_offer() {
     // The modulator sends "\n" as CR LF; every turn starts on a new line, lines wrap at 40.
     let expected = "\r\nUSCIS CONTACT CENTER TTY. TYPE YOUR\r\nQUESTION GA\
                     \r\nCHECK YOUR CASE STATUS AT\r\nUSCIS.GOV/CASESTATUS OR IN YOUR USCIS\
-                    \r\nONLINE ACCOUNT WANT THIS LINK BY TEXT OR\r\nEMAIL Q TYPE TEXT OR EMAIL OR NO GA";
+                    \r\nONLINE ACCOUNT. WANT THIS LINK BY TEXT\r\nOR EMAIL Q TYPE TEXT OR EMAIL OR NO GA";
     assert_eq!(heard, expected);
     let typed: Vec<&str> = report["typed"]
         .as_array()
@@ -106,7 +106,7 @@ fn spanish_question_with_figures_is_understood() {
     assert_eq!(report["intent"], "green_card_expired");
     let expected = "\r\nCENTRO DE CONTACTO DE USCIS TTY. ESCRIBA\r\nSU PREGUNTA GA\
                     \r\nUN AVISO DE RECIBO DEL FORMULARIO I-90\r\nNUEVO EXTIENDE SU TARJETA VERDE 36\
-                    \r\nMESES. PRESENTELO CON LA TARJETA VENCIDA\r\nCOMO PRUEBA DE ESTATUS ALGO MAS Q GA";
+                    \r\nMESES. PRESENTELO CON LA TARJETA VENCIDA\r\nCOMO PRUEBA DE ESTATUS. ALGO MAS Q GA";
     assert_eq!(heard, expected);
 }
 
@@ -126,6 +126,69 @@ fn echo_of_our_own_typing_is_not_taken_for_the_caller() {
     );
     assert_eq!(echoed["intent"], "case_status");
     assert_eq!(echoed["typed"], clean["typed"]);
+}
+
+/// Lines rendered by minimodem one by one, joined with a second of silence each.
+fn minimodem_conversation(lines: &[&str], name: &str) -> PathBuf {
+    let mut samples: Vec<i16> = Vec::new();
+    for (k, line) in lines.iter().enumerate() {
+        let path = minimodem_tx(line, &format!("{name}-{k}"));
+        let mut reader = hound::WavReader::open(&path).expect("minimodem wrote a WAV");
+        assert_eq!(reader.spec().sample_rate, 8000);
+        samples.extend(reader.samples::<i16>().map(|s| s.expect("16-bit samples")));
+        samples.extend(std::iter::repeat_n(0i16, 8000));
+        let _ = std::fs::remove_file(&path);
+    }
+    let path = temp(name);
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&path, spec).expect("temp dir is writable");
+    for s in samples {
+        w.write_sample(s).expect("write");
+    }
+    w.finalize().expect("finalize");
+    path
+}
+
+#[test]
+fn whole_conversation_sends_the_link_by_text_and_ends_with_sk() {
+    let caller = minimodem_conversation(
+        &[
+            "WHAT IS MY CASE STATUS Q GA",
+            "TEXT GA",
+            "202 555 0134 GA",
+            "YES GA",
+            "NO GA",
+        ],
+        "multi",
+    );
+    let out = temp("multi-out");
+    let report = run_tty(&args(caller.clone(), "en", Some(out.clone()))).expect("the run works");
+    let heard = minimodem_rx(&out);
+    let _ = std::fs::remove_file(&caller);
+    let _ = std::fs::remove_file(&out);
+    assert_eq!(
+        report["actions"],
+        serde_json::json!(["send_link:sms:case_status", "hangup"])
+    );
+    assert_eq!(report["outcome"], "completed");
+    let flat = heard.replace("\r\n", " ");
+    assert!(
+        flat.contains("SEND THE TEXT TO 202-555-0134 Q TYPE YES OR NO GA"),
+        "{heard:?}"
+    );
+    assert!(flat.contains("SENT. ANYTHING ELSE Q GA"), "{heard:?}");
+    assert!(
+        flat.ends_with("THANK YOU FOR CALLING USCIS. GOODBYE SK"),
+        "{heard:?}"
+    );
+    // The report is redacted by default: the number is not in it.
+    let json = report.to_string();
+    assert!(!json.contains("0134") && !json.contains("555"), "{json}");
 }
 
 #[test]

@@ -509,7 +509,8 @@ pub struct TtyConversation {
 }
 
 impl TtyConversation {
-    /// A conversation whose greeting is ready to be typed as soon as the line is free.
+    /// A conversation whose greeting is typed as soon as the line is free (at the first
+    /// `poll_output` unless the caller is already typing).
     /// `caller_id`: the caller's number (From), offered for the text message.
     pub fn new(
         nlu: Arc<Nlu>,
@@ -547,8 +548,9 @@ impl TtyConversation {
                 ..TtyRecord::default()
             },
         };
+        // Typed at the first `poll_output` if the line is free: a call switched from voice
+        // replays the caller's first characters before that, and then gets its answer instead.
         conv.pending = Some(Turn::new(&["tty.greeting"]));
-        conv.flush();
         conv
     }
 
@@ -572,6 +574,9 @@ impl TtyConversation {
 
     /// The next thing for the shell to do.
     pub fn poll_output(&mut self) -> Option<TtyOutput> {
+        if self.outputs.is_empty() {
+            self.flush();
+        }
         self.outputs.pop_front()
     }
 
@@ -772,8 +777,13 @@ impl TtyConversation {
                 c = o;
             }
         }
+        // An author's exact act phrase ("I NEED HELP", "GOODBYE") beats a question the
+        // classifier only guesses from shared words.
+        let act = self.nlu.act(self.lang, text);
+        let exact_act = act.as_ref().is_some_and(|(_, conf)| *conf >= 1.0);
         if let Some(intent) = c.intent.as_deref()
             && c.confidence >= CONFIRM_THRESHOLD
+            && !exact_act
         {
             self.record
                 .intents
@@ -782,7 +792,7 @@ impl TtyConversation {
             self.answer(now, &intent);
             return;
         }
-        match self.act(text).as_deref() {
+        match act.map(|(a, _)| a).as_deref() {
             Some("goodbye") | Some("no") => return self.goodbye(TtyOutcome::Completed),
             Some("repeat") => {
                 if let Some(turn) = self.last_answer.clone() {
@@ -828,12 +838,7 @@ impl TtyConversation {
 
     fn on_confirm_intent(&mut self, now: Instant, text: &str, intent: String) {
         match self.act(text).as_deref() {
-            Some("yes") => {
-                if let Some(last) = self.record.intents.last_mut() {
-                    last.1 = last.1.max(CONFIRM_THRESHOLD);
-                }
-                self.answer(now, &intent)
-            }
+            Some("yes") => self.answer(now, &intent),
             Some("no") => self.say(Turn::new(&["tty.ask_question"])),
             // Anything else is taken as a new question.
             _ => self.on_question(now, text),
@@ -1099,18 +1104,27 @@ impl TtyConversation {
             redacted.push(r);
         }
         let finish = |parts: &[String]| -> String {
-            let mut words: Vec<&str> = Vec::new();
+            let mut words: Vec<String> = Vec::new();
             for (k, p) in parts.iter().enumerate() {
                 let mut text = p.as_str();
                 if k + 1 < parts.len()
                     && let Some(stripped) = text.strip_suffix(" GA")
                 {
+                    // The GA marked a sentence's end: keep the end, or two sentences run
+                    // together ("...ONLINE ACCOUNT WANT THIS LINK").
                     text = stripped;
+                    words.extend(text.split_whitespace().map(String::from));
+                    if let Some(last) = words.last_mut()
+                        && !last.ends_with(['.', '?', '!', ':'])
+                    {
+                        last.push('.');
+                    }
+                    continue;
                 }
-                words.extend(text.split_whitespace());
+                words.extend(text.split_whitespace().map(String::from));
             }
-            if !matches!(words.last(), Some(&"GA") | Some(&"SK")) {
-                words.push("GA");
+            if !matches!(words.last().map(String::as_str), Some("GA") | Some("SK")) {
+                words.push("GA".into());
             }
             format!("\n{}", wrap(&words.join(" "), self.config.line_chars))
         };
