@@ -66,8 +66,6 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Run a recorded caller offline (`--tty`: a Baudot TTY caller) and print what happened.
-    Call(ivr::cli::call::Args),
 }
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
@@ -168,7 +166,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             say(&cfg, lang, prompt.as_deref(), text.as_deref(), &output)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Call(args) => ivr::cli::call::run(args),
     }
 }
 
