@@ -1,2 +1,3 @@
 //! Subcommands of the `ivr` binary that are more than a few lines, one module each. Each
 //! exposes a clap `Args` struct and `run(args) -> anyhow::Result<std::process::ExitCode>`.
+pub mod outbox;
