@@ -56,7 +56,12 @@ impl OutboxConfig {
 
     /// Settings that would make every send fail or duplicate, refused before starting.
     pub fn validate(&self) -> Result<(), String> {
-        let send_ms = self.smtp.timeout_ms.max(self.sms.timeout_ms);
+        let sms_ms = if self.sms.enabled {
+            self.sms.timeout_ms
+        } else {
+            0
+        };
+        let send_ms = self.smtp.timeout_ms.max(sms_ms);
         if self.lease_ms <= send_ms {
             return Err(format!(
                 "outbox.lease_ms ({}) must exceed the send timeouts ({send_ms} ms), or a slow \
@@ -197,6 +202,12 @@ mod tests {
         assert!(c.validate().unwrap_err().contains("lease_ms"));
         c.lease_ms = 60_000;
         c.sms.enabled = true;
+        c.sms.url = "http://127.0.0.1:9/send".into();
+        c.sms.timeout_ms = 90_000;
+        assert!(
+            c.validate().unwrap_err().contains("lease_ms"),
+            "sms timeout counts"
+        );
         c.sms.url = "sms.example".into();
         assert!(c.validate().is_err());
         c.sms.url = "http://127.0.0.1:9/send".into();
