@@ -27,7 +27,11 @@ fn run(dir: &PathBuf, producers: usize, per_producer: usize) -> (f64, Vec<Durati
                         call_id: format!("bench-{p}-{i}"),
                         link_id: "case_status".into(),
                         url: None,
-                        channel: if i % 2 == 0 { Channel::Sms } else { Channel::Email },
+                        channel: if i % 2 == 0 {
+                            Channel::Sms
+                        } else {
+                            Channel::Email
+                        },
                         to: Pii::new(if i % 2 == 0 {
                             "2025550134".into()
                         } else {

@@ -29,7 +29,10 @@ fn bad_recipients_and_links_queue_nothing() {
         (Channel::Email, "jane@"),
         (Channel::Email, "jane@localhost"),
         (Channel::Email, "ja ne@example.org"),
-        (Channel::Email, "jane@example.org\r\nBcc: everyone@example.org"),
+        (
+            Channel::Email,
+            "jane@example.org\r\nBcc: everyone@example.org",
+        ),
         (Channel::Email, "two@at@example.org"),
         (Channel::Email, ""),
         (Channel::Sms, "555-0134"),

@@ -161,14 +161,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Consents { common, call_id } => {
             let (dir, _) = load(&common)?;
-            for (call_id, kind, given_at_ms, how, phone) in
-                open(&dir)?.consents(call_id.as_deref())?
-            {
-                let row = serde_json::json!({
-                    "call_id": call_id, "kind": kind, "given_at_ms": given_at_ms,
-                    "how": how, "phone": phone,
-                });
-                println!("{row}");
+            for c in open(&dir)?.consents(call_id.as_deref())? {
+                println!("{}", serde_json::to_string(&c)?);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -40,7 +40,7 @@ pub use config::OutboxConfig;
 pub use metrics::OutboxMetrics;
 pub use recipient::RecipientError;
 pub use retry::RetryPolicy;
-pub use store::{Consent, ConsentHow, NewMessage, Store, StoreError};
+pub use store::{Consent, ConsentHow, ConsentRecord, NewMessage, Store, StoreError};
 pub use worker::run_worker;
 
 /// How a link reaches the caller.

@@ -108,6 +108,17 @@ pub struct Consent {
     pub phone: Option<Pii<String>>,
 }
 
+/// A consent as stored (what `ivr outbox consents` prints).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ConsentRecord {
+    pub call_id: String,
+    pub kind: String,
+    pub given_at_ms: i64,
+    /// `speech`, `dtmf` or `tty`.
+    pub how: String,
+    pub phone_redacted: Option<String>,
+}
+
 /// A message validated and rendered, ready to insert. Pure: [`prepare`] does no IO.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Prepared {
@@ -171,6 +182,7 @@ pub struct Claimed {
 }
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+type Pending<T> = oneshot::Receiver<Result<T, StoreError>>;
 
 enum Cmd {
     Enqueue(Box<Prepared>, i64, Reply<(Message, bool)>),
@@ -281,10 +293,7 @@ impl Store {
         Ok(rx)
     }
 
-    fn submit_enqueue(
-        &self,
-        m: &NewMessage,
-    ) -> Result<oneshot::Receiver<Result<(Message, bool), StoreError>>, StoreError> {
+    fn submit_enqueue(&self, m: &NewMessage) -> Result<Pending<(Message, bool)>, StoreError> {
         let p = prepare(m).inspect_err(|_| {
             self.metrics.rejected_total.fetch_add(1, Relaxed);
         })?;
@@ -372,18 +381,21 @@ impl Store {
         Ok(stmt.query_row([id], row_to_message).optional()?)
     }
 
-    /// Consents as (call_id, kind, given_at_ms, how, phone_redacted), oldest first.
-    pub fn consents(
-        &self,
-        call_id: Option<&str>,
-    ) -> Result<Vec<(String, String, i64, String, Option<String>)>, StoreError> {
+    /// Stored consents, oldest first, all or one call's.
+    pub fn consents(&self, call_id: Option<&str>) -> Result<Vec<ConsentRecord>, StoreError> {
         let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT call_id, kind, given_at_ms, how, phone_redacted FROM consents \
              WHERE ?1 IS NULL OR call_id = ?1 ORDER BY id",
         )?;
         let rows = stmt.query_map([call_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            Ok(ConsentRecord {
+                call_id: r.get(0)?,
+                kind: r.get(1)?,
+                given_at_ms: r.get(2)?,
+                how: r.get(3)?,
+                phone_redacted: r.get(4)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -776,13 +788,13 @@ mod tests {
         let rows = store.consents(Some("c3")).unwrap();
         assert_eq!(
             rows,
-            vec![(
-                "c3".to_string(),
-                "text_ahead".to_string(),
-                1_000,
-                "dtmf".to_string(),
-                Some("***34".to_string())
-            )]
+            vec![ConsentRecord {
+                call_id: "c3".into(),
+                kind: "text_ahead".into(),
+                given_at_ms: 1_000,
+                how: "dtmf".into(),
+                phone_redacted: Some("***34".into()),
+            }]
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
