@@ -153,11 +153,46 @@ fn smtp_down_is_retried_until_it_is_back() {
     let smtpd = Smtpd::start(port, &dir.join("maildir"));
     let done = assert_delivered_once(&dir, &store, &m, &smtpd);
     assert!(done.attempts >= 2);
-    let metrics_log = log(&dir);
+    let worker_log = log(&dir);
     assert!(
-        !metrics_log.contains("jane@"),
+        worker_log.contains("outbox attempt"),
+        "attempts are logged: {worker_log}"
+    );
+    assert!(
+        !worker_log.contains("jane@"),
         "recipient never logged in clear"
     );
     kill9(worker);
+
+    // What ops see: the delivered message, recipient redacted.
+    let ivr = |args: &[&str]| {
+        let bin =
+            std::env::var_os("IVR_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_ivr").into());
+        let out = Command::new(bin)
+            .args(["outbox"])
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let list = ivr(&["list", "--state", "delivered"]);
+    assert!(
+        list.contains("delivered") && list.contains("j***@***.org"),
+        "{list}"
+    );
+    assert!(!list.contains("jane@"), "{list}");
+    let shown: serde_json::Value =
+        serde_json::from_str(&ivr(&["show", &m.id.to_string()])).unwrap();
+    assert_eq!(shown["state"], "delivered");
+    assert_eq!(shown["to"], "j***@***.org");
+    assert_eq!(shown["attempts"], done.attempts);
+    assert_eq!(
+        ivr(&["list", "--state", "pending"]).lines().count(),
+        1,
+        "header only"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -36,6 +36,9 @@ pub struct SmtpSender {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
     message_id_domain: String,
+    /// Bound on the whole exchange: lettre's timeout is per socket operation, and a send must
+    /// end within the lease or a second worker may send it too.
+    timeout: Duration,
 }
 
 impl SmtpSender {
@@ -72,6 +75,7 @@ impl SmtpSender {
             transport: builder.build(),
             from,
             message_id_domain: config.message_id_domain.clone(),
+            timeout: Duration::from_millis(config.timeout_ms),
         })
     }
 
@@ -101,7 +105,11 @@ impl SmtpSender {
             Ok(e) => e,
             Err(e) => return Outcome::Permanent(e),
         };
-        match self.transport.send(email).await {
+        let sent = tokio::time::timeout(self.timeout, self.transport.send(email)).await;
+        let Ok(sent) = sent else {
+            return Outcome::Transient(format!("smtp: no answer within {:?}", self.timeout));
+        };
+        match sent {
             Ok(_) => Outcome::Delivered,
             // 5xx: the server refused this message for good (no such mailbox, policy).
             Err(e) if e.is_permanent() => Outcome::Permanent(format!("smtp: {e}")),
