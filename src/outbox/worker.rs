@@ -71,7 +71,13 @@ pub async fn run_worker(
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = store.notify.notified() => {}
-            _ = shutdown.changed() => {}
+            changed = shutdown.changed() => {
+                // The sender gone means nobody can ask us to stop any more: stop now rather
+                // than spin on a channel that is always ready.
+                if changed.is_err() {
+                    break;
+                }
+            }
         }
     }
     tracing::info!("outbox worker stopped");
