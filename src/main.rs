@@ -66,6 +66,8 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Links sent by SMS and email: list, show, deliver, consents.
+    Outbox(ivr::cli::outbox::Args),
 }
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
@@ -110,6 +112,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Outbox(args) => ivr::cli::outbox::run(args),
         Command::Serve {
             config,
             sip,

@@ -5,3 +5,4 @@ pub mod call;
 pub mod check;
 pub mod classify;
 pub mod route;
+pub mod outbox;
