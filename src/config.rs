@@ -22,6 +22,9 @@ pub struct Config {
     pub paths: PathsConfig,
     pub tts: TtsConfig,
     pub routing: crate::routing::RoutingConfig,
+    /// Links by SMS and email (`[outbox]`, `[outbox.smtp]`, `[outbox.sms]`).
+    #[serde(skip_serializing)]
+    pub outbox: crate::outbox::OutboxConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

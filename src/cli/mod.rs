@@ -4,5 +4,5 @@
 pub mod call;
 pub mod check;
 pub mod classify;
-pub mod route;
 pub mod outbox;
+pub mod route;

@@ -359,7 +359,16 @@ pub async fn run(
                 }
                 Action::StopPlayback => setup.stream.stop(),
                 Action::SendSms { intent } => {
-                    let ok = send_link(&shared, &setup, &intent).await;
+                    let to = setup.caller_id.clone();
+                    let ok = send_link(
+                        &shared,
+                        &setup,
+                        &intent,
+                        crate::outbox::Channel::Sms,
+                        to,
+                        flow.lang(),
+                    )
+                    .await;
                     flow.handle_event(Instant::now(), flow::Event::LinkQueued(ok));
                 }
                 Action::Hangup => {
@@ -445,13 +454,42 @@ fn send_report(
     }
 }
 
-/// Store the link of `intent`'s answer for a text message to the caller: durable before the
-/// flow says "sent". False when nothing could be stored.
-async fn send_link(shared: &Shared, setup: &CallSetup, intent: &str) -> bool {
-    let Some(to) = setup.caller_id.as_ref() else {
+/// Store the link of `intent`'s answer for the caller: durable before anything says "sent".
+/// False when nothing could be stored (no sendable link, a bad recipient, a disk error).
+async fn send_link(
+    shared: &Shared,
+    setup: &CallSetup,
+    intent: &str,
+    channel: crate::outbox::Channel,
+    to: Option<Pii<String>>,
+    lang: crate::types::Lang,
+) -> bool {
+    let Some(to) = to else { return false };
+    let policy = shared.router.policy();
+    let Some(link) = policy
+        .intent(intent)
+        .and_then(|p| p.link.as_deref())
+        .and_then(|l| policy.link(l))
+    else {
+        tracing::warn!(%intent, "no link to send for this intent");
         return false;
     };
-    tracing::info!(%intent, to = %to, "link to text");
-    let _ = shared;
-    false
+    let message = crate::outbox::store::NewMessage {
+        call_id: setup.record.call_id.clone(),
+        link_id: link.id.clone(),
+        url: link.url.clone(),
+        channel,
+        to,
+        lang,
+    };
+    match shared.outbox.enqueue(&message).await {
+        Ok(m) => {
+            tracing::info!(id = m.id, %intent, channel = channel.as_str(), "link stored for delivery");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, %intent, "link not stored");
+            false
+        }
+    }
 }

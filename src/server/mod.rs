@@ -57,6 +57,8 @@ pub struct Shared {
     pub router: crate::routing::Router,
     /// Intents whose answer has a link with an address (sendable by SMS or email).
     pub sms_links: std::collections::HashSet<String>,
+    /// Links to send, stored durably before the caller hears "sent".
+    pub outbox: Arc<crate::outbox::Store>,
     /// Prompts loaded and SIP running.
     pub ready: std::sync::atomic::AtomicBool,
 }
@@ -182,6 +184,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding admin {}", config.admin.listen))?;
     let store = Arc::new(Store::open(&config.paths.data_dir)?);
+    let outbox = Arc::new(
+        crate::outbox::Store::open(&config.paths.data_dir)
+            .map_err(|e| anyhow::anyhow!("outbox: {e}"))?,
+    );
     let shared = Arc::new(Shared {
         config: config.clone(),
         metrics: Metrics::default(),
@@ -191,6 +197,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         nlu: Snapshot::new(nlu),
         router,
         sms_links,
+        outbox: outbox.clone(),
         ready: std::sync::atomic::AtomicBool::new(false),
     });
     let router = admin::router(shared.clone());
@@ -209,6 +216,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     shared.prompts.store(Arc::new(prompts));
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    // The delivery worker finishes the sends in flight when the server drains.
+    let worker = tokio::spawn(crate::outbox::run_worker(
+        outbox,
+        config.outbox.clone(),
+        drain_rx.clone(),
+    ));
     tokio::spawn(reload::watch(shared.clone()));
     let sip = tokio::spawn(sip_task::run(shared.clone(), udp, tcp, drain_rx));
     shared.ready.store(true, Relaxed);
@@ -235,6 +248,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let store = shared.store.clone();
     tokio::task::spawn_blocking(move || store.flush()).await?;
+    if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), worker)
+        .await
+        .unwrap_or(Ok(Ok(())))
+    {
+        tracing::error!(error = %e, "outbox worker");
+    }
     tracing::info!("drained; bye");
     Ok(())
 }

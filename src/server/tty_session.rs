@@ -124,6 +124,10 @@ impl TtySession {
     pub fn is_ended(&self) -> bool {
         self.conv.is_ended()
     }
+
+    pub fn lang(&self) -> Lang {
+        self.conv.lang()
+    }
 }
 
 /// Watches a voice call's audio for Baudot tones.

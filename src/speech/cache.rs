@@ -106,7 +106,8 @@ pub fn build(
 ) -> Result<PromptSet, String> {
     let mut prompts = HashMap::new();
     let mut list: Vec<&Prompt> = Vec::new();
-    for p in catalog.iter() {
+    // `tty.*` texts are typed in Baudot, never spoken: no audio is made for them.
+    for p in catalog.iter().filter(|p| !p.id.starts_with("tty.")) {
         let reusable = previous
             .and_then(|prev| prev.get(p.lang, &p.id))
             .filter(|old| {
