@@ -1,0 +1,145 @@
+//! Vosk backend (the product's recognizer): one `vosk::Model` per language, loaded once and
+//! shared by every call; a recognizer per worker and mode, reused across utterances.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::lm;
+use super::{AsrError, Mode, Partial, Recognizer, Transcript, Word};
+
+/// Vosk models are trained at 16 kHz; narrowband audio is upsampled before it gets here.
+pub const SAMPLE_RATE_HZ: u32 = 16_000;
+
+/// A loaded model with the domain's phrase list (the question state's restriction).
+pub struct VoskEngine {
+    model: Arc<vosk::Model>,
+    /// Question-state phrases and single vocabulary words, escaped for the crate.
+    domain: Vec<String>,
+}
+
+impl std::fmt::Debug for VoskEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VoskEngine")
+            .field("domain_phrases", &self.domain.len())
+            .finish()
+    }
+}
+
+impl VoskEngine {
+    /// Load the model at `model_dir` (the C library reads it). `phrases` and `vocabulary` build
+    /// the question state's phrase list: whole phrases bias toward what the authors wrote, single
+    /// words let callers say them in other orders.
+    pub fn load(
+        model_dir: &Path,
+        phrases: &[String],
+        vocabulary: &[String],
+    ) -> Result<VoskEngine, AsrError> {
+        if !model_dir.is_dir() {
+            return Err(AsrError::ModelMissing(model_dir.into()));
+        }
+        vosk::set_log_level(vosk::LogLevel::Error);
+        let model = vosk::Model::new(model_dir.to_string_lossy())
+            .ok_or_else(|| AsrError::ModelMissing(model_dir.into()))?;
+        let mut all: Vec<String> = phrases.to_vec();
+        all.extend(vocabulary.iter().cloned());
+        Ok(VoskEngine {
+            model: Arc::new(model),
+            domain: lm::vosk_phrases(&all, true),
+        })
+    }
+
+    pub fn recognizer(&self, mode: &Mode) -> Result<VoskRecognizer, AsrError> {
+        let phrases = match mode {
+            Mode::Grammar(p) => lm::vosk_phrases(p, true),
+            Mode::Domain => self.domain.clone(),
+        };
+        // Only "[unk]" left: nothing to recognize.
+        if phrases.len() <= 1 {
+            return Err(AsrError::EmptyGrammar);
+        }
+        let mut rec =
+            vosk::Recognizer::new_with_grammar(&self.model, SAMPLE_RATE_HZ as f32, &phrases)
+                .ok_or_else(|| AsrError::Backend("vosk: recognizer rejected the grammar".into()))?;
+        rec.set_words(true);
+        Ok(VoskRecognizer {
+            rec,
+            fed: false,
+            _model: self.model.clone(),
+        })
+    }
+}
+
+pub struct VoskRecognizer {
+    rec: vosk::Recognizer,
+    fed: bool,
+    /// The recognizer points into the model: keep it alive as long as the recognizer.
+    _model: Arc<vosk::Model>,
+}
+
+impl std::fmt::Debug for VoskRecognizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VoskRecognizer").finish_non_exhaustive()
+    }
+}
+
+/// Vosk reports out-of-grammar speech as "[unk]": that is no words, not a word.
+fn clean(text: &str) -> String {
+    text.split_whitespace()
+        .filter(|w| *w != "[unk]")
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Recognizer for VoskRecognizer {
+    fn sample_rate_hz(&self) -> u32 {
+        SAMPLE_RATE_HZ
+    }
+
+    fn accept(&mut self, pcm: &[i16]) -> Option<Partial> {
+        if pcm.is_empty() {
+            return None;
+        }
+        self.fed = true;
+        // Only a buffer over i32::MAX samples is refused: treat it as nothing heard.
+        self.rec.accept_waveform(pcm).ok()?;
+        let text = clean(self.rec.partial_result().partial);
+        (!text.is_empty()).then_some(Partial { text })
+    }
+
+    fn finish(&mut self) -> Transcript {
+        if !self.fed {
+            return Transcript::default();
+        }
+        self.fed = false;
+        // final_result flushes and resets the recognizer for the next utterance.
+        let Some(single) = self.rec.final_result().single() else {
+            return Transcript::default();
+        };
+        let words: Vec<Word> = single
+            .result
+            .iter()
+            .filter(|w| w.word != "[unk]")
+            .map(|w| Word {
+                word: w.word.to_string(),
+                start_ms: (w.start.max(0.0) * 1000.0) as u64,
+                end_ms: (w.end.max(0.0) * 1000.0) as u64,
+                confidence: w.conf,
+            })
+            .collect();
+        let confidence = if words.is_empty() {
+            0.0
+        } else {
+            words.iter().map(|w| w.confidence).sum::<f32>() / words.len() as f32
+        };
+        Transcript {
+            text: clean(single.text),
+            confidence,
+            words,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.rec.reset();
+        self.fed = false;
+    }
+}
