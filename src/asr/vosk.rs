@@ -64,6 +64,7 @@ impl VoskEngine {
         Ok(VoskRecognizer {
             rec,
             fed: false,
+            done: Transcript::default(),
             _model: self.model.clone(),
         })
     }
@@ -72,6 +73,9 @@ impl VoskEngine {
 pub struct VoskRecognizer {
     rec: vosk::Recognizer,
     fed: bool,
+    /// Segments Vosk already finalized inside this utterance (it endpoints on its own pauses;
+    /// a finalized segment is only returned once, by `result()`).
+    done: Transcript,
     /// The recognizer points into the model: keep it alive as long as the recognizer.
     _model: Arc<vosk::Model>,
 }
@@ -101,8 +105,20 @@ impl Recognizer for VoskRecognizer {
         }
         self.fed = true;
         // Only a buffer over i32::MAX samples is refused: treat it as nothing heard.
-        self.rec.accept_waveform(pcm).ok()?;
-        let text = clean(self.rec.partial_result().partial);
+        let state = self.rec.accept_waveform(pcm).ok()?;
+        if state == vosk::DecodingState::Finalized {
+            let segment = segment(self.rec.result());
+            append(&mut self.done, segment);
+            let text = self.done.text.clone();
+            return (!text.is_empty()).then_some(Partial { text });
+        }
+        let tail = clean(self.rec.partial_result().partial);
+        let text = [self.done.text.as_str(), tail.as_str()]
+            .iter()
+            .filter(|t| !t.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
         (!text.is_empty()).then_some(Partial { text })
     }
 
@@ -112,34 +128,59 @@ impl Recognizer for VoskRecognizer {
         }
         self.fed = false;
         // final_result flushes and resets the recognizer for the next utterance.
-        let Some(single) = self.rec.final_result().single() else {
-            return Transcript::default();
-        };
-        let words: Vec<Word> = single
-            .result
-            .iter()
-            .filter(|w| w.word != "[unk]")
-            .map(|w| Word {
-                word: w.word.to_string(),
-                start_ms: (w.start.max(0.0) * 1000.0) as u64,
-                end_ms: (w.end.max(0.0) * 1000.0) as u64,
-                confidence: w.conf,
-            })
-            .collect();
-        let confidence = if words.is_empty() {
-            0.0
-        } else {
-            words.iter().map(|w| w.confidence).sum::<f32>() / words.len() as f32
-        };
-        Transcript {
-            text: clean(single.text),
-            confidence,
-            words,
-        }
+        let last = segment(self.rec.final_result());
+        let mut out = std::mem::take(&mut self.done);
+        append(&mut out, last);
+        out
     }
 
     fn reset(&mut self) {
+        // vosk_recognizer_reset alone leaves the audio already fed in the decoder (measured: a
+        // half utterance leaked a word into the next one); finishing the utterance clears it.
+        if self.fed {
+            let _ = self.rec.final_result();
+        }
         self.rec.reset();
         self.fed = false;
+        self.done = Transcript::default();
     }
+}
+
+/// The words of one finalized segment, without "[unk]".
+fn segment(result: vosk::CompleteResult) -> Transcript {
+    let Some(single) = result.single() else {
+        return Transcript::default();
+    };
+    let words: Vec<Word> = single
+        .result
+        .iter()
+        .filter(|w| w.word != "[unk]")
+        .map(|w| Word {
+            word: w.word.to_string(),
+            start_ms: (w.start.max(0.0) * 1000.0) as u64,
+            end_ms: (w.end.max(0.0) * 1000.0) as u64,
+            confidence: w.conf,
+        })
+        .collect();
+    Transcript {
+        text: clean(single.text),
+        confidence: 0.0,
+        words,
+    }
+}
+
+/// Append a segment; confidence is the mean word confidence of the whole utterance.
+fn append(acc: &mut Transcript, seg: Transcript) {
+    if !seg.text.is_empty() {
+        if !acc.text.is_empty() {
+            acc.text.push(' ');
+        }
+        acc.text.push_str(&seg.text);
+    }
+    acc.words.extend(seg.words);
+    acc.confidence = if acc.words.is_empty() {
+        0.0
+    } else {
+        acc.words.iter().map(|w| w.confidence).sum::<f32>() / acc.words.len() as f32
+    };
 }
