@@ -68,6 +68,46 @@ impl Lexicon {
         Lexicon { entries }
     }
 
+    /// Give `words` this lexicon lacks a pronunciation: a long word as two known words
+    /// ("biometrics" = "bio" + "metrics", "passcode" = "pass" + "code"), a short one spelled
+    /// letter by letter, as callers say acronyms ("uscis", "tty"). Returns the words still
+    /// without one (digits, symbols).
+    pub fn add_missing<'a>(&mut self, words: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        let mut left = Vec::new();
+        for w in words {
+            if self.contains(w) {
+                continue;
+            }
+            let pron = if w.chars().count() >= 7 {
+                self.compound(w).or_else(|| spell(w))
+            } else {
+                spell(w)
+            };
+            match pron {
+                Some(p) => {
+                    self.entries.insert(w.to_string(), vec![p]);
+                }
+                None => left.push(w.to_string()),
+            }
+        }
+        left
+    }
+
+    /// Two known words making up `w`, the longest first part first.
+    fn compound(&self, w: &str) -> Option<String> {
+        let cuts: Vec<usize> = w.char_indices().map(|(i, _)| i).skip(3).collect();
+        for &i in cuts.iter().rev() {
+            let (a, b) = w.split_at(i);
+            if b.chars().count() < 3 {
+                continue;
+            }
+            if let (Some(pa), Some(pb)) = (self.entries.get(a), self.entries.get(b)) {
+                return Some(format!("{} {}", pa[0], pb[0]));
+            }
+        }
+        None
+    }
+
     /// The phrases with the words this lexicon lacks dropped (a decoder cannot say a word it
     /// cannot pronounce), and the dropped words, sorted and unique. Phrases left empty go.
     pub fn in_vocabulary(&self, phrases: &[String]) -> (Vec<String>, Vec<String>) {
@@ -107,6 +147,25 @@ impl Lexicon {
         }
         out
     }
+}
+
+/// Letter names in ARPAbet, for spelling acronyms.
+const LETTERS: [&str; 26] = [
+    "EY", "B IY", "S IY", "D IY", "IY", "EH F", "JH IY", "EY CH", "AY", "JH EY", "K EY", "EH L",
+    "EH M", "EH N", "OW", "P IY", "K Y UW", "AA R", "EH S", "T IY", "Y UW", "V IY",
+    "D AH B AH L Y UW", "EH K S", "W AY", "Z IY",
+];
+
+/// `w` spelled out letter by letter, when it is all ASCII letters.
+fn spell(w: &str) -> Option<String> {
+    if w.is_empty() || !w.chars().all(|c| c.is_ascii_alphabetic()) {
+        return None;
+    }
+    let phones: Vec<&str> = w
+        .chars()
+        .map(|c| LETTERS[(c.to_ascii_lowercase() as u8 - b'a') as usize])
+        .collect();
+    Some(phones.join(" "))
 }
 
 /// A bigram LM in ARPA format from sentences (words separated by spaces), with absolute
@@ -296,6 +355,17 @@ mod tests {
             lex.subset(["status"]).to_dict(),
             "status S T AE T AH S\nstatus(2) S T EY T AH S\n"
         );
+    }
+
+    #[test]
+    fn missing_words_are_split_or_spelled() {
+        let mut lex = Lexicon::parse_cmudict("bio B AY OW\nmetrics M EH T R IH K S\n");
+        let left = lex.add_missing(["biometrics", "tty", "n400", "bio"]);
+        assert_eq!(left, s(&["n400"]));
+        assert_eq!(lex.entries()["biometrics"], s(&["B AY OW M EH T R IH K S"]));
+        assert_eq!(lex.entries()["tty"], s(&["T IY T IY W AY"]));
+        // Long words with no known parts are spelled too.
+        assert!(lex.add_missing(["xqzxqzxq"]).is_empty());
     }
 
     #[test]

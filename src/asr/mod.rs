@@ -31,6 +31,10 @@ use crate::types::Lang;
 pub use endpoint::{EndReason, EndpointConfig, EndpointEvent, Endpointer};
 pub use pipeline::Pipeline;
 
+/// Backends compute a partial result at most this often (in samples at 16 kHz, 0.5 s): a
+/// partial is a search backtrace, too costly for every 20 ms frame, and nobody acts faster.
+pub const PARTIAL_INTERVAL_SAMPLES: usize = 8000;
+
 /// Words heard so far in an utterance; may change as more audio arrives.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Partial {

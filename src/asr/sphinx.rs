@@ -97,12 +97,14 @@ impl SphinxEngine {
             return Err(AsrError::ModelMissing(hmm));
         }
         let text = std::fs::read_to_string(&dict).map_err(|e| AsrError::Io(dict.clone(), e))?;
-        let full = Lexicon::parse_cmudict(&text);
+        let mut full = Lexicon::parse_cmudict(&text);
         // Keep every word a phrase set may ask for (vocabulary covers all sets).
         let mut words: Vec<&str> = vocabulary.iter().map(String::as_str).collect();
         for p in phrases {
             words.extend(p.split_whitespace());
         }
+        // Domain words cmudict lacks ("uscis", "biometrics") are spelled or split, not lost.
+        full.add_missing(words.iter().copied());
         let domain = full.subset(words);
         let (sentences, dropped_words) = domain.in_vocabulary(phrases);
         let arpa = lm::bigram_arpa(&sentences);
@@ -154,7 +156,7 @@ impl SphinxEngine {
         })
     }
 
-    /// Words of the domain phrases that the dictionary does not know (left out of the LM).
+    /// Words of the domain phrases with no pronunciation even spelled (left out of the LM).
     pub fn dropped_words(&self) -> &[String] {
         &self.dropped_words
     }
@@ -208,6 +210,7 @@ impl SphinxEngine {
         let rec = SphinxRecognizer {
             ps,
             started: false,
+            since_partial: 0,
         };
         if let Mode::Grammar(phrases) = mode {
             let (kept, _) = self.lexicon.in_vocabulary(phrases);
@@ -259,6 +262,8 @@ fn path_cstring(p: &Path) -> Result<CString, AsrError> {
 pub struct SphinxRecognizer {
     ps: NonNull<PsDecoder>,
     started: bool,
+    /// Samples fed since the last partial result.
+    since_partial: usize,
 }
 
 // SAFETY: the decoder has no thread affinity; `&mut self` on every call keeps access exclusive.
@@ -299,6 +304,11 @@ impl Recognizer for SphinxRecognizer {
                 return None;
             }
         }
+        self.since_partial += pcm.len();
+        if self.since_partial < super::PARTIAL_INTERVAL_SAMPLES {
+            return None;
+        }
+        self.since_partial = 0;
         self.hyp()
             .filter(|t| !t.is_empty())
             .map(|text| Partial { text })
@@ -309,6 +319,7 @@ impl Recognizer for SphinxRecognizer {
             return Transcript::default();
         }
         self.started = false;
+        self.since_partial = 0;
         // SAFETY: an utterance is open on a live decoder.
         unsafe { ps_end_utt(self.ps.as_ptr()) };
         let text = self.hyp().unwrap_or_default();
@@ -338,6 +349,7 @@ impl Recognizer for SphinxRecognizer {
             unsafe { ps_end_utt(self.ps.as_ptr()) };
             self.started = false;
         }
+        self.since_partial = 0;
     }
 }
 

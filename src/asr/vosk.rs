@@ -64,6 +64,7 @@ impl VoskEngine {
         Ok(VoskRecognizer {
             rec,
             fed: false,
+            since_partial: 0,
             done: Transcript::default(),
             _model: self.model.clone(),
         })
@@ -73,6 +74,8 @@ impl VoskEngine {
 pub struct VoskRecognizer {
     rec: vosk::Recognizer,
     fed: bool,
+    /// Samples fed since the last partial result.
+    since_partial: usize,
     /// Segments Vosk already finalized inside this utterance (it endpoints on its own pauses;
     /// a finalized segment is only returned once, by `result()`).
     done: Transcript,
@@ -112,6 +115,11 @@ impl Recognizer for VoskRecognizer {
             let text = self.done.text.clone();
             return (!text.is_empty()).then_some(Partial { text });
         }
+        self.since_partial += pcm.len();
+        if self.since_partial < super::PARTIAL_INTERVAL_SAMPLES {
+            return None;
+        }
+        self.since_partial = 0;
         let tail = clean(self.rec.partial_result().partial);
         let text = [self.done.text.as_str(), tail.as_str()]
             .iter()
@@ -127,6 +135,7 @@ impl Recognizer for VoskRecognizer {
             return Transcript::default();
         }
         self.fed = false;
+        self.since_partial = 0;
         // final_result flushes and resets the recognizer for the next utterance.
         let last = segment(self.rec.final_result());
         let mut out = std::mem::take(&mut self.done);
@@ -142,6 +151,7 @@ impl Recognizer for VoskRecognizer {
         }
         self.rec.reset();
         self.fed = false;
+        self.since_partial = 0;
         self.done = Transcript::default();
     }
 }
