@@ -15,14 +15,34 @@ use ivr::audio::resample::Upsampler2x;
 const SOUNDS: &str = "/usr/share/asterisk/sounds/en";
 const TRANSCRIPTS: &str = "/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz";
 const PROMPTS: usize = 30;
-/// Measured 0.41 on the 30 prompts chosen below (printed by the test).
-const WER_MAX: f64 = 0.6;
+/// Measured 0.576 on the 30 prompts chosen below (printed by the test): the stock model on
+/// narrowband human speech. The bound only catches a broken path (WER near 1).
+const WER_MAX: f64 = 0.75;
 
+/// Lowercase words; stage directions in parentheses dropped, single digits and `*` as spoken.
 fn words(text: &str) -> Vec<String> {
-    text.to_lowercase()
+    const DIGITS: [&str; 10] = [
+        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+    ];
+    let mut plain = String::new();
+    let mut depth = 0usize;
+    for c in text.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            '*' if depth == 0 => plain.push_str(" star "),
+            _ if depth == 0 => plain.push(c),
+            _ => {}
+        }
+    }
+    plain
+        .to_lowercase()
         .split(|c: char| !(c.is_alphanumeric() || c == '\''))
         .filter(|w| !w.is_empty())
-        .map(str::to_string)
+        .map(|w| match w.parse::<usize>() {
+            Ok(d) if d < 10 => DIGITS[d].to_string(),
+            _ => w.to_string(),
+        })
         .collect()
 }
 
@@ -108,4 +128,5 @@ fn edit_distance_counts_substitutions_insertions_deletions() {
     assert_eq!(edits(&w("press one now"), &w("press now")), 1);
     assert_eq!(edits(&w("press one"), &w("please press one")), 1);
     assert_eq!(edits(&w("a b c"), &[]), 3);
+    assert_eq!(w("Press 1, or * (a tone plays)"), w("press one or star"));
 }
