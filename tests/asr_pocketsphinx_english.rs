@@ -19,20 +19,41 @@ use ivr::types::Lang;
 /// One question per intent, written for this test (not copied from the grammar files).
 const QUESTIONS: &[(&str, &str)] = &[
     ("what is the status of my case", "case_status"),
-    ("how long does it take to process my application", "processing_times"),
-    ("there is a mistake on my green card my name is spelled wrong", "typo_correction"),
-    ("i never received my notice in the mail", "notice_not_received"),
+    (
+        "how long does it take to process my application",
+        "processing_times",
+    ),
+    (
+        "there is a mistake on my green card my name is spelled wrong",
+        "typo_correction",
+    ),
+    (
+        "i never received my notice in the mail",
+        "notice_not_received",
+    ),
     ("i need a wheelchair at my interview", "accommodation"),
     ("i moved and need to change my address", "change_of_address"),
-    ("i need to reschedule my biometrics appointment", "reschedule_biometrics"),
-    ("can i change the date of my interview", "reschedule_appointment"),
+    (
+        "i need to reschedule my biometrics appointment",
+        "reschedule_biometrics",
+    ),
+    (
+        "can i change the date of my interview",
+        "reschedule_appointment",
+    ),
     ("how do i expedite my case", "expedite"),
     ("i want to withdraw my application", "withdraw"),
     ("how do i create an online account", "online_account"),
     ("can i file my form online", "online_filing"),
     ("i cannot log in to my account", "tech_support"),
-    ("i am in the army and need help with my application", "military"),
-    ("i need an emergency travel document", "in_person_appointment"),
+    (
+        "i am in the army and need help with my application",
+        "military",
+    ),
+    (
+        "i need an emergency travel document",
+        "in_person_appointment",
+    ),
     ("my green card has expired", "green_card_expired"),
     ("i have a question about my u visa", "protected_case"),
     ("i want to speak to a real person", "agent"),
@@ -145,7 +166,11 @@ fn score(nlu: &Nlu, rec: &mut dyn Recognizer, rate: u32, label: &str) -> f64 {
         );
     }
     let acc = right as f64 / QUESTIONS.len() as f64;
-    println!("{label}: {right}/{} right intent ({:.0}%)", QUESTIONS.len(), acc * 100.0);
+    println!(
+        "{label}: {right}/{} right intent ({:.0}%)",
+        QUESTIONS.len(),
+        acc * 100.0
+    );
     acc
 }
 
@@ -160,12 +185,17 @@ fn spoken_questions_reach_the_right_intent() {
         &std::env::temp_dir(),
     )
     .expect("pocketsphinx-en-us installed");
-    println!("words missing from cmudict (left out of the LM): {:?}", engine.dropped_words());
+    println!(
+        "words missing from cmudict (left out of the LM): {:?}",
+        engine.dropped_words()
+    );
     let mut rec = engine.recognizer(&Mode::Domain).expect("domain recognizer");
     let wide = score(&nlu, &mut rec, 16_000, "domain LM, 16 kHz");
     let narrow = score(&nlu, &mut rec, 8_000, "domain LM, 8 kHz band-limited");
     let general = SphinxEngine::general(model).expect("stock LM");
-    let mut open = general.recognizer(&Mode::Domain).expect("general recognizer");
+    let mut open = general
+        .recognizer(&Mode::Domain)
+        .expect("general recognizer");
     let baseline = score(&nlu, &mut open, 16_000, "general LM, 16 kHz");
     println!(
         "SUMMARY intent accuracy: domain LM 16 kHz {:.0}%, 8 kHz {:.0}%; general LM 16 kHz {:.0}%",
@@ -188,7 +218,12 @@ fn closed_grammar_answers_yes_or_no() {
     .expect("pocketsphinx-en-us installed");
     let yes_no = Mode::Grammar(nlu.phrases(Lang::En, PhraseSet::YesNo));
     let mut rec = engine.recognizer(&yes_no).expect("yes/no grammar");
-    for (said, act) in [("yes please", "yes"), ("no", "no"), ("yeah", "yes"), ("nope", "no")] {
+    for (said, act) in [
+        ("yes please", "yes"),
+        ("no", "no"),
+        ("yeah", "yes"),
+        ("nope", "no"),
+    ] {
         let (text, _) = recognize(&mut rec, &speak(said, 16_000), 16_000);
         let got = nlu.act(Lang::En, &text).map(|(a, _)| a);
         println!("{said:?} -> {text:?} -> {got:?}");

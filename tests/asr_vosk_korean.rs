@@ -69,7 +69,11 @@ fn model_dir() -> PathBuf {
 fn speak(voice: &str, text: &str) -> Vec<i16> {
     let dir = std::env::temp_dir().join(format!("ivr-asr-ko-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let wav = dir.join(format!("{:x}.wav", text.bytes().fold(0u64, |h, b| h.wrapping_mul(31) ^ b as u64)));
+    let wav = dir.join(format!(
+        "{:x}.wav",
+        text.bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31) ^ b as u64)
+    ));
     let status = Command::new("espeak-ng")
         .args(["-v", voice, "-w"])
         .arg(&wav)
@@ -119,7 +123,10 @@ fn korean_grammar_mode_is_exact_streaming_and_reusable() {
             partials += usize::from(streamed.accept(chunk).is_some());
         }
         let b = streamed.finish();
-        println!("{text} -> {:?} (conf {:.2}) / {:?}", a.text, a.confidence, b.text);
+        println!(
+            "{text} -> {:?} (conf {:.2}) / {:?}",
+            a.text, a.confidence, b.text
+        );
         assert_eq!(a.text, *text, "whole buffer");
         assert_eq!(b.text, a.text, "20 ms chunks");
         assert!(!a.words.is_empty() && a.confidence > 0.0);

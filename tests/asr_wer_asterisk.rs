@@ -85,7 +85,9 @@ fn word_error_rate_on_human_prompts() {
     // Prompts of 4+ words with a WAV, spread evenly over the alphabet: a fixed, varied sample.
     let candidates: Vec<(&String, &String)> = all
         .iter()
-        .filter(|(n, t)| words(t).len() >= 4 && Path::new(SOUNDS).join(format!("{n}.wav")).is_file())
+        .filter(|(n, t)| {
+            words(t).len() >= 4 && Path::new(SOUNDS).join(format!("{n}.wav")).is_file()
+        })
         .collect();
     assert!(
         candidates.len() >= PROMPTS,
@@ -116,7 +118,9 @@ fn word_error_rate_on_human_prompts() {
         total += r_words.len();
     }
     let wer = errors as f64 / total as f64;
-    println!("SUMMARY WER {wer:.3} ({errors} errors / {total} words, {PROMPTS} prompts, general LM)");
+    println!(
+        "SUMMARY WER {wer:.3} ({errors} errors / {total} words, {PROMPTS} prompts, general LM)"
+    );
     assert!(wer < WER_MAX, "WER {wer}");
 }
 

@@ -195,7 +195,8 @@ impl Endpointer {
     }
 
     fn check_no_input(&mut self, now: Instant, since: Instant) {
-        if now.saturating_duration_since(since) >= Duration::from_millis(self.cfg.no_input_ms as u64)
+        if now.saturating_duration_since(since)
+            >= Duration::from_millis(self.cfg.no_input_ms as u64)
         {
             self.events.push_back(EndpointEvent::NoInput);
             self.state = State::Idle;
@@ -233,7 +234,9 @@ mod tests {
 
     fn tone(n: usize, amp: f64) -> Vec<i16> {
         (0..n)
-            .map(|i| (amp * (2.0 * std::f64::consts::PI * 200.0 * i as f64 / RATE as f64).sin()) as i16)
+            .map(|i| {
+                (amp * (2.0 * std::f64::consts::PI * 200.0 * i as f64 / RATE as f64).sin()) as i16
+            })
             .collect()
     }
 
@@ -243,7 +246,12 @@ mod tests {
     }
 
     /// Feeds `audio` in 20 ms frames from `t0`, returning events with the frame index.
-    fn run(ep: &mut Endpointer, t0: Instant, audio: &[i16], first: usize) -> Vec<(usize, EndpointEvent)> {
+    fn run(
+        ep: &mut Endpointer,
+        t0: Instant,
+        audio: &[i16],
+        first: usize,
+    ) -> Vec<(usize, EndpointEvent)> {
         let mut out = Vec::new();
         for (i, f) in audio.chunks(FRAME).enumerate() {
             let idx = first + i;
@@ -284,7 +292,12 @@ mod tests {
             .iter()
             .find(|(_, e)| matches!(e, EndpointEvent::EndOfUtterance { .. }))
             .unwrap();
-        assert_eq!(end.1, EndpointEvent::EndOfUtterance { reason: EndReason::Silence });
+        assert_eq!(
+            end.1,
+            EndpointEvent::EndOfUtterance {
+                reason: EndReason::Silence
+            }
+        );
         // Speech ends at frame 100; 700 ms of silence is 35 frames later.
         assert!((134..=137).contains(&end.0), "ended at frame {}", end.0);
         // 300 ms pre-roll + 1 s speech + 700 ms silence.
@@ -322,7 +335,12 @@ mod tests {
             .iter()
             .find(|(_, e)| matches!(e, EndpointEvent::EndOfUtterance { .. }))
             .unwrap();
-        assert_eq!(end.1, EndpointEvent::EndOfUtterance { reason: EndReason::MaxLength });
+        assert_eq!(
+            end.1,
+            EndpointEvent::EndOfUtterance {
+                reason: EndReason::MaxLength
+            }
+        );
         let fed = audio_samples(&ev) as f64 / RATE as f64;
         assert!((1.9..=2.1).contains(&fed), "fed {fed} s");
     }

@@ -151,9 +151,32 @@ impl Lexicon {
 
 /// Letter names in ARPAbet, for spelling acronyms.
 const LETTERS: [&str; 26] = [
-    "EY", "B IY", "S IY", "D IY", "IY", "EH F", "JH IY", "EY CH", "AY", "JH EY", "K EY", "EH L",
-    "EH M", "EH N", "OW", "P IY", "K Y UW", "AA R", "EH S", "T IY", "Y UW", "V IY",
-    "D AH B AH L Y UW", "EH K S", "W AY", "Z IY",
+    "EY",
+    "B IY",
+    "S IY",
+    "D IY",
+    "IY",
+    "EH F",
+    "JH IY",
+    "EY CH",
+    "AY",
+    "JH EY",
+    "K EY",
+    "EH L",
+    "EH M",
+    "EH N",
+    "OW",
+    "P IY",
+    "K Y UW",
+    "AA R",
+    "EH S",
+    "T IY",
+    "Y UW",
+    "V IY",
+    "D AH B AH L Y UW",
+    "EH K S",
+    "W AY",
+    "Z IY",
 ];
 
 /// `w` spelled out letter by letter, when it is all ASCII letters.
@@ -198,13 +221,20 @@ pub fn bigram_arpa(sentences: &[String]) -> String {
     for (h, next) in &bi {
         let count: f64 = next.values().sum();
         let held = DISCOUNT * next.len() as f64 / count;
-        let seen: f64 = next.keys().map(|w| p_uni.get(w).copied().unwrap_or(0.0)).sum();
+        let seen: f64 = next
+            .keys()
+            .map(|w| p_uni.get(w).copied().unwrap_or(0.0))
+            .sum();
         backoff.insert(h, held / (1.0 - seen).max(1e-6));
         n_bigrams += next.len();
     }
     let mut out = String::new();
     // Writing to a String cannot fail: the results below are ignored.
-    let _ = writeln!(out, "\\data\\\nngram 1={}\nngram 2={n_bigrams}\n", uni.len() + 1);
+    let _ = writeln!(
+        out,
+        "\\data\\\nngram 1={}\nngram 2={n_bigrams}\n",
+        uni.len() + 1
+    );
     let _ = writeln!(out, "\\1-grams:");
     let _ = writeln!(
         out,
@@ -296,7 +326,11 @@ mod tests {
     /// log10 probabilities of the bigrams leaving `h`, plus the backoff mass, sum to 1.
     #[test]
     fn bigram_lm_is_normalized() {
-        let arpa = bigram_arpa(&s(&["what is my case status", "what is the status", "my case"]));
+        let arpa = bigram_arpa(&s(&[
+            "what is my case status",
+            "what is the status",
+            "my case",
+        ]));
         let mut uni: HashMap<String, (f64, f64)> = HashMap::new();
         let mut bi: Vec<(String, String, f64)> = Vec::new();
         let mut section = 0;
@@ -345,7 +379,9 @@ mod tests {
 
     #[test]
     fn lexicon_drops_unknown_words_and_keeps_variants() {
-        let lex = Lexicon::parse_cmudict("case K EY S\nstatus S T AE T AH S\nstatus(2) S T EY T AH S\n# x\nbad\n");
+        let lex = Lexicon::parse_cmudict(
+            "case K EY S\nstatus S T AE T AH S\nstatus(2) S T EY T AH S\n# x\nbad\n",
+        );
         assert_eq!(lex.entries()["status"].len(), 2);
         assert!(!lex.contains("bad"));
         let (kept, dropped) = lex.in_vocabulary(&s(&["case uscis status", "uscis"]));

@@ -358,6 +358,11 @@ mod tests {
         let nlu = crate::nlu::build(&[]).unwrap();
         let err = Engines::load(&c, &nlu, &std::env::temp_dir()).unwrap_err();
         assert!(matches!(err, AsrError::ModelMissing(_)), "{err}");
-        assert!(Engines::default().backends().iter().all(|(_, b)| *b == Backend::None));
+        assert!(
+            Engines::default()
+                .backends()
+                .iter()
+                .all(|(_, b)| *b == Backend::None)
+        );
     }
 }

@@ -14,7 +14,10 @@ enum Converter {
     Down(Downsampler2x),
     /// Any other pair: one-shot per frame (frame edges are not seamless; no codec we carry
     /// needs it).
-    Other { from_hz: u32, to_hz: u32 },
+    Other {
+        from_hz: u32,
+        to_hz: u32,
+    },
 }
 
 #[derive(Debug, Clone)]

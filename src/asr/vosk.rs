@@ -49,17 +49,25 @@ impl VoskEngine {
     }
 
     pub fn recognizer(&self, mode: &Mode) -> Result<VoskRecognizer, AsrError> {
-        let phrases = match mode {
-            Mode::Grammar(p) => lm::vosk_phrases(p, true),
-            Mode::Domain => self.domain.clone(),
+        let rec = match mode {
+            Mode::Grammar(p) => {
+                let phrases = lm::vosk_phrases(p, true);
+                // Only "[unk]" left: nothing to recognize.
+                if phrases.len() <= 1 {
+                    return Err(AsrError::EmptyGrammar);
+                }
+                vosk::Recognizer::new_with_grammar(&self.model, SAMPLE_RATE_HZ as f32, &phrases)
+            }
+            // A language with no domain phrases gets the model's open vocabulary.
+            Mode::Domain if self.domain.len() <= 1 => {
+                vosk::Recognizer::new(&self.model, SAMPLE_RATE_HZ as f32)
+            }
+            Mode::Domain => {
+                vosk::Recognizer::new_with_grammar(&self.model, SAMPLE_RATE_HZ as f32, &self.domain)
+            }
         };
-        // Only "[unk]" left: nothing to recognize.
-        if phrases.len() <= 1 {
-            return Err(AsrError::EmptyGrammar);
-        }
         let mut rec =
-            vosk::Recognizer::new_with_grammar(&self.model, SAMPLE_RATE_HZ as f32, &phrases)
-                .ok_or_else(|| AsrError::Backend("vosk: recognizer rejected the grammar".into()))?;
+            rec.ok_or_else(|| AsrError::Backend("vosk: recognizer rejected the grammar".into()))?;
         rec.set_words(true);
         Ok(VoskRecognizer {
             rec,
