@@ -230,3 +230,36 @@ fn closed_grammar_answers_yes_or_no() {
         assert_eq!(got.as_deref(), Some(act), "{said:?} heard as {text:?}");
     }
 }
+
+#[test]
+fn odd_input_never_panics_and_yields_nothing_sensible() {
+    let engine = SphinxEngine::load(
+        Path::new(DEFAULT_MODEL_DIR),
+        &["yes".to_string(), "no".to_string()],
+        &["yes".to_string(), "no".to_string()],
+        &std::env::temp_dir(),
+    )
+    .expect("pocketsphinx-en-us installed");
+    let mut rec = engine.recognizer(&Mode::Domain).expect("domain recognizer");
+    // Finish and reset with nothing fed, twice.
+    assert_eq!(rec.finish().text, "");
+    rec.reset();
+    rec.reset();
+    // Empty, one-sample, full-scale square wave and silence.
+    assert!(rec.accept(&[]).is_none());
+    rec.accept(&[i16::MIN]);
+    let square: Vec<i16> = (0..32_000)
+        .map(|i| if i / 20 % 2 == 0 { i16::MAX } else { i16::MIN })
+        .collect();
+    rec.accept(&square);
+    rec.accept(&[0; 16_000]);
+    let t = rec.finish();
+    assert!((0.0..=1.0).contains(&t.confidence));
+    // A grammar with no pronounceable word is a typed error, not a crash.
+    assert!(
+        engine
+            .recognizer(&Mode::Grammar(vec!["123 ###".into()]))
+            .is_err()
+    );
+    assert!(engine.recognizer(&Mode::Grammar(vec![])).is_err());
+}
