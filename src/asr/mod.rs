@@ -1,1 +1,368 @@
-//! Speech recognition: the `Recognizer` trait, Vosk and PocketSphinx backends, endpointing (in progress).
+//! Speech recognition: the [`Recognizer`] trait with two backends, what each dialog state lets a
+//! recognizer hear, and endpointing.
+//!
+//! - [`vosk`]: the product's recognizer (libvosk), one model per language shared by all calls.
+//! - [`sphinx`]: PocketSphinx, the English recognizer of the embedded default when no Vosk English
+//!   model is configured.
+//! - [`lm`]: grammars and the domain LM generated from the loaded phrase sets (pure).
+//! - [`endpoint`]: VAD-driven endpointing with pre-roll, trailing silence, max length, no input.
+//! - [`pipeline`]: per call, decoded PCM → model rate → endpointer; what the media task runs.
+//!
+//! Recognition itself runs on the shell's worker pool (`server::asr_pool`), never on the media
+//! task. Backends wrap C libraries that read their model files at load; apart from that (and the
+//! PocketSphinx LM written at load), nothing here does IO or reads the clock.
+
+pub mod endpoint;
+pub mod lm;
+pub mod pipeline;
+pub mod sphinx;
+pub mod vosk;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::nlu::{Nlu, PhraseSet};
+use crate::types::Lang;
+
+pub use endpoint::{EndReason, EndpointConfig, EndpointEvent, Endpointer};
+pub use pipeline::Pipeline;
+
+/// Backends compute a partial result at most this often (in samples at 16 kHz, 0.5 s): a
+/// partial is a search backtrace, too costly for every 20 ms frame, and nobody acts faster.
+pub const PARTIAL_INTERVAL_SAMPLES: usize = 8000;
+
+/// Words heard so far in an utterance; may change as more audio arrives.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Partial {
+    pub text: String,
+}
+
+/// A recognized word with its time in the utterance (as fed) and confidence.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Word {
+    pub word: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub confidence: f32,
+}
+
+/// The result of one utterance. Empty text means nothing in the grammar was heard.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Transcript {
+    pub text: String,
+    /// 0..=1; backends compute it differently (Vosk: mean word confidence, PocketSphinx:
+    /// utterance posterior), so compare it only within one backend.
+    pub confidence: f32,
+    /// Word timings, when the backend gives them (Vosk).
+    pub words: Vec<Word>,
+}
+
+/// One recognizer, fed one utterance at a time and reused for the next.
+pub trait Recognizer: Send {
+    /// The rate `accept` expects.
+    fn sample_rate_hz(&self) -> u32;
+    /// Feed audio of the current utterance; returns the partial result when there is one.
+    fn accept(&mut self, pcm: &[i16]) -> Option<Partial>;
+    /// End the utterance and return its transcript; the recognizer is ready for the next one.
+    fn finish(&mut self) -> Transcript;
+    /// Drop the current utterance without a result.
+    fn reset(&mut self);
+}
+
+/// What a dialog state lets the caller say.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Mode {
+    /// Exactly one of these phrases (yes/no, language, menu).
+    Grammar(Vec<String>),
+    /// The question state: the domain's vocabulary and phrases (Vosk phrase list; PocketSphinx
+    /// bigram LM generated at load).
+    Domain,
+}
+
+impl Mode {
+    /// The grammar of a closed state from the loaded grammars.
+    pub fn closed(nlu: &Nlu, lang: Lang, set: PhraseSet) -> Mode {
+        Mode::Grammar(nlu.phrases(lang, set))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Vosk,
+    Pocketsphinx,
+    /// No speech recognition in this language: the flow uses DTMF.
+    None,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Vosk => "vosk",
+            Backend::Pocketsphinx => "pocketsphinx",
+            Backend::None => "none",
+        })
+    }
+}
+
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AsrError {
+    ModelMissing(PathBuf),
+    Io(PathBuf, std::io::Error),
+    /// The mode allows nothing this backend can say.
+    EmptyGrammar,
+    Backend(String),
+    /// The language has no recognizer configured.
+    NoEngine(Lang),
+}
+
+impl fmt::Display for AsrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AsrError::ModelMissing(p) => write!(f, "speech model missing at {}", p.display()),
+            AsrError::Io(p, e) => write!(f, "{}: {e}", p.display()),
+            AsrError::EmptyGrammar => f.write_str("grammar has no phrase the recognizer knows"),
+            AsrError::Backend(s) => f.write_str(s),
+            AsrError::NoEngine(l) => write!(f, "no speech recognizer for {l}"),
+        }
+    }
+}
+
+impl std::error::Error for AsrError {}
+
+/// One language's recognizer choice.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LangAsrConfig {
+    /// `vosk`, `pocketsphinx` or `none`; unset: Vosk when `model` is set, else PocketSphinx for
+    /// English and none for Spanish.
+    pub backend: Option<Backend>,
+    /// Vosk: the model directory. PocketSphinx: the directory holding `en-us/` and
+    /// `cmudict-en-us.dict` (default: Debian's `pocketsphinx-en-us`).
+    pub model: Option<PathBuf>,
+}
+
+/// `[asr]`: recognizers per language, the worker pool and endpointing defaults.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AsrConfig {
+    pub en: LangAsrConfig,
+    pub es: LangAsrConfig,
+    /// Recognition threads; 0 = one per core.
+    pub workers: usize,
+    /// Jobs waiting per worker before new utterances are refused (the flow falls back to DTMF).
+    pub queue_jobs_max: usize,
+    pub trailing_silence_ms: u32,
+    pub max_utterance_ms: u32,
+    pub no_input_ms: u32,
+}
+
+impl Default for AsrConfig {
+    /// English on PocketSphinx, Spanish off until a Vosk model is configured; one worker per
+    /// core with 256 queued 20 ms jobs each (about 5 s of one caller's audio); 700 ms trailing
+    /// silence, 10 s utterances, 6 s of no input.
+    fn default() -> Self {
+        AsrConfig {
+            en: LangAsrConfig::default(),
+            es: LangAsrConfig::default(),
+            workers: 0,
+            queue_jobs_max: 256,
+            trailing_silence_ms: 700,
+            max_utterance_ms: 10_000,
+            no_input_ms: 6_000,
+        }
+    }
+}
+
+impl AsrConfig {
+    fn lang(&self, lang: Lang) -> &LangAsrConfig {
+        match lang {
+            Lang::En => &self.en,
+            Lang::Es => &self.es,
+        }
+    }
+
+    /// The backend serving `lang` and its model directory.
+    pub fn resolve(&self, lang: Lang) -> (Backend, Option<PathBuf>) {
+        let c = self.lang(lang);
+        let backend = c.backend.unwrap_or(match (&c.model, lang) {
+            (Some(_), _) => Backend::Vosk,
+            (None, Lang::En) => Backend::Pocketsphinx,
+            (None, Lang::Es) => Backend::None,
+        });
+        let model = match backend {
+            Backend::Pocketsphinx => Some(
+                c.model
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(sphinx::DEFAULT_MODEL_DIR)),
+            ),
+            Backend::Vosk => c.model.clone(),
+            Backend::None => None,
+        };
+        (backend, model)
+    }
+
+    /// Worker threads for `cores` available cores.
+    pub fn worker_count(&self, cores: usize) -> usize {
+        if self.workers == 0 {
+            cores.max(1)
+        } else {
+            self.workers
+        }
+    }
+
+    /// Endpointing for a dialog state that does not override it.
+    pub fn endpoint(&self) -> EndpointConfig {
+        EndpointConfig {
+            trailing_silence_ms: self.trailing_silence_ms,
+            max_utterance_ms: self.max_utterance_ms,
+            no_input_ms: self.no_input_ms,
+            ..EndpointConfig::default()
+        }
+    }
+}
+
+/// A loaded backend for one language, shared by every worker.
+#[derive(Debug)]
+pub enum Engine {
+    Vosk(vosk::VoskEngine),
+    Sphinx(sphinx::SphinxEngine),
+}
+
+impl Engine {
+    pub fn backend(&self) -> Backend {
+        match self {
+            Engine::Vosk(_) => Backend::Vosk,
+            Engine::Sphinx(_) => Backend::Pocketsphinx,
+        }
+    }
+
+    pub fn sample_rate_hz(&self) -> u32 {
+        match self {
+            Engine::Vosk(_) => vosk::SAMPLE_RATE_HZ,
+            Engine::Sphinx(_) => sphinx::SAMPLE_RATE_HZ,
+        }
+    }
+
+    pub fn recognizer(&self, mode: &Mode) -> Result<Box<dyn Recognizer>, AsrError> {
+        Ok(match self {
+            Engine::Vosk(e) => Box::new(e.recognizer(mode)?),
+            Engine::Sphinx(e) => Box::new(e.recognizer(mode)?),
+        })
+    }
+}
+
+/// The engines of all languages, built at load and rebuilt on grammar reload.
+#[derive(Debug, Default)]
+pub struct Engines {
+    engines: BTreeMap<Lang, Arc<Engine>>,
+}
+
+impl Engines {
+    /// Load every configured backend, restricting the question state to the phrases and
+    /// vocabulary of `nlu`. `work_dir` holds PocketSphinx's generated LM and dictionary.
+    pub fn load(config: &AsrConfig, nlu: &Nlu, work_dir: &Path) -> Result<Engines, AsrError> {
+        let mut engines = BTreeMap::new();
+        for lang in Lang::ALL {
+            let (backend, model) = config.resolve(lang);
+            let phrases = nlu.phrases(lang, PhraseSet::Question);
+            let vocabulary = nlu.vocabulary(lang);
+            let engine = match (backend, model) {
+                (Backend::None, _) => continue,
+                (Backend::Vosk, None) => {
+                    return Err(AsrError::ModelMissing(PathBuf::from("(asr model unset)")));
+                }
+                (Backend::Vosk, Some(dir)) => {
+                    Engine::Vosk(vosk::VoskEngine::load(&dir, &phrases, &vocabulary)?)
+                }
+                (Backend::Pocketsphinx, dir) => {
+                    let dir = dir.unwrap_or_else(|| PathBuf::from(sphinx::DEFAULT_MODEL_DIR));
+                    Engine::Sphinx(sphinx::SphinxEngine::load(
+                        &dir,
+                        &phrases,
+                        &vocabulary,
+                        work_dir,
+                    )?)
+                }
+            };
+            engines.insert(lang, Arc::new(engine));
+        }
+        Ok(Engines { engines })
+    }
+
+    pub fn insert(&mut self, lang: Lang, engine: Engine) {
+        self.engines.insert(lang, Arc::new(engine));
+    }
+
+    pub fn engine(&self, lang: Lang) -> Option<&Arc<Engine>> {
+        self.engines.get(&lang)
+    }
+
+    /// Which backend serves each language (for the startup log and `/readyz`).
+    pub fn backends(&self) -> Vec<(Lang, Backend)> {
+        Lang::ALL
+            .iter()
+            .map(|l| {
+                (
+                    *l,
+                    self.engines.get(l).map_or(Backend::None, |e| e.backend()),
+                )
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_put_english_on_sphinx_and_spanish_off() {
+        let c = AsrConfig::default();
+        assert_eq!(c.resolve(Lang::En).0, Backend::Pocketsphinx);
+        assert_eq!(
+            c.resolve(Lang::En).1.as_deref(),
+            Some(Path::new(sphinx::DEFAULT_MODEL_DIR))
+        );
+        assert_eq!(c.resolve(Lang::Es), (Backend::None, None));
+        assert_eq!(c.worker_count(2), 2);
+        assert_eq!(c.endpoint().trailing_silence_ms, 700);
+    }
+
+    #[test]
+    fn a_model_path_selects_vosk_and_explicit_backend_wins() {
+        let c: AsrConfig = toml::from_str(
+            "workers = 3\n[es]\nmodel = \"/m/es\"\n[en]\nbackend = \"none\"\nmodel = \"/m/en\"",
+        )
+        .unwrap();
+        assert_eq!(
+            c.resolve(Lang::Es),
+            (Backend::Vosk, Some(PathBuf::from("/m/es")))
+        );
+        assert_eq!(c.resolve(Lang::En), (Backend::None, None));
+        assert_eq!(c.worker_count(2), 3);
+        assert!(toml::from_str::<AsrConfig>("wrkers = 1").is_err());
+    }
+
+    #[test]
+    fn missing_models_are_typed_errors() {
+        let c: AsrConfig = toml::from_str(
+            "[en]\nbackend = \"pocketsphinx\"\nmodel = \"/nonexistent\"\n[es]\nmodel = \"/nonexistent\"",
+        )
+        .unwrap();
+        let nlu = crate::nlu::build(&[]).unwrap();
+        let err = Engines::load(&c, &nlu, &std::env::temp_dir()).unwrap_err();
+        assert!(matches!(err, AsrError::ModelMissing(_)), "{err}");
+        assert!(
+            Engines::default()
+                .backends()
+                .iter()
+                .all(|(_, b)| *b == Backend::None)
+        );
+    }
+}

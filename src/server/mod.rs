@@ -7,6 +7,7 @@
 //! - `reload` watches `prompts/` and swaps in a new prompt set when a valid edit lands.
 
 pub mod admin;
+pub mod asr_pool;
 pub mod call;
 pub mod metrics;
 pub mod outgoing;
