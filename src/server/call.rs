@@ -393,6 +393,7 @@ pub async fn run(
     record.digits = rec.digits.clone();
     record.intents = rec.intents.clone();
     record.intent = rec.intents.last().cloned();
+    record.actions = rec.actions.clone();
     record.prompts = rec
         .prompts
         .iter()
