@@ -183,15 +183,7 @@ fn say(
     let render = ivr::server::render_config(cfg);
     let (id, rendered, barge) = match (prompt, text) {
         (Some(id), _) => {
-            let sources = ivr::speech::read_sources(&cfg.paths.prompts_dir)?;
-            let catalog = ivr::speech::Catalog::parse(&sources).map_err(|errs| {
-                anyhow::anyhow!(
-                    errs.iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                )
-            })?;
+            let catalog = ivr::server::load_catalog(&cfg.paths.prompts_dir)?;
             let p = catalog
                 .get(lang, id)
                 .ok_or_else(|| anyhow::anyhow!("no prompt {id:?} in {lang}"))?;

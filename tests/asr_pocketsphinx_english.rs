@@ -93,7 +93,10 @@ fn nlu() -> Nlu {
 fn speak(text: &str, rate: u32) -> Vec<i16> {
     let dir = std::env::temp_dir().join(format!("ivr-asr-en-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let wav = dir.join(format!("{}.wav", text.replace(' ', "_")));
+    // Tests run in parallel and may speak the same text: each rendering gets its own file.
+    static RENDERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RENDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let wav = dir.join(format!("{}-{n}-{rate}.wav", text.replace(' ', "_")));
     let ok = Command::new("espeak-ng")
         .args(["-v", "en-us", "-w"])
         .arg(&wav)

@@ -69,8 +69,11 @@ fn model_dir() -> PathBuf {
 fn speak(voice: &str, text: &str) -> Vec<i16> {
     let dir = std::env::temp_dir().join(format!("ivr-asr-ko-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
+    // Tests run in parallel and speak the same sentences: each rendering gets its own file.
+    static RENDERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RENDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let wav = dir.join(format!(
-        "{:x}.wav",
+        "{:x}-{n}.wav",
         text.bytes()
             .fold(0u64, |h, b| h.wrapping_mul(31) ^ b as u64)
     ));

@@ -3,34 +3,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-
-fn sox_tone(dir: &std::path::Path, name: &str, low: u32, high: u32) -> Vec<i16> {
-    let path = dir.join(format!("{name}.wav"));
-    let st = Command::new("sox")
-        .args(["-n", "-r", "8000", "-c", "1", "-b", "16"])
-        .arg(&path)
-        .args([
-            "synth",
-            "0.12",
-            "sine",
-            &low.to_string(),
-            "sine",
-            &high.to_string(),
-            "remix",
-            "-",
-            "gain",
-            "-n",
-            "-8",
-        ])
-        .status()
-        .expect("run sox");
-    assert!(st.success());
-    read_wav(&path).1
-}
 
 #[test]
 fn inband_tones_choose_spanish_then_case_status() {

@@ -9,37 +9,13 @@ use std::time::Duration;
 
 use common::*;
 
-fn tone(dir: &std::path::Path, name: &str, low: u32, high: u32) -> Vec<i16> {
-    let path = dir.join(format!("{name}.wav"));
-    let st = Command::new("sox")
-        .args(["-n", "-r", "8000", "-c", "1", "-b", "16"])
-        .arg(&path)
-        .args([
-            "synth",
-            "0.12",
-            "sine",
-            &low.to_string(),
-            "sine",
-            &high.to_string(),
-            "remix",
-            "-",
-            "gain",
-            "-n",
-            "-8",
-        ])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    read_wav(&path).1
-}
-
 #[test]
 fn pressing_4_stores_the_link_for_a_text_message() {
     require("sox");
     let server = Server::start(ServerOptions::default());
     let dir = temp_dir("sms");
-    let one = tone(&dir, "one", 697, 1209);
-    let four = tone(&dir, "four", 770, 1209);
+    let one = sox_tone(&dir, "one", 697, 1209);
+    let four = sox_tone(&dir, "four", 770, 1209);
     let gap = vec![0i16; 8000 * 7 / 10];
     // English, case status, "text me the link", confirm.
     let mut audio = gap.clone();

@@ -19,7 +19,7 @@ use crate::audio::tty::{
     SAMPLE_RATE_HZ, TtyDemodulator, TtyEvent, TtyModulator, TtyRxConfig, TtyTxConfig,
 };
 use crate::flow::tty::{TtyConfig, TtyConversation, TtyOutput, TtyPrompts};
-use crate::nlu::{self, Nlu};
+use crate::nlu::Nlu;
 use crate::pii::Pii;
 use crate::rtp::codec::{alaw_decode, alaw_encode, ulaw_decode, ulaw_encode};
 use crate::speech::tts::{Pcm, read_wav, write_wav};
@@ -74,35 +74,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Reads `grammars/<lang>/*.txt` and trains the classifier.
 pub fn load_nlu(dir: &Path) -> anyhow::Result<Nlu> {
-    let mut sources = Vec::new();
-    for lang in Lang::ALL {
-        let sub = dir.join(lang.code());
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(&sub)
-            .with_context(|| format!("reading {}", sub.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "txt"))
-            .collect();
-        paths.sort();
-        for path in paths {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            sources.push(nlu::Source { path, text });
-        }
-    }
-    nlu::build(&sources).map_err(|diags| {
-        let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
-        anyhow::anyhow!("grammar errors:\n{}", lines.join("\n"))
-    })
+    crate::server::load_grammars(dir)
 }
 
 /// Reads `prompts/` and takes the TTY texts from it.
 pub fn load_tty_prompts(dir: &Path) -> anyhow::Result<TtyPrompts> {
-    let sources = crate::speech::read_sources(dir)
-        .with_context(|| format!("reading prompts from {}", dir.display()))?;
-    let catalog = crate::speech::Catalog::parse(&sources).map_err(|diags| {
-        let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
-        anyhow::anyhow!("prompt errors:\n{}", lines.join("\n"))
-    })?;
+    let catalog = crate::server::load_catalog(dir)?;
     TtyPrompts::from_catalog(&catalog)
         .map_err(|missing| anyhow::anyhow!("TTY prompts missing: {}", missing.join(", ")))
 }

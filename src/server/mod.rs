@@ -127,21 +127,29 @@ pub fn load_grammars(dir: &std::path::Path) -> anyhow::Result<crate::nlu::Nlu> {
     })
 }
 
+/// Read and parse `prompts/`; every diagnostic (`file:line: message`) in the error.
+pub fn load_catalog(dir: &std::path::Path) -> anyhow::Result<crate::speech::Catalog> {
+    let sources =
+        crate::speech::read_sources(dir).with_context(|| format!("reading {}", dir.display()))?;
+    crate::speech::Catalog::parse(&sources).map_err(|errs| diagnostics(&errs))
+}
+
+/// Diagnostics as one error, a line each.
+pub fn diagnostics(errs: &[crate::diag::Diagnostic]) -> anyhow::Error {
+    anyhow::anyhow!(
+        errs.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
+}
+
 /// Load, check, render and encode the prompts under the configured directory.
 /// Prompts unchanged since `previous` (same text, voice and recording) are reused as they are,
 /// so an edit re-renders only what changed.
 pub fn load_prompts(config: &Config, previous: Option<&PromptSet>) -> anyhow::Result<PromptSet> {
     let dir = &config.paths.prompts_dir;
-    let sources =
-        crate::speech::read_sources(dir).with_context(|| format!("reading {}", dir.display()))?;
-    let catalog = crate::speech::Catalog::parse(&sources).map_err(|errs| {
-        anyhow::anyhow!(
-            errs.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
+    let catalog = load_catalog(dir)?;
     let missing = catalog.check_complete(&crate::speech::required_prompts(), dir);
     if !missing.is_empty() {
         anyhow::bail!(

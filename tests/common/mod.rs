@@ -798,3 +798,29 @@ pub fn linear_to_ulaw(sample: i16) -> u8 {
     let mantissa = (s >> (exponent + 3)) & 0x0f;
     !(sign | (exponent << 4) | mantissa) as u8
 }
+
+/// A DTMF key as a gateway sends it in-band: two sines synthesized by sox (120 ms, 8 kHz).
+pub fn sox_tone(dir: &Path, name: &str, low: u32, high: u32) -> Vec<i16> {
+    require("sox");
+    let path = dir.join(format!("{name}.wav"));
+    let st = Command::new("sox")
+        .args(["-n", "-r", "8000", "-c", "1", "-b", "16"])
+        .arg(&path)
+        .args([
+            "synth",
+            "0.12",
+            "sine",
+            &low.to_string(),
+            "sine",
+            &high.to_string(),
+            "remix",
+            "-",
+            "gain",
+            "-n",
+            "-8",
+        ])
+        .status()
+        .expect("run sox");
+    assert!(st.success());
+    read_wav(&path).1
+}
