@@ -102,3 +102,33 @@ fn tty_caller_types_a_question_and_reads_the_answer() {
                     \r\nONLINE ACCOUNT. WANT THIS LINK BY TEXT\r\nOR EMAIL Q TYPE TEXT OR EMAIL OR NO GA";
     assert_eq!(heard, expected, "minimodem decoded the IVR's tones");
 }
+
+#[test]
+fn a_voice_call_switches_to_tty_when_the_caller_types() {
+    let server = Server::start(ServerOptions::default());
+    let dir = temp_dir("tty-switch");
+    let question = minimodem_tx("WHAT IS MY CASE STATUS Q GA", &dir.join("q.wav"));
+    let mut uac = Uac::new(server.sip);
+    let ok = uac.call();
+    let dest = Uac::remote_rtp(&ok);
+    // The greeting plays; the caller types over it.
+    uac.send_pcmu(dest, &vec![0i16; 8000 * 2], 1, 0);
+    uac.send_pcmu(dest, &question, 101, 16000);
+    let mut seq = 101 + (question.len() / 160) as u16 + 1;
+    let mut ts = 16000 + question.len() as u32;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(12) {
+        uac.send_pcmu(dest, &vec![0i16; 8000], seq, ts);
+        seq = seq.wrapping_add(50);
+        ts = ts.wrapping_add(8000);
+    }
+    uac.request("BYE", "", true);
+    assert_eq!(
+        uac.final_response(Duration::from_secs(3)).status(),
+        Some(200)
+    );
+    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    assert_eq!(call["mode"], "tty", "{call}");
+    assert_eq!(call["intent"], "case_status", "{call}");
+    assert!(server.log_text().contains("Baudot tones detected"));
+}
