@@ -28,6 +28,9 @@ pub struct FlowConfig {
     pub sms_links: HashSet<String>,
     /// The caller's number can receive a text message (a valid US number).
     pub sms_to_caller: bool,
+    /// Intents a live agent can take right now, per language: the agent queue's SIP URI (the
+    /// routing policy's decision at the call's start: tier, language, business hours).
+    pub transfers: std::collections::HashMap<(Lang, String), String>,
 }
 
 impl Default for FlowConfig {
@@ -37,6 +40,7 @@ impl Default for FlowConfig {
             max_retries: 3,
             sms_links: HashSet::new(),
             sms_to_caller: false,
+            transfers: std::collections::HashMap::new(),
         }
     }
 }
@@ -70,6 +74,8 @@ pub enum Event {
     RemoteHangup,
     /// The shell stored the link durably in the outbox (`Ok`), or could not (`Err`).
     LinkQueued(bool),
+    /// The transfer ended: the agent's side took the call (`true`) or it failed.
+    TransferDone(bool),
 }
 
 /// Outputs to the shell.
@@ -88,6 +94,13 @@ pub enum Action {
     /// Text the link of `intent`'s answer to the caller's number. The shell answers with
     /// `Event::LinkQueued` once the message is durably stored, before anything says "sent".
     SendSms { intent: String },
+    /// Hand the call to a live agent (blind transfer by SIP REFER), once `transfer_start` has
+    /// played. The shell answers with `Event::TransferDone`.
+    Transfer {
+        queue_uri: String,
+        intent: String,
+        lang: Lang,
+    },
 }
 
 /// How the call ended, as stored in the call record.
@@ -102,6 +115,8 @@ pub enum Outcome {
     NoMatch,
     /// The caller hung up first.
     CallerHangup,
+    /// A live agent took the call.
+    Transferred,
 }
 
 /// Where the conversation is. Each state holds only what it needs (STYLE.md §3).
@@ -113,6 +128,8 @@ enum State {
     Menu { menu: MenuId, waiting: bool },
     /// Waiting for the shell to store a link to send.
     Sending,
+    /// Saying "please hold", then waiting for the transfer's outcome.
+    Transferring { started: bool },
     /// Saying goodbye; hang up when the prompt ends.
     Goodbye,
     /// Hung up (by either side).
@@ -201,6 +218,18 @@ impl Call {
             }
             Event::Digit(d) => self.on_digit(now, d),
             Event::PlaybackDone => self.on_playback_done(now),
+            Event::TransferDone(ok) => {
+                if matches!(self.state, State::Transferring { .. }) {
+                    if ok {
+                        self.record.outcome.get_or_insert(Outcome::Transferred);
+                        self.state = State::Ended;
+                        self.no_input_at = None;
+                    } else {
+                        let lead = [PromptRef::new(self.lang, "transfer_failed")];
+                        self.enter_menu(self.after_answer_menu(), &lead);
+                    }
+                }
+            }
             Event::LinkQueued(ok) => {
                 if self.state == State::Sending {
                     let lead = [PromptRef::new(
@@ -275,6 +304,17 @@ impl Call {
                 self.state = State::Ended;
                 self.actions.push_back(Action::Hangup);
             }
+            State::Transferring { started: false } => {
+                self.state = State::Transferring { started: true };
+                if let Some((uri, intent)) = self.transfer_target() {
+                    self.record.actions.push(format!("transfer:{intent}"));
+                    self.actions.push_back(Action::Transfer {
+                        queue_uri: uri,
+                        intent,
+                        lang: self.lang,
+                    });
+                }
+            }
             _ => {}
         }
     }
@@ -302,6 +342,15 @@ impl Call {
                 self.enter_menu(self.after_answer_menu(), &lead);
             }
             Goto::AfterAnswer => self.enter_menu(self.after_answer_menu(), &[]),
+            Goto::Transfer => match self.transfer_target() {
+                Some(_) => {
+                    self.state = State::Transferring { started: false };
+                    self.no_input_at = None;
+                    self.play(vec![PromptRef::new(self.lang, "transfer_start")], false);
+                }
+                // Nobody to transfer to for this question now: an invalid choice.
+                None => self.retry(self.after_answer_menu(), "no_match", Outcome::NoMatch),
+            },
             Goto::SendSms => match self.last_answer.clone() {
                 Some(intent) => {
                     self.record.actions.push(format!("send_link:sms:{intent}"));
@@ -315,6 +364,17 @@ impl Call {
                 self.goodbye();
             }
         }
+    }
+
+    /// The agent queue for the last answer, if the policy offers a transfer now.
+    fn transfer_target(&self) -> Option<(String, String)> {
+        let intent = self.last_answer.clone()?;
+        let uri = self
+            .config
+            .transfers
+            .get(&(self.lang, intent.clone()))?
+            .clone();
+        Some((uri, intent))
     }
 
     /// The menu after an answer: with the text-message option when its link can be sent.
@@ -335,6 +395,11 @@ impl Call {
         let m = self.script.menu(menu);
         let mut prompts = lead.to_vec();
         prompts.extend(m.prompts.iter().map(|p| self.prompt_for(p)));
+        let after_answer =
+            menu == self.script.after_answer || menu == self.script.after_answer_link;
+        if after_answer && self.transfer_target().is_some() {
+            prompts.push(PromptRef::new(self.lang, "offer_transfer"));
+        }
         self.state = State::Menu {
             menu,
             waiting: false,
@@ -565,6 +630,54 @@ mod tests {
     }
 
     #[test]
+    fn transfer_is_offered_only_where_the_policy_allows_and_failure_is_said() {
+        let now = Instant::now();
+        let mut transfers = std::collections::HashMap::new();
+        transfers.insert(
+            (Lang::En, "expedite".to_string()),
+            "sip:tier1@agents".to_string(),
+        );
+        let mut call = Call::new(FlowConfig {
+            transfers,
+            ..FlowConfig::default()
+        });
+        call.handle_event(now, Event::Start);
+        for d in ['1', '8', '1'] {
+            call.handle_event(now, Event::Digit(d));
+        }
+        let p = played(&drain(&mut call));
+        assert_eq!(&p[p.len() - 2..], ["en:after_answer", "en:offer_transfer"]);
+        call.handle_event(now, Event::Digit('0'));
+        assert_eq!(played(&drain(&mut call)), ["en:transfer_start"]);
+        // The REFER goes out once "please hold" has been said.
+        call.handle_event(now, Event::PlaybackDone);
+        assert_eq!(
+            drain(&mut call),
+            [Action::Transfer {
+                queue_uri: "sip:tier1@agents".into(),
+                intent: "expedite".into(),
+                lang: Lang::En
+            }]
+        );
+        call.handle_event(now, Event::TransferDone(false));
+        assert_eq!(played(&drain(&mut call))[0], "en:transfer_failed");
+        call.handle_event(now, Event::Digit('0'));
+        call.handle_event(now, Event::PlaybackDone);
+        drain(&mut call);
+        call.handle_event(now, Event::TransferDone(true));
+        assert!(call.is_ended());
+        assert_eq!(call.record().outcome, Some(Outcome::Transferred));
+        // Case status is never offered a transfer: 0 is an invalid choice there.
+        let mut cs = Call::new(FlowConfig::default());
+        cs.handle_event(now, Event::Start);
+        cs.handle_event(now, Event::Digit('1'));
+        cs.handle_event(now, Event::Digit('1'));
+        assert!(!played(&drain(&mut cs)).contains(&"en:offer_transfer".to_string()));
+        cs.handle_event(now, Event::Digit('0'));
+        assert_eq!(played(&drain(&mut cs))[0], "en:no_match");
+    }
+
+    #[test]
     fn every_menu_option_leads_somewhere_known() {
         let script = Script::standard();
         for menu in script.menus {
@@ -572,7 +685,11 @@ mod tests {
                 match goto {
                     Goto::Answer(intent) => assert!(crate::intents::is_intent(intent), "{intent}"),
                     Goto::Menu(m) | Goto::Language(_, m) => assert!(m.0 < script.menus.len()),
-                    Goto::RepeatAnswer | Goto::Goodbye | Goto::SendSms | Goto::AfterAnswer => {}
+                    Goto::RepeatAnswer
+                    | Goto::Goodbye
+                    | Goto::SendSms
+                    | Goto::AfterAnswer
+                    | Goto::Transfer => {}
                 }
             }
         }

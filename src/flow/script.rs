@@ -26,6 +26,8 @@ pub enum Goto {
     SendSms,
     /// Back to the menu that follows the last answer.
     AfterAnswer,
+    /// Transfer to a live agent, when the policy offers it for the last answer right now.
+    Transfer,
 }
 
 /// A prompt of a menu; `lang` pins it to one language (the bilingual language menu).
@@ -167,6 +169,7 @@ static MENUS: [Menu; 9] = [
             ('1', Goto::RepeatAnswer),
             ('2', Goto::Menu(MAIN)),
             ('3', Goto::Goodbye),
+            ('0', Goto::Transfer),
             ('*', Goto::Menu(MAIN)),
         ],
         barge_in: true,
@@ -180,6 +183,7 @@ static MENUS: [Menu; 9] = [
             ('2', Goto::Menu(MAIN)),
             ('3', Goto::Goodbye),
             ('4', Goto::Menu(SMS_CONFIRM)),
+            ('0', Goto::Transfer),
             ('*', Goto::Menu(MAIN)),
         ],
         barge_in: true,
@@ -223,7 +227,16 @@ impl Script {
             .iter()
             .flat_map(|m| m.prompts.iter().map(|p| p.id))
             .collect();
-        ids.extend(["no_input", "no_match", "goodbye", "sms_sent", "sms_failed"]);
+        ids.extend([
+            "no_input",
+            "no_match",
+            "goodbye",
+            "sms_sent",
+            "sms_failed",
+            "offer_transfer",
+            "transfer_start",
+            "transfer_failed",
+        ]);
         ids.sort_unstable();
         ids.dedup();
         ids

@@ -44,12 +44,20 @@ pub enum CallCommand {
     Ended(&'static str),
     /// Shutdown drain deadline passed: hang up now.
     Drain,
+    /// Progress of our REFER (its response, then each NOTIFY's sipfrag status).
+    Transfer { status: u16, done: bool },
 }
 
 /// What a call asks of the SIP task.
 #[derive(Debug)]
 pub enum SipCommand {
     Hangup(CallKey),
+    /// Blind transfer: REFER the caller to `uri`, with the call's context for the agent.
+    Refer {
+        call: CallKey,
+        uri: String,
+        context: String,
+    },
     /// The call task is gone; forget its handle.
     Finished(CallKey),
 }
@@ -170,6 +178,19 @@ pub async fn run(
                         flow.handle_event(now, flow::Event::RemoteHangup);
                         end_reason.get_or_insert(reason);
                         break;
+                    }
+                    Some(CallCommand::Transfer { status, done }) => {
+                        if done {
+                            let ok = (200..300).contains(&status);
+                            tracing::info!(status, "transfer finished");
+                            flow.handle_event(now, flow::Event::TransferDone(ok));
+                            if ok {
+                                // The agent has the caller: our leg ends.
+                                end_reason.get_or_insert("transferred");
+                                let _ = sip.send(SipCommand::Hangup(setup.key)).await;
+                                break;
+                            }
+                        }
                     }
                     Some(CallCommand::Drain) => {
                         end_reason.get_or_insert("drain");
@@ -358,6 +379,21 @@ pub async fn run(
                     generation = setup.stream.play(items);
                 }
                 Action::StopPlayback => setup.stream.stop(),
+                Action::Transfer {
+                    queue_uri,
+                    intent,
+                    lang,
+                } => {
+                    // What the agent sees (RFC 7433 User-to-User): no personal data.
+                    let context = format!("intent={intent};lang={lang};consent=none");
+                    let _ = sip
+                        .send(SipCommand::Refer {
+                            call: setup.key,
+                            uri: queue_uri,
+                            context,
+                        })
+                        .await;
+                }
                 Action::SendSms { intent } => {
                     let to = setup.caller_id.clone();
                     let ok = send_link(

@@ -184,6 +184,7 @@ pub async fn run(
             },
             Some(cmd) = sip_rx.recv() => match cmd {
                 SipCommand::Hangup(key) => { let _ = task.endpoint.hangup(Instant::now(), key); }
+                SipCommand::Refer { call, uri, context } => task.refer(call, &uri, &context),
                 SipCommand::Finished(key) => task.finished(key),
             },
             _ = tokio::time::sleep_until(timeout.unwrap_or_else(Instant::now).into()), if timeout.is_some() => {
@@ -347,6 +348,7 @@ impl SipTask {
                     media,
                     prompts: self.shared.prompts.load(),
                     flow: FlowConfig {
+                        transfers: self.transfers_now(),
                         sms_links: self.shared.sms_links.clone(),
                         // A text goes only to a number that can take one (a US number).
                         sms_to_caller: crate::nlu::slots::phone(&info.from_user).is_some(),
@@ -428,10 +430,57 @@ impl SipTask {
                 self.tell(call, CallCommand::Ended(why));
             }
             // Client-side events: the server places no calls and sends no REFER yet.
-            Event::Progress { .. }
-            | Event::Answered { .. }
-            | Event::Failed { .. }
-            | Event::TransferProgress { .. } => {}
+            Event::TransferProgress { call, status, done } => {
+                self.tell(call, CallCommand::Transfer { status, done })
+            }
+            // Outgoing calls (the B2BUA fallback) are not placed yet.
+            Event::Progress { .. } | Event::Answered { .. } | Event::Failed { .. } => {}
+        }
+    }
+
+    /// Where each intent's caller can be transferred right now, per language: tier-1 offers
+    /// while the center is open (tier 2 needs the text-ahead question, not in the voice flow yet).
+    fn transfers_now(&self) -> std::collections::HashMap<(crate::types::Lang, String), String> {
+        let router = &self.shared.router;
+        let now = jiff::Timestamp::now();
+        let mut out = std::collections::HashMap::new();
+        for lang in crate::types::Lang::ALL {
+            for intent in crate::intents::INTENTS {
+                let facts = crate::routing::Facts::new(lang);
+                if let Ok(d) = router.decide(intent, &facts, now) {
+                    if let crate::routing::Action::OfferTransfer {
+                        queue,
+                        needs_text_ahead_consent: false,
+                    } = d.action
+                    {
+                        out.insert(
+                            (lang, intent.to_string()),
+                            router.queue_uri(queue).to_string(),
+                        );
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Blind transfer by REFER (RFC 3515) with the call's context in User-to-User (RFC 7433,
+    /// hex). A refusal shows up as a final TransferProgress and the flow apologizes.
+    fn refer(&mut self, call: CallKey, uri: &str, context: &str) {
+        let hex: String = context.bytes().map(|b| format!("{b:02x}")).collect();
+        let uui = format!("{hex};encoding=hex;purpose=call-context");
+        if let Err(e) =
+            self.endpoint
+                .refer(Instant::now(), call, uri, &[("User-to-User", uui.as_str())])
+        {
+            tracing::warn!(error = ?e, "REFER not sent");
+            self.tell(
+                call,
+                CallCommand::Transfer {
+                    status: 500,
+                    done: true,
+                },
+            );
         }
     }
 

@@ -653,6 +653,40 @@ impl Uac {
         branch
     }
 
+    /// An in-dialog request with its own headers and body type (NOTIFY with a sipfrag...).
+    pub fn request_custom(
+        &mut self,
+        method: &str,
+        headers: &[(&str, &str)],
+        content_type: &str,
+        body: &str,
+    ) {
+        self.cseq += 1;
+        let branch = self.branch();
+        let to_tag = self
+            .to_tag
+            .as_ref()
+            .map(|t| format!(";tag={t}"))
+            .unwrap_or_default();
+        let local = self.local();
+        let extra: String = headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {v}\r\n"))
+            .collect();
+        let msg = format!(
+            "{method} sip:{dialed}@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:2025550134@127.0.0.1>;tag={ft}\r\nTo: <sip:{dialed}@{server}>{to_tag}\r\n\
+             Call-ID: {cid}\r\nCSeq: {cseq} {method}\r\n{extra}Content-Type: {content_type}\r\nContent-Length: {len}\r\n\r\n{body}",
+            server = self.server,
+            dialed = self.dialed,
+            ft = self.from_tag,
+            cid = self.call_id,
+            cseq = self.cseq,
+            len = body.len(),
+        );
+        self.sock.send_to(msg.as_bytes(), self.server).unwrap();
+    }
+
     /// CANCEL for the INVITE sent with `branch` (same branch and CSeq number, RFC 3261 §9.1).
     pub fn cancel(&mut self, invite_branch: &str) {
         let local = self.local();
@@ -734,7 +768,12 @@ impl Uac {
 
     /// Answer a request the server sent (e.g. its BYE) with 200.
     pub fn respond_ok(&self, req: &SipMsg) {
-        let mut msg = String::from("SIP/2.0 200 OK\r\n");
+        self.respond(req, 200, "OK");
+    }
+
+    /// Answer a request the server sent with any status.
+    pub fn respond(&self, req: &SipMsg, code: u16, reason: &str) {
+        let mut msg = format!("SIP/2.0 {code} {reason}\r\n");
         for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
             for (n, v) in req
                 .headers

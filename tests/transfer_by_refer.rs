@@ -1,0 +1,144 @@
+//! A caller asks for an expedite (tier 1) while the center is open, presses 0: the IVR says
+//! "please hold", sends REFER to the tier-1 queue with the call's context in User-to-User
+//! (hex, no personal data), follows the NOTIFY progress and leaves the call on success.
+//! Case status is never transferred (tested in the flow and routing tests).
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const ALWAYS_OPEN: &str = "[routing]\nweekdays = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]\n\
+    open = \"00:00\"\nclose = \"23:59\"\n[routing.queues]\ntier1 = \"sip:tier1@127.0.0.1:5999\"\n";
+
+fn open_now(config: &std::path::Path) -> bool {
+    let now = String::from_utf8(
+        Command::new("date")
+            .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ivr"))
+        .args([
+            "route",
+            "--intent",
+            "expedite",
+            "--at",
+            now.trim(),
+            "--config",
+        ])
+        .arg(config)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ivr route prints JSON");
+    v["open"] == true
+}
+
+#[test]
+fn expedite_during_hours_is_transferred_by_refer() {
+    let server = Server::start(ServerOptions {
+        extra_toml: ALWAYS_OPEN.into(),
+        ..ServerOptions::default()
+    });
+    let config = server.data_dir.join("ivr.toml");
+    let dir = temp_dir("refer");
+    let one = sox_tone(&dir, "one", 697, 1209);
+    let eight = sox_tone(&dir, "eight", 852, 1336);
+    let zero = sox_tone(&dir, "zero", 941, 1336);
+    let gap = vec![0i16; 8000 * 7 / 10];
+    let mut audio = gap.clone();
+    for key in [&one, &eight, &one, &zero] {
+        audio.extend(key.iter());
+        audio.extend(gap.iter());
+    }
+    let mut uac = Uac::new(server.sip);
+    let ok = uac.call();
+    uac.send_pcmu(Uac::remote_rtp(&ok), &audio, 1, 0);
+
+    if !open_now(&config) {
+        // A federal holiday (or the last minute of the day): no transfer may be offered.
+        uac.request("BYE", "", true);
+        let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+        assert!(
+            !call["prompts"].to_string().contains("offer_transfer"),
+            "{call}"
+        );
+        return;
+    }
+
+    // The REFER comes after "please hold".
+    let start = Instant::now();
+    let refer = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no REFER from the IVR"
+        );
+        if let Some(m) = uac.recv(Duration::from_millis(200)) {
+            if m.method() == Some("REFER") {
+                break m;
+            }
+        }
+    };
+    assert!(
+        refer
+            .header("Refer-To")
+            .unwrap_or("")
+            .contains("tier1@127.0.0.1:5999"),
+        "{refer:?}"
+    );
+    assert!(refer.header("Referred-By").is_some());
+    let uui = refer.header("User-to-User").expect("context for the agent");
+    let hex = uui.split(';').next().unwrap();
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    assert_eq!(
+        String::from_utf8(bytes).unwrap(),
+        "intent=expedite;lang=en;consent=none"
+    );
+    assert!(uui.contains("encoding=hex"));
+    uac.respond(&refer, 202, "Accepted");
+
+    // The trunk reports the agent answered.
+    uac.request_custom(
+        "NOTIFY",
+        &[
+            ("Event", "refer"),
+            ("Subscription-State", "terminated;reason=noresource"),
+        ],
+        "message/sipfrag",
+        "SIP/2.0 200 OK\r\n",
+    );
+    let mut notify_ok = false;
+    let mut bye = None;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) && bye.is_none() {
+        if let Some(m) = uac.recv(Duration::from_millis(200)) {
+            if m.status() == Some(200) && m.header("CSeq").is_some_and(|c| c.contains("NOTIFY")) {
+                notify_ok = true;
+            }
+            if m.method() == Some("BYE") {
+                bye = Some(m);
+            }
+        }
+    }
+    assert!(notify_ok, "NOTIFY answered 200");
+    uac.respond_ok(&bye.expect("the IVR leaves the call after the transfer"));
+    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    assert_eq!(call["end_reason"], "transferred", "{call}");
+    assert_eq!(call["outcome"], "transferred");
+    assert!(
+        call["actions"].to_string().contains("transfer:expedite"),
+        "{call}"
+    );
+    let prompts = call["prompts"].to_string();
+    assert!(
+        prompts.contains("en:offer_transfer") && prompts.contains("en:transfer_start"),
+        "{prompts}"
+    );
+}
