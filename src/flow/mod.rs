@@ -30,7 +30,7 @@ pub struct FlowConfig {
     pub sms_to_caller: bool,
     /// Intents a live agent can take right now, per language: the agent queue's SIP URI (the
     /// routing policy's decision at the call's start: tier, language, business hours).
-    pub transfers: std::collections::HashMap<(Lang, String), String>,
+    pub transfers: std::collections::HashMap<(Lang, String), Transfer>,
 }
 
 impl Default for FlowConfig {
@@ -43,6 +43,15 @@ impl Default for FlowConfig {
             transfers: std::collections::HashMap::new(),
         }
     }
+}
+
+/// A transfer the policy offers for an intent right now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    /// The agent queue's SIP URI.
+    pub queue_uri: String,
+    /// Tier 2: ask for the text-ahead notification consent first (sent only after a yes).
+    pub ask_text_ahead: bool,
 }
 
 /// A prompt to play: its id in the catalog of one language.
@@ -95,12 +104,16 @@ pub enum Action {
     /// `Event::LinkQueued` once the message is durably stored, before anything says "sent".
     SendSms { intent: String },
     /// Hand the call to a live agent (blind transfer by SIP REFER), once `transfer_start` has
-    /// played. The shell answers with `Event::TransferDone`.
+    /// played. The shell answers with `Event::TransferDone`. `text_ahead`: the caller's answer
+    /// to the text-ahead question (tier 2), `None` when not asked.
     Transfer {
         queue_uri: String,
         intent: String,
         lang: Lang,
+        text_ahead: Option<bool>,
     },
+    /// The caller said yes (key 1) to the text-ahead notification: store the consent.
+    RecordConsent,
 }
 
 /// How the call ended, as stored in the call record.
@@ -146,6 +159,8 @@ pub struct Record {
     pub prompts: Vec<PromptRef>,
     /// The intents answered, in order.
     pub intents: Vec<String>,
+    /// The answer to the text-ahead question, when asked.
+    pub text_ahead: Option<bool>,
     /// What the call did besides prompts: `send_link:sms:<intent>`.
     pub actions: Vec<String>,
     pub outcome: Option<Outcome>,
@@ -306,12 +321,16 @@ impl Call {
             }
             State::Transferring { started: false } => {
                 self.state = State::Transferring { started: true };
-                if let Some((uri, intent)) = self.transfer_target() {
+                if let Some((t, intent)) = self.transfer_target() {
                     self.record.actions.push(format!("transfer:{intent}"));
+                    let text_ahead = t
+                        .ask_text_ahead
+                        .then(|| self.record.text_ahead == Some(true));
                     self.actions.push_back(Action::Transfer {
-                        queue_uri: uri,
+                        queue_uri: t.queue_uri,
                         intent,
                         lang: self.lang,
+                        text_ahead,
                     });
                 }
             }
@@ -342,7 +361,20 @@ impl Call {
                 self.enter_menu(self.after_answer_menu(), &lead);
             }
             Goto::AfterAnswer => self.enter_menu(self.after_answer_menu(), &[]),
+            Goto::TextAhead(yes) => {
+                // Only an explicit yes (key 1) is consent; the shell stores it before the transfer.
+                self.record.text_ahead = Some(yes);
+                if yes {
+                    self.record.actions.push("consent:text_ahead".into());
+                    self.actions.push_back(Action::RecordConsent);
+                }
+                self.follow(Goto::Transfer);
+            }
             Goto::Transfer => match self.transfer_target() {
+                // Tier 2: the text-ahead question first, once.
+                Some((t, _)) if t.ask_text_ahead && self.record.text_ahead.is_none() => {
+                    self.enter_menu(self.script.text_ahead, &[]);
+                }
                 Some(_) => {
                     self.state = State::Transferring { started: false };
                     self.no_input_at = None;
@@ -367,7 +399,7 @@ impl Call {
     }
 
     /// The agent queue for the last answer, if the policy offers a transfer now.
-    fn transfer_target(&self) -> Option<(String, String)> {
+    fn transfer_target(&self) -> Option<(Transfer, String)> {
         let intent = self.last_answer.clone()?;
         let uri = self
             .config
@@ -634,8 +666,18 @@ mod tests {
         let now = Instant::now();
         let mut transfers = std::collections::HashMap::new();
         transfers.insert(
+            (Lang::En, "military".to_string()),
+            Transfer {
+                queue_uri: "sip:tier2@agents".to_string(),
+                ask_text_ahead: true,
+            },
+        );
+        transfers.insert(
             (Lang::En, "expedite".to_string()),
-            "sip:tier1@agents".to_string(),
+            Transfer {
+                queue_uri: "sip:tier1@agents".to_string(),
+                ask_text_ahead: false,
+            },
         );
         let mut call = Call::new(FlowConfig {
             transfers,
@@ -656,7 +698,8 @@ mod tests {
             [Action::Transfer {
                 queue_uri: "sip:tier1@agents".into(),
                 intent: "expedite".into(),
-                lang: Lang::En
+                lang: Lang::En,
+                text_ahead: None
             }]
         );
         call.handle_event(now, Event::TransferDone(false));
@@ -678,6 +721,49 @@ mod tests {
     }
 
     #[test]
+    fn tier_two_asks_for_text_ahead_consent_and_only_a_yes_counts() {
+        let now = Instant::now();
+        let mut transfers = std::collections::HashMap::new();
+        transfers.insert(
+            (Lang::En, "military".to_string()),
+            Transfer {
+                queue_uri: "sip:tier2@agents".to_string(),
+                ask_text_ahead: true,
+            },
+        );
+        for (key, consent) in [('1', true), ('2', false)] {
+            let mut call = Call::new(FlowConfig {
+                transfers: transfers.clone(),
+                ..FlowConfig::default()
+            });
+            call.handle_event(now, Event::Start);
+            for d in ['1', '8', '3', '0'] {
+                call.handle_event(now, Event::Digit(d));
+            }
+            assert_eq!(played(&drain(&mut call)).last().unwrap(), "en:text_ahead");
+            call.handle_event(now, Event::Digit(key));
+            let actions = drain(&mut call);
+            assert_eq!(
+                actions.contains(&Action::RecordConsent),
+                consent,
+                "{actions:?}"
+            );
+            assert_eq!(played(&actions), ["en:transfer_start"]);
+            call.handle_event(now, Event::PlaybackDone);
+            assert_eq!(
+                drain(&mut call),
+                [Action::Transfer {
+                    queue_uri: "sip:tier2@agents".into(),
+                    intent: "military".into(),
+                    lang: Lang::En,
+                    text_ahead: Some(consent),
+                }]
+            );
+            assert_eq!(call.record().text_ahead, Some(consent));
+        }
+    }
+
+    #[test]
     fn every_menu_option_leads_somewhere_known() {
         let script = Script::standard();
         for menu in script.menus {
@@ -689,7 +775,8 @@ mod tests {
                     | Goto::Goodbye
                     | Goto::SendSms
                     | Goto::AfterAnswer
-                    | Goto::Transfer => {}
+                    | Goto::Transfer
+                    | Goto::TextAhead(_) => {}
                 }
             }
         }

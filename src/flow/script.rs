@@ -28,6 +28,8 @@ pub enum Goto {
     AfterAnswer,
     /// Transfer to a live agent, when the policy offers it for the last answer right now.
     Transfer,
+    /// The caller's answer to the text-ahead question (true only for an explicit yes).
+    TextAhead(bool),
 }
 
 /// A prompt of a menu; `lang` pins it to one language (the bilingual language menu).
@@ -61,6 +63,8 @@ pub struct Script {
     pub after_answer: MenuId,
     /// The after-answer menu when the answer's link can be texted to the caller.
     pub after_answer_link: MenuId,
+    /// The text-ahead consent question before a tier-2 transfer.
+    pub text_ahead: MenuId,
 }
 
 const fn p(id: &'static str) -> MenuPrompt {
@@ -83,8 +87,9 @@ const MORE: MenuId = MenuId(5);
 const AFTER_ANSWER: MenuId = MenuId(6);
 const AFTER_ANSWER_LINK: MenuId = MenuId(7);
 const SMS_CONFIRM: MenuId = MenuId(8);
+const TEXT_AHEAD: MenuId = MenuId(9);
 
-static MENUS: [Menu; 9] = [
+static MENUS: [Menu; 10] = [
     Menu {
         name: "language",
         prompts: &[
@@ -198,6 +203,13 @@ static MENUS: [Menu; 9] = [
         ],
         barge_in: true,
     },
+    // Tier 2, before the transfer: may an officer's call be announced by a text message?
+    Menu {
+        name: "text_ahead",
+        prompts: &[p("text_ahead")],
+        options: &[('1', Goto::TextAhead(true)), ('2', Goto::TextAhead(false))],
+        barge_in: true,
+    },
 ];
 
 static STANDARD: Script = Script {
@@ -205,6 +217,7 @@ static STANDARD: Script = Script {
     start: LANGUAGE,
     after_answer: AFTER_ANSWER,
     after_answer_link: AFTER_ANSWER_LINK,
+    text_ahead: TEXT_AHEAD,
 };
 
 impl Script {

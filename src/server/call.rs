@@ -379,13 +379,32 @@ pub async fn run(
                     generation = setup.stream.play(items);
                 }
                 Action::StopPlayback => setup.stream.stop(),
+                Action::RecordConsent => {
+                    // Stored with call id, time and how (a key) before the transfer goes out.
+                    let consent = crate::outbox::Consent {
+                        call_id: setup.record.call_id.clone(),
+                        kind: "text_ahead".into(),
+                        given_at_ms: crate::outbox::store::now_ms(),
+                        how: crate::outbox::ConsentHow::Dtmf,
+                        phone: setup.caller_id.clone(),
+                    };
+                    if let Err(e) = shared.outbox.record_consent(consent).await {
+                        tracing::error!(error = %e, "text-ahead consent not stored");
+                    }
+                }
                 Action::Transfer {
                     queue_uri,
                     intent,
                     lang,
+                    text_ahead,
                 } => {
                     // What the agent sees (RFC 7433 User-to-User): no personal data.
-                    let context = format!("intent={intent};lang={lang};consent=none");
+                    let consent = match text_ahead {
+                        Some(true) => "yes",
+                        Some(false) => "no",
+                        None => "none",
+                    };
+                    let context = format!("intent={intent};lang={lang};consent={consent}");
                     let _ = sip
                         .send(SipCommand::Refer {
                             call: setup.key,

@@ -438,9 +438,11 @@ impl SipTask {
         }
     }
 
-    /// Where each intent's caller can be transferred right now, per language: tier-1 offers
-    /// while the center is open (tier 2 needs the text-ahead question, not in the voice flow yet).
-    fn transfers_now(&self) -> std::collections::HashMap<(crate::types::Lang, String), String> {
+    /// Where each intent's caller can be transferred right now, per language: tier 1 and tier 2
+    /// while the center is open (tier 2 with the text-ahead question first).
+    fn transfers_now(
+        &self,
+    ) -> std::collections::HashMap<(crate::types::Lang, String), crate::flow::Transfer> {
         let router = &self.shared.router;
         let now = jiff::Timestamp::now();
         let mut out = std::collections::HashMap::new();
@@ -450,13 +452,14 @@ impl SipTask {
                 if let Ok(d) = router.decide(intent, &facts, now) {
                     if let crate::routing::Action::OfferTransfer {
                         queue,
-                        needs_text_ahead_consent: false,
+                        needs_text_ahead_consent,
                     } = d.action
                     {
-                        out.insert(
-                            (lang, intent.to_string()),
-                            router.queue_uri(queue).to_string(),
-                        );
+                        let t = crate::flow::Transfer {
+                            queue_uri: router.queue_uri(queue).to_string(),
+                            ask_text_ahead: needs_text_ahead_consent,
+                        };
+                        out.insert((lang, intent.to_string()), t);
                     }
                 }
             }
