@@ -142,3 +142,58 @@ fn expedite_during_hours_is_transferred_by_refer() {
         "{prompts}"
     );
 }
+
+/// The trunk refuses the REFER (405): the IVR apologizes and the call goes on (the caller is
+/// offered the after-answer menu again, link included where there is one).
+#[test]
+fn a_refused_transfer_is_apologized_for_and_the_call_goes_on() {
+    let server = Server::start(ServerOptions {
+        extra_toml: ALWAYS_OPEN.into(),
+        ..ServerOptions::default()
+    });
+    let config = server.data_dir.join("ivr.toml");
+    let dir = temp_dir("refer-refused");
+    let one = sox_tone(&dir, "one", 697, 1209);
+    let eight = sox_tone(&dir, "eight", 852, 1336);
+    let zero = sox_tone(&dir, "zero", 941, 1336);
+    let gap = vec![0i16; 8000 * 7 / 10];
+    let mut audio = gap.clone();
+    for key in [&one, &eight, &one, &zero] {
+        audio.extend(key.iter());
+        audio.extend(gap.iter());
+    }
+    let mut uac = Uac::new(server.sip);
+    let ok = uac.call();
+    let dest = Uac::remote_rtp(&ok);
+    uac.send_pcmu(dest, &audio, 1, 0);
+    if !open_now(&config) {
+        return;
+    }
+    let start = Instant::now();
+    let refer = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no REFER from the IVR"
+        );
+        if let Some(m) = uac.recv(Duration::from_millis(200)) {
+            if m.method() == Some("REFER") {
+                break m;
+            }
+        }
+    };
+    uac.respond(&refer, 405, "Method Not Allowed");
+    // The caller hears the apology; keep the line alive a moment, then hang up.
+    uac.send_pcmu(dest, &vec![0i16; 8000 * 2], 400, 100_000);
+    uac.request("BYE", "", true);
+    assert_eq!(
+        uac.final_response(Duration::from_secs(3)).status(),
+        Some(200)
+    );
+    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    assert_eq!(call["end_reason"], "caller_bye", "{call}");
+    assert!(
+        call["prompts"].to_string().contains("en:transfer_failed"),
+        "{call}"
+    );
+    assert_ne!(call["outcome"], "transferred");
+}
