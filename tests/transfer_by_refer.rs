@@ -197,3 +197,94 @@ fn a_refused_transfer_is_apologized_for_and_the_call_goes_on() {
     );
     assert_ne!(call["outcome"], "transferred");
 }
+
+/// A TTY caller whose question the policy sends to a person, while open: the IVR types its
+/// answer, then REFERs the call to the TTY agent queue.
+#[test]
+fn a_tty_caller_is_transferred_to_the_tty_queue() {
+    require("minimodem");
+    let toml = format!("{ALWAYS_OPEN}tty = \"sip:tty-agents@127.0.0.1:5998\"\n");
+    let server = Server::start(ServerOptions {
+        extra_toml: toml,
+        ..ServerOptions::default()
+    });
+    if !open_now(&server.data_dir.join("ivr.toml")) {
+        return;
+    }
+    let dir = temp_dir("tty-refer");
+    let wav = dir.join("q.wav");
+    let mut child = Command::new("minimodem")
+        .args(["--tx", "tdd", "-R", "8000", "-f"])
+        .arg(&wav)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        b"I NEED TO WITHDRAW MY APPLICATION GA",
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    let question = read_wav(&wav).1;
+
+    let mut uac = Uac::new(server.sip);
+    uac.dialed = "8007671833".into();
+    let ok = uac.call();
+    let dest = Uac::remote_rtp(&ok);
+    uac.send_pcmu(dest, &vec![0i16; 8000 * 8], 1, 0);
+    uac.send_pcmu(dest, &question, 401, 64_000);
+    // Keep the line alive while the IVR types; answer its REFER when it comes.
+    let (mut seq, mut ts) = (
+        401 + (question.len() / 160) as u16 + 1,
+        64_000 + question.len() as u32,
+    );
+    let start = Instant::now();
+    let refer = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no REFER from the IVR"
+        );
+        uac.send_pcmu(dest, &vec![0i16; 1600], seq, ts);
+        seq = seq.wrapping_add(10);
+        ts = ts.wrapping_add(1600);
+        if let Some(m) = uac.recv(Duration::from_millis(10)) {
+            if m.method() == Some("REFER") {
+                break m;
+            }
+        }
+    };
+    assert!(
+        refer
+            .header("Refer-To")
+            .unwrap_or("")
+            .contains("tty-agents@127.0.0.1:5998"),
+        "{refer:?}"
+    );
+    uac.respond(&refer, 202, "Accepted");
+    uac.request_custom(
+        "NOTIFY",
+        &[
+            ("Event", "refer"),
+            ("Subscription-State", "terminated;reason=noresource"),
+        ],
+        "message/sipfrag",
+        "SIP/2.0 200 OK\r\n",
+    );
+    let start = Instant::now();
+    let bye = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no BYE after the transfer"
+        );
+        if let Some(m) = uac.recv(Duration::from_millis(200)) {
+            if m.method() == Some("BYE") {
+                break m;
+            }
+        }
+    };
+    uac.respond_ok(&bye);
+    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    assert_eq!(call["mode"], "tty", "{call}");
+    assert_eq!(call["intent"], "withdraw", "{call}");
+    assert_eq!(call["end_reason"], "transferred", "{call}");
+}

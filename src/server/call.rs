@@ -79,6 +79,9 @@ pub struct CallSetup {
     pub nlu: Arc<Nlu>,
     /// The caller's number, offered for text messages.
     pub caller_id: Option<Pii<String>>,
+    /// TTY callers: the intents the policy transfers right now, and the TTY agent queue.
+    pub tty_transfers: Arc<std::collections::HashSet<String>>,
+    pub tty_queue_uri: String,
 }
 
 /// Start a TTY conversation in `lang`; None (logged) if the prompts lack the TTY texts.
@@ -89,6 +92,7 @@ fn tty_session(setup: &CallSetup, lang: crate::types::Lang) -> Option<TtySession
             Arc::new(prompts),
             lang,
             setup.caller_id.clone(),
+            setup.tty_transfers.clone(),
         )),
         Err(missing) => {
             tracing::error!(?missing, "TTY prompts missing: the call stays a voice call");
@@ -344,7 +348,30 @@ pub async fn run(
                 // The session folds lines into `Play`.
                 TtyAction::Output(TtyOutput::Type(_)) => {}
                 TtyAction::Output(TtyOutput::Transfer { queue }) => {
-                    tracing::info!(queue, "TTY transfer requested");
+                    let (intent, lang) = tty
+                        .as_ref()
+                        .map(|t| {
+                            let r = t.record();
+                            (
+                                r.intents
+                                    .iter()
+                                    .rev()
+                                    .find_map(|(i, _)| i.clone())
+                                    .unwrap_or_default(),
+                                t.lang(),
+                            )
+                        })
+                        .unwrap_or((String::new(), flow.lang()));
+                    tracing::info!(queue, %intent, "TTY transfer");
+                    let context = format!("intent={intent};lang={lang};mode=tty");
+                    let uri = setup.tty_queue_uri.clone();
+                    let _ = sip
+                        .send(SipCommand::Refer {
+                            call: setup.key,
+                            uri,
+                            context,
+                        })
+                        .await;
                 }
                 TtyAction::Output(TtyOutput::Hangup) => {
                     end_reason.get_or_insert("ivr_hangup");

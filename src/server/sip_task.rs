@@ -360,6 +360,12 @@ impl SipTask {
                     tty,
                     nlu: self.shared.nlu.load(),
                     caller_id: Some(crate::pii::Pii::new(info.from_user.clone())),
+                    tty_transfers: Arc::new(self.tty_transfers_now()),
+                    tty_queue_uri: self
+                        .shared
+                        .router
+                        .queue_uri(crate::routing::Queue::Tty)
+                        .to_string(),
                 };
                 tokio::spawn(call::run(setup, rx, sip_tx.clone(), self.shared.clone()));
                 self.calls.insert(
@@ -465,6 +471,16 @@ impl SipTask {
             }
         }
         out
+    }
+
+    /// The intents a TTY caller is transferred for right now (the TTY agent queue).
+    fn tty_transfers_now(&self) -> std::collections::HashSet<String> {
+        let now = jiff::Timestamp::now();
+        crate::intents::INTENTS
+            .iter()
+            .filter(|i| self.shared.router.should_transfer(i, true, now))
+            .map(|i| i.to_string())
+            .collect()
     }
 
     /// Blind transfer by REFER (RFC 3515) with the call's context in User-to-User (RFC 7433,

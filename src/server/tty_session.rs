@@ -27,14 +27,18 @@ pub struct TtySession {
 }
 
 impl TtySession {
+    /// `transferable`: the intents the routing policy sends to the TTY agent queue right now.
     pub fn new(
         nlu: Arc<Nlu>,
         prompts: Arc<TtyPrompts>,
         lang: Lang,
         caller_id: Option<Pii<String>>,
+        transferable: Arc<std::collections::HashSet<String>>,
     ) -> TtySession {
+        let policy = move |intent: &str, _now: Instant| transferable.contains(intent);
         TtySession {
-            conv: TtyConversation::new(nlu, prompts, TtyConfig::default(), lang, caller_id),
+            conv: TtyConversation::new(nlu, prompts, TtyConfig::default(), lang, caller_id)
+                .with_transfer_policy(Arc::new(policy)),
             rx: TtyDemodulator::new(TtyRxConfig::default()),
             tx: TtyModulator::new(TtyTxConfig::default()),
             pending: None,
