@@ -13,6 +13,20 @@ use common::*;
 const ALWAYS_OPEN: &str = "[routing]\nweekdays = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]\n\
     open = \"00:00\"\nclose = \"23:59\"\n[routing.queues]\ntier1 = \"sip:tier1@127.0.0.1:5999\"\n";
 
+/// In-band keys 1, 8, 1, 0 (English, other topics, expedite, a representative) with pauses.
+fn keys_to_transfer(dir: &std::path::Path) -> Vec<i16> {
+    let one = sox_tone(dir, "one", 697, 1209);
+    let eight = sox_tone(dir, "eight", 852, 1336);
+    let zero = sox_tone(dir, "zero", 941, 1336);
+    let gap = vec![0i16; 8000 * 7 / 10];
+    let mut audio = gap.clone();
+    for key in [&one, &eight, &one, &zero] {
+        audio.extend(key.iter());
+        audio.extend(gap.iter());
+    }
+    audio
+}
+
 fn open_now(config: &std::path::Path) -> bool {
     let now = String::from_utf8(
         Command::new("date")
@@ -46,15 +60,7 @@ fn expedite_during_hours_is_transferred_by_refer() {
     });
     let config = server.data_dir.join("ivr.toml");
     let dir = temp_dir("refer");
-    let one = sox_tone(&dir, "one", 697, 1209);
-    let eight = sox_tone(&dir, "eight", 852, 1336);
-    let zero = sox_tone(&dir, "zero", 941, 1336);
-    let gap = vec![0i16; 8000 * 7 / 10];
-    let mut audio = gap.clone();
-    for key in [&one, &eight, &one, &zero] {
-        audio.extend(key.iter());
-        audio.extend(gap.iter());
-    }
+    let audio = keys_to_transfer(&dir);
     let mut uac = Uac::new(server.sip);
     let ok = uac.call();
     uac.send_pcmu(Uac::remote_rtp(&ok), &audio, 1, 0);
@@ -71,18 +77,9 @@ fn expedite_during_hours_is_transferred_by_refer() {
     }
 
     // The REFER comes after "please hold".
-    let start = Instant::now();
-    let refer = loop {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no REFER from the IVR"
-        );
-        if let Some(m) = uac.recv(Duration::from_millis(200)) {
-            if m.method() == Some("REFER") {
-                break m;
-            }
-        }
-    };
+    let refer = uac
+        .wait_request("REFER", Duration::from_secs(20))
+        .expect("a REFER from the IVR");
     assert!(
         refer
             .header("Refer-To")
@@ -153,15 +150,7 @@ fn a_refused_transfer_is_apologized_for_and_the_call_goes_on() {
     });
     let config = server.data_dir.join("ivr.toml");
     let dir = temp_dir("refer-refused");
-    let one = sox_tone(&dir, "one", 697, 1209);
-    let eight = sox_tone(&dir, "eight", 852, 1336);
-    let zero = sox_tone(&dir, "zero", 941, 1336);
-    let gap = vec![0i16; 8000 * 7 / 10];
-    let mut audio = gap.clone();
-    for key in [&one, &eight, &one, &zero] {
-        audio.extend(key.iter());
-        audio.extend(gap.iter());
-    }
+    let audio = keys_to_transfer(&dir);
     let mut uac = Uac::new(server.sip);
     let ok = uac.call();
     let dest = Uac::remote_rtp(&ok);
@@ -169,18 +158,9 @@ fn a_refused_transfer_is_apologized_for_and_the_call_goes_on() {
     if !open_now(&config) {
         return;
     }
-    let start = Instant::now();
-    let refer = loop {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no REFER from the IVR"
-        );
-        if let Some(m) = uac.recv(Duration::from_millis(200)) {
-            if m.method() == Some("REFER") {
-                break m;
-            }
-        }
-    };
+    let refer = uac
+        .wait_request("REFER", Duration::from_secs(20))
+        .expect("a REFER from the IVR");
     uac.respond(&refer, 405, "Method Not Allowed");
     // The caller hears the apology; keep the line alive a moment, then hang up.
     uac.send_pcmu(dest, &vec![0i16; 8000 * 2], 400, 100_000);
@@ -270,18 +250,9 @@ fn a_tty_caller_is_transferred_to_the_tty_queue() {
         "message/sipfrag",
         "SIP/2.0 200 OK\r\n",
     );
-    let start = Instant::now();
-    let bye = loop {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no BYE after the transfer"
-        );
-        if let Some(m) = uac.recv(Duration::from_millis(200)) {
-            if m.method() == Some("BYE") {
-                break m;
-            }
-        }
-    };
+    let bye = uac
+        .wait_request("BYE", Duration::from_secs(10))
+        .expect("a BYE after the transfer");
     uac.respond_ok(&bye);
     let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
     assert_eq!(call["mode"], "tty", "{call}");

@@ -111,7 +111,20 @@ pub struct Server {
 }
 
 impl Server {
+    /// Start a server on free loopback ports. A port picked free can be taken by another test
+    /// before the server binds it: such a start is retried on new ports (a few times at most).
     pub fn start(opts: ServerOptions) -> Server {
+        for _ in 0..4 {
+            match Server::try_start(&opts) {
+                Ok(server) => return server,
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("ivr serve exited:\n{log}"),
+            }
+        }
+        panic!("ivr serve could not bind free ports four times");
+    }
+
+    fn try_start(opts: &ServerOptions) -> Result<Server, String> {
         let sip_port = free_port();
         let admin_port = free_port();
         let rtp = rtp_range(opts.rtp_span);
@@ -155,18 +168,18 @@ impl Server {
             data_dir,
             log,
         };
-        server.wait_ready(Duration::from_secs(240));
-        server
+        server.wait_ready(Duration::from_secs(240))?;
+        Ok(server)
     }
 
-    fn wait_ready(&mut self, limit: Duration) {
+    fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
         let start = Instant::now();
         while start.elapsed() < limit {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("ivr serve exited with {status}:\n{}", self.log_text());
+                return Err(format!("exit status {status}\n{}", self.log_text()));
             }
             if let Ok((200, _)) = http_get(self.admin, "/readyz") {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -623,6 +636,33 @@ impl Uac {
 
     /// Send a request in this call; returns the branch used.
     pub fn request(&mut self, method: &str, body: &str, new_cseq: bool) -> String {
+        let ctype = if body.is_empty() {
+            None
+        } else {
+            Some("application/sdp")
+        };
+        self.send_request(method, &[], ctype, body, new_cseq)
+    }
+
+    /// An in-dialog request with its own headers and body type (NOTIFY with a sipfrag...).
+    pub fn request_custom(
+        &mut self,
+        method: &str,
+        headers: &[(&str, &str)],
+        content_type: &str,
+        body: &str,
+    ) {
+        self.send_request(method, headers, Some(content_type), body, true);
+    }
+
+    fn send_request(
+        &mut self,
+        method: &str,
+        headers: &[(&str, &str)],
+        content_type: Option<&str>,
+        body: &str,
+        new_cseq: bool,
+    ) -> String {
         if new_cseq {
             self.cseq += 1;
         }
@@ -632,16 +672,18 @@ impl Uac {
             .as_ref()
             .map(|t| format!(";tag={t}"))
             .unwrap_or_default();
-        let ctype = if body.is_empty() {
-            String::new()
-        } else {
-            "Content-Type: application/sdp\r\n".into()
-        };
         let local = self.local();
+        let mut extra: String = headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {v}\r\n"))
+            .collect();
+        if let Some(ct) = content_type {
+            extra.push_str(&format!("Content-Type: {ct}\r\n"));
+        }
         let msg = format!(
             "{method} sip:{dialed}@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\n\
              Max-Forwards: 70\r\nFrom: <sip:2025550134@127.0.0.1>;tag={ft}\r\nTo: <sip:{dialed}@{server}>{to_tag}\r\n\
-             Call-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@{local}>\r\n{ctype}Content-Length: {len}\r\n\r\n{body}",
+             Call-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@{local}>\r\n{extra}Content-Length: {len}\r\n\r\n{body}",
             server = self.server,
             dialed = self.dialed,
             ft = self.from_tag,
@@ -653,38 +695,17 @@ impl Uac {
         branch
     }
 
-    /// An in-dialog request with its own headers and body type (NOTIFY with a sipfrag...).
-    pub fn request_custom(
-        &mut self,
-        method: &str,
-        headers: &[(&str, &str)],
-        content_type: &str,
-        body: &str,
-    ) {
-        self.cseq += 1;
-        let branch = self.branch();
-        let to_tag = self
-            .to_tag
-            .as_ref()
-            .map(|t| format!(";tag={t}"))
-            .unwrap_or_default();
-        let local = self.local();
-        let extra: String = headers
-            .iter()
-            .map(|(n, v)| format!("{n}: {v}\r\n"))
-            .collect();
-        let msg = format!(
-            "{method} sip:{dialed}@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:2025550134@127.0.0.1>;tag={ft}\r\nTo: <sip:{dialed}@{server}>{to_tag}\r\n\
-             Call-ID: {cid}\r\nCSeq: {cseq} {method}\r\n{extra}Content-Type: {content_type}\r\nContent-Length: {len}\r\n\r\n{body}",
-            server = self.server,
-            dialed = self.dialed,
-            ft = self.from_tag,
-            cid = self.call_id,
-            cseq = self.cseq,
-            len = body.len(),
-        );
-        self.sock.send_to(msg.as_bytes(), self.server).unwrap();
+    /// Wait up to `limit` for a request of `method` from the server.
+    pub fn wait_request(&self, method: &str, limit: Duration) -> Option<SipMsg> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(m) = self.recv(Duration::from_millis(100)) {
+                if m.method() == Some(method) {
+                    return Some(m);
+                }
+            }
+        }
+        None
     }
 
     /// CANCEL for the INVITE sent with `branch` (same branch and CSeq number, RFC 3261 §9.1).
