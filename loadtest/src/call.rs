@@ -1,0 +1,656 @@
+//! One scripted call on its own thread: the product's sans-IO SIP UAC over a UDP socket, the
+//! caller's RTP queued on a shared pacing thread, the IVR's RTP received and measured here, then
+//! the call record fetched from the admin API and checked against the script's expectation.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ivr::rtp::dtmf::digit_event;
+use ivr::rtp::packet::{is_rtcp, parse_rtp};
+use ivr::sip::sdp::SessionDescription;
+use ivr::sip::{CallKey, Endpoint, EndpointConfig, Event, OutgoingCall, Transport};
+use serde::Serialize;
+
+use crate::audio::AudioSet;
+use crate::manifest::{Script, Step};
+use crate::sender::{Chunk, Sender, Stream};
+use crate::stats::{Dist, RtpStats, SPEECH_RMS, frame_rms, ms};
+
+/// Default wait for the 200: long enough for an IVR under overload, short of Timer B (32 s).
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+const HANGUP_TIMEOUT: Duration = Duration::from_secs(5);
+const RECORD_TIMEOUT: Duration = Duration::from_secs(10);
+const KEY_MS: u64 = 100;
+const KEY_GAP_MS: u64 = 100;
+const QUIET_MS: u64 = 800;
+const PROMPT_TIMEOUT_MS: u64 = 30_000;
+
+/// What every call of a run shares.
+pub struct CallCtx {
+    /// Request-URI of the IVR, e.g. `sip:ivr@127.0.0.1:5060`.
+    pub target_uri: String,
+    pub target_addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub sender: Arc<Sender>,
+    pub audio: Arc<AudioSet>,
+    pub default_caller: String,
+    /// How long to wait for the 200 before giving up (CANCEL).
+    pub answer_timeout: Duration,
+}
+
+/// One call's measurements and verdict.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CallResult {
+    pub n: usize,
+    pub script: String,
+    pub call_id: String,
+    /// Seconds from the run's start to the INVITE.
+    pub started_s: f64,
+    pub duration_s: f64,
+    pub connected: bool,
+    pub ok: bool,
+    pub invite_ms: Option<f64>,
+    pub first_audio_ms: Option<f64>,
+    /// One per caller input the IVR answered with a new talkspurt.
+    pub response_ms: Vec<f64>,
+    pub packets_received: u64,
+    pub packets_sent: u64,
+    pub jitter_ms: f64,
+    pub loss_pct: f64,
+    pub pacing_error_ms: Dist,
+    pub intent: Option<String>,
+    pub outcome: Option<String>,
+    pub errors: Vec<String>,
+    #[serde(skip)]
+    pub pacing_us: Vec<u32>,
+}
+
+struct Media {
+    stream: Arc<Stream>,
+    payload_type: u8,
+    alaw: bool,
+}
+
+struct Call<'a> {
+    ctx: &'a CallCtx,
+    ep: Endpoint,
+    sip: UdpSocket,
+    rtp: UdpSocket,
+    key: CallKey,
+    call_id: String,
+    alaw: bool,
+    media: Option<Media>,
+    stats: RtpStats,
+    t_invite: Instant,
+    t_answer: Option<Instant>,
+    first_audio: Option<Instant>,
+    last_speech: Option<Instant>,
+    spoke_since_input: bool,
+    prev_silent: bool,
+    /// End of the caller's last input while its response is awaited.
+    awaiting: Option<Instant>,
+    responses: Vec<f64>,
+    failed: Option<u16>,
+    ended: bool,
+    errors: Vec<String>,
+}
+
+/// Place the call of `script` and run it to its end. Never panics on what the IVR sends.
+pub fn run_call(ctx: &CallCtx, script: &Script, n: usize, run_start: Instant) -> CallResult {
+    let started = Instant::now();
+    let mut result = CallResult {
+        n,
+        script: script.name.clone(),
+        started_s: started.duration_since(run_start).as_secs_f64(),
+        ..CallResult::default()
+    };
+    match Call::place(ctx, script) {
+        Ok(mut call) => {
+            call.run(script);
+            call.finish(&mut result);
+        }
+        Err(e) => result.errors.push(format!("cannot place the call: {e}")),
+    }
+    if result.connected {
+        match ctx.admin {
+            Some(admin) => match fetch_record(admin, &result.call_id) {
+                Ok(rec) => {
+                    result.intent = rec["intent"].as_str().map(String::from);
+                    result.outcome = rec["outcome"].as_str().map(String::from);
+                    result.errors.extend(script.expect.check(&rec));
+                }
+                Err(e) => result.errors.push(format!("call record: {e}")),
+            },
+            None => {}
+        }
+    }
+    result.duration_s = started.elapsed().as_secs_f64();
+    result.ok = result.connected && result.errors.is_empty();
+    result
+}
+
+impl<'a> Call<'a> {
+    fn place(ctx: &'a CallCtx, script: &Script) -> std::io::Result<Call<'a>> {
+        let local_ip = local_ip_for(ctx.target_addr)?;
+        let sip = UdpSocket::bind((local_ip, 0))?;
+        let rtp = UdpSocket::bind((local_ip, 0))?;
+        sip.set_nonblocking(true)?;
+        rtp.set_nonblocking(true)?;
+        let alaw = script.codec.as_deref() == Some("pcma");
+        let mut ep = Endpoint::new(EndpointConfig {
+            local_addr: sip.local_addr()?,
+            user_agent: "ivr-loadtest/0.1".into(),
+            ..EndpointConfig::default()
+        });
+        let formats = if alaw { "8 0 101" } else { "0 8 101" };
+        let sdp = format!(
+            "v=0\r\no=loadtest 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+             m=audio {port} RTP/AVP {formats}\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n",
+            ip = local_ip,
+            port = rtp.local_addr()?.port(),
+        );
+        let offer = SessionDescription::parse(sdp.as_bytes()).map_err(invalid)?;
+        let target = match &script.dialed {
+            Some(user) => retarget(&ctx.target_uri, user),
+            None => ctx.target_uri.clone(),
+        };
+        let from_user = script
+            .caller
+            .clone()
+            .unwrap_or_else(|| ctx.default_caller.clone());
+        let now = Instant::now();
+        let key = ep
+            .invite(
+                now,
+                OutgoingCall {
+                    target,
+                    from_user,
+                    destination: ctx.target_addr,
+                    transport: Transport::Udp,
+                    offer,
+                    headers: Vec::new(),
+                },
+            )
+            .map_err(invalid)?;
+        let mut call = Call {
+            ctx,
+            ep,
+            sip,
+            rtp,
+            key,
+            call_id: String::new(),
+            alaw,
+            media: None,
+            stats: RtpStats::default(),
+            t_invite: now,
+            t_answer: None,
+            first_audio: None,
+            last_speech: None,
+            spoke_since_input: false,
+            prev_silent: true,
+            awaiting: None,
+            responses: Vec::new(),
+            failed: None,
+            ended: false,
+            errors: Vec::new(),
+        };
+        call.flush();
+        Ok(call)
+    }
+
+    fn run(&mut self, script: &Script) {
+        let deadline = self.t_invite + self.ctx.answer_timeout;
+        while self.t_answer.is_none() && !self.ended {
+            if Instant::now() > deadline {
+                self.errors
+                    .push(format!("no answer within {:?}", self.ctx.answer_timeout));
+                let _ = self.ep.cancel(Instant::now(), self.key);
+                self.flush();
+                return;
+            }
+            self.io(Duration::from_millis(50));
+        }
+        if let Some(status) = self.failed {
+            self.errors.push(format!("INVITE failed: {status}"));
+            return;
+        }
+        for (i, step) in script.steps.iter().enumerate() {
+            if self.ended {
+                break;
+            }
+            self.step(i, step);
+        }
+        if !self.ended {
+            let _ = self.ep.hangup(Instant::now(), self.key);
+            self.flush();
+            let until = Instant::now() + HANGUP_TIMEOUT;
+            while !self.ended && Instant::now() < until {
+                self.io(Duration::from_millis(50));
+            }
+            if !self.ended {
+                self.errors.push("BYE not answered".into());
+            }
+        }
+        if let Some(m) = &self.media {
+            m.stream.close();
+        }
+    }
+
+    fn step(&mut self, i: usize, step: &Step) {
+        let Some(m) = &self.media else { return };
+        let stream = m.stream.clone();
+        match step {
+            Step::Audio { .. } | Step::Tty { .. } => {
+                match self.ctx.audio.clip(step, m.alaw) {
+                    Some(clip) => {
+                        let frames = clip.len() / 160;
+                        stream.push(Chunk::audio(clip));
+                        self.drain(&stream, frames, true);
+                    }
+                    None => self.errors.push(format!("step {i}: audio not prepared")),
+                }
+            }
+            Step::Dtmf {
+                digits,
+                wait_ms,
+                key_ms,
+                gap_ms,
+            } => {
+                let key_ms = key_ms.unwrap_or(KEY_MS).clamp(40, 2000);
+                let gap_ms = gap_ms.unwrap_or(KEY_GAP_MS).min(10_000);
+                let mut frames = 0;
+                for (k, d) in digits.chars().filter_map(digit_event).enumerate() {
+                    if k > 0 {
+                        stream.push(Chunk::silence_ms(gap_ms));
+                    }
+                    stream.push(Chunk::key(d, key_ms));
+                    frames += (key_ms + gap_ms) / 20 + 3;
+                }
+                self.drain(&stream, frames as usize, true);
+                if let Some(w) = wait_ms {
+                    stream.push(Chunk::silence_ms(*w));
+                    self.drain(&stream, (*w / 20) as usize, false);
+                }
+            }
+            Step::Silence { ms } | Step::Wait { ms } => {
+                stream.push(Chunk::silence_ms(*ms));
+                self.drain(&stream, (*ms / 20) as usize, false);
+            }
+            Step::WaitPrompt {
+                quiet_ms,
+                timeout_ms,
+                optional,
+            } => {
+                let quiet = Duration::from_millis(quiet_ms.unwrap_or(QUIET_MS));
+                let until =
+                    Instant::now() + Duration::from_millis(timeout_ms.unwrap_or(PROMPT_TIMEOUT_MS));
+                loop {
+                    let now = Instant::now();
+                    let quiet_now = self
+                        .last_speech
+                        .is_some_and(|t| now.duration_since(t) >= quiet);
+                    if self.spoke_since_input && quiet_now {
+                        break;
+                    }
+                    if now >= until {
+                        if !optional {
+                            self.errors.push(format!(
+                                "step {i}: the IVR did not finish a prompt within {} ms",
+                                timeout_ms.unwrap_or(PROMPT_TIMEOUT_MS)
+                            ));
+                        }
+                        break;
+                    }
+                    if self.ended {
+                        break;
+                    }
+                    self.io(Duration::from_millis(20));
+                }
+            }
+            Step::Hangup => {
+                let _ = self.ep.hangup(Instant::now(), self.key);
+                self.flush();
+                let until = Instant::now() + HANGUP_TIMEOUT;
+                while !self.ended && Instant::now() < until {
+                    self.io(Duration::from_millis(50));
+                }
+                if !self.ended {
+                    self.errors.push("BYE not answered".into());
+                }
+            }
+        }
+    }
+
+    /// Run the call until the stream has sent everything queued (bounded by its length).
+    fn drain(&mut self, stream: &Stream, frames: usize, input: bool) {
+        let limit = Instant::now() + Duration::from_millis(20 * frames as u64 + 5_000);
+        loop {
+            if let Some(at) = stream.drained_at() {
+                if input {
+                    self.awaiting = Some(at);
+                    self.spoke_since_input = false;
+                }
+                return;
+            }
+            if self.ended {
+                return;
+            }
+            if Instant::now() > limit {
+                self.errors
+                    .push("the pacing thread fell behind (audio not sent in time)".into());
+                return;
+            }
+            self.io(Duration::from_millis(20));
+        }
+    }
+
+    /// Wait for network input up to `max_wait`, then handle everything that arrived and any
+    /// SIP timer that expired.
+    fn io(&mut self, max_wait: Duration) {
+        let now = Instant::now();
+        let mut wait = max_wait;
+        if let Some(t) = self.ep.poll_timeout() {
+            wait = wait.min(t.saturating_duration_since(now));
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: self.sip.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.rtp.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let timeout_ms = wait.as_millis().min(1000) as i32;
+        // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
+        unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+        let mut buf = [0u8; 65_536];
+        while let Ok((n, from)) = self.sip.recv_from(&mut buf) {
+            self.ep
+                .handle_input(Instant::now(), from, Transport::Udp, &buf[..n]);
+        }
+        while let Ok((n, _)) = self.rtp.recv_from(&mut buf) {
+            let arrival = Instant::now();
+            self.handle_rtp(arrival, &buf[..n]);
+        }
+        let now = Instant::now();
+        if self.ep.poll_timeout().is_some_and(|t| t <= now) {
+            self.ep.handle_timeout(now);
+        }
+        self.flush();
+    }
+
+    fn handle_rtp(&mut self, arrival: Instant, data: &[u8]) {
+        let Some(m) = &self.media else { return };
+        if is_rtcp(data) {
+            return;
+        }
+        let Ok(p) = parse_rtp(data) else { return };
+        if p.payload_type != m.payload_type {
+            return;
+        }
+        self.stats.handle(arrival, p.seq, p.timestamp);
+        let speech = frame_rms(p.payload, m.alaw) > SPEECH_RMS;
+        if speech {
+            self.first_audio.get_or_insert(arrival);
+            if let Some(end) = self.awaiting
+                && arrival >= end
+                && (p.marker || self.prev_silent)
+            {
+                self.responses.push(ms(arrival - end));
+                self.awaiting = None;
+            }
+            if self.awaiting.is_none_or(|end| arrival >= end) {
+                self.spoke_since_input = true;
+            }
+            self.last_speech = Some(arrival);
+        }
+        self.prev_silent = !speech;
+    }
+
+    /// Send what the endpoint wants sent and act on its events.
+    fn flush(&mut self) {
+        while let Some(t) = self.ep.poll_transmit() {
+            if self.call_id.is_empty() {
+                self.call_id = header(&t.payload, "Call-ID").unwrap_or_default();
+            }
+            let _ = self.sip.send_to(&t.payload, t.destination);
+        }
+        while let Some(ev) = self.ep.poll_event() {
+            match ev {
+                Event::Answered { call, answer } if call == self.key => {
+                    let now = Instant::now();
+                    self.t_answer = Some(now);
+                    self.last_speech = None;
+                    match answer.as_ref().and_then(|a| self.start_media(a)) {
+                        Some(m) => self.media = Some(m),
+                        None => {
+                            self.errors.push("no usable SDP answer".into());
+                            let _ = self.ep.hangup(now, self.key);
+                        }
+                    }
+                }
+                Event::Failed { call, status } if call == self.key => {
+                    self.failed = Some(status);
+                    self.ended = true;
+                }
+                Event::RemoteHangup { call } | Event::Terminated { call, .. }
+                    if call == self.key =>
+                {
+                    self.ended = true;
+                }
+                _ => {}
+            }
+        }
+        // Answering a BYE or an ACK may have queued more.
+        while let Some(t) = self.ep.poll_transmit() {
+            let _ = self.sip.send_to(&t.payload, t.destination);
+        }
+    }
+
+    fn start_media(&self, answer: &SessionDescription) -> Option<Media> {
+        let audio = answer.media.iter().find(|m| m.kind == "audio" && m.port != 0)?;
+        let ip = audio
+            .connection
+            .as_ref()
+            .or(answer.connection.as_ref())
+            .and_then(|c| c.ip)?;
+        let payload_type = audio
+            .formats
+            .iter()
+            .filter_map(|f| f.parse::<u8>().ok())
+            .find(|&pt| pt == 0 || pt == 8)?;
+        let event_type = audio
+            .rtpmaps()
+            .find(|(_, name, rate, _)| name.eq_ignore_ascii_case("telephone-event") && *rate == 8000)
+            .map_or(101, |(pt, ..)| pt);
+        let alaw = payload_type == 8;
+        let socket = self.rtp.try_clone().ok()?;
+        let stream = Arc::new(Stream::new(
+            socket,
+            payload_type,
+            event_type,
+            if alaw { 0xD5 } else { 0xFF },
+            seed(&self.call_id),
+        ));
+        stream.set_dest(SocketAddr::new(ip, audio.port));
+        self.ctx.sender.add(stream.clone());
+        Some(Media {
+            stream,
+            payload_type,
+            alaw,
+        })
+    }
+
+    fn finish(mut self, r: &mut CallResult) {
+        r.call_id = std::mem::take(&mut self.call_id);
+        r.connected = self.t_answer.is_some() && self.media.is_some();
+        r.invite_ms = self.t_answer.map(|t| ms(t - self.t_invite));
+        r.first_audio_ms = match (self.t_answer, self.first_audio) {
+            (Some(a), Some(f)) => Some(ms(f.saturating_duration_since(a))),
+            _ => None,
+        };
+        if r.connected && self.first_audio.is_none() {
+            self.errors.push("the IVR never spoke".into());
+        }
+        r.response_ms = std::mem::take(&mut self.responses);
+        r.packets_received = self.stats.received;
+        r.packets_sent = self.media.as_ref().map_or(0, |m| m.stream.packets());
+        r.jitter_ms = self.stats.jitter_ms();
+        r.loss_pct = self.stats.loss_pct();
+        r.pacing_us = std::mem::take(&mut self.stats.pacing_us);
+        let p: Vec<f64> = r.pacing_us.iter().map(|&u| f64::from(u) / 1000.0).collect();
+        r.pacing_error_ms = Dist::of(&p);
+        r.errors.extend(self.errors.drain(..));
+        let _ = self.alaw;
+    }
+}
+
+fn invalid(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+}
+
+/// The local address the kernel would use towards `target` (no packet is sent).
+pub fn local_ip_for(target: SocketAddr) -> std::io::Result<IpAddr> {
+    let probe = UdpSocket::bind(if target.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    })?;
+    probe.connect(target)?;
+    Ok(probe.local_addr()?.ip())
+}
+
+/// `sip:ivr@host:port` with another user part.
+fn retarget(uri: &str, user: &str) -> String {
+    match uri.split_once(':') {
+        Some((scheme, rest)) => {
+            let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+            format!("{scheme}:{user}@{host}")
+        }
+        None => uri.to_string(),
+    }
+}
+
+fn header(msg: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(msg);
+    text.split("\r\n").find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+fn seed(s: &str) -> u32 {
+    // FNV-1a: distinct SSRCs and sequence starts per call without a clock or RNG.
+    s.bytes()
+        .fold(0x811C_9DC5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+}
+
+/// A minimal HTTP/1.1 GET (the admin API; no client crate needed).
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.take(16 << 20).read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The call's record once it has ended (the IVR writes it at the end of the call).
+fn fetch_record(admin: SocketAddr, call_id: &str) -> Result<serde_json::Value, String> {
+    let start = Instant::now();
+    let path = format!("/calls/{}", url_escape(call_id));
+    let mut last = String::new();
+    while start.elapsed() < RECORD_TIMEOUT {
+        match http_get(admin, &path) {
+            Ok((200, body)) => match serde_json::from_str::<serde_json::Value>(&body) {
+                Ok(v) if !v["ended_at"].is_null() => return Ok(v),
+                Ok(_) => last = "not ended yet".into(),
+                Err(e) => last = format!("bad JSON: {e}"),
+            },
+            Ok((status, _)) => last = format!("HTTP {status}"),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("GET {path}: {last}"))
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retarget_replaces_the_user_part() {
+        assert_eq!(retarget("sip:ivr@127.0.0.1:5060", "8007671833"), "sip:8007671833@127.0.0.1:5060");
+        assert_eq!(retarget("sip:10.0.0.1", "x"), "sip:x@10.0.0.1");
+    }
+
+    #[test]
+    fn header_and_escape() {
+        let msg = b"INVITE sip:a SIP/2.0\r\nVia: x\r\ncall-id: abc@1.2.3.4\r\n\r\n";
+        assert_eq!(header(msg, "Call-ID").as_deref(), Some("abc@1.2.3.4"));
+        assert_eq!(header(b"\xff\xfe", "Call-ID"), None);
+        assert_eq!(url_escape("a b/c@d"), "a%20b%2Fc@d");
+    }
+
+    #[test]
+    fn unreachable_ivr_fails_the_call_without_panicking() {
+        // A port nobody listens on: the INVITE gets no answer (or ICMP) and the call fails,
+        // named, within the answer timeout.
+        let dead = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = dead.local_addr().unwrap();
+        drop(dead);
+        let ctx = CallCtx {
+            target_uri: format!("sip:ivr@{addr}"),
+            target_addr: addr,
+            admin: None,
+            sender: Arc::new(Sender::start(1).unwrap()),
+            audio: Arc::new(AudioSet::default()),
+            default_caller: "2025550134".into(),
+            answer_timeout: Duration::from_secs(1),
+        };
+        let script = Script {
+            name: "dead".into(),
+            steps: vec![Step::Hangup],
+            ..Script::default()
+        };
+        let t0 = Instant::now();
+        let r = run_call(&ctx, &script, 0, t0);
+        assert!(!r.ok && !r.connected);
+        assert!(!r.errors.is_empty());
+        assert!(!r.call_id.is_empty());
+        assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    }
+}

@@ -1,0 +1,709 @@
+//! A run: N calls from the manifest's scripts at a concurrency (and optionally a start rate or a
+//! duration), the IVR's CPU and memory sampled meanwhile, everything summed up in a [`Report`].
+//! `capacity` repeats runs at growing concurrency until an objective breaks.
+
+use std::io::Write as _;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::audio::AudioSet;
+use crate::call::{ANSWER_TIMEOUT, CallCtx, CallResult, run_call};
+use crate::manifest::{Manifest, Objectives};
+use crate::procfs;
+use crate::sender::Sender;
+use crate::stats::Dist;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// `sip:ivr@host[:port]`.
+    pub target: String,
+    pub manifest: PathBuf,
+    /// Overrides the manifest's `audio_dir`.
+    pub audio_dir: Option<PathBuf>,
+    /// Total calls; default one per script, or unbounded with `duration`.
+    pub calls: Option<usize>,
+    pub concurrency: usize,
+    /// New calls per second at most.
+    pub rate: Option<f64>,
+    /// No new call starts after this.
+    pub duration: Option<Duration>,
+    pub report_dir: Option<PathBuf>,
+    /// `http://host:port` of the admin API; default the target's host, port 8080.
+    pub admin: Option<String>,
+    /// Do not fetch call records (no expectation is checked).
+    pub no_check: bool,
+    pub ivr_pid: Option<u32>,
+    pub sender_threads: usize,
+    /// Objectives from flags; they override the manifest's.
+    pub objectives: Objectives,
+    /// Redraw a progress line on stderr.
+    pub progress: bool,
+    pub answer_timeout: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            target: "sip:ivr@127.0.0.1:5060".into(),
+            manifest: PathBuf::from("loadtest/samples/manifest.toml"),
+            audio_dir: None,
+            calls: None,
+            concurrency: 10,
+            rate: None,
+            duration: None,
+            report_dir: None,
+            admin: None,
+            no_check: false,
+            ivr_pid: None,
+            sender_threads: 2,
+            objectives: Objectives::default(),
+            progress: true,
+            answer_timeout: ANSWER_TIMEOUT,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum RunError {
+    Setup(String),
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Setup(e) => f.write_str(e),
+            RunError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+impl From<std::io::Error> for RunError {
+    fn from(e: std::io::Error) -> Self {
+        RunError::Io(e)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub calls: Option<usize>,
+    pub concurrency: usize,
+    pub rate: Option<f64>,
+    pub duration_s: Option<f64>,
+    pub sender_threads: usize,
+    pub expectations_checked: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counts {
+    pub total: usize,
+    pub connected: usize,
+    pub passed: usize,
+    pub failed: usize,
+}
+
+/// Distributions over the run. Per call: invite, first audio, jitter, loss. Per response:
+/// response. Per packet interval of the IVR's streams: pacing error.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Figures {
+    pub invite_ms: Dist,
+    pub first_audio_ms: Dist,
+    pub response_ms: Dist,
+    pub jitter_ms: Dist,
+    pub loss_pct: Dist,
+    pub pacing_error_ms: Dist,
+}
+
+/// How well the tool itself kept time: lateness of its pacing ticks.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SenderFigures {
+    pub threads: usize,
+    pub ticks: u64,
+    pub lateness_p50_ms: f64,
+    pub lateness_p99_ms: f64,
+    pub lateness_max_ms: f64,
+    pub late_over_2ms_pct: f64,
+    pub resyncs: u64,
+    pub packets_sent: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IvrFigures {
+    pub pid: u32,
+    pub cpu_pct_mean: f64,
+    pub cpu_pct_max: f64,
+    pub rss_mib_start: f64,
+    pub rss_mib_max: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TimelinePoint {
+    pub t_s: f64,
+    pub active_calls: usize,
+    pub done_calls: usize,
+    pub ivr_cpu_pct: Option<f64>,
+    pub ivr_rss_mib: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ScriptSummary {
+    pub name: String,
+    pub calls: usize,
+    pub passed: usize,
+    pub failed: usize,
+    pub response_p50_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ObjectiveResult {
+    pub name: String,
+    pub limit: f64,
+    pub value: f64,
+    pub ok: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub call: usize,
+    pub script: String,
+    pub call_id: String,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub tool: String,
+    pub target: String,
+    pub manifest: String,
+    pub started_unix_s: u64,
+    pub wall_s: f64,
+    pub settings: Settings,
+    pub calls: Counts,
+    pub figures: Figures,
+    pub sender: SenderFigures,
+    pub ivr: Option<IvrFigures>,
+    pub timeline: Vec<TimelinePoint>,
+    pub scripts: Vec<ScriptSummary>,
+    pub objectives: Vec<ObjectiveResult>,
+    pub failures: Vec<Failure>,
+    pub per_call: Vec<CallResult>,
+    pub passed: bool,
+}
+
+/// What stays the same across the runs of a capacity test.
+pub struct Prepared {
+    pub manifest: Manifest,
+    pub audio: Arc<AudioSet>,
+    pub target_addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub ivr_pid: Option<u32>,
+    pub objectives: Objectives,
+}
+
+pub fn prepare(opts: &RunOptions) -> Result<Prepared, RunError> {
+    let manifest = Manifest::load(&opts.manifest).map_err(|e| RunError::Setup(e.to_string()))?;
+    let base = opts.manifest.parent().unwrap_or(Path::new("."));
+    let audio_dir = opts.audio_dir.clone().unwrap_or_else(|| {
+        base.join(
+            manifest
+                .audio_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(".")),
+        )
+    });
+    let audio = AudioSet::prepare(&manifest, &audio_dir).map_err(|e| {
+        RunError::Setup(format!(
+            "{e} (generate the sample audio with loadtest/samples/make-samples, or pass --audio-dir)"
+        ))
+    })?;
+    let target_addr = target_addr(&opts.target)?;
+    let admin = if opts.no_check {
+        None
+    } else {
+        Some(match &opts.admin {
+            Some(a) => admin_addr(a)?,
+            None => SocketAddr::new(target_addr.ip(), 8080),
+        })
+    };
+    let ivr_pid = opts
+        .ivr_pid
+        .or_else(|| procfs::pid_by_udp_port(target_addr.port()));
+    let objectives = manifest.objectives.merged(&opts.objectives);
+    Ok(Prepared {
+        manifest,
+        audio: Arc::new(audio),
+        target_addr,
+        admin,
+        ivr_pid,
+        objectives,
+    })
+}
+
+/// `sip:user@host[:port][;params]` → the address to send to (5060 by default).
+pub fn target_addr(uri: &str) -> Result<SocketAddr, RunError> {
+    let bad = || RunError::Setup(format!("target {uri:?}: expected sip:user@host[:port]"));
+    let rest = uri.strip_prefix("sip:").ok_or_else(bad)?;
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let host = host.split(';').next().unwrap_or(host);
+    let with_port = if host.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        host.to_string()
+    } else {
+        format!("{host}:5060")
+    };
+    with_port
+        .to_socket_addrs()
+        .map_err(|_| bad())?
+        .next()
+        .ok_or_else(bad)
+}
+
+fn admin_addr(url: &str) -> Result<SocketAddr, RunError> {
+    let hostport = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    hostport
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| RunError::Setup(format!("admin {url:?}: expected http://host:port")))
+}
+
+/// One run at `opts.concurrency`.
+pub fn run(opts: &RunOptions) -> Result<Report, RunError> {
+    let prepared = prepare(opts)?;
+    let report = run_prepared(opts, &prepared)?;
+    if let Some(dir) = &opts.report_dir {
+        write_reports(&report, dir)?;
+    }
+    Ok(report)
+}
+
+pub fn write_reports(report: &Report, dir: &Path) -> Result<(), RunError> {
+    std::fs::create_dir_all(dir)?;
+    let json = serde_json::to_string_pretty(report)
+        .map_err(|e| RunError::Setup(format!("report: {e}")))?;
+    std::fs::write(dir.join("report.json"), json)?;
+    std::fs::write(dir.join("report.html"), crate::html::render(report))?;
+    Ok(())
+}
+
+pub fn run_prepared(opts: &RunOptions, p: &Prepared) -> Result<Report, RunError> {
+    let total = opts
+        .calls
+        .or(if opts.duration.is_some() {
+            None
+        } else {
+            Some(p.manifest.scripts.len())
+        })
+        .map(|c| c.max(1));
+    let concurrency = opts.concurrency.clamp(1, 5000);
+    let sender = Arc::new(Sender::start(opts.sender_threads)?);
+    let ctx = Arc::new(CallCtx {
+        target_uri: opts.target.clone(),
+        target_addr: p.target_addr,
+        admin: p.admin,
+        sender: sender.clone(),
+        audio: p.audio.clone(),
+        default_caller: p
+            .manifest
+            .caller
+            .clone()
+            .unwrap_or_else(|| "2025550134".into()),
+        answer_timeout: opts.answer_timeout,
+    });
+    let manifest = Arc::new(p.manifest.clone());
+    let next = Arc::new(AtomicUsize::new(0));
+    let active = Arc::new(AtomicUsize::new(0));
+    let results: Arc<Mutex<Vec<CallResult>>> = Arc::new(Mutex::new(Vec::new()));
+    let start = Instant::now();
+    let started_unix_s = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let workers = total.map_or(concurrency, |t| t.min(concurrency));
+    let mut handles = Vec::new();
+    for w in 0..workers {
+        let (ctx, manifest, next, active, results) = (
+            ctx.clone(),
+            manifest.clone(),
+            next.clone(),
+            active.clone(),
+            results.clone(),
+        );
+        let (rate, duration) = (opts.rate, opts.duration);
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("loadtest-call-{w}"))
+                .spawn(move || {
+                    loop {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        if total.is_some_and(|t| n >= t) {
+                            break;
+                        }
+                        if let Some(r) = rate.filter(|r| *r > 0.0) {
+                            let due = start + Duration::from_secs_f64(n as f64 / r);
+                            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                                std::thread::sleep(wait);
+                            }
+                        }
+                        if duration.is_some_and(|d| start.elapsed() >= d) {
+                            break;
+                        }
+                        active.fetch_add(1, Ordering::Relaxed);
+                        let r = run_call(&ctx, manifest.script_for(n), n, start);
+                        active.fetch_sub(1, Ordering::Relaxed);
+                        results.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+                    }
+                })?,
+        );
+    }
+
+    // Progress and the timeline, until every worker is done.
+    let mut timeline = Vec::new();
+    let mut last_cpu: Option<(Instant, f64)> = None;
+    let mut last_sample = start - Duration::from_secs(1);
+    let mut rss_start = None;
+    let mut streams_seen = 0;
+    while handles.iter().any(|h| !h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = Instant::now();
+        if now.duration_since(last_sample) >= Duration::from_millis(500) {
+            last_sample = now;
+            let s = p.ivr_pid.and_then(procfs::sample);
+            let cpu = match (s, last_cpu) {
+                (Some(s), Some((t, c))) => {
+                    Some(100.0 * (s.cpu_s - c) / now.duration_since(t).as_secs_f64().max(1e-3))
+                }
+                _ => None,
+            };
+            if let Some(s) = s {
+                last_cpu = Some((now, s.cpu_s));
+                rss_start.get_or_insert(s.rss_kib);
+            }
+            let done = lock(&results).len();
+            timeline.push(TimelinePoint {
+                t_s: now.duration_since(start).as_secs_f64(),
+                active_calls: active.load(Ordering::Relaxed),
+                done_calls: done,
+                ivr_cpu_pct: cpu,
+                ivr_rss_mib: s.map(|s| s.rss_kib as f64 / 1024.0),
+            });
+        }
+        streams_seen = streams_seen.max(sender.streams());
+        if opts.progress {
+            progress(&results, &active, total, start);
+        }
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    if opts.progress {
+        progress(&results, &active, total, start);
+        eprintln!();
+    }
+    let mut calls = std::mem::take(&mut *lock(&results));
+    calls.sort_by_key(|c| c.n);
+    let wall_s = start.elapsed().as_secs_f64();
+    let lateness = sender.lateness();
+    let packets_sent = calls.iter().map(|c| c.packets_sent).sum();
+    let sender_figs = SenderFigures {
+        threads: opts.sender_threads.clamp(1, 64),
+        ticks: lateness.ticks,
+        lateness_p50_ms: lateness.quantile_ms(0.5),
+        lateness_p99_ms: lateness.quantile_ms(0.99),
+        lateness_max_ms: lateness.max_us as f64 / 1000.0,
+        late_over_2ms_pct: lateness.over_pct(2.0),
+        resyncs: lateness.resyncs,
+        packets_sent,
+    };
+    let _ = streams_seen;
+    let ivr = p.ivr_pid.map(|pid| {
+        let cpus: Vec<f64> = timeline.iter().filter_map(|t| t.ivr_cpu_pct).collect();
+        let rss: Vec<f64> = timeline.iter().filter_map(|t| t.ivr_rss_mib).collect();
+        IvrFigures {
+            pid,
+            cpu_pct_mean: if cpus.is_empty() {
+                0.0
+            } else {
+                cpus.iter().sum::<f64>() / cpus.len() as f64
+            },
+            cpu_pct_max: cpus.iter().copied().fold(0.0, f64::max),
+            rss_mib_start: rss_start.map_or(0.0, |k| k as f64 / 1024.0),
+            rss_mib_max: rss.iter().copied().fold(0.0, f64::max),
+        }
+    });
+    Ok(summarize(
+        opts,
+        p,
+        calls,
+        timeline,
+        sender_figs,
+        ivr,
+        started_unix_s,
+        wall_s,
+    ))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn progress(
+    results: &Mutex<Vec<CallResult>>,
+    active: &AtomicUsize,
+    total: Option<usize>,
+    start: Instant,
+) {
+    let r = lock(results);
+    let failed = r.iter().filter(|c| !c.ok).count();
+    let total = total.map_or("?".to_string(), |t| t.to_string());
+    let mut err = std::io::stderr().lock();
+    let _ = write!(
+        err,
+        "\r[{:>6.1}s] calls {}/{} active {} ok {} failed {}    ",
+        start.elapsed().as_secs_f64(),
+        r.len(),
+        total,
+        active.load(Ordering::Relaxed),
+        r.len() - failed,
+        failed
+    );
+    let _ = err.flush();
+}
+
+#[allow(clippy::too_many_arguments)]
+fn summarize(
+    opts: &RunOptions,
+    p: &Prepared,
+    calls: Vec<CallResult>,
+    timeline: Vec<TimelinePoint>,
+    sender: SenderFigures,
+    ivr: Option<IvrFigures>,
+    started_unix_s: u64,
+    wall_s: f64,
+) -> Report {
+    let connected: Vec<&CallResult> = calls.iter().filter(|c| c.connected).collect();
+    let pick = |f: &dyn Fn(&CallResult) -> Option<f64>| -> Vec<f64> {
+        connected.iter().filter_map(|c| f(c)).collect()
+    };
+    let pacing: Vec<f64> = connected
+        .iter()
+        .flat_map(|c| c.pacing_us.iter().map(|&u| f64::from(u) / 1000.0))
+        .collect();
+    let figures = Figures {
+        invite_ms: Dist::of(&pick(&|c| c.invite_ms)),
+        first_audio_ms: Dist::of(&pick(&|c| c.first_audio_ms)),
+        response_ms: Dist::of(
+            &connected
+                .iter()
+                .flat_map(|c| c.response_ms.iter().copied())
+                .collect::<Vec<_>>(),
+        ),
+        jitter_ms: Dist::of(&pick(&|c| Some(c.jitter_ms))),
+        loss_pct: Dist::of(&pick(&|c| Some(c.loss_pct))),
+        pacing_error_ms: Dist::of(&pacing),
+    };
+    let counts = Counts {
+        total: calls.len(),
+        connected: connected.len(),
+        passed: calls.iter().filter(|c| c.ok).count(),
+        failed: calls.iter().filter(|c| !c.ok).count(),
+    };
+    let failed_pct = if counts.total == 0 {
+        100.0
+    } else {
+        100.0 * counts.failed as f64 / counts.total as f64
+    };
+    let o = &p.objectives;
+    let mut objectives = Vec::new();
+    let mut check = |name: &str, limit: Option<f64>, value: f64| {
+        if let Some(limit) = limit {
+            objectives.push(ObjectiveResult {
+                name: name.into(),
+                limit,
+                value,
+                ok: value <= limit,
+            });
+        }
+    };
+    check("invite_p99_ms", o.invite_p99_ms, figures.invite_ms.p99);
+    check("first_audio_p99_ms", o.first_audio_p99_ms, figures.first_audio_ms.p99);
+    check("response_p99_ms", o.response_p99_ms, figures.response_ms.p99);
+    check("jitter_p99_ms", o.jitter_p99_ms, figures.jitter_ms.p99);
+    check("pacing_p99_ms", o.pacing_p99_ms, figures.pacing_error_ms.p99);
+    check("loss_max_pct", o.loss_max_pct, figures.loss_pct.max);
+    // No call may fail unless the manifest allows some.
+    check(
+        "failed_max_pct",
+        Some(o.failed_max_pct.unwrap_or(0.0)),
+        failed_pct,
+    );
+    let mut scripts: Vec<ScriptSummary> = Vec::new();
+    for s in &p.manifest.scripts {
+        let mine: Vec<&CallResult> = calls.iter().filter(|c| c.script == s.name).collect();
+        let resp: Vec<f64> = mine
+            .iter()
+            .flat_map(|c| c.response_ms.iter().copied())
+            .collect();
+        scripts.push(ScriptSummary {
+            name: s.name.clone(),
+            calls: mine.len(),
+            passed: mine.iter().filter(|c| c.ok).count(),
+            failed: mine.iter().filter(|c| !c.ok).count(),
+            response_p50_ms: (!resp.is_empty()).then(|| Dist::of(&resp).p50),
+        });
+    }
+    let failures = calls
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| Failure {
+            call: c.n,
+            script: c.script.clone(),
+            call_id: c.call_id.clone(),
+            errors: c.errors.clone(),
+        })
+        .collect();
+    let passed = objectives.iter().all(|o| o.ok) && counts.total > 0;
+    Report {
+        tool: format!("loadtest {}", env!("CARGO_PKG_VERSION")),
+        target: opts.target.clone(),
+        manifest: opts.manifest.display().to_string(),
+        started_unix_s,
+        wall_s,
+        settings: Settings {
+            calls: opts.calls,
+            concurrency: opts.concurrency,
+            rate: opts.rate,
+            duration_s: opts.duration.map(|d| d.as_secs_f64()),
+            sender_threads: sender.threads,
+            expectations_checked: p.admin.is_some(),
+        },
+        calls: counts,
+        figures,
+        sender,
+        ivr,
+        timeline,
+        scripts,
+        objectives,
+        failures,
+        per_call: calls,
+        passed,
+    }
+}
+
+/// One level of a capacity test.
+#[derive(Debug, Clone, Serialize)]
+pub struct Level {
+    pub concurrency: usize,
+    pub calls: usize,
+    pub passed: bool,
+    pub failed_calls: usize,
+    pub response_p99_ms: f64,
+    pub invite_p99_ms: f64,
+    pub loss_max_pct: f64,
+    pub jitter_p99_ms: f64,
+    pub ivr_cpu_pct_max: Option<f64>,
+    pub broken: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CapacityReport {
+    pub target: String,
+    pub objectives: Objectives,
+    pub levels: Vec<Level>,
+    /// The highest concurrency at which every objective held (0: not even the first).
+    pub sustained_concurrency: usize,
+}
+
+/// Ramp concurrency over `levels`; each level places `calls_per_level × level` calls. Stops at
+/// the first level that misses an objective. Per-level reports go to `DIR/c<level>/`.
+pub fn capacity(
+    opts: &RunOptions,
+    levels: &[usize],
+    calls_per_level: usize,
+) -> Result<CapacityReport, RunError> {
+    let mut prepared = prepare(opts)?;
+    let o = &mut prepared.objectives;
+    // Without any latency or loss objective a ramp would never stop: use the product's.
+    if o.response_p99_ms.is_none() && o.loss_max_pct.is_none() && o.invite_p99_ms.is_none() {
+        o.response_p99_ms = Some(2000.0);
+        o.loss_max_pct = Some(1.0);
+    }
+    let mut out = CapacityReport {
+        target: opts.target.clone(),
+        objectives: prepared.objectives.clone(),
+        levels: Vec::new(),
+        sustained_concurrency: 0,
+    };
+    for &level in levels {
+        let mut o = opts.clone();
+        o.concurrency = level;
+        o.calls = Some(level * calls_per_level.max(1));
+        o.duration = None;
+        let report = run_prepared(&o, &prepared)?;
+        if let Some(dir) = &opts.report_dir {
+            write_reports(&report, &dir.join(format!("c{level}")))?;
+        }
+        let broken: Vec<String> = report
+            .objectives
+            .iter()
+            .filter(|r| !r.ok)
+            .map(|r| format!("{} {:.1} > {:.1}", r.name, r.value, r.limit))
+            .collect();
+        out.levels.push(Level {
+            concurrency: level,
+            calls: report.calls.total,
+            passed: report.passed,
+            failed_calls: report.calls.failed,
+            response_p99_ms: report.figures.response_ms.p99,
+            invite_p99_ms: report.figures.invite_ms.p99,
+            loss_max_pct: report.figures.loss_pct.max,
+            jitter_p99_ms: report.figures.jitter_ms.p99,
+            ivr_cpu_pct_max: report.ivr.as_ref().map(|i| i.cpu_pct_max),
+            broken,
+        });
+        if !report.passed {
+            break;
+        }
+        out.sustained_concurrency = level;
+    }
+    if let Some(dir) = &opts.report_dir {
+        std::fs::create_dir_all(dir)?;
+        let json = serde_json::to_string_pretty(&out)
+            .map_err(|e| RunError::Setup(format!("report: {e}")))?;
+        std::fs::write(dir.join("capacity.json"), json)?;
+        std::fs::write(dir.join("capacity.html"), crate::html::render_capacity(&out))?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_and_admin_addresses() {
+        assert_eq!(
+            target_addr("sip:ivr@127.0.0.1:5070").unwrap(),
+            "127.0.0.1:5070".parse().unwrap()
+        );
+        assert_eq!(
+            target_addr("sip:127.0.0.1;transport=udp").unwrap(),
+            "127.0.0.1:5060".parse().unwrap()
+        );
+        assert!(target_addr("http://x").is_err());
+        assert!(target_addr("sip:ivr@").is_err());
+        assert_eq!(
+            admin_addr("http://127.0.0.1:8080/").unwrap(),
+            "127.0.0.1:8080".parse().unwrap()
+        );
+        assert!(admin_addr("http://nowhere").is_err());
+    }
+}
