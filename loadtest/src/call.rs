@@ -25,7 +25,8 @@ const HANGUP_TIMEOUT: Duration = Duration::from_secs(5);
 const RECORD_TIMEOUT: Duration = Duration::from_secs(10);
 const KEY_MS: u64 = 100;
 const KEY_GAP_MS: u64 = 100;
-const QUIET_MS: u64 = 800;
+/// Pauses inside the IVR's prompts (between menu options) reach ~0.9 s.
+const QUIET_MS: u64 = 1500;
 const PROMPT_TIMEOUT_MS: u64 = 30_000;
 
 /// What every call of a run shares.
@@ -56,6 +57,9 @@ pub struct CallResult {
     pub first_audio_ms: Option<f64>,
     /// One per caller input the IVR answered with a new talkspurt.
     pub response_ms: Vec<f64>,
+    /// The same answers timed from the input's first packet (an IVR acting on a key's first
+    /// packet has a response of 0 but a reaction of its real delay).
+    pub reaction_ms: Vec<f64>,
     pub packets_received: u64,
     pub packets_sent: u64,
     pub jitter_ms: f64,
@@ -74,6 +78,22 @@ struct Media {
     alaw: bool,
 }
 
+/// A caller input (audio, keys, TTY) and what is known of the IVR's response to it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Pending {
+    /// When its first frame was sent.
+    start: Option<Instant>,
+    /// When its last frame was sent; unknown while it is being sent.
+    end: Option<Instant>,
+    /// The IVR began a new talkspurt (marker bit, or speech after a pause) since it started.
+    armed: bool,
+    /// The first speech packet of that talkspurt.
+    answered: Option<Instant>,
+}
+
+/// Speech after this much silence starts a new talkspurt even without a marker bit.
+const PAUSE: Duration = Duration::from_millis(500);
+
 struct Call<'a> {
     ctx: &'a CallCtx,
     ep: Endpoint,
@@ -88,11 +108,14 @@ struct Call<'a> {
     t_answer: Option<Instant>,
     first_audio: Option<Instant>,
     last_speech: Option<Instant>,
+    /// The IVR has spoken since the caller's last input (or answered it).
     spoke_since_input: bool,
-    prev_silent: bool,
-    /// End of the caller's last input while its response is awaited.
-    awaiting: Option<Instant>,
+    /// Since when the IVR's stream has been silent (None while it speaks).
+    silent_since: Option<Instant>,
+    /// The caller's input whose response is awaited.
+    pending: Option<Pending>,
     responses: Vec<f64>,
+    reactions: Vec<f64>,
     failed: Option<u16>,
     ended: bool,
     errors: Vec<String>,
@@ -191,9 +214,10 @@ impl<'a> Call<'a> {
             first_audio: None,
             last_speech: None,
             spoke_since_input: false,
-            prev_silent: true,
-            awaiting: None,
+            silent_since: None,
+            pending: None,
             responses: Vec::new(),
+            reactions: Vec::new(),
             failed: None,
             ended: false,
             errors: Vec::new(),
@@ -248,6 +272,7 @@ impl<'a> Call<'a> {
                 match self.ctx.audio.clip(step, m.alaw) {
                     Some(clip) => {
                         let frames = clip.len() / 160;
+                        self.begin_input();
                         stream.push(Chunk::audio(clip));
                         self.drain(&stream, frames, true);
                     }
@@ -263,6 +288,7 @@ impl<'a> Call<'a> {
                 let key_ms = key_ms.unwrap_or(KEY_MS).clamp(40, 2000);
                 let gap_ms = gap_ms.unwrap_or(KEY_GAP_MS).min(10_000);
                 let mut frames = 0;
+                self.begin_input();
                 for (k, d) in digits.chars().filter_map(digit_event).enumerate() {
                     if k > 0 {
                         stream.push(Chunk::silence_ms(gap_ms));
@@ -330,9 +356,10 @@ impl<'a> Call<'a> {
         let limit = Instant::now() + Duration::from_millis(20 * frames as u64 + 5_000);
         loop {
             if let Some(at) = stream.drained_at() {
-                if input {
-                    self.awaiting = Some(at);
-                    self.spoke_since_input = false;
+                if input && let Some(p) = self.pending.as_mut() {
+                    p.end = Some(at);
+                    p.start = stream.started_at();
+                    self.resolve();
                 }
                 return;
             }
@@ -398,21 +425,57 @@ impl<'a> Call<'a> {
         }
         self.stats.handle(arrival, p.seq, p.timestamp);
         let speech = frame_rms(p.payload, m.alaw) > SPEECH_RMS;
+        if std::env::var_os("LOADTEST_TRACE").is_some() {
+            eprintln!("rtp {:?} seq {} m {} rms {:.0}", arrival.duration_since(self.t_invite), p.seq, p.marker, frame_rms(p.payload, m.alaw));
+        }
+        let after_pause = self
+            .silent_since
+            .is_some_and(|t| arrival.duration_since(t) >= PAUSE);
+        if let Some(pend) = self.pending.as_mut()
+            && pend.answered.is_none()
+        {
+            pend.armed |= p.marker || (speech && after_pause);
+            if pend.armed && speech {
+                pend.answered = Some(arrival);
+            }
+        }
         if speech {
             self.first_audio.get_or_insert(arrival);
-            if let Some(end) = self.awaiting
-                && arrival >= end
-                && (p.marker || self.prev_silent)
-            {
-                self.responses.push(ms(arrival - end));
-                self.awaiting = None;
-            }
-            if self.awaiting.is_none_or(|end| arrival >= end) {
+            self.last_speech = Some(arrival);
+            self.silent_since = None;
+            // Speech of a prompt that was playing before the input and goes on (no barge-in)
+            // is not the answer to it.
+            if self.pending.is_none_or(|p| p.answered.is_some()) {
                 self.spoke_since_input = true;
             }
-            self.last_speech = Some(arrival);
+            self.resolve();
+        } else if self.silent_since.is_none() {
+            self.silent_since = Some(arrival);
         }
-        self.prev_silent = !speech;
+    }
+
+    /// A caller input starts: its response is awaited from now on.
+    fn begin_input(&mut self) {
+        self.pending = Some(Pending::default());
+        self.spoke_since_input = false;
+    }
+
+    /// Record the response time once both the input's end and the answer are known. An IVR
+    /// that acts on a key's first packet answers before the key ends: that counts as 0.
+    fn resolve(&mut self) {
+        if let Some(Pending {
+            start,
+            end: Some(end),
+            answered: Some(at),
+            ..
+        }) = self.pending
+        {
+            self.responses.push(ms(at.saturating_duration_since(end)));
+            if let Some(start) = start {
+                self.reactions.push(ms(at.saturating_duration_since(start)));
+            }
+            self.pending = None;
+        }
     }
 
     /// Send what the endpoint wants sent and act on its events.
@@ -501,6 +564,7 @@ impl<'a> Call<'a> {
             self.errors.push("the IVR never spoke".into());
         }
         r.response_ms = std::mem::take(&mut self.responses);
+        r.reaction_ms = std::mem::take(&mut self.reactions);
         r.packets_received = self.stats.received;
         r.packets_sent = self.media.as_ref().map_or(0, |m| m.stream.packets());
         r.jitter_ms = self.stats.jitter_ms();

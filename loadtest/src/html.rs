@@ -246,7 +246,8 @@ pub fn render(r: &Report) -> String {
         &[
             ("INVITE → 200 (ms)", &f.invite_ms),
             ("time to first audio (ms)", &f.first_audio_ms),
-            ("response latency (ms)", &f.response_ms),
+            ("response latency, from input end (ms)", &f.response_ms),
+            ("reaction, from input start (ms)", &f.reaction_ms),
             ("RFC 3550 jitter (ms)", &f.jitter_ms),
             ("loss (%)", &f.loss_pct),
             ("IVR pacing error |Δt − 20 ms| (ms)", &f.pacing_error_ms),
@@ -260,6 +261,11 @@ pub fn render(r: &Report) -> String {
         "Response latency (end of caller input → IVR speaks)",
         "ms",
         &per(&|c| c.response_ms.clone()),
+    ));
+    h.push_str(&histogram(
+        "Reaction (start of caller input → IVR speaks)",
+        "ms",
+        &per(&|c| c.reaction_ms.clone()),
     ));
     h.push_str(&histogram(
         "INVITE → 200 OK",

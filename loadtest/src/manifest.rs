@@ -93,7 +93,7 @@ pub enum Step {
     /// Like silence (the caller's stream keeps running); named for readability.
     Wait { ms: u64 },
     /// Wait until the IVR has spoken since the caller's last input and then been quiet for
-    /// `quiet_ms` (default 800), or `timeout_ms` (default 30000) passed: a timeout fails the
+    /// `quiet_ms` (default 1500: pauses between menu options reach 0.9 s), or `timeout_ms` (default 30000) passed: a timeout fails the
     /// call unless `optional`.
     WaitPrompt {
         #[serde(default)]

@@ -2,7 +2,7 @@
 //! duration), the IVR's CPU and memory sampled meanwhile, everything summed up in a [`Report`].
 //! `capacity` repeats runs at growing concurrency until an objective breaks.
 
-use std::io::Write as _;
+use std::io::{IsTerminal, Write as _};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -116,6 +116,7 @@ pub struct Figures {
     pub invite_ms: Dist,
     pub first_audio_ms: Dist,
     pub response_ms: Dist,
+    pub reaction_ms: Dist,
     pub jitter_ms: Dist,
     pub loss_pct: Dist,
     pub pacing_error_ms: Dist,
@@ -371,6 +372,7 @@ pub fn run_prepared(opts: &RunOptions, p: &Prepared) -> Result<Report, RunError>
     let mut last_sample = start - Duration::from_secs(1);
     let mut rss_start = None;
     let mut streams_seen = 0;
+    let mut last_line = String::new();
     while handles.iter().any(|h| !h.is_finished()) {
         std::thread::sleep(Duration::from_millis(100));
         let now = Instant::now();
@@ -398,15 +400,17 @@ pub fn run_prepared(opts: &RunOptions, p: &Prepared) -> Result<Report, RunError>
         }
         streams_seen = streams_seen.max(sender.streams());
         if opts.progress {
-            progress(&results, &active, total, start);
+            progress(&results, &active, total, start, &mut last_line);
         }
     }
     for h in handles {
         let _ = h.join();
     }
     if opts.progress {
-        progress(&results, &active, total, start);
-        eprintln!();
+        progress(&results, &active, total, start, &mut last_line);
+        if std::io::stderr().is_terminal() {
+            eprintln!();
+        }
     }
     let mut calls = std::mem::take(&mut *lock(&results));
     calls.sort_by_key(|c| c.n);
@@ -455,27 +459,33 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// On a terminal, one line redrawn in place; otherwise (CI logs) a line per finished call.
 fn progress(
     results: &Mutex<Vec<CallResult>>,
     active: &AtomicUsize,
     total: Option<usize>,
     start: Instant,
+    last: &mut String,
 ) {
     let r = lock(results);
     let failed = r.iter().filter(|c| !c.ok).count();
     let total = total.map_or("?".to_string(), |t| t.to_string());
-    let mut err = std::io::stderr().lock();
-    let _ = write!(
-        err,
-        "\r[{:>6.1}s] calls {}/{} active {} ok {} failed {}    ",
-        start.elapsed().as_secs_f64(),
+    let counts = format!(
+        "calls {}/{} active {} ok {} failed {}",
         r.len(),
         total,
         active.load(Ordering::Relaxed),
         r.len() - failed,
         failed
     );
-    let _ = err.flush();
+    let mut err = std::io::stderr().lock();
+    if err.is_terminal() {
+        let _ = write!(err, "\r[{:>6.1}s] {counts}    ", start.elapsed().as_secs_f64());
+        let _ = err.flush();
+    } else if counts != *last {
+        let _ = writeln!(err, "[{:>6.1}s] {counts}", start.elapsed().as_secs_f64());
+        *last = counts;
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -504,6 +514,12 @@ fn summarize(
             &connected
                 .iter()
                 .flat_map(|c| c.response_ms.iter().copied())
+                .collect::<Vec<_>>(),
+        ),
+        reaction_ms: Dist::of(
+            &connected
+                .iter()
+                .flat_map(|c| c.reaction_ms.iter().copied())
                 .collect::<Vec<_>>(),
         ),
         jitter_ms: Dist::of(&pick(&|c| Some(c.jitter_ms))),

@@ -66,6 +66,8 @@ struct StreamState {
     queue: VecDeque<Chunk>,
     /// When the last queued frame's 20 ms ended (the deadline after it was sent).
     drained_at: Option<Instant>,
+    /// When the first frame queued after the stream was idle went out (its deadline).
+    started_at: Option<Instant>,
     /// The next media packet starts a talkspurt.
     talkspurt: bool,
     packets: u64,
@@ -94,6 +96,7 @@ impl Stream {
                 event_ts: 0,
                 queue: VecDeque::new(),
                 drained_at: None,
+                started_at: None,
                 talkspurt: true,
                 packets: 0,
             }),
@@ -112,8 +115,16 @@ impl Stream {
 
     pub fn push(&self, chunk: Chunk) {
         let mut s = self.lock();
+        if s.queue.is_empty() {
+            s.started_at = None;
+        }
         s.queue.push_back(chunk);
         s.drained_at = None;
+    }
+
+    /// When the first frame of what was queued while idle was sent.
+    pub fn started_at(&self) -> Option<Instant> {
+        self.lock().started_at
     }
 
     /// When everything queued so far has been sent: `None` while frames remain.
@@ -145,6 +156,9 @@ impl Stream {
         let mut ts = st.timestamp;
         let mut len = 12 + FRAME_BYTES;
         let had_queue = !st.queue.is_empty();
+        if had_queue && st.started_at.is_none() {
+            st.started_at = Some(deadline);
+        }
         match st.queue.front_mut() {
             Some(Chunk::Audio { data, pos }) => {
                 let end = (*pos + FRAME_BYTES).min(data.len());
@@ -420,6 +434,7 @@ mod tests {
             assert_eq!(p[13] & 0x80 != 0, k >= 2, "end bit on packet {k}");
         }
         assert_eq!(s.drained_at(), Some(t0 + PTIME * 7));
+        assert_eq!(s.started_at(), Some(t0));
         // Then silence, timestamps 160 apart from the audio's and sequence numbers continuous.
         assert_eq!(pkts[7][12], 0xFF);
         assert_eq!(ts(&pkts[7]).wrapping_sub(ts(&pkts[0])), 7 * 160);
