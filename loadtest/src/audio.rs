@@ -55,7 +55,11 @@ pub fn load_wav(path: &Path) -> Result<Vec<i16>, AudioError> {
         }
     };
     let mono: Vec<i16> = all.iter().step_by(channels).copied().collect();
-    Ok(ivr::audio::resample::resample(&mono, spec.sample_rate, 8000))
+    Ok(ivr::audio::resample::resample(
+        &mono,
+        spec.sample_rate,
+        8000,
+    ))
 }
 
 /// Text as a TTY sends it: 8 kHz Baudot FSK with the modem's lead-in and tail.
@@ -176,7 +180,8 @@ mod tests {
         write_wav(&p, 22050, 16, &tone);
         let pcm = load_wav(&p).unwrap();
         assert!((7990..=8010).contains(&pcm.len()), "{}", pcm.len());
-        let rms = (pcm.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / pcm.len() as f64).sqrt();
+        let rms =
+            (pcm.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / pcm.len() as f64).sqrt();
         assert!((rms - 8000.0 / 2f64.sqrt()).abs() < 400.0, "{rms}");
         // 8-bit input is scaled to 16-bit range.
         let p8 = dir.join("eight.wav");
@@ -185,7 +190,12 @@ mod tests {
         // Not a WAV: an error naming the file, no panic.
         let junk = dir.join("junk.wav");
         std::fs::write(&junk, b"RIFF????WAVEjunk").unwrap();
-        assert!(load_wav(&junk).unwrap_err().to_string().contains("junk.wav"));
+        assert!(
+            load_wav(&junk)
+                .unwrap_err()
+                .to_string()
+                .contains("junk.wav")
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -101,7 +101,6 @@ struct Call<'a> {
     rtp: UdpSocket,
     key: CallKey,
     call_id: String,
-    alaw: bool,
     media: Option<Media>,
     stats: RtpStats,
     t_invite: Instant,
@@ -137,17 +136,16 @@ pub fn run_call(ctx: &CallCtx, script: &Script, n: usize, run_start: Instant) ->
         }
         Err(e) => result.errors.push(format!("cannot place the call: {e}")),
     }
-    if result.connected {
-        match ctx.admin {
-            Some(admin) => match fetch_record(admin, &result.call_id) {
-                Ok(rec) => {
-                    result.intent = rec["intent"].as_str().map(String::from);
-                    result.outcome = rec["outcome"].as_str().map(String::from);
-                    result.errors.extend(script.expect.check(&rec));
-                }
-                Err(e) => result.errors.push(format!("call record: {e}")),
-            },
-            None => {}
+    if result.connected
+        && let Some(admin) = ctx.admin
+    {
+        match fetch_record(admin, &result.call_id) {
+            Ok(rec) => {
+                result.intent = rec["intent"].as_str().map(String::from);
+                result.outcome = rec["outcome"].as_str().map(String::from);
+                result.errors.extend(script.expect.check(&rec));
+            }
+            Err(e) => result.errors.push(format!("call record: {e}")),
         }
     }
     result.duration_s = started.elapsed().as_secs_f64();
@@ -206,7 +204,6 @@ impl<'a> Call<'a> {
             rtp,
             key,
             call_id: String::new(),
-            alaw,
             media: None,
             stats: RtpStats::default(),
             t_invite: now,
@@ -268,17 +265,15 @@ impl<'a> Call<'a> {
         let Some(m) = &self.media else { return };
         let stream = m.stream.clone();
         match step {
-            Step::Audio { .. } | Step::Tty { .. } => {
-                match self.ctx.audio.clip(step, m.alaw) {
-                    Some(clip) => {
-                        let frames = clip.len() / 160;
-                        self.begin_input();
-                        stream.push(Chunk::audio(clip));
-                        self.drain(&stream, frames, true);
-                    }
-                    None => self.errors.push(format!("step {i}: audio not prepared")),
+            Step::Audio { .. } | Step::Tty { .. } => match self.ctx.audio.clip(step, m.alaw) {
+                Some(clip) => {
+                    let frames = clip.len() / 160;
+                    self.begin_input();
+                    stream.push(Chunk::audio(clip));
+                    self.drain(&stream, frames, true);
                 }
-            }
+                None => self.errors.push(format!("step {i}: audio not prepared")),
+            },
             Step::Dtmf {
                 digits,
                 wait_ms,
@@ -425,9 +420,6 @@ impl<'a> Call<'a> {
         }
         self.stats.handle(arrival, p.seq, p.timestamp);
         let speech = frame_rms(p.payload, m.alaw) > SPEECH_RMS;
-        if std::env::var_os("LOADTEST_TRACE").is_some() {
-            eprintln!("rtp {:?} seq {} m {} rms {:.0}", arrival.duration_since(self.t_invite), p.seq, p.marker, frame_rms(p.payload, m.alaw));
-        }
         let after_pause = self
             .silent_since
             .is_some_and(|t| arrival.duration_since(t) >= PAUSE);
@@ -519,7 +511,10 @@ impl<'a> Call<'a> {
     }
 
     fn start_media(&self, answer: &SessionDescription) -> Option<Media> {
-        let audio = answer.media.iter().find(|m| m.kind == "audio" && m.port != 0)?;
+        let audio = answer
+            .media
+            .iter()
+            .find(|m| m.kind == "audio" && m.port != 0)?;
         let ip = audio
             .connection
             .as_ref()
@@ -532,7 +527,9 @@ impl<'a> Call<'a> {
             .find(|&pt| pt == 0 || pt == 8)?;
         let event_type = audio
             .rtpmaps()
-            .find(|(_, name, rate, _)| name.eq_ignore_ascii_case("telephone-event") && *rate == 8000)
+            .find(|(_, name, rate, _)| {
+                name.eq_ignore_ascii_case("telephone-event") && *rate == 8000
+            })
             .map_or(101, |(pt, ..)| pt);
         let alaw = payload_type == 8;
         let socket = self.rtp.try_clone().ok()?;
@@ -572,8 +569,7 @@ impl<'a> Call<'a> {
         r.pacing_us = std::mem::take(&mut self.stats.pacing_us);
         let p: Vec<f64> = r.pacing_us.iter().map(|&u| f64::from(u) / 1000.0).collect();
         r.pacing_error_ms = Dist::of(&p);
-        r.errors.extend(self.errors.drain(..));
-        let _ = self.alaw;
+        r.errors.append(&mut self.errors);
     }
 }
 
@@ -615,15 +611,19 @@ fn header(msg: &[u8], name: &str) -> Option<String> {
 
 fn seed(s: &str) -> u32 {
     // FNV-1a: distinct SSRCs and sequence starts per call without a clock or RNG.
-    s.bytes()
-        .fold(0x811C_9DC5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+    s.bytes().fold(0x811C_9DC5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// A minimal HTTP/1.1 GET (the admin API; no client crate needed).
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut buf = Vec::new();
     s.take(16 << 20).read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf);
@@ -677,7 +677,10 @@ mod tests {
 
     #[test]
     fn retarget_replaces_the_user_part() {
-        assert_eq!(retarget("sip:ivr@127.0.0.1:5060", "8007671833"), "sip:8007671833@127.0.0.1:5060");
+        assert_eq!(
+            retarget("sip:ivr@127.0.0.1:5060", "8007671833"),
+            "sip:8007671833@127.0.0.1:5060"
+        );
         assert_eq!(retarget("sip:10.0.0.1", "x"), "sip:x@10.0.0.1");
     }
 

@@ -11,7 +11,11 @@ use crate::manifest::Objectives;
 use crate::run::{self, RunOptions};
 
 #[derive(Parser, Debug)]
-#[command(name = "loadtest", version, about = "Replay scripted calls against the ivr, measure, report")]
+#[command(
+    name = "loadtest",
+    version,
+    about = "Replay scripted calls against the ivr, measure, report"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -96,7 +100,11 @@ pub struct CapacityArgs {
     #[command(flatten)]
     pub common: CommonArgs,
     /// Concurrency levels to try, in order (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "10,20,50,100,200,500,1000")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "10,20,50,100,200,500,1000"
+    )]
     pub levels: Vec<usize>,
     /// Calls per level, as a multiple of the level's concurrency.
     #[arg(long, default_value_t = 2)]
@@ -173,9 +181,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             for o in r.objectives.iter().filter(|o| !o.ok) {
-                println!("MISSED objective {}: {:.2} > {:.2}", o.name, o.value, o.limit);
+                println!(
+                    "MISSED objective {}: {:.2} > {:.2}",
+                    o.name, o.value, o.limit
+                );
             }
-            Ok(if r.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if r.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Capacity(a) => {
             let mut o = a.common.options();

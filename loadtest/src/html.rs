@@ -126,8 +126,11 @@ pub fn histogram(title: &str, unit: &str, values: &[f64]) -> String {
     out
 }
 
+/// A named, coloured series of (x, y) points.
+pub type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+
 /// A line chart of (x, y) series sharing the axes.
-pub fn lines(title: &str, x_unit: &str, y_unit: &str, series: &[(&str, &str, Vec<(f64, f64)>)]) -> String {
+pub fn lines(title: &str, x_unit: &str, y_unit: &str, series: &[Series<'_>]) -> String {
     let mut out = String::new();
     svg_open(&mut out, title);
     let x_max = nice_max(
@@ -166,7 +169,11 @@ pub fn lines(title: &str, x_unit: &str, y_unit: &str, series: &[(&str, &str, Vec
 /// Horizontal bars: p50, p90, p99, max of each distribution.
 pub fn percentiles(title: &str, rows: &[(&str, &Dist)]) -> String {
     let mut out = String::new();
-    let _ = write!(out, "<h3>{}</h3><table><tr><th>figure</th><th>n</th><th>p50</th><th>p90</th><th>p99</th><th>max</th><th></th></tr>", escape(title));
+    let _ = write!(
+        out,
+        "<h3>{}</h3><table><tr><th>figure</th><th>n</th><th>p50</th><th>p90</th><th>p99</th><th>max</th><th></th></tr>",
+        escape(title)
+    );
     for (name, d) in rows {
         let scale = nice_max(d.max);
         let bar = |v: f64, color: &str| {
@@ -322,8 +329,14 @@ pub fn render(r: &Report) -> String {
         h,
         "<h2>The tool's own pacing</h2><p>{} pacing thread(s), {} ticks, {} packets: tick lateness \
          p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; {:.2} % of ticks later than 2 ms; {} resyncs.</p>",
-        s.threads, s.ticks, s.packets_sent, s.lateness_p50_ms, s.lateness_p99_ms, s.lateness_max_ms,
-        s.late_over_2ms_pct, s.resyncs
+        s.threads,
+        s.ticks,
+        s.packets_sent,
+        s.lateness_p50_ms,
+        s.lateness_p99_ms,
+        s.lateness_max_ms,
+        s.late_over_2ms_pct,
+        s.resyncs
     );
     h.push_str("<h2>Correctness</h2><table><tr><th>script</th><th>calls</th><th>passed</th><th>failed</th><th>response p50 (ms)</th></tr>");
     for sc in &r.scripts {
@@ -383,12 +396,19 @@ pub fn render_capacity(c: &CapacityReport) -> String {
             l.jitter_p99_ms,
             l.ivr_cpu_pct_max.map_or("–".into(), |v| format!("{v:.0}")),
             if l.passed { "ok" } else { "bad" },
-            if l.passed { "held".to_string() } else { escape(&l.broken.join(", ")) }
+            if l.passed {
+                "held".to_string()
+            } else {
+                escape(&l.broken.join(", "))
+            }
         );
     }
     h.push_str("</table>");
     let pts = |g: &dyn Fn(&crate::run::Level) -> f64| -> Vec<(f64, f64)> {
-        c.levels.iter().map(|l| (l.concurrency as f64, g(l))).collect()
+        c.levels
+            .iter()
+            .map(|l| (l.concurrency as f64, g(l)))
+            .collect()
     };
     h.push_str(&lines(
         "Response latency p99 by concurrency",
@@ -426,8 +446,19 @@ mod tests {
 
     #[test]
     fn line_chart_has_a_point_per_sample() {
-        let svg = lines("c", "s", "n", &[("a", "#000", vec![(0.0, 1.0), (1.0, 2.0), (2.0, 4.0)])]);
-        let pts = svg.split("points=\"").nth(1).unwrap().split('"').next().unwrap();
+        let svg = lines(
+            "c",
+            "s",
+            "n",
+            &[("a", "#000", vec![(0.0, 1.0), (1.0, 2.0), (2.0, 4.0)])],
+        );
+        let pts = svg
+            .split("points=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
         assert_eq!(pts.split(' ').count(), 3);
     }
 }

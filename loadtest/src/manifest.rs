@@ -236,14 +236,19 @@ impl Manifest {
 
     fn validate(&self) -> Result<(), ManifestError> {
         if self.scripts.is_empty() {
-            return Err(ManifestError::Invalid("no [[script]] in the manifest".into()));
+            return Err(ManifestError::Invalid(
+                "no [[script]] in the manifest".into(),
+            ));
         }
         for s in &self.scripts {
             if s.name.is_empty() {
                 return Err(ManifestError::Invalid("a script has no name".into()));
             }
             if s.steps.is_empty() {
-                return Err(ManifestError::Invalid(format!("script {}: no steps", s.name)));
+                return Err(ManifestError::Invalid(format!(
+                    "script {}: no steps",
+                    s.name
+                )));
             }
             if let Some(c) = &s.codec
                 && c != "pcmu"
@@ -319,11 +324,23 @@ steps = [{ type = "tty", text = "hello" }, { type = "silence", ms = 100 }]
         assert_eq!(m.objectives.response_p99_ms, Some(1500.0));
         let s = &m.scripts[0];
         assert_eq!(s.steps.len(), 4);
-        assert!(matches!(&s.steps[1], Step::Dtmf { digits, wait_ms: Some(500), .. } if digits == "11"));
+        assert!(
+            matches!(&s.steps[1], Step::Dtmf { digits, wait_ms: Some(500), .. } if digits == "11")
+        );
         assert_eq!(s.expect.link_sent.as_deref(), Some("sms"));
         // Weighted round robin: two of every three calls run the first script.
         let names: Vec<&str> = (0..6).map(|n| m.script_for(n).name.as_str()).collect();
-        assert_eq!(names, ["case-status", "case-status", "tty", "case-status", "case-status", "tty"]);
+        assert_eq!(
+            names,
+            [
+                "case-status",
+                "case-status",
+                "tty",
+                "case-status",
+                "case-status",
+                "tty"
+            ]
+        );
     }
 
     #[test]

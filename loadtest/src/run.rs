@@ -253,7 +253,10 @@ pub fn target_addr(uri: &str) -> Result<SocketAddr, RunError> {
     let rest = uri.strip_prefix("sip:").ok_or_else(bad)?;
     let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
     let host = host.split(';').next().unwrap_or(host);
-    let with_port = if host.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+    let with_port = if host
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
         host.to_string()
     } else {
         format!("{host}:5060")
@@ -480,7 +483,11 @@ fn progress(
     );
     let mut err = std::io::stderr().lock();
     if err.is_terminal() {
-        let _ = write!(err, "\r[{:>6.1}s] {counts}    ", start.elapsed().as_secs_f64());
+        let _ = write!(
+            err,
+            "\r[{:>6.1}s] {counts}    ",
+            start.elapsed().as_secs_f64()
+        );
         let _ = err.flush();
     } else if counts != *last {
         let _ = writeln!(err, "[{:>6.1}s] {counts}", start.elapsed().as_secs_f64());
@@ -550,10 +557,22 @@ fn summarize(
         }
     };
     check("invite_p99_ms", o.invite_p99_ms, figures.invite_ms.p99);
-    check("first_audio_p99_ms", o.first_audio_p99_ms, figures.first_audio_ms.p99);
-    check("response_p99_ms", o.response_p99_ms, figures.response_ms.p99);
+    check(
+        "first_audio_p99_ms",
+        o.first_audio_p99_ms,
+        figures.first_audio_ms.p99,
+    );
+    check(
+        "response_p99_ms",
+        o.response_p99_ms,
+        figures.response_ms.p99,
+    );
     check("jitter_p99_ms", o.jitter_p99_ms, figures.jitter_ms.p99);
-    check("pacing_p99_ms", o.pacing_p99_ms, figures.pacing_error_ms.p99);
+    check(
+        "pacing_p99_ms",
+        o.pacing_p99_ms,
+        figures.pacing_error_ms.p99,
+    );
     check("loss_max_pct", o.loss_max_pct, figures.loss_pct.max);
     // No call may fail unless the manifest allows some.
     check(
@@ -695,7 +714,10 @@ pub fn capacity(
         let json = serde_json::to_string_pretty(&out)
             .map_err(|e| RunError::Setup(format!("report: {e}")))?;
         std::fs::write(dir.join("capacity.json"), json)?;
-        std::fs::write(dir.join("capacity.html"), crate::html::render_capacity(&out))?;
+        std::fs::write(
+            dir.join("capacity.html"),
+            crate::html::render_capacity(&out),
+        )?;
     }
     Ok(out)
 }

@@ -28,11 +28,20 @@ const LATE_BUCKETS: usize = 10_000;
 #[derive(Debug, Clone)]
 pub enum Chunk {
     /// Pre-encoded G.711 frames (length a multiple of 160), shared by every call playing them.
-    Audio { data: Arc<[u8]>, pos: usize },
-    Silence { frames: u32 },
+    Audio {
+        data: Arc<[u8]>,
+        pos: usize,
+    },
+    Silence {
+        frames: u32,
+    },
     /// One RFC 4733 key press: `frames` packets of growing duration, then the end packet
     /// three times (§2.5.1.4) so one loss does not lose the key.
-    Event { event: u8, frames: u32, sent: u32 },
+    Event {
+        event: u8,
+        frames: u32,
+        sent: u32,
+    },
 }
 
 impl Chunk {
@@ -82,7 +91,13 @@ pub struct Stream {
 
 impl Stream {
     /// `silence`: the codec's silence byte (0xFF µ-law, 0xD5 A-law).
-    pub fn new(socket: UdpSocket, payload_type: u8, event_type: u8, silence: u8, seed: u32) -> Self {
+    pub fn new(
+        socket: UdpSocket,
+        payload_type: u8,
+        event_type: u8,
+        silence: u8,
+        seed: u32,
+    ) -> Self {
         Stream {
             socket,
             state: Mutex::new(StreamState {
@@ -130,7 +145,11 @@ impl Stream {
     /// When everything queued so far has been sent: `None` while frames remain.
     pub fn drained_at(&self) -> Option<Instant> {
         let s = self.lock();
-        if s.queue.is_empty() { s.drained_at } else { None }
+        if s.queue.is_empty() {
+            s.drained_at
+        } else {
+            None
+        }
     }
 
     pub fn packets(&self) -> u64 {
@@ -147,7 +166,11 @@ impl Stream {
     }
 
     /// Writes this tick's packet into `buf`; returns its length and where it goes.
-    fn next_packet(&self, deadline: Instant, buf: &mut [u8; 12 + FRAME_BYTES]) -> Option<(usize, SocketAddr)> {
+    fn next_packet(
+        &self,
+        deadline: Instant,
+        buf: &mut [u8; 12 + FRAME_BYTES],
+    ) -> Option<(usize, SocketAddr)> {
         let mut s = self.lock();
         let dest = s.dest?;
         let st = &mut *s;
@@ -178,7 +201,11 @@ impl Stream {
                     st.queue.pop_front();
                 }
             }
-            Some(Chunk::Event { event, frames, sent }) => {
+            Some(Chunk::Event {
+                event,
+                frames,
+                sent,
+            }) => {
                 if *sent == 0 {
                     st.event_ts = st.timestamp;
                     marker = true;
@@ -450,7 +477,11 @@ mod tests {
         for us in 0..100u64 {
             l.add(Duration::from_micros(us * 100));
         }
-        assert!((l.quantile_ms(0.5) - 4.9).abs() < 0.05, "{}", l.quantile_ms(0.5));
+        assert!(
+            (l.quantile_ms(0.5) - 4.9).abs() < 0.05,
+            "{}",
+            l.quantile_ms(0.5)
+        );
         assert!((l.quantile_ms(0.99) - 9.8).abs() < 0.05);
         assert!((l.over_pct(5.0) - 49.0).abs() < 1.5, "{}", l.over_pct(5.0));
         l.add(Duration::from_secs(5));
@@ -471,7 +502,10 @@ mod tests {
         }
         let took = t0.elapsed();
         // 10 packets at 20 ms: the first may come at once, the rest 20 ms apart. Gross bounds only.
-        assert!(took >= Duration::from_millis(150) && took < Duration::from_millis(1000), "{took:?}");
+        assert!(
+            took >= Duration::from_millis(150) && took < Duration::from_millis(1000),
+            "{took:?}"
+        );
         s.close();
         drop(sender);
     }

@@ -97,7 +97,11 @@ impl RtpStats {
 
     pub fn loss_pct(&self) -> f64 {
         let e = self.expected();
-        if e == 0 { 0.0 } else { 100.0 * self.lost() as f64 / e as f64 }
+        if e == 0 {
+            0.0
+        } else {
+            100.0 * self.lost() as f64 / e as f64
+        }
     }
 }
 
@@ -169,7 +173,11 @@ mod tests {
         let t0 = Instant::now();
         let mut s = RtpStats::default();
         for i in 0..100u32 {
-            s.handle(t0 + Duration::from_millis(20 * u64::from(i)), 65500u16.wrapping_add(i as u16), i * 160);
+            s.handle(
+                t0 + Duration::from_millis(20 * u64::from(i)),
+                65500u16.wrapping_add(i as u16),
+                i * 160,
+            );
         }
         assert_eq!(s.received, 100);
         assert_eq!(s.expected(), 100, "sequence wrap handled");
@@ -189,7 +197,11 @@ mod tests {
             }
             // Alternate 0 and 4 ms of extra delay: |D| = 4 ms each packet, jitter → 4 ms.
             let wobble = if i % 2 == 0 { 0 } else { 4 };
-            s.handle(t0 + Duration::from_millis(20 * u64::from(i) + wobble), i as u16, i * 160);
+            s.handle(
+                t0 + Duration::from_millis(20 * u64::from(i) + wobble),
+                i as u16,
+                i * 160,
+            );
         }
         assert_eq!(s.lost(), 20);
         assert!((s.loss_pct() - 10.0).abs() < 0.01);
@@ -203,7 +215,11 @@ mod tests {
         let t0 = Instant::now();
         let mut s = RtpStats::default();
         for (k, seq) in [1u16, 3, 2, 2, 4].iter().enumerate() {
-            s.handle(t0 + Duration::from_millis(20 * k as u64), *seq, u32::from(*seq) * 160);
+            s.handle(
+                t0 + Duration::from_millis(20 * k as u64),
+                *seq,
+                u32::from(*seq) * 160,
+            );
         }
         assert_eq!(s.expected(), 4);
         assert_eq!(s.lost(), 0);
@@ -213,7 +229,10 @@ mod tests {
     fn dist_percentiles_nearest_rank() {
         let v: Vec<f64> = (1..=100).map(f64::from).collect();
         let d = Dist::of(&v);
-        assert_eq!((d.count, d.p50, d.p90, d.p99, d.max, d.min), (100, 50.0, 90.0, 99.0, 100.0, 1.0));
+        assert_eq!(
+            (d.count, d.p50, d.p90, d.p99, d.max, d.min),
+            (100, 50.0, 90.0, 99.0, 100.0, 1.0)
+        );
         assert_eq!(Dist::of(&[]).count, 0);
         assert_eq!(Dist::of(&[f64::NAN, 3.0]).p99, 3.0);
     }
@@ -222,7 +241,9 @@ mod tests {
     fn rms_of_silence_and_tone() {
         assert_eq!(frame_rms(&[0xFF; 160], false), 0.0);
         assert!(frame_rms(&[0xD5; 160], true) < 10.0);
-        let loud: Vec<u8> = (0..160).map(|i| ivr::rtp::codec::ulaw_encode(if i % 2 == 0 { 3000 } else { -3000 })).collect();
+        let loud: Vec<u8> = (0..160)
+            .map(|i| ivr::rtp::codec::ulaw_encode(if i % 2 == 0 { 3000 } else { -3000 }))
+            .collect();
         assert!(frame_rms(&loud, false) > 2500.0);
     }
 }

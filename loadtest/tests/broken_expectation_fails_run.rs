@@ -44,7 +44,13 @@ intent = "hours"
     .unwrap();
     let report = dir.join("report");
     let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(["run", "--target", &server.target(), "--admin", &server.admin_url()])
+        .args([
+            "run",
+            "--target",
+            &server.target(),
+            "--admin",
+            &server.admin_url(),
+        ])
         .arg("--manifest")
         .arg(&manifest)
         .args(["--calls", "2", "--concurrency", "2", "--quiet", "--report"])
@@ -52,14 +58,25 @@ intent = "hours"
         .output()
         .expect("run loadtest");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let line = stdout
         .lines()
         .find(|l| l.starts_with("FAILED"))
         .unwrap_or_else(|| panic!("no FAILED line:\n{stdout}"));
     assert!(line.contains("expects-the-wrong-intent"), "{line}");
-    assert!(line.contains("intent: expected \"hours\", got \"case_status\""), "{line}");
-    assert!(!stdout.contains("script keys-right"), "the right script passed:\n{stdout}");
+    assert!(
+        line.contains("intent: expected \"hours\", got \"case_status\""),
+        "{line}"
+    );
+    assert!(
+        !stdout.contains("script keys-right"),
+        "the right script passed:\n{stdout}"
+    );
 
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap())
@@ -78,5 +95,9 @@ intent = "hours"
         .find(|o| o["name"] == "failed_max_pct")
         .unwrap();
     assert_eq!(failed["ok"], false);
-    assert!(std::fs::read_to_string(report.join("report.html")).unwrap().contains("FAILED"));
+    assert!(
+        std::fs::read_to_string(report.join("report.html"))
+            .unwrap()
+            .contains("FAILED")
+    );
 }

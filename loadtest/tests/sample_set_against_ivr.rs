@@ -14,7 +14,13 @@ fn twenty_sample_calls_pass_with_a_complete_report() {
     let audio = samples();
     let report = temp_dir("report");
     let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(["run", "--target", &server.target(), "--admin", &server.admin_url()])
+        .args([
+            "run",
+            "--target",
+            &server.target(),
+            "--admin",
+            &server.admin_url(),
+        ])
         .arg("--manifest")
         .arg(crate_dir().join("samples/manifest.toml"))
         .arg("--audio-dir")
@@ -29,7 +35,13 @@ fn twenty_sample_calls_pass_with_a_complete_report() {
         out.status.success(),
         "loadtest failed ({:?}):\n{stdout}\n{stderr}\n--- ivr log tail ---\n{}",
         out.status,
-        server.log_text().lines().rev().take(40).collect::<Vec<_>>().join("\n")
+        server
+            .log_text()
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     println!("{stdout}");
 
@@ -46,7 +58,10 @@ fn twenty_sample_calls_pass_with_a_complete_report() {
     let num = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
     // Every call was answered and heard; latencies are positive and plausible on loopback.
     assert_eq!(f["invite_ms"]["count"], 20);
-    assert!(num(&f["invite_ms"]["p50"]) > 0.0 && num(&f["invite_ms"]["p99"]) < 2000.0, "{f}");
+    assert!(
+        num(&f["invite_ms"]["p50"]) > 0.0 && num(&f["invite_ms"]["p99"]) < 2000.0,
+        "{f}"
+    );
     assert_eq!(f["first_audio_ms"]["count"], 20);
     assert!(num(&f["first_audio_ms"]["p50"]) < 3000.0, "{f}");
     // Each script has inputs the IVR answers: at least one response per call.
@@ -54,9 +69,15 @@ fn twenty_sample_calls_pass_with_a_complete_report() {
     assert!(f["reaction_ms"]["count"].as_u64().unwrap() >= 20, "{f}");
     assert!(num(&f["reaction_ms"]["p50"]) > 0.0);
     assert_eq!(f["jitter_ms"]["count"], 20);
-    assert!(num(&f["jitter_ms"]["p99"]) >= 0.0 && num(&f["jitter_ms"]["p99"]) < 20.0, "{f}");
+    assert!(
+        num(&f["jitter_ms"]["p99"]) >= 0.0 && num(&f["jitter_ms"]["p99"]) < 20.0,
+        "{f}"
+    );
     assert!(num(&f["loss_pct"]["max"]) < 1.0, "{f}");
-    assert!(f["pacing_error_ms"]["count"].as_u64().unwrap() > 1000, "{f}");
+    assert!(
+        f["pacing_error_ms"]["count"].as_u64().unwrap() > 1000,
+        "{f}"
+    );
     // The tool's own pacing.
     let s = &json["sender"];
     assert!(s["ticks"].as_u64().unwrap() > 100, "{s}");
@@ -69,7 +90,10 @@ fn twenty_sample_calls_pass_with_a_complete_report() {
     assert!(num(&ivr["cpu_pct_max"]) > 0.0, "{ivr}");
     let timeline = json["timeline"].as_array().unwrap();
     assert!(timeline.len() >= 5);
-    assert!(timeline.iter().any(|p| p["active_calls"] == 10), "concurrency reached 10");
+    assert!(
+        timeline.iter().any(|p| p["active_calls"] == 10),
+        "concurrency reached 10"
+    );
     // Correctness per script: all seven scripts ran and passed.
     let scripts = json["scripts"].as_array().unwrap();
     assert_eq!(scripts.len(), 7);
@@ -80,7 +104,10 @@ fn twenty_sample_calls_pass_with_a_complete_report() {
     assert_eq!(json["per_call"].as_array().unwrap().len(), 20);
     assert!(json["failures"].as_array().unwrap().is_empty());
     let objectives = json["objectives"].as_array().unwrap();
-    assert!(objectives.len() >= 5, "the manifest's objectives were checked");
+    assert!(
+        objectives.len() >= 5,
+        "the manifest's objectives were checked"
+    );
     assert!(objectives.iter().all(|o| o["ok"] == true));
 
     let html = std::fs::read_to_string(report.join("report.html")).unwrap();

@@ -9,7 +9,6 @@ use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-
 use loadtest::sender::{Chunk, Sender, Stream};
 use loadtest::stats::Dist;
 
@@ -36,14 +35,17 @@ fn big_buffer(sock: &UdpSocket) {
 
 /// Per stream: packets of the clip received, and |interval − 20 ms| of consecutive ones (ms).
 fn sink(sock: UdpSocket, ssrcs: HashMap<u32, usize>) -> (HashMap<usize, u64>, Vec<f64>) {
-    sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     let mut last: HashMap<usize, (Instant, u16)> = HashMap::new();
     let mut received: HashMap<usize, u64> = HashMap::new();
     let mut errors = Vec::new();
     let mut buf = [0u8; 256];
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(SECONDS + 1) {
-        let Ok((n, _)) = sock.recv_from(&mut buf) else { continue };
+        let Ok((n, _)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
         let at = Instant::now();
         // Only the clip's frames (payload 0x55), not the silence after it.
         if n < 13 || buf[12] != 0x55 {
@@ -92,7 +94,11 @@ fn five_hundred_streams_keep_20_ms() {
         per_sink[i % SINKS].insert(s.ssrc(), i);
         streams.push(s);
     }
-    assert_eq!(per_sink.iter().map(HashMap::len).sum::<usize>(), STREAMS, "distinct SSRCs");
+    assert_eq!(
+        per_sink.iter().map(HashMap::len).sum::<usize>(),
+        STREAMS,
+        "distinct SSRCs"
+    );
     let handles: Vec<_> = sinks
         .into_iter()
         .zip(per_sink)
@@ -136,7 +142,10 @@ fn five_hundred_streams_keep_20_ms() {
     );
     // Gross sanity only: nearly every packet arrives, and the typical interval is 20 ms.
     assert!(total as f64 >= expected as f64 * 0.95, "{total}/{expected}");
-    assert!(received.iter().all(|&r| r as f64 >= frames as f64 * 0.8), "every stream flowed");
+    assert!(
+        received.iter().all(|&r| r as f64 >= frames as f64 * 0.8),
+        "every stream flowed"
+    );
     assert!(d.count as f64 > expected as f64 * 0.8);
     assert!(d.p50 < 5.0, "median interval error {} ms", d.p50);
     assert!(lateness.quantile_ms(0.5) < 5.0);

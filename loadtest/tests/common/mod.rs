@@ -75,7 +75,9 @@ pub fn ivr_bin() -> PathBuf {
 /// Modification time of the newest file under the ivr crate's src/ and its Cargo.toml.
 fn newest_source() -> Option<std::time::SystemTime> {
     fn walk(dir: &Path, newest: &mut Option<std::time::SystemTime>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -99,11 +101,9 @@ pub fn samples() -> PathBuf {
     DIR.get_or_init(|| {
         let script = crate_dir().join("samples/make-samples");
         let text = std::fs::read(&script).expect("samples/make-samples");
-        let hash = text
-            .iter()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-            });
+        let hash = text.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
         let target = profile_dir().parent().expect("target dir").to_path_buf();
         let dir = target.join(format!("loadtest-samples/{hash:016x}"));
         let done = dir.join(".complete");
@@ -256,7 +256,11 @@ fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
     use std::io::Write;
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     buf.split_whitespace().nth(1)?.parse().ok()
