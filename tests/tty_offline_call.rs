@@ -50,7 +50,9 @@ fn args(file: PathBuf, lang: &str, out_wav: Option<PathBuf>) -> Args {
     Args {
         file,
         tty: true,
-        lang: lang.into(),
+        lang: Some(lang.into()),
+        rate: None,
+        config: None,
         out_wav,
         g711: "pcmu".into(),
         caller_id: None,

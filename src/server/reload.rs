@@ -59,7 +59,17 @@ async fn reload_grammars(shared: &Arc<Shared>) {
     let started = std::time::Instant::now();
     match tokio::task::spawn_blocking(move || super::load_grammars(&dir)).await {
         Ok(Ok(nlu)) => {
-            shared.nlu.store(Arc::new(nlu));
+            let nlu = Arc::new(nlu);
+            // The recognizers' grammars and PocketSphinx's LM follow the new phrases.
+            if let Some(pool) = shared.asr.clone() {
+                let (config, n) = (shared.config.clone(), nlu.clone());
+                match tokio::task::spawn_blocking(move || super::load_engines(&config, &n)).await {
+                    Ok(Ok(engines)) => pool.set_engines(Arc::new(engines)),
+                    Ok(Err(e)) => tracing::error!(error = %e, "recognizers not rebuilt; the previous ones keep serving"),
+                    Err(e) => tracing::error!(error = %e, "recognizer rebuild crashed"),
+                }
+            }
+            shared.nlu.store(nlu);
             Metrics::inc(&shared.metrics.grammar_reloads_total);
             tracing::info!(
                 ms = started.elapsed().as_millis() as u64,
