@@ -99,7 +99,10 @@ mod tests {
             super::redact_words("my receipt is i o e nine one two three four please"),
             "my receipt is i o e # # # # # please"
         );
-        assert_eq!(super::redact_words("mail bob@x.org or 555-1234"), "mail # or #");
+        assert_eq!(
+            super::redact_words("mail bob@x.org or 555-1234"),
+            "mail # or #"
+        );
         assert_eq!(super::redact_words("press two"), "press two");
     }
 

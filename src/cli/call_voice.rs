@@ -37,7 +37,8 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
     config.paths.grammars_dir = args.grammars.clone();
     let start_lang = match args.lang.as_deref() {
         Some(code) => Some(
-            Lang::from_code(code).with_context(|| format!("unknown language {code:?} (en or es)"))?,
+            Lang::from_code(code)
+                .with_context(|| format!("unknown language {code:?} (en or es)"))?,
         ),
         None => None,
     };
@@ -56,6 +57,26 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
         }
     }
 
+    // Where the caller starts each stretch of speech (first frame above -40 dBFS after 300 ms
+    // of quiet), to time barge-in from the caller's side.
+    let onsets: Vec<u64> = {
+        let n = (rate / 50) as usize;
+        let mut out = Vec::new();
+        let mut quiet = 15usize;
+        for (i, f) in tape.chunks(n).enumerate() {
+            let rms =
+                (f.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / f.len() as f64).sqrt();
+            if rms > 330.0 {
+                if quiet >= 15 {
+                    out.push(i as u64 * 20);
+                }
+                quiet = 0;
+            } else {
+                quiet += 1;
+            }
+        }
+        out
+    };
     let nlu = crate::server::load_grammars(&config.paths.grammars_dir)?;
     let t = Instant::now();
     let engines = crate::server::load_engines(&config, &nlu)?;
@@ -113,11 +134,17 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
                     });
                 }
                 Action::StopPlayback => {
-                    if playing.take().is_some()
-                        && let Some(s) = speech_started_at
-                    {
-                        // Barge-in: the prompt stops in the frame speech was detected.
-                        barge_ins.push(((now - origin).saturating_sub(s)).as_millis() as u64);
+                    if playing.take().is_some() && speech_started_at.is_some() {
+                        // Barge-in: from the caller's first audible frame of this utterance to
+                        // the prompt stopping.
+                        let at = (now - origin).as_millis() as u64;
+                        let onset = onsets
+                            .iter()
+                            .rev()
+                            .find(|o| **o <= at)
+                            .copied()
+                            .unwrap_or(at);
+                        barge_ins.push(at - onset);
                     }
                 }
                 Action::Listen {
@@ -131,10 +158,8 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
                     };
                     let model_hz = engine.sample_rate_hz();
                     if !matches!(&pipeline, Some((l, _)) if *l == lang) {
-                        pipeline = Some((
-                            lang,
-                            Pipeline::new(rate, model_hz, config.asr.endpoint()),
-                        ));
+                        pipeline =
+                            Some((lang, Pipeline::new(rate, model_hz, config.asr.endpoint())));
                     }
                     let mode = match listen {
                         Listen::Question => Mode::Domain,

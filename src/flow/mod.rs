@@ -1061,7 +1061,12 @@ mod tests {
         let actions = drain(&mut call);
         assert_eq!(
             played(&actions),
-            ["en:greeting", "en:ask_question", "en:language_menu", "es:language_menu"]
+            [
+                "en:greeting",
+                "en:ask_question",
+                "en:language_menu",
+                "es:language_menu"
+            ]
         );
         assert!(actions.contains(&Action::Listen {
             lang: Lang::En,
@@ -1152,7 +1157,10 @@ mod tests {
                 ..Heard::default()
             }),
         );
-        assert_eq!(played(&drain(&mut call)), ["en:ask_question", "en:main_menu"]);
+        assert_eq!(
+            played(&drain(&mut call)),
+            ["en:ask_question", "en:main_menu"]
+        );
         assert_eq!(call.record().digits, "1");
     }
 
@@ -1189,7 +1197,12 @@ mod tests {
         let actions = drain(&mut call);
         assert_eq!(
             played(&actions),
-            ["en:speech_fallback", "en:greeting", "en:language_menu", "es:language_menu"]
+            [
+                "en:speech_fallback",
+                "en:greeting",
+                "en:language_menu",
+                "es:language_menu"
+            ]
         );
         assert!(!actions.iter().any(|a| matches!(a, Action::Listen { .. })));
         call.handle_event(now, Event::SpeechUnavailable);

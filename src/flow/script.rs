@@ -281,7 +281,10 @@ static MENUS: [Menu; 11] = [
         options: &[('1', Goto::TextAhead(true)), ('2', Goto::TextAhead(false))],
         barge_in: true,
         listen: Listen::Choices,
-        acts: &[("yes", Goto::TextAhead(true)), ("no", Goto::TextAhead(false))],
+        acts: &[
+            ("yes", Goto::TextAhead(true)),
+            ("no", Goto::TextAhead(false)),
+        ],
         speech_prompts: NO_PROMPTS,
     },
     // After a question heard with middling confidence: the lead prompt names the intent.

@@ -363,6 +363,9 @@ pub async fn run(
         }
         for d in digits.into_iter().flatten() {
             Metrics::inc(&metrics.dtmf_digits_total);
+            if let Some(a) = asr.as_mut() {
+                a.handle_dtmf(Instant::now());
+            }
             flow.handle_event(Instant::now(), flow::Event::Digit(d));
         }
         // Speech: barge-in, what was heard, or the fall back to keys.
@@ -461,7 +464,10 @@ pub async fn run(
                         .collect();
                     Metrics::inc(&metrics.prompts_played_total);
                     generation = setup.stream.play(items);
-                    if let Some(l) = asr.as_mut().and_then(|a| a.take_reply_latency(Instant::now())) {
+                    if let Some(l) = asr
+                        .as_mut()
+                        .and_then(|a| a.take_reply_latency(Instant::now()))
+                    {
                         shared.reply_latency.observe_us(l.as_micros() as u64);
                         reply_latency_ms.push(l.as_millis() as u64);
                     }

@@ -41,12 +41,25 @@ pub struct CallAsr {
     results_tx: mpsc::Sender<AsrResult>,
     results: mpsc::Receiver<AsrResult>,
     events: VecDeque<flow::Event>,
-    /// Every transcript of the call with its language (for the record).
+    /// Every transcript of the call (for the record).
     pub transcripts: Vec<String>,
+    /// A key tone was just heard: what the VAD takes for speech until then is the tone.
+    mute_until: Option<Instant>,
+    /// The endpointing of the current `listen`, to re-arm after a muted utterance.
+    listen_cfg: Option<EndpointConfig>,
 }
 
+/// How long after a key tone speech is not listened for: the VAD's hangover over the tone's end.
+const DTMF_MUTE: Duration = Duration::from_millis(400);
+
 impl CallAsr {
-    pub fn new(pool: AsrPool, nlu: Arc<Nlu>, call: u64, in_hz: u32, endpoint: EndpointConfig) -> Self {
+    pub fn new(
+        pool: AsrPool,
+        nlu: Arc<Nlu>,
+        call: u64,
+        in_hz: u32,
+        endpoint: EndpointConfig,
+    ) -> Self {
         let (results_tx, results) = mpsc::channel(RESULTS_QUEUE);
         CallAsr {
             pool,
@@ -64,6 +77,8 @@ impl CallAsr {
             results,
             events: VecDeque::new(),
             transcripts: Vec::new(),
+            mute_until: None,
+            listen_cfg: None,
         }
     }
 
@@ -100,7 +115,11 @@ impl CallAsr {
         };
         let rebuild = !matches!(&self.pipeline, Some((l, hz, _)) if *l == lang && *hz == model_hz);
         if rebuild {
-            self.pipeline = Some((lang, model_hz, Pipeline::new(self.in_hz, model_hz, self.endpoint)));
+            self.pipeline = Some((
+                lang,
+                model_hz,
+                Pipeline::new(self.in_hz, model_hz, self.endpoint),
+            ));
         }
         let cfg = EndpointConfig {
             trailing_silence_ms,
@@ -111,6 +130,7 @@ impl CallAsr {
         if let Some((_, _, p)) = self.pipeline.as_mut() {
             p.listen(now, cfg);
         }
+        self.listen_cfg = Some(cfg);
         self.listening = Some((lang, mode));
     }
 
@@ -124,9 +144,22 @@ impl CallAsr {
     }
 
     fn cancel(&mut self) {
-        // Dropping an unfinished utterance cancels it on its worker.
+        // Dropping an unfinished utterance cancels it on its worker; a result of it already on
+        // its way no longer matches the number.
         self.current = None;
+        self.utt += 1;
         self.ended_at = None;
+    }
+
+    /// A key was pressed (RFC 4733 or in-band): the tone is not speech. Whatever the VAD took for
+    /// speech is dropped, and speech is not listened for until the tone's echo in the VAD is over.
+    pub fn handle_dtmf(&mut self, now: Instant) {
+        self.cancel();
+        self.mute_until = Some(now + DTMF_MUTE);
+    }
+
+    fn muted(&self, now: Instant) -> bool {
+        self.mute_until.is_some_and(|t| now < t)
     }
 
     /// One decoded 20 ms frame from the caller (every frame, listening or not: the VAD keeps
@@ -140,7 +173,9 @@ impl CallAsr {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.pipeline.as_ref().and_then(|(_, _, p)| p.poll_timeout())
+        self.pipeline
+            .as_ref()
+            .and_then(|(_, _, p)| p.poll_timeout())
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -161,8 +196,15 @@ impl CallAsr {
                     let Some((lang, mode)) = self.listening.clone() else {
                         continue;
                     };
+                    if self.muted(now) {
+                        // The tail of a key tone: no utterance (its audio and end are ignored).
+                        continue;
+                    }
                     self.utt += 1;
-                    match self.pool.begin(self.call, self.utt, lang, mode, self.results_tx.clone()) {
+                    match self
+                        .pool
+                        .begin(self.call, self.utt, lang, mode, self.results_tx.clone())
+                    {
                         Ok(u) => {
                             self.current = Some(u);
                             self.events.push_back(flow::Event::SpeechStart);
@@ -184,6 +226,12 @@ impl CallAsr {
                         if u.finish().is_err() {
                             self.unavailable("ASR pool overloaded at utterance end");
                         }
+                    } else if self.listening.is_some()
+                        && let (Some(cfg), Some((_, _, p))) =
+                            (self.listen_cfg, self.pipeline.as_mut())
+                    {
+                        // A tone or a cancelled utterance ended: keep listening for speech.
+                        p.listen(now, cfg);
                     }
                 }
                 // The flow times no-input itself.
@@ -211,7 +259,11 @@ impl CallAsr {
                 let lang = self.listening.as_ref().map(|(l, _)| *l).unwrap_or(Lang::En);
                 // The transcript is the caller's words: it may hold personal data, so it is
                 // logged only at debug level and never with numbers in clear.
-                tracing::debug!(chars = transcript.text.len(), confidence = transcript.confidence, "heard");
+                tracing::debug!(
+                    chars = transcript.text.len(),
+                    confidence = transcript.confidence,
+                    "heard"
+                );
                 if !transcript.text.is_empty() {
                     self.transcripts.push(transcript.text.clone());
                 }
@@ -229,7 +281,9 @@ impl CallAsr {
 
     /// Time since the end of the utterance just answered (taken once).
     pub fn take_reply_latency(&mut self, now: Instant) -> Option<Duration> {
-        self.ended_at.take().map(|t| now.saturating_duration_since(t))
+        self.ended_at
+            .take()
+            .map(|t| now.saturating_duration_since(t))
     }
 
     pub fn poll_event(&mut self) -> Option<flow::Event> {

@@ -107,17 +107,14 @@ pub fn asr_work_dir(config: &Config) -> std::path::PathBuf {
 /// Load the recognizers of `[asr]` for the grammars of `nlu`. A backend the operator configured
 /// that cannot load stops the start with the reason; the embedded default's PocketSphinx missing
 /// (Debian package not installed) leaves English to the keypad, with a warning.
-pub fn load_engines(
-    config: &Config,
-    nlu: &crate::nlu::Nlu,
-) -> anyhow::Result<crate::asr::Engines> {
+pub fn load_engines(config: &Config, nlu: &crate::nlu::Nlu) -> anyhow::Result<crate::asr::Engines> {
     let work = asr_work_dir(config);
-    std::fs::create_dir_all(&work)
-        .with_context(|| format!("creating {}", work.display()))?;
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     match crate::asr::Engines::load(&config.asr, nlu, &work) {
         Ok(e) => Ok(e),
         Err(e) => {
-            let explicit = config.asr.en != Default::default() || config.asr.es != Default::default();
+            let explicit =
+                config.asr.en != Default::default() || config.asr.es != Default::default();
             if explicit {
                 Err(anyhow::anyhow!("speech recognition: {e}"))
             } else {
@@ -267,7 +264,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!(%lang, %backend, "speech recognition");
         println!("ivr: speech recognition {lang}: {backend}");
     }
-    tracing::info!(ms = asr_started.elapsed().as_millis() as u64, "recognizers loaded");
+    tracing::info!(
+        ms = asr_started.elapsed().as_millis() as u64,
+        "recognizers loaded"
+    );
     // Sockets first: a port conflict is reported at once, and /healthz answers (with /readyz
     // at 503) while the prompts render.
     let udp = UdpSocket::bind(config.sip.listen)
