@@ -25,6 +25,9 @@ pub struct Config {
     /// Links by SMS and email (`[outbox]`, `[outbox.smtp]`, `[outbox.sms]`).
     #[serde(skip_serializing)]
     pub outbox: crate::outbox::OutboxConfig,
+    /// Speech recognition: recognizers per language, the worker pool, endpointing (`[asr]`).
+    #[serde(skip_serializing)]
+    pub asr: crate::asr::AsrConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

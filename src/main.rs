@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use ivr::config::{Config, PortRange};
@@ -71,20 +70,7 @@ enum Command {
 }
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
-    let default_file = Path::new("sip-configs/ivr.toml");
-    let path = match path {
-        Some(p) => Some(p),
-        None if default_file.exists() => Some(default_file),
-        None => None,
-    };
-    match path {
-        Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            Config::from_toml(&text).with_context(|| format!("in {}", p.display()))
-        }
-        None => Ok(Config::default()),
-    }
+    ivr::cli::load_config(path)
 }
 
 fn parse_lang(s: &str) -> anyhow::Result<Lang> {

@@ -62,8 +62,50 @@ pub fn redact(value: &str) -> String {
     "*".repeat(value.chars().count().min(8))
 }
 
+/// A caller's words with what may identify them hidden: tokens with digits or `@`, and runs of
+/// three or more spoken digits ("nine one two" of a receipt or phone number), become `#`.
+pub fn redact_words(text: &str) -> String {
+    const DIGIT_WORDS: &[&str] = &[
+        "zero", "oh", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+        "cero", "uno", "dos", "tres", "cuatro", "cinco", "seis", "siete", "ocho", "nueve",
+    ];
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let digit_word = |w: &str| DIGIT_WORDS.contains(&w.to_lowercase().as_str());
+    let mut out: Vec<&str> = Vec::with_capacity(words.len());
+    let mut i = 0;
+    while i < words.len() {
+        let run = words[i..].iter().take_while(|w| digit_word(w)).count();
+        if run >= 3 {
+            out.extend(std::iter::repeat_n("#", run));
+            i += run;
+            continue;
+        }
+        let w = words[i];
+        out.push(if w.contains(|c: char| c.is_ascii_digit() || c == '@') {
+            "#"
+        } else {
+            w
+        });
+        i += 1;
+    }
+    out.join(" ")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn spoken_numbers_are_hidden_in_words() {
+        assert_eq!(
+            super::redact_words("my receipt is i o e nine one two three four please"),
+            "my receipt is i o e # # # # # please"
+        );
+        assert_eq!(
+            super::redact_words("mail bob@x.org or 555-1234"),
+            "mail # or #"
+        );
+        assert_eq!(super::redact_words("press two"), "press two");
+    }
+
     use super::*;
 
     #[test]

@@ -50,7 +50,9 @@ fn args(file: PathBuf, lang: &str, out_wav: Option<PathBuf>) -> Args {
     Args {
         file,
         tty: true,
-        lang: lang.into(),
+        lang: Some(lang.into()),
+        rate: None,
+        config: None,
         out_wav,
         g711: "pcmu".into(),
         caller_id: None,
@@ -192,11 +194,12 @@ fn whole_conversation_sends_the_link_by_text_and_ends_with_sk() {
 }
 
 #[test]
-fn voice_mode_is_refused_with_a_usage_code() {
+fn a_missing_recording_is_an_error_in_either_mode() {
     let mut a = args(repo().join("no-such.wav"), "en", None);
+    assert!(run(a.clone()).is_err());
     a.tty = false;
-    let code = run(a).expect("refusing is not an error");
-    assert_eq!(code, std::process::ExitCode::from(2));
+    let e = run(a).expect_err("no recording, no call");
+    assert!(format!("{e:#}").contains("no-such.wav"), "{e:#}");
 }
 
 #[test]

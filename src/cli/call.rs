@@ -34,12 +34,21 @@ const RUN_LIMIT: Duration = Duration::from_secs(30 * 60);
 pub struct Args {
     /// The recorded caller: a WAV file (any rate, mono or stereo).
     pub file: PathBuf,
-    /// The caller is a Baudot TTY (the only mode `ivr call` runs offline so far).
+    /// The caller is a Baudot TTY (typed text as tones), not a talker.
     #[arg(long)]
     pub tty: bool,
-    /// Language of the conversation: en or es.
-    #[arg(long, default_value = "en")]
-    pub lang: String,
+    /// Language of the conversation: en or es. Speech: skips the language menu (without it the
+    /// call starts at the greeting, as a live call does). TTY: default en.
+    #[arg(long)]
+    pub lang: Option<String>,
+    /// Speech: the rate the caller's audio reaches the recognizer front end, 8000 (PSTN, G.711)
+    /// or 16000 (wideband, as Opus callers arrive). Default: 16000 for recordings at 16 kHz or
+    /// more, else 8000.
+    #[arg(long)]
+    pub rate: Option<u32>,
+    /// The configuration (recognizers, voices, TTS cache); default as `ivr serve`.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Write what the IVR transmitted (its TTY tones, silence between turns) as 8 kHz WAV.
     #[arg(long)]
     pub out_wav: Option<PathBuf>,
@@ -63,11 +72,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if !args.tty {
-        eprintln!("ivr call: only TTY callers run offline so far; add --tty");
-        return Ok(ExitCode::from(2));
-    }
-    let report = run_tty(&args)?;
+    let report = if args.tty {
+        run_tty(&args)?
+    } else {
+        super::call_voice::run_voice(&args)?
+    };
     println!("{}", serde_json::to_string(&report)?);
     Ok(ExitCode::SUCCESS)
 }
@@ -86,8 +95,9 @@ pub fn load_tty_prompts(dir: &Path) -> anyhow::Result<TtyPrompts> {
 
 /// The offline run; returns the JSON report `run` prints.
 pub fn run_tty(args: &Args) -> anyhow::Result<serde_json::Value> {
-    let lang = Lang::from_code(&args.lang)
-        .with_context(|| format!("unknown language {:?} (en or es)", args.lang))?;
+    let code = args.lang.as_deref().unwrap_or("en");
+    let lang =
+        Lang::from_code(code).with_context(|| format!("unknown language {code:?} (en or es)"))?;
     let codec: fn(i16) -> i16 = match args.g711.as_str() {
         "pcmu" => |s| ulaw_decode(ulaw_encode(s)),
         "pcma" => |s| alaw_decode(alaw_encode(s)),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::types::Lang;
-pub use script::{Goto, MenuId, Script};
+pub use script::{Goto, Listen, MenuId, Script};
 
 /// What the flow needs to know from the configuration.
 #[derive(Clone, Debug)]
@@ -31,6 +31,15 @@ pub struct FlowConfig {
     /// Intents a live agent can take right now, per language: the agent queue's SIP URI (the
     /// routing policy's decision at the call's start: tier, language, business hours).
     pub transfers: std::collections::HashMap<(Lang, String), Transfer>,
+    /// Languages the caller can speak in (a recognizer serves them); the others use keys only.
+    pub speech: HashSet<Lang>,
+    /// Trailing silence that ends a spoken answer: short for closed choices ("yes"), longer
+    /// for an open question, where callers pause mid-sentence.
+    pub choice_silence_ms: u32,
+    pub question_silence_ms: u32,
+    /// The caller's language is known before the call starts (`ivr call --lang`, a
+    /// language-specific number): skip the language menu.
+    pub start_lang: Option<Lang>,
 }
 
 impl Default for FlowConfig {
@@ -41,6 +50,10 @@ impl Default for FlowConfig {
             sms_links: HashSet::new(),
             sms_to_caller: false,
             transfers: std::collections::HashMap::new(),
+            speech: HashSet::new(),
+            choice_silence_ms: 500,
+            question_silence_ms: 800,
+            start_lang: None,
         }
     }
 }
@@ -85,6 +98,49 @@ pub enum Event {
     LinkQueued(bool),
     /// The transfer ended: the agent's side took the call (`true`) or it failed.
     TransferDone(bool),
+    /// The caller started talking (the recognizer's endpointer heard speech): barge-in.
+    SpeechStart,
+    /// What the caller said, understood by the shell (see [`Heard`]).
+    Heard(Heard),
+    /// Recognition is unavailable (overloaded, no recognizer): keys only from now on.
+    SpeechUnavailable,
+}
+
+/// One spoken answer: the transcript and what the grammars make of it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Heard {
+    pub text: String,
+    /// A spoken menu choice ("two", "dos").
+    pub digit: Option<char>,
+    /// A dialog act ("yes", "repeat", "spanish").
+    pub act: Option<String>,
+    /// The question's intent and its calibrated confidence.
+    pub intent: Option<String>,
+    pub confidence: f32,
+}
+
+impl Eq for Heard {}
+
+impl Heard {
+    /// Understand a transcript with the loaded grammars.
+    pub fn understand(nlu: &crate::nlu::Nlu, lang: Lang, text: &str) -> Heard {
+        let text = text.trim();
+        if text.is_empty() {
+            return Heard::default();
+        }
+        let digit = nlu
+            .menu_digit(lang, text)
+            .and_then(|d| char::from_digit(u32::from(d), 10));
+        let act = nlu.act(lang, text).map(|(a, _)| a);
+        let c = nlu.classify(lang, text);
+        Heard {
+            text: text.to_string(),
+            digit,
+            act,
+            intent: c.intent,
+            confidence: c.confidence,
+        }
+    }
 }
 
 /// Outputs to the shell.
@@ -114,6 +170,15 @@ pub enum Action {
     },
     /// The caller said yes (key 1) to the text-ahead notification: store the consent.
     RecordConsent,
+    /// Start listening for speech in `lang` (barge-in included, when the prompt allows it),
+    /// replacing any listening in progress; the answer comes back as `Event::Heard`.
+    Listen {
+        lang: Lang,
+        listen: Listen,
+        trailing_silence_ms: u32,
+    },
+    /// Stop listening (a state with no spoken answer).
+    StopListening,
 }
 
 /// How the call ended, as stored in the call record.
@@ -163,6 +228,10 @@ pub struct Record {
     pub text_ahead: Option<bool>,
     /// What the call did besides prompts: `send_link:sms:<intent>`.
     pub actions: Vec<String>,
+    /// What the caller said, in order (as recognized).
+    pub transcripts: Vec<String>,
+    /// The confidence of the last question understood.
+    pub confidence: Option<f32>,
     pub outcome: Option<Outcome>,
 }
 
@@ -179,6 +248,14 @@ pub struct Call {
     barge_in: bool,
     playing: bool,
     no_input_at: Option<Instant>,
+    /// Spoken answers are being listened for.
+    listening: bool,
+    /// The caller is talking (between `SpeechStart` and `Heard`).
+    talking: bool,
+    /// Recognition failed once: keys only for the rest of the call.
+    speech_off: bool,
+    /// The intent awaiting "did you ask about ...?".
+    pending: Option<&'static str>,
     actions: VecDeque<Action>,
     record: Record,
 }
@@ -195,6 +272,10 @@ impl Call {
             barge_in: false,
             playing: false,
             no_input_at: None,
+            listening: false,
+            talking: false,
+            speech_off: false,
+            pending: None,
             actions: VecDeque::new(),
             record: Record::default(),
         }
@@ -228,7 +309,10 @@ impl Call {
         match event {
             Event::Start => {
                 if self.state == State::Idle {
-                    self.enter_menu(self.script.start, &[]);
+                    match self.config.start_lang {
+                        Some(lang) => self.follow(Goto::Language(lang, self.script.main)),
+                        None => self.enter_menu(self.script.start, &[]),
+                    }
                 }
             }
             Event::Digit(d) => self.on_digit(now, d),
@@ -259,6 +343,142 @@ impl Call {
                 self.state = State::Ended;
                 self.no_input_at = None;
             }
+            Event::SpeechStart => self.on_speech_start(),
+            Event::Heard(h) => self.on_heard(h),
+            Event::SpeechUnavailable => self.on_speech_unavailable(),
+        }
+    }
+
+    /// Whether the caller can answer by voice in the current language.
+    fn speech_on(&self) -> bool {
+        !self.speech_off && self.config.speech.contains(&self.lang)
+    }
+
+    fn on_speech_start(&mut self) {
+        if !self.listening || !matches!(self.state, State::Menu { .. }) {
+            return;
+        }
+        self.talking = true;
+        // The caller is talking: no "I didn't hear you" while they do.
+        self.no_input_at = None;
+        if self.playing && self.barge_in {
+            self.actions.push_back(Action::StopPlayback);
+            self.playing = false;
+        }
+    }
+
+    fn on_heard(&mut self, heard: Heard) {
+        let was_talking = std::mem::take(&mut self.talking);
+        let State::Menu { menu, .. } = self.state else {
+            return;
+        };
+        if !self.listening {
+            return;
+        }
+        if heard.text.is_empty() {
+            // Noise or nothing the grammar knows. While the prompt still plays (a cough that
+            // did not stop it) just keep listening; otherwise ask again.
+            if self.playing && !was_talking {
+                self.listen_for(menu);
+            } else {
+                self.retry(menu, "not_understood", Outcome::NoMatch);
+            }
+            return;
+        }
+        self.record.transcripts.push(heard.text.clone());
+        if self.playing {
+            self.actions.push_back(Action::StopPlayback);
+            self.playing = false;
+        }
+        self.no_input_at = None;
+        let m = self.script.menu(menu);
+        let goto = heard
+            .digit
+            .and_then(|d| {
+                self.record.digits.push(d);
+                m.choice(d)
+            })
+            .or_else(|| {
+                let act = heard.act.as_deref()?;
+                m.acts
+                    .iter()
+                    .find(|(a, _)| *a == act)
+                    .map(|(_, g)| *g)
+                    .or(match act {
+                        "goodbye" => Some(Goto::Goodbye),
+                        "repeat" | "help" => Some(Goto::Menu(menu)),
+                        _ => None,
+                    })
+            });
+        if let Some(goto) = goto {
+            self.retries = 0;
+            self.follow(goto);
+            return;
+        }
+        let question = m.listen == Listen::Question;
+        let intent = heard
+            .intent
+            .as_deref()
+            .filter(|_| question)
+            .and_then(|i| crate::intents::INTENTS.iter().copied().find(|k| *k == i));
+        match intent {
+            Some(intent) => {
+                self.retries = 0;
+                self.record.confidence = Some(heard.confidence);
+                if menu == self.script.start {
+                    // A question over the greeting: the caller speaks the language we listened in.
+                    self.record.lang = Some(self.lang);
+                }
+                if heard.confidence >= crate::nlu::CONFIRM_THRESHOLD {
+                    self.follow(Goto::Answer(intent));
+                } else {
+                    self.pending = Some(intent);
+                    let lead = [PromptRef::new(self.lang, format!("confirm.{intent}"))];
+                    self.enter_menu(self.script.confirm, &lead);
+                }
+            }
+            None => self.retry(menu, "not_understood", Outcome::NoMatch),
+        }
+    }
+
+    fn on_speech_unavailable(&mut self) {
+        if self.speech_off {
+            return;
+        }
+        self.speech_off = true;
+        self.talking = false;
+        let was_listening = std::mem::take(&mut self.listening);
+        self.record.actions.push("speech_fallback".into());
+        if let (&State::Menu { menu, .. }, true) = (&self.state, was_listening) {
+            // Say so once and replay the menu with its key choices.
+            let lead = [PromptRef::new(self.lang, "speech_fallback")];
+            self.enter_menu(menu, &lead);
+        }
+    }
+
+    /// Listen for a spoken answer to `menu`, if the caller can speak here.
+    fn listen_for(&mut self, menu: MenuId) {
+        let m = self.script.menu(menu);
+        self.talking = false;
+        if self.speech_on() && m.listen != Listen::Keys {
+            self.listening = true;
+            self.actions.push_back(Action::Listen {
+                lang: self.lang,
+                listen: m.listen,
+                trailing_silence_ms: match m.listen {
+                    Listen::Question => self.config.question_silence_ms,
+                    _ => self.config.choice_silence_ms,
+                },
+            });
+        } else if std::mem::take(&mut self.listening) {
+            self.actions.push_back(Action::StopListening);
+        }
+    }
+
+    fn stop_listening(&mut self) {
+        self.talking = false;
+        if std::mem::take(&mut self.listening) {
+            self.actions.push_back(Action::StopListening);
         }
     }
 
@@ -376,6 +596,7 @@ impl Call {
                     self.enter_menu(self.script.text_ahead, &[]);
                 }
                 Some(_) => {
+                    self.stop_listening();
                     self.state = State::Transferring { started: false };
                     self.no_input_at = None;
                     self.play(vec![PromptRef::new(self.lang, "transfer_start")], false);
@@ -386,10 +607,19 @@ impl Call {
             Goto::SendSms => match self.last_answer.clone() {
                 Some(intent) => {
                     self.record.actions.push(format!("send_link:sms:{intent}"));
+                    self.stop_listening();
                     self.state = State::Sending;
                     self.actions.push_back(Action::SendSms { intent });
                 }
                 None => self.enter_menu(self.script.after_answer, &[]),
+            },
+            Goto::Confirm(yes) => match (yes, self.pending.take()) {
+                (true, Some(intent)) => self.follow(Goto::Answer(intent)),
+                // "No": ask again from the main menu.
+                _ => {
+                    let lead = [PromptRef::new(self.lang, "not_understood")];
+                    self.enter_menu(self.script.main, &lead);
+                }
             },
             Goto::Goodbye => {
                 self.record.outcome.get_or_insert(Outcome::Completed);
@@ -426,7 +656,13 @@ impl Call {
     fn enter_menu(&mut self, menu: MenuId, lead: &[PromptRef]) {
         let m = self.script.menu(menu);
         let mut prompts = lead.to_vec();
-        prompts.extend(m.prompts.iter().map(|p| self.prompt_for(p)));
+        let speech = self.speech_on() && m.listen != Listen::Keys;
+        let own = if speech && !m.speech_prompts.is_empty() {
+            m.speech_prompts
+        } else {
+            m.prompts
+        };
+        prompts.extend(own.iter().map(|p| self.prompt_for(p)));
         let after_answer =
             menu == self.script.after_answer || menu == self.script.after_answer_link;
         if after_answer && self.transfer_target().is_some() {
@@ -437,6 +673,7 @@ impl Call {
             waiting: false,
         };
         self.play(prompts, m.barge_in);
+        self.listen_for(menu);
     }
 
     fn retry(&mut self, menu: MenuId, apology: &str, outcome: Outcome) {
@@ -451,6 +688,7 @@ impl Call {
     }
 
     fn goodbye(&mut self) {
+        self.stop_listening();
         self.state = State::Goodbye;
         self.no_input_at = None;
         self.play(vec![PromptRef::new(self.lang, "goodbye")], false);
@@ -767,7 +1005,12 @@ mod tests {
     fn every_menu_option_leads_somewhere_known() {
         let script = Script::standard();
         for menu in script.menus {
-            for (_, goto) in menu.options {
+            for goto in menu
+                .options
+                .iter()
+                .map(|(_, g)| g)
+                .chain(menu.acts.iter().map(|(_, g)| g))
+            {
                 match goto {
                     Goto::Answer(intent) => assert!(crate::intents::is_intent(intent), "{intent}"),
                     Goto::Menu(m) | Goto::Language(_, m) => assert!(m.0 < script.menus.len()),
@@ -776,6 +1019,7 @@ mod tests {
                     | Goto::SendSms
                     | Goto::AfterAnswer
                     | Goto::Transfer
+                    | Goto::Confirm(_)
                     | Goto::TextAhead(_) => {}
                 }
             }
@@ -790,5 +1034,202 @@ mod tests {
                 "{intent} has no menu key"
             );
         }
+    }
+
+    fn speaking() -> (Call, Instant) {
+        let now = Instant::now();
+        let mut call = Call::new(FlowConfig {
+            speech: [Lang::En].into_iter().collect(),
+            ..FlowConfig::default()
+        });
+        call.handle_event(now, Event::Start);
+        (call, now)
+    }
+
+    fn heard(text: &str, intent: Option<&str>, confidence: f32) -> Event {
+        Event::Heard(Heard {
+            text: text.into(),
+            intent: intent.map(String::from),
+            confidence,
+            ..Heard::default()
+        })
+    }
+
+    #[test]
+    fn a_question_over_the_greeting_stops_it_and_gets_the_answer() {
+        let (mut call, now) = speaking();
+        let actions = drain(&mut call);
+        assert_eq!(
+            played(&actions),
+            [
+                "en:greeting",
+                "en:ask_question",
+                "en:language_menu",
+                "es:language_menu"
+            ]
+        );
+        assert!(actions.contains(&Action::Listen {
+            lang: Lang::En,
+            listen: Listen::Question,
+            trailing_silence_ms: 800
+        }));
+        call.handle_event(now, Event::SpeechStart);
+        assert_eq!(drain(&mut call), [Action::StopPlayback]);
+        call.handle_event(now, heard("check my case status", Some("case_status"), 0.9));
+        let actions = drain(&mut call);
+        assert_eq!(
+            played(&actions),
+            ["en:answer.case_status", "en:after_answer"]
+        );
+        assert_eq!(call.record().intents, ["case_status"]);
+        assert_eq!(call.record().transcripts, ["check my case status"]);
+        assert_eq!(call.record().lang, Some(Lang::En));
+        // The after-answer menu listens too.
+        assert!(actions.iter().any(|a| matches!(a, Action::Listen { .. })));
+    }
+
+    #[test]
+    fn a_middling_question_is_confirmed_first() {
+        let (mut call, now) = speaking();
+        drain(&mut call);
+        call.handle_event(now, Event::PlaybackDone);
+        call.handle_event(now, heard("change address", Some("change_of_address"), 0.4));
+        let actions = drain(&mut call);
+        assert_eq!(
+            played(&actions),
+            ["en:confirm.change_of_address", "en:confirm_menu"]
+        );
+        assert!(actions.contains(&Action::Listen {
+            lang: Lang::En,
+            listen: Listen::Choices,
+            trailing_silence_ms: 500
+        }));
+        call.handle_event(
+            now,
+            Event::Heard(Heard {
+                text: "yes".into(),
+                act: Some("yes".into()),
+                ..Heard::default()
+            }),
+        );
+        assert_eq!(
+            played(&drain(&mut call)),
+            ["en:answer.change_of_address", "en:after_answer"]
+        );
+        // "No" goes back to the main menu and asks again.
+        let (mut call, now) = speaking();
+        drain(&mut call);
+        call.handle_event(now, heard("change address", Some("change_of_address"), 0.4));
+        drain(&mut call);
+        call.handle_event(now, Event::Digit('2'));
+        assert_eq!(
+            played(&drain(&mut call)),
+            ["en:not_understood", "en:ask_question", "en:main_menu"]
+        );
+        assert!(call.record().intents.is_empty());
+    }
+
+    #[test]
+    fn spoken_choices_and_acts_follow_the_menu() {
+        let (mut call, now) = speaking();
+        drain(&mut call);
+        call.handle_event(
+            now,
+            Event::Heard(Heard {
+                text: "espanol".into(),
+                act: Some("spanish".into()),
+                ..Heard::default()
+            }),
+        );
+        assert_eq!(call.lang(), Lang::Es);
+        // No recognizer for Spanish here: the keypad menu, and listening stops.
+        let actions = drain(&mut call);
+        assert_eq!(played(&actions), ["es:main_menu"]);
+        assert!(actions.contains(&Action::StopListening));
+        // A spoken digit is a key.
+        let (mut call, now) = speaking();
+        drain(&mut call);
+        call.handle_event(
+            now,
+            Event::Heard(Heard {
+                text: "one".into(),
+                digit: Some('1'),
+                ..Heard::default()
+            }),
+        );
+        assert_eq!(
+            played(&drain(&mut call)),
+            ["en:ask_question", "en:main_menu"]
+        );
+        assert_eq!(call.record().digits, "1");
+    }
+
+    #[test]
+    fn not_understood_asks_again_and_noise_while_playing_is_ignored() {
+        let (mut call, now) = speaking();
+        drain(&mut call);
+        // A result with nothing in it while the prompt still plays (no speech start): keep
+        // listening, say nothing.
+        call.handle_event(now, heard("", None, 0.0));
+        let actions = drain(&mut call);
+        assert!(played(&actions).is_empty());
+        assert!(matches!(actions[..], [Action::Listen { .. }]));
+        // Talking, then nothing understood: ask again.
+        call.handle_event(now, Event::SpeechStart);
+        drain(&mut call);
+        call.handle_event(now, heard("purple monkey", None, 0.1));
+        let p = played(&drain(&mut call));
+        assert_eq!(p[0], "en:not_understood");
+        // Three strikes end the call like keys do.
+        for _ in 0..2 {
+            call.handle_event(now, Event::SpeechStart);
+            call.handle_event(now, heard("purple monkey", None, 0.1));
+        }
+        assert!(played(&drain(&mut call)).contains(&"en:goodbye".to_string()));
+        assert_eq!(call.record().outcome, Some(Outcome::NoMatch));
+    }
+
+    #[test]
+    fn speech_unavailable_falls_back_to_keys_once() {
+        let (mut call, now) = speaking();
+        drain(&mut call);
+        call.handle_event(now, Event::SpeechUnavailable);
+        let actions = drain(&mut call);
+        assert_eq!(
+            played(&actions),
+            [
+                "en:speech_fallback",
+                "en:greeting",
+                "en:language_menu",
+                "es:language_menu"
+            ]
+        );
+        assert!(!actions.iter().any(|a| matches!(a, Action::Listen { .. })));
+        call.handle_event(now, Event::SpeechUnavailable);
+        assert!(drain(&mut call).is_empty());
+        call.handle_event(now, Event::Digit('1'));
+        assert_eq!(played(&drain(&mut call)), ["en:main_menu"]);
+        assert_eq!(call.record().actions, ["speech_fallback"]);
+    }
+
+    #[test]
+    fn speech_does_not_stop_a_prompt_that_cannot_be_interrupted() {
+        let (mut call, now) = speaking();
+        drain(&mut call);
+        call.handle_event(now, heard("goodbye", None, 0.0));
+        drain(&mut call);
+        call.handle_event(
+            now,
+            Event::Heard(Heard {
+                text: "goodbye".into(),
+                act: Some("goodbye".into()),
+                ..Heard::default()
+            }),
+        );
+        let actions = drain(&mut call);
+        assert!(played(&actions).contains(&"en:goodbye".to_string()));
+        assert!(actions.contains(&Action::StopListening));
+        call.handle_event(now, Event::SpeechStart);
+        assert!(drain(&mut call).is_empty());
     }
 }

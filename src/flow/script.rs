@@ -30,6 +30,21 @@ pub enum Goto {
     Transfer,
     /// The caller's answer to the text-ahead question (true only for an explicit yes).
     TextAhead(bool),
+    /// The caller's answer to "did you ask about ...?" after a question heard with middling
+    /// confidence.
+    Confirm(bool),
+}
+
+/// What a menu lets the caller say, when the caller's language has a recognizer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listen {
+    /// Keys only.
+    Keys,
+    /// The menu's choices: spoken digits and the dialog acts of [`Menu::acts`] (a closed
+    /// grammar).
+    Choices,
+    /// An open question in the domain (and the choices): "I need to change my address".
+    Question,
 }
 
 /// A prompt of a menu; `lang` pins it to one language (the bilingual language menu).
@@ -44,8 +59,15 @@ pub struct Menu {
     pub name: &'static str,
     pub prompts: &'static [MenuPrompt],
     pub options: &'static [(char, Goto)],
-    /// Keys may interrupt the prompt.
+    /// Keys (and speech) may interrupt the prompt.
     pub barge_in: bool,
+    pub listen: Listen,
+    /// Spoken answers (dialog acts of `grammars/<lang>/acts.txt`) and where they lead. "repeat"
+    /// and "goodbye" work everywhere unless a menu maps them.
+    pub acts: &'static [(&'static str, Goto)],
+    /// Played instead of `prompts` when the caller can speak (they invite a spoken answer);
+    /// empty: `prompts`.
+    pub speech_prompts: &'static [MenuPrompt],
 }
 
 impl Menu {
@@ -65,6 +87,10 @@ pub struct Script {
     pub after_answer_link: MenuId,
     /// The text-ahead consent question before a tier-2 transfer.
     pub text_ahead: MenuId,
+    /// "Did you ask about ...?" after a question heard with middling confidence.
+    pub confirm: MenuId,
+    /// Where a spoken question that is not understood leads back to.
+    pub main: MenuId,
 }
 
 const fn p(id: &'static str) -> MenuPrompt {
@@ -88,8 +114,18 @@ const AFTER_ANSWER: MenuId = MenuId(6);
 const AFTER_ANSWER_LINK: MenuId = MenuId(7);
 const SMS_CONFIRM: MenuId = MenuId(8);
 const TEXT_AHEAD: MenuId = MenuId(9);
+const CONFIRM: MenuId = MenuId(10);
 
-static MENUS: [Menu; 10] = [
+const NO_PROMPTS: &[MenuPrompt] = &[];
+const SUBMENU_ACTS: &[(&str, Goto)] = &[("no", Goto::Menu(MAIN)), ("help", Goto::Menu(MAIN))];
+const AFTER_ANSWER_ACTS: &[(&str, Goto)] = &[
+    ("repeat", Goto::RepeatAnswer),
+    ("no", Goto::Goodbye),
+    ("goodbye", Goto::Goodbye),
+    ("help", Goto::Menu(MAIN)),
+];
+
+static MENUS: [Menu; 11] = [
     Menu {
         name: "language",
         prompts: &[
@@ -102,6 +138,17 @@ static MENUS: [Menu; 10] = [
             ('2', Goto::Language(Lang::Es, MAIN)),
         ],
         barge_in: true,
+        listen: Listen::Question,
+        acts: &[
+            ("english", Goto::Language(Lang::En, MAIN)),
+            ("spanish", Goto::Language(Lang::Es, MAIN)),
+        ],
+        speech_prompts: &[
+            pin("greeting", Lang::En),
+            pin("ask_question", Lang::En),
+            pin("language_menu", Lang::En),
+            pin("language_menu", Lang::Es),
+        ],
     },
     Menu {
         name: "main",
@@ -119,6 +166,9 @@ static MENUS: [Menu; 10] = [
             ('0', Goto::Answer("agent")),
         ],
         barge_in: true,
+        listen: Listen::Question,
+        acts: &[("help", Goto::Menu(MAIN)), ("repeat", Goto::Menu(MAIN))],
+        speech_prompts: &[p("ask_question"), p("main_menu")],
     },
     Menu {
         name: "documents",
@@ -129,6 +179,9 @@ static MENUS: [Menu; 10] = [
             ('*', Goto::Menu(MAIN)),
         ],
         barge_in: true,
+        listen: Listen::Question,
+        acts: SUBMENU_ACTS,
+        speech_prompts: NO_PROMPTS,
     },
     Menu {
         name: "appointments",
@@ -141,6 +194,9 @@ static MENUS: [Menu; 10] = [
             ('*', Goto::Menu(MAIN)),
         ],
         barge_in: true,
+        listen: Listen::Question,
+        acts: SUBMENU_ACTS,
+        speech_prompts: NO_PROMPTS,
     },
     Menu {
         name: "online",
@@ -152,6 +208,9 @@ static MENUS: [Menu; 10] = [
             ('*', Goto::Menu(MAIN)),
         ],
         barge_in: true,
+        listen: Listen::Question,
+        acts: SUBMENU_ACTS,
+        speech_prompts: NO_PROMPTS,
     },
     Menu {
         name: "more",
@@ -166,6 +225,9 @@ static MENUS: [Menu; 10] = [
             ('*', Goto::Menu(MAIN)),
         ],
         barge_in: true,
+        listen: Listen::Question,
+        acts: SUBMENU_ACTS,
+        speech_prompts: NO_PROMPTS,
     },
     Menu {
         name: "after_answer",
@@ -178,6 +240,9 @@ static MENUS: [Menu; 10] = [
             ('*', Goto::Menu(MAIN)),
         ],
         barge_in: true,
+        listen: Listen::Question,
+        acts: AFTER_ANSWER_ACTS,
+        speech_prompts: NO_PROMPTS,
     },
     // After an answer whose link can be sent, to a caller whose number can receive a text.
     Menu {
@@ -192,6 +257,9 @@ static MENUS: [Menu; 10] = [
             ('*', Goto::Menu(MAIN)),
         ],
         barge_in: true,
+        listen: Listen::Question,
+        acts: AFTER_ANSWER_ACTS,
+        speech_prompts: NO_PROMPTS,
     },
     Menu {
         name: "sms_confirm",
@@ -202,6 +270,9 @@ static MENUS: [Menu; 10] = [
             ('*', Goto::AfterAnswer),
         ],
         barge_in: true,
+        listen: Listen::Choices,
+        acts: &[("yes", Goto::SendSms), ("no", Goto::AfterAnswer)],
+        speech_prompts: NO_PROMPTS,
     },
     // Tier 2, before the transfer: may an officer's call be announced by a text message?
     Menu {
@@ -209,6 +280,22 @@ static MENUS: [Menu; 10] = [
         prompts: &[p("text_ahead")],
         options: &[('1', Goto::TextAhead(true)), ('2', Goto::TextAhead(false))],
         barge_in: true,
+        listen: Listen::Choices,
+        acts: &[
+            ("yes", Goto::TextAhead(true)),
+            ("no", Goto::TextAhead(false)),
+        ],
+        speech_prompts: NO_PROMPTS,
+    },
+    // After a question heard with middling confidence: the lead prompt names the intent.
+    Menu {
+        name: "confirm",
+        prompts: &[p("confirm_menu")],
+        options: &[('1', Goto::Confirm(true)), ('2', Goto::Confirm(false))],
+        barge_in: true,
+        listen: Listen::Choices,
+        acts: &[("yes", Goto::Confirm(true)), ("no", Goto::Confirm(false))],
+        speech_prompts: NO_PROMPTS,
     },
 ];
 
@@ -218,6 +305,8 @@ static STANDARD: Script = Script {
     after_answer: AFTER_ANSWER,
     after_answer_link: AFTER_ANSWER_LINK,
     text_ahead: TEXT_AHEAD,
+    confirm: CONFIRM,
+    main: MAIN,
 };
 
 impl Script {
@@ -238,7 +327,7 @@ impl Script {
         let mut ids: Vec<&'static str> = self
             .menus
             .iter()
-            .flat_map(|m| m.prompts.iter().map(|p| p.id))
+            .flat_map(|m| m.prompts.iter().chain(m.speech_prompts).map(|p| p.id))
             .collect();
         ids.extend([
             "no_input",
@@ -249,6 +338,8 @@ impl Script {
             "offer_transfer",
             "transfer_start",
             "transfer_failed",
+            "not_understood",
+            "speech_fallback",
         ]);
         ids.sort_unstable();
         ids.dedup();

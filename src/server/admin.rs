@@ -32,6 +32,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
         "draining": draining,
         "calls_active": shared.metrics.calls_active.load(Relaxed),
         "prompts": shared.prompts.load().len(),
+        "asr": shared.asr_backends(),
     });
     let status = if ready {
         StatusCode::OK
@@ -42,10 +43,18 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        shared.metrics.render_all(&shared.send_lateness),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
+        let mut out = shared.metrics.render_all(&shared.send_lateness);
+        shared.reply_latency.render_into(
+            &mut out,
+            "ivr_asr_reply_latency_seconds",
+            "From the end of a caller's utterance (endpoint) to the reply starting to play.",
+        );
+        if let Some(pool) = &shared.asr {
+            out.push_str(&pool.metrics().render());
+        }
+        out
+    })
         .into_response()
 }
 

@@ -238,6 +238,16 @@ impl AsrPool {
         &self.inner.metrics
     }
 
+    /// The engines serving now (languages, backends, sample rates).
+    pub fn engines(&self) -> Arc<Engines> {
+        self.inner
+            .engines
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()
+    }
+
     /// Start recognizing utterance `utt` of call `call` (ids unique per call) in `mode`.
     pub fn begin(
         &self,

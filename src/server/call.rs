@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 
 use super::Shared;
+use super::call_asr::CallAsr;
 use super::metrics::Metrics;
 use super::outgoing::{Stream, StreamEvent};
 use super::store::{CallRecord, now_rfc3339};
@@ -103,6 +104,32 @@ fn tty_session(setup: &CallSetup, lang: crate::types::Lang) -> Option<TtySession
 
 const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Numbers the server's calls for the ASR pool (its utterance keys).
+static CALL_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Speech recognition for a voice call whose flow can listen in some language.
+fn call_asr(shared: &Shared, setup: &CallSetup) -> Option<CallAsr> {
+    let pool = shared.asr.clone()?;
+    if setup.tty || setup.flow.speech.is_empty() {
+        return None;
+    }
+    let call = CALL_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Some(CallAsr::new(
+        pool,
+        setup.nlu.clone(),
+        call,
+        setup.media.codec.pcm_rate(),
+        shared.config.asr.endpoint(),
+    ))
+}
+
+async fn recv_asr(asr: Option<&mut CallAsr>) -> Option<super::asr_pool::AsrResult> {
+    match asr {
+        Some(a) => a.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn inbound_for(media: &Negotiated) -> Option<Inbound> {
     let mut cfg = InboundConfig::for_codec(media.codec);
     cfg.audio_pt = media.payload_type;
@@ -139,6 +166,11 @@ pub async fn run(
         None
     };
     let mut watch = TtyWatch::default();
+    let mut asr = call_asr(&shared, &setup);
+    let mut reply_latency_ms: Vec<u64> = Vec::new();
+    // A frame of silence for playout ticks with no audio: the endpointer's clock is the audio,
+    // so a caller who stops sending RTP still ends their utterance.
+    let silence = vec![0i16; (setup.media.codec.pcm_rate() * setup.ptime_ms / 1000) as usize];
     // A TTY hang-up waits for the last line (ending "SK") to be sent.
     let mut hangup_after_playback = false;
     setup.stream.set_media(
@@ -171,6 +203,9 @@ pub async fn run(
                     Some(CallCommand::Media(m)) => {
                         if m.codec != setup.media.codec || m.payload_type != setup.media.payload_type {
                             inbound = inbound_for(&m);
+                            if let Some(a) = asr.as_mut() {
+                                a.set_input_rate(m.codec.pcm_rate());
+                            }
                         }
                         setup.media = *m;
                         let sends = setup.media.direction.sends() && !hanging_up;
@@ -242,18 +277,31 @@ pub async fn run(
                             if !saw_rfc4733 {
                                 digits[0] = inband.process(&pcm[..n]);
                             }
+                            if let Some(a) = asr.as_mut() {
+                                a.handle_frame(now, &pcm[..n]);
+                            }
                             if watch.handle_pcm(now, &pcm[..n]) {
                                 // Baudot tones on a voice call: the caller types. Switch to
                                 // the text conversation in the language chosen so far.
                                 tracing::info!("Baudot tones detected: TTY mode");
                                 setup.stream.stop();
+                                asr = None;
                                 tty = tty_session(&setup, flow.lang());
                                 if let Some(t) = tty.as_mut() {
                                     t.replay(watch.take_chars());
                                 }
                             }
                         }
-                        None => {}
+                        None if n > 0 => {
+                            if let Some(a) = asr.as_mut() {
+                                a.handle_frame(now, &pcm[..n]);
+                            }
+                        }
+                        None => {
+                            if let Some(a) = asr.as_mut() {
+                                a.handle_frame(now, &silence);
+                            }
+                        }
                     }
                 }
                 if now >= next_rtcp {
@@ -276,6 +324,11 @@ pub async fn run(
                         saw_rfc4733 = true;
                         digits[0] = Some(ev.digit);
                     }
+                }
+            }
+            r = recv_asr(asr.as_mut()) => {
+                if let (Some(r), Some(a)) = (r, asr.as_mut()) {
+                    a.handle_result(r);
                 }
             }
             r = recv_rtcp(setup.rtcp.as_ref(), &mut rtcp_buf) => {
@@ -310,7 +363,14 @@ pub async fn run(
         }
         for d in digits.into_iter().flatten() {
             Metrics::inc(&metrics.dtmf_digits_total);
+            if let Some(a) = asr.as_mut() {
+                a.handle_dtmf(Instant::now());
+            }
             flow.handle_event(Instant::now(), flow::Event::Digit(d));
+        }
+        // Speech: barge-in, what was heard, or the fall back to keys.
+        while let Some(ev) = asr.as_mut().and_then(CallAsr::poll_event) {
+            flow.handle_event(Instant::now(), ev);
         }
 
         // A TTY conversation's actions: lines become tones played like prompts.
@@ -404,8 +464,29 @@ pub async fn run(
                         .collect();
                     Metrics::inc(&metrics.prompts_played_total);
                     generation = setup.stream.play(items);
+                    if let Some(l) = asr
+                        .as_mut()
+                        .and_then(|a| a.take_reply_latency(Instant::now()))
+                    {
+                        shared.reply_latency.observe_us(l.as_micros() as u64);
+                        reply_latency_ms.push(l.as_millis() as u64);
+                    }
                 }
                 Action::StopPlayback => setup.stream.stop(),
+                Action::Listen {
+                    lang,
+                    listen,
+                    trailing_silence_ms,
+                } => {
+                    if let Some(a) = asr.as_mut() {
+                        a.listen(Instant::now(), lang, listen, trailing_silence_ms);
+                    }
+                }
+                Action::StopListening => {
+                    if let Some(a) = asr.as_mut() {
+                        a.stop();
+                    }
+                }
                 Action::RecordConsent => {
                     // Stored with call id, time and how (a key) before the transfer goes out.
                     let consent = crate::outbox::Consent {
@@ -486,6 +567,15 @@ pub async fn run(
         .and_then(|o| serde_json::to_value(o).ok())
         .and_then(|v| v.as_str().map(String::from));
     record.end_reason = end_reason.map(String::from);
+    if let Some(a) = &asr
+        && (!a.transcripts.is_empty() || !reply_latency_ms.is_empty())
+    {
+        record.speech = Some(serde_json::json!({
+            "transcripts": a.transcripts.iter().map(|t| crate::pii::redact_words(t)).collect::<Vec<_>>(),
+            "confidence": rec.confidence,
+            "reply_latency_ms": reply_latency_ms,
+        }));
+    }
     if let Some(t) = &tty {
         let r = t.record();
         record.mode = "tty".into();

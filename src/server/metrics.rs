@@ -69,6 +69,11 @@ impl Metrics {
     }
 }
 
+/// Reply latency buckets: 5 ms to 2 s.
+pub const LATENCY_BOUNDS_US: [u64; 10] = [
+    5_000, 10_000, 25_000, 50_000, 100_000, 150_000, 250_000, 500_000, 1_000_000, 2_000_000,
+];
+
 /// A fixed-bucket histogram of durations (Prometheus `histogram`), lock-free.
 pub struct Histogram {
     bounds_us: &'static [u64],

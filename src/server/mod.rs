@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod asr_pool;
 pub mod call;
+pub mod call_asr;
 pub mod metrics;
 pub mod outgoing;
 pub mod reload;
@@ -62,6 +63,66 @@ pub struct Shared {
     pub outbox: Arc<crate::outbox::Store>,
     /// Prompts loaded and SIP running.
     pub ready: std::sync::atomic::AtomicBool,
+    /// Speech recognition workers; `None` when no language has a recognizer.
+    pub asr: Option<asr_pool::AsrPool>,
+    /// Time from the end of a caller's utterance to the reply starting to play.
+    pub reply_latency: metrics::Histogram,
+}
+
+impl Shared {
+    /// The languages callers can speak in now.
+    pub fn speech_langs(&self) -> std::collections::HashSet<crate::types::Lang> {
+        self.asr
+            .as_ref()
+            .map(|p| {
+                p.engines()
+                    .backends()
+                    .into_iter()
+                    .map(|(lang, _)| lang)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Which recognizer serves each language (`/readyz`, the start-up log).
+    pub fn asr_backends(&self) -> serde_json::Value {
+        let engines = self.asr.as_ref().map(|p| p.engines());
+        let mut out = serde_json::Map::new();
+        for lang in crate::types::Lang::ALL {
+            let backend = engines
+                .as_ref()
+                .and_then(|e| e.engine(lang).map(|e| e.backend().to_string()))
+                .unwrap_or_else(|| "none".into());
+            out.insert(lang.code().into(), backend.into());
+        }
+        out.into()
+    }
+}
+
+/// Where PocketSphinx's generated language model and dictionary go.
+pub fn asr_work_dir(config: &Config) -> std::path::PathBuf {
+    config.paths.data_dir.join("asr")
+}
+
+/// Load the recognizers of `[asr]` for the grammars of `nlu`. A backend the operator configured
+/// that cannot load stops the start with the reason; the embedded default's PocketSphinx missing
+/// (Debian package not installed) leaves English to the keypad, with a warning.
+pub fn load_engines(config: &Config, nlu: &crate::nlu::Nlu) -> anyhow::Result<crate::asr::Engines> {
+    let work = asr_work_dir(config);
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    match crate::asr::Engines::load(&config.asr, nlu, &work) {
+        Ok(e) => Ok(e),
+        Err(e) => {
+            let explicit =
+                config.asr.en != Default::default() || config.asr.es != Default::default();
+            if explicit {
+                Err(anyhow::anyhow!("speech recognition: {e}"))
+            } else {
+                tracing::warn!(error = %e, "no speech recognizer: callers use the keypad");
+                Ok(crate::asr::Engines::default())
+            }
+        }
+    }
 }
 
 pub fn render_config(config: &Config) -> RenderConfig {
@@ -181,6 +242,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let router = crate::routing::Router::from_config(&config.routing, policy_text.as_deref())
         .map_err(|e| anyhow::anyhow!("routing: {e}"))?;
     let sms_links = sendable_links(&router);
+    let asr_started = std::time::Instant::now();
+    let engines = load_engines(&config, &nlu)?;
+    let backends = engines.backends();
+    let asr = (!backends.is_empty()).then(|| {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        asr_pool::AsrPool::start(
+            Arc::new(engines),
+            config.asr.worker_count(cores),
+            config.asr.queue_jobs_max,
+        )
+    });
+    for lang in crate::types::Lang::ALL {
+        let backend = backends
+            .iter()
+            .find(|(l, _)| *l == lang)
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_else(|| "none (keypad only)".into());
+        tracing::info!(%lang, %backend, "speech recognition");
+        println!("ivr: speech recognition {lang}: {backend}");
+    }
+    tracing::info!(
+        ms = asr_started.elapsed().as_millis() as u64,
+        "recognizers loaded"
+    );
     // Sockets first: a port conflict is reported at once, and /healthz answers (with /readyz
     // at 503) while the prompts render.
     let udp = UdpSocket::bind(config.sip.listen)
@@ -208,6 +295,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         sms_links,
         outbox: outbox.clone(),
         ready: std::sync::atomic::AtomicBool::new(false),
+        asr,
+        reply_latency: metrics::Histogram::new(&metrics::LATENCY_BOUNDS_US),
     });
     let router = admin::router(shared.clone());
     tokio::spawn(async move {

@@ -59,12 +59,25 @@ async fn reload_grammars(shared: &Arc<Shared>) {
     let started = std::time::Instant::now();
     match tokio::task::spawn_blocking(move || super::load_grammars(&dir)).await {
         Ok(Ok(nlu)) => {
-            shared.nlu.store(Arc::new(nlu));
+            let nlu = Arc::new(nlu);
+            shared.nlu.store(nlu.clone());
             Metrics::inc(&shared.metrics.grammar_reloads_total);
             tracing::info!(
                 ms = started.elapsed().as_millis() as u64,
                 "grammars reloaded"
             );
+            // The recognizers' grammars and PocketSphinx's LM follow the new phrases.
+            if let Some(pool) = shared.asr.clone() {
+                let config = shared.config.clone();
+                match tokio::task::spawn_blocking(move || super::load_engines(&config, &nlu)).await
+                {
+                    Ok(Ok(engines)) => pool.set_engines(Arc::new(engines)),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "recognizers not rebuilt; the previous ones keep serving")
+                    }
+                    Err(e) => tracing::error!(error = %e, "recognizer rebuild crashed"),
+                }
+            }
         }
         Ok(Err(e)) => {
             Metrics::inc(&shared.metrics.grammar_reload_failures_total);

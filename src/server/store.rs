@@ -32,6 +32,10 @@ pub struct CallRecord {
     pub mode: String,
     /// What the call did besides playing prompts: "send_link:sms:case_status", "transfer:tty"...
     pub actions: Vec<String>,
+    /// Spoken answers: `{"transcripts": [..] (numbers redacted), "confidence": ..,
+    /// "reply_latency_ms": [..]}`; null for calls that did not speak.
+    #[serde(default)]
+    pub speech: Option<serde_json::Value>,
 }
 
 enum Write {
@@ -64,7 +68,8 @@ CREATE TABLE IF NOT EXISTS calls (
     outcome     TEXT,
     end_reason  TEXT,
     mode        TEXT NOT NULL DEFAULT 'voice',
-    actions     TEXT NOT NULL DEFAULT '[]'
+    actions     TEXT NOT NULL DEFAULT '[]',
+    speech      TEXT
 );
 CREATE INDEX IF NOT EXISTS calls_started ON calls(started_at);
 ";
@@ -89,6 +94,7 @@ impl Store {
         for column in [
             "mode TEXT NOT NULL DEFAULT 'voice'",
             "actions TEXT NOT NULL DEFAULT '[]'",
+            "speech TEXT",
         ] {
             let _ = writer.execute_batch(&format!("ALTER TABLE calls ADD COLUMN {column}"));
         }
@@ -143,7 +149,7 @@ impl Store {
 
 const COLUMNS: &str =
     "call_id, started_at, answered_at, ended_at, caller, to_user, transport, codec, lang,
-                       digits, intent, intents, prompts, outcome, end_reason, mode, actions";
+                       digits, intent, intents, prompts, outcome, end_reason, mode, actions, speech";
 
 pub fn read_call(conn: &Connection, call_id: &str) -> anyhow::Result<Option<CallRecord>> {
     let sql = format!("SELECT {COLUMNS} FROM calls WHERE call_id = ?1");
@@ -179,6 +185,9 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallRecord> {
         end_reason: r.get(14)?,
         mode: r.get(15)?,
         actions: serde_json::from_str(&r.get::<_, String>(16)?).unwrap_or_default(),
+        speech: r
+            .get::<_, Option<String>>(17)?
+            .and_then(|s| serde_json::from_str(&s).ok()),
     })
 }
 
@@ -212,12 +221,13 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Write>) {
 fn upsert(conn: &Connection, r: &CallRecord) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO calls (call_id, started_at, answered_at, ended_at, caller, to_user, transport, codec,
-                            lang, digits, intent, intents, prompts, outcome, end_reason, mode, actions)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+                            lang, digits, intent, intents, prompts, outcome, end_reason, mode, actions, speech)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
          ON CONFLICT(call_id) DO UPDATE SET answered_at = excluded.answered_at, ended_at = excluded.ended_at,
              codec = excluded.codec, lang = excluded.lang, digits = excluded.digits, intent = excluded.intent,
              intents = excluded.intents, prompts = excluded.prompts, outcome = excluded.outcome,
-             end_reason = excluded.end_reason, mode = excluded.mode, actions = excluded.actions",
+             end_reason = excluded.end_reason, mode = excluded.mode, actions = excluded.actions,
+             speech = excluded.speech",
         params![
             r.call_id,
             r.started_at,
@@ -236,6 +246,7 @@ fn upsert(conn: &Connection, r: &CallRecord) -> rusqlite::Result<()> {
             r.end_reason,
             r.mode,
             serde_json::to_string(&r.actions).unwrap_or_else(|_| "[]".into()),
+            r.speech.as_ref().map(|v| v.to_string()),
         ],
     )?;
     Ok(())

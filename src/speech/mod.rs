@@ -44,7 +44,7 @@ pub fn required_prompts() -> Vec<String> {
     ids.extend(
         crate::intents::INTENTS
             .iter()
-            .map(|i| format!("answer.{i}")),
+            .flat_map(|i| [format!("answer.{i}"), format!("confirm.{i}")]),
     );
     ids
 }
