@@ -74,6 +74,8 @@ pub struct CallResult {
 
 struct Media {
     stream: Arc<Stream>,
+    /// Where the IVR said it sends from (its SDP); other sources are not its stream.
+    remote: SocketAddr,
     payload_type: u8,
     alaw: bool,
 }
@@ -103,6 +105,8 @@ struct Call<'a> {
     call_id: String,
     media: Option<Media>,
     stats: RtpStats,
+    /// The IVR stream's SSRC, from its first packet.
+    ssrc: Option<u32>,
     t_invite: Instant,
     t_answer: Option<Instant>,
     first_audio: Option<Instant>,
@@ -206,6 +210,7 @@ impl<'a> Call<'a> {
             call_id: String::new(),
             media: None,
             stats: RtpStats::default(),
+            ssrc: None,
             t_invite: now,
             t_answer: None,
             first_audio: None,
@@ -398,9 +403,9 @@ impl<'a> Call<'a> {
             self.ep
                 .handle_input(Instant::now(), from, Transport::Udp, &buf[..n]);
         }
-        while let Ok((n, _)) = self.rtp.recv_from(&mut buf) {
+        while let Ok((n, from)) = self.rtp.recv_from(&mut buf) {
             let arrival = Instant::now();
-            self.handle_rtp(arrival, &buf[..n]);
+            self.handle_rtp(arrival, from, &buf[..n]);
         }
         let now = Instant::now();
         if self.ep.poll_timeout().is_some_and(|t| t <= now) {
@@ -409,13 +414,15 @@ impl<'a> Call<'a> {
         self.flush();
     }
 
-    fn handle_rtp(&mut self, arrival: Instant, data: &[u8]) {
+    fn handle_rtp(&mut self, arrival: Instant, from: SocketAddr, data: &[u8]) {
         let Some(m) = &self.media else { return };
-        if is_rtcp(data) {
+        // A port this call reuses may still get a stream of an earlier call (the IVR sends
+        // until its RTP timeout): only the answer's address and the first SSRC count.
+        if is_rtcp(data) || from != m.remote {
             return;
         }
         let Ok(p) = parse_rtp(data) else { return };
-        if p.payload_type != m.payload_type {
+        if p.payload_type != m.payload_type || *self.ssrc.get_or_insert(p.ssrc) != p.ssrc {
             return;
         }
         self.stats.handle(arrival, p.seq, p.timestamp);
@@ -544,6 +551,7 @@ impl<'a> Call<'a> {
         self.ctx.sender.add(stream.clone());
         Some(Media {
             stream,
+            remote: SocketAddr::new(ip, audio.port),
             payload_type,
             alaw,
         })

@@ -198,8 +198,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let c = run::capacity(&o, &a.levels, a.calls_per_level)?;
             for l in &c.levels {
                 println!(
-                    "concurrency {:>5}: {} · response p99 {:.0} ms · loss max {:.2} % · failed {}{}",
+                    "concurrency {:>5} (peak {}): {} · response p99 {:.0} ms · loss max {:.2} % · failed {}{}",
                     l.concurrency,
+                    l.peak_active,
                     if l.passed { "held" } else { "BROKE" },
                     l.response_p99_ms,
                     l.loss_max_pct,

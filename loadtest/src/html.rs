@@ -376,7 +376,7 @@ pub fn render_capacity(c: &CapacityReport) -> String {
         h,
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>capacity</title>\
          <style>{STYLE}</style></head><body><h1>Capacity: {} concurrent calls sustained</h1>\
-         <p>target {}</p><table><tr><th>concurrency</th><th>calls</th><th>failed</th>\
+         <p>target {}</p><table><tr><th>concurrency</th><th>peak in progress</th><th>calls</th><th>failed</th>\
          <th>response p99 (ms)</th><th>INVITE p99 (ms)</th><th>loss max (%)</th><th>jitter p99 (ms)</th>\
          <th>IVR CPU max (%)</th><th>verdict</th></tr>",
         c.sustained_concurrency,
@@ -385,9 +385,10 @@ pub fn render_capacity(c: &CapacityReport) -> String {
     for l in &c.levels {
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.1}</td><td>{:.2}</td><td>{:.2}</td>\
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.1}</td><td>{:.2}</td><td>{:.2}</td>\
              <td>{}</td><td class={}>{}</td></tr>",
             l.concurrency,
+            l.peak_active,
             l.calls,
             l.failed_calls,
             l.response_p99_ms,

@@ -637,6 +637,9 @@ fn summarize(
 #[derive(Debug, Clone, Serialize)]
 pub struct Level {
     pub concurrency: usize,
+    /// Calls in progress at the busiest sample: below `concurrency` when calls end before the
+    /// start rate lets the level fill up.
+    pub peak_active: usize,
     pub calls: usize,
     pub passed: bool,
     pub failed_calls: usize,
@@ -694,6 +697,12 @@ pub fn capacity(
             .collect();
         out.levels.push(Level {
             concurrency: level,
+            peak_active: report
+                .timeline
+                .iter()
+                .map(|t| t.active_calls)
+                .max()
+                .unwrap_or(0),
             calls: report.calls.total,
             passed: report.passed,
             failed_calls: report.calls.failed,
