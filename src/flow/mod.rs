@@ -37,6 +37,9 @@ pub struct FlowConfig {
     /// for an open question, where callers pause mid-sentence.
     pub choice_silence_ms: u32,
     pub question_silence_ms: u32,
+    /// Intents a live agent would take if the center were open (the policy's after-hours
+    /// decision): their answer says when live help is available instead of offering it.
+    pub after_hours: HashSet<(Lang, String)>,
     /// The caller's language is known before the call starts (`ivr call --lang`, a
     /// language-specific number): skip the language menu.
     pub start_lang: Option<Lang>,
@@ -54,6 +57,7 @@ impl Default for FlowConfig {
             choice_silence_ms: 500,
             question_silence_ms: 800,
             start_lang: None,
+            after_hours: HashSet::new(),
         }
     }
 }
@@ -415,6 +419,14 @@ impl Call {
             self.follow(goto);
             return;
         }
+        // Asking for the same thing again where we asked only once ("a person, please").
+        if let Some(give_up) = self.give_up(menu)
+            && heard.intent.is_some()
+            && heard.intent == self.last_answer
+        {
+            self.follow(give_up);
+            return;
+        }
         let question = m.listen == Listen::Question;
         let intent = heard
             .intent
@@ -570,7 +582,14 @@ impl Call {
                 self.last_answer = Some(intent.to_string());
                 self.record.intents.push(intent.to_string());
                 let answer = PromptRef::new(self.lang, format!("answer.{intent}"));
-                self.enter_menu(self.after_answer_menu(), &[answer]);
+                let menu = self
+                    .script
+                    .answer_menus
+                    .iter()
+                    .find(|(i, _)| *i == intent)
+                    .map(|(_, m)| *m)
+                    .unwrap_or_else(|| self.after_answer_menu());
+                self.enter_menu(menu, &[answer]);
             }
             Goto::RepeatAnswer => {
                 let lead: Vec<PromptRef> = self
@@ -601,7 +620,12 @@ impl Call {
                     self.no_input_at = None;
                     self.play(vec![PromptRef::new(self.lang, "transfer_start")], false);
                 }
-                // Nobody to transfer to for this question now: an invalid choice.
+                // Closed now: say when live help is available, then the after-answer menu.
+                None if self.after_hours_now() => {
+                    let lead = [PromptRef::new(self.lang, "after_hours")];
+                    self.enter_menu(self.after_answer_menu(), &lead);
+                }
+                // Nobody to transfer to for this question: an invalid choice.
                 None => self.retry(self.after_answer_menu(), "no_match", Outcome::NoMatch),
             },
             Goto::SendSms => match self.last_answer.clone() {
@@ -626,6 +650,22 @@ impl Call {
                 self.goodbye();
             }
         }
+    }
+
+    /// Where a menu that asks only once goes instead of a retry.
+    fn give_up(&self, menu: MenuId) -> Option<Goto> {
+        self.script
+            .give_up
+            .iter()
+            .find(|(m, _)| *m == menu)
+            .map(|(_, g)| *g)
+    }
+
+    /// The last answer's question needs a person, and the center is closed now.
+    fn after_hours_now(&self) -> bool {
+        self.last_answer
+            .as_ref()
+            .is_some_and(|i| self.config.after_hours.contains(&(self.lang, i.clone())))
     }
 
     /// The agent queue for the last answer, if the policy offers a transfer now.
@@ -666,7 +706,18 @@ impl Call {
         let after_answer =
             menu == self.script.after_answer || menu == self.script.after_answer_link;
         if after_answer && self.transfer_target().is_some() {
-            prompts.push(PromptRef::new(self.lang, "offer_transfer"));
+            let offer = self
+                .last_answer
+                .as_deref()
+                .and_then(|i| self.script.offer_prompts.iter().find(|(k, _)| *k == i))
+                .map_or("offer_transfer", |(_, p)| *p);
+            prompts.push(PromptRef::new(self.lang, offer));
+        } else if after_answer
+            && self.after_hours_now()
+            && lead.first().is_some_and(|p| p.id.starts_with("answer."))
+        {
+            // Right after the answer (not on a repeat of the menu alone).
+            prompts.push(PromptRef::new(self.lang, "after_hours"));
         }
         self.state = State::Menu {
             menu,
@@ -677,6 +728,10 @@ impl Call {
     }
 
     fn retry(&mut self, menu: MenuId, apology: &str, outcome: Outcome) {
+        if let Some(goto) = self.give_up(menu) {
+            self.follow(goto);
+            return;
+        }
         self.retries += 1;
         if self.retries >= self.config.max_retries {
             self.record.outcome.get_or_insert(outcome);
@@ -1231,5 +1286,115 @@ mod tests {
         assert!(actions.contains(&Action::StopListening));
         call.handle_event(now, Event::SpeechStart);
         assert!(drain(&mut call).is_empty());
+    }
+
+    fn tier1(intents: &[&str]) -> std::collections::HashMap<(Lang, String), Transfer> {
+        intents
+            .iter()
+            .map(|i| {
+                (
+                    (Lang::En, i.to_string()),
+                    Transfer {
+                        queue_uri: "sip:tier1@agents".into(),
+                        ask_text_ahead: false,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn agent_flow_tries_self_service_once_then_transfers() {
+        let now = Instant::now();
+        let mut call = Call::new(FlowConfig {
+            transfers: tier1(&["agent"]),
+            speech: [Lang::En].into_iter().collect(),
+            ..FlowConfig::default()
+        });
+        call.handle_event(now, Event::Start);
+        drain(&mut call);
+        call.handle_event(now, heard("i want to talk to a person", Some("agent"), 0.9));
+        assert_eq!(
+            played(&drain(&mut call)),
+            ["en:answer.agent", "en:agent_question_speech"]
+        );
+        // The one try finds a question self-service answers: answered, no transfer.
+        call.handle_event(now, heard("i moved", Some("change_of_address"), 0.9));
+        let p = played(&drain(&mut call));
+        assert_eq!(p[0], "en:answer.change_of_address");
+        assert_eq!(call.record().intents, ["agent", "change_of_address"]);
+
+        // Asking for a person again (or saying nothing) is the transfer.
+        let mut call = Call::new(FlowConfig {
+            transfers: tier1(&["agent"]),
+            speech: [Lang::En].into_iter().collect(),
+            ..FlowConfig::default()
+        });
+        call.handle_event(now, Event::Start);
+        drain(&mut call);
+        call.handle_event(now, heard("agent", Some("agent"), 0.9));
+        drain(&mut call);
+        call.handle_event(now, heard("a real person please", Some("agent"), 0.9));
+        assert_eq!(played(&drain(&mut call)), ["en:transfer_start"]);
+        // Keys: 0 in the main menu is the agent flow; silence there gives up and transfers.
+        let mut call = Call::new(FlowConfig {
+            transfers: tier1(&["agent"]),
+            ..FlowConfig::default()
+        });
+        call.handle_event(now, Event::Start);
+        call.handle_event(now, Event::Digit('1'));
+        call.handle_event(now, Event::Digit('0'));
+        let p = played(&drain(&mut call));
+        assert_eq!(p[p.len() - 2..], ["en:answer.agent", "en:agent_question"]);
+        call.handle_event(now, Event::PlaybackDone);
+        call.handle_event(now + Duration::from_secs(7), Event::Digit('#'));
+        assert_eq!(played(&drain(&mut call)), ["en:transfer_start"]);
+    }
+
+    #[test]
+    fn protected_case_offers_a_person_only_for_identity_verification() {
+        let now = Instant::now();
+        let mut call = Call::new(FlowConfig {
+            transfers: tier1(&["protected_case"]),
+            ..FlowConfig::default()
+        });
+        call.handle_event(now, Event::Start);
+        for d in ['1', '8', '4'] {
+            call.handle_event(now, Event::Digit(d));
+        }
+        let p = played(&drain(&mut call));
+        assert_eq!(
+            p[p.len() - 3..],
+            [
+                "en:answer.protected_case",
+                "en:after_answer",
+                "en:offer_verification"
+            ]
+        );
+    }
+
+    #[test]
+    fn after_hours_the_answer_says_when_live_help_is_available() {
+        let now = Instant::now();
+        let mut call = Call::new(FlowConfig {
+            after_hours: [(Lang::En, "expedite".to_string())].into_iter().collect(),
+            ..FlowConfig::default()
+        });
+        call.handle_event(now, Event::Start);
+        for d in ['1', '8', '1'] {
+            call.handle_event(now, Event::Digit(d));
+        }
+        let p = played(&drain(&mut call));
+        assert_eq!(
+            p[p.len() - 3..],
+            ["en:answer.expedite", "en:after_answer", "en:after_hours"]
+        );
+        // 0 for a person: not now, and why.
+        call.handle_event(now, Event::Digit('0'));
+        assert_eq!(
+            played(&drain(&mut call)),
+            ["en:after_hours", "en:after_answer"]
+        );
+        assert!(call.record().actions.is_empty());
     }
 }

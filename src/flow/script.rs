@@ -91,6 +91,13 @@ pub struct Script {
     pub confirm: MenuId,
     /// Where a spoken question that is not understood leads back to.
     pub main: MenuId,
+    /// Answers followed by their own menu instead of the after-answer menu (special flows).
+    pub answer_menus: &'static [(&'static str, MenuId)],
+    /// Menus that ask once: a no-input, a no-match or the same request again goes here instead
+    /// of a retry (the agent flow's one try at self-service, then the transfer).
+    pub give_up: &'static [(MenuId, Goto)],
+    /// The transfer offer of an intent when it is not the usual "press 0 for a representative".
+    pub offer_prompts: &'static [(&'static str, &'static str)],
 }
 
 const fn p(id: &'static str) -> MenuPrompt {
@@ -115,6 +122,7 @@ const AFTER_ANSWER_LINK: MenuId = MenuId(7);
 const SMS_CONFIRM: MenuId = MenuId(8);
 const TEXT_AHEAD: MenuId = MenuId(9);
 const CONFIRM: MenuId = MenuId(10);
+const AGENT_QUESTION: MenuId = MenuId(11);
 
 const NO_PROMPTS: &[MenuPrompt] = &[];
 const SUBMENU_ACTS: &[(&str, Goto)] = &[("no", Goto::Menu(MAIN)), ("help", Goto::Menu(MAIN))];
@@ -125,7 +133,7 @@ const AFTER_ANSWER_ACTS: &[(&str, Goto)] = &[
     ("help", Goto::Menu(MAIN)),
 ];
 
-static MENUS: [Menu; 11] = [
+static MENUS: [Menu; 12] = [
     Menu {
         name: "language",
         prompts: &[
@@ -297,6 +305,21 @@ static MENUS: [Menu; 11] = [
         acts: &[("yes", Goto::Confirm(true)), ("no", Goto::Confirm(false))],
         speech_prompts: NO_PROMPTS,
     },
+    // The agent flow: one try to find the question self-service can answer, then the transfer
+    // (when the center is open).
+    Menu {
+        name: "agent_question",
+        prompts: &[p("agent_question")],
+        options: &[
+            ('0', Goto::Transfer),
+            ('*', Goto::Menu(MAIN)),
+            ('9', Goto::Menu(MAIN)),
+        ],
+        barge_in: true,
+        listen: Listen::Question,
+        acts: &[("no", Goto::Transfer), ("help", Goto::Menu(MAIN))],
+        speech_prompts: &[p("agent_question_speech")],
+    },
 ];
 
 static STANDARD: Script = Script {
@@ -307,6 +330,9 @@ static STANDARD: Script = Script {
     text_ahead: TEXT_AHEAD,
     confirm: CONFIRM,
     main: MAIN,
+    answer_menus: &[("agent", AGENT_QUESTION)],
+    give_up: &[(AGENT_QUESTION, Goto::Transfer)],
+    offer_prompts: &[("protected_case", "offer_verification")],
 };
 
 impl Script {
@@ -340,7 +366,9 @@ impl Script {
             "transfer_failed",
             "not_understood",
             "speech_fallback",
+            "after_hours",
         ]);
+        ids.extend(self.offer_prompts.iter().map(|(_, p)| *p));
         ids.sort_unstable();
         ids.dedup();
         ids

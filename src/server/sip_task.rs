@@ -79,6 +79,9 @@ impl PortPool {
     }
 }
 
+type TransferMap = std::collections::HashMap<(crate::types::Lang, String), crate::flow::Transfer>;
+type AfterHours = std::collections::HashSet<(crate::types::Lang, String)>;
+
 pub struct SipTask {
     shared: Arc<Shared>,
     endpoint: Endpoint,
@@ -309,6 +312,7 @@ impl SipTask {
                 };
                 let tty = tty_line.is_tty_number(&info.request_user)
                     || tty_line.is_tty_number(&info.to_user);
+                let (transfers, after_hours) = self.transfers_now();
                 let record = CallRecord {
                     call_id: info.call_id.clone(),
                     started_at: now_rfc3339(),
@@ -348,7 +352,8 @@ impl SipTask {
                     media,
                     prompts: self.shared.prompts.load(),
                     flow: FlowConfig {
-                        transfers: self.transfers_now(),
+                        transfers,
+                        after_hours,
                         sms_links: self.shared.sms_links.clone(),
                         // A text goes only to a number that can take one (a US number).
                         sms_to_caller: crate::nlu::slots::phone(&info.from_user).is_some(),
@@ -450,31 +455,39 @@ impl SipTask {
 
     /// Where each intent's caller can be transferred right now, per language: tier 1 and tier 2
     /// while the center is open (tier 2 with the text-ahead question first).
-    fn transfers_now(
-        &self,
-    ) -> std::collections::HashMap<(crate::types::Lang, String), crate::flow::Transfer> {
+    /// The policy's transfer decisions for this call, per language and intent: the transfers on
+    /// offer now, and the intents that would have one if the center were open. The special flows
+    /// are asked as they will stand when the flow offers the transfer: the agent flow after its
+    /// one try at self-service, the protected-case flow for identity verification only.
+    fn transfers_now(&self) -> (TransferMap, AfterHours) {
         let router = &self.shared.router;
         let now = jiff::Timestamp::now();
         let mut out = std::collections::HashMap::new();
+        let mut closed = std::collections::HashSet::new();
         for lang in crate::types::Lang::ALL {
             for intent in crate::intents::INTENTS {
-                let facts = crate::routing::Facts::new(lang);
-                if let Ok(d) = router.decide(intent, &facts, now) {
-                    if let crate::routing::Action::OfferTransfer {
+                let facts = crate::routing::Facts::new(lang)
+                    .question_attempted(*intent == "agent")
+                    .verification_requested(*intent == "protected_case");
+                match router.decide(intent, &facts, now).map(|d| d.action) {
+                    Ok(crate::routing::Action::OfferTransfer {
                         queue,
                         needs_text_ahead_consent,
-                    } = d.action
-                    {
+                    }) => {
                         let t = crate::flow::Transfer {
                             queue_uri: router.queue_uri(queue).to_string(),
                             ask_text_ahead: needs_text_ahead_consent,
                         };
                         out.insert((lang, intent.to_string()), t);
                     }
+                    Ok(crate::routing::Action::AfterHours { .. }) => {
+                        closed.insert((lang, intent.to_string()));
+                    }
+                    _ => {}
                 }
             }
         }
-        out
+        (out, closed)
     }
 
     /// The intents a TTY caller is transferred for right now (the TTY agent queue).
