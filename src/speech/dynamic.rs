@@ -189,11 +189,18 @@ impl DynamicPrompts {
         }
     }
 
-    /// The prompt if it is cached (counts a hit or a miss). Cheap: safe on a media task.
-    pub fn cached(&self, lang: Lang, voice: &Voice, text: &str) -> Option<Arc<EncodedPrompt>> {
+    /// The prompt if it is cached with frames for `codec` (counts a hit or a miss). Cheap:
+    /// safe on a media task.
+    pub fn cached(
+        &self,
+        lang: Lang,
+        voice: &Voice,
+        text: &str,
+        codec: Codec,
+    ) -> Option<Arc<EncodedPrompt>> {
         let key = (lang, voice.name.clone(), voice.speed, text.to_string());
         let mut lru = lock(&self.lru);
-        let hit = lru.touch(&key);
+        let hit = lru.touch(&key).filter(|p| has_codec(p, codec));
         if hit.is_some() {
             lru.stats.hits += 1;
         } else {
@@ -202,17 +209,20 @@ impl DynamicPrompts {
         hit
     }
 
-    /// The prompt for `text` (prompt markup, see `markup`), from the cache or rendered now.
-    /// Blocks for tens of milliseconds on a miss: call it from `spawn_blocking`, never from a
-    /// media task. The prompt's `id` is `dynamic`; its `display` is the text as a reader sees
-    /// it (it may hold personal data: do not log it).
+    /// The prompt for `text` (prompt markup, see `markup`) with frames for `codec`, from the
+    /// cache or rendered now. Blocks for ~10–20 ms (G.711) or ~30–60 ms (Opus, whose encoder is
+    /// most of it) on a miss: call it from `spawn_blocking`, never from a media task. G.711
+    /// renders carry no Opus frames; an Opus call's request renders again with them and the
+    /// complete prompt replaces the cached one. The prompt's `id` is `dynamic`; its `display` is
+    /// the text as a reader sees it (it may hold personal data: do not log it).
     pub fn render(
         &self,
         lang: Lang,
         voice: &Voice,
         text: &str,
+        codec: Codec,
     ) -> Result<Arc<EncodedPrompt>, DynamicError> {
-        if let Some(p) = self.cached(lang, voice, text) {
+        if let Some(p) = self.cached(lang, voice, text, codec) {
             return Ok(p);
         }
         let chars = text.chars().count();
@@ -225,13 +235,16 @@ impl DynamicPrompts {
         let rendered = markup::render(text, lang).map_err(DynamicError::Markup)?;
         // Rendering happens outside the cache lock: lookups by other calls go on meanwhile.
         let pcm = synthesize(self.config.engine, &rendered.ssml, voice)?;
-        let mut prompt = cache::encode_pcm(
+        let pcm_8k = resample_fast(&pcm.samples, pcm.rate, 8000);
+        let pcm_16k = (codec == Codec::Opus).then(|| resample_fast(&pcm.samples, pcm.rate, 16000));
+        let mut prompt = cache::encode_frames(
             "dynamic".into(),
             lang,
             rendered.display,
             true,
             "tts".into(),
-            &pcm,
+            pcm_8k,
+            pcm_16k,
         )
         .map_err(DynamicError::Encode)?;
         // A stamp that names neither the text nor the number in it.
@@ -250,6 +263,85 @@ impl DynamicPrompts {
             ..lru.stats
         }
     }
+}
+
+fn has_codec(p: &EncodedPrompt, codec: Codec) -> bool {
+    codec != Codec::Opus || p.frame(Codec::Opus, 0).is_some()
+}
+
+/// Windowed-sinc resampling (8 zero crossings, Blackman window, f32, no bounds checks in the
+/// inner loop). `audio::resample` (16 zero crossings, f64) is built for load time and costs
+/// ~15 ms per 5 s of speech per rate; this costs ~1 ms, well within telephone quality.
+fn resample_fast(input: &[i16], from_hz: u32, to_hz: u32) -> Vec<i16> {
+    if from_hz == to_hz {
+        return input.to_vec();
+    }
+    if from_hz == 0 || to_hz == 0 || input.is_empty() {
+        return Vec::new();
+    }
+    let g = gcd(u64::from(from_hz), u64::from(to_hz));
+    let (num, den) = (u64::from(from_hz) / g, u64::from(to_hz) / g);
+    // An odd rate pair would need a huge phase table: the general resampler handles it.
+    if den > 4096 {
+        return crate::audio::resample::resample(input, from_hz, to_hz);
+    }
+    // Cutoff in cycles per input sample, a little below the lower Nyquist rate.
+    let cutoff = 0.5 * (f64::from(to_hz) / f64::from(from_hz)).min(1.0) * 0.95;
+    const ZEROS: f64 = 8.0;
+    let half_width = ZEROS / (2.0 * cutoff);
+    let reach = half_width.ceil() as usize;
+    let width = 2 * reach + 1;
+    let phases = den as usize;
+    let mut table = vec![0f32; phases * width];
+    for (p, taps) in table.chunks_exact_mut(width).enumerate() {
+        let frac = p as f64 / den as f64;
+        let mut row = vec![0f64; width];
+        for (j, tap) in row.iter_mut().enumerate() {
+            let d = j as f64 - reach as f64 - frac;
+            if d.abs() >= half_width {
+                continue;
+            }
+            let x = 2.0 * cutoff * d;
+            let sinc = if x.abs() < 1e-12 {
+                1.0
+            } else {
+                (std::f64::consts::PI * x).sin() / (std::f64::consts::PI * x)
+            };
+            let w = 0.42
+                + 0.5 * (std::f64::consts::PI * d / half_width).cos()
+                + 0.08 * (2.0 * std::f64::consts::PI * d / half_width).cos();
+            *tap = sinc * w;
+        }
+        // Unity DC gain per phase: no ripple at the output rate.
+        let sum: f64 = row.iter().sum();
+        for (t, r) in taps.iter_mut().zip(&row) {
+            *t = (r / sum) as f32;
+        }
+    }
+    // Zeros either side so every window is in bounds.
+    let mut padded = vec![0f32; input.len() + 2 * width];
+    for (d, &s) in padded[reach..].iter_mut().zip(input) {
+        *d = f32::from(s);
+    }
+    let out_len = (input.len() as u64 * den / num) as usize;
+    let mut out = Vec::with_capacity(out_len);
+    for n in 0..out_len as u64 {
+        let pos = n * num;
+        let base = (pos / den) as usize;
+        let phase = (pos % den) as usize;
+        let taps = &table[phase * width..(phase + 1) * width];
+        let window = &padded[base..base + width];
+        let acc: f32 = taps.iter().zip(window).map(|(h, x)| h * x).sum();
+        out.push(acc.round().clamp(-32768.0, 32767.0) as i16);
+    }
+    out
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 /// A poisoned lock only means another thread panicked mid-update of plain counters and maps
@@ -307,9 +399,8 @@ fn synthesize_process(ssml: &str, voice: &Voice) -> Result<Pcm, DynamicError> {
             out.status
         )));
     }
-    parse_stream_wav(&out.stdout).ok_or_else(|| {
-        DynamicError::Synthesis("espeak-ng wrote no readable WAV on stdout".into())
-    })
+    parse_stream_wav(&out.stdout)
+        .ok_or_else(|| DynamicError::Synthesis("espeak-ng wrote no readable WAV on stdout".into()))
 }
 
 /// A mono 16-bit WAV whose RIFF and data lengths may be wrong (espeak-ng writes its stdout
@@ -537,8 +628,7 @@ mod tests {
         }
     }
 
-    const READBACK: &str =
-        "You entered {phone 202-555-0123}. Is that right? To confirm, press 1.";
+    const READBACK: &str = "You entered {phone 202-555-0123}. Is that right? To confirm, press 1.";
 
     fn peak(p: &EncodedPrompt) -> u16 {
         p.pcm_8k.iter().map(|s| s.unsigned_abs()).max().unwrap_or(0)
@@ -554,69 +644,117 @@ mod tests {
         assert!((3.0..12.0).contains(&secs), "{secs} s");
         // Same engine, same data: lengths agree to within a few percent.
         let ratio = lib.samples.len() as f64 / prog.samples.len() as f64;
-        assert!((0.95..1.05).contains(&ratio), "library/program length {ratio}");
+        assert!(
+            (0.95..1.05).contains(&ratio),
+            "library/program length {ratio}"
+        );
         // Spanish voice from the same global engine (voice switching works both ways).
         let es = Voice {
             name: "es-419".into(),
             speed: 160,
         };
-        let s = synthesize(EngineChoice::Library, "<speak>Usted marcó 2 0 2.</speak>", &es)
-            .unwrap();
+        let s = synthesize(
+            EngineChoice::Library,
+            "<speak>Usted marcó 2 0 2.</speak>",
+            &es,
+        )
+        .unwrap();
         assert!(!s.samples.is_empty());
         let again = synthesize(EngineChoice::Library, &ssml, &en()).unwrap();
         // Not bit-exact (espeak-ng's noise sources are random), but the same speech.
         let ratio = again.samples.len() as f64 / lib.samples.len() as f64;
-        assert!((0.99..1.01).contains(&ratio), "after a voice switch: {ratio}");
+        assert!(
+            (0.99..1.01).contains(&ratio),
+            "after a voice switch: {ratio}"
+        );
     }
 
     #[test]
     fn a_render_is_speech_and_a_second_request_is_a_hit() {
         let d = DynamicPrompts::new(DynamicConfig::default());
-        assert!(d.cached(Lang::En, &en(), READBACK).is_none());
-        let p = d.render(Lang::En, &en(), READBACK).unwrap();
-        assert_eq!(p.display, "You entered 202-555-0123. Is that right? To confirm, press 1.");
+        assert!(d.cached(Lang::En, &en(), READBACK, Codec::Pcmu).is_none());
+        let p = d.render(Lang::En, &en(), READBACK, Codec::Pcmu).unwrap();
+        assert_eq!(
+            p.display,
+            "You entered 202-555-0123. Is that right? To confirm, press 1."
+        );
         assert_eq!(p.id, "dynamic");
         assert!(!p.stamp.contains("555"), "no number in the stamp");
         assert!(p.barge_in);
         assert!(peak(&p) > 3000, "speech, not silence");
-        assert!((3000..12000).contains(&p.duration_ms()), "{}", p.duration_ms());
-        for codec in [Codec::Pcmu, Codec::Pcma, Codec::Opus] {
+        assert!(
+            (3000..12000).contains(&p.duration_ms()),
+            "{}",
+            p.duration_ms()
+        );
+        for codec in [Codec::Pcmu, Codec::Pcma] {
             assert!(p.frame(codec, p.frames() - 1).is_some());
             assert!(p.frame(codec, p.frames()).is_none());
         }
-        let q = d.render(Lang::En, &en(), READBACK).unwrap();
+        assert!(
+            p.frame(Codec::Opus, 0).is_none(),
+            "no Opus for a G.711 call"
+        );
+        let q = d.render(Lang::En, &en(), READBACK, Codec::Pcma).unwrap();
         assert!(Arc::ptr_eq(&p, &q), "served from the cache");
         let s = d.stats();
         assert_eq!((s.hits, s.misses, s.entries), (1, 2, 1));
         assert_eq!(s.bytes, prompt_bytes(&p));
+        // An Opus call: rendered again with Opus frames, which then serve everyone.
+        assert!(d.cached(Lang::En, &en(), READBACK, Codec::Opus).is_none());
+        let o = d.render(Lang::En, &en(), READBACK, Codec::Opus).unwrap();
+        assert!(o.frame(Codec::Opus, o.frames() - 1).is_some());
+        assert!(o.frame(Codec::Opus, o.frames()).is_none());
+        let u = d.cached(Lang::En, &en(), READBACK, Codec::Pcmu).unwrap();
+        assert!(Arc::ptr_eq(&o, &u));
+        assert_eq!(d.stats().entries, 1);
+        assert_eq!(d.stats().bytes, prompt_bytes(&o));
+        assert!(prompt_bytes(&o) > prompt_bytes(&p));
         // Other voice or language: another entry.
-        let slow = Voice {
-            speed: 120,
-            ..en()
-        };
-        let r = d.render(Lang::En, &slow, READBACK).unwrap();
-        assert!(r.duration_ms() > p.duration_ms(), "slower voice, longer audio");
+        let slow = Voice { speed: 120, ..en() };
+        let r = d.render(Lang::En, &slow, READBACK, Codec::Pcmu).unwrap();
+        assert!(
+            r.duration_ms() > p.duration_ms(),
+            "slower voice, longer audio"
+        );
         assert_eq!(d.stats().entries, 2);
     }
 
     #[test]
     fn the_cache_evicts_the_least_recently_used_within_its_bytes() {
         let d = DynamicPrompts::new(DynamicConfig::default());
-        let a = d.render(Lang::En, &en(), "{digits 1}").unwrap();
+        let a = d
+            .render(Lang::En, &en(), "{digits 1}", Codec::Pcmu)
+            .unwrap();
         let one = prompt_bytes(&a);
         // Room for about two prompts of this size.
         let d = DynamicPrompts::new(DynamicConfig {
             cache_bytes_max: one * 5 / 2,
             ..DynamicConfig::default()
         });
-        d.render(Lang::En, &en(), "{digits 1}").unwrap();
-        d.render(Lang::En, &en(), "{digits 2}").unwrap();
+        d.render(Lang::En, &en(), "{digits 1}", Codec::Pcmu)
+            .unwrap();
+        d.render(Lang::En, &en(), "{digits 2}", Codec::Pcmu)
+            .unwrap();
         // Touch 1 so that 2 is the oldest.
-        assert!(d.cached(Lang::En, &en(), "{digits 1}").is_some());
-        d.render(Lang::En, &en(), "{digits 3}").unwrap();
-        assert!(d.cached(Lang::En, &en(), "{digits 1}").is_some());
-        assert!(d.cached(Lang::En, &en(), "{digits 3}").is_some());
-        assert!(d.cached(Lang::En, &en(), "{digits 2}").is_none());
+        assert!(
+            d.cached(Lang::En, &en(), "{digits 1}", Codec::Pcmu)
+                .is_some()
+        );
+        d.render(Lang::En, &en(), "{digits 3}", Codec::Pcmu)
+            .unwrap();
+        assert!(
+            d.cached(Lang::En, &en(), "{digits 1}", Codec::Pcmu)
+                .is_some()
+        );
+        assert!(
+            d.cached(Lang::En, &en(), "{digits 3}", Codec::Pcmu)
+                .is_some()
+        );
+        assert!(
+            d.cached(Lang::En, &en(), "{digits 2}", Codec::Pcmu)
+                .is_none()
+        );
         let s = d.stats();
         assert_eq!((s.entries, s.evictions), (2, 1));
         assert!(s.bytes <= one * 5 / 2);
@@ -628,7 +766,9 @@ mod tests {
             cache_bytes_max: 1000,
             ..DynamicConfig::default()
         });
-        let p = d.render(Lang::En, &en(), "{digits 42}").unwrap();
+        let p = d
+            .render(Lang::En, &en(), "{digits 42}", Codec::Pcmu)
+            .unwrap();
         assert!(p.frames() > 0);
         assert_eq!(d.stats().entries, 0);
         assert_eq!(d.stats().bytes, 0);
@@ -641,24 +781,24 @@ mod tests {
             ..DynamicConfig::default()
         });
         assert!(matches!(
-            d.render(Lang::En, &en(), "{phone 12}"),
+            d.render(Lang::En, &en(), "{phone 12}", Codec::Pcmu),
             Err(DynamicError::Markup(_))
         ));
         assert!(matches!(
-            d.render(Lang::En, &en(), &"a".repeat(51)),
+            d.render(Lang::En, &en(), &"a".repeat(51), Codec::Pcmu),
             Err(DynamicError::TooLong { chars: 51, max: 50 })
         ));
         assert!(matches!(
-            d.render(Lang::En, &en(), "nul \0 inside"),
+            d.render(Lang::En, &en(), "nul \0 inside", Codec::Pcmu),
             Err(DynamicError::Synthesis(_))
         ));
         let nobody = Voice {
             name: "no-such-voice-xx".into(),
             speed: 160,
         };
-        assert!(d.render(Lang::En, &nobody, "hello").is_err());
+        assert!(d.render(Lang::En, &nobody, "hello", Codec::Pcmu).is_err());
         // The engine still works after the failures.
-        assert!(d.render(Lang::En, &en(), "hello").is_ok());
+        assert!(d.render(Lang::En, &en(), "hello", Codec::Pcmu).is_ok());
         assert_eq!(d.stats().entries, 1);
     }
 
@@ -667,7 +807,12 @@ mod tests {
         // `<`/`&` are escaped by markup: the engine reads them as text, not as tags.
         let d = DynamicPrompts::new(DynamicConfig::default());
         let p = d
-            .render(Lang::En, &en(), "a <break time=\"5000ms\"/> & b")
+            .render(
+                Lang::En,
+                &en(),
+                "a <break time=\"5000ms\"/> & b",
+                Codec::Pcma,
+            )
             .unwrap();
         // Obeyed, the break would be 5 s of silence; read out, the longest gap is short.
         let mut run = 0usize;
@@ -676,7 +821,60 @@ mod tests {
             run = if s.unsigned_abs() < 100 { run + 1 } else { 0 };
             longest = longest.max(run);
         }
-        assert!(longest < 8000, "{longest} silent samples: the tag was obeyed");
+        assert!(
+            longest < 8000,
+            "{longest} silent samples: the tag was obeyed"
+        );
+    }
+
+    fn tone(hz: f64, rate: u32, secs: f64) -> Vec<i16> {
+        (0..(f64::from(rate) * secs) as usize)
+            .map(|i| {
+                (10000.0 * (2.0 * std::f64::consts::PI * hz * i as f64 / f64::from(rate)).sin())
+                    as i16
+            })
+            .collect()
+    }
+
+    fn rms(x: &[i16]) -> f64 {
+        (x.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / x.len().max(1) as f64).sqrt()
+    }
+
+    #[test]
+    fn fast_resampling_keeps_the_voice_band_and_removes_what_would_alias() {
+        for to in [8000, 16000] {
+            let input = tone(1000.0, 22050, 1.0);
+            let out = resample_fast(&input, 22050, to);
+            assert_eq!(out.len(), to as usize);
+            // The tone passes at its level and is the same signal the reference resampler makes.
+            let mid = &out[200..out.len() - 200];
+            let level = rms(mid) / rms(&input);
+            assert!((0.97..1.03).contains(&level), "{to}: level {level}");
+            let reference = crate::audio::resample::resample(&input, 22050, to);
+            let diff: Vec<i16> = mid
+                .iter()
+                .zip(&reference[200..])
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect();
+            assert!(
+                rms(&diff) < 100.0,
+                "{to}: differs from the reference by {}",
+                rms(&diff)
+            );
+        }
+        // 6 kHz is above 8 kHz's Nyquist rate: it must not fold back into the band.
+        let out = resample_fast(&tone(6000.0, 22050, 1.0), 22050, 8000);
+        assert!(rms(&out[200..7800]) < 200.0, "alias {}", rms(&out));
+        // Edge cases: no panic, sensible lengths.
+        assert!(resample_fast(&[], 22050, 8000).is_empty());
+        assert_eq!(resample_fast(&[5; 3], 8000, 8000), vec![5; 3]);
+        assert!(resample_fast(&[1, 2, 3], 0, 8000).is_empty());
+        assert_eq!(resample_fast(&[i16::MAX; 441], 22050, 8000).len(), 160);
+        // An odd rate pair takes the general resampler (791 samples in).
+        assert_eq!(
+            resample_fast(&tone(300.0, 7919, 0.1), 7919, 16000).len(),
+            791 * 16000 / 7919
+        );
     }
 
     #[test]
