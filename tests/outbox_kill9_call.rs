@@ -214,9 +214,10 @@ fn kill_9_after_sent_is_spoken_delivers_exactly_once_after_restart() {
     // The provider's port is chosen now and nobody listens on it yet: the provider is down,
     // every delivery attempt before the kill is refused.
     let provider_port = free_port();
-    let mut opts = ServerOptions::default();
-    opts.extra_toml = outbox_toml(provider_port);
-    let mut server = Server::start(opts);
+    let mut server = Server::start(ServerOptions {
+        extra_toml: outbox_toml(provider_port),
+        ..ServerOptions::default()
+    });
     let (call_id, sender) = caller_asks_for_the_link_by_sms(&server);
 
     // The message is durable before the caller hears "sent": kill the moment it is there.
@@ -275,9 +276,10 @@ fn kill_9_after_sent_is_spoken_delivers_exactly_once_after_restart() {
 fn provider_down_then_back_delivers_once() {
     require("sox");
     let provider_port = free_port();
-    let mut opts = ServerOptions::default();
-    opts.extra_toml = outbox_toml(provider_port);
-    let server = Server::start(opts);
+    let server = Server::start(ServerOptions {
+        extra_toml: outbox_toml(provider_port),
+        ..ServerOptions::default()
+    });
     let (call_id, sender) = caller_asks_for_the_link_by_sms(&server);
     // Down: connections refused, retried with backoff (200 ms) while the call goes on.
     let rows = wait_until("two refused attempts", Duration::from_secs(40), || {

@@ -456,6 +456,20 @@ struct EspeakEvent {
 }
 
 type SynthCallback = unsafe extern "C" fn(*mut c_short, c_int, *mut EspeakEvent) -> c_int;
+type InitializeFn = unsafe extern "C" fn(c_int, c_int, *const c_char, c_int) -> c_int;
+type SetCallbackFn = unsafe extern "C" fn(Option<SynthCallback>);
+type SetVoiceFn = unsafe extern "C" fn(*const c_char) -> c_int;
+type SetParameterFn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
+type SynthFn = unsafe extern "C" fn(
+    *const c_void,
+    usize,
+    c_uint,
+    c_int,
+    c_uint,
+    c_uint,
+    *mut c_uint,
+    *mut c_void,
+) -> c_int;
 
 // speak_lib.h constants.
 const AUDIO_OUTPUT_SYNCHRONOUS: c_int = 2;
@@ -469,19 +483,9 @@ const EE_OK: c_int = 0;
 
 /// The library's entry points, resolved once.
 struct Library {
-    set_voice_by_name: unsafe extern "C" fn(*const c_char) -> c_int,
-    set_parameter: unsafe extern "C" fn(c_int, c_int, c_int) -> c_int,
-    #[allow(clippy::type_complexity)]
-    synth: unsafe extern "C" fn(
-        *const c_void,
-        usize,
-        c_uint,
-        c_int,
-        c_uint,
-        c_uint,
-        *mut c_uint,
-        *mut c_void,
-    ) -> c_int,
+    set_voice_by_name: SetVoiceFn,
+    set_parameter: SetParameterFn,
+    synth: SynthFn,
     sample_rate: u32,
     /// The voice and rate last set, so a render in the same voice skips reloading it.
     current: Mutex<Option<(String, u32)>>,
@@ -517,16 +521,18 @@ fn load_library() -> Result<Library, String> {
                 Ok(p)
             }
         };
-        let initialize: unsafe extern "C" fn(c_int, c_int, *const c_char, c_int) -> c_int =
-            std::mem::transmute(sym(c"espeak_Initialize")?);
-        let set_callback: unsafe extern "C" fn(Option<SynthCallback>) =
-            std::mem::transmute(sym(c"espeak_SetSynthCallback")?);
+        let initialize =
+            std::mem::transmute::<*mut c_void, InitializeFn>(sym(c"espeak_Initialize")?);
+        let set_callback =
+            std::mem::transmute::<*mut c_void, SetCallbackFn>(sym(c"espeak_SetSynthCallback")?);
         let lib = Library {
-            set_voice_by_name: std::mem::transmute::<*mut c_void, _>(sym(
+            set_voice_by_name: std::mem::transmute::<*mut c_void, SetVoiceFn>(sym(
                 c"espeak_SetVoiceByName",
             )?),
-            set_parameter: std::mem::transmute::<*mut c_void, _>(sym(c"espeak_SetParameter")?),
-            synth: std::mem::transmute::<*mut c_void, _>(sym(c"espeak_Synth")?),
+            set_parameter: std::mem::transmute::<*mut c_void, SetParameterFn>(sym(
+                c"espeak_SetParameter",
+            )?),
+            synth: std::mem::transmute::<*mut c_void, SynthFn>(sym(c"espeak_Synth")?),
             sample_rate: 0,
             current: Mutex::new(None),
         };
