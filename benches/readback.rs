@@ -25,7 +25,7 @@ fn report(name: &str, mut t: Vec<Duration>) {
     t.sort();
     let q = |p: f64| t[((t.len() - 1) as f64 * p).round() as usize];
     println!(
-        "{name:<34} n={:<4} p50 {:>7.2} ms  p95 {:>7.2} ms  max {:>7.2} ms",
+        "{name:<34} n={:<4} p50 {:>9.3} ms  p95 {:>9.3} ms  max {:>9.3} ms",
         t.len(),
         q(0.50).as_secs_f64() * 1e3,
         q(0.95).as_secs_f64() * 1e3,

@@ -41,7 +41,7 @@ pub const PROMPT_IDS: [&str; 5] = [
 /// `*` presses allowed in one entry: clearing is the caller's choice, but not forever.
 const MAX_CLEARS: u32 = 5;
 
-/// `[flow.entry]`: timings and patience of keyed number entry.
+/// `[entry]`: timings and patience of keyed number entry.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct EntryConfig {

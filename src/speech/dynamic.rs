@@ -25,7 +25,7 @@ use super::markup;
 use super::tts::{Pcm, Voice};
 use crate::types::{Codec, Lang};
 
-/// `[speech.dynamic]`: on-demand rendering of read-backs.
+/// `[tts.dynamic]`: on-demand rendering of read-backs.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DynamicConfig {
