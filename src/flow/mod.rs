@@ -6,6 +6,7 @@
 //! Shape (STYLE.md §1): `handle_event(now, ..)` / `handle_timeout(now)` in,
 //! `poll_action()` / `poll_timeout()` out.
 
+pub mod entry;
 pub mod script;
 pub mod tty;
 
