@@ -28,6 +28,9 @@ pub struct Config {
     /// Speech recognition: recognizers per language, the worker pool, endpointing (`[asr]`).
     #[serde(skip_serializing)]
     pub asr: crate::asr::AsrConfig,
+    /// Keyed number entry (`[entry]`).
+    #[serde(skip_serializing)]
+    pub entry: crate::flow::entry::EntryConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -225,6 +228,9 @@ pub struct TtsConfig {
     pub voice_en: String,
     pub voice_es: String,
     pub speed: u32,
+    /// Read-backs rendered on demand (`[tts.dynamic]`).
+    #[serde(skip_serializing)]
+    pub dynamic: crate::speech::dynamic::DynamicConfig,
 }
 
 impl Default for TtsConfig {
@@ -233,6 +239,7 @@ impl Default for TtsConfig {
             voice_en: "en-us".into(),
             voice_es: "es-419".into(),
             speed: 160,
+            dynamic: Default::default(),
         }
     }
 }

@@ -191,7 +191,13 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
                     actions_done.push("hangup".into());
                     ended = true;
                 }
-                Action::SendSms { intent } => {
+                Action::PlayText { .. } => {
+                    // A read-back (keys only, which a talker's tape does not press): about 5 s.
+                    playing = Some(Playing {
+                        ends_at: now + Duration::from_secs(5),
+                    });
+                }
+                Action::SendSms { intent, .. } => {
                     // Offline: nothing is stored or sent; the flow hears it was.
                     actions_done.push(format!("send_link:sms:{intent}"));
                     call.handle_event(now, flow::Event::LinkQueued(true));

@@ -134,6 +134,7 @@ enum State {
 }
 
 /// One keyed number entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NumberEntry {
     config: EntryConfig,
     lang: Lang,

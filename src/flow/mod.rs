@@ -38,6 +38,10 @@ pub struct FlowConfig {
     /// for an open question, where callers pause mid-sentence.
     pub choice_silence_ms: u32,
     pub question_silence_ms: u32,
+    /// Keyed number entry (a number to text the link to).
+    pub entry: entry::EntryConfig,
+    /// The read-back texts per language (from the prompt catalog); without one, no entry.
+    pub readbacks: Vec<(Lang, entry::Readback)>,
     /// Intents a live agent would take if the center were open (the policy's after-hours
     /// decision): their answer says when live help is available instead of offering it.
     pub after_hours: HashSet<(Lang, String)>,
@@ -59,6 +63,8 @@ impl Default for FlowConfig {
             question_silence_ms: 800,
             start_lang: None,
             after_hours: HashSet::new(),
+            entry: entry::EntryConfig::default(),
+            readbacks: Vec::new(),
         }
     }
 }
@@ -161,9 +167,20 @@ pub enum Action {
     StopPlayback,
     /// End the call (BYE) once the shell has flushed what it is sending.
     Hangup,
-    /// Text the link of `intent`'s answer to the caller's number. The shell answers with
-    /// `Event::LinkQueued` once the message is durably stored, before anything says "sent".
-    SendSms { intent: String },
+    /// Text the link of `intent`'s answer to `to` (the caller's number when `None`). The shell
+    /// answers with `Event::LinkQueued` once the message is durably stored, before anything says
+    /// "sent".
+    SendSms {
+        intent: String,
+        to: Option<crate::pii::Pii<String>>,
+    },
+    /// Play text rendered on demand (prompt markup: a read-back). It may hold personal data:
+    /// never log it in clear. Ends with `Event::PlaybackDone` like `Play`.
+    PlayText {
+        lang: Lang,
+        text: crate::pii::Pii<String>,
+        barge_in: bool,
+    },
     /// Hand the call to a live agent (blind transfer by SIP REFER), once `transfer_start` has
     /// played. The shell answers with `Event::TransferDone`. `text_ahead`: the caller's answer
     /// to the text-ahead question (tier 2), `None` when not asked.
@@ -211,6 +228,8 @@ enum State {
     Menu { menu: MenuId, waiting: bool },
     /// Waiting for the shell to store a link to send.
     Sending,
+    /// The caller keys the number to text the link to.
+    Entry(Box<entry::NumberEntry>),
     /// Saying "please hold", then waiting for the transfer's outcome.
     Transferring { started: bool },
     /// Saying goodbye; hang up when the prompt ends.
@@ -304,7 +323,63 @@ impl Call {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.no_input_at
+        match &self.state {
+            State::Entry(e) => e.poll_timeout(),
+            _ => self.no_input_at,
+        }
+    }
+
+    fn in_entry(&self) -> bool {
+        matches!(self.state, State::Entry(_))
+    }
+
+    /// Turn the number entry's outputs into the call's actions.
+    fn pump_entry(&mut self) {
+        loop {
+            let State::Entry(e) = &mut self.state else {
+                return;
+            };
+            let Some(out) = e.poll_output() else { return };
+            match out {
+                entry::Output::PlayPrompts { prompts, barge_in } => self.play(prompts, barge_in),
+                entry::Output::PlayText {
+                    lang,
+                    text,
+                    barge_in,
+                } => {
+                    // The record names the read-back, not the number in it.
+                    self.record
+                        .prompts
+                        .push(PromptRef::new(lang, "entry.readback"));
+                    self.playing = true;
+                    self.barge_in = barge_in;
+                    self.actions.push_back(Action::PlayText {
+                        lang,
+                        text,
+                        barge_in,
+                    });
+                }
+                entry::Output::StopPlayback => {
+                    self.playing = false;
+                    self.actions.push_back(Action::StopPlayback);
+                }
+                entry::Output::Done(number) => match self.last_answer.clone() {
+                    Some(intent) => {
+                        self.record.actions.push(format!("send_link:sms:{intent}"));
+                        self.state = State::Sending;
+                        self.actions.push_back(Action::SendSms {
+                            intent,
+                            to: Some(number),
+                        });
+                    }
+                    None => self.enter_menu(self.script.main, &[]),
+                },
+                entry::Output::Cancelled => {
+                    self.record.actions.push("entry_cancelled".into());
+                    self.enter_menu(self.after_answer_menu(), &[]);
+                }
+            }
+        }
     }
 
     pub fn handle_event(&mut self, now: Instant, event: Event) {
@@ -319,6 +394,20 @@ impl Call {
                         None => self.enter_menu(self.script.start, &[]),
                     }
                 }
+            }
+            Event::Digit(d) if self.in_entry() => {
+                // The keys are the phone number: not in the record.
+                if let State::Entry(e) = &mut self.state {
+                    e.handle_digit(now, d);
+                }
+                self.pump_entry();
+            }
+            Event::PlaybackDone if self.in_entry() => {
+                self.playing = false;
+                if let State::Entry(e) = &mut self.state {
+                    e.handle_playback_done(now);
+                }
+                self.pump_entry();
             }
             Event::Digit(d) => self.on_digit(now, d),
             Event::PlaybackDone => self.on_playback_done(now),
@@ -496,6 +585,11 @@ impl Call {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let State::Entry(e) = &mut self.state {
+            e.handle_timeout(now);
+            self.pump_entry();
+            return;
+        }
         // Early or stale timeouts are harmless: only an expired deadline in a waiting menu counts.
         let Some(at) = self.no_input_at else { return };
         if now < at {
@@ -634,10 +728,32 @@ impl Call {
                     self.record.actions.push(format!("send_link:sms:{intent}"));
                     self.stop_listening();
                     self.state = State::Sending;
-                    self.actions.push_back(Action::SendSms { intent });
+                    self.actions.push_back(Action::SendSms { intent, to: None });
                 }
                 None => self.enter_menu(self.script.after_answer, &[]),
             },
+            Goto::SmsOffer if self.config.sms_to_caller => {
+                self.enter_menu(self.script.sms_confirm, &[]);
+            }
+            Goto::SmsOffer | Goto::EnterNumber => {
+                let readback = self
+                    .config
+                    .readbacks
+                    .iter()
+                    .find(|(l, _)| *l == self.lang)
+                    .map(|(_, r)| r.clone());
+                match readback {
+                    Some(r) => {
+                        self.stop_listening();
+                        self.no_input_at = None;
+                        let e = entry::NumberEntry::new(self.config.entry.clone(), self.lang, r);
+                        self.state = State::Entry(Box::new(e));
+                        self.pump_entry();
+                    }
+                    // No read-back texts in this language: only the caller's own number.
+                    None => self.enter_menu(self.after_answer_menu(), &[]),
+                }
+            }
             Goto::Confirm(yes) => match (yes, self.pending.take()) {
                 (true, Some(intent)) => self.follow(Goto::Answer(intent)),
                 // "No": ask again from the main menu.
@@ -686,7 +802,8 @@ impl Call {
             .last_answer
             .as_ref()
             .is_some_and(|i| self.config.sms_links.contains(i));
-        if sendable && self.config.sms_to_caller {
+        let can_enter = self.config.readbacks.iter().any(|(l, _)| *l == self.lang);
+        if sendable && (self.config.sms_to_caller || can_enter) {
             self.script.after_answer_link
         } else {
             self.script.after_answer
@@ -920,7 +1037,8 @@ mod tests {
             [
                 Action::StopPlayback,
                 Action::SendSms {
-                    intent: "case_status".into()
+                    intent: "case_status".into(),
+                    to: None
                 }
             ]
         );
@@ -1073,6 +1191,8 @@ mod tests {
                     Goto::RepeatAnswer
                     | Goto::Goodbye
                     | Goto::SendSms
+                    | Goto::SmsOffer
+                    | Goto::EnterNumber
                     | Goto::AfterAnswer
                     | Goto::Transfer
                     | Goto::Confirm(_)
@@ -1397,5 +1517,60 @@ mod tests {
             ["en:after_hours", "en:after_answer"]
         );
         assert!(call.record().actions.is_empty());
+    }
+
+    #[test]
+    fn a_caller_without_a_textable_number_keys_one_and_confirms_the_read_back() {
+        let now = Instant::now();
+        let readback = entry::Readback {
+            lead: "You entered".into(),
+            confirm: "If that is right, press 1.".into(),
+        };
+        let mut call = Call::new(FlowConfig {
+            sms_links: ["case_status".to_string()].into_iter().collect(),
+            sms_to_caller: false,
+            readbacks: vec![(Lang::En, readback)],
+            ..FlowConfig::default()
+        });
+        call.handle_event(now, Event::Start);
+        for d in ['1', '1'] {
+            call.handle_event(now, Event::Digit(d));
+        }
+        let p = played(&drain(&mut call));
+        assert_eq!(p[p.len() - 1], "en:after_answer_link");
+        call.handle_event(now, Event::Digit('4'));
+        assert_eq!(played(&drain(&mut call)), ["en:entry.ask"]);
+        for d in "2025550134".chars() {
+            call.handle_event(now, Event::Digit(d));
+        }
+        let actions = drain(&mut call);
+        let text = actions
+            .iter()
+            .find_map(|a| match a {
+                Action::PlayText { text, .. } => Some(text.expose().clone()),
+                _ => None,
+            })
+            .expect("a read-back");
+        assert!(text.contains("{phone 202-555-0134}"), "{text}");
+        call.handle_event(now, Event::PlaybackDone);
+        call.handle_event(now, Event::Digit('1'));
+        let actions = drain(&mut call);
+        assert_eq!(
+            actions,
+            [Action::SendSms {
+                intent: "case_status".into(),
+                to: Some(crate::pii::Pii::new("2025550134".to_string())),
+            }]
+        );
+        // The number is not in the record: keys in the entry are not recorded.
+        assert_eq!(call.record().digits, "114");
+        assert!(
+            call.record()
+                .prompts
+                .iter()
+                .any(|p| p.id == "entry.readback")
+        );
+        call.handle_event(now, Event::LinkQueued(true));
+        assert_eq!(played(&drain(&mut call))[0], "en:sms_sent");
     }
 }

@@ -24,6 +24,11 @@ pub enum Goto {
     Goodbye,
     /// Ask the shell to text the last answer's link to the caller's number.
     SendSms,
+    /// Offer the link by text: confirm the caller's number when it can take a text, else ask
+    /// for one.
+    SmsOffer,
+    /// Key in the number to text the link to (read back for confirmation).
+    EnterNumber,
     /// Back to the menu that follows the last answer.
     AfterAnswer,
     /// Transfer to a live agent, when the policy offers it for the last answer right now.
@@ -87,6 +92,8 @@ pub struct Script {
     pub after_answer_link: MenuId,
     /// The text-ahead consent question before a tier-2 transfer.
     pub text_ahead: MenuId,
+    /// "We will text the link to the number you are calling from."
+    pub sms_confirm: MenuId,
     /// "Did you ask about ...?" after a question heard with middling confidence.
     pub confirm: MenuId,
     /// Where a spoken question that is not understood leads back to.
@@ -260,7 +267,7 @@ static MENUS: [Menu; 12] = [
             ('1', Goto::RepeatAnswer),
             ('2', Goto::Menu(MAIN)),
             ('3', Goto::Goodbye),
-            ('4', Goto::Menu(SMS_CONFIRM)),
+            ('4', Goto::SmsOffer),
             ('0', Goto::Transfer),
             ('*', Goto::Menu(MAIN)),
         ],
@@ -275,6 +282,7 @@ static MENUS: [Menu; 12] = [
         options: &[
             ('1', Goto::SendSms),
             ('2', Goto::AfterAnswer),
+            ('3', Goto::EnterNumber),
             ('*', Goto::AfterAnswer),
         ],
         barge_in: true,
@@ -328,6 +336,7 @@ static STANDARD: Script = Script {
     after_answer: AFTER_ANSWER,
     after_answer_link: AFTER_ANSWER_LINK,
     text_ahead: TEXT_AHEAD,
+    sms_confirm: SMS_CONFIRM,
     confirm: CONFIRM,
     main: MAIN,
     answer_menus: &[("agent", AGENT_QUESTION)],
@@ -369,6 +378,7 @@ impl Script {
             "after_hours",
         ]);
         ids.extend(self.offer_prompts.iter().map(|(_, p)| *p));
+        ids.extend(super::entry::PROMPT_IDS);
         ids.sort_unstable();
         ids.dedup();
         ids

@@ -521,8 +521,34 @@ pub async fn run(
                         })
                         .await;
                 }
-                Action::SendSms { intent } => {
-                    let to = setup.caller_id.clone();
+                Action::PlayText { lang, text, .. } => {
+                    // Rendered on demand off the runtime (~20 ms); the read-back holds the number.
+                    let voice = super::render_config(&shared.config).voice(lang).clone();
+                    let codec = setup.media.codec;
+                    let dynamic = shared.dynamic.clone();
+                    let rendered = match dynamic.cached(lang, &voice, text.expose(), codec) {
+                        Some(p) => Ok(p),
+                        None => tokio::task::spawn_blocking(move || {
+                            dynamic.render(lang, &voice, text.expose(), codec)
+                        })
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(crate::speech::dynamic::DynamicError::Synthesis(
+                                e.to_string(),
+                            ))
+                        }),
+                    };
+                    match rendered {
+                        Ok(p) => generation = setup.stream.play(vec![p]),
+                        Err(e) => {
+                            tracing::error!(error = %e, "read-back not rendered");
+                            // The flow waits for the read-back's end: let it go on.
+                            flow.handle_event(Instant::now(), flow::Event::PlaybackDone);
+                        }
+                    }
+                }
+                Action::SendSms { intent, to } => {
+                    let to = to.or_else(|| setup.caller_id.clone());
                     let ok = send_link(
                         &shared,
                         &setup,

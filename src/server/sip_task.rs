@@ -313,6 +313,7 @@ impl SipTask {
                 let tty = tty_line.is_tty_number(&info.request_user)
                     || tty_line.is_tty_number(&info.to_user);
                 let (transfers, after_hours) = self.transfers_now();
+                let prompts = self.shared.prompts.load();
                 let record = CallRecord {
                     call_id: info.call_id.clone(),
                     started_at: now_rfc3339(),
@@ -350,10 +351,18 @@ impl SipTask {
                     stream,
                     stream_events: events_rx,
                     media,
-                    prompts: self.shared.prompts.load(),
+                    prompts: prompts.clone(),
                     flow: FlowConfig {
                         transfers,
                         after_hours,
+                        entry: cfg.entry.clone(),
+                        readbacks: crate::types::Lang::ALL
+                            .into_iter()
+                            .filter_map(|l| {
+                                crate::flow::entry::Readback::from_catalog(&prompts.catalog, l)
+                                    .map(|r| (l, r))
+                            })
+                            .collect(),
                         sms_links: self.shared.sms_links.clone(),
                         // A text goes only to a number that can take one (a US number).
                         sms_to_caller: crate::nlu::slots::phone(&info.from_user).is_some(),

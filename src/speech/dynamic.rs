@@ -43,7 +43,9 @@ impl Default for DynamicConfig {
         DynamicConfig {
             cache_bytes_max: 32 << 20,
             text_chars_max: 1000,
-            engine: EngineChoice::Auto,
+            // The espeak-ng program, not the library in-process: libespeak-ng is GPL-3 and this
+            // binary is Apache-2.0. Measured 18–20 ms p95 per G.711 read-back either way.
+            engine: EngineChoice::Process,
         }
     }
 }
