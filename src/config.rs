@@ -280,6 +280,9 @@ impl Config {
                 "calls.max_concurrent: must be at least 1".into(),
             ));
         }
+        // A bad outbox config would otherwise stop the delivery worker after start, with the
+        // server looking healthy and never delivering.
+        self.outbox.validate().map_err(ConfigError)?;
         Ok(())
     }
 }
