@@ -82,6 +82,8 @@ pub struct CallSetup {
     /// TTY callers: the intents the policy transfers right now, and the TTY agent queue.
     pub tty_transfers: Arc<std::collections::HashSet<String>>,
     pub tty_queue_uri: String,
+    /// The RFC 4103 text stream, when the caller offered one and its port was bound.
+    pub text: Option<super::rtt_session::TextSetup>,
 }
 
 /// Start a TTY conversation in `lang`; None (logged) if the prompts lack the TTY texts.
@@ -139,6 +141,7 @@ pub async fn run(
         None
     };
     let mut watch = TtyWatch::default();
+    let mut rtt = super::rtt_session::RttSession::from_setup(&mut setup);
     // A TTY hang-up waits for the last line (ending "SK") to be sent.
     let mut hangup_after_playback = false;
     setup.stream.set_media(
@@ -151,6 +154,8 @@ pub async fn run(
     loop {
         let flow_at = match &tty {
             Some(t) => t.poll_timeout(),
+            // A text call's conversation keeps its own timers; the voice flow is frozen.
+            None if rtt.as_ref().is_some_and(|r| r.is_text_call()) => None,
             None => flow.poll_timeout(),
         };
         let digit_at = inbound.as_ref().and_then(Inbound::poll_timeout);
@@ -171,6 +176,9 @@ pub async fn run(
                     Some(CallCommand::Media(m)) => {
                         if m.codec != setup.media.codec || m.payload_type != setup.media.payload_type {
                             inbound = inbound_for(&m);
+                        }
+                        if let Some(r) = rtt.as_mut() {
+                            r.handle_media(m.text.as_ref());
                         }
                         setup.media = *m;
                         let sends = setup.media.direction.sends() && !hanging_up;
@@ -213,6 +221,7 @@ pub async fn run(
                     if g == generation {
                         match tty.as_mut() {
                             Some(t) => t.handle_sent(Instant::now()),
+                            None if rtt.as_ref().is_some_and(|r| r.is_text_call()) => {}
                             None => flow.handle_event(Instant::now(), flow::Event::PlaybackDone),
                         }
                         if hangup_after_playback && !hanging_up {
@@ -299,6 +308,14 @@ pub async fn run(
                     digits[1] = Some(ev.digit);
                 }
             }
+            wake = super::rtt_session::next_wake(rtt.as_mut()) => {
+                // The caller's RTT text or the text stream's timers; typing keeps the call alive.
+                if let Some(r) = rtt.as_mut()
+                    && r.handle_wake(Instant::now(), wake, flow.lang())
+                {
+                    last_rx = Instant::now();
+                }
+            }
             _ = sleep_until(rtp_deadline.into()), if receiving && !hanging_up => {
                 // The caller vanished without BYE: end the call and free everything.
                 Metrics::inc(&metrics.calls_rtp_timeout_total);
@@ -344,6 +361,9 @@ pub async fn run(
                     link,
                 }) => {
                     tracing::info!(?channel, to = %to, %intent, %link, "link to send (TTY)");
+                    let lang = tty.as_ref().map_or(flow.lang(), TtySession::lang);
+                    let channel = super::rtt_session::outbox_channel(channel);
+                    send_link(&shared, &setup, &intent, channel, Some(to), lang).await;
                 }
                 // The session folds lines into `Play`.
                 TtyAction::Output(TtyOutput::Type(_)) => {}
@@ -378,6 +398,38 @@ pub async fn run(
                     if setup.stream.is_playing() {
                         hangup_after_playback = true;
                     } else if !hanging_up {
+                        hanging_up = true;
+                        let _ = sip.send(SipCommand::Hangup(setup.key)).await;
+                    }
+                }
+            }
+        }
+
+        // A text call's actions (RFC 4103 real-time text).
+        while let Some(action) = rtt
+            .as_mut()
+            .filter(|_| started)
+            .and_then(|r| r.poll_action(Instant::now()))
+        {
+            use super::rtt_session::RttAction;
+            match action {
+                RttAction::TextCall => setup.stream.stop(),
+                RttAction::SendLink {
+                    channel,
+                    to,
+                    intent,
+                    lang,
+                } => {
+                    send_link(&shared, &setup, &intent, channel, Some(to), lang).await;
+                }
+                RttAction::Transfer { context } => {
+                    let uri = setup.tty_queue_uri.clone();
+                    let call = setup.key;
+                    let _ = sip.send(SipCommand::Refer { call, uri, context }).await;
+                }
+                RttAction::Hangup => {
+                    end_reason.get_or_insert("ivr_hangup");
+                    if !hanging_up {
                         hanging_up = true;
                         let _ = sip.send(SipCommand::Hangup(setup.key)).await;
                     }
@@ -497,6 +549,9 @@ pub async fn run(
             .outcome
             .and_then(|o| serde_json::to_value(o).ok())
             .and_then(|v| v.as_str().map(String::from));
+    }
+    if let Some(r) = &rtt {
+        r.fill_record(&mut record);
     }
     shared.store.save(record);
     let _ = sip.send(SipCommand::Finished(setup.key)).await;
