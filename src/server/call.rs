@@ -413,7 +413,11 @@ pub async fn run(
         {
             use super::rtt_session::RttAction;
             match action {
-                RttAction::TextCall => setup.stream.stop(),
+                RttAction::TextCall => {
+                    // Typed text wins over voice and Baudot tones: one conversation at a time.
+                    setup.stream.stop();
+                    tty = None;
+                }
                 RttAction::SendLink {
                     channel,
                     to,

@@ -1,0 +1,169 @@
+//! A SIP caller that offers RFC 4103 real-time text (`m=text`, t140 with `red`) types its
+//! question over RTP: the call becomes a text call, the IVR types the case-status answer back
+//! as T.140 (decoded here with the product's receiver), offers the link, stores it in the
+//! outbox when the caller takes it by text message, and the record says `mode: rtt`.
+//! One caller packet in three is dropped on the way: the redundancy must cover it.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ivr::rtp::t140::{MISSING_TEXT, PACKET_BYTES_MAX, T140Receiver, T140Sender, T140SenderConfig};
+
+const T140: u8 = 98;
+const RED: u8 = 100;
+
+/// The caller's RTT terminal: a text socket, the product's T.140 sender and receiver.
+struct Terminal {
+    sock: UdpSocket,
+    dest: SocketAddr,
+    tx: T140Sender,
+    rx: T140Receiver,
+    /// What the IVR typed, decoded.
+    screen: String,
+    sent: usize,
+}
+
+impl Terminal {
+    /// Runs the terminal in real time for `limit` or until `until` holds for the screen.
+    fn run(&mut self, limit: Duration, until: impl Fn(&str) -> bool) {
+        let start = Instant::now();
+        let mut buf = [0u8; PACKET_BYTES_MAX];
+        let mut inbuf = [0u8; 2048];
+        while start.elapsed() < limit && !until(&self.screen) {
+            while let Some(n) = self.tx.poll_transmit(Instant::now(), &mut buf).unwrap() {
+                self.sent += 1;
+                // Every third packet is lost on the way to the IVR.
+                if self.sent % 3 != 0 {
+                    self.sock.send_to(&buf[..n], self.dest).unwrap();
+                }
+            }
+            if let Ok((n, _)) = self.sock.recv_from(&mut inbuf) {
+                self.rx.handle_datagram(&inbuf[..n]).unwrap();
+                while let Some(c) = self.rx.poll_char() {
+                    self.screen.push(c);
+                }
+            }
+        }
+    }
+
+    fn type_line(&mut self, text: &str) {
+        self.tx.push_text(text).unwrap();
+    }
+}
+
+fn media_port(answer: &str, kind: &str) -> u16 {
+    answer
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("m={kind} ")))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("m={kind} in the answer:\n{answer}"))
+}
+
+/// A prompt's text from `prompts/en/tty.txt`, without the TTY "GA" RTT does not send.
+fn tty_prompt(id: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("prompts/en/tty.txt")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{id}: ")))
+        .unwrap_or_else(|| panic!("{id} in prompts/en/tty.txt"))
+        .trim()
+        .trim_end_matches(" GA")
+        .to_string()
+}
+
+#[test]
+fn rtt_caller_types_a_question_and_reads_the_answer() {
+    let server = Server::start(ServerOptions::default());
+    let text_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    text_sock
+        .set_read_timeout(Some(Duration::from_millis(10)))
+        .unwrap();
+    let text_port = text_sock.local_addr().unwrap().port();
+
+    let mut uac = Uac::new(server.sip);
+    let sdp = format!(
+        "{}m=text {text_port} RTP/AVP {RED} {T140}\r\na=rtpmap:{T140} t140/1000\r\n\
+         a=rtpmap:{RED} red/1000\r\na=fmtp:{RED} {T140}/{T140}/{T140}\r\na=sendrecv\r\n",
+        uac.sdp("sendrecv")
+    );
+    let branch = uac.request("INVITE", &sdp, true);
+    let ok = uac.final_response(Duration::from_secs(5));
+    assert_eq!(ok.status(), Some(200), "{ok:?}");
+    uac.ack(true, &branch);
+    let audio_port = media_port(&ok.body, "audio");
+    let ivr_text_port = media_port(&ok.body, "text");
+    assert_eq!(ivr_text_port, audio_port + 2, "{}", ok.body);
+
+    let now = Instant::now();
+    let mut term = Terminal {
+        sock: text_sock,
+        dest: SocketAddr::from(([127, 0, 0, 1], ivr_text_port)),
+        tx: T140Sender::new(
+            now,
+            T140SenderConfig {
+                payload_type: T140,
+                red_payload_type: Some(RED),
+                ssrc: 0x5EED,
+                ..T140SenderConfig::default()
+            },
+        ),
+        rx: T140Receiver::new(T140, Some(RED)),
+        screen: String::new(),
+        sent: 0,
+    };
+
+    // Typed a few keys at a time, as a person does.
+    for chunk in ["how do I ", "check my ", "case status", "\r\n"] {
+        term.type_line(chunk);
+        term.run(Duration::from_millis(250), |_| false);
+    }
+    let answer = tty_prompt("tty.answer.case_status");
+    term.run(Duration::from_secs(10), |s| s.contains(&answer));
+    assert!(term.screen.contains(&answer), "{:?}", term.screen);
+    assert!(
+        term.screen.contains("WANT THIS LINK BY TEXT OR EMAIL?"),
+        "{:?}",
+        term.screen
+    );
+    assert!(!term.screen.contains(MISSING_TEXT), "{:?}", term.screen);
+
+    // The link by text message, to the caller's own number.
+    term.type_line("text\r\n");
+    term.run(Duration::from_secs(5), |s| s.contains("OR YES TO USE"));
+    term.type_line("yes\r\n");
+    term.run(Duration::from_secs(5), |s| s.contains("SENT."));
+    assert!(term.screen.contains("SENT."), "{:?}", term.screen);
+
+    uac.request("BYE", "", true);
+    assert_eq!(
+        uac.final_response(Duration::from_secs(3)).status(),
+        Some(200)
+    );
+    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    assert_eq!(call["mode"], "rtt", "{call}");
+    assert_eq!(call["intent"], "case_status", "{call}");
+    assert_eq!(call["actions"][0], "send_link:sms:case_status", "{call}");
+    assert!(server.log_text().contains("RTT mode"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_ivr"))
+        .args(["outbox", "list", "--json", "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["channel"], "sms");
+    assert_eq!(rows[0]["call_id"], uac.call_id.as_str());
+}
