@@ -130,6 +130,8 @@ pub struct T140Sender {
     history: [Block; GENERATIONS],
     seq: u16,
     last_sent_at: Option<Instant>,
+    /// When the last packet with text went out (plain t140 has no redundancy to tell idle).
+    last_text_at: Option<Instant>,
     /// Packets still owed to carry the last text as redundancy; 0: the stream is idle.
     owed: usize,
 }
@@ -147,6 +149,7 @@ impl T140Sender {
             pending: Vec::with_capacity(BLOCK_BYTES_MAX),
             history,
             last_sent_at: None,
+            last_text_at: None,
             owed: 0,
         }
     }
@@ -195,12 +198,22 @@ impl T140Sender {
             n -= 1;
         }
         let timestamp = self.timestamp(now);
-        // RFC 4103 §4.2: the first packet of text after an idle period carries the marker.
-        let marker = n > 0 && self.owed == 0;
+        // RFC 4103 §4.2: the first packet of text after an idle period carries the marker. Red
+        // is idle once the redundancy is out; plain t140 once a buffer period went by empty.
+        let idle = match self.config.red_payload_type {
+            Some(_) => self.owed == 0,
+            None => self.last_text_at.is_none_or(|t| {
+                now >= t + Duration::from_millis(self.config.buffer_ms.saturating_mul(2))
+            }),
+        };
+        let marker = n > 0 && idle;
         let len = match self.config.red_payload_type {
             Some(red) => self.write_red(out, red, timestamp, marker, n)?,
             None => self.write_plain(out, timestamp, marker, n)?,
         };
+        if n > 0 {
+            self.last_text_at = Some(now);
+        }
         self.pending.drain(..n);
         self.seq = self.seq.wrapping_add(1);
         self.last_sent_at = Some(now);
@@ -825,6 +838,23 @@ mod tests {
         let p = parse_rtp(&buf[..n]).unwrap();
         assert!(p.marker);
         assert_eq!(&p.payload[9..], b"d", "redundant generations are empty");
+    }
+
+    #[test]
+    fn plain_t140_marks_only_text_after_idle() {
+        let t0 = Instant::now();
+        let mut tx = T140Sender::new(t0, config(false));
+        let mut buf = [0u8; PACKET_BYTES_MAX];
+        let mut markers = Vec::new();
+        // Typing at 0, 300 and 600 ms, then again after a 2 s pause.
+        for ms in [0, 300, 600, 2600] {
+            tx.push_text("x").unwrap();
+            let at = t0 + Duration::from_millis(ms);
+            let n = tx.poll_transmit(at, &mut buf).unwrap().unwrap();
+            markers.push(parse_rtp(&buf[..n]).unwrap().marker);
+            assert!(tx.is_drained(), "no redundancy packets without red");
+        }
+        assert_eq!(markers, [true, false, false, true]);
     }
 
     #[test]
