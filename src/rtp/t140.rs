@@ -33,6 +33,9 @@ const PENDING_BYTES_MAX: usize = 16 * 1024;
 const RECEIVED_CHARS_MAX: usize = 4096;
 /// Red blocks parsed from one packet; senders use 1–3, a longer list is garbage.
 const RED_BLOCKS_MAX: usize = 8;
+/// A packet at most this far behind the newest is late (reordered or duplicated); one further
+/// back means the sender restarted its numbering (RFC 3550 §A.1 resyncs the same way).
+const LATE_WINDOW: u16 = 100;
 /// A red timestamp offset has 14 bits (RFC 2198 §3).
 const OFFSET_MAX: u32 = 0x3FFF;
 /// A red block length has 10 bits.
@@ -404,13 +407,18 @@ impl T140Receiver {
             None => None,
             Some(last) => {
                 let d = p.seq.wrapping_sub(last);
-                if d == 0 || d >= 0x8000 {
+                if d == 0 || last.wrapping_sub(p.seq) <= LATE_WINDOW {
                     // A duplicate, or older than what we have: its text came already (or its
                     // gap was marked).
                     self.stats.late += 1;
                     return Ok(());
                 }
-                Some(usize::from(d - 1))
+                if d >= 0x8000 {
+                    // Far behind: a sender that restarted its numbering; start over from here.
+                    None
+                } else {
+                    Some(usize::from(d - 1))
+                }
             }
         };
         self.last_seq = Some(p.seq);
@@ -932,6 +940,11 @@ mod tests {
         rx.handle_datagram(&buf[..n]).unwrap();
         assert_eq!(rx.poll_char(), None);
         assert_eq!(rx.stats().late, 1);
+        // A sender that restarts its numbering far back is followed, not ignored.
+        let n = crate::rtp::write_rtp(&mut buf, T140, 40_000, 0, 9, false, b"z").unwrap();
+        rx.handle_datagram(&buf[..n]).unwrap();
+        assert_eq!(rx.poll_char(), Some('z'));
+        assert_eq!(rx.poll_char(), None);
         let n = crate::rtp::write_rtp(&mut buf, 0, 3, 0, 9, false, b"x").unwrap();
         assert_eq!(
             rx.handle_datagram(&buf[..n]),
