@@ -55,6 +55,29 @@ impl Terminal {
     }
 }
 
+/// Drains the audio the IVR sent so far: (packets, packets with sound above silence).
+fn drain_audio(sock: &UdpSocket) -> (usize, usize) {
+    sock.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 2048];
+    let (mut packets, mut loud) = (0, 0);
+    while let Ok((n, _)) = sock.recv_from(&mut buf) {
+        let Some(rtp) = parse_rtp(&buf[..n]) else {
+            continue;
+        };
+        let decode: fn(u8) -> i16 = match rtp.pt {
+            0 => ulaw_to_linear,
+            8 => alaw_to_linear,
+            _ => continue,
+        };
+        packets += 1;
+        if rtp.payload.iter().any(|&b| decode(b).unsigned_abs() > 200) {
+            loud += 1;
+        }
+    }
+    sock.set_nonblocking(false).unwrap();
+    (packets, loud)
+}
+
 fn media_port(answer: &str, kind: &str) -> u16 {
     answer
         .lines()
@@ -116,6 +139,11 @@ fn rtt_caller_types_a_question_and_reads_the_answer() {
         sent: 0,
     };
 
+    // The voice greeting plays until the caller types.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (packets, loud) = drain_audio(&uac.rtp);
+    assert!(loud > 10, "greeting heard: {loud} of {packets} packets");
+
     // Typed a few keys at a time, as a person does.
     for chunk in ["how do I ", "check my ", "case status", "\r\n"] {
         term.type_line(chunk);
@@ -130,6 +158,14 @@ fn rtt_caller_types_a_question_and_reads_the_answer() {
         term.screen
     );
     assert!(!term.screen.contains(MISSING_TEXT), "{:?}", term.screen);
+    // A text call: the voice prompts stopped (comfort silence only).
+    drain_audio(&uac.rtp);
+    std::thread::sleep(Duration::from_millis(1000));
+    let (packets, loud) = drain_audio(&uac.rtp);
+    assert!(
+        packets > 20 && loud == 0,
+        "{loud} of {packets} packets with sound"
+    );
 
     // The link by text message, to the caller's own number.
     term.type_line("text\r\n");
