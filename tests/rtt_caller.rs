@@ -98,9 +98,9 @@ fn tty_prompt(id: &str) -> String {
         .to_string()
 }
 
-#[test]
-fn rtt_caller_types_a_question_and_reads_the_answer() {
-    let server = Server::start(ServerOptions::default());
+/// Calls with audio and RFC 4103 text (t140 + red) offered; returns the caller and its RTT
+/// terminal, connected to the text port the IVR answered (audio + 2).
+fn rtt_call(server: &Server) -> (Uac, Terminal) {
     let text_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     text_sock
         .set_read_timeout(Some(Duration::from_millis(10)))
@@ -122,7 +122,7 @@ fn rtt_caller_types_a_question_and_reads_the_answer() {
     assert_eq!(ivr_text_port, audio_port + 2, "{}", ok.body);
 
     let now = Instant::now();
-    let mut term = Terminal {
+    let term = Terminal {
         sock: text_sock,
         dest: SocketAddr::from(([127, 0, 0, 1], ivr_text_port)),
         tx: T140Sender::new(
@@ -138,6 +138,13 @@ fn rtt_caller_types_a_question_and_reads_the_answer() {
         screen: String::new(),
         sent: 0,
     };
+    (uac, term)
+}
+
+#[test]
+fn rtt_caller_types_a_question_and_reads_the_answer() {
+    let server = Server::start(ServerOptions::default());
+    let (mut uac, mut term) = rtt_call(&server);
 
     // The voice greeting plays until the caller types.
     std::thread::sleep(Duration::from_millis(1500));
@@ -202,4 +209,87 @@ fn rtt_caller_types_a_question_and_reads_the_answer() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["channel"], "sms");
     assert_eq!(rows[0]["call_id"], uac.call_id.as_str());
+}
+
+const ALWAYS_OPEN: &str = "[routing]\nweekdays = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]\n\
+    open = \"00:00\"\nclose = \"23:59\"\n[routing.queues]\ntty = \"sip:tty-agents@127.0.0.1:5998\"\n";
+
+/// Whether the policy counts now as open hours (federal holidays stay closed).
+fn open_now(config: &std::path::Path) -> bool {
+    let now = jiff::Timestamp::now().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_ivr"))
+        .args(["route", "--intent", "withdraw", "--at", &now, "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ivr route prints JSON");
+    v["open"] == true
+}
+
+/// A question the policy sends to a person, while open: the IVR types its answer, then REFERs
+/// the call to the TTY agent queue with `mode=rtt` in the context it passes on.
+#[test]
+fn rtt_caller_is_transferred_to_the_tty_queue() {
+    let server = Server::start(ServerOptions {
+        extra_toml: ALWAYS_OPEN.into(),
+        ..ServerOptions::default()
+    });
+    if !open_now(&server.data_dir.join("ivr.toml")) {
+        eprintln!("closed now (a holiday): nothing to transfer to");
+        return;
+    }
+    let (mut uac, mut term) = rtt_call(&server);
+    term.type_line("I need to withdraw my application\r\n");
+    let start = Instant::now();
+    let refer = loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no REFER from the IVR; screen {:?}",
+            term.screen
+        );
+        term.run(Duration::from_millis(50), |_| false);
+        if let Some(m) = uac.recv(Duration::from_millis(10))
+            && m.method() == Some("REFER")
+        {
+            break m;
+        }
+    };
+    // The answer was typed (with its redundancy) before the call left.
+    assert!(
+        term.screen.contains(&tty_prompt("tty.answer.withdraw")),
+        "{:?}",
+        term.screen
+    );
+    assert!(
+        refer
+            .header("Refer-To")
+            .unwrap_or("")
+            .contains("tty-agents@127.0.0.1:5998"),
+        "{refer:?}"
+    );
+    let uui = refer.header("User-to-User").unwrap_or("");
+    let hex = uui.split(';').next().unwrap_or("");
+    let context: String = (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+        .map(char::from)
+        .collect();
+    assert_eq!(context, "intent=withdraw;lang=en;mode=rtt", "{uui}");
+    uac.respond(&refer, 202, "Accepted");
+    uac.request_custom(
+        "NOTIFY",
+        &[
+            ("Event", "refer"),
+            ("Subscription-State", "terminated;reason=noresource"),
+        ],
+        "message/sipfrag",
+        "SIP/2.0 200 OK\r\n",
+    );
+    let bye = uac
+        .wait_request("BYE", Duration::from_secs(10))
+        .expect("a BYE after the transfer");
+    uac.respond_ok(&bye);
+    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    assert_eq!(call["mode"], "rtt", "{call}");
+    assert_eq!(call["intent"], "withdraw", "{call}");
+    assert_eq!(call["end_reason"], "transferred", "{call}");
 }
