@@ -743,6 +743,20 @@ mod tests {
     }
 
     #[test]
+    fn config_defaults_and_unknown_keys() {
+        let c: RttConfig = toml::from_str("pause_ms = 2500").unwrap();
+        assert_eq!(
+            c,
+            RttConfig {
+                pause_ms: 2500,
+                ..RttConfig::default()
+            }
+        );
+        assert_eq!(RttConfig::default().buffer_ms, 300);
+        assert!(toml::from_str::<RttConfig>("pause = 1").is_err());
+    }
+
+    #[test]
     fn rtt_text_drops_tty_etiquette() {
         assert_eq!(rtt_text("\nANYTHING ELSE Q GA", true), "ANYTHING ELSE?");
         assert_eq!(
