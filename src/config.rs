@@ -28,6 +28,9 @@ pub struct Config {
     /// Speech recognition: recognizers per language, the worker pool, endpointing (`[asr]`).
     #[serde(skip_serializing)]
     pub asr: crate::asr::AsrConfig,
+    /// RFC 4103 real-time text callers (`[rtt]`).
+    #[serde(skip_serializing)]
+    pub rtt: crate::server::rtt_session::RttConfig,
     /// Keyed number entry (`[entry]`).
     #[serde(skip_serializing)]
     pub entry: crate::flow::entry::EntryConfig,

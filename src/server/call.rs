@@ -83,6 +83,8 @@ pub struct CallSetup {
     /// TTY callers: the intents the policy transfers right now, and the TTY agent queue.
     pub tty_transfers: Arc<std::collections::HashSet<String>>,
     pub tty_queue_uri: String,
+    /// The RFC 4103 text stream, when the caller offered one and its port was bound.
+    pub text: Option<super::rtt_session::TextSetup>,
 }
 
 /// Start a TTY conversation in `lang`; None (logged) if the prompts lack the TTY texts.
@@ -171,6 +173,7 @@ pub async fn run(
     // A frame of silence for playout ticks with no audio: the endpointer's clock is the audio,
     // so a caller who stops sending RTP still ends their utterance.
     let silence = vec![0i16; (setup.media.codec.pcm_rate() * setup.ptime_ms / 1000) as usize];
+    let mut rtt = super::rtt_session::RttSession::from_setup(&mut setup);
     // A TTY hang-up waits for the last line (ending "SK") to be sent.
     let mut hangup_after_playback = false;
     setup.stream.set_media(
@@ -183,6 +186,8 @@ pub async fn run(
     loop {
         let flow_at = match &tty {
             Some(t) => t.poll_timeout(),
+            // A text call's conversation keeps its own timers; the voice flow is frozen.
+            None if rtt.as_ref().is_some_and(|r| r.is_text_call()) => None,
             None => flow.poll_timeout(),
         };
         let digit_at = inbound.as_ref().and_then(Inbound::poll_timeout);
@@ -206,6 +211,9 @@ pub async fn run(
                             if let Some(a) = asr.as_mut() {
                                 a.set_input_rate(m.codec.pcm_rate());
                             }
+                        }
+                        if let Some(r) = rtt.as_mut() {
+                            r.handle_media(m.text.as_ref());
                         }
                         setup.media = *m;
                         let sends = setup.media.direction.sends() && !hanging_up;
@@ -248,6 +256,7 @@ pub async fn run(
                     if g == generation {
                         match tty.as_mut() {
                             Some(t) => t.handle_sent(Instant::now()),
+                            None if rtt.as_ref().is_some_and(|r| r.is_text_call()) => {}
                             None => flow.handle_event(Instant::now(), flow::Event::PlaybackDone),
                         }
                         if hangup_after_playback && !hanging_up {
@@ -272,6 +281,8 @@ pub async fn run(
                     match tty.as_mut() {
                         Some(t) if n > 0 => t.handle_pcm(now, &pcm[..n]),
                         Some(t) => t.handle_gap(now, 160),
+                        // A text call (RFC 4103): the audio is no longer listened to.
+                        None if rtt.as_ref().is_some_and(|r| r.is_text_call()) => {}
                         None if n > 0 && narrowband => {
                             // Gateways that send RFC 4733 remove the tones from the audio.
                             if !saw_rfc4733 {
@@ -352,6 +363,14 @@ pub async fn run(
                     digits[1] = Some(ev.digit);
                 }
             }
+            wake = super::rtt_session::next_wake(rtt.as_mut()) => {
+                // The caller's RTT text or the text stream's timers; typing keeps the call alive.
+                if let Some(r) = rtt.as_mut()
+                    && r.handle_wake(Instant::now(), wake, flow.lang())
+                {
+                    last_rx = Instant::now();
+                }
+            }
             _ = sleep_until(rtp_deadline.into()), if receiving && !hanging_up => {
                 // The caller vanished without BYE: end the call and free everything.
                 Metrics::inc(&metrics.calls_rtp_timeout_total);
@@ -361,7 +380,9 @@ pub async fn run(
                 break;
             }
         }
-        for d in digits.into_iter().flatten() {
+        let text_call = rtt.as_ref().is_some_and(|r| r.is_text_call());
+        // A text call's conversation is typed: keys do not restart the voice menus.
+        for d in digits.into_iter().flatten().filter(|_| !text_call) {
             Metrics::inc(&metrics.dtmf_digits_total);
             if let Some(a) = asr.as_mut() {
                 a.handle_dtmf(Instant::now());
@@ -404,6 +425,9 @@ pub async fn run(
                     link,
                 }) => {
                     tracing::info!(?channel, to = %to, %intent, %link, "link to send (TTY)");
+                    let lang = tty.as_ref().map_or(flow.lang(), TtySession::lang);
+                    let channel = super::rtt_session::outbox_channel(channel);
+                    send_link(&shared, &setup, &intent, channel, Some(to), lang).await;
                 }
                 // The session folds lines into `Play`.
                 TtyAction::Output(TtyOutput::Type(_)) => {}
@@ -438,6 +462,43 @@ pub async fn run(
                     if setup.stream.is_playing() {
                         hangup_after_playback = true;
                     } else if !hanging_up {
+                        hanging_up = true;
+                        let _ = sip.send(SipCommand::Hangup(setup.key)).await;
+                    }
+                }
+            }
+        }
+
+        // A text call's actions (RFC 4103 real-time text).
+        while let Some(action) = rtt
+            .as_mut()
+            .filter(|_| started)
+            .and_then(|r| r.poll_action(Instant::now()))
+        {
+            use super::rtt_session::RttAction;
+            match action {
+                RttAction::TextCall => {
+                    // Typed text wins over voice and Baudot tones: one conversation at a time.
+                    setup.stream.stop();
+                    tty = None;
+                    asr = None;
+                }
+                RttAction::SendLink {
+                    channel,
+                    to,
+                    intent,
+                    lang,
+                } => {
+                    send_link(&shared, &setup, &intent, channel, Some(to), lang).await;
+                }
+                RttAction::Transfer { context } => {
+                    let uri = setup.tty_queue_uri.clone();
+                    let call = setup.key;
+                    let _ = sip.send(SipCommand::Refer { call, uri, context }).await;
+                }
+                RttAction::Hangup => {
+                    end_reason.get_or_insert("ivr_hangup");
+                    if !hanging_up {
                         hanging_up = true;
                         let _ = sip.send(SipCommand::Hangup(setup.key)).await;
                     }
@@ -613,6 +674,9 @@ pub async fn run(
             .outcome
             .and_then(|o| serde_json::to_value(o).ok())
             .and_then(|v| v.as_str().map(String::from));
+    }
+    if let Some(r) = &rtt {
+        r.fill_record(&mut record);
     }
     shared.store.save(record);
     let _ = sip.send(SipCommand::Finished(setup.key)).await;

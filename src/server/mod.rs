@@ -13,6 +13,7 @@ pub mod call_asr;
 pub mod metrics;
 pub mod outgoing;
 pub mod reload;
+pub mod rtt_session;
 pub mod sip_task;
 pub mod store;
 pub mod tty_session;

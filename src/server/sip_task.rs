@@ -25,6 +25,8 @@ use crate::sip::{CallKey, Endpoint, EndpointConfig, Event, Transport};
 struct Live {
     tx: mpsc::Sender<CallCommand>,
     rtp_port: u16,
+    /// The RFC 4103 text stream's port (audio + 2), when one was bound.
+    text_port: Option<u16>,
     session_id: u64,
     version: u64,
 }
@@ -72,6 +74,17 @@ impl PortPool {
             return Some((port, rtp, rtcp));
         }
         None
+    }
+
+    /// Bind `port` for a call's text stream (the SDP answer names audio + 2); None when that
+    /// port is another call's or cannot be bound. It is then in use until released.
+    fn bind_text(&mut self, ip: IpAddr, port: u16) -> Option<std::net::UdpSocket> {
+        if self.in_use.contains(&port) {
+            return None;
+        }
+        let sock = std::net::UdpSocket::bind((ip, port)).ok()?;
+        self.in_use.insert(port);
+        Some(sock)
     }
 
     fn release(&mut self, port: u16) {
@@ -284,7 +297,7 @@ impl SipTask {
                     session_id,
                     session_version: 1,
                 };
-                let media = match sdp::negotiate(offer, &local) {
+                let mut media = match sdp::negotiate(offer, &local) {
                     Ok(n) => n,
                     Err(e) => {
                         tracing::info!(call_id = %info.call_id, error = ?e, "no common media: 488");
@@ -305,6 +318,26 @@ impl SipTask {
                     let _ = self.endpoint.reject(now, call, 500, &[]);
                     return;
                 };
+                // RFC 4103 text: its port (audio + 2) is bound now, or the stream is declined.
+                let text = media.text.clone().and_then(|t| {
+                    let sock = self.ports.bind_text(self.media_ip, t.local_port)?;
+                    match tokio_udp(sock) {
+                        Ok(socket) => Some(super::rtt_session::TextSetup {
+                            socket,
+                            media: t,
+                            config: cfg.rtt.clone(),
+                        }),
+                        Err(_) => {
+                            self.ports.release(t.local_port);
+                            None
+                        }
+                    }
+                });
+                if text.is_none() && media.text.is_some() {
+                    tracing::warn!("text port not available: m=text declined");
+                    media.reject_text();
+                }
+                let text_port = text.as_ref().map(|t| t.media.local_port);
                 // Calls to the TTY line's number start as a text conversation.
                 let tty_line = crate::flow::tty::TtyConfig {
                     numbers: vec![cfg.sip.tty_number.clone()],
@@ -384,6 +417,7 @@ impl SipTask {
                         .router
                         .queue_uri(crate::routing::Queue::Tty)
                         .to_string(),
+                    text,
                 };
                 tokio::spawn(call::run(setup, rx, sip_tx.clone(), self.shared.clone()));
                 self.calls.insert(
@@ -391,6 +425,7 @@ impl SipTask {
                     Live {
                         tx,
                         rtp_port,
+                        text_port,
                         session_id,
                         version: 1,
                     },
@@ -425,7 +460,11 @@ impl SipTask {
                     session_version: live.version,
                 };
                 match sdp::negotiate(&offer, &local) {
-                    Ok(media) => {
+                    Ok(mut media) => {
+                        if live.text_port.is_none() {
+                            // No text socket for this call: a text stream added later is declined.
+                            media.reject_text();
+                        }
                         let answer = media.answer.clone();
                         tracing::info!(direction = ?media.direction, codec = %media.codec, "re-INVITE");
                         let _ = live.tx.try_send(CallCommand::Media(Box::new(media)));
@@ -539,6 +578,9 @@ impl SipTask {
     fn finished(&mut self, key: CallKey) {
         if let Some(live) = self.calls.remove(&key) {
             self.ports.release(live.rtp_port);
+            if let Some(port) = live.text_port {
+                self.ports.release(port);
+            }
             Metrics::inc(&self.shared.metrics.calls_completed_total);
             self.shared.metrics.calls_active.fetch_sub(1, Relaxed);
         }
