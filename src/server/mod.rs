@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod asr_pool;
+pub mod bridge;
 pub mod call;
 pub mod metrics;
 pub mod outgoing;
