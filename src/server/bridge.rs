@@ -147,7 +147,10 @@ pub enum Step {
     /// The REFER worked: tell the flow (success) and leave the call.
     Referred,
     /// Place the bridged call to `uri` with `context` for the agent.
-    PlaceCall { uri: String, context: String },
+    PlaceCall {
+        uri: String,
+        context: String,
+    },
     /// The agent answered: tell the flow (success), stop the IVR's prompts, relay media.
     Bridged,
     /// The transfer failed: tell the flow (it apologizes and offers the menu again).
@@ -581,5 +584,337 @@ pub fn route_of(
     match router.decide(intent, &facts, now) {
         Ok(d) => (Some(d.route.name().to_string()), Some(d.reason)),
         Err(_) => (None, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtp::packet::write_rtp;
+
+    const PCMU: LegMedia = LegMedia {
+        codec: Codec::Pcmu,
+        payload_type: 0,
+        telephone_event: Some(101),
+    };
+    const PCMA: LegMedia = LegMedia {
+        codec: Codec::Pcma,
+        payload_type: 8,
+        telephone_event: Some(96),
+    };
+
+    fn transfer() -> (Transfer, Instant) {
+        let now = Instant::now();
+        let mut t = Transfer::new(BridgeConfig::default(), Codec::Pcmu);
+        t.handle_refer_sent(now, "sip:tier1@10.0.0.9".into(), "intent=x".into());
+        (t, now)
+    }
+
+    fn answered() -> AgentEvent {
+        // The answered leg's socket is the shell's; the state machine only looks at the kind.
+        let std = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        std.set_nonblocking(true).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let socket = rt.block_on(async { tokio::net::UdpSocket::from_std(std).unwrap() });
+        AgentEvent::Answered(Box::new(AgentLeg {
+            socket,
+            remote: "127.0.0.1:9".parse().unwrap(),
+            media: PCMA,
+        }))
+    }
+
+    #[test]
+    fn refusals_that_mean_no_refer_bridge_and_others_fail() {
+        for status in [403, 405, 408, 420, 501, 603] {
+            let (mut t, now) = transfer();
+            assert_eq!(
+                t.handle_refer_progress(now, status, true),
+                Step::PlaceCall {
+                    uri: "sip:tier1@10.0.0.9".into(),
+                    context: "intent=x".into()
+                },
+                "{status}"
+            );
+            assert!(t.has_agent());
+        }
+        // The trunk tried and the queue was busy: bridging would reach the same busy queue.
+        let (mut t, now) = transfer();
+        assert_eq!(t.handle_refer_progress(now, 202, false), Step::Wait);
+        assert_eq!(t.handle_refer_progress(now, 486, true), Step::Failed);
+        assert_eq!(t.outcome(), Some(Outcome::Failed(486)));
+        let (mut t, now) = transfer();
+        assert_eq!(t.handle_refer_progress(now, 200, true), Step::Referred);
+        assert_eq!(
+            t.outcome().map(Outcome::as_record).as_deref(),
+            Some("referred")
+        );
+        // Bridging switched off: the refusal is a failure.
+        let mut t = Transfer::new(
+            BridgeConfig {
+                bridge: false,
+                ..BridgeConfig::default()
+            },
+            Codec::Pcmu,
+        );
+        t.handle_refer_sent(now, "sip:q@10.0.0.1".into(), String::new());
+        assert_eq!(t.handle_refer_progress(now, 405, true), Step::Failed);
+        // An Opus caller cannot be relayed.
+        let mut t = Transfer::new(BridgeConfig::default(), Codec::Opus);
+        t.handle_refer_sent(now, "sip:q@10.0.0.1".into(), String::new());
+        assert_eq!(t.handle_refer_progress(now, 405, true), Step::Failed);
+        assert_eq!(t.outcome(), Some(Outcome::Failed(488)));
+    }
+
+    #[test]
+    fn silence_after_refer_bridges_but_a_progressing_refer_waits() {
+        let (mut t, now) = transfer();
+        let at = t.poll_timeout().unwrap();
+        assert_eq!(at, now + Duration::from_secs(8));
+        assert_eq!(t.handle_timeout(at - Duration::from_millis(1)), Step::Wait);
+        assert!(matches!(t.handle_timeout(at), Step::PlaceCall { .. }));
+        // The REFER's late 408 after we bridged changes nothing.
+        assert_eq!(t.handle_refer_progress(at, 408, true), Step::Wait);
+        assert!(t.has_agent());
+
+        let (mut t, now) = transfer();
+        assert_eq!(t.handle_refer_progress(now, 202, false), Step::Wait);
+        assert_eq!(t.poll_timeout(), None);
+        assert_eq!(t.handle_timeout(now + Duration::from_secs(60)), Step::Wait);
+    }
+
+    #[test]
+    fn the_agent_leg_rings_out_answers_or_hangs_up() {
+        // Ring timeout: CANCEL, the caller is told; a late failure or answer is stale.
+        let (mut t, now) = transfer();
+        t.handle_refer_progress(now, 405, true);
+        let ring = t.poll_timeout().unwrap();
+        assert_eq!(ring, now + Duration::from_secs(30));
+        assert_eq!(t.handle_timeout(ring), Step::CancelAgent);
+        assert_eq!(t.outcome(), Some(Outcome::NoAnswer));
+        assert_eq!(t.handle_agent(&AgentEvent::Failed(487)), Step::Wait);
+        assert!(!t.has_agent());
+        assert_eq!(t.poll_timeout(), None);
+
+        // Busy.
+        let (mut t, now) = transfer();
+        t.handle_refer_progress(now, 501, true);
+        assert_eq!(t.handle_agent(&AgentEvent::Failed(486)), Step::Failed);
+        assert_eq!(
+            t.outcome().map(Outcome::as_record).as_deref(),
+            Some("failed:486")
+        );
+
+        // Answered, then the agent hangs up: the caller's leg ends too.
+        let (mut t, now) = transfer();
+        t.handle_refer_progress(now, 603, true);
+        assert_eq!(t.handle_agent(&answered()), Step::Bridged);
+        assert!(t.is_bridged() && t.has_agent());
+        assert_eq!(t.poll_timeout(), None, "no ring timer once answered");
+        assert_eq!(t.handle_agent(&AgentEvent::Hangup), Step::AgentGone);
+        assert_eq!(t.outcome(), Some(Outcome::Bridged));
+        // Agent news without a transfer in progress is ignored.
+        let mut idle = Transfer::new(BridgeConfig::default(), Codec::Pcmu);
+        assert_eq!(idle.handle_agent(&AgentEvent::Hangup), Step::Wait);
+        assert_eq!(idle.handle_refer_progress(now, 405, true), Step::Wait);
+    }
+
+    fn packet(pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; 12 + payload.len()];
+        let n = write_rtp(&mut b, pt, seq, ts, ssrc, marker, payload).unwrap();
+        b.truncate(n);
+        b
+    }
+
+    #[test]
+    fn relay_converts_laws_and_rewrites_the_header() {
+        let mut r = Relay::new(PCMU, PCMA, 7).unwrap();
+        let mut out = [0u8; 1500];
+        let samples: Vec<i16> = (0..160).map(|i| (i * 200 - 16000) as i16).collect();
+        let ulaw: Vec<u8> = samples.iter().map(|&s| ulaw_encode(s)).collect();
+        let n = r
+            .relay(&packet(0, 500, 80_000, 0xdead, false, &ulaw), &mut out)
+            .unwrap();
+        let p = parse_rtp(&out[..n]).unwrap();
+        assert_eq!(p.payload_type, 8);
+        assert_ne!(p.ssrc, 0xdead, "our SSRC toward the other leg");
+        assert!(p.marker, "a new source starts a talkspurt");
+        for (&a, &s) in p.payload.iter().zip(&samples) {
+            let back = i32::from(alaw_decode(a));
+            // Two G.711 quantizations: within a few percent plus the small-signal step.
+            assert!((back - i32::from(s)).abs() <= 40 + i32::from(s).abs() / 10);
+        }
+        let (seq0, ts0, ssrc) = (p.seq, p.timestamp, p.ssrc);
+        // The next packet: sequence +1, timestamp advances as the source's did.
+        let n = r
+            .relay(&packet(0, 501, 80_160, 0xdead, false, &ulaw), &mut out)
+            .unwrap();
+        let p = parse_rtp(&out[..n]).unwrap();
+        assert_eq!(
+            (p.seq, p.timestamp, p.ssrc, p.marker),
+            (seq0.wrapping_add(1), ts0.wrapping_add(160), ssrc, false)
+        );
+        // A new source (e.g. the caller's gateway restarted) keeps our timeline continuous.
+        let n = r
+            .relay(&packet(0, 9, 1, 0xbeef, false, &ulaw), &mut out)
+            .unwrap();
+        let p = parse_rtp(&out[..n]).unwrap();
+        assert_eq!(p.timestamp, ts0.wrapping_add(320));
+        assert_eq!(p.seq, seq0.wrapping_add(2));
+        assert!(p.marker);
+        assert_eq!(r.packets(), 3);
+    }
+
+    #[test]
+    fn relay_passes_events_through_and_drops_the_rest() {
+        let mut r = Relay::new(PCMU, PCMA, 1).unwrap();
+        let mut out = [0u8; 1500];
+        // RFC 4733 key 5, end bit: the payload is untouched, the PT becomes the agent's.
+        let ev = [5u8, 0x8a, 0x03, 0x20];
+        let n = r
+            .relay(&packet(101, 1, 160, 1, true, &ev), &mut out)
+            .unwrap();
+        let p = parse_rtp(&out[..n]).unwrap();
+        assert_eq!((p.payload_type, p.payload), (96, &ev[..]));
+        // Unknown payload types, RTCP, garbage and a too-small buffer: nothing sent.
+        assert_eq!(
+            r.relay(&packet(18, 2, 320, 1, false, &[1; 20]), &mut out),
+            None
+        );
+        assert_eq!(r.relay(&[0x80, 200, 0, 1, 0, 0, 0, 0], &mut out), None);
+        assert_eq!(r.relay(&[0xff; 3], &mut out), None);
+        assert_eq!(
+            r.relay(&packet(0, 3, 480, 1, false, &[0xff; 160]), &mut [0u8; 100]),
+            None
+        );
+        // Same law both sides: bytes pass unchanged.
+        let mut same = Relay::new(PCMA, PCMA, 2).unwrap();
+        let payload: Vec<u8> = (0..160).map(|i| i as u8).collect();
+        let n = same
+            .relay(&packet(8, 1, 0, 3, false, &payload), &mut out)
+            .unwrap();
+        assert_eq!(parse_rtp(&out[..n]).unwrap().payload, &payload[..]);
+        // A leg without telephone-event gets no events.
+        let no_events = LegMedia {
+            telephone_event: None,
+            ..PCMA
+        };
+        let mut r = Relay::new(PCMU, no_events, 3).unwrap();
+        assert_eq!(r.relay(&packet(101, 1, 0, 1, true, &ev), &mut out), None);
+        assert!(
+            Relay::new(
+                LegMedia {
+                    codec: Codec::Opus,
+                    payload_type: 111,
+                    telephone_event: None
+                },
+                PCMA,
+                0
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn relay_never_panics_on_random_datagrams() {
+        let mut r = Relay::new(PCMU, PCMA, 9).unwrap();
+        let mut out = [0u8; 1500];
+        let mut x: u64 = 0x1234_5678_9abc_def0;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 300) as usize;
+            let mut d: Vec<u8> = (0..len).map(|i| (x >> (i % 56)) as u8).collect();
+            if let Some(b) = d.get_mut(0) {
+                *b = 0x80 | (*b & 0x3f);
+            }
+            if let Some(b) = d.get_mut(1) {
+                *b = [0u8, 8, 101, 0x80][(x % 4) as usize];
+            }
+            let _ = r.relay(&d, &mut out);
+        }
+    }
+
+    #[test]
+    fn offer_and_answer() {
+        let o = offer(IpAddr::from([10, 0, 0, 5]), 20_000, Codec::Pcma, 42).unwrap();
+        let text = o.to_string();
+        assert!(text.contains("m=audio 20000 RTP/AVP 8 0 101"), "{text}");
+        assert!(text.contains("c=IN IP4 10.0.0.5"), "{text}");
+        assert!(offer(IpAddr::from([10, 0, 0, 5]), 1, Codec::Opus, 1).is_err());
+
+        let answer = SessionDescription::parse(
+            b"v=0\r\no=a 1 1 IN IP4 192.0.2.7\r\ns=-\r\nc=IN IP4 192.0.2.7\r\nt=0 0\r\n\
+              m=audio 16000 RTP/AVP 8 96\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:96 telephone-event/8000\r\n",
+        )
+        .unwrap();
+        let (remote, media) = agent_media(&answer).unwrap();
+        assert_eq!(remote, "192.0.2.7:16000".parse().unwrap());
+        assert_eq!(media, PCMA);
+        let held = SessionDescription::parse(
+            b"v=0\r\no=a 1 1 IN IP4 0.0.0.0\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 16000 RTP/AVP 0\r\n",
+        )
+        .unwrap();
+        assert_eq!(agent_media(&held), Err(BridgeError::BadAnswer));
+        let g729 = SessionDescription::parse(
+            b"v=0\r\no=a 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=audio 4000 RTP/AVP 18\r\n",
+        )
+        .unwrap();
+        assert_eq!(agent_media(&g729), Err(BridgeError::BadAnswer));
+    }
+
+    #[test]
+    fn destination_is_the_proxy_or_the_uri_address() {
+        let c = BridgeConfig::default();
+        assert_eq!(
+            c.destination("sip:tier1@127.0.0.1:5999").unwrap(),
+            "127.0.0.1:5999".parse().unwrap()
+        );
+        assert_eq!(
+            c.destination("<sip:q@10.1.2.3;transport=udp>").unwrap(),
+            "10.1.2.3:5060".parse().unwrap()
+        );
+        assert_eq!(
+            c.destination("sip:q@[::1]:5070").unwrap(),
+            "[::1]:5070".parse().unwrap()
+        );
+        assert_eq!(
+            c.destination("sip:tier1@agents.example.com"),
+            Err(BridgeError::NoDestination)
+        );
+        assert_eq!(
+            c.destination("tel:+18005551234"),
+            Err(BridgeError::NoDestination)
+        );
+        let p = BridgeConfig {
+            proxy: "192.0.2.1:5070".into(),
+            ..c.clone()
+        };
+        assert_eq!(
+            p.destination("sip:tier1@agents.example.com").unwrap(),
+            "192.0.2.1:5070".parse().unwrap()
+        );
+        let bad = BridgeConfig {
+            proxy: "agents:5070".into(),
+            ..c
+        };
+        assert!(matches!(
+            bad.destination("sip:q@1.2.3.4"),
+            Err(BridgeError::BadProxy(_))
+        ));
+    }
+
+    #[test]
+    fn config_section_parses_with_documented_defaults() {
+        let c: BridgeConfig =
+            toml::from_str("proxy = \"127.0.0.1:5070\"\nring_timeout_s = 20\n").unwrap();
+        assert_eq!(c.proxy, "127.0.0.1:5070");
+        assert_eq!(c.ring_timeout(), Duration::from_secs(20));
+        assert_eq!(c.refer_timeout(), Duration::from_secs(8));
+        assert!(c.bridge && c.bridge_on.contains(&405));
+        assert!(toml::from_str::<BridgeConfig>("ring_timeout = 3\n").is_err());
     }
 }

@@ -686,7 +686,10 @@ impl SipTask {
         match leg {
             Ok(leg) => {
                 tracing::info!(remote = %leg.remote, codec = %leg.media.codec, "agent answered: bridged");
-                self.tell(caller, CallCommand::Agent(AgentEvent::Answered(Box::new(leg))));
+                self.tell(
+                    caller,
+                    CallCommand::Agent(AgentEvent::Answered(Box::new(leg))),
+                );
             }
             Err(e) => {
                 // The agent is up but we cannot talk to it: hang up; the caller hears the
