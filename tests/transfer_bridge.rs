@@ -21,14 +21,15 @@ fn always_open(agent_port: u16) -> String {
     )
 }
 
-/// In-band keys 1, 8, 1, 0 (English, other topics, expedite, a representative) with pauses.
+/// In-band keys 1, 3, 1, 0 (English, documents, a typo by USCIS — tier 1 with a link that can
+/// be texted — and a representative) with pauses.
 fn keys_to_transfer(dir: &Path) -> Vec<i16> {
     let one = sox_tone(dir, "one", 697, 1209);
-    let eight = sox_tone(dir, "eight", 852, 1336);
+    let three = sox_tone(dir, "three", 697, 1477);
     let zero = sox_tone(dir, "zero", 941, 1336);
     let gap = vec![0i16; 8000 * 7 / 10];
     let mut audio = gap.clone();
-    for key in [&one, &eight, &one, &zero] {
+    for key in [&one, &three, &one, &zero] {
         audio.extend(key.iter());
         audio.extend(gap.iter());
     }
@@ -49,7 +50,7 @@ fn open_now(config: &Path) -> bool {
         .args([
             "route",
             "--intent",
-            "expedite",
+            "typo_correction",
             "--at",
             now.trim(),
             "--config",
@@ -141,11 +142,12 @@ fn call_and_refuse_refer(uac: &mut Uac, dir: &Path) -> std::net::SocketAddr {
     dest
 }
 
-/// Decoded 20 ms frames of every RTP packet in `packets` (A-law or µ-law by payload type).
+/// Decoded frames of every G.711 RTP packet in `packets` (A-law or µ-law by payload type);
+/// the recording's packets are 30 ms, the caller's 20 ms: the relay keeps packet sizes.
 fn frames<'a>(packets: impl Iterator<Item = &'a [u8]>) -> Vec<Vec<i16>> {
     packets
         .filter_map(parse_rtp)
-        .filter(|r| (r.pt == 0 || r.pt == 8) && r.payload.len() == 160)
+        .filter(|r| (r.pt == 0 || r.pt == 8) && !r.payload.is_empty())
         .map(|r| {
             r.payload
                 .iter()
@@ -235,7 +237,7 @@ fn a_refused_refer_is_bridged_and_media_flows_both_ways() {
         .split("INVITE sip:tier1@")
         .nth(1)
         .expect("the agent got an INVITE for the tier-1 queue");
-    let uui_hex: String = "intent=expedite;lang=en;consent=none"
+    let uui_hex: String = "intent=typo_correction;lang=en;consent=none"
         .bytes()
         .map(|b| format!("{b:02x}"))
         .collect();
