@@ -71,6 +71,17 @@ struct Agent {
 
 impl Agent {
     fn start(scenario: &str, sip_port: u16, media_port: u16, dir: &Path) -> Agent {
+        Agent::start_with(scenario, sip_port, media_port, dir, &[])
+    }
+
+    /// `extra`: e.g. `-s ivr 127.0.0.1:5060` for a scenario that places the call.
+    fn start_with(
+        scenario: &str,
+        sip_port: u16,
+        media_port: u16,
+        dir: &Path,
+        extra: &[&str],
+    ) -> Agent {
         require("sipp");
         let child = Command::new("sipp")
             .arg("-sf")
@@ -78,8 +89,13 @@ impl Agent {
             .args(["-m", "1", "-i", "127.0.0.1", "-nostdin"])
             .args(["-p", &sip_port.to_string(), "-mp", &media_port.to_string()])
             .args(["-timeout", "90s", "-timeout_error"])
-            .args(["-trace_msg", "-trace_err"])
-            .current_dir(dir)
+            .args(["-trace_msg", "-trace_err", "-message_file"])
+            .arg(dir.join("sipp_messages.log"))
+            .arg("-error_file")
+            .arg(dir.join("sipp_errors.log"))
+            .args(extra)
+            // Scenarios name their own pcaps relative to the repo root.
+            .current_dir(repo())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -108,15 +124,17 @@ impl Agent {
         );
     }
 
-    /// Every message SIPp saw and sent (`-trace_msg`).
+    /// Every message SIPp saw and sent (`-trace_msg`), and its errors (`-trace_err`).
     fn messages(&self) -> String {
         std::fs::read_dir(&self.dir)
             .into_iter()
             .flatten()
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().ends_with("_messages.log"))
+                p.file_name().is_some_and(|n| {
+                    let n = n.to_string_lossy();
+                    n.ends_with("_messages.log") || n.ends_with("_errors.log")
+                })
             })
             .filter_map(|p| std::fs::read_to_string(p).ok())
             .collect()
@@ -414,4 +432,116 @@ fn an_accepted_refer_still_leaves_the_call() {
     assert_eq!(call["transfer"], "referred", "{call}");
     assert_eq!(call["end_reason"], "transferred", "{call}");
     assert_eq!(call["route"], "tier1", "{call}");
+}
+
+/// Both peers are SIPp: the trunk (trunk_rejects_refer.xml) walks the menu with RFC 4733 keys,
+/// refuses the REFER with 405, talks and hangs up; the agent (agent_answers.xml) answers and
+/// talks. Both play Debian's A-law recording: what reaches each peer from the IVR's ports is
+/// that recording, byte for byte (both legs A-law: no conversion).
+#[test]
+fn sipp_trunk_and_sipp_agent_are_bridged() {
+    let (agent_port, agent_media) = (free_port(), free_port());
+    let (trunk_port, trunk_media) = (free_port(), free_port());
+    let server = Server::start(ServerOptions {
+        extra_toml: always_open(agent_port),
+        ..ServerOptions::default()
+    });
+    if !open_now(&server.data_dir.join("ivr.toml")) {
+        return;
+    }
+    let (agent_dir, trunk_dir) = (temp_dir("sipp-agent"), temp_dir("sipp-trunk"));
+    let capture = Capture::start(
+        &format!(
+            "udp and src portrange {}-{} and (dst port {agent_media} or dst port {trunk_media})",
+            server.rtp.0, server.rtp.1
+        ),
+        &agent_dir,
+    );
+    let mut agent = Agent::start("agent_answers.xml", agent_port, agent_media, &agent_dir);
+    let target = server.sip.to_string();
+    let mut trunk = Agent::start_with(
+        "trunk_rejects_refer.xml",
+        trunk_port,
+        trunk_media,
+        &trunk_dir,
+        &["-s", "ivr", &target],
+    );
+    assert!(
+        trunk.wait(Duration::from_secs(60)),
+        "the trunk's call did not follow trunk_rejects_refer.xml:\n{}\n{}",
+        trunk.messages(),
+        server.log_text()
+    );
+    assert!(
+        agent.wait(Duration::from_secs(15)),
+        "the agent's call did not follow agent_answers.xml:\n{}",
+        agent.messages()
+    );
+    let packets = capture.stop();
+    let recording = read_pcap(Path::new("/usr/share/sip-tester/g711a.pcap"));
+    let recording: Vec<&[u8]> = recording
+        .iter()
+        .filter_map(|c| parse_rtp(&c.payload))
+        .map(|r| r.payload)
+        .collect();
+    let relayed_to = |port: u16| {
+        packets
+            .iter()
+            .filter(|c| c.dst_port == port)
+            .filter_map(|c| parse_rtp(&c.payload))
+            .filter(|r| r.pt == 8 && recording.contains(&r.payload))
+            .count()
+    };
+    let (to_trunk, to_agent) = (relayed_to(trunk_media), relayed_to(agent_media));
+    assert!(
+        to_trunk >= 100,
+        "{to_trunk} agent packets reached the caller"
+    );
+    assert!(
+        to_agent >= 100,
+        "{to_agent} caller packets reached the agent"
+    );
+
+    let (_, body) = server.get("/calls?limit=1");
+    let calls: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let call_id = calls[0]["call_id"].as_str().unwrap().to_string();
+    let call = server.ended_call(&call_id, Duration::from_secs(5));
+    assert_eq!(call["transfer"], "bridged", "{call}");
+    assert_eq!(call["digits"], "1310", "{call}");
+    assert_eq!(call["end_reason"], "caller_bye", "{call}");
+}
+
+/// The SIPp trunk that accepts REFER (trunk_accepts_refer.xml): 202, NOTIFY 100 then 200, and
+/// the IVR leaves the call with BYE; no agent leg is placed.
+#[test]
+fn sipp_trunk_that_accepts_refer_takes_the_call() {
+    let (trunk_port, trunk_media) = (free_port(), free_port());
+    let server = Server::start(ServerOptions {
+        extra_toml: always_open(free_port()),
+        ..ServerOptions::default()
+    });
+    if !open_now(&server.data_dir.join("ivr.toml")) {
+        return;
+    }
+    let dir = temp_dir("sipp-trunk-refer");
+    let target = server.sip.to_string();
+    let mut trunk = Agent::start_with(
+        "trunk_accepts_refer.xml",
+        trunk_port,
+        trunk_media,
+        &dir,
+        &["-s", "ivr", &target],
+    );
+    assert!(
+        trunk.wait(Duration::from_secs(60)),
+        "the trunk's call did not follow trunk_accepts_refer.xml:\n{}",
+        trunk.messages()
+    );
+    let (_, body) = server.get("/calls?limit=1");
+    let calls: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let call_id = calls[0]["call_id"].as_str().unwrap().to_string();
+    let call = server.ended_call(&call_id, Duration::from_secs(5));
+    assert_eq!(call["transfer"], "referred", "{call}");
+    assert_eq!(call["end_reason"], "transferred", "{call}");
+    assert!(!server.log_text().contains("bridging"), "no agent leg");
 }

@@ -155,7 +155,8 @@ pub enum Step {
     Bridged,
     /// The transfer failed: tell the flow (it apologizes and offers the menu again).
     Failed,
-    /// Ring timeout: CANCEL the agent leg and tell the flow the transfer failed.
+    /// Drop the agent leg (CANCEL while it rings: ring timeout; BYE when up: the media cannot
+    /// be relayed) and tell the flow the transfer failed.
     CancelAgent,
     /// The agent hung up a bridged call: end the caller's leg too.
     AgentGone,
@@ -290,6 +291,13 @@ impl Transfer {
             // BYE follows); anything else is stale.
             _ => Step::Wait,
         }
+    }
+
+    /// The agent answered but the media cannot be relayed (the caller switched to Opus while
+    /// it rang): drop the agent, the caller hears the failure.
+    pub fn handle_relay_failed(&mut self) -> Step {
+        self.finish(Outcome::Failed(488));
+        Step::CancelAgent
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -715,6 +723,13 @@ mod tests {
         assert_eq!(t.poll_timeout(), None, "no ring timer once answered");
         assert_eq!(t.handle_agent(&AgentEvent::Hangup), Step::AgentGone);
         assert_eq!(t.outcome(), Some(Outcome::Bridged));
+        // Answered but not relayable: the agent is dropped and a later hang-up is stale.
+        let (mut t, now) = transfer();
+        t.handle_refer_progress(now, 405, true);
+        t.handle_agent(&answered());
+        assert_eq!(t.handle_relay_failed(), Step::CancelAgent);
+        assert_eq!(t.handle_agent(&AgentEvent::Hangup), Step::Wait);
+        assert_eq!(t.outcome(), Some(Outcome::Failed(488)));
         // Agent news without a transfer in progress is ignored.
         let mut idle = Transfer::new(BridgeConfig::default(), Codec::Pcmu);
         assert_eq!(idle.handle_agent(&AgentEvent::Hangup), Step::Wait);

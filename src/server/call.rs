@@ -70,7 +70,7 @@ pub enum SipCommand {
         context: String,
         codec: Codec,
     },
-    /// End the agent leg of this call (ring timeout).
+    /// End the agent leg of this call (ring timeout, unrelayable media).
     DropAgent(CallKey),
 }
 
@@ -212,11 +212,14 @@ pub async fn run(
                         }
                     }
                     Some(CallCommand::Agent(ev)) => {
-                        let step = transfer.handle_agent(&ev);
+                        let mut step = transfer.handle_agent(&ev);
                         if let (Step::Bridged, AgentEvent::Answered(leg)) = (&step, ev) {
                             match Bridge::new(*leg, LegMedia::of(&setup.media), setup.key.0 ^ 0x6272_6964) {
                                 Ok(b) => bridged = Some(b),
-                                Err(e) => tracing::error!(error = %e, "cannot relay"),
+                                Err(e) => {
+                                    tracing::error!(error = %e, "cannot relay: dropping the agent");
+                                    step = transfer.handle_relay_failed();
+                                }
                             }
                         }
                         if bridge_step(step, &setup, &mut flow, &sip, &mut end_reason).await {

@@ -351,7 +351,10 @@ mod tests {
         }
         let store = Store::open(&dir).unwrap();
         let old = store.call("old@h").unwrap().unwrap();
-        assert_eq!((old.mode.as_str(), old.transfer.as_deref()), ("voice", None));
+        assert_eq!(
+            (old.mode.as_str(), old.transfer.as_deref()),
+            ("voice", None)
+        );
         let mut r = old.clone();
         r.transfer = Some("bridged".into());
         r.route = Some("tier1".into());
