@@ -378,6 +378,9 @@ pub struct Relay {
     out_base: u32,
     last_out_ts: u32,
     packets: u64,
+    /// Law conversion by lookup (built once per bridge: a table read per byte is ten times
+    /// cheaper than decode + encode); `None` when both legs use the same law.
+    convert: Option<[u8; 256]>,
 }
 
 /// Samples per 20 ms G.711 frame: the gap left between two sources' timestamp ranges.
@@ -395,7 +398,19 @@ impl Relay {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^= z >> 31;
+        let convert = (from.codec != to.codec).then(|| {
+            let mut t = [0u8; 256];
+            for (i, o) in t.iter_mut().enumerate() {
+                let b = i as u8;
+                *o = match from.codec {
+                    Codec::Pcmu => alaw_encode(ulaw_decode(b)),
+                    _ => ulaw_encode(alaw_decode(b)),
+                };
+            }
+            t
+        });
         Ok(Relay {
+            convert,
             from,
             to,
             ssrc: z as u32,
@@ -421,8 +436,8 @@ impl Relay {
         }
         let p = parse_rtp(datagram).ok()?;
         let event = Some(p.payload_type) == self.from.telephone_event;
-        let (pt, convert) = if p.payload_type == self.from.payload_type {
-            (self.to.payload_type, self.from.codec != self.to.codec)
+        let (pt, audio) = if p.payload_type == self.from.payload_type {
+            (self.to.payload_type, true)
         } else if event {
             // The other leg cannot take events: it hears nothing rather than noise.
             (self.to.telephone_event?, false)
@@ -451,13 +466,9 @@ impl Relay {
             .wrapping_add(p.timestamp.wrapping_sub(self.in_base));
         write_header(out, pt, self.seq, ts, self.ssrc, marker);
         let payload = &mut out[RTP_HEADER_LEN..len];
-        if convert {
-            let law: fn(u8) -> u8 = match self.from.codec {
-                Codec::Pcmu => |b| alaw_encode(ulaw_decode(b)),
-                _ => |b| ulaw_encode(alaw_decode(b)),
-            };
+        if let (true, Some(table)) = (audio, self.convert.as_ref()) {
             for (o, &i) in payload.iter_mut().zip(p.payload) {
-                *o = law(i);
+                *o = table[usize::from(i)];
             }
         } else {
             payload.copy_from_slice(p.payload);
