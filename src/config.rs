@@ -28,6 +28,9 @@ pub struct Config {
     /// Speech recognition: recognizers per language, the worker pool, endpointing (`[asr]`).
     #[serde(skip_serializing)]
     pub asr: crate::asr::AsrConfig,
+    /// Transfers when the trunk refuses REFER: the B2BUA bridge (`[transfer]`).
+    #[serde(skip_serializing)]
+    pub transfer: crate::server::bridge::BridgeConfig,
     /// RFC 4103 real-time text callers (`[rtt]`).
     #[serde(skip_serializing)]
     pub rtt: crate::server::rtt_session::RttConfig,

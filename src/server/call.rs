@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 
 use super::Shared;
+use super::bridge::{self, AgentEvent, Bridge, BridgeConfig, LegMedia, Step};
 use super::call_asr::CallAsr;
 use super::metrics::Metrics;
 use super::outgoing::{Stream, StreamEvent};
@@ -47,6 +48,8 @@ pub enum CallCommand {
     Drain,
     /// Progress of our REFER (its response, then each NOTIFY's sipfrag status).
     Transfer { status: u16, done: bool },
+    /// News of the agent leg placed when the trunk refused the REFER (B2BUA bridge).
+    Agent(AgentEvent),
 }
 
 /// What a call asks of the SIP task.
@@ -61,6 +64,15 @@ pub enum SipCommand {
     },
     /// The call task is gone; forget its handle.
     Finished(CallKey),
+    /// The trunk refused REFER: call the queue ourselves (`codec`: the caller's, offered first).
+    Bridge {
+        call: CallKey,
+        uri: String,
+        context: String,
+        codec: Codec,
+    },
+    /// End the agent leg of this call (ring timeout, unrelayable media).
+    DropAgent(CallKey),
 }
 
 pub struct CallSetup {
@@ -85,6 +97,8 @@ pub struct CallSetup {
     pub tty_queue_uri: String,
     /// The RFC 4103 text stream, when the caller offered one and its port was bound.
     pub text: Option<super::rtt_session::TextSetup>,
+    /// `[transfer]`: bridge when the trunk refuses REFER.
+    pub bridge: BridgeConfig,
 }
 
 /// Start a TTY conversation in `lang`; None (logged) if the prompts lack the TTY texts.
@@ -174,6 +188,9 @@ pub async fn run(
     // so a caller who stops sending RTP still ends their utterance.
     let silence = vec![0i16; (setup.media.codec.pcm_rate() * setup.ptime_ms / 1000) as usize];
     let mut rtt = super::rtt_session::RttSession::from_setup(&mut setup);
+    let mut transfer = bridge::Transfer::new(setup.bridge.clone(), setup.media.codec);
+    let mut bridged: Option<Bridge> = None;
+    let mut agent_buf = [0u8; 2048];
     // A TTY hang-up waits for the last line (ending "SK") to be sent.
     let mut hangup_after_playback = false;
     setup.stream.set_media(
@@ -191,6 +208,7 @@ pub async fn run(
             None => flow.poll_timeout(),
         };
         let digit_at = inbound.as_ref().and_then(Inbound::poll_timeout);
+        let transfer_at = transfer.poll_timeout();
         let rtp_deadline = last_rx + setup.rtp_timeout;
         let receiving = setup.media.direction.receives() && setup.media.remote_rtp.is_some();
         let mut digits: [Option<char>; 2] = [None, None];
@@ -215,8 +233,9 @@ pub async fn run(
                         if let Some(r) = rtt.as_mut() {
                             r.handle_media(m.text.as_ref());
                         }
+                        transfer.handle_caller_codec(m.codec);
                         setup.media = *m;
-                        let sends = setup.media.direction.sends() && !hanging_up;
+                        let sends = setup.media.direction.sends() && !hanging_up && bridged.is_none();
                         setup.stream.set_media(setup.media.remote_rtp, sends, setup.media.codec, setup.media.payload_type);
                         // A caller resuming from hold may have been silent a long time.
                         last_rx = now;
@@ -228,15 +247,26 @@ pub async fn run(
                     }
                     Some(CallCommand::Transfer { status, done }) => {
                         if done {
-                            let ok = (200..300).contains(&status);
-                            tracing::info!(status, "transfer finished");
-                            flow.handle_event(now, flow::Event::TransferDone(ok));
-                            if ok {
-                                // The agent has the caller: our leg ends.
-                                end_reason.get_or_insert("transferred");
-                                let _ = sip.send(SipCommand::Hangup(setup.key)).await;
-                                break;
+                            tracing::info!(status, "REFER finished");
+                        }
+                        let step = transfer.handle_refer_progress(now, status, done);
+                        if bridge_step(step, &setup, &mut flow, &sip, &mut end_reason).await {
+                            break;
+                        }
+                    }
+                    Some(CallCommand::Agent(ev)) => {
+                        let mut step = transfer.handle_agent(&ev);
+                        if let (Step::Bridged, AgentEvent::Answered(leg)) = (&step, ev) {
+                            match Bridge::new(*leg, LegMedia::of(&setup.media), setup.key.0 ^ 0x6272_6964) {
+                                Ok(b) => bridged = Some(b),
+                                Err(e) => {
+                                    tracing::error!(error = %e, "cannot relay: dropping the agent");
+                                    step = transfer.handle_relay_failed();
+                                }
                             }
+                        }
+                        if bridge_step(step, &setup, &mut flow, &sip, &mut end_reason).await {
+                            break;
                         }
                     }
                     Some(CallCommand::Drain) => {
@@ -327,6 +357,12 @@ pub async fn run(
                 let now = Instant::now();
                 // Malformed datagrams and RTCP on the RTP port are ignored.
                 let data = match r { Ok((n, _)) => &inbuf[..n], Err(_) => &[][..] };
+                if let Some(b) = bridged.as_mut() {
+                    // Bridged: the caller talks to the agent, not to the IVR.
+                    b.from_caller(data);
+                    last_rx = now;
+                    continue;
+                }
                 let parsed = inbound.as_mut().filter(|_| !is_rtcp(data)).map(|inb| inb.handle_datagram(now, data));
                 if let Some(Ok(ev)) = parsed {
                     Metrics::inc(&metrics.rtp_packets_in_total);
@@ -356,6 +392,17 @@ pub async fn run(
                 match tty.as_mut() {
                     Some(t) => t.handle_timeout(Instant::now()),
                     None => flow.handle_timeout(Instant::now()),
+                }
+            }
+            r = bridge::recv_agent(bridged.as_ref(), &mut agent_buf) => {
+                if let (Some(n), Some(b)) = (r, bridged.as_mut()) {
+                    b.to_caller(&agent_buf[..n], &setup.rtp, setup.media.remote_rtp);
+                }
+            }
+            _ = sleep_until(transfer_at.unwrap_or(start).into()), if transfer_at.is_some() => {
+                let step = transfer.handle_timeout(Instant::now());
+                if bridge_step(step, &setup, &mut flow, &sip, &mut end_reason).await {
+                    break;
                 }
             }
             _ = sleep_until(digit_at.unwrap_or(start).into()), if digit_at.is_some() => {
@@ -449,6 +496,7 @@ pub async fn run(
                     tracing::info!(queue, %intent, "TTY transfer");
                     let context = format!("intent={intent};lang={lang};mode=tty");
                     let uri = setup.tty_queue_uri.clone();
+                    transfer.handle_refer_sent(Instant::now(), uri.clone(), context.clone());
                     let _ = sip
                         .send(SipCommand::Refer {
                             call: setup.key,
@@ -574,6 +622,7 @@ pub async fn run(
                         None => "none",
                     };
                     let context = format!("intent={intent};lang={lang};consent={consent}");
+                    transfer.handle_refer_sent(Instant::now(), queue_uri.clone(), context.clone());
                     let _ = sip
                         .send(SipCommand::Refer {
                             call: setup.key,
@@ -663,6 +712,18 @@ pub async fn run(
             "reply_latency_ms": reply_latency_ms,
         }));
     }
+    record.transfer = transfer.outcome().map(bridge::Outcome::as_record);
+    if let Some(b) = &bridged {
+        let (to_agent, to_caller) = b.packets();
+        tracing::info!(to_agent, to_caller, "bridge relayed packets");
+    }
+    if let Some(intent) = record.intent.as_deref() {
+        let tty = record.mode == "tty";
+        let lang = rec.lang.unwrap_or(crate::types::Lang::En);
+        let now = jiff::Timestamp::now();
+        (record.route, record.route_reason) =
+            bridge::route_of(&shared.router, intent, lang, tty, now);
+    }
     if let Some(t) = &tty {
         let r = t.record();
         record.mode = "tty".into();
@@ -680,6 +741,67 @@ pub async fn run(
     }
     shared.store.save(record);
     let _ = sip.send(SipCommand::Finished(setup.key)).await;
+}
+
+/// Act on a transfer step; true when the call task must end now.
+async fn bridge_step(
+    step: Step,
+    setup: &CallSetup,
+    flow: &mut flow::Call,
+    sip: &mpsc::Sender<SipCommand>,
+    end_reason: &mut Option<&'static str>,
+) -> bool {
+    let now = Instant::now();
+    match step {
+        Step::Wait => false,
+        Step::Referred => {
+            // The agent has the caller: our leg ends.
+            flow.handle_event(now, flow::Event::TransferDone(true));
+            end_reason.get_or_insert("transferred");
+            let _ = sip.send(SipCommand::Hangup(setup.key)).await;
+            true
+        }
+        Step::PlaceCall { uri, context } => {
+            tracing::info!("the trunk will not transfer: bridging");
+            let codec = setup.media.codec;
+            let call = setup.key;
+            let _ = sip
+                .send(SipCommand::Bridge {
+                    call,
+                    uri,
+                    context,
+                    codec,
+                })
+                .await;
+            false
+        }
+        Step::Bridged => {
+            // The agent talks now: the IVR's own stream stops for good.
+            setup.stream.stop();
+            setup.stream.set_media(
+                setup.media.remote_rtp,
+                false,
+                setup.media.codec,
+                setup.media.payload_type,
+            );
+            flow.handle_event(now, flow::Event::TransferDone(true));
+            false
+        }
+        Step::Failed => {
+            flow.handle_event(now, flow::Event::TransferDone(false));
+            false
+        }
+        Step::CancelAgent => {
+            let _ = sip.send(SipCommand::DropAgent(setup.key)).await;
+            flow.handle_event(now, flow::Event::TransferDone(false));
+            false
+        }
+        Step::AgentGone => {
+            end_reason.get_or_insert("agent_bye");
+            let _ = sip.send(SipCommand::Hangup(setup.key)).await;
+            true
+        }
+    }
 }
 
 async fn recv_rtcp(sock: Option<&UdpSocket>, buf: &mut [u8]) -> Option<usize> {

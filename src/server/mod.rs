@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod asr_pool;
+pub mod bridge;
 pub mod call;
 pub mod call_asr;
 pub mod metrics;
