@@ -28,6 +28,15 @@ pub struct Config {
     /// Speech recognition: recognizers per language, the worker pool, endpointing (`[asr]`).
     #[serde(skip_serializing)]
     pub asr: crate::asr::AsrConfig,
+    /// Transfers when the trunk refuses REFER: the B2BUA bridge (`[transfer]`).
+    #[serde(skip_serializing)]
+    pub transfer: crate::server::bridge::BridgeConfig,
+    /// RFC 4103 real-time text callers (`[rtt]`).
+    #[serde(skip_serializing)]
+    pub rtt: crate::server::rtt_session::RttConfig,
+    /// Keyed number entry (`[entry]`).
+    #[serde(skip_serializing)]
+    pub entry: crate::flow::entry::EntryConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -225,6 +234,9 @@ pub struct TtsConfig {
     pub voice_en: String,
     pub voice_es: String,
     pub speed: u32,
+    /// Read-backs rendered on demand (`[tts.dynamic]`).
+    #[serde(skip_serializing)]
+    pub dynamic: crate::speech::dynamic::DynamicConfig,
 }
 
 impl Default for TtsConfig {
@@ -233,6 +245,7 @@ impl Default for TtsConfig {
             voice_en: "en-us".into(),
             voice_es: "es-419".into(),
             speed: 160,
+            dynamic: Default::default(),
         }
     }
 }
@@ -273,6 +286,9 @@ impl Config {
                 "calls.max_concurrent: must be at least 1".into(),
             ));
         }
+        // A bad outbox config would otherwise stop the delivery worker after start, with the
+        // server looking healthy and never delivering.
+        self.outbox.validate().map_err(ConfigError)?;
         Ok(())
     }
 }

@@ -92,7 +92,11 @@ fn a_question_over_the_greeting_stops_it_and_gets_the_answer() {
     audio.extend(&question);
     audio.extend(vec![0i16; 8000 * 12]);
     let speech_on = t0 + Duration::from_millis(1500 + 20 * onset_frame(&question) as u64);
-    let speech_end = t0 + Duration::from_millis(1500 + question.len() as u64 / 8);
+    let last_loud = question
+        .chunks(160)
+        .rposition(|f| rms(f) > 330.0)
+        .expect("speech");
+    let speech_end = t0 + Duration::from_millis(1500 + 20 * (last_loud as u64 + 1));
     uac.send_pcmu(dest, &audio, 1, 1000);
     uac.request("BYE", "", true);
     assert_eq!(

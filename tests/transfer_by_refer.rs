@@ -140,8 +140,9 @@ fn expedite_during_hours_is_transferred_by_refer() {
     );
 }
 
-/// The trunk refuses the REFER (405): the IVR apologizes and the call goes on (the caller is
-/// offered the after-answer menu again, link included where there is one).
+/// The trunk cannot transfer right now (503): the IVR apologizes and the call goes on (the
+/// caller is offered the after-answer menu again, link included where there is one). A trunk
+/// that does not do REFER at all (405, 501...) is bridged instead: tests/transfer_bridge.rs.
 #[test]
 fn a_refused_transfer_is_apologized_for_and_the_call_goes_on() {
     let server = Server::start(ServerOptions {
@@ -161,7 +162,7 @@ fn a_refused_transfer_is_apologized_for_and_the_call_goes_on() {
     let refer = uac
         .wait_request("REFER", Duration::from_secs(20))
         .expect("a REFER from the IVR");
-    uac.respond(&refer, 405, "Method Not Allowed");
+    uac.respond(&refer, 503, "Service Unavailable");
     // The caller hears the apology; keep the line alive a moment, then hang up.
     uac.send_pcmu(dest, &vec![0i16; 8000 * 2], 400, 100_000);
     uac.request("BYE", "", true);
@@ -176,6 +177,7 @@ fn a_refused_transfer_is_apologized_for_and_the_call_goes_on() {
         "{call}"
     );
     assert_ne!(call["outcome"], "transferred");
+    assert_eq!(call["transfer"], "failed:503", "{call}");
 }
 
 /// A TTY caller whose question the policy sends to a person, while open: the IVR types its

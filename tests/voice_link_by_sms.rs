@@ -71,3 +71,73 @@ fn pressing_4_stores_the_link_for_a_text_message() {
         "recipient redacted in listings: {m}"
     );
 }
+
+/// The DTMF pair of a key.
+fn tone(dir: &std::path::Path, key: char) -> Vec<i16> {
+    const ROWS: [u32; 4] = [697, 770, 852, 941];
+    const COLS: [u32; 3] = [1209, 1336, 1477];
+    let (r, c) = match key {
+        '1'..='9' => {
+            let n = key as u32 - '1' as u32;
+            (n / 3, n % 3)
+        }
+        '0' => (3, 1),
+        _ => panic!("no tone for {key}"),
+    };
+    sox_tone(dir, &format!("k{key}"), ROWS[r as usize], COLS[c as usize])
+}
+
+#[test]
+fn a_caller_from_an_unknown_number_keys_one_and_the_read_back_is_confirmed() {
+    require("sox");
+    require("espeak-ng");
+    let server = Server::start(ServerOptions::default());
+    let dir = temp_dir("sms-keyed");
+    let gap = vec![0i16; 8000 * 7 / 10];
+    let short = vec![0i16; 8000 * 3 / 10];
+    let mut audio = gap.clone();
+    // English, case status, "text me the link" (no caller ID to confirm: the number is asked).
+    for key in ['1', '1', '4'] {
+        audio.extend(tone(&dir, key));
+        audio.extend(&gap);
+    }
+    audio.extend(&gap);
+    for key in "2125550199".chars() {
+        audio.extend(tone(&dir, key));
+        audio.extend(&short);
+    }
+    // The read-back ("You entered 2 1 2, ...") plays; 1 confirms it.
+    audio.extend(vec![0i16; 8000 * 2]);
+    audio.extend(tone(&dir, '1'));
+    audio.extend(vec![0i16; 8000 * 3]);
+    let mut uac = Uac::new(server.sip);
+    uac.caller = "anonymous".into();
+    let ok = uac.call();
+    uac.send_pcmu(Uac::remote_rtp(&ok), &audio, 1, 0);
+    uac.request("BYE", "", true);
+    assert_eq!(
+        uac.final_response(Duration::from_secs(3)).status(),
+        Some(200)
+    );
+    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    // The number keyed is not in the record.
+    assert_eq!(call["digits"], "114", "{call}");
+    assert!(!call.to_string().contains("5550199"), "{call}");
+    let prompts = call["prompts"].to_string();
+    for p in ["en:entry.ask", "en:entry.readback", "en:sms_sent"] {
+        assert!(prompts.contains(p), "{p} missing: {prompts}");
+    }
+    assert_eq!(call["actions"][0], "send_link:sms:case_status", "{call}");
+    // The recipient, read from the outbox's SQLite file itself (listings redact it).
+    let db = rusqlite::Connection::open(server.data_dir.join("outbox.sqlite3")).unwrap();
+    let (to, call_id): (String, String) = db
+        .query_row("SELECT recipient, call_id FROM messages", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert!(
+        to.contains("2125550199"),
+        "the keyed number is the recipient: {to}"
+    );
+    assert_eq!(call_id, uac.call_id);
+}

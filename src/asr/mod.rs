@@ -88,6 +88,15 @@ impl Mode {
     pub fn closed(nlu: &Nlu, lang: Lang, set: PhraseSet) -> Mode {
         Mode::Grammar(nlu.phrases(lang, set))
     }
+
+    /// A menu's closed grammar: the dialog acts and the spoken digits.
+    pub fn choices(nlu: &Nlu, lang: Lang) -> Mode {
+        let mut phrases = nlu.phrases(lang, PhraseSet::Acts);
+        phrases.extend(nlu.phrases(lang, PhraseSet::MenuDigits));
+        phrases.sort();
+        phrases.dedup();
+        Mode::Grammar(phrases)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]

@@ -16,7 +16,6 @@ use super::call::Args;
 use crate::asr::{EndpointEvent, Mode, Pipeline, Recognizer};
 use crate::audio::resample::resample;
 use crate::flow::{self, Action, FlowConfig, Heard, Listen};
-use crate::nlu::PhraseSet;
 use crate::rtp::codec::{ulaw_decode, ulaw_encode};
 use crate::speech::tts::read_wav;
 use crate::types::Lang;
@@ -163,13 +162,7 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
                     }
                     let mode = match listen {
                         Listen::Question => Mode::Domain,
-                        _ => {
-                            let mut p = nlu.phrases(lang, PhraseSet::Acts);
-                            p.extend(nlu.phrases(lang, PhraseSet::MenuDigits));
-                            p.sort();
-                            p.dedup();
-                            Mode::Grammar(p)
-                        }
+                        _ => Mode::choices(&nlu, lang),
                     };
                     if let Some((_, p)) = pipeline.as_mut() {
                         p.listen(
@@ -198,7 +191,13 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
                     actions_done.push("hangup".into());
                     ended = true;
                 }
-                Action::SendSms { intent } => {
+                Action::PlayText { .. } => {
+                    // A read-back (keys only, which a talker's tape does not press): about 5 s.
+                    playing = Some(Playing {
+                        ends_at: now + Duration::from_secs(5),
+                    });
+                }
+                Action::SendSms { intent, .. } => {
                     // Offline: nothing is stored or sent; the flow hears it was.
                     actions_done.push(format!("send_link:sms:{intent}"));
                     call.handle_event(now, flow::Event::LinkQueued(true));

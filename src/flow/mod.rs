@@ -6,6 +6,7 @@
 //! Shape (STYLE.md §1): `handle_event(now, ..)` / `handle_timeout(now)` in,
 //! `poll_action()` / `poll_timeout()` out.
 
+pub mod entry;
 pub mod script;
 pub mod tty;
 
@@ -37,6 +38,13 @@ pub struct FlowConfig {
     /// for an open question, where callers pause mid-sentence.
     pub choice_silence_ms: u32,
     pub question_silence_ms: u32,
+    /// Keyed number entry (a number to text the link to).
+    pub entry: entry::EntryConfig,
+    /// The read-back texts per language (from the prompt catalog); without one, no entry.
+    pub readbacks: Vec<(Lang, entry::Readback)>,
+    /// Intents a live agent would take if the center were open (the policy's after-hours
+    /// decision): their answer says when live help is available instead of offering it.
+    pub after_hours: HashSet<(Lang, String)>,
     /// The caller's language is known before the call starts (`ivr call --lang`, a
     /// language-specific number): skip the language menu.
     pub start_lang: Option<Lang>,
@@ -54,6 +62,9 @@ impl Default for FlowConfig {
             choice_silence_ms: 500,
             question_silence_ms: 800,
             start_lang: None,
+            after_hours: HashSet::new(),
+            entry: entry::EntryConfig::default(),
+            readbacks: Vec::new(),
         }
     }
 }
@@ -156,9 +167,20 @@ pub enum Action {
     StopPlayback,
     /// End the call (BYE) once the shell has flushed what it is sending.
     Hangup,
-    /// Text the link of `intent`'s answer to the caller's number. The shell answers with
-    /// `Event::LinkQueued` once the message is durably stored, before anything says "sent".
-    SendSms { intent: String },
+    /// Text the link of `intent`'s answer to `to` (the caller's number when `None`). The shell
+    /// answers with `Event::LinkQueued` once the message is durably stored, before anything says
+    /// "sent".
+    SendSms {
+        intent: String,
+        to: Option<crate::pii::Pii<String>>,
+    },
+    /// Play text rendered on demand (prompt markup: a read-back). It may hold personal data:
+    /// never log it in clear. Ends with `Event::PlaybackDone` like `Play`.
+    PlayText {
+        lang: Lang,
+        text: crate::pii::Pii<String>,
+        barge_in: bool,
+    },
     /// Hand the call to a live agent (blind transfer by SIP REFER), once `transfer_start` has
     /// played. The shell answers with `Event::TransferDone`. `text_ahead`: the caller's answer
     /// to the text-ahead question (tier 2), `None` when not asked.
@@ -206,6 +228,8 @@ enum State {
     Menu { menu: MenuId, waiting: bool },
     /// Waiting for the shell to store a link to send.
     Sending,
+    /// The caller keys the number to text the link to.
+    Entry(Box<entry::NumberEntry>),
     /// Saying "please hold", then waiting for the transfer's outcome.
     Transferring { started: bool },
     /// Saying goodbye; hang up when the prompt ends.
@@ -299,7 +323,63 @@ impl Call {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.no_input_at
+        match &self.state {
+            State::Entry(e) => e.poll_timeout(),
+            _ => self.no_input_at,
+        }
+    }
+
+    fn in_entry(&self) -> bool {
+        matches!(self.state, State::Entry(_))
+    }
+
+    /// Turn the number entry's outputs into the call's actions.
+    fn pump_entry(&mut self) {
+        loop {
+            let State::Entry(e) = &mut self.state else {
+                return;
+            };
+            let Some(out) = e.poll_output() else { return };
+            match out {
+                entry::Output::PlayPrompts { prompts, barge_in } => self.play(prompts, barge_in),
+                entry::Output::PlayText {
+                    lang,
+                    text,
+                    barge_in,
+                } => {
+                    // The record names the read-back, not the number in it.
+                    self.record
+                        .prompts
+                        .push(PromptRef::new(lang, "entry.readback"));
+                    self.playing = true;
+                    self.barge_in = barge_in;
+                    self.actions.push_back(Action::PlayText {
+                        lang,
+                        text,
+                        barge_in,
+                    });
+                }
+                entry::Output::StopPlayback => {
+                    self.playing = false;
+                    self.actions.push_back(Action::StopPlayback);
+                }
+                entry::Output::Done(number) => match self.last_answer.clone() {
+                    Some(intent) => {
+                        self.record.actions.push(format!("send_link:sms:{intent}"));
+                        self.state = State::Sending;
+                        self.actions.push_back(Action::SendSms {
+                            intent,
+                            to: Some(number),
+                        });
+                    }
+                    None => self.enter_menu(self.script.main, &[]),
+                },
+                entry::Output::Cancelled => {
+                    self.record.actions.push("entry_cancelled".into());
+                    self.enter_menu(self.after_answer_menu(), &[]);
+                }
+            }
+        }
     }
 
     pub fn handle_event(&mut self, now: Instant, event: Event) {
@@ -314,6 +394,20 @@ impl Call {
                         None => self.enter_menu(self.script.start, &[]),
                     }
                 }
+            }
+            Event::Digit(d) if self.in_entry() => {
+                // The keys are the phone number: not in the record.
+                if let State::Entry(e) = &mut self.state {
+                    e.handle_digit(now, d);
+                }
+                self.pump_entry();
+            }
+            Event::PlaybackDone if self.in_entry() => {
+                self.playing = false;
+                if let State::Entry(e) = &mut self.state {
+                    e.handle_playback_done(now);
+                }
+                self.pump_entry();
             }
             Event::Digit(d) => self.on_digit(now, d),
             Event::PlaybackDone => self.on_playback_done(now),
@@ -415,6 +509,14 @@ impl Call {
             self.follow(goto);
             return;
         }
+        // Asking for the same thing again where we asked only once ("a person, please").
+        if let Some(give_up) = self.give_up(menu)
+            && heard.intent.is_some()
+            && heard.intent == self.last_answer
+        {
+            self.follow(give_up);
+            return;
+        }
         let question = m.listen == Listen::Question;
         let intent = heard
             .intent
@@ -483,6 +585,11 @@ impl Call {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let State::Entry(e) = &mut self.state {
+            e.handle_timeout(now);
+            self.pump_entry();
+            return;
+        }
         // Early or stale timeouts are harmless: only an expired deadline in a waiting menu counts.
         let Some(at) = self.no_input_at else { return };
         if now < at {
@@ -570,7 +677,14 @@ impl Call {
                 self.last_answer = Some(intent.to_string());
                 self.record.intents.push(intent.to_string());
                 let answer = PromptRef::new(self.lang, format!("answer.{intent}"));
-                self.enter_menu(self.after_answer_menu(), &[answer]);
+                let menu = self
+                    .script
+                    .answer_menus
+                    .iter()
+                    .find(|(i, _)| *i == intent)
+                    .map(|(_, m)| *m)
+                    .unwrap_or_else(|| self.after_answer_menu());
+                self.enter_menu(menu, &[answer]);
             }
             Goto::RepeatAnswer => {
                 let lead: Vec<PromptRef> = self
@@ -601,7 +715,12 @@ impl Call {
                     self.no_input_at = None;
                     self.play(vec![PromptRef::new(self.lang, "transfer_start")], false);
                 }
-                // Nobody to transfer to for this question now: an invalid choice.
+                // Closed now: say when live help is available, then the after-answer menu.
+                None if self.after_hours_now() => {
+                    let lead = [PromptRef::new(self.lang, "after_hours")];
+                    self.enter_menu(self.after_answer_menu(), &lead);
+                }
+                // Nobody to transfer to for this question: an invalid choice.
                 None => self.retry(self.after_answer_menu(), "no_match", Outcome::NoMatch),
             },
             Goto::SendSms => match self.last_answer.clone() {
@@ -609,10 +728,32 @@ impl Call {
                     self.record.actions.push(format!("send_link:sms:{intent}"));
                     self.stop_listening();
                     self.state = State::Sending;
-                    self.actions.push_back(Action::SendSms { intent });
+                    self.actions.push_back(Action::SendSms { intent, to: None });
                 }
                 None => self.enter_menu(self.script.after_answer, &[]),
             },
+            Goto::SmsOffer if self.config.sms_to_caller => {
+                self.enter_menu(self.script.sms_confirm, &[]);
+            }
+            Goto::SmsOffer | Goto::EnterNumber => {
+                let readback = self
+                    .config
+                    .readbacks
+                    .iter()
+                    .find(|(l, _)| *l == self.lang)
+                    .map(|(_, r)| r.clone());
+                match readback {
+                    Some(r) => {
+                        self.stop_listening();
+                        self.no_input_at = None;
+                        let e = entry::NumberEntry::new(self.config.entry.clone(), self.lang, r);
+                        self.state = State::Entry(Box::new(e));
+                        self.pump_entry();
+                    }
+                    // No read-back texts in this language: only the caller's own number.
+                    None => self.enter_menu(self.after_answer_menu(), &[]),
+                }
+            }
             Goto::Confirm(yes) => match (yes, self.pending.take()) {
                 (true, Some(intent)) => self.follow(Goto::Answer(intent)),
                 // "No": ask again from the main menu.
@@ -626,6 +767,22 @@ impl Call {
                 self.goodbye();
             }
         }
+    }
+
+    /// Where a menu that asks only once goes instead of a retry.
+    fn give_up(&self, menu: MenuId) -> Option<Goto> {
+        self.script
+            .give_up
+            .iter()
+            .find(|(m, _)| *m == menu)
+            .map(|(_, g)| *g)
+    }
+
+    /// The last answer's question needs a person, and the center is closed now.
+    fn after_hours_now(&self) -> bool {
+        self.last_answer
+            .as_ref()
+            .is_some_and(|i| self.config.after_hours.contains(&(self.lang, i.clone())))
     }
 
     /// The agent queue for the last answer, if the policy offers a transfer now.
@@ -645,7 +802,8 @@ impl Call {
             .last_answer
             .as_ref()
             .is_some_and(|i| self.config.sms_links.contains(i));
-        if sendable && self.config.sms_to_caller {
+        let can_enter = self.config.readbacks.iter().any(|(l, _)| *l == self.lang);
+        if sendable && (self.config.sms_to_caller || can_enter) {
             self.script.after_answer_link
         } else {
             self.script.after_answer
@@ -666,7 +824,18 @@ impl Call {
         let after_answer =
             menu == self.script.after_answer || menu == self.script.after_answer_link;
         if after_answer && self.transfer_target().is_some() {
-            prompts.push(PromptRef::new(self.lang, "offer_transfer"));
+            let offer = self
+                .last_answer
+                .as_deref()
+                .and_then(|i| self.script.offer_prompts.iter().find(|(k, _)| *k == i))
+                .map_or("offer_transfer", |(_, p)| *p);
+            prompts.push(PromptRef::new(self.lang, offer));
+        } else if after_answer
+            && self.after_hours_now()
+            && lead.first().is_some_and(|p| p.id.starts_with("answer."))
+        {
+            // Right after the answer (not on a repeat of the menu alone).
+            prompts.push(PromptRef::new(self.lang, "after_hours"));
         }
         self.state = State::Menu {
             menu,
@@ -677,6 +846,10 @@ impl Call {
     }
 
     fn retry(&mut self, menu: MenuId, apology: &str, outcome: Outcome) {
+        if let Some(goto) = self.give_up(menu) {
+            self.follow(goto);
+            return;
+        }
         self.retries += 1;
         if self.retries >= self.config.max_retries {
             self.record.outcome.get_or_insert(outcome);
@@ -864,7 +1037,8 @@ mod tests {
             [
                 Action::StopPlayback,
                 Action::SendSms {
-                    intent: "case_status".into()
+                    intent: "case_status".into(),
+                    to: None
                 }
             ]
         );
@@ -1017,6 +1191,8 @@ mod tests {
                     Goto::RepeatAnswer
                     | Goto::Goodbye
                     | Goto::SendSms
+                    | Goto::SmsOffer
+                    | Goto::EnterNumber
                     | Goto::AfterAnswer
                     | Goto::Transfer
                     | Goto::Confirm(_)
@@ -1231,5 +1407,170 @@ mod tests {
         assert!(actions.contains(&Action::StopListening));
         call.handle_event(now, Event::SpeechStart);
         assert!(drain(&mut call).is_empty());
+    }
+
+    fn tier1(intents: &[&str]) -> std::collections::HashMap<(Lang, String), Transfer> {
+        intents
+            .iter()
+            .map(|i| {
+                (
+                    (Lang::En, i.to_string()),
+                    Transfer {
+                        queue_uri: "sip:tier1@agents".into(),
+                        ask_text_ahead: false,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn agent_flow_tries_self_service_once_then_transfers() {
+        let now = Instant::now();
+        let mut call = Call::new(FlowConfig {
+            transfers: tier1(&["agent"]),
+            speech: [Lang::En].into_iter().collect(),
+            ..FlowConfig::default()
+        });
+        call.handle_event(now, Event::Start);
+        drain(&mut call);
+        call.handle_event(now, heard("i want to talk to a person", Some("agent"), 0.9));
+        assert_eq!(
+            played(&drain(&mut call)),
+            ["en:answer.agent", "en:agent_question_speech"]
+        );
+        // The one try finds a question self-service answers: answered, no transfer.
+        call.handle_event(now, heard("i moved", Some("change_of_address"), 0.9));
+        let p = played(&drain(&mut call));
+        assert_eq!(p[0], "en:answer.change_of_address");
+        assert_eq!(call.record().intents, ["agent", "change_of_address"]);
+
+        // Asking for a person again (or saying nothing) is the transfer.
+        let mut call = Call::new(FlowConfig {
+            transfers: tier1(&["agent"]),
+            speech: [Lang::En].into_iter().collect(),
+            ..FlowConfig::default()
+        });
+        call.handle_event(now, Event::Start);
+        drain(&mut call);
+        call.handle_event(now, heard("agent", Some("agent"), 0.9));
+        drain(&mut call);
+        call.handle_event(now, heard("a real person please", Some("agent"), 0.9));
+        assert_eq!(played(&drain(&mut call)), ["en:transfer_start"]);
+        // Keys: 0 in the main menu is the agent flow; silence there gives up and transfers.
+        let mut call = Call::new(FlowConfig {
+            transfers: tier1(&["agent"]),
+            ..FlowConfig::default()
+        });
+        call.handle_event(now, Event::Start);
+        call.handle_event(now, Event::Digit('1'));
+        call.handle_event(now, Event::Digit('0'));
+        let p = played(&drain(&mut call));
+        assert_eq!(p[p.len() - 2..], ["en:answer.agent", "en:agent_question"]);
+        call.handle_event(now, Event::PlaybackDone);
+        call.handle_event(now + Duration::from_secs(7), Event::Digit('#'));
+        assert_eq!(played(&drain(&mut call)), ["en:transfer_start"]);
+    }
+
+    #[test]
+    fn protected_case_offers_a_person_only_for_identity_verification() {
+        let now = Instant::now();
+        let mut call = Call::new(FlowConfig {
+            transfers: tier1(&["protected_case"]),
+            ..FlowConfig::default()
+        });
+        call.handle_event(now, Event::Start);
+        for d in ['1', '8', '4'] {
+            call.handle_event(now, Event::Digit(d));
+        }
+        let p = played(&drain(&mut call));
+        assert_eq!(
+            p[p.len() - 3..],
+            [
+                "en:answer.protected_case",
+                "en:after_answer",
+                "en:offer_verification"
+            ]
+        );
+    }
+
+    #[test]
+    fn after_hours_the_answer_says_when_live_help_is_available() {
+        let now = Instant::now();
+        let mut call = Call::new(FlowConfig {
+            after_hours: [(Lang::En, "expedite".to_string())].into_iter().collect(),
+            ..FlowConfig::default()
+        });
+        call.handle_event(now, Event::Start);
+        for d in ['1', '8', '1'] {
+            call.handle_event(now, Event::Digit(d));
+        }
+        let p = played(&drain(&mut call));
+        assert_eq!(
+            p[p.len() - 3..],
+            ["en:answer.expedite", "en:after_answer", "en:after_hours"]
+        );
+        // 0 for a person: not now, and why.
+        call.handle_event(now, Event::Digit('0'));
+        assert_eq!(
+            played(&drain(&mut call)),
+            ["en:after_hours", "en:after_answer"]
+        );
+        assert!(call.record().actions.is_empty());
+    }
+
+    #[test]
+    fn a_caller_without_a_textable_number_keys_one_and_confirms_the_read_back() {
+        let now = Instant::now();
+        let readback = entry::Readback {
+            lead: "You entered".into(),
+            confirm: "If that is right, press 1.".into(),
+        };
+        let mut call = Call::new(FlowConfig {
+            sms_links: ["case_status".to_string()].into_iter().collect(),
+            sms_to_caller: false,
+            readbacks: vec![(Lang::En, readback)],
+            ..FlowConfig::default()
+        });
+        call.handle_event(now, Event::Start);
+        for d in ['1', '1'] {
+            call.handle_event(now, Event::Digit(d));
+        }
+        let p = played(&drain(&mut call));
+        assert_eq!(p[p.len() - 1], "en:after_answer_link");
+        call.handle_event(now, Event::Digit('4'));
+        assert_eq!(played(&drain(&mut call)), ["en:entry.ask"]);
+        for d in "2025550134".chars() {
+            call.handle_event(now, Event::Digit(d));
+        }
+        let actions = drain(&mut call);
+        let text = actions
+            .iter()
+            .find_map(|a| match a {
+                Action::PlayText { text, .. } => Some(text.expose().clone()),
+                _ => None,
+            })
+            .expect("a read-back");
+        assert!(text.contains("{phone 202-555-0134}"), "{text}");
+        call.handle_event(now, Event::PlaybackDone);
+        call.handle_event(now, Event::Digit('1'));
+        let actions = drain(&mut call);
+        assert_eq!(
+            actions,
+            [Action::SendSms {
+                intent: "case_status".into(),
+                to: Some(crate::pii::Pii::new("2025550134".to_string())),
+            }]
+        );
+        // The number is not in the record: keys in the entry are not recorded.
+        assert_eq!(call.record().digits, "114");
+        assert!(
+            call.record()
+                .prompts
+                .iter()
+                .any(|p| p.id == "entry.readback")
+        );
+        call.handle_event(now, Event::LinkQueued(true));
+        assert_eq!(played(&drain(&mut call))[0], "en:sms_sent");
     }
 }

@@ -24,6 +24,11 @@ pub enum Goto {
     Goodbye,
     /// Ask the shell to text the last answer's link to the caller's number.
     SendSms,
+    /// Offer the link by text: confirm the caller's number when it can take a text, else ask
+    /// for one.
+    SmsOffer,
+    /// Key in the number to text the link to (read back for confirmation).
+    EnterNumber,
     /// Back to the menu that follows the last answer.
     AfterAnswer,
     /// Transfer to a live agent, when the policy offers it for the last answer right now.
@@ -87,10 +92,19 @@ pub struct Script {
     pub after_answer_link: MenuId,
     /// The text-ahead consent question before a tier-2 transfer.
     pub text_ahead: MenuId,
+    /// "We will text the link to the number you are calling from."
+    pub sms_confirm: MenuId,
     /// "Did you ask about ...?" after a question heard with middling confidence.
     pub confirm: MenuId,
     /// Where a spoken question that is not understood leads back to.
     pub main: MenuId,
+    /// Answers followed by their own menu instead of the after-answer menu (special flows).
+    pub answer_menus: &'static [(&'static str, MenuId)],
+    /// Menus that ask once: a no-input, a no-match or the same request again goes here instead
+    /// of a retry (the agent flow's one try at self-service, then the transfer).
+    pub give_up: &'static [(MenuId, Goto)],
+    /// The transfer offer of an intent when it is not the usual "press 0 for a representative".
+    pub offer_prompts: &'static [(&'static str, &'static str)],
 }
 
 const fn p(id: &'static str) -> MenuPrompt {
@@ -115,6 +129,7 @@ const AFTER_ANSWER_LINK: MenuId = MenuId(7);
 const SMS_CONFIRM: MenuId = MenuId(8);
 const TEXT_AHEAD: MenuId = MenuId(9);
 const CONFIRM: MenuId = MenuId(10);
+const AGENT_QUESTION: MenuId = MenuId(11);
 
 const NO_PROMPTS: &[MenuPrompt] = &[];
 const SUBMENU_ACTS: &[(&str, Goto)] = &[("no", Goto::Menu(MAIN)), ("help", Goto::Menu(MAIN))];
@@ -125,7 +140,7 @@ const AFTER_ANSWER_ACTS: &[(&str, Goto)] = &[
     ("help", Goto::Menu(MAIN)),
 ];
 
-static MENUS: [Menu; 11] = [
+static MENUS: [Menu; 12] = [
     Menu {
         name: "language",
         prompts: &[
@@ -252,7 +267,7 @@ static MENUS: [Menu; 11] = [
             ('1', Goto::RepeatAnswer),
             ('2', Goto::Menu(MAIN)),
             ('3', Goto::Goodbye),
-            ('4', Goto::Menu(SMS_CONFIRM)),
+            ('4', Goto::SmsOffer),
             ('0', Goto::Transfer),
             ('*', Goto::Menu(MAIN)),
         ],
@@ -267,6 +282,7 @@ static MENUS: [Menu; 11] = [
         options: &[
             ('1', Goto::SendSms),
             ('2', Goto::AfterAnswer),
+            ('3', Goto::EnterNumber),
             ('*', Goto::AfterAnswer),
         ],
         barge_in: true,
@@ -297,6 +313,21 @@ static MENUS: [Menu; 11] = [
         acts: &[("yes", Goto::Confirm(true)), ("no", Goto::Confirm(false))],
         speech_prompts: NO_PROMPTS,
     },
+    // The agent flow: one try to find the question self-service can answer, then the transfer
+    // (when the center is open).
+    Menu {
+        name: "agent_question",
+        prompts: &[p("agent_question")],
+        options: &[
+            ('0', Goto::Transfer),
+            ('*', Goto::Menu(MAIN)),
+            ('9', Goto::Menu(MAIN)),
+        ],
+        barge_in: true,
+        listen: Listen::Question,
+        acts: &[("no", Goto::Transfer), ("help", Goto::Menu(MAIN))],
+        speech_prompts: &[p("agent_question_speech")],
+    },
 ];
 
 static STANDARD: Script = Script {
@@ -305,8 +336,12 @@ static STANDARD: Script = Script {
     after_answer: AFTER_ANSWER,
     after_answer_link: AFTER_ANSWER_LINK,
     text_ahead: TEXT_AHEAD,
+    sms_confirm: SMS_CONFIRM,
     confirm: CONFIRM,
     main: MAIN,
+    answer_menus: &[("agent", AGENT_QUESTION)],
+    give_up: &[(AGENT_QUESTION, Goto::Transfer)],
+    offer_prompts: &[("protected_case", "offer_verification")],
 };
 
 impl Script {
@@ -340,7 +375,10 @@ impl Script {
             "transfer_failed",
             "not_understood",
             "speech_fallback",
+            "after_hours",
         ]);
+        ids.extend(self.offer_prompts.iter().map(|(_, p)| *p));
+        ids.extend(super::entry::PROMPT_IDS);
         ids.sort_unstable();
         ids.dedup();
         ids

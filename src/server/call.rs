@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 
 use super::Shared;
+use super::bridge::{self, AgentEvent, Bridge, BridgeConfig, LegMedia, Step};
 use super::call_asr::CallAsr;
 use super::metrics::Metrics;
 use super::outgoing::{Stream, StreamEvent};
@@ -47,6 +48,8 @@ pub enum CallCommand {
     Drain,
     /// Progress of our REFER (its response, then each NOTIFY's sipfrag status).
     Transfer { status: u16, done: bool },
+    /// News of the agent leg placed when the trunk refused the REFER (B2BUA bridge).
+    Agent(AgentEvent),
 }
 
 /// What a call asks of the SIP task.
@@ -61,6 +64,15 @@ pub enum SipCommand {
     },
     /// The call task is gone; forget its handle.
     Finished(CallKey),
+    /// The trunk refused REFER: call the queue ourselves (`codec`: the caller's, offered first).
+    Bridge {
+        call: CallKey,
+        uri: String,
+        context: String,
+        codec: Codec,
+    },
+    /// End the agent leg of this call (ring timeout, unrelayable media).
+    DropAgent(CallKey),
 }
 
 pub struct CallSetup {
@@ -83,6 +95,10 @@ pub struct CallSetup {
     /// TTY callers: the intents the policy transfers right now, and the TTY agent queue.
     pub tty_transfers: Arc<std::collections::HashSet<String>>,
     pub tty_queue_uri: String,
+    /// The RFC 4103 text stream, when the caller offered one and its port was bound.
+    pub text: Option<super::rtt_session::TextSetup>,
+    /// `[transfer]`: bridge when the trunk refuses REFER.
+    pub bridge: BridgeConfig,
 }
 
 /// Start a TTY conversation in `lang`; None (logged) if the prompts lack the TTY texts.
@@ -171,6 +187,10 @@ pub async fn run(
     // A frame of silence for playout ticks with no audio: the endpointer's clock is the audio,
     // so a caller who stops sending RTP still ends their utterance.
     let silence = vec![0i16; (setup.media.codec.pcm_rate() * setup.ptime_ms / 1000) as usize];
+    let mut rtt = super::rtt_session::RttSession::from_setup(&mut setup);
+    let mut transfer = bridge::Transfer::new(setup.bridge.clone(), setup.media.codec);
+    let mut bridged: Option<Bridge> = None;
+    let mut agent_buf = [0u8; 2048];
     // A TTY hang-up waits for the last line (ending "SK") to be sent.
     let mut hangup_after_playback = false;
     setup.stream.set_media(
@@ -183,9 +203,12 @@ pub async fn run(
     loop {
         let flow_at = match &tty {
             Some(t) => t.poll_timeout(),
+            // A text call's conversation keeps its own timers; the voice flow is frozen.
+            None if rtt.as_ref().is_some_and(|r| r.is_text_call()) => None,
             None => flow.poll_timeout(),
         };
         let digit_at = inbound.as_ref().and_then(Inbound::poll_timeout);
+        let transfer_at = transfer.poll_timeout();
         let rtp_deadline = last_rx + setup.rtp_timeout;
         let receiving = setup.media.direction.receives() && setup.media.remote_rtp.is_some();
         let mut digits: [Option<char>; 2] = [None, None];
@@ -207,8 +230,12 @@ pub async fn run(
                                 a.set_input_rate(m.codec.pcm_rate());
                             }
                         }
+                        if let Some(r) = rtt.as_mut() {
+                            r.handle_media(m.text.as_ref());
+                        }
+                        transfer.handle_caller_codec(m.codec);
                         setup.media = *m;
-                        let sends = setup.media.direction.sends() && !hanging_up;
+                        let sends = setup.media.direction.sends() && !hanging_up && bridged.is_none();
                         setup.stream.set_media(setup.media.remote_rtp, sends, setup.media.codec, setup.media.payload_type);
                         // A caller resuming from hold may have been silent a long time.
                         last_rx = now;
@@ -220,15 +247,26 @@ pub async fn run(
                     }
                     Some(CallCommand::Transfer { status, done }) => {
                         if done {
-                            let ok = (200..300).contains(&status);
-                            tracing::info!(status, "transfer finished");
-                            flow.handle_event(now, flow::Event::TransferDone(ok));
-                            if ok {
-                                // The agent has the caller: our leg ends.
-                                end_reason.get_or_insert("transferred");
-                                let _ = sip.send(SipCommand::Hangup(setup.key)).await;
-                                break;
+                            tracing::info!(status, "REFER finished");
+                        }
+                        let step = transfer.handle_refer_progress(now, status, done);
+                        if bridge_step(step, &setup, &mut flow, &sip, &mut end_reason).await {
+                            break;
+                        }
+                    }
+                    Some(CallCommand::Agent(ev)) => {
+                        let mut step = transfer.handle_agent(&ev);
+                        if let (Step::Bridged, AgentEvent::Answered(leg)) = (&step, ev) {
+                            match Bridge::new(*leg, LegMedia::of(&setup.media), setup.key.0 ^ 0x6272_6964) {
+                                Ok(b) => bridged = Some(b),
+                                Err(e) => {
+                                    tracing::error!(error = %e, "cannot relay: dropping the agent");
+                                    step = transfer.handle_relay_failed();
+                                }
                             }
+                        }
+                        if bridge_step(step, &setup, &mut flow, &sip, &mut end_reason).await {
+                            break;
                         }
                     }
                     Some(CallCommand::Drain) => {
@@ -248,6 +286,7 @@ pub async fn run(
                     if g == generation {
                         match tty.as_mut() {
                             Some(t) => t.handle_sent(Instant::now()),
+                            None if rtt.as_ref().is_some_and(|r| r.is_text_call()) => {}
                             None => flow.handle_event(Instant::now(), flow::Event::PlaybackDone),
                         }
                         if hangup_after_playback && !hanging_up {
@@ -272,6 +311,8 @@ pub async fn run(
                     match tty.as_mut() {
                         Some(t) if n > 0 => t.handle_pcm(now, &pcm[..n]),
                         Some(t) => t.handle_gap(now, 160),
+                        // A text call (RFC 4103): the audio is no longer listened to.
+                        None if rtt.as_ref().is_some_and(|r| r.is_text_call()) => {}
                         None if n > 0 && narrowband => {
                             // Gateways that send RFC 4733 remove the tones from the audio.
                             if !saw_rfc4733 {
@@ -316,6 +357,12 @@ pub async fn run(
                 let now = Instant::now();
                 // Malformed datagrams and RTCP on the RTP port are ignored.
                 let data = match r { Ok((n, _)) => &inbuf[..n], Err(_) => &[][..] };
+                if let Some(b) = bridged.as_mut() {
+                    // Bridged: the caller talks to the agent, not to the IVR.
+                    b.from_caller(data);
+                    last_rx = now;
+                    continue;
+                }
                 let parsed = inbound.as_mut().filter(|_| !is_rtcp(data)).map(|inb| inb.handle_datagram(now, data));
                 if let Some(Ok(ev)) = parsed {
                     Metrics::inc(&metrics.rtp_packets_in_total);
@@ -347,9 +394,28 @@ pub async fn run(
                     None => flow.handle_timeout(Instant::now()),
                 }
             }
+            r = bridge::recv_agent(bridged.as_ref(), &mut agent_buf) => {
+                if let (Some(n), Some(b)) = (r, bridged.as_mut()) {
+                    b.to_caller(&agent_buf[..n], &setup.rtp, setup.media.remote_rtp);
+                }
+            }
+            _ = sleep_until(transfer_at.unwrap_or(start).into()), if transfer_at.is_some() => {
+                let step = transfer.handle_timeout(Instant::now());
+                if bridge_step(step, &setup, &mut flow, &sip, &mut end_reason).await {
+                    break;
+                }
+            }
             _ = sleep_until(digit_at.unwrap_or(start).into()), if digit_at.is_some() => {
                 if let Some(ev) = inbound.as_mut().and_then(|i| i.handle_timeout(Instant::now())) {
                     digits[1] = Some(ev.digit);
+                }
+            }
+            wake = super::rtt_session::next_wake(rtt.as_mut()) => {
+                // The caller's RTT text or the text stream's timers; typing keeps the call alive.
+                if let Some(r) = rtt.as_mut()
+                    && r.handle_wake(Instant::now(), wake, flow.lang())
+                {
+                    last_rx = Instant::now();
                 }
             }
             _ = sleep_until(rtp_deadline.into()), if receiving && !hanging_up => {
@@ -361,7 +427,9 @@ pub async fn run(
                 break;
             }
         }
-        for d in digits.into_iter().flatten() {
+        let text_call = rtt.as_ref().is_some_and(|r| r.is_text_call());
+        // A text call's conversation is typed: keys do not restart the voice menus.
+        for d in digits.into_iter().flatten().filter(|_| !text_call) {
             Metrics::inc(&metrics.dtmf_digits_total);
             if let Some(a) = asr.as_mut() {
                 a.handle_dtmf(Instant::now());
@@ -404,6 +472,9 @@ pub async fn run(
                     link,
                 }) => {
                     tracing::info!(?channel, to = %to, %intent, %link, "link to send (TTY)");
+                    let lang = tty.as_ref().map_or(flow.lang(), TtySession::lang);
+                    let channel = super::rtt_session::outbox_channel(channel);
+                    send_link(&shared, &setup, &intent, channel, Some(to), lang).await;
                 }
                 // The session folds lines into `Play`.
                 TtyAction::Output(TtyOutput::Type(_)) => {}
@@ -425,6 +496,7 @@ pub async fn run(
                     tracing::info!(queue, %intent, "TTY transfer");
                     let context = format!("intent={intent};lang={lang};mode=tty");
                     let uri = setup.tty_queue_uri.clone();
+                    transfer.handle_refer_sent(Instant::now(), uri.clone(), context.clone());
                     let _ = sip
                         .send(SipCommand::Refer {
                             call: setup.key,
@@ -438,6 +510,43 @@ pub async fn run(
                     if setup.stream.is_playing() {
                         hangup_after_playback = true;
                     } else if !hanging_up {
+                        hanging_up = true;
+                        let _ = sip.send(SipCommand::Hangup(setup.key)).await;
+                    }
+                }
+            }
+        }
+
+        // A text call's actions (RFC 4103 real-time text).
+        while let Some(action) = rtt
+            .as_mut()
+            .filter(|_| started)
+            .and_then(|r| r.poll_action(Instant::now()))
+        {
+            use super::rtt_session::RttAction;
+            match action {
+                RttAction::TextCall => {
+                    // Typed text wins over voice and Baudot tones: one conversation at a time.
+                    setup.stream.stop();
+                    tty = None;
+                    asr = None;
+                }
+                RttAction::SendLink {
+                    channel,
+                    to,
+                    intent,
+                    lang,
+                } => {
+                    send_link(&shared, &setup, &intent, channel, Some(to), lang).await;
+                }
+                RttAction::Transfer { context } => {
+                    let uri = setup.tty_queue_uri.clone();
+                    let call = setup.key;
+                    let _ = sip.send(SipCommand::Refer { call, uri, context }).await;
+                }
+                RttAction::Hangup => {
+                    end_reason.get_or_insert("ivr_hangup");
+                    if !hanging_up {
                         hanging_up = true;
                         let _ = sip.send(SipCommand::Hangup(setup.key)).await;
                     }
@@ -513,6 +622,7 @@ pub async fn run(
                         None => "none",
                     };
                     let context = format!("intent={intent};lang={lang};consent={consent}");
+                    transfer.handle_refer_sent(Instant::now(), queue_uri.clone(), context.clone());
                     let _ = sip
                         .send(SipCommand::Refer {
                             call: setup.key,
@@ -521,8 +631,34 @@ pub async fn run(
                         })
                         .await;
                 }
-                Action::SendSms { intent } => {
-                    let to = setup.caller_id.clone();
+                Action::PlayText { lang, text, .. } => {
+                    // Rendered on demand off the runtime (~20 ms); the read-back holds the number.
+                    let voice = super::render_config(&shared.config).voice(lang).clone();
+                    let codec = setup.media.codec;
+                    let dynamic = shared.dynamic.clone();
+                    let rendered = match dynamic.cached(lang, &voice, text.expose(), codec) {
+                        Some(p) => Ok(p),
+                        None => tokio::task::spawn_blocking(move || {
+                            dynamic.render(lang, &voice, text.expose(), codec)
+                        })
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(crate::speech::dynamic::DynamicError::Synthesis(
+                                e.to_string(),
+                            ))
+                        }),
+                    };
+                    match rendered {
+                        Ok(p) => generation = setup.stream.play(vec![p]),
+                        Err(e) => {
+                            tracing::error!(error = %e, "read-back not rendered");
+                            // The flow waits for the read-back's end: let it go on.
+                            flow.handle_event(Instant::now(), flow::Event::PlaybackDone);
+                        }
+                    }
+                }
+                Action::SendSms { intent, to } => {
+                    let to = to.or_else(|| setup.caller_id.clone());
                     let ok = send_link(
                         &shared,
                         &setup,
@@ -576,6 +712,18 @@ pub async fn run(
             "reply_latency_ms": reply_latency_ms,
         }));
     }
+    record.transfer = transfer.outcome().map(bridge::Outcome::as_record);
+    if let Some(b) = &bridged {
+        let (to_agent, to_caller) = b.packets();
+        tracing::info!(to_agent, to_caller, "bridge relayed packets");
+    }
+    if let Some(intent) = record.intent.as_deref() {
+        let tty = record.mode == "tty";
+        let lang = rec.lang.unwrap_or(crate::types::Lang::En);
+        let now = jiff::Timestamp::now();
+        (record.route, record.route_reason) =
+            bridge::route_of(&shared.router, intent, lang, tty, now);
+    }
     if let Some(t) = &tty {
         let r = t.record();
         record.mode = "tty".into();
@@ -588,8 +736,72 @@ pub async fn run(
             .and_then(|o| serde_json::to_value(o).ok())
             .and_then(|v| v.as_str().map(String::from));
     }
+    if let Some(r) = &rtt {
+        r.fill_record(&mut record);
+    }
     shared.store.save(record);
     let _ = sip.send(SipCommand::Finished(setup.key)).await;
+}
+
+/// Act on a transfer step; true when the call task must end now.
+async fn bridge_step(
+    step: Step,
+    setup: &CallSetup,
+    flow: &mut flow::Call,
+    sip: &mpsc::Sender<SipCommand>,
+    end_reason: &mut Option<&'static str>,
+) -> bool {
+    let now = Instant::now();
+    match step {
+        Step::Wait => false,
+        Step::Referred => {
+            // The agent has the caller: our leg ends.
+            flow.handle_event(now, flow::Event::TransferDone(true));
+            end_reason.get_or_insert("transferred");
+            let _ = sip.send(SipCommand::Hangup(setup.key)).await;
+            true
+        }
+        Step::PlaceCall { uri, context } => {
+            tracing::info!("the trunk will not transfer: bridging");
+            let codec = setup.media.codec;
+            let call = setup.key;
+            let _ = sip
+                .send(SipCommand::Bridge {
+                    call,
+                    uri,
+                    context,
+                    codec,
+                })
+                .await;
+            false
+        }
+        Step::Bridged => {
+            // The agent talks now: the IVR's own stream stops for good.
+            setup.stream.stop();
+            setup.stream.set_media(
+                setup.media.remote_rtp,
+                false,
+                setup.media.codec,
+                setup.media.payload_type,
+            );
+            flow.handle_event(now, flow::Event::TransferDone(true));
+            false
+        }
+        Step::Failed => {
+            flow.handle_event(now, flow::Event::TransferDone(false));
+            false
+        }
+        Step::CancelAgent => {
+            let _ = sip.send(SipCommand::DropAgent(setup.key)).await;
+            flow.handle_event(now, flow::Event::TransferDone(false));
+            false
+        }
+        Step::AgentGone => {
+            end_reason.get_or_insert("agent_bye");
+            let _ = sip.send(SipCommand::Hangup(setup.key)).await;
+            true
+        }
+    }
 }
 
 async fn recv_rtcp(sock: Option<&UdpSocket>, buf: &mut [u8]) -> Option<usize> {

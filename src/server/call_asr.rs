@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use super::asr_pool::{AsrPool, AsrResult, Utterance};
 use crate::asr::{EndpointConfig, EndpointEvent, Mode, Pipeline};
 use crate::flow::{self, Heard, Listen};
-use crate::nlu::{Nlu, PhraseSet};
+use crate::nlu::Nlu;
 use crate::types::Lang;
 
 /// Results waiting for the call task: a final per utterance and a few partials.
@@ -104,13 +104,7 @@ impl CallAsr {
             _ => self
                 .choices
                 .entry(lang)
-                .or_insert_with(|| {
-                    let mut phrases = self.nlu.phrases(lang, PhraseSet::Acts);
-                    phrases.extend(self.nlu.phrases(lang, PhraseSet::MenuDigits));
-                    phrases.sort();
-                    phrases.dedup();
-                    Mode::Grammar(phrases)
-                })
+                .or_insert_with(|| Mode::choices(&self.nlu, lang))
                 .clone(),
         };
         let rebuild = !matches!(&self.pipeline, Some((l, hz, _)) if *l == lang && *hz == model_hz);

@@ -8,11 +8,13 @@
 
 pub mod admin;
 pub mod asr_pool;
+pub mod bridge;
 pub mod call;
 pub mod call_asr;
 pub mod metrics;
 pub mod outgoing;
 pub mod reload;
+pub mod rtt_session;
 pub mod sip_task;
 pub mod store;
 pub mod tty_session;
@@ -67,6 +69,8 @@ pub struct Shared {
     pub asr: Option<asr_pool::AsrPool>,
     /// Time from the end of a caller's utterance to the reply starting to play.
     pub reply_latency: metrics::Histogram,
+    /// Read-backs rendered on demand.
+    pub dynamic: Arc<crate::speech::dynamic::DynamicPrompts>,
 }
 
 impl Shared {
@@ -297,6 +301,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ready: std::sync::atomic::AtomicBool::new(false),
         asr,
         reply_latency: metrics::Histogram::new(&metrics::LATENCY_BOUNDS_US),
+        dynamic: Arc::new(crate::speech::dynamic::DynamicPrompts::new(
+            config.tts.dynamic.clone(),
+        )),
     });
     let router = admin::router(shared.clone());
     tokio::spawn(async move {

@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 
 use super::Shared;
+use super::bridge::{self, AgentEvent, AgentLeg, BridgeConfig};
 use super::call::{self, CallCommand, CallSetup, SipCommand};
 use super::metrics::Metrics;
 use super::outgoing::{Outgoing, Stream};
@@ -19,14 +20,26 @@ use super::store::{CallRecord, now_rfc3339};
 use crate::flow::FlowConfig;
 use crate::pii::redact;
 use crate::sip::sdp::{self, LocalMedia};
-use crate::sip::{CallKey, Endpoint, EndpointConfig, Event, Transport};
+use crate::sip::{CallKey, Endpoint, EndpointConfig, Event, OutgoingCall, Transport};
+use crate::types::Codec;
 
 /// A live call as the SIP task sees it.
 struct Live {
     tx: mpsc::Sender<CallCommand>,
     rtp_port: u16,
+    /// The RFC 4103 text stream's port (audio + 2), when one was bound.
+    text_port: Option<u16>,
     session_id: u64,
     version: u64,
+}
+
+/// The IVR's own call to an agent queue (B2BUA bridge), until it ends.
+struct AgentCall {
+    /// The caller's call this leg is bridged to.
+    caller: CallKey,
+    rtp_port: u16,
+    /// Handed to the caller's task when the agent answers.
+    rtp: Option<std::net::UdpSocket>,
 }
 
 /// Ports handed out to calls, even numbers only (RTCP takes port + 1).
@@ -74,10 +87,24 @@ impl PortPool {
         None
     }
 
+    /// Bind `port` for a call's text stream (the SDP answer names audio + 2); None when that
+    /// port is another call's or cannot be bound. It is then in use until released.
+    fn bind_text(&mut self, ip: IpAddr, port: u16) -> Option<std::net::UdpSocket> {
+        if self.in_use.contains(&port) {
+            return None;
+        }
+        let sock = std::net::UdpSocket::bind((ip, port)).ok()?;
+        self.in_use.insert(port);
+        Some(sock)
+    }
+
     fn release(&mut self, port: u16) {
         self.in_use.remove(&port);
     }
 }
+
+type TransferMap = std::collections::HashMap<(crate::types::Lang, String), crate::flow::Transfer>;
+type AfterHours = std::collections::HashSet<(crate::types::Lang, String)>;
 
 pub struct SipTask {
     shared: Arc<Shared>,
@@ -91,6 +118,11 @@ pub struct SipTask {
     outgoing: Outgoing,
     /// Calls ringing until their answer time (calls.answer_delay_ms).
     pending_answers: Vec<(Instant, CallKey, sdp::SessionDescription)>,
+    /// `[transfer]`: REFER fallback by bridging.
+    bridge: BridgeConfig,
+    /// Agent legs by their own key, and the caller → agent-leg index.
+    agents: HashMap<CallKey, AgentCall>,
+    agent_of: HashMap<CallKey, CallKey>,
 }
 
 /// Messages from TCP connection tasks.
@@ -139,6 +171,9 @@ pub async fn run(
         media_ip,
         seed,
         pending_answers: Vec::new(),
+        bridge: shared.config.transfer.clone(),
+        agents: HashMap::new(),
+        agent_of: HashMap::new(),
         outgoing: Outgoing::start(
             &shared,
             std::thread::available_parallelism()
@@ -185,6 +220,8 @@ pub async fn run(
             Some(cmd) = sip_rx.recv() => match cmd {
                 SipCommand::Hangup(key) => { let _ = task.endpoint.hangup(Instant::now(), key); }
                 SipCommand::Refer { call, uri, context } => task.refer(call, &uri, &context),
+                SipCommand::Bridge { call, uri, context, codec } => task.place_agent_call(call, &uri, &context, codec),
+                SipCommand::DropAgent(call) => task.drop_agent(call),
                 SipCommand::Finished(key) => task.finished(key),
             },
             _ = tokio::time::sleep_until(timeout.unwrap_or_else(Instant::now).into()), if timeout.is_some() => {
@@ -241,6 +278,10 @@ impl SipTask {
 
     async fn on_event(&mut self, ev: Event, sip_tx: &mpsc::Sender<SipCommand>, draining: bool) {
         let now = Instant::now();
+        let ev = match self.on_agent_event(ev) {
+            Some(ev) => ev,
+            None => return,
+        };
         let m = &self.shared.metrics;
         match ev {
             Event::Incoming { call, info } => {
@@ -281,7 +322,7 @@ impl SipTask {
                     session_id,
                     session_version: 1,
                 };
-                let media = match sdp::negotiate(offer, &local) {
+                let mut media = match sdp::negotiate(offer, &local) {
                     Ok(n) => n,
                     Err(e) => {
                         tracing::info!(call_id = %info.call_id, error = ?e, "no common media: 488");
@@ -302,6 +343,26 @@ impl SipTask {
                     let _ = self.endpoint.reject(now, call, 500, &[]);
                     return;
                 };
+                // RFC 4103 text: its port (audio + 2) is bound now, or the stream is declined.
+                let text = media.text.clone().and_then(|t| {
+                    let sock = self.ports.bind_text(self.media_ip, t.local_port)?;
+                    match tokio_udp(sock) {
+                        Ok(socket) => Some(super::rtt_session::TextSetup {
+                            socket,
+                            media: t,
+                            config: cfg.rtt.clone(),
+                        }),
+                        Err(_) => {
+                            self.ports.release(t.local_port);
+                            None
+                        }
+                    }
+                });
+                if text.is_none() && media.text.is_some() {
+                    tracing::warn!("text port not available: m=text declined");
+                    media.reject_text();
+                }
+                let text_port = text.as_ref().map(|t| t.media.local_port);
                 // Calls to the TTY line's number start as a text conversation.
                 let tty_line = crate::flow::tty::TtyConfig {
                     numbers: vec![cfg.sip.tty_number.clone()],
@@ -309,6 +370,8 @@ impl SipTask {
                 };
                 let tty = tty_line.is_tty_number(&info.request_user)
                     || tty_line.is_tty_number(&info.to_user);
+                let (transfers, after_hours) = self.transfers_now();
+                let prompts = self.shared.prompts.load();
                 let record = CallRecord {
                     call_id: info.call_id.clone(),
                     started_at: now_rfc3339(),
@@ -346,9 +409,18 @@ impl SipTask {
                     stream,
                     stream_events: events_rx,
                     media,
-                    prompts: self.shared.prompts.load(),
+                    prompts: prompts.clone(),
                     flow: FlowConfig {
-                        transfers: self.transfers_now(),
+                        transfers,
+                        after_hours,
+                        entry: cfg.entry.clone(),
+                        readbacks: crate::types::Lang::ALL
+                            .into_iter()
+                            .filter_map(|l| {
+                                crate::flow::entry::Readback::from_catalog(&prompts.catalog, l)
+                                    .map(|r| (l, r))
+                            })
+                            .collect(),
                         sms_links: self.shared.sms_links.clone(),
                         // A text goes only to a number that can take one (a US number).
                         sms_to_caller: crate::nlu::slots::phone(&info.from_user).is_some(),
@@ -370,6 +442,8 @@ impl SipTask {
                         .router
                         .queue_uri(crate::routing::Queue::Tty)
                         .to_string(),
+                    text,
+                    bridge: self.bridge.clone(),
                 };
                 tokio::spawn(call::run(setup, rx, sip_tx.clone(), self.shared.clone()));
                 self.calls.insert(
@@ -377,6 +451,7 @@ impl SipTask {
                     Live {
                         tx,
                         rtp_port,
+                        text_port,
                         session_id,
                         version: 1,
                     },
@@ -393,6 +468,12 @@ impl SipTask {
                 }
             }
             Event::Reoffer { call, offer } => {
+                if self.agents.contains_key(&call) {
+                    // The relay keeps the formats it started with; a changed agent leg is
+                    // refused and keeps the old session (RFC 3261 §14.2).
+                    let _ = self.endpoint.reject(now, call, 488, &[]);
+                    return;
+                }
                 let Some(live) = self.calls.get_mut(&call) else {
                     let _ = self.endpoint.reject(now, call, 481, &[]);
                     return;
@@ -411,7 +492,11 @@ impl SipTask {
                     session_version: live.version,
                 };
                 match sdp::negotiate(&offer, &local) {
-                    Ok(media) => {
+                    Ok(mut media) => {
+                        if live.text_port.is_none() {
+                            // No text socket for this call: a text stream added later is declined.
+                            media.reject_text();
+                        }
                         let answer = media.answer.clone();
                         tracing::info!(direction = ?media.direction, codec = %media.codec, "re-INVITE");
                         let _ = live.tx.try_send(CallCommand::Media(Box::new(media)));
@@ -439,42 +524,49 @@ impl SipTask {
                 };
                 self.tell(call, CallCommand::Ended(why));
             }
-            // Client-side events: the server places no calls and sends no REFER yet.
             Event::TransferProgress { call, status, done } => {
                 self.tell(call, CallCommand::Transfer { status, done })
             }
-            // Outgoing calls (the B2BUA fallback) are not placed yet.
+            // Outgoing calls are agent legs, handled in `on_agent_event`.
             Event::Progress { .. } | Event::Answered { .. } | Event::Failed { .. } => {}
         }
     }
 
     /// Where each intent's caller can be transferred right now, per language: tier 1 and tier 2
     /// while the center is open (tier 2 with the text-ahead question first).
-    fn transfers_now(
-        &self,
-    ) -> std::collections::HashMap<(crate::types::Lang, String), crate::flow::Transfer> {
+    /// The policy's transfer decisions for this call, per language and intent: the transfers on
+    /// offer now, and the intents that would have one if the center were open. The special flows
+    /// are asked as they will stand when the flow offers the transfer: the agent flow after its
+    /// one try at self-service, the protected-case flow for identity verification only.
+    fn transfers_now(&self) -> (TransferMap, AfterHours) {
         let router = &self.shared.router;
         let now = jiff::Timestamp::now();
         let mut out = std::collections::HashMap::new();
+        let mut closed = std::collections::HashSet::new();
         for lang in crate::types::Lang::ALL {
             for intent in crate::intents::INTENTS {
-                let facts = crate::routing::Facts::new(lang);
-                if let Ok(d) = router.decide(intent, &facts, now) {
-                    if let crate::routing::Action::OfferTransfer {
+                let facts = crate::routing::Facts::new(lang)
+                    .question_attempted(*intent == "agent")
+                    .verification_requested(*intent == "protected_case");
+                match router.decide(intent, &facts, now).map(|d| d.action) {
+                    Ok(crate::routing::Action::OfferTransfer {
                         queue,
                         needs_text_ahead_consent,
-                    } = d.action
-                    {
+                    }) => {
                         let t = crate::flow::Transfer {
                             queue_uri: router.queue_uri(queue).to_string(),
                             ask_text_ahead: needs_text_ahead_consent,
                         };
                         out.insert((lang, intent.to_string()), t);
                     }
+                    Ok(crate::routing::Action::AfterHours { .. }) => {
+                        closed.insert((lang, intent.to_string()));
+                    }
+                    _ => {}
                 }
             }
         }
-        out
+        (out, closed)
     }
 
     /// The intents a TTY caller is transferred for right now (the TTY agent queue).
@@ -490,8 +582,7 @@ impl SipTask {
     /// Blind transfer by REFER (RFC 3515) with the call's context in User-to-User (RFC 7433,
     /// hex). A refusal shows up as a final TransferProgress and the flow apologizes.
     fn refer(&mut self, call: CallKey, uri: &str, context: &str) {
-        let hex: String = context.bytes().map(|b| format!("{b:02x}")).collect();
-        let uui = format!("{hex};encoding=hex;purpose=call-context");
+        let uui = user_to_user(context);
         if let Err(e) =
             self.endpoint
                 .refer(Instant::now(), call, uri, &[("User-to-User", uui.as_str())])
@@ -515,12 +606,173 @@ impl SipTask {
     }
 
     fn finished(&mut self, key: CallKey) {
+        // The caller's leg is gone: so is its bridge (BYE, or CANCEL while it rings).
+        self.drop_agent(key);
         if let Some(live) = self.calls.remove(&key) {
             self.ports.release(live.rtp_port);
+            if let Some(port) = live.text_port {
+                self.ports.release(port);
+            }
             Metrics::inc(&self.shared.metrics.calls_completed_total);
             self.shared.metrics.calls_active.fetch_sub(1, Relaxed);
         }
     }
+}
+
+impl SipTask {
+    /// Bridge fallback: call the agent queue from a fresh RTP port, with the call's context
+    /// in User-to-User as the REFER would have carried it.
+    fn place_agent_call(&mut self, caller: CallKey, uri: &str, context: &str, codec: Codec) {
+        if let Err(e) = self.try_place_agent_call(caller, uri, context, codec) {
+            tracing::warn!(error = %e, "bridged call not placed");
+            self.tell(caller, CallCommand::Agent(AgentEvent::Failed(0)));
+        }
+    }
+
+    fn try_place_agent_call(
+        &mut self,
+        caller: CallKey,
+        uri: &str,
+        context: &str,
+        codec: Codec,
+    ) -> anyhow::Result<()> {
+        if !self.calls.contains_key(&caller) || self.agent_of.contains_key(&caller) {
+            anyhow::bail!("the caller is gone or already bridged");
+        }
+        let destination = self.bridge.destination(uri)?;
+        let (rtp_port, rtp, _rtcp) = self
+            .ports
+            .bind(self.media_ip)
+            .ok_or_else(|| anyhow::anyhow!("no free RTP port"))?;
+        self.seed = self
+            .seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let placed = bridge::offer(self.media_ip, rtp_port, codec, self.seed >> 16)
+            .map_err(anyhow::Error::from)
+            .and_then(|offer| {
+                let request = OutgoingCall {
+                    target: uri.to_string(),
+                    // Never the caller's number: the agent gets the context, not personal data.
+                    from_user: "ivr".into(),
+                    destination,
+                    transport: Transport::Udp,
+                    offer,
+                    headers: vec![("User-to-User".into(), user_to_user(context))],
+                };
+                Ok(self.endpoint.invite(Instant::now(), request)?)
+            });
+        let agent = match placed {
+            Ok(k) => k,
+            Err(e) => {
+                self.ports.release(rtp_port);
+                return Err(e);
+            }
+        };
+        tracing::info!(%destination, rtp_port, "bridging: calling the agent queue");
+        self.agents.insert(
+            agent,
+            AgentCall {
+                caller,
+                rtp_port,
+                rtp: Some(rtp),
+            },
+        );
+        self.agent_of.insert(caller, agent);
+        Ok(())
+    }
+
+    /// End the agent leg of `caller`, if any: BYE when up, CANCEL while it rings. Its end
+    /// comes back as an endpoint event that frees the port.
+    fn drop_agent(&mut self, caller: CallKey) {
+        if let Some(&agent) = self.agent_of.get(&caller) {
+            let _ = self.endpoint.hangup(Instant::now(), agent);
+        }
+    }
+
+    fn forget_agent(&mut self, agent: CallKey) -> Option<CallKey> {
+        let a = self.agents.remove(&agent)?;
+        self.ports.release(a.rtp_port);
+        self.agent_of.remove(&a.caller);
+        Some(a.caller)
+    }
+
+    /// Events of agent legs go to the caller's task; others are returned for `on_event`.
+    fn on_agent_event(&mut self, ev: Event) -> Option<Event> {
+        let call = match &ev {
+            Event::Answered { call, .. }
+            | Event::Failed { call, .. }
+            | Event::Progress { call, .. }
+            | Event::RemoteHangup { call }
+            | Event::Terminated { call, .. } => *call,
+            _ => return Some(ev),
+        };
+        if !self.agents.contains_key(&call) {
+            return Some(ev);
+        }
+        match ev {
+            Event::Progress { .. } => {}
+            Event::Answered { answer, .. } => self.agent_answered(call, answer),
+            Event::Failed { status, .. } => {
+                if let Some(caller) = self.forget_agent(call) {
+                    tracing::info!(status, "agent leg failed");
+                    self.tell(caller, CallCommand::Agent(AgentEvent::Failed(status)));
+                }
+            }
+            _ => {
+                if let Some(caller) = self.forget_agent(call) {
+                    tracing::info!("agent leg ended");
+                    self.tell(caller, CallCommand::Agent(AgentEvent::Hangup));
+                }
+            }
+        }
+        None
+    }
+
+    fn agent_answered(&mut self, agent: CallKey, answer: Option<sdp::SessionDescription>) {
+        let Some(a) = self.agents.get_mut(&agent) else {
+            return;
+        };
+        let caller = a.caller;
+        let leg = answer
+            .as_ref()
+            .ok_or(bridge::BridgeError::BadAnswer)
+            .and_then(bridge::agent_media)
+            .map_err(anyhow::Error::from)
+            .and_then(|(remote, media)| {
+                let std = a
+                    .rtp
+                    .take()
+                    .ok_or_else(|| anyhow::anyhow!("agent RTP socket already handed over"))?;
+                Ok(AgentLeg {
+                    socket: tokio_udp(std)?,
+                    remote,
+                    media,
+                })
+            });
+        match leg {
+            Ok(leg) => {
+                tracing::info!(remote = %leg.remote, codec = %leg.media.codec, "agent answered: bridged");
+                self.tell(
+                    caller,
+                    CallCommand::Agent(AgentEvent::Answered(Box::new(leg))),
+                );
+            }
+            Err(e) => {
+                // The agent is up but we cannot talk to it: hang up; the caller hears the
+                // failure now, the BYE's end is absorbed by `forget_agent`.
+                tracing::warn!(error = %e, "agent answer unusable");
+                let _ = self.endpoint.hangup(Instant::now(), agent);
+                self.tell(caller, CallCommand::Agent(AgentEvent::Failed(488)));
+            }
+        }
+    }
+}
+
+/// RFC 7433 User-to-User: the context in hex, as the REFER carries it.
+fn user_to_user(context: &str) -> String {
+    let hex: String = context.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{hex};encoding=hex;purpose=call-context")
 }
 
 fn tokio_udp(s: std::net::UdpSocket) -> std::io::Result<UdpSocket> {

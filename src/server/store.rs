@@ -32,6 +32,12 @@ pub struct CallRecord {
     pub mode: String,
     /// What the call did besides playing prompts: "send_link:sms:case_status", "transfer:tty"...
     pub actions: Vec<String>,
+    /// Where the routing policy sent the caller's question: "self", "tier1", "tier2", "special".
+    pub route: Option<String>,
+    /// Why (the policy decision's reason).
+    pub route_reason: Option<String>,
+    /// How a transfer ended: "referred", "bridged", "failed:<status>", "no_answer".
+    pub transfer: Option<String>,
     /// Spoken answers: `{"transcripts": [..] (numbers redacted), "confidence": ..,
     /// "reply_latency_ms": [..]}`; null for calls that did not speak.
     #[serde(default)]
@@ -69,6 +75,9 @@ CREATE TABLE IF NOT EXISTS calls (
     end_reason  TEXT,
     mode        TEXT NOT NULL DEFAULT 'voice',
     actions     TEXT NOT NULL DEFAULT '[]',
+    route       TEXT,
+    route_reason TEXT,
+    transfer    TEXT,
     speech      TEXT
 );
 CREATE INDEX IF NOT EXISTS calls_started ON calls(started_at);
@@ -94,6 +103,9 @@ impl Store {
         for column in [
             "mode TEXT NOT NULL DEFAULT 'voice'",
             "actions TEXT NOT NULL DEFAULT '[]'",
+            "route TEXT",
+            "route_reason TEXT",
+            "transfer TEXT",
             "speech TEXT",
         ] {
             let _ = writer.execute_batch(&format!("ALTER TABLE calls ADD COLUMN {column}"));
@@ -149,7 +161,8 @@ impl Store {
 
 const COLUMNS: &str =
     "call_id, started_at, answered_at, ended_at, caller, to_user, transport, codec, lang,
-                       digits, intent, intents, prompts, outcome, end_reason, mode, actions, speech";
+                       digits, intent, intents, prompts, outcome, end_reason, mode, actions,
+                       route, route_reason, transfer, speech";
 
 pub fn read_call(conn: &Connection, call_id: &str) -> anyhow::Result<Option<CallRecord>> {
     let sql = format!("SELECT {COLUMNS} FROM calls WHERE call_id = ?1");
@@ -185,8 +198,11 @@ fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallRecord> {
         end_reason: r.get(14)?,
         mode: r.get(15)?,
         actions: serde_json::from_str(&r.get::<_, String>(16)?).unwrap_or_default(),
+        route: r.get(17)?,
+        route_reason: r.get(18)?,
+        transfer: r.get(19)?,
         speech: r
-            .get::<_, Option<String>>(17)?
+            .get::<_, Option<String>>(20)?
             .and_then(|s| serde_json::from_str(&s).ok()),
     })
 }
@@ -221,12 +237,14 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Write>) {
 fn upsert(conn: &Connection, r: &CallRecord) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO calls (call_id, started_at, answered_at, ended_at, caller, to_user, transport, codec,
-                            lang, digits, intent, intents, prompts, outcome, end_reason, mode, actions, speech)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
+                            lang, digits, intent, intents, prompts, outcome, end_reason, mode, actions,
+                            route, route_reason, transfer, speech)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)
          ON CONFLICT(call_id) DO UPDATE SET answered_at = excluded.answered_at, ended_at = excluded.ended_at,
              codec = excluded.codec, lang = excluded.lang, digits = excluded.digits, intent = excluded.intent,
              intents = excluded.intents, prompts = excluded.prompts, outcome = excluded.outcome,
              end_reason = excluded.end_reason, mode = excluded.mode, actions = excluded.actions,
+             route = excluded.route, route_reason = excluded.route_reason, transfer = excluded.transfer,
              speech = excluded.speech",
         params![
             r.call_id,
@@ -246,6 +264,9 @@ fn upsert(conn: &Connection, r: &CallRecord) -> rusqlite::Result<()> {
             r.end_reason,
             r.mode,
             serde_json::to_string(&r.actions).unwrap_or_else(|_| "[]".into()),
+            r.route,
+            r.route_reason,
+            r.transfer,
             r.speech.as_ref().map(|v| v.to_string()),
         ],
     )?;
@@ -311,10 +332,46 @@ mod tests {
         r.digits = "213".into();
         r.intents = vec!["case_status".into()];
         r.outcome = Some("completed".into());
+        r.route = Some("tier1".into());
+        r.route_reason = Some("expedite: tier 1 while open".into());
+        r.transfer = Some("failed:486".into());
         store.save(r.clone());
         store.flush();
         assert_eq!(store.call("abc@host").unwrap(), Some(r));
         assert_eq!(store.call("missing").unwrap(), None);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn an_old_database_gets_the_new_columns() {
+        let dir = std::env::temp_dir().join(format!("ivr-store-old-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            // The schema before mode/actions/route/transfer existed, with one call in it.
+            let conn = Connection::open(dir.join("ivr.sqlite3")).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE calls (call_id TEXT PRIMARY KEY, started_at TEXT NOT NULL,
+                 answered_at TEXT, ended_at TEXT, caller TEXT NOT NULL, to_user TEXT NOT NULL,
+                 transport TEXT NOT NULL, codec TEXT, lang TEXT, digits TEXT NOT NULL,
+                 intent TEXT, intents TEXT NOT NULL, prompts TEXT NOT NULL, outcome TEXT,
+                 end_reason TEXT);
+                 INSERT INTO calls VALUES ('old@h', '2026-01-01T00:00:00.000Z', NULL, NULL,
+                 '***34', 'ivr', 'udp', NULL, NULL, '', NULL, '[]', '[]', NULL, NULL);",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&dir).unwrap();
+        let old = store.call("old@h").unwrap().unwrap();
+        assert_eq!(
+            (old.mode.as_str(), old.transfer.as_deref()),
+            ("voice", None)
+        );
+        let mut r = old.clone();
+        r.transfer = Some("bridged".into());
+        r.route = Some("tier1".into());
+        store.save(r.clone());
+        store.flush();
+        assert_eq!(store.call("old@h").unwrap(), Some(r));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -392,6 +392,21 @@ pub struct Negotiated {
     pub answer: SessionDescription,
 }
 
+impl Negotiated {
+    /// Declines the text stream after all (its port could not be bound): the answer's `m=text`
+    /// gets port 0, as a stream refused from the start.
+    pub fn reject_text(&mut self) {
+        let Some(text) = self.text.take() else {
+            return;
+        };
+        for m in &mut self.answer.media {
+            if m.kind == "text" && m.port == text.local_port {
+                m.port = 0;
+            }
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NegotiateError {
     NoAudio,
@@ -715,7 +730,7 @@ mod tests {
             &local(vec![Codec::Pcmu]),
         )
         .unwrap();
-        let t = n.text.unwrap();
+        let t = n.text.clone().unwrap();
         assert_eq!(
             (t.payload_type, t.red_payload_type, t.local_port),
             (98, Some(100), 20002)
@@ -726,5 +741,11 @@ mod tests {
                 .to_string()
                 .contains("m=text 20002 RTP/AVP 100 98\r\n")
         );
+        let mut declined = n.clone();
+        declined.reject_text();
+        assert_eq!(declined.text, None);
+        let answer = declined.answer.to_string();
+        assert!(answer.contains("m=text 0 RTP/AVP 100 98\r\n"), "{answer}");
+        assert!(answer.contains("m=audio 20000 "), "{answer}");
     }
 }

@@ -287,6 +287,56 @@ pub fn encode_pcm(
     })
 }
 
+/// Frames from PCM already at 8 kHz, for prompts made during a call (`dynamic`). Opus frames
+/// are made only from `pcm_16k` when given: G.711 calls never read them, and Opus encoding is
+/// most of a read-back's rendering time. Without them `frame(Codec::Opus, _)` is `None`.
+pub fn encode_frames(
+    id: String,
+    lang: Lang,
+    display: String,
+    barge_in: bool,
+    source: String,
+    mut pcm_8k: Vec<i16>,
+    pcm_16k: Option<Vec<i16>>,
+) -> Result<EncodedPrompt, String> {
+    let frames = pcm_8k.len().div_ceil(FRAME_SAMPLES_8K).max(1);
+    pcm_8k.resize(frames * FRAME_SAMPLES_8K, 0);
+    let mut pcmu = vec![0u8; pcm_8k.len()];
+    let mut pcma = vec![0u8; pcm_8k.len()];
+    Encoder::new(Codec::Pcmu)
+        .and_then(|mut e| e.encode(&pcm_8k, &mut pcmu))
+        .map_err(|e| format!("{e:?}"))?;
+    Encoder::new(Codec::Pcma)
+        .and_then(|mut e| e.encode(&pcm_8k, &mut pcma))
+        .map_err(|e| format!("{e:?}"))?;
+    let mut opus = Vec::new();
+    if let Some(mut pcm_16k) = pcm_16k {
+        pcm_16k.resize(frames * FRAME_SAMPLES_16K, 0);
+        let mut enc = Encoder::new(Codec::Opus).map_err(|e| format!("{e:?}"))?;
+        // Complexity 0: on read-backs (`benches/readback.rs`) it cut a 4 s render from ~140 ms
+        // to ~30 ms; at 24 kbit/s synthetic speech stays clear.
+        enc.set_complexity(0).map_err(|e| format!("{e:?}"))?;
+        let mut buf = [0u8; OPUS_MAX_PACKET];
+        opus.reserve(frames);
+        for chunk in pcm_16k.chunks_exact(FRAME_SAMPLES_16K) {
+            let n = enc.encode(chunk, &mut buf).map_err(|e| format!("{e:?}"))?;
+            opus.push(buf[..n].to_vec().into_boxed_slice());
+        }
+    }
+    Ok(EncodedPrompt {
+        id,
+        lang,
+        display,
+        barge_in,
+        source,
+        stamp: String::new(),
+        pcm_8k: pcm_8k.into_boxed_slice(),
+        pcmu: pcmu.into_boxed_slice(),
+        pcma: pcma.into_boxed_slice(),
+        opus: opus.into_boxed_slice(),
+    })
+}
+
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)

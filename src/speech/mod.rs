@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod catalog;
+pub mod dynamic;
 pub mod markup;
 pub mod tts;
 

@@ -547,6 +547,8 @@ pub struct Uac {
     pub rtp: UdpSocket,
     /// The user dialed (Request-URI and To): "ivr", or the TTY line's number.
     pub dialed: String,
+    /// The caller ID (From user): a US number by default.
+    pub caller: String,
     branch_n: u32,
 }
 
@@ -612,6 +614,7 @@ impl Uac {
             cseq: 0,
             rtp,
             dialed: "ivr".into(),
+            caller: "2025550134".into(),
             branch_n: 0,
         }
     }
@@ -682,11 +685,12 @@ impl Uac {
         }
         let msg = format!(
             "{method} sip:{dialed}@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:2025550134@127.0.0.1>;tag={ft}\r\nTo: <sip:{dialed}@{server}>{to_tag}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:{caller}@127.0.0.1>;tag={ft}\r\nTo: <sip:{dialed}@{server}>{to_tag}\r\n\
              Call-ID: {cid}\r\nCSeq: {cseq} {method}\r\nContact: <sip:caller@{local}>\r\n{extra}Content-Length: {len}\r\n\r\n{body}",
             server = self.server,
             dialed = self.dialed,
             ft = self.from_tag,
+            caller = self.caller,
             cid = self.call_id,
             cseq = self.cseq,
             len = body.len(),
@@ -713,10 +717,11 @@ impl Uac {
         let local = self.local();
         let msg = format!(
             "CANCEL sip:ivr@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={invite_branch};rport\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:2025550134@127.0.0.1>;tag={ft}\r\nTo: <sip:ivr@{server}>\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:{caller}@127.0.0.1>;tag={ft}\r\nTo: <sip:ivr@{server}>\r\n\
              Call-ID: {cid}\r\nCSeq: {cseq} CANCEL\r\nContent-Length: 0\r\n\r\n",
             server = self.server,
             ft = self.from_tag,
+            caller = self.caller,
             cid = self.call_id,
             cseq = self.cseq,
         );
@@ -737,10 +742,11 @@ impl Uac {
         let local = self.local();
         let msg = format!(
             "ACK sip:ivr@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:2025550134@127.0.0.1>;tag={ft}\r\nTo: <sip:ivr@{server}>{to_tag}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:{caller}@127.0.0.1>;tag={ft}\r\nTo: <sip:ivr@{server}>{to_tag}\r\n\
              Call-ID: {cid}\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n",
             server = self.server,
             ft = self.from_tag,
+            caller = self.caller,
             cid = self.call_id,
             cseq = self.cseq,
         );

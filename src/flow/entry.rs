@@ -1,0 +1,714 @@
+//! Keyed number entry: the caller keys a 10-digit US phone number, hears it read back (a
+//! dynamic prompt, digits grouped 3-3-4) and confirms with 1 or re-enters with 2.
+//!
+//! A sans-IO sub-machine the call flow runs while it needs a number (for example "text the
+//! link to another number"). Shape as `flow::Call`: `handle_digit(now, d)`,
+//! `handle_playback_done(now)`, `handle_timeout(now)` in; `poll_output()` (drain it after every
+//! input) and `poll_timeout()` out. Keys: digits collect, `#` ends early, `*` clears; the entry
+//! ends by itself at the number's length (10 digits, or 11 starting with the country code 1).
+//! An invalid number, a silence or a refused read-back costs one attempt; after
+//! `max_attempts` the entry ends `Cancelled` and the parent flow decides what to say.
+//!
+//! The number is personal data: it leaves only wrapped in [`Pii`], in the read-back text and in
+//! `Done`. The parent must not copy these keys into its record of digits.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use super::PromptRef;
+use crate::pii::Pii;
+use crate::speech::Catalog;
+use crate::types::Lang;
+
+/// Prompt ids this machine plays (`prompts/<lang>/entry.txt`).
+pub const PROMPT_ASK: &str = "entry.ask";
+pub const PROMPT_INVALID: &str = "entry.invalid";
+pub const PROMPT_NO_INPUT: &str = "entry.no_input";
+/// The read-back's two halves, around the number: "You entered" … "If that is right, press 1…".
+/// Not played alone: their texts build the dynamic read-back ([`Readback`]).
+pub const PROMPT_READBACK_LEAD: &str = "entry.readback_lead";
+pub const PROMPT_READBACK_CONFIRM: &str = "entry.readback_confirm";
+pub const PROMPT_IDS: [&str; 5] = [
+    PROMPT_ASK,
+    PROMPT_INVALID,
+    PROMPT_NO_INPUT,
+    PROMPT_READBACK_LEAD,
+    PROMPT_READBACK_CONFIRM,
+];
+
+/// `*` presses allowed in one entry: clearing is the caller's choice, but not forever.
+const MAX_CLEARS: u32 = 5;
+
+/// `[entry]`: timings and patience of keyed number entry.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EntryConfig {
+    /// Silence after the request before it counts as no input. Default 8000.
+    pub first_digit_timeout_ms: u64,
+    /// Silence after a key before the digits so far are taken as the whole number (people
+    /// pause between groups, rarely for long). Default 5000.
+    pub inter_digit_timeout_ms: u64,
+    /// Silence after the read-back before it is asked again. Default 6000.
+    pub confirm_timeout_ms: u64,
+    /// Failed attempts (invalid number, no input, "re-enter", an unknown key at the read-back)
+    /// before the entry gives up. Default 3.
+    pub max_attempts: u32,
+}
+
+impl Default for EntryConfig {
+    fn default() -> Self {
+        EntryConfig {
+            first_digit_timeout_ms: 8000,
+            inter_digit_timeout_ms: 5000,
+            confirm_timeout_ms: 6000,
+            max_attempts: 3,
+        }
+    }
+}
+
+/// The read-back's surrounding text in one language, as written in the catalog (markup kept).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Readback {
+    pub lead: String,
+    pub confirm: String,
+}
+
+impl Readback {
+    /// The texts of `entry.readback_lead` and `entry.readback_confirm`; `None` if missing.
+    pub fn from_catalog(catalog: &Catalog, lang: Lang) -> Option<Readback> {
+        Some(Readback {
+            lead: catalog.get(lang, PROMPT_READBACK_LEAD)?.text.clone(),
+            confirm: catalog.get(lang, PROMPT_READBACK_CONFIRM)?.text.clone(),
+        })
+    }
+
+    /// The dynamic prompt text for a 10-digit number: "You entered {phone 202-555-0123}. If
+    /// that is right, press 1…" (markup `phone` reads it as "2 0 2, 5 5 5, 0 1 2 3").
+    pub fn text(&self, number: &str) -> String {
+        let grouped = match (number.get(..3), number.get(3..6), number.get(6..)) {
+            (Some(a), Some(b), Some(c)) if number.len() == 10 => format!("{a}-{b}-{c}"),
+            // Only validated numbers reach here; anything else is still read digit by digit.
+            _ => number.to_string(),
+        };
+        format!(
+            "{} {{phone {grouped}}}. {}",
+            self.lead.trim(),
+            self.confirm.trim()
+        )
+    }
+}
+
+/// What the shell (through the parent flow) must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Play catalog prompts back to back, replacing whatever is playing.
+    PlayPrompts {
+        prompts: Vec<PromptRef>,
+        barge_in: bool,
+    },
+    /// Play dynamic text (prompt markup; `speech::dynamic` renders it), replacing whatever is
+    /// playing. It holds the number: never log it in clear.
+    PlayText {
+        lang: Lang,
+        text: Pii<String>,
+        barge_in: bool,
+    },
+    /// Stop the current playback at once (a key barged in).
+    StopPlayback,
+    /// The caller confirmed this number: ten digits, no country code.
+    Done(Pii<String>),
+    /// No valid, confirmed number after `max_attempts` (or too many clears).
+    Cancelled,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    /// Keys are being collected.
+    Collecting { digits: String },
+    /// The read-back asks the caller to confirm `number`.
+    Confirming { number: Pii<String> },
+    /// `Done` or `Cancelled` was emitted; inputs are ignored.
+    Finished,
+}
+
+/// One keyed number entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NumberEntry {
+    config: EntryConfig,
+    lang: Lang,
+    readback: Readback,
+    state: State,
+    failures: u32,
+    clears: u32,
+    /// A prompt this machine started is playing (no timer runs meanwhile).
+    playing: bool,
+    /// The number ended by its length: a `#` right after it is the caller following the
+    /// request's "then press pound", not a new answer.
+    swallow_hash: bool,
+    deadline: Option<Instant>,
+    outputs: VecDeque<Output>,
+}
+
+impl NumberEntry {
+    /// Start an entry: the request to key the number is queued at once.
+    pub fn new(config: EntryConfig, lang: Lang, readback: Readback) -> NumberEntry {
+        let mut entry = NumberEntry {
+            config,
+            lang,
+            readback,
+            state: State::Collecting {
+                digits: String::new(),
+            },
+            failures: 0,
+            clears: 0,
+            playing: false,
+            swallow_hash: false,
+            deadline: None,
+            outputs: VecDeque::new(),
+        };
+        entry.ask(None);
+        entry
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// `Done` or `Cancelled` has been emitted.
+    pub fn is_finished(&self) -> bool {
+        self.state == State::Finished
+    }
+
+    /// A DTMF key (`0`-`9`, `*`, `#`; others are ignored).
+    pub fn handle_digit(&mut self, now: Instant, key: char) {
+        if self.state == State::Finished || !matches!(key, '0'..='9' | '*' | '#') {
+            return;
+        }
+        let swallow = std::mem::take(&mut self.swallow_hash);
+        // At the read-back `#` means nothing: ignored rather than counted as a wrong key.
+        if key == '#' && (swallow || matches!(self.state, State::Confirming { .. })) {
+            return;
+        }
+        if self.playing {
+            self.playing = false;
+            self.outputs.push_back(Output::StopPlayback);
+        }
+        self.deadline = None;
+        match &mut self.state {
+            State::Collecting { digits } => match key {
+                '*' => {
+                    self.clears += 1;
+                    if self.clears > MAX_CLEARS {
+                        self.finish(Output::Cancelled);
+                    } else {
+                        self.state = State::Collecting {
+                            digits: String::new(),
+                        };
+                        self.ask(None);
+                    }
+                }
+                '#' => self.submit(),
+                d => {
+                    digits.push(d);
+                    if digits.len() >= expected_len(digits) {
+                        self.swallow_hash = true;
+                        self.submit();
+                    } else {
+                        self.deadline = Some(now + ms(self.config.inter_digit_timeout_ms));
+                    }
+                }
+            },
+            State::Confirming { number } => match key {
+                '1' => {
+                    let number = number.clone();
+                    self.finish(Output::Done(number));
+                }
+                '2' | '*' => {
+                    if self.fail() {
+                        self.state = State::Collecting {
+                            digits: String::new(),
+                        };
+                        self.ask(None);
+                    }
+                }
+                _ => {
+                    if self.fail() {
+                        self.read_back();
+                    }
+                }
+            },
+            State::Finished => {}
+        }
+    }
+
+    /// The prompt this machine last asked for has finished (not when it was stopped).
+    pub fn handle_playback_done(&mut self, now: Instant) {
+        if !self.playing {
+            return;
+        }
+        self.playing = false;
+        self.deadline = match &self.state {
+            State::Collecting { digits } if digits.is_empty() => {
+                Some(now + ms(self.config.first_digit_timeout_ms))
+            }
+            State::Collecting { .. } => Some(now + ms(self.config.inter_digit_timeout_ms)),
+            State::Confirming { .. } => Some(now + ms(self.config.confirm_timeout_ms)),
+            State::Finished => None,
+        };
+    }
+
+    /// Early or stale calls are harmless: only an expired deadline counts.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.deadline {
+            Some(at) if now >= at => self.deadline = None,
+            _ => return,
+        }
+        match &self.state {
+            // Keys then silence: what was keyed is the whole answer.
+            State::Collecting { digits } if !digits.is_empty() => self.submit(),
+            State::Collecting { .. } => {
+                if self.fail() {
+                    self.ask(Some(PROMPT_NO_INPUT));
+                }
+            }
+            State::Confirming { .. } => {
+                if self.fail() {
+                    self.read_back();
+                }
+            }
+            State::Finished => {}
+        }
+    }
+
+    /// The keys collected so far end here: validate, then read back or ask again.
+    fn submit(&mut self) {
+        let State::Collecting { digits } = &self.state else {
+            return;
+        };
+        if digits.is_empty() {
+            // `#` alone: nothing entered.
+            if self.fail() {
+                self.ask(Some(PROMPT_NO_INPUT));
+            }
+            return;
+        }
+        match nanp_number(digits) {
+            Some(number) => {
+                self.state = State::Confirming {
+                    number: Pii::new(number),
+                };
+                self.read_back();
+            }
+            None => {
+                if self.fail() {
+                    self.state = State::Collecting {
+                        digits: String::new(),
+                    };
+                    self.ask(Some(PROMPT_INVALID));
+                }
+            }
+        }
+    }
+
+    /// Count a failed attempt; false (and `Cancelled` emitted) when none are left.
+    fn fail(&mut self) -> bool {
+        self.failures += 1;
+        if self.failures >= self.config.max_attempts {
+            self.finish(Output::Cancelled);
+            false
+        } else {
+            true
+        }
+    }
+
+    fn ask(&mut self, before: Option<&str>) {
+        let prompts = before
+            .into_iter()
+            .chain([PROMPT_ASK])
+            .map(|id| PromptRef::new(self.lang, id))
+            .collect();
+        self.play(Output::PlayPrompts {
+            prompts,
+            barge_in: true,
+        });
+    }
+
+    fn read_back(&mut self) {
+        let State::Confirming { number } = &self.state else {
+            return;
+        };
+        let text = Pii::new(self.readback.text(number.expose()));
+        self.play(Output::PlayText {
+            lang: self.lang,
+            text,
+            barge_in: true,
+        });
+    }
+
+    fn play(&mut self, output: Output) {
+        self.playing = true;
+        self.deadline = None;
+        self.outputs.push_back(output);
+    }
+
+    fn finish(&mut self, output: Output) {
+        self.state = State::Finished;
+        self.playing = false;
+        self.deadline = None;
+        self.outputs.push_back(output);
+    }
+}
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+/// Keys that make a whole number: 11 with the country code 1 (no area code starts with 1),
+/// else 10.
+fn expected_len(digits: &str) -> usize {
+    if digits.starts_with('1') { 11 } else { 10 }
+}
+
+/// A North American number a text message can reach: ten digits (after an optional leading
+/// 1), area code and exchange both `[2-9]XX` and neither an `N11` service code (911, 411).
+pub fn nanp_number(keys: &str) -> Option<String> {
+    if !keys.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let ten = match keys.len() {
+        10 => keys,
+        11 => keys.strip_prefix('1')?,
+        _ => return None,
+    };
+    let b = ten.as_bytes();
+    let plausible = |at: usize| b[at] >= b'2' && !(b[at + 1] == b'1' && b[at + 2] == b'1');
+    (plausible(0) && plausible(3)).then(|| ten.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readback() -> Readback {
+        Readback {
+            lead: "You entered".into(),
+            confirm: "If that is right, press 1. To enter it again, press 2.".into(),
+        }
+    }
+
+    fn entry(config: EntryConfig) -> (NumberEntry, Instant) {
+        (
+            NumberEntry::new(config, Lang::En, readback()),
+            Instant::now(),
+        )
+    }
+
+    fn drain(e: &mut NumberEntry) -> Vec<Output> {
+        std::iter::from_fn(|| e.poll_output()).collect()
+    }
+
+    fn ids(out: &[Output]) -> Vec<String> {
+        out.iter()
+            .flat_map(|o| match o {
+                Output::PlayPrompts { prompts, .. } => {
+                    prompts.iter().map(|p| p.id.clone()).collect()
+                }
+                Output::PlayText { .. } => vec!["<text>".to_string()],
+                Output::StopPlayback => vec!["<stop>".to_string()],
+                Output::Done(n) => vec![format!("done:{}", n.expose())],
+                Output::Cancelled => vec!["cancelled".to_string()],
+            })
+            .collect()
+    }
+
+    fn keys(e: &mut NumberEntry, now: Instant, s: &str) {
+        for k in s.chars() {
+            e.handle_digit(now, k);
+        }
+    }
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_valid_number_is_read_back_grouped_and_confirmed_with_1() {
+        let (mut e, t) = entry(EntryConfig::default());
+        assert_eq!(ids(&drain(&mut e)), ["entry.ask"]);
+        assert_eq!(e.poll_timeout(), None, "no timer while the request plays");
+        e.handle_playback_done(t);
+        assert_eq!(e.poll_timeout(), Some(t + 8 * S));
+        keys(&mut e, t + S, "20255");
+        assert!(
+            drain(&mut e).is_empty(),
+            "nothing until the number is whole"
+        );
+        assert_eq!(e.poll_timeout(), Some(t + 6 * S), "inter-digit timer");
+        keys(&mut e, t + 2 * S, "50123");
+        let out = drain(&mut e);
+        let Some(Output::PlayText {
+            lang,
+            text,
+            barge_in,
+        }) = out.first()
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!(*lang, Lang::En);
+        assert!(*barge_in);
+        assert_eq!(
+            text.expose(),
+            "You entered {phone 202-555-0123}. If that is right, press 1. To enter it again, press 2."
+        );
+        assert!(
+            !format!("{text:?}").contains("555-0123"),
+            "redacted in logs"
+        );
+        // The text is valid markup and reads the digits in 3-3-4 groups.
+        let r = crate::speech::markup::render(text.expose(), Lang::En).unwrap();
+        assert!(r.ssml.contains("2 0 2, 5 5 5, 0 1 2 3"), "{}", r.ssml);
+        e.handle_playback_done(t + 8 * S);
+        assert_eq!(e.poll_timeout(), Some(t + 14 * S));
+        e.handle_digit(t + 9 * S, '1');
+        assert_eq!(ids(&drain(&mut e)), ["done:2025550123"]);
+        assert!(e.is_finished());
+        assert_eq!(e.poll_timeout(), None);
+        e.handle_digit(t + 10 * S, '2');
+        e.handle_timeout(t + 60 * S);
+        assert!(drain(&mut e).is_empty(), "inputs after the end are ignored");
+    }
+
+    #[test]
+    fn country_code_hash_and_barge_in() {
+        let (mut e, t) = entry(EntryConfig::default());
+        drain(&mut e);
+        // Keys during the request stop it; 1 + ten digits is whole at eleven.
+        keys(&mut e, t, "12025550123");
+        let out = ids(&drain(&mut e));
+        assert_eq!(out, ["<stop>", "<text>"]);
+        keys(&mut e, t, "1");
+        assert_eq!(ids(&drain(&mut e)), ["<stop>", "done:2025550123"]);
+
+        // Ten digits then `#` (as the request says): the `#` is not a wrong key at the
+        // read-back, and `#` there never costs an attempt.
+        let (mut e, t) = entry(EntryConfig {
+            max_attempts: 1,
+            ..EntryConfig::default()
+        });
+        drain(&mut e);
+        e.handle_playback_done(t);
+        keys(&mut e, t, "2025550123#");
+        assert_eq!(ids(&drain(&mut e)), ["<text>"]);
+        keys(&mut e, t, "##");
+        assert!(drain(&mut e).is_empty());
+        keys(&mut e, t, "1");
+        assert_eq!(ids(&drain(&mut e)), ["<stop>", "done:2025550123"]);
+
+        // `#` ends early: nine digits then # is an invalid number.
+        let (mut e, t) = entry(EntryConfig::default());
+        drain(&mut e);
+        e.handle_playback_done(t);
+        keys(&mut e, t, "202555012");
+        keys(&mut e, t, "#");
+        assert_eq!(
+            ids(&drain(&mut e)),
+            ["entry.invalid", "entry.ask"],
+            "nine digits"
+        );
+    }
+
+    #[test]
+    fn an_invalid_number_is_asked_again_and_nothing_is_done() {
+        for bad in [
+            "1115550123",
+            "0125550123",
+            "9115550123",
+            "2021110123",
+            "2020550123",
+            "20255501",
+        ] {
+            let (mut e, t) = entry(EntryConfig::default());
+            drain(&mut e);
+            e.handle_playback_done(t);
+            keys(&mut e, t, bad);
+            keys(&mut e, t, "#");
+            let out = drain(&mut e);
+            assert_eq!(ids(&out), ["entry.invalid", "entry.ask"], "{bad}");
+            assert!(out.iter().all(|o| !matches!(o, Output::Done(_))), "{bad}");
+            // The next try starts from nothing.
+            e.handle_playback_done(t + S);
+            keys(&mut e, t + 2 * S, "2025550123");
+            assert_eq!(ids(&drain(&mut e)), ["<text>"], "{bad}");
+        }
+    }
+
+    #[test]
+    fn star_clears_what_was_keyed() {
+        let (mut e, t) = entry(EntryConfig::default());
+        drain(&mut e);
+        e.handle_playback_done(t);
+        keys(&mut e, t, "9999*");
+        assert_eq!(ids(&drain(&mut e)), ["entry.ask"]);
+        assert_eq!(e.poll_timeout(), None, "the request plays again, no timer");
+        e.handle_playback_done(t + S);
+        keys(&mut e, t + S, "2025550123");
+        let out = drain(&mut e);
+        let Some(Output::PlayText { text, .. }) = out.first() else {
+            panic!("{out:?}")
+        };
+        assert!(text.expose().contains("{phone 202-555-0123}"));
+        // `*` at the read-back re-enters (and costs an attempt).
+        e.handle_digit(t + 2 * S, '*');
+        assert_eq!(ids(&drain(&mut e)), ["<stop>", "entry.ask"]);
+        // Clearing is not a loop without end (one clear was used above).
+        for _ in 1..MAX_CLEARS {
+            e.handle_digit(t + 3 * S, '*');
+        }
+        assert!(!e.is_finished());
+        e.handle_digit(t + 3 * S, '*');
+        assert_eq!(
+            ids(&drain(&mut e)).last().map(String::as_str),
+            Some("cancelled")
+        );
+    }
+
+    #[test]
+    fn silence_asks_again_then_gives_up() {
+        let (mut e, t) = entry(EntryConfig::default());
+        drain(&mut e);
+        e.handle_playback_done(t);
+        e.handle_timeout(t + 7 * S);
+        assert!(drain(&mut e).is_empty(), "early timeouts do nothing");
+        e.handle_timeout(t + 8 * S);
+        assert_eq!(ids(&drain(&mut e)), ["entry.no_input", "entry.ask"]);
+        e.handle_playback_done(t + 10 * S);
+        e.handle_timeout(t + 18 * S);
+        assert_eq!(ids(&drain(&mut e)), ["entry.no_input", "entry.ask"]);
+        e.handle_playback_done(t + 20 * S);
+        e.handle_timeout(t + 28 * S);
+        assert_eq!(
+            ids(&drain(&mut e)),
+            ["cancelled"],
+            "three attempts by default"
+        );
+        assert!(e.is_finished());
+    }
+
+    #[test]
+    fn an_inter_digit_pause_takes_what_was_keyed() {
+        let (mut e, t) = entry(EntryConfig::default());
+        drain(&mut e);
+        e.handle_playback_done(t);
+        keys(&mut e, t + S, "202");
+        e.handle_timeout(t + 5 * S);
+        assert!(drain(&mut e).iter().all(|o| *o == Output::StopPlayback));
+        e.handle_timeout(t + 6 * S);
+        assert_eq!(ids(&drain(&mut e)), ["entry.invalid", "entry.ask"]);
+    }
+
+    #[test]
+    fn the_read_back_repeats_on_silence_or_a_wrong_key_and_2_re_enters() {
+        let (mut e, t) = entry(EntryConfig {
+            max_attempts: 4,
+            ..EntryConfig::default()
+        });
+        drain(&mut e);
+        keys(&mut e, t, "2025550123");
+        drain(&mut e);
+        e.handle_playback_done(t + 5 * S);
+        e.handle_timeout(t + 11 * S);
+        assert_eq!(ids(&drain(&mut e)), ["<text>"], "silence: read back again");
+        e.handle_digit(t + 12 * S, '7');
+        assert_eq!(
+            ids(&drain(&mut e)),
+            ["<stop>", "<text>"],
+            "wrong key: again"
+        );
+        e.handle_digit(t + 13 * S, '2');
+        assert_eq!(ids(&drain(&mut e)), ["<stop>", "entry.ask"]);
+        e.handle_playback_done(t + 14 * S);
+        keys(&mut e, t + 15 * S, "3125550199");
+        let out = drain(&mut e);
+        let Some(Output::PlayText { text, .. }) = out.first() else {
+            panic!("{out:?}")
+        };
+        assert!(text.expose().contains("312-555-0199"), "the new number");
+        e.handle_digit(t + 16 * S, '2');
+        assert_eq!(
+            ids(&drain(&mut e)),
+            ["<stop>", "cancelled"],
+            "fourth failure"
+        );
+    }
+
+    #[test]
+    fn the_readback_texts_come_from_the_catalog() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts");
+        let sources = crate::speech::read_sources(&dir).unwrap();
+        let catalog = Catalog::parse(&sources).unwrap();
+        for lang in Lang::ALL {
+            for id in PROMPT_IDS {
+                assert!(catalog.get(lang, id).is_some(), "{lang:?} {id}");
+            }
+            let r = Readback::from_catalog(&catalog, lang).unwrap();
+            let text = r.text("2025550123");
+            let rendered = crate::speech::markup::render(&text, lang).unwrap();
+            assert!(
+                rendered.display.contains("202-555-0123"),
+                "{}",
+                rendered.display
+            );
+        }
+        assert!(Readback::from_catalog(&Catalog::default(), Lang::En).is_none());
+    }
+
+    #[test]
+    fn nanp_agrees_with_the_slot_parser_on_valid_numbers() {
+        for n in ["2025550134", "12025550134", "8003755283", "3125550199"] {
+            let ours = nanp_number(n).unwrap();
+            assert_eq!(Some(ours), crate::nlu::slots::phone(n), "{n}");
+        }
+        for n in [
+            "",
+            "202555013",
+            "202555013x",
+            "22025550134",
+            "02025550134",
+            "+2025550134",
+        ] {
+            assert_eq!(nanp_number(n), None, "{n}");
+        }
+    }
+
+    #[test]
+    fn random_inputs_never_panic_and_only_valid_numbers_are_done() {
+        // A small xorshift: deterministic "fuzz" over keys, silences and playback ends.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..300 {
+            let (mut e, mut t) = entry(EntryConfig::default());
+            for _ in 0..400 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                t += Duration::from_millis(x % 9000);
+                match x % 5 {
+                    0 => e.handle_playback_done(t),
+                    1 => e.handle_timeout(t),
+                    _ => e.handle_digit(t, b"0123456789*#A"[(x >> 8) as usize % 13] as char),
+                }
+                for o in drain(&mut e) {
+                    if let Output::Done(n) = o {
+                        assert!(nanp_number(n.expose()).is_some());
+                    }
+                }
+                if e.is_finished() {
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,547 @@
+//! The trunk refuses REFER: the IVR bridges (B2BUA). It calls the tier-1 queue itself — a SIPp
+//! agent — and relays media both ways: the agent's audio (Debian's g711a.pcap, A-law) reaches
+//! the caller (µ-law) and the caller's audio reaches the agent, both checked sample by sample;
+//! the caller's BYE ends the agent leg. An agent who does not answer (486, or ringing until the
+//! ring timeout and our CANCEL) leaves the caller with the apology and the menu with the link
+//! offer. A trunk that accepts REFER still takes the call.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The tier-1 queue is a SIPp agent on `agent_port`.
+fn always_open(agent_port: u16) -> String {
+    format!(
+        "[routing]\nweekdays = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]\n\
+         open = \"00:00\"\nclose = \"23:59\"\n[routing.queues]\ntier1 = \"sip:tier1@127.0.0.1:{agent_port}\"\n"
+    )
+}
+
+/// In-band keys 1, 3, 1, 0 (English, documents, a typo by USCIS — tier 1 with a link that can
+/// be texted — and a representative) with pauses.
+fn keys_to_transfer(dir: &Path) -> Vec<i16> {
+    let one = sox_tone(dir, "one", 697, 1209);
+    let three = sox_tone(dir, "three", 697, 1477);
+    let zero = sox_tone(dir, "zero", 941, 1336);
+    let gap = vec![0i16; 8000 * 7 / 10];
+    let mut audio = gap.clone();
+    for key in [&one, &three, &one, &zero] {
+        audio.extend(key.iter());
+        audio.extend(gap.iter());
+    }
+    audio
+}
+
+/// The center is open now by the server's calendar (not on a federal holiday).
+fn open_now(config: &Path) -> bool {
+    let now = String::from_utf8(
+        Command::new("date")
+            .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ivr"))
+        .args([
+            "route",
+            "--intent",
+            "typo_correction",
+            "--at",
+            now.trim(),
+            "--config",
+        ])
+        .arg(config)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ivr route prints JSON");
+    v["open"] == true
+}
+
+/// A SIPp agent running `scenario` for one call, in the foreground (its exit status says
+/// whether the call followed the scenario).
+struct Agent {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Agent {
+    fn start(scenario: &str, sip_port: u16, media_port: u16, dir: &Path) -> Agent {
+        Agent::start_with(scenario, sip_port, media_port, dir, &[])
+    }
+
+    /// `extra`: e.g. `-s ivr 127.0.0.1:5060` for a scenario that places the call.
+    fn start_with(
+        scenario: &str,
+        sip_port: u16,
+        media_port: u16,
+        dir: &Path,
+        extra: &[&str],
+    ) -> Agent {
+        require("sipp");
+        let child = Command::new("sipp")
+            .arg("-sf")
+            .arg(repo().join("sip-configs/sipp").join(scenario))
+            .args(["-m", "1", "-i", "127.0.0.1", "-nostdin"])
+            .args(["-p", &sip_port.to_string(), "-mp", &media_port.to_string()])
+            .args(["-timeout", "90s", "-timeout_error"])
+            .args(["-trace_msg", "-trace_err", "-message_file"])
+            .arg(dir.join("sipp_messages.log"))
+            .arg("-error_file")
+            .arg(dir.join("sipp_errors.log"))
+            .args(extra)
+            // Scenarios name their own pcaps relative to the repo root.
+            .current_dir(repo())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sipp");
+        // SIPp binds its sockets quickly; the IVR calls it only after a menu walk anyway.
+        std::thread::sleep(Duration::from_millis(300));
+        Agent {
+            child,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Wait for SIPp to finish its one call; true if the call followed the scenario.
+    fn wait(&mut self, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "sipp agent still running after {limit:?}:\n{}",
+            self.messages()
+        );
+    }
+
+    /// Every message SIPp saw and sent (`-trace_msg`), and its errors (`-trace_err`).
+    fn messages(&self) -> String {
+        std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name().is_some_and(|n| {
+                    let n = n.to_string_lossy();
+                    n.ends_with("_messages.log") || n.ends_with("_errors.log")
+                })
+            })
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .collect()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Calls the IVR, walks to the tier-1 transfer and refuses the REFER with 405.
+fn call_and_refuse_refer(uac: &mut Uac, dir: &Path) -> std::net::SocketAddr {
+    let ok = uac.call();
+    let dest = Uac::remote_rtp(&ok);
+    uac.send_pcmu(dest, &keys_to_transfer(dir), 1, 0);
+    let refer = uac
+        .wait_request("REFER", Duration::from_secs(20))
+        .expect("a REFER from the IVR");
+    uac.respond(&refer, 405, "Method Not Allowed");
+    dest
+}
+
+/// Decoded frames of every G.711 RTP packet in `packets` (A-law or µ-law by payload type);
+/// the recording's packets are 30 ms, the caller's 20 ms: the relay keeps packet sizes.
+fn frames<'a>(packets: impl Iterator<Item = &'a [u8]>) -> Vec<Vec<i16>> {
+    packets
+        .filter_map(parse_rtp)
+        .filter(|r| (r.pt == 0 || r.pt == 8) && !r.payload.is_empty())
+        .map(|r| {
+            r.payload
+                .iter()
+                .map(|&b| {
+                    if r.pt == 8 {
+                        alaw_to_linear(b)
+                    } else {
+                        ulaw_to_linear(b)
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Same audio within G.711 re-quantization error (one law converted to the other).
+fn same_frame(a: &[i16], b: &[i16]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(&x, &y)| {
+            let (x, y) = (i32::from(x), i32::from(y));
+            (x - y).abs() <= 48 + x.abs().max(y.abs()) / 12
+        })
+}
+
+/// How many `received` frames with audio in them are one of the `sent` frames.
+fn matching_frames(received: &[Vec<i16>], sent: &[Vec<i16>]) -> usize {
+    received
+        .iter()
+        .filter(|f| rms(f) > 300.0)
+        .filter(|f| sent.iter().any(|s| same_frame(f, s)))
+        .count()
+}
+
+#[test]
+fn a_refused_refer_is_bridged_and_media_flows_both_ways() {
+    let dir = temp_dir("bridge");
+    let (agent_port, agent_media) = (free_port(), free_port());
+    let server = Server::start(ServerOptions {
+        extra_toml: always_open(agent_port),
+        ..ServerOptions::default()
+    });
+    if !open_now(&server.data_dir.join("ivr.toml")) {
+        return; // a federal holiday: no transfer is offered (tested in transfer_by_refer)
+    }
+    let capture = Capture::start(&format!("udp and dst port {agent_media}"), &dir);
+    let mut agent = Agent::start("agent_answers.xml", agent_port, agent_media, &dir);
+    let mut uac = Uac::new(server.sip);
+    let dest = call_and_refuse_refer(&mut uac, &dir);
+
+    // The caller keeps talking (a 1 kHz tone: every 20 ms frame the same) while the agent
+    // answers and plays its recording; what the IVR sent the caller so far is drained first.
+    uac.rtp
+        .set_read_timeout(Some(Duration::from_millis(1)))
+        .unwrap();
+    while uac.rtp.recv_from(&mut [0u8; 2048]).is_ok() {}
+    let tone: Vec<i16> = (0..8000 * 6)
+        .map(|i| (8000.0 * (2.0 * std::f64::consts::PI * 1000.0 * i as f64 / 8000.0).sin()) as i16)
+        .collect();
+    let mut received: Vec<Vec<u8>> = Vec::new();
+    let (mut seq, mut ts) = (1000u16, 500_000u32);
+    for chunk in tone.chunks(8000 / 5) {
+        uac.send_pcmu(dest, chunk, seq, ts);
+        seq = seq.wrapping_add(10);
+        ts = ts.wrapping_add(1600);
+        let mut buf = [0u8; 2048];
+        while let Ok((n, _)) = uac.rtp.recv_from(&mut buf) {
+            received.push(buf[..n].to_vec());
+        }
+    }
+
+    // The caller hangs up: the IVR ends the agent leg (SIPp gets its BYE and exits cleanly).
+    uac.request("BYE", "", true);
+    assert_eq!(
+        uac.final_response(Duration::from_secs(3)).status(),
+        Some(200)
+    );
+    assert!(
+        agent.wait(Duration::from_secs(20)),
+        "the agent's call did not follow agent_answers.xml:\n{}",
+        agent.messages()
+    );
+    let to_agent = capture.stop();
+
+    // The bridged INVITE carried the call's context, as the REFER did.
+    let messages = agent.messages();
+    let invite = messages
+        .split("INVITE sip:tier1@")
+        .nth(1)
+        .expect("the agent got an INVITE for the tier-1 queue");
+    let uui_hex: String = "intent=typo_correction;lang=en;consent=none"
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(invite.contains(&uui_hex), "{invite}");
+    assert!(
+        !invite.contains("2025550134"),
+        "no caller number to the agent"
+    );
+
+    // Agent → caller: the recording, converted from A-law, arrives at the caller.
+    let recording = read_pcap(Path::new("/usr/share/sip-tester/g711a.pcap"));
+    let recording = frames(recording.iter().map(|c| c.payload.as_slice()));
+    assert!(recording.len() > 100);
+    let heard = frames(received.iter().map(Vec::as_slice));
+    let from_agent = matching_frames(&heard, &recording);
+    assert!(
+        from_agent >= 50,
+        "{from_agent} of {} frames at the caller are the agent's audio",
+        heard.len()
+    );
+    // Caller → agent: the caller's tone, converted to the agent's A-law, reaches the agent.
+    let tone_frame = vec![tone[..160].to_vec()];
+    let at_agent = frames(to_agent.iter().map(|c| c.payload.as_slice()));
+    let from_caller = matching_frames(&at_agent, &tone_frame);
+    assert!(
+        from_caller >= 100,
+        "{from_caller} of {} packets to the agent carry the caller's tone",
+        at_agent.len()
+    );
+    // Our own SSRC toward the agent: not the caller's 0x12345678.
+    assert!(
+        to_agent
+            .iter()
+            .filter_map(|c| parse_rtp(&c.payload))
+            .all(|r| r.ssrc != 0x1234_5678)
+    );
+
+    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    assert_eq!(call["transfer"], "bridged", "{call}");
+    assert_eq!(call["outcome"], "transferred", "{call}");
+    assert_eq!(call["end_reason"], "caller_bye", "{call}");
+    assert_eq!(call["route"], "tier1", "{call}");
+    assert!(call["route_reason"].is_string(), "{call}");
+}
+
+/// Let the IVR talk for `secs` while keeping the caller's media alive.
+fn listen(uac: &Uac, dest: std::net::SocketAddr, secs: usize) {
+    uac.send_pcmu(dest, &vec![0i16; 8000 * secs], 3000, 900_000);
+}
+
+/// The after-answer menu with the link offer follows the apology.
+fn assert_apology_and_link_menu(call: &serde_json::Value) {
+    let prompts: Vec<String> = call["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    let failed = prompts
+        .iter()
+        .position(|p| p == "en:transfer_failed")
+        .unwrap_or_else(|| panic!("no apology: {call}"));
+    assert_eq!(
+        prompts.get(failed + 1).map(String::as_str),
+        Some("en:after_answer_link"),
+        "{call}"
+    );
+    assert_ne!(call["outcome"], "transferred", "{call}");
+    assert_eq!(call["end_reason"], "caller_bye", "{call}");
+}
+
+#[test]
+fn a_busy_agent_leaves_the_caller_with_the_apology_and_the_link_offer() {
+    let dir = temp_dir("bridge-busy");
+    let (agent_port, agent_media) = (free_port(), free_port());
+    let server = Server::start(ServerOptions {
+        extra_toml: always_open(agent_port),
+        ..ServerOptions::default()
+    });
+    if !open_now(&server.data_dir.join("ivr.toml")) {
+        return;
+    }
+    let mut agent = Agent::start("agent_busy.xml", agent_port, agent_media, &dir);
+    let mut uac = Uac::new(server.sip);
+    let dest = call_and_refuse_refer(&mut uac, &dir);
+    assert!(
+        agent.wait(Duration::from_secs(15)),
+        "the agent's call did not follow agent_busy.xml:\n{}",
+        agent.messages()
+    );
+    listen(&uac, dest, 3);
+    uac.request("BYE", "", true);
+    assert_eq!(
+        uac.final_response(Duration::from_secs(3)).status(),
+        Some(200)
+    );
+    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    assert_apology_and_link_menu(&call);
+    assert_eq!(call["transfer"], "failed:486", "{call}");
+}
+
+/// The agent rings and rings: after the ring timeout (30 s by default) the IVR cancels its
+/// INVITE and the caller hears the apology.
+#[test]
+fn an_agent_who_never_answers_is_cancelled_after_the_ring_time() {
+    let dir = temp_dir("bridge-ring");
+    let (agent_port, agent_media) = (free_port(), free_port());
+    let server = Server::start(ServerOptions {
+        extra_toml: always_open(agent_port),
+        rtp_timeout_secs: 60,
+        ..ServerOptions::default()
+    });
+    if !open_now(&server.data_dir.join("ivr.toml")) {
+        return;
+    }
+    let mut agent = Agent::start("agent_never_answers.xml", agent_port, agent_media, &dir);
+    let mut uac = Uac::new(server.sip);
+    let dest = call_and_refuse_refer(&mut uac, &dir);
+    let refused = Instant::now();
+    // SIPp exits cleanly only after our CANCEL (and its 487's ACK).
+    assert!(
+        agent.wait(Duration::from_secs(50)),
+        "the agent's call did not follow agent_never_answers.xml:\n{}",
+        agent.messages()
+    );
+    assert!(
+        refused.elapsed() >= Duration::from_secs(29),
+        "cancelled after {:?}, before the ring time",
+        refused.elapsed()
+    );
+    listen(&uac, dest, 3);
+    uac.request("BYE", "", true);
+    assert_eq!(
+        uac.final_response(Duration::from_secs(3)).status(),
+        Some(200)
+    );
+    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    assert_apology_and_link_menu(&call);
+    assert_eq!(call["transfer"], "no_answer", "{call}");
+}
+
+/// A trunk that accepts REFER still takes the call: no bridge, the IVR leaves.
+#[test]
+fn an_accepted_refer_still_leaves_the_call() {
+    let dir = temp_dir("bridge-refer");
+    let server = Server::start(ServerOptions {
+        extra_toml: always_open(free_port()),
+        ..ServerOptions::default()
+    });
+    if !open_now(&server.data_dir.join("ivr.toml")) {
+        return;
+    }
+    let mut uac = Uac::new(server.sip);
+    let ok = uac.call();
+    uac.send_pcmu(Uac::remote_rtp(&ok), &keys_to_transfer(&dir), 1, 0);
+    let refer = uac
+        .wait_request("REFER", Duration::from_secs(20))
+        .expect("a REFER from the IVR");
+    uac.respond(&refer, 202, "Accepted");
+    uac.request_custom(
+        "NOTIFY",
+        &[
+            ("Event", "refer"),
+            ("Subscription-State", "terminated;reason=noresource"),
+        ],
+        "message/sipfrag",
+        "SIP/2.0 200 OK\r\n",
+    );
+    let bye = uac
+        .wait_request("BYE", Duration::from_secs(10))
+        .expect("the IVR leaves the call after the transfer");
+    uac.respond_ok(&bye);
+    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    assert_eq!(call["transfer"], "referred", "{call}");
+    assert_eq!(call["end_reason"], "transferred", "{call}");
+    assert_eq!(call["route"], "tier1", "{call}");
+}
+
+/// Both peers are SIPp: the trunk (trunk_rejects_refer.xml) walks the menu with RFC 4733 keys,
+/// refuses the REFER with 405, talks and hangs up; the agent (agent_answers.xml) answers and
+/// talks. Both play Debian's A-law recording: what reaches each peer from the IVR's ports is
+/// that recording, byte for byte (both legs A-law: no conversion).
+#[test]
+fn sipp_trunk_and_sipp_agent_are_bridged() {
+    let (agent_port, agent_media) = (free_port(), free_port());
+    let (trunk_port, trunk_media) = (free_port(), free_port());
+    let server = Server::start(ServerOptions {
+        extra_toml: always_open(agent_port),
+        ..ServerOptions::default()
+    });
+    if !open_now(&server.data_dir.join("ivr.toml")) {
+        return;
+    }
+    let (agent_dir, trunk_dir) = (temp_dir("sipp-agent"), temp_dir("sipp-trunk"));
+    let capture = Capture::start(
+        &format!(
+            "udp and src portrange {}-{} and (dst port {agent_media} or dst port {trunk_media})",
+            server.rtp.0, server.rtp.1
+        ),
+        &agent_dir,
+    );
+    let mut agent = Agent::start("agent_answers.xml", agent_port, agent_media, &agent_dir);
+    let target = server.sip.to_string();
+    let mut trunk = Agent::start_with(
+        "trunk_rejects_refer.xml",
+        trunk_port,
+        trunk_media,
+        &trunk_dir,
+        &["-s", "ivr", &target],
+    );
+    assert!(
+        trunk.wait(Duration::from_secs(60)),
+        "the trunk's call did not follow trunk_rejects_refer.xml:\n{}\n{}",
+        trunk.messages(),
+        server.log_text()
+    );
+    assert!(
+        agent.wait(Duration::from_secs(15)),
+        "the agent's call did not follow agent_answers.xml:\n{}",
+        agent.messages()
+    );
+    let packets = capture.stop();
+    let recording = read_pcap(Path::new("/usr/share/sip-tester/g711a.pcap"));
+    let recording: Vec<&[u8]> = recording
+        .iter()
+        .filter_map(|c| parse_rtp(&c.payload))
+        .map(|r| r.payload)
+        .collect();
+    let relayed_to = |port: u16| {
+        packets
+            .iter()
+            .filter(|c| c.dst_port == port)
+            .filter_map(|c| parse_rtp(&c.payload))
+            .filter(|r| r.pt == 8 && recording.contains(&r.payload))
+            .count()
+    };
+    let (to_trunk, to_agent) = (relayed_to(trunk_media), relayed_to(agent_media));
+    assert!(
+        to_trunk >= 100,
+        "{to_trunk} agent packets reached the caller"
+    );
+    assert!(
+        to_agent >= 100,
+        "{to_agent} caller packets reached the agent"
+    );
+
+    let (_, body) = server.get("/calls?limit=1");
+    let calls: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let call_id = calls[0]["call_id"].as_str().unwrap().to_string();
+    let call = server.ended_call(&call_id, Duration::from_secs(5));
+    assert_eq!(call["transfer"], "bridged", "{call}");
+    assert_eq!(call["digits"], "1310", "{call}");
+    assert_eq!(call["end_reason"], "caller_bye", "{call}");
+}
+
+/// The SIPp trunk that accepts REFER (trunk_accepts_refer.xml): 202, NOTIFY 100 then 200, and
+/// the IVR leaves the call with BYE; no agent leg is placed.
+#[test]
+fn sipp_trunk_that_accepts_refer_takes_the_call() {
+    let (trunk_port, trunk_media) = (free_port(), free_port());
+    let server = Server::start(ServerOptions {
+        extra_toml: always_open(free_port()),
+        ..ServerOptions::default()
+    });
+    if !open_now(&server.data_dir.join("ivr.toml")) {
+        return;
+    }
+    let dir = temp_dir("sipp-trunk-refer");
+    let target = server.sip.to_string();
+    let mut trunk = Agent::start_with(
+        "trunk_accepts_refer.xml",
+        trunk_port,
+        trunk_media,
+        &dir,
+        &["-s", "ivr", &target],
+    );
+    assert!(
+        trunk.wait(Duration::from_secs(60)),
+        "the trunk's call did not follow trunk_accepts_refer.xml:\n{}",
+        trunk.messages()
+    );
+    let (_, body) = server.get("/calls?limit=1");
+    let calls: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let call_id = calls[0]["call_id"].as_str().unwrap().to_string();
+    let call = server.ended_call(&call_id, Duration::from_secs(5));
+    assert_eq!(call["transfer"], "referred", "{call}");
+    assert_eq!(call["end_reason"], "transferred", "{call}");
+    assert!(!server.log_text().contains("bridging"), "no agent leg");
+}
