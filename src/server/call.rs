@@ -542,6 +542,7 @@ pub async fn run(
                 RttAction::Transfer { context } => {
                     let uri = setup.tty_queue_uri.clone();
                     let call = setup.key;
+                    transfer.handle_refer_sent(Instant::now(), uri.clone(), context.clone());
                     let _ = sip.send(SipCommand::Refer { call, uri, context }).await;
                 }
                 RttAction::Hangup => {

@@ -784,8 +784,11 @@ mod tests {
 
     #[test]
     fn bad_text_is_an_error_not_a_panic() {
+        // The library engine when it loads: the espeak-ng program quietly falls back to its
+        // default voice for an unknown one, so only the library can refuse it.
         let d = DynamicPrompts::new(DynamicConfig {
             text_chars_max: 50,
+            engine: EngineChoice::Auto,
             ..DynamicConfig::default()
         });
         assert!(matches!(
