@@ -125,8 +125,11 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
                 Action::Play { prompts: refs, .. } => {
                     let ms: u64 = refs
                         .iter()
-                        .filter_map(|p| prompts.get(p.lang, &p.id))
-                        .map(|p| p.duration_ms())
+                        .map(|p| match &p.text {
+                            // Rendered during live calls only: about 15 characters a second.
+                            Some(t) => t.len() as u64 * 1000 / 15,
+                            None => prompts.get(p.lang, &p.id).map_or(0, |e| e.duration_ms()),
+                        })
                         .sum();
                     playing = Some(Playing {
                         ends_at: now + Duration::from_millis(ms),

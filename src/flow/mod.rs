@@ -45,6 +45,9 @@ pub struct FlowConfig {
     /// Intents a live agent would take if the center were open (the policy's after-hours
     /// decision): their answer says when live help is available instead of offering it.
     pub after_hours: HashSet<(Lang, String)>,
+    /// When live help opens next, per language, as the sentence to say (from the calendar);
+    /// without it the `after_hours` prompt's general hours are said.
+    pub next_open: Vec<(Lang, String)>,
     /// The caller's language is known before the call starts (`ivr call --lang`, a
     /// language-specific number): skip the language menu.
     pub start_lang: Option<Lang>,
@@ -63,6 +66,7 @@ impl Default for FlowConfig {
             question_silence_ms: 800,
             start_lang: None,
             after_hours: HashSet::new(),
+            next_open: Vec::new(),
             entry: entry::EntryConfig::default(),
             readbacks: Vec::new(),
         }
@@ -83,6 +87,10 @@ pub struct Transfer {
 pub struct PromptRef {
     pub lang: Lang,
     pub id: String,
+    /// Text rendered on demand instead of the catalog's (markup allowed; never personal data —
+    /// read-backs of what the caller keyed go through `Action::PlayText`).
+    #[serde(skip)]
+    pub text: Option<String>,
 }
 
 impl PromptRef {
@@ -90,6 +98,16 @@ impl PromptRef {
         PromptRef {
             lang,
             id: id.into(),
+            text: None,
+        }
+    }
+
+    /// A prompt made of text known only during the call (when live help opens next).
+    pub fn dynamic(lang: Lang, id: impl Into<String>, text: String) -> Self {
+        PromptRef {
+            lang,
+            id: id.into(),
+            text: Some(text),
         }
     }
 }
@@ -717,7 +735,7 @@ impl Call {
                 }
                 // Closed now: say when live help is available, then the after-answer menu.
                 None if self.after_hours_now() => {
-                    let lead = [PromptRef::new(self.lang, "after_hours")];
+                    let lead = [self.after_hours_prompt()];
                     self.enter_menu(self.after_answer_menu(), &lead);
                 }
                 // Nobody to transfer to for this question: an invalid choice.
@@ -778,6 +796,14 @@ impl Call {
             .map(|(_, g)| *g)
     }
 
+    /// What to say when a person is not available now: the next opening, or the general hours.
+    fn after_hours_prompt(&self) -> PromptRef {
+        match self.config.next_open.iter().find(|(l, _)| *l == self.lang) {
+            Some((_, text)) => PromptRef::dynamic(self.lang, "after_hours_next", text.clone()),
+            None => PromptRef::new(self.lang, "after_hours"),
+        }
+    }
+
     /// The last answer's question needs a person, and the center is closed now.
     fn after_hours_now(&self) -> bool {
         self.last_answer
@@ -835,7 +861,7 @@ impl Call {
             && lead.first().is_some_and(|p| p.id.starts_with("answer."))
         {
             // Right after the answer (not on a repeat of the menu alone).
-            prompts.push(PromptRef::new(self.lang, "after_hours"));
+            prompts.push(self.after_hours_prompt());
         }
         self.state = State::Menu {
             menu,
@@ -1517,6 +1543,27 @@ mod tests {
             ["en:after_hours", "en:after_answer"]
         );
         assert!(call.record().actions.is_empty());
+        // With the calendar's next opening, that is what is said.
+        let mut call = Call::new(FlowConfig {
+            after_hours: [(Lang::En, "expedite".to_string())].into_iter().collect(),
+            next_open: vec![(Lang::En, "Back Monday at 8 a.m.".into())],
+            ..FlowConfig::default()
+        });
+        call.handle_event(now, Event::Start);
+        for d in ['1', '8', '1'] {
+            call.handle_event(now, Event::Digit(d));
+        }
+        let actions = drain(&mut call);
+        let last = actions
+            .iter()
+            .rev()
+            .find_map(|a| match a {
+                Action::Play { prompts, .. } => prompts.last().cloned(),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(last.id, "after_hours_next");
+        assert_eq!(last.text.as_deref(), Some("Back Monday at 8 a.m."));
     }
 
     #[test]

@@ -376,6 +376,8 @@ impl Script {
             "not_understood",
             "speech_fallback",
             "after_hours",
+            "after_hours_next",
+            "after_hours_next_tail",
         ]);
         ids.extend(self.offer_prompts.iter().map(|(_, p)| *p));
         ids.extend(super::entry::PROMPT_IDS);

@@ -233,6 +233,96 @@ impl Calendar {
         None
     }
 
+    /// When live help opens next after `now`, as a caller hears it in `lang`: "Monday,
+    /// December 1, at 8 a.m." / "el lunes 1 de diciembre a las 8 a.m.", with "today" /
+    /// "tomorrow" when it is. `None` while open or when nothing opens within the horizon.
+    pub fn spoken_next_open(&self, now: Timestamp, lang: crate::types::Lang) -> Option<String> {
+        use crate::types::Lang;
+        if self.is_open(now) {
+            return None;
+        }
+        let at = self.tz.to_datetime(self.next_open(now)?);
+        let today = self.tz.to_datetime(now).date();
+        let days = (at.date() - today).get_days();
+        let (hour, minute) = (at.hour(), at.minute());
+        let h12 = match hour % 12 {
+            0 => 12,
+            h => h,
+        };
+        let ampm = if hour < 12 { "a.m." } else { "p.m." };
+        let clock = if minute == 0 {
+            format!("{h12} {ampm}")
+        } else {
+            format!("{h12}:{minute:02} {ampm}")
+        };
+        let weekday = at.weekday().to_monday_zero_offset() as usize;
+        let month = at.month() as usize - 1;
+        const EN_DAYS: [&str; 7] = [
+            "Monday",
+            "Tuesday",
+            "Wednesday",
+            "Thursday",
+            "Friday",
+            "Saturday",
+            "Sunday",
+        ];
+        const ES_DAYS: [&str; 7] = [
+            "lunes",
+            "martes",
+            "miércoles",
+            "jueves",
+            "viernes",
+            "sábado",
+            "domingo",
+        ];
+        const EN_MONTHS: [&str; 12] = [
+            "January",
+            "February",
+            "March",
+            "April",
+            "May",
+            "June",
+            "July",
+            "August",
+            "September",
+            "October",
+            "November",
+            "December",
+        ];
+        const ES_MONTHS: [&str; 12] = [
+            "enero",
+            "febrero",
+            "marzo",
+            "abril",
+            "mayo",
+            "junio",
+            "julio",
+            "agosto",
+            "septiembre",
+            "octubre",
+            "noviembre",
+            "diciembre",
+        ];
+        Some(match (lang, days) {
+            (Lang::En, 0) => format!("today at {clock}"),
+            (Lang::En, 1) => format!("tomorrow, {}, at {clock}", EN_DAYS[weekday]),
+            (Lang::En, _) => format!(
+                "{}, {} {}, at {clock}",
+                EN_DAYS[weekday],
+                EN_MONTHS[month],
+                at.day()
+            ),
+            (Lang::Es, 0) => format!("hoy a las {clock}"),
+            (Lang::Es, 1) => format!("mañana, {}, a las {clock}", ES_DAYS[weekday]),
+            (Lang::Es, _) => format!(
+                "el {} {} de {} a las {clock}",
+                ES_DAYS[weekday],
+                at.day(),
+                ES_MONTHS[month]
+            ),
+        })
+    }
+
     /// `ts` as RFC 3339 with the calendar zone's offset at that instant (e.g.
     /// `2026-03-09T08:00:00-04:00`): what ops read and prompts speak.
     pub fn format_local(&self, ts: Timestamp) -> String {
@@ -336,6 +426,46 @@ mod tests {
         assert_eq!(
             cal.format_local(ts("2026-01-05T13:00:00Z")),
             "2026-01-05T08:00:00-05:00"
+        );
+    }
+
+    #[test]
+    fn next_opening_is_said_as_callers_say_it() {
+        use crate::types::Lang;
+        let cal = Calendar::us_eastern().unwrap();
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        // Friday 2026-11-27 21:00 EST (the day after Thanksgiving is a workday): Monday.
+        assert_eq!(
+            cal.spoken_next_open(at("2026-11-28T02:00:00Z"), Lang::En)
+                .as_deref(),
+            Some("Monday, November 30, at 8 a.m.")
+        );
+        assert_eq!(
+            cal.spoken_next_open(at("2026-11-28T02:00:00Z"), Lang::Es)
+                .as_deref(),
+            Some("el lunes 30 de noviembre a las 8 a.m.")
+        );
+        // Tuesday 2026-12-01 06:00 EST: today; 21:00 EST: tomorrow.
+        assert_eq!(
+            cal.spoken_next_open(at("2026-12-01T11:00:00Z"), Lang::En)
+                .as_deref(),
+            Some("today at 8 a.m.")
+        );
+        assert_eq!(
+            cal.spoken_next_open(at("2026-12-02T02:00:00Z"), Lang::Es)
+                .as_deref(),
+            Some("mañana, miércoles, a las 8 a.m.")
+        );
+        // Christmas Day 2026 is a Friday: from Thursday evening, Monday the 28th.
+        assert_eq!(
+            cal.spoken_next_open(at("2026-12-25T01:30:00Z"), Lang::En)
+                .as_deref(),
+            Some("Monday, December 28, at 8 a.m.")
+        );
+        // Open now: nothing to say.
+        assert_eq!(
+            cal.spoken_next_open(at("2026-12-01T15:00:00Z"), Lang::En),
+            None
         );
     }
 }

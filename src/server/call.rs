@@ -562,16 +562,23 @@ pub async fn run(
                     prompts,
                     barge_in: _,
                 } => {
-                    let items: Vec<Arc<EncodedPrompt>> = prompts
-                        .iter()
-                        .filter_map(|p| {
-                            let found = setup.prompts.get(p.lang, &p.id).cloned();
-                            if found.is_none() {
-                                tracing::error!(prompt = %p.id, lang = %p.lang, "prompt missing from the catalog");
+                    let mut items: Vec<Arc<EncodedPrompt>> = Vec::with_capacity(prompts.len());
+                    for p in &prompts {
+                        let found = match &p.text {
+                            // Said during the call only (when live help opens next): rendered
+                            // once per text and cached, off the runtime.
+                            Some(text) => {
+                                render_dynamic(&shared, p.lang, text, setup.media.codec).await
                             }
-                            found
-                        })
-                        .collect();
+                            None => setup.prompts.get(p.lang, &p.id).cloned(),
+                        };
+                        match found {
+                            Some(f) => items.push(f),
+                            None => {
+                                tracing::error!(prompt = %p.id, lang = %p.lang, "prompt missing")
+                            }
+                        }
+                    }
                     Metrics::inc(&metrics.prompts_played_total);
                     generation = setup.stream.play(items);
                     if let Some(l) = asr
@@ -801,6 +808,33 @@ async fn bridge_step(
             end_reason.get_or_insert("agent_bye");
             let _ = sip.send(SipCommand::Hangup(setup.key)).await;
             true
+        }
+    }
+}
+
+/// Text rendered on demand (cached; a miss renders on a blocking thread, ~20 ms). `None`
+/// (logged without the text, which may be a caller's number) when it cannot be.
+async fn render_dynamic(
+    shared: &Shared,
+    lang: crate::types::Lang,
+    text: &str,
+    codec: Codec,
+) -> Option<Arc<EncodedPrompt>> {
+    let voice = super::render_config(&shared.config).voice(lang).clone();
+    if let Some(p) = shared.dynamic.cached(lang, &voice, text, codec) {
+        return Some(p);
+    }
+    let dynamic = shared.dynamic.clone();
+    let text = text.to_string();
+    match tokio::task::spawn_blocking(move || dynamic.render(lang, &voice, &text, codec)).await {
+        Ok(Ok(p)) => Some(p),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "dynamic prompt not rendered");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "dynamic prompt rendering crashed");
+            None
         }
     }
 }

@@ -412,6 +412,7 @@ impl SipTask {
                     prompts: prompts.clone(),
                     flow: FlowConfig {
                         transfers,
+                        next_open: self.next_open_sentences(&prompts, !after_hours.is_empty()),
                         after_hours,
                         entry: cfg.entry.clone(),
                         readbacks: crate::types::Lang::ALL
@@ -567,6 +568,33 @@ impl SipTask {
             }
         }
         (out, closed)
+    }
+
+    /// "Our representatives are available again Monday, November 30, at 8 a.m." per language,
+    /// from the calendar and the catalog's `after_hours_next` lead, when anything is closed.
+    fn next_open_sentences(
+        &self,
+        prompts: &crate::speech::cache::PromptSet,
+        closed: bool,
+    ) -> Vec<(crate::types::Lang, String)> {
+        if !closed {
+            return Vec::new();
+        }
+        let now = jiff::Timestamp::now();
+        let calendar = self.shared.router.calendar();
+        crate::types::Lang::ALL
+            .into_iter()
+            .filter_map(|lang| {
+                let lead = prompts.catalog.get(lang, "after_hours_next")?.text.clone();
+                let when = calendar.spoken_next_open(now, lang)?;
+                let tail = prompts
+                    .catalog
+                    .get(lang, "after_hours_next_tail")
+                    .map(|p| p.text.clone())
+                    .unwrap_or_default();
+                Some((lang, format!("{} {when}, {}", lead.trim(), tail.trim())))
+            })
+            .collect()
     }
 
     /// The intents a TTY caller is transferred for right now (the TTY agent queue).
