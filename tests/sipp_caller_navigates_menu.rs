@@ -87,13 +87,14 @@ fn sipp_caller_hears_greeting_and_its_key_changes_the_prompt() {
     );
 
     // The audio: RTP from the IVR, in sequence order, split at marker bits into talkspurts.
-    let mut rtp: Vec<(u16, bool, Vec<i16>)> = packets
+    let mut seqs = SeqUnwrapper::new();
+    let mut rtp: Vec<(i64, bool, Vec<i16>)> = packets
         .iter()
         .filter_map(|p| parse_rtp(&p.payload))
         .filter(|r| r.pt == 8)
         .map(|r| {
             (
-                r.seq,
+                seqs.extend(r.seq),
                 r.marker,
                 r.payload.iter().map(|&b| alaw_to_linear(b)).collect(),
             )

@@ -66,15 +66,15 @@ fn tty_caller_types_a_question_and_reads_the_answer() {
     assert_eq!(call["intent"], "case_status", "{call}");
 
     // What the IVR transmitted, decoded by minimodem.
-    let mut rtp: Vec<(u16, Vec<i16>)> = packets
+    // In sequence order, the 16-bit sequence numbers unwrapped (a call may cross 65535).
+    let mut seqs = SeqUnwrapper::new();
+    let mut rtp: Vec<(i64, Vec<i16>)> = packets
         .iter()
         .filter_map(|p| parse_rtp(&p.payload))
         .filter(|r| r.pt == 0)
         .map(|r| {
-            (
-                r.seq,
-                r.payload.iter().map(|&b| ulaw_to_linear(b)).collect(),
-            )
+            let ext = seqs.extend(r.seq);
+            (ext, r.payload.iter().map(|&b| ulaw_to_linear(b)).collect())
         })
         .collect();
     rtp.sort_by_key(|(seq, _)| *seq);

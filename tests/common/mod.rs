@@ -430,6 +430,23 @@ pub struct Rtp<'a> {
     pub payload: &'a [u8],
 }
 
+/// Sequence numbers in arrival order, unwrapped past 65535 (for sorting a long capture).
+pub struct SeqUnwrapper(Option<(u16, i64)>);
+
+impl SeqUnwrapper {
+    pub fn new() -> Self {
+        SeqUnwrapper(None)
+    }
+    pub fn extend(&mut self, seq: u16) -> i64 {
+        let ext = match self.0 {
+            Some((last, ext)) => ext + i64::from(seq.wrapping_sub(last) as i16),
+            None => i64::from(seq),
+        };
+        self.0 = Some((seq, ext));
+        ext
+    }
+}
+
 pub fn parse_rtp(b: &[u8]) -> Option<Rtp<'_>> {
     if b.len() < 12 || b[0] >> 6 != 2 {
         return None;
