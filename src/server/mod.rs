@@ -277,6 +277,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let udp = UdpSocket::bind(config.sip.listen)
         .await
         .with_context(|| format!("binding SIP UDP {}", config.sip.listen))?;
+    set_receive_buffer(&udp, SIP_RCVBUF_BYTES);
     let tcp = TcpListener::bind(config.sip.listen)
         .await
         .with_context(|| format!("binding SIP TCP {}", config.sip.listen))?;
@@ -361,6 +362,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("drained; bye");
     Ok(())
+}
+
+/// A burst of INVITEs (a trunk failing over, a load test's level starting) overflowed the default
+/// receive buffer (~200 KiB): a few were dropped and came back only with the 500 ms T1
+/// retransmission. 4 MiB holds several thousand INVITEs (the kernel caps it at rmem_max).
+const SIP_RCVBUF_BYTES: libc::c_int = 4 << 20;
+
+fn set_receive_buffer(sock: &UdpSocket, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid socket fd owned by `sock` for the call, and a c_int option value of the
+    // size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "SIP receive buffer not raised");
+    }
 }
 
 async fn shutdown_signal() {
