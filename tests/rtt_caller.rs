@@ -274,16 +274,7 @@ fn rtt_caller_is_transferred_to_the_tty_queue() {
         .map(char::from)
         .collect();
     assert_eq!(context, "intent=withdraw;lang=en;mode=rtt", "{uui}");
-    uac.respond(&refer, 202, "Accepted");
-    uac.request_custom(
-        "NOTIFY",
-        &[
-            ("Event", "refer"),
-            ("Subscription-State", "terminated;reason=noresource"),
-        ],
-        "message/sipfrag",
-        "SIP/2.0 200 OK\r\n",
-    );
+    uac.accept_refer(&refer, "SIP/2.0 200 OK");
     let bye = uac
         .wait_request("BYE", Duration::from_secs(10))
         .expect("a BYE after the transfer");

@@ -414,16 +414,7 @@ fn an_accepted_refer_still_leaves_the_call() {
     let refer = uac
         .wait_request("REFER", Duration::from_secs(20))
         .expect("a REFER from the IVR");
-    uac.respond(&refer, 202, "Accepted");
-    uac.request_custom(
-        "NOTIFY",
-        &[
-            ("Event", "refer"),
-            ("Subscription-State", "terminated;reason=noresource"),
-        ],
-        "message/sipfrag",
-        "SIP/2.0 200 OK\r\n",
-    );
+    uac.accept_refer(&refer, "SIP/2.0 200 OK");
     let bye = uac
         .wait_request("BYE", Duration::from_secs(10))
         .expect("the IVR leaves the call after the transfer");

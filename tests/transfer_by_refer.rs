@@ -99,18 +99,8 @@ fn expedite_during_hours_is_transferred_by_refer() {
         "intent=expedite;lang=en;consent=none"
     );
     assert!(uui.contains("encoding=hex"));
-    uac.respond(&refer, 202, "Accepted");
-
-    // The trunk reports the agent answered.
-    uac.request_custom(
-        "NOTIFY",
-        &[
-            ("Event", "refer"),
-            ("Subscription-State", "terminated;reason=noresource"),
-        ],
-        "message/sipfrag",
-        "SIP/2.0 200 OK\r\n",
-    );
+    // The trunk accepts and reports the agent answered.
+    uac.accept_refer(&refer, "SIP/2.0 200 OK");
     let mut notify_ok = false;
     let mut bye = None;
     let start = Instant::now();
@@ -242,16 +232,7 @@ fn a_tty_caller_is_transferred_to_the_tty_queue() {
             .contains("tty-agents@127.0.0.1:5998"),
         "{refer:?}"
     );
-    uac.respond(&refer, 202, "Accepted");
-    uac.request_custom(
-        "NOTIFY",
-        &[
-            ("Event", "refer"),
-            ("Subscription-State", "terminated;reason=noresource"),
-        ],
-        "message/sipfrag",
-        "SIP/2.0 200 OK\r\n",
-    );
+    uac.accept_refer(&refer, "SIP/2.0 200 OK");
     let bye = uac
         .wait_request("BYE", Duration::from_secs(10))
         .expect("a BYE after the transfer");

@@ -810,6 +810,21 @@ impl Uac {
         ok
     }
 
+    /// As a trunk that transferred the call: accept the IVR's REFER (202), then report the
+    /// agent's answer in a final NOTIFY whose sipfrag is `status_line` ("SIP/2.0 200 OK").
+    pub fn accept_refer(&mut self, refer: &SipMsg, status_line: &str) {
+        self.respond(refer, 202, "Accepted");
+        self.request_custom(
+            "NOTIFY",
+            &[
+                ("Event", "refer"),
+                ("Subscription-State", "terminated;reason=noresource"),
+            ],
+            "message/sipfrag",
+            &format!("{status_line}\r\n"),
+        );
+    }
+
     /// Answer a request the server sent (e.g. its BYE) with 200.
     pub fn respond_ok(&self, req: &SipMsg) {
         self.respond(req, 200, "OK");
