@@ -10,7 +10,6 @@ mod common;
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -102,24 +101,6 @@ fn outbox_toml(provider_port: u16) -> String {
          [outbox.sms]\nenabled = true\nurl = \"http://127.0.0.1:{provider_port}/v1/messages\"\n\
          timeout_ms = 1500\n[outbox.smtp]\ntimeout_ms = 1500\n"
     )
-}
-
-/// `ivr outbox list --json` on the server's data directory (what ops would run).
-fn outbox(data_dir: &Path) -> Vec<serde_json::Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_ivr"))
-        .args(["outbox", "list", "--json", "--data-dir"])
-        .arg(data_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -222,7 +203,7 @@ fn kill_9_after_sent_is_spoken_delivers_exactly_once_after_restart() {
 
     // The message is durable before the caller hears "sent": kill the moment it is there.
     let rows = wait_until("the message in the outbox", Duration::from_secs(30), || {
-        let rows = outbox(&server.data_dir);
+        let rows = outbox_list(&server.data_dir);
         (!rows.is_empty()).then_some(rows)
     });
     kill9(&mut server);
@@ -230,7 +211,7 @@ fn kill_9_after_sent_is_spoken_delivers_exactly_once_after_restart() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["call_id"], call_id.as_str());
     assert_eq!(rows[0]["channel"], "sms");
-    let after_kill = outbox(&server.data_dir);
+    let after_kill = outbox_list(&server.data_dir);
     assert_eq!(after_kill.len(), 1, "{after_kill:?}");
     assert_ne!(state(&after_kill), "delivered", "the provider was down");
     let log = server.log_text();
@@ -243,7 +224,7 @@ fn kill_9_after_sent_is_spoken_delivers_exactly_once_after_restart() {
     let provider = Provider::start(provider_port, &[]);
     let mut server = restart(&server);
     wait_until("delivery after restart", Duration::from_secs(30), || {
-        (state(&outbox(&server.data_dir)) == "delivered").then_some(())
+        (state(&outbox_list(&server.data_dir)) == "delivered").then_some(())
     });
     // Time for a duplicate to show up, if one were coming (many poll intervals).
     std::thread::sleep(Duration::from_millis(1500));
@@ -268,7 +249,7 @@ fn kill_9_after_sent_is_spoken_delivers_exactly_once_after_restart() {
     let server = restart(&server);
     std::thread::sleep(Duration::from_millis(2000));
     assert_eq!(provider.requests().len(), 1, "a second restart sent again");
-    let rows = outbox(&server.data_dir);
+    let rows = outbox_list(&server.data_dir);
     assert_eq!((rows.len(), state(&rows)), (1, "delivered".to_string()));
 }
 
@@ -283,7 +264,7 @@ fn provider_down_then_back_delivers_once() {
     let (call_id, sender) = caller_asks_for_the_link_by_sms(&server);
     // Down: connections refused, retried with backoff (200 ms) while the call goes on.
     let rows = wait_until("two refused attempts", Duration::from_secs(40), || {
-        let rows = outbox(&server.data_dir);
+        let rows = outbox_list(&server.data_dir);
         let attempts = rows
             .first()
             .and_then(|r| r["attempts"].as_u64())
@@ -294,7 +275,7 @@ fn provider_down_then_back_delivers_once() {
     // Back, answering 503 once more before it accepts.
     let provider = Provider::start(provider_port, &[503]);
     wait_until("delivery", Duration::from_secs(30), || {
-        (state(&outbox(&server.data_dir)) == "delivered").then_some(())
+        (state(&outbox_list(&server.data_dir)) == "delivered").then_some(())
     });
     std::thread::sleep(Duration::from_millis(1500));
     let reqs = provider.requests();

@@ -7,7 +7,6 @@
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -192,20 +191,7 @@ fn rtt_caller_types_a_question_and_reads_the_answer() {
     assert_eq!(call["actions"][0], "send_link:sms:case_status", "{call}");
     assert!(server.log_text().contains("RTT mode"));
 
-    let out = Command::new(env!("CARGO_BIN_EXE_ivr"))
-        .args(["outbox", "list", "--json", "--data-dir"])
-        .arg(&server.data_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows = outbox_list(&server.data_dir);
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["channel"], "sms");
     assert_eq!(rows[0]["call_id"], uac.call_id.as_str());
@@ -213,18 +199,6 @@ fn rtt_caller_types_a_question_and_reads_the_answer() {
 
 const ALWAYS_OPEN: &str = "[routing]\nweekdays = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]\n\
     open = \"00:00\"\nclose = \"23:59\"\n[routing.queues]\ntty = \"sip:tty-agents@127.0.0.1:5998\"\n";
-
-/// Whether the policy counts now as open hours (federal holidays stay closed).
-fn open_now(config: &std::path::Path) -> bool {
-    let now = jiff::Timestamp::now().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_ivr"))
-        .args(["route", "--intent", "withdraw", "--at", &now, "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ivr route prints JSON");
-    v["open"] == true
-}
 
 /// A question the policy sends to a person, while open: the IVR types its answer, then REFERs
 /// the call to the TTY agent queue with `mode=rtt` in the context it passes on.

@@ -36,32 +36,6 @@ fn keys_to_transfer(dir: &Path) -> Vec<i16> {
     audio
 }
 
-/// The center is open now by the server's calendar (not on a federal holiday).
-fn open_now(config: &Path) -> bool {
-    let now = String::from_utf8(
-        Command::new("date")
-            .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ivr"))
-        .args([
-            "route",
-            "--intent",
-            "typo_correction",
-            "--at",
-            now.trim(),
-            "--config",
-        ])
-        .arg(config)
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ivr route prints JSON");
-    v["open"] == true
-}
-
 /// A SIPp agent running `scenario` for one call, in the foreground (its exit status says
 /// whether the call followed the scenario).
 struct Agent {

@@ -27,31 +27,6 @@ fn keys_to_transfer(dir: &std::path::Path) -> Vec<i16> {
     audio
 }
 
-fn open_now(config: &std::path::Path) -> bool {
-    let now = String::from_utf8(
-        Command::new("date")
-            .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ivr"))
-        .args([
-            "route",
-            "--intent",
-            "expedite",
-            "--at",
-            now.trim(),
-            "--config",
-        ])
-        .arg(config)
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ivr route prints JSON");
-    v["open"] == true
-}
-
 #[test]
 fn expedite_during_hours_is_transferred_by_refer() {
     let server = Server::start(ServerOptions {

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -41,20 +40,7 @@ fn pressing_4_stores_the_link_for_a_text_message() {
         "{prompts}"
     );
 
-    let out = Command::new(env!("CARGO_BIN_EXE_ivr"))
-        .args(["outbox", "list", "--json", "--data-dir"])
-        .arg(&server.data_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows = outbox_list(&server.data_dir);
     assert_eq!(rows.len(), 1, "{rows:?}");
     let m = &rows[0];
     assert_eq!(m["channel"], "sms");

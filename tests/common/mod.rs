@@ -248,6 +248,37 @@ impl Drop for Server {
     }
 }
 
+/// `ivr outbox list --json` on a data directory (what ops would run).
+pub fn outbox_list(data_dir: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(env!("CARGO_BIN_EXE_ivr"))
+        .args(["outbox", "list", "--json", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Whether the server's routing config counts this instant as open hours (`ivr route`; federal
+/// holidays stay closed even with an always-open week).
+pub fn open_now(config: &Path) -> bool {
+    let now = jiff::Timestamp::now().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_ivr"))
+        .args(["route", "--intent", "expedite", "--at", &now, "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ivr route prints JSON");
+    v["open"] == true
+}
+
 pub fn unsafe_kill(pid: u32, signal: &str) {
     let _ = Command::new("kill")
         .arg(format!("-{signal}"))
