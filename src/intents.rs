@@ -27,7 +27,7 @@ pub const INTENTS: &[&str] = &[
 
 /// Dialog acts: not questions, answers to the IVR's own prompts.
 pub const ACTS: &[&str] = &[
-    "yes", "no", "repeat", "help", "goodbye", "spanish", "english",
+    "yes", "no", "repeat", "help", "goodbye", "spanish", "english", "text", "email",
 ];
 
 pub fn is_intent(id: &str) -> bool {

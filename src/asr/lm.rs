@@ -280,6 +280,21 @@ pub fn jsgf(phrases: &[String]) -> Option<String> {
     ))
 }
 
+/// A JSGF grammar accepting one or more of `tokens` in any order (a token may be several
+/// words), or `None` when there is none.
+pub fn jsgf_sequence(tokens: &[String]) -> Option<String> {
+    let one = jsgf(tokens)?;
+    let alts = one
+        .split_once("public <phrase> = ")?
+        .1
+        .trim_end()
+        .strip_suffix(';')?
+        .to_string();
+    Some(format!(
+        "#JSGF V1.0;\ngrammar ivr;\n<token> = {alts};\npublic <sequence> = <token>+;\n"
+    ))
+}
+
 /// A JSGF token: quoted when it holds a character the grammar syntax reserves.
 fn jsgf_token(w: &str) -> String {
     const RESERVED: &[char] = &[

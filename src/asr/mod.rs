@@ -81,12 +81,37 @@ pub enum Mode {
     /// The question state: the domain's vocabulary and phrases (Vosk phrase list; PocketSphinx
     /// bigram LM generated at load).
     Domain,
+    /// One or more of these tokens, in any order: spelling an email address, a phone number
+    /// digit by digit (PocketSphinx: a JSGF `( .. | .. )+` loop; Vosk grammars loop already).
+    Sequence(Vec<String>),
 }
 
 impl Mode {
     /// The grammar of a closed state from the loaded grammars.
     pub fn closed(nlu: &Nlu, lang: Lang, set: PhraseSet) -> Mode {
         Mode::Grammar(nlu.phrases(lang, set))
+    }
+
+    /// Spelling an email address in `lang` (letters, digits, "at", "dot", domain words).
+    pub fn spelling(lang: Lang) -> Mode {
+        Mode::Sequence(crate::nlu::spell::email_tokens(lang))
+    }
+
+    /// A phone number said digit by digit in `lang`.
+    pub fn digits(lang: Lang) -> Mode {
+        Mode::Sequence(crate::nlu::spell::digit_tokens(lang))
+    }
+
+    /// What the recognizer listens for in a dialog state (`Keys` and `Choices` both get the
+    /// closed grammar of acts and digits).
+    pub fn for_listen(nlu: &Nlu, lang: Lang, listen: crate::flow::Listen) -> Mode {
+        use crate::flow::Listen;
+        match listen {
+            Listen::Question => Mode::Domain,
+            Listen::Digits => Mode::digits(lang),
+            Listen::Spelling => Mode::spelling(lang),
+            Listen::Keys | Listen::Choices => Mode::choices(nlu, lang),
+        }
     }
 
     /// A menu's closed grammar: the dialog acts and the spoken digits.
@@ -96,6 +121,30 @@ impl Mode {
         phrases.sort();
         phrases.dedup();
         Mode::Grammar(phrases)
+    }
+}
+
+/// A spelled address or a number said digit by digit may run this long (a caller spells
+/// about two characters a second, with pauses).
+pub const SPELLING_MAX_UTTERANCE_MS: u32 = 40_000;
+
+/// The endpointing of one spoken answer: `trailing_silence_ms` ends it; spelling may run longer
+/// than an answer; no-input is the flow's own timer (it starts when the prompt ends).
+pub fn endpoint_for(
+    base: EndpointConfig,
+    listen: crate::flow::Listen,
+    trailing_silence_ms: u32,
+) -> EndpointConfig {
+    use crate::flow::Listen;
+    let max_utterance_ms = match listen {
+        Listen::Digits | Listen::Spelling => base.max_utterance_ms.max(SPELLING_MAX_UTTERANCE_MS),
+        _ => base.max_utterance_ms,
+    };
+    EndpointConfig {
+        trailing_silence_ms,
+        no_input_ms: u32::MAX,
+        max_utterance_ms,
+        ..base
     }
 }
 
@@ -293,6 +342,7 @@ impl Engines {
                 }
                 (Backend::Pocketsphinx, dir) => {
                     let dir = dir.unwrap_or_else(|| PathBuf::from(sphinx::DEFAULT_MODEL_DIR));
+
                     Engine::Sphinx(sphinx::SphinxEngine::load(
                         &dir,
                         &phrases,

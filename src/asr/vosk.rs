@@ -50,7 +50,8 @@ impl VoskEngine {
 
     pub fn recognizer(&self, mode: &Mode) -> Result<VoskRecognizer, AsrError> {
         let rec = match mode {
-            Mode::Grammar(p) => {
+            // Vosk's grammar is a loop over its phrases: a sequence needs nothing more.
+            Mode::Grammar(p) | Mode::Sequence(p) => {
                 let phrases = lm::vosk_phrases(p, true);
                 // Only "[unk]" left: nothing to recognize.
                 if phrases.len() <= 1 {

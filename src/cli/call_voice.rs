@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use super::call::Args;
 use crate::asr::{EndpointEvent, Mode, Pipeline, Recognizer};
 use crate::audio::resample::resample;
-use crate::flow::{self, Action, FlowConfig, Heard, Listen};
+use crate::flow::{self, Action, FlowConfig, Heard};
 use crate::rtp::codec::{ulaw_decode, ulaw_encode};
 use crate::speech::tts::read_wav;
 use crate::types::Lang;
@@ -163,18 +163,15 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
                         pipeline =
                             Some((lang, Pipeline::new(rate, model_hz, config.asr.endpoint())));
                     }
-                    let mode = match listen {
-                        Listen::Question => Mode::Domain,
-                        _ => Mode::choices(&nlu, lang),
-                    };
+                    let mode = Mode::for_listen(&nlu, lang, listen);
                     if let Some((_, p)) = pipeline.as_mut() {
                         p.listen(
                             now,
-                            crate::asr::EndpointConfig {
+                            crate::asr::endpoint_for(
+                                config.asr.endpoint(),
+                                listen,
                                 trailing_silence_ms,
-                                no_input_ms: u32::MAX,
-                                ..config.asr.endpoint()
-                            },
+                            ),
                         );
                     }
                     if let Some(key) = active.take()
@@ -194,15 +191,20 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
                     actions_done.push("hangup".into());
                     ended = true;
                 }
-                Action::PlayText { .. } => {
-                    // A read-back (keys only, which a talker's tape does not press): about 5 s.
+                Action::PlayText { text, .. } => {
+                    // A read-back, rendered during live calls only: about 15 characters a second.
                     playing = Some(Playing {
-                        ends_at: now + Duration::from_secs(5),
+                        ends_at: now
+                            + Duration::from_millis(text.expose().len() as u64 * 1000 / 15),
                     });
                 }
                 Action::SendSms { intent, .. } => {
                     // Offline: nothing is stored or sent; the flow hears it was.
                     actions_done.push(format!("send_link:sms:{intent}"));
+                    call.handle_event(now, flow::Event::LinkQueued(true));
+                }
+                Action::SendEmail { intent, .. } => {
+                    actions_done.push(format!("send_link:email:{intent}"));
                     call.handle_event(now, flow::Event::LinkQueued(true));
                 }
                 Action::Transfer { intent, .. } => {
@@ -281,7 +283,7 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
                         utterances.push(serde_json::json!({
                             "text": transcript.text,
                             "lang": key.0,
-                            "mode": match key.1 { Mode::Domain => "question", Mode::Grammar(_) => "choices" },
+                            "mode": match key.1 { Mode::Domain => "question", Mode::Grammar(_) => "choices", Mode::Sequence(_) => "sequence" },
                             "start_ms": speech_started_at.map(|d| d.as_millis() as u64),
                             "end_ms": (now - origin).as_millis() as u64,
                             "end": format!("{reason:?}").to_lowercase(),

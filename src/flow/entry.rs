@@ -1,5 +1,12 @@
-//! Keyed number entry: the caller keys a 10-digit US phone number, hears it read back (a
-//! dynamic prompt, digits grouped 3-3-4) and confirms with 1 or re-enters with 2.
+//! Number and address entry: the caller keys (or says, digit by digit) a 10-digit US phone
+//! number, or spells an email address, hears it read back (a dynamic prompt: digits grouped
+//! 3-3-4, an address letter by letter) and confirms with 1 or "yes", or re-enters with 2 or
+//! "no".
+//!
+//! By voice the machine asks the shell to listen with a sequence grammar (`Listen::Digits`,
+//! `Listen::Spelling`) while it collects, and for yes/no (`Listen::Choices`) at the read-back.
+//! With the keypad an address is spelled two keys a character (`nlu::spell::keypad_email`),
+//! so it works for every caller, and goes on if recognition becomes unavailable.
 //!
 //! A sans-IO sub-machine the call flow runs while it needs a number (for example "text the
 //! link to another number"). Shape as `flow::Call`: `handle_digit(now, d)`,
@@ -17,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::PromptRef;
+use super::{Heard, Listen, PromptRef};
 use crate::pii::Pii;
 use crate::speech::Catalog;
 use crate::types::Lang;
@@ -30,13 +37,40 @@ pub const PROMPT_NO_INPUT: &str = "entry.no_input";
 /// Not played alone: their texts build the dynamic read-back ([`Readback`]).
 pub const PROMPT_READBACK_LEAD: &str = "entry.readback_lead";
 pub const PROMPT_READBACK_CONFIRM: &str = "entry.readback_confirm";
-pub const PROMPT_IDS: [&str; 5] = [
+/// The request and the read-back's confirmation when the caller may also speak.
+pub const PROMPT_ASK_SPEECH: &str = "entry.ask_speech";
+pub const PROMPT_READBACK_CONFIRM_SPEECH: &str = "entry.readback_confirm_speech";
+/// Email address entry (`prompts/<lang>/entry.txt`), always by voice.
+pub const PROMPT_EMAIL_ASK: &str = "email.ask";
+pub const PROMPT_EMAIL_ASK_KEYS: &str = "email.ask_keys";
+pub const PROMPT_EMAIL_INVALID: &str = "email.invalid";
+pub const PROMPT_EMAIL_NO_INPUT: &str = "email.no_input";
+pub const PROMPT_EMAIL_READBACK_LEAD: &str = "email.readback_lead";
+pub const PROMPT_EMAIL_READBACK_CONFIRM: &str = "email.readback_confirm";
+pub const PROMPT_IDS: [&str; 13] = [
+    PROMPT_EMAIL_ASK_KEYS,
     PROMPT_ASK,
     PROMPT_INVALID,
     PROMPT_NO_INPUT,
     PROMPT_READBACK_LEAD,
     PROMPT_READBACK_CONFIRM,
+    PROMPT_ASK_SPEECH,
+    PROMPT_READBACK_CONFIRM_SPEECH,
+    PROMPT_EMAIL_ASK,
+    PROMPT_EMAIL_INVALID,
+    PROMPT_EMAIL_NO_INPUT,
+    PROMPT_EMAIL_READBACK_LEAD,
+    PROMPT_EMAIL_READBACK_CONFIRM,
 ];
+
+/// What is being entered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A US phone number, keyed or said digit by digit.
+    Phone,
+    /// An email address, spelled by voice.
+    Email,
+}
 
 /// `*` presses allowed in one entry: clearing is the caller's choice, but not forever.
 const MAX_CLEARS: u32 = 5;
@@ -55,6 +89,12 @@ pub struct EntryConfig {
     /// Failed attempts (invalid number, no input, "re-enter", an unknown key at the read-back)
     /// before the entry gives up. Default 3.
     pub max_attempts: u32,
+    /// Silence after a key while spelling an address with the keypad (two keys a character,
+    /// and callers look for the letters) before what was keyed is taken. Default 10000.
+    pub spell_key_timeout_ms: u64,
+    /// Trailing silence that ends a spoken number or spelling: callers pause between letters
+    /// and digit groups. Default 1500.
+    pub spoken_silence_ms: u32,
 }
 
 impl Default for EntryConfig {
@@ -64,6 +104,8 @@ impl Default for EntryConfig {
             inter_digit_timeout_ms: 5000,
             confirm_timeout_ms: 6000,
             max_attempts: 3,
+            spell_key_timeout_ms: 10_000,
+            spoken_silence_ms: 1500,
         }
     }
 }
@@ -73,14 +115,33 @@ impl Default for EntryConfig {
 pub struct Readback {
     pub lead: String,
     pub confirm: String,
+    /// The confirmation when the caller may also answer by voice ("say yes or press 1").
+    pub confirm_speech: Option<String>,
 }
 
 impl Readback {
-    /// The texts of `entry.readback_lead` and `entry.readback_confirm`; `None` if missing.
+    /// The number read-back's texts (`entry.readback_lead`, `entry.readback_confirm`, and
+    /// `entry.readback_confirm_speech` when present); `None` if missing.
     pub fn from_catalog(catalog: &Catalog, lang: Lang) -> Option<Readback> {
         Some(Readback {
             lead: catalog.get(lang, PROMPT_READBACK_LEAD)?.text.clone(),
             confirm: catalog.get(lang, PROMPT_READBACK_CONFIRM)?.text.clone(),
+            confirm_speech: catalog
+                .get(lang, PROMPT_READBACK_CONFIRM_SPEECH)
+                .map(|p| p.text.clone()),
+        })
+    }
+
+    /// The address read-back's texts (`email.readback_lead`, `email.readback_confirm`).
+    pub fn email_from_catalog(catalog: &Catalog, lang: Lang) -> Option<Readback> {
+        let confirm = catalog
+            .get(lang, PROMPT_EMAIL_READBACK_CONFIRM)?
+            .text
+            .clone();
+        Some(Readback {
+            lead: catalog.get(lang, PROMPT_EMAIL_READBACK_LEAD)?.text.clone(),
+            confirm_speech: Some(confirm.clone()),
+            confirm,
         })
     }
 
@@ -97,6 +158,28 @@ impl Readback {
             self.lead.trim(),
             self.confirm.trim()
         )
+    }
+
+    /// The read-back of what `kind` entry heard, with the confirmation for a caller who may
+    /// speak (`speech`) or only key.
+    pub fn text_for(&self, kind: Kind, lang: Lang, value: &str, speech: bool) -> String {
+        let confirm = match (&self.confirm_speech, speech) {
+            (Some(c), true) => c.trim(),
+            _ => self.confirm.trim(),
+        };
+        match kind {
+            Kind::Phone => Readback {
+                confirm: confirm.to_string(),
+                ..self.clone()
+            }
+            .text(value),
+            Kind::Email => format!(
+                "{} {}. {}",
+                self.lead.trim(),
+                crate::nlu::spell::spoken_email(lang, value),
+                confirm
+            ),
+        }
     }
 }
 
@@ -117,7 +200,9 @@ pub enum Output {
     },
     /// Stop the current playback at once (a key barged in).
     StopPlayback,
-    /// The caller confirmed this number: ten digits, no country code.
+    /// Listen for a spoken answer of this kind (replacing any listening in progress).
+    Listen(Listen),
+    /// The caller confirmed this number (ten digits, no country code) or address.
     Done(Pii<String>),
     /// No valid, confirmed number after `max_attempts` (or too many clears).
     Cancelled,
@@ -133,10 +218,15 @@ enum State {
     Finished,
 }
 
-/// One keyed number entry.
+/// One number or address entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NumberEntry {
     config: EntryConfig,
+    kind: Kind,
+    /// The caller may answer by voice.
+    speech: bool,
+    /// The caller is talking (between a speech start and what was heard): no timer runs.
+    talking: bool,
     lang: Lang,
     readback: Readback,
     state: State,
@@ -152,10 +242,25 @@ pub struct NumberEntry {
 }
 
 impl NumberEntry {
-    /// Start an entry: the request to key the number is queued at once.
+    /// Start a keyed number entry: the request to key the number is queued at once.
     pub fn new(config: EntryConfig, lang: Lang, readback: Readback) -> NumberEntry {
+        NumberEntry::start(Kind::Phone, config, lang, readback, false)
+    }
+
+    /// Start an entry of `kind`; with `speech` the caller may also answer by voice (an address
+    /// can only be spelled by voice).
+    pub fn start(
+        kind: Kind,
+        config: EntryConfig,
+        lang: Lang,
+        readback: Readback,
+        speech: bool,
+    ) -> NumberEntry {
         let mut entry = NumberEntry {
             config,
+            kind,
+            speech,
+            talking: false,
             lang,
             readback,
             state: State::Collecting {
@@ -183,6 +288,150 @@ impl NumberEntry {
     /// `Done` or `Cancelled` has been emitted.
     pub fn is_finished(&self) -> bool {
         self.state == State::Finished
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The trailing silence that ends a spoken answer while collecting.
+    pub fn spoken_silence_ms(&self) -> u32 {
+        self.config.spoken_silence_ms
+    }
+
+    /// The caller started talking: barge-in, and no timer while they talk.
+    pub fn handle_speech_start(&mut self, _now: Instant) {
+        if self.state == State::Finished || !self.speech {
+            return;
+        }
+        self.talking = true;
+        self.deadline = None;
+        if self.playing {
+            self.playing = false;
+            self.outputs.push_back(Output::StopPlayback);
+        }
+    }
+
+    /// What the caller said (an empty text: noise, or nothing the grammar knows).
+    pub fn handle_heard(&mut self, _now: Instant, heard: &Heard) {
+        if self.state == State::Finished || !self.speech {
+            return;
+        }
+        let was_talking = std::mem::take(&mut self.talking);
+        let text = heard.text.trim();
+        if text.is_empty() && self.playing && !was_talking {
+            // A noise that did not stop the prompt: keep listening.
+            self.listen();
+            return;
+        }
+        if self.playing {
+            self.playing = false;
+            self.outputs.push_back(Output::StopPlayback);
+        }
+        self.deadline = None;
+        match &self.state {
+            State::Collecting { digits } if !digits.is_empty() => {
+                // Keys are being pressed: they decide; speech meanwhile is ignored.
+                self.listen();
+            }
+            State::Collecting { .. } => {
+                let value = match self.kind {
+                    Kind::Phone => crate::nlu::spell::phone(text).and_then(|n| nanp_number(&n)),
+                    Kind::Email => crate::nlu::spell::email(text),
+                };
+                match value {
+                    Some(v) => {
+                        self.state = State::Confirming {
+                            number: Pii::new(v),
+                        };
+                        self.read_back();
+                    }
+                    None => {
+                        if self.fail() {
+                            self.ask(Some(self.prompt_invalid()));
+                        }
+                    }
+                }
+            }
+            State::Confirming { number } => {
+                let act = heard.act.as_deref();
+                if act == Some("yes") || heard.digit == Some('1') {
+                    let number = number.clone();
+                    self.finish(Output::Done(number));
+                } else if act == Some("no") || heard.digit == Some('2') {
+                    if self.fail() {
+                        self.state = State::Collecting {
+                            digits: String::new(),
+                        };
+                        self.ask(None);
+                    }
+                } else if self.fail() {
+                    self.read_back();
+                }
+            }
+            State::Finished => {}
+        }
+    }
+
+    /// Recognition is unavailable: the entry goes on with keys. Nothing keyed yet: the request
+    /// is said again in its keypad form, after `lead` (the shell's apology).
+    pub fn handle_speech_unavailable(&mut self, _now: Instant, lead: &str) {
+        if self.state == State::Finished || !self.speech {
+            return;
+        }
+        self.talking = false;
+        self.speech = false;
+        match &self.state {
+            State::Collecting { digits } if digits.is_empty() => {
+                self.ask(Some(lead));
+            }
+            State::Confirming { .. } => self.read_back(),
+            _ => {}
+        }
+    }
+
+    fn inter_key_timeout(&self) -> Duration {
+        ms(match self.kind {
+            Kind::Phone => self.config.inter_digit_timeout_ms,
+            Kind::Email => self.config.spell_key_timeout_ms,
+        })
+    }
+
+    fn prompt_ask(&self) -> &'static str {
+        match (self.kind, self.speech) {
+            (Kind::Email, true) => PROMPT_EMAIL_ASK,
+            (Kind::Email, false) => PROMPT_EMAIL_ASK_KEYS,
+            (Kind::Phone, true) => PROMPT_ASK_SPEECH,
+            (Kind::Phone, false) => PROMPT_ASK,
+        }
+    }
+
+    fn prompt_invalid(&self) -> &'static str {
+        match self.kind {
+            Kind::Email => PROMPT_EMAIL_INVALID,
+            Kind::Phone => PROMPT_INVALID,
+        }
+    }
+
+    fn prompt_no_input(&self) -> &'static str {
+        match self.kind {
+            Kind::Email => PROMPT_EMAIL_NO_INPUT,
+            Kind::Phone => PROMPT_NO_INPUT,
+        }
+    }
+
+    /// Listen for what the current state expects, when the caller may speak.
+    fn listen(&mut self) {
+        if !self.speech {
+            return;
+        }
+        let listen = match (&self.state, self.kind) {
+            (State::Collecting { .. }, Kind::Phone) => Listen::Digits,
+            (State::Collecting { .. }, Kind::Email) => Listen::Spelling,
+            (State::Confirming { .. }, _) => Listen::Choices,
+            (State::Finished, _) => return,
+        };
+        self.outputs.push_back(Output::Listen(listen));
     }
 
     /// A DTMF key (`0`-`9`, `*`, `#`; others are ignored).
@@ -216,11 +465,16 @@ impl NumberEntry {
                 '#' => self.submit(),
                 d => {
                     digits.push(d);
-                    if digits.len() >= expected_len(digits) {
-                        self.swallow_hash = true;
+                    let whole = match self.kind {
+                        Kind::Phone => digits.len() >= expected_len(digits),
+                        // Two keys per character; no address is longer than 254.
+                        Kind::Email => digits.len() >= 2 * 254,
+                    };
+                    if whole {
+                        self.swallow_hash = self.kind == Kind::Phone;
                         self.submit();
                     } else {
-                        self.deadline = Some(now + ms(self.config.inter_digit_timeout_ms));
+                        self.deadline = Some(now + self.inter_key_timeout());
                     }
                 }
             },
@@ -257,7 +511,7 @@ impl NumberEntry {
             State::Collecting { digits } if digits.is_empty() => {
                 Some(now + ms(self.config.first_digit_timeout_ms))
             }
-            State::Collecting { .. } => Some(now + ms(self.config.inter_digit_timeout_ms)),
+            State::Collecting { .. } => Some(now + self.inter_key_timeout()),
             State::Confirming { .. } => Some(now + ms(self.config.confirm_timeout_ms)),
             State::Finished => None,
         };
@@ -274,7 +528,7 @@ impl NumberEntry {
             State::Collecting { digits } if !digits.is_empty() => self.submit(),
             State::Collecting { .. } => {
                 if self.fail() {
-                    self.ask(Some(PROMPT_NO_INPUT));
+                    self.ask(Some(self.prompt_no_input()));
                 }
             }
             State::Confirming { .. } => {
@@ -294,11 +548,15 @@ impl NumberEntry {
         if digits.is_empty() {
             // `#` alone: nothing entered.
             if self.fail() {
-                self.ask(Some(PROMPT_NO_INPUT));
+                self.ask(Some(self.prompt_no_input()));
             }
             return;
         }
-        match nanp_number(digits) {
+        let value = match self.kind {
+            Kind::Phone => nanp_number(digits),
+            Kind::Email => crate::nlu::spell::keypad_email(digits),
+        };
+        match value {
             Some(number) => {
                 self.state = State::Confirming {
                     number: Pii::new(number),
@@ -310,7 +568,7 @@ impl NumberEntry {
                     self.state = State::Collecting {
                         digits: String::new(),
                     };
-                    self.ask(Some(PROMPT_INVALID));
+                    self.ask(Some(self.prompt_invalid()));
                 }
             }
         }
@@ -330,25 +588,31 @@ impl NumberEntry {
     fn ask(&mut self, before: Option<&str>) {
         let prompts = before
             .into_iter()
-            .chain([PROMPT_ASK])
+            .chain([self.prompt_ask()])
             .map(|id| PromptRef::new(self.lang, id))
             .collect();
         self.play(Output::PlayPrompts {
             prompts,
             barge_in: true,
         });
+        self.listen();
     }
 
     fn read_back(&mut self) {
         let State::Confirming { number } = &self.state else {
             return;
         };
-        let text = Pii::new(self.readback.text(number.expose()));
+        let text =
+            Pii::new(
+                self.readback
+                    .text_for(self.kind, self.lang, number.expose(), self.speech),
+            );
         self.play(Output::PlayText {
             lang: self.lang,
             text,
             barge_in: true,
         });
+        self.listen();
     }
 
     fn play(&mut self, output: Output) {
@@ -359,6 +623,7 @@ impl NumberEntry {
 
     fn finish(&mut self, output: Output) {
         self.state = State::Finished;
+        self.talking = false;
         self.playing = false;
         self.deadline = None;
         self.outputs.push_back(output);
@@ -399,6 +664,10 @@ mod tests {
         Readback {
             lead: "You entered".into(),
             confirm: "If that is right, press 1. To enter it again, press 2.".into(),
+            confirm_speech: Some(
+                "If that is right, say yes or press 1. To enter it again, say no or press 2."
+                    .into(),
+            ),
         }
     }
 
@@ -421,6 +690,7 @@ mod tests {
                 }
                 Output::PlayText { .. } => vec!["<text>".to_string()],
                 Output::StopPlayback => vec!["<stop>".to_string()],
+                Output::Listen(l) => vec![format!("<listen {l:?}>")],
                 Output::Done(n) => vec![format!("done:{}", n.expose())],
                 Output::Cancelled => vec!["cancelled".to_string()],
             })

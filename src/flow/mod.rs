@@ -42,6 +42,8 @@ pub struct FlowConfig {
     pub entry: entry::EntryConfig,
     /// The read-back texts per language (from the prompt catalog); without one, no entry.
     pub readbacks: Vec<(Lang, entry::Readback)>,
+    /// The email address read-back texts per language; without one, no link by email.
+    pub email_readbacks: Vec<(Lang, entry::Readback)>,
     /// Intents a live agent would take if the center were open (the policy's after-hours
     /// decision): their answer says when live help is available instead of offering it.
     pub after_hours: HashSet<(Lang, String)>,
@@ -69,6 +71,7 @@ impl Default for FlowConfig {
             next_open: Vec::new(),
             entry: entry::EntryConfig::default(),
             readbacks: Vec::new(),
+            email_readbacks: Vec::new(),
         }
     }
 }
@@ -192,6 +195,12 @@ pub enum Action {
         intent: String,
         to: Option<crate::pii::Pii<String>>,
     },
+    /// Email the link of `intent`'s answer to the address the caller confirmed; answered with
+    /// `Event::LinkQueued` like `SendSms`.
+    SendEmail {
+        intent: String,
+        to: crate::pii::Pii<String>,
+    },
     /// Play text rendered on demand (prompt markup: a read-back). It may hold personal data:
     /// never log it in clear. Ends with `Event::PlaybackDone` like `Play`.
     PlayText {
@@ -244,9 +253,9 @@ enum State {
     Idle,
     /// Playing a menu prompt or waiting for a key in it.
     Menu { menu: MenuId, waiting: bool },
-    /// Waiting for the shell to store a link to send.
-    Sending,
-    /// The caller keys the number to text the link to.
+    /// Waiting for the shell to store a link to send (by email or text message).
+    Sending { email: bool },
+    /// The caller gives the number to text the link to, or the address to email it to.
     Entry(Box<entry::NumberEntry>),
     /// Saying "please hold", then waiting for the transfer's outcome.
     Transferring { started: bool },
@@ -358,6 +367,7 @@ impl Call {
                 return;
             };
             let Some(out) = e.poll_output() else { return };
+            let (kind, spoken_silence_ms) = (e.kind(), e.spoken_silence_ms());
             match out {
                 entry::Output::PlayPrompts { prompts, barge_in } => self.play(prompts, barge_in),
                 entry::Output::PlayText {
@@ -381,17 +391,44 @@ impl Call {
                     self.playing = false;
                     self.actions.push_back(Action::StopPlayback);
                 }
-                entry::Output::Done(number) => match self.last_answer.clone() {
-                    Some(intent) => {
-                        self.record.actions.push(format!("send_link:sms:{intent}"));
-                        self.state = State::Sending;
-                        self.actions.push_back(Action::SendSms {
-                            intent,
-                            to: Some(number),
+                entry::Output::Listen(listen) => {
+                    if self.speech_on() {
+                        let trailing_silence_ms = match listen {
+                            Listen::Digits | Listen::Spelling => spoken_silence_ms,
+                            Listen::Question => self.config.question_silence_ms,
+                            _ => self.config.choice_silence_ms,
+                        };
+                        self.listening = true;
+                        self.talking = false;
+                        self.actions.push_back(Action::Listen {
+                            lang: self.lang,
+                            listen,
+                            trailing_silence_ms,
                         });
                     }
-                    None => self.enter_menu(self.script.main, &[]),
-                },
+                }
+                entry::Output::Done(value) => {
+                    let email = kind == entry::Kind::Email;
+                    self.stop_listening();
+                    match self.last_answer.clone() {
+                        Some(intent) => {
+                            let channel = if email { "email" } else { "sms" };
+                            self.record
+                                .actions
+                                .push(format!("send_link:{channel}:{intent}"));
+                            self.state = State::Sending { email };
+                            self.actions.push_back(if email {
+                                Action::SendEmail { intent, to: value }
+                            } else {
+                                Action::SendSms {
+                                    intent,
+                                    to: Some(value),
+                                }
+                            });
+                        }
+                        None => self.enter_menu(self.script.main, &[]),
+                    }
+                }
                 entry::Output::Cancelled => {
                     self.record.actions.push("entry_cancelled".into());
                     self.enter_menu(self.after_answer_menu(), &[]);
@@ -427,6 +464,29 @@ impl Call {
                 }
                 self.pump_entry();
             }
+            Event::SpeechStart if self.in_entry() => {
+                if let State::Entry(e) = &mut self.state
+                    && self.listening
+                {
+                    e.handle_speech_start(now);
+                }
+                self.pump_entry();
+            }
+            Event::Heard(h) if self.in_entry() => {
+                // A spelled address or a spoken number is personal data: not in the record.
+                self.listening = false;
+                if let State::Entry(e) = &mut self.state {
+                    e.handle_heard(now, &h);
+                }
+                self.pump_entry();
+            }
+            Event::SpeechUnavailable if self.in_entry() => {
+                self.on_speech_unavailable();
+                if let State::Entry(e) = &mut self.state {
+                    e.handle_speech_unavailable(now, "speech_fallback");
+                }
+                self.pump_entry();
+            }
             Event::Digit(d) => self.on_digit(now, d),
             Event::PlaybackDone => self.on_playback_done(now),
             Event::TransferDone(ok) => {
@@ -442,11 +502,14 @@ impl Call {
                 }
             }
             Event::LinkQueued(ok) => {
-                if self.state == State::Sending {
-                    let lead = [PromptRef::new(
-                        self.lang,
-                        if ok { "sms_sent" } else { "sms_failed" },
-                    )];
+                if let State::Sending { email } = self.state {
+                    let id = match (email, ok) {
+                        (false, true) => "sms_sent",
+                        (false, false) => "sms_failed",
+                        (true, true) => "email_sent",
+                        (true, false) => "email_failed",
+                    };
+                    let lead = [PromptRef::new(self.lang, id)];
                     self.enter_menu(self.after_answer_menu(), &lead);
                 }
             }
@@ -745,7 +808,7 @@ impl Call {
                 Some(intent) => {
                     self.record.actions.push(format!("send_link:sms:{intent}"));
                     self.stop_listening();
-                    self.state = State::Sending;
+                    self.state = State::Sending { email: false };
                     self.actions.push_back(Action::SendSms { intent, to: None });
                 }
                 None => self.enter_menu(self.script.after_answer, &[]),
@@ -754,22 +817,18 @@ impl Call {
                 self.enter_menu(self.script.sms_confirm, &[]);
             }
             Goto::SmsOffer | Goto::EnterNumber => {
-                let readback = self
-                    .config
-                    .readbacks
-                    .iter()
-                    .find(|(l, _)| *l == self.lang)
-                    .map(|(_, r)| r.clone());
-                match readback {
-                    Some(r) => {
-                        self.stop_listening();
-                        self.no_input_at = None;
-                        let e = entry::NumberEntry::new(self.config.entry.clone(), self.lang, r);
-                        self.state = State::Entry(Box::new(e));
-                        self.pump_entry();
-                    }
+                if !self.start_entry(entry::Kind::Phone) {
                     // No read-back texts in this language: only the caller's own number.
-                    None => self.enter_menu(self.after_answer_menu(), &[]),
+                    self.enter_menu(self.after_answer_menu(), &[]);
+                }
+            }
+            Goto::LinkOffer if self.can_email() => {
+                self.enter_menu(self.script.link_channel, &[]);
+            }
+            Goto::LinkOffer => self.follow(Goto::SmsOffer),
+            Goto::EmailEntry => {
+                if !self.start_entry(entry::Kind::Email) {
+                    self.follow(Goto::SmsOffer);
                 }
             }
             Goto::Confirm(yes) => match (yes, self.pending.take()) {
@@ -785,6 +844,36 @@ impl Call {
                 self.goodbye();
             }
         }
+    }
+
+    /// Whether a link can go by email in the caller's language (the read-back texts exist).
+    fn can_email(&self) -> bool {
+        self.config
+            .email_readbacks
+            .iter()
+            .any(|(l, _)| *l == self.lang)
+    }
+
+    /// Start a number or address entry; false when this language has no read-back texts.
+    fn start_entry(&mut self, kind: entry::Kind) -> bool {
+        let readbacks = match kind {
+            entry::Kind::Phone => &self.config.readbacks,
+            entry::Kind::Email => &self.config.email_readbacks,
+        };
+        let Some(r) = readbacks
+            .iter()
+            .find(|(l, _)| *l == self.lang)
+            .map(|(_, r)| r.clone())
+        else {
+            return false;
+        };
+        self.stop_listening();
+        self.no_input_at = None;
+        let speech = self.speech_on();
+        let e = entry::NumberEntry::start(kind, self.config.entry.clone(), self.lang, r, speech);
+        self.state = State::Entry(Box::new(e));
+        self.pump_entry();
+        true
     }
 
     /// Where a menu that asks only once goes instead of a retry.
@@ -829,7 +918,7 @@ impl Call {
             .as_ref()
             .is_some_and(|i| self.config.sms_links.contains(i));
         let can_enter = self.config.readbacks.iter().any(|(l, _)| *l == self.lang);
-        if sendable && (self.config.sms_to_caller || can_enter) {
+        if sendable && (self.config.sms_to_caller || can_enter || self.can_email()) {
             self.script.after_answer_link
         } else {
             self.script.after_answer
@@ -1219,6 +1308,8 @@ mod tests {
                     | Goto::SendSms
                     | Goto::SmsOffer
                     | Goto::EnterNumber
+                    | Goto::LinkOffer
+                    | Goto::EmailEntry
                     | Goto::AfterAnswer
                     | Goto::Transfer
                     | Goto::Confirm(_)
@@ -1572,6 +1663,7 @@ mod tests {
         let readback = entry::Readback {
             lead: "You entered".into(),
             confirm: "If that is right, press 1.".into(),
+            confirm_speech: None,
         };
         let mut call = Call::new(FlowConfig {
             sms_links: ["case_status".to_string()].into_iter().collect(),
@@ -1619,5 +1711,250 @@ mod tests {
         );
         call.handle_event(now, Event::LinkQueued(true));
         assert_eq!(played(&drain(&mut call))[0], "en:sms_sent");
+    }
+
+    fn link_config(speech: bool) -> FlowConfig {
+        FlowConfig {
+            sms_links: ["case_status".to_string()].into_iter().collect(),
+            sms_to_caller: false,
+            speech: if speech {
+                [Lang::En].into_iter().collect()
+            } else {
+                HashSet::new()
+            },
+            start_lang: Some(Lang::En),
+            readbacks: vec![(
+                Lang::En,
+                entry::Readback {
+                    lead: "You entered".into(),
+                    confirm: "Press 1.".into(),
+                    confirm_speech: Some("Say yes or press 1.".into()),
+                },
+            )],
+            email_readbacks: vec![(
+                Lang::En,
+                entry::Readback {
+                    lead: "You said".into(),
+                    confirm: "Say yes or press 1.".into(),
+                    confirm_speech: Some("Say yes or press 1.".into()),
+                },
+            )],
+            ..FlowConfig::default()
+        }
+    }
+
+    fn read_back_text(actions: &[Action]) -> Option<String> {
+        actions.iter().find_map(|a| match a {
+            Action::PlayText { text, .. } => Some(text.expose().clone()),
+            _ => None,
+        })
+    }
+
+    fn listens(actions: &[Action]) -> Vec<Listen> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Listen { listen, .. } => Some(*listen),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_email_address_spelled_with_the_keypad_is_read_back_and_sent() {
+        let now = Instant::now();
+        let mut call = Call::new(link_config(false));
+        call.handle_event(now, Event::Start);
+        call.handle_event(now, Event::Digit('1'));
+        assert_eq!(
+            played(&drain(&mut call)).last().unwrap(),
+            "en:after_answer_link"
+        );
+        call.handle_event(now, Event::Digit('4'));
+        assert_eq!(played(&drain(&mut call)), ["en:link_channel"]);
+        call.handle_event(now, Event::Digit('2'));
+        assert_eq!(played(&drain(&mut call)), ["en:email.ask_keys"]);
+        let keys = crate::nlu::spell::keypad_keys("ann.lee@gmail.com").unwrap();
+        for k in keys.chars().chain(['#']) {
+            call.handle_event(now, Event::Digit(k));
+        }
+        let text = read_back_text(&drain(&mut call)).expect("a read-back");
+        assert_eq!(
+            text,
+            "You said {chars ann} dot {chars lee} at gmail dot com. Say yes or press 1."
+        );
+        call.handle_event(now, Event::PlaybackDone);
+        call.handle_event(now, Event::Digit('1'));
+        assert_eq!(
+            drain(&mut call),
+            [Action::SendEmail {
+                intent: "case_status".into(),
+                to: crate::pii::Pii::new("ann.lee@gmail.com".to_string()),
+            }]
+        );
+        // The keys spelling the address are not in the record.
+        assert_eq!(call.record().digits, "142");
+        assert_eq!(call.record().actions, ["send_link:email:case_status"]);
+        call.handle_event(now, Event::LinkQueued(true));
+        assert_eq!(
+            played(&drain(&mut call)),
+            ["en:email_sent", "en:after_answer_link"]
+        );
+    }
+
+    #[test]
+    fn an_email_address_spelled_aloud_is_confirmed_by_voice() {
+        let now = Instant::now();
+        let mut call = Call::new(link_config(true));
+        call.handle_event(now, Event::Start);
+        call.handle_event(now, heard("my case status", Some("case_status"), 0.95));
+        let actions = drain(&mut call);
+        assert_eq!(
+            played(&actions).last().unwrap(),
+            "en:after_answer_link_speech"
+        );
+        // "email" at the after-answer menu goes straight to spelling.
+        call.handle_event(now, Event::SpeechStart);
+        call.handle_event(
+            now,
+            Event::Heard(Heard {
+                text: "email".into(),
+                act: Some("email".into()),
+                ..Heard::default()
+            }),
+        );
+        let actions = drain(&mut call);
+        assert_eq!(played(&actions), ["en:email.ask"]);
+        assert_eq!(listens(&actions), [Listen::Spelling]);
+        assert!(actions.contains(&Action::Listen {
+            lang: Lang::En,
+            listen: Listen::Spelling,
+            trailing_silence_ms: 1500
+        }));
+        // Talking over the request stops it; a spelling that is no address is asked again.
+        call.handle_event(now, Event::SpeechStart);
+        assert_eq!(drain(&mut call), [Action::StopPlayback]);
+        call.handle_event(now, heard("j o h n at gmail", None, 0.0));
+        let actions = drain(&mut call);
+        assert_eq!(played(&actions), ["en:email.invalid", "en:email.ask"]);
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::SendEmail { .. }))
+        );
+        call.handle_event(now, Event::SpeechStart);
+        call.handle_event(
+            now,
+            heard("j o h n dot s m i t h at gmail dot com", None, 0.0),
+        );
+        let actions = drain(&mut call);
+        assert_eq!(
+            read_back_text(&actions).unwrap(),
+            "You said {chars john} dot {chars smith} at gmail dot com. Say yes or press 1."
+        );
+        assert_eq!(listens(&actions), [Listen::Choices]);
+        call.handle_event(now, Event::SpeechStart);
+        call.handle_event(
+            now,
+            Event::Heard(Heard {
+                text: "yes".into(),
+                act: Some("yes".into()),
+                ..Heard::default()
+            }),
+        );
+        let actions = drain(&mut call);
+        assert!(actions.contains(&Action::SendEmail {
+            intent: "case_status".into(),
+            to: crate::pii::Pii::new("john.smith@gmail.com".to_string()),
+        }));
+        // The spelling is not in the record's transcripts.
+        assert_eq!(call.record().transcripts, ["my case status", "email"]);
+    }
+
+    #[test]
+    fn a_number_said_aloud_is_read_back_and_texted() {
+        let now = Instant::now();
+        let mut call = Call::new(link_config(true));
+        call.handle_event(now, Event::Start);
+        call.handle_event(now, Event::Digit('1'));
+        drain(&mut call);
+        call.handle_event(now, Event::Digit('4'));
+        drain(&mut call);
+        call.handle_event(
+            now,
+            Event::Heard(Heard {
+                text: "text message".into(),
+                act: Some("text".into()),
+                ..Heard::default()
+            }),
+        );
+        let actions = drain(&mut call);
+        assert_eq!(played(&actions), ["en:entry.ask_speech"]);
+        assert_eq!(listens(&actions), [Listen::Digits]);
+        call.handle_event(now, Event::PlaybackDone);
+        call.handle_event(now, Event::SpeechStart);
+        call.handle_event(
+            now,
+            heard("two oh two five five five zero one three four", None, 0.0),
+        );
+        let actions = drain(&mut call);
+        assert_eq!(
+            read_back_text(&actions).unwrap(),
+            "You entered {phone 202-555-0134}. Say yes or press 1."
+        );
+        // "No" re-asks; a key answers the read-back as well as a word.
+        call.handle_event(
+            now,
+            Event::Heard(Heard {
+                text: "no".into(),
+                act: Some("no".into()),
+                ..Heard::default()
+            }),
+        );
+        assert_eq!(played(&drain(&mut call)), ["en:entry.ask_speech"]);
+        call.handle_event(
+            now,
+            heard("three one two five five five zero one nine nine", None, 0.0),
+        );
+        drain(&mut call);
+        call.handle_event(now, Event::Digit('1'));
+        let actions = drain(&mut call);
+        assert!(actions.contains(&Action::SendSms {
+            intent: "case_status".into(),
+            to: Some(crate::pii::Pii::new("3125550199".to_string())),
+        }));
+    }
+
+    #[test]
+    fn spelling_ends_when_speech_goes_away_and_keys_only_callers_keep_the_keypad() {
+        let now = Instant::now();
+        let mut call = Call::new(link_config(true));
+        call.handle_event(now, Event::Start);
+        call.handle_event(now, Event::Digit('1'));
+        call.handle_event(now, Event::Digit('4'));
+        call.handle_event(now, Event::Digit('2'));
+        drain(&mut call);
+        // Recognition lost mid-entry: the keypad spelling goes on (it needs no recognizer).
+        call.handle_event(now, Event::SpeechUnavailable);
+        let actions = drain(&mut call);
+        assert_eq!(
+            played(&actions),
+            ["en:speech_fallback", "en:email.ask_keys"]
+        );
+        let keys = crate::nlu::spell::keypad_keys("al@aol.com").unwrap();
+        for k in keys.chars().chain(['#']) {
+            call.handle_event(now, Event::Digit(k));
+        }
+        assert!(read_back_text(&drain(&mut call)).is_some());
+        // A language without email texts: the offer goes straight to the text message.
+        let mut es = Call::new(FlowConfig {
+            start_lang: Some(Lang::Es),
+            readbacks: vec![(Lang::Es, link_config(false).readbacks[0].1.clone())],
+            ..link_config(false)
+        });
+        es.handle_event(now, Event::Start);
+        es.handle_event(now, Event::Digit('1'));
+        es.handle_event(now, Event::Digit('4'));
+        assert_eq!(played(&drain(&mut es)).last().unwrap(), "es:entry.ask");
     }
 }

@@ -29,6 +29,12 @@ pub enum Goto {
     SmsOffer,
     /// Key in the number to text the link to (read back for confirmation).
     EnterNumber,
+    /// Ask how the caller wants the link (text message or email) where email can be taken;
+    /// else straight to `SmsOffer`.
+    LinkOffer,
+    /// Take the caller's email address (spelled by voice or with the keypad, read back) and
+    /// send the last answer's link there.
+    EmailEntry,
     /// Back to the menu that follows the last answer.
     AfterAnswer,
     /// Transfer to a live agent, when the policy offers it for the last answer right now.
@@ -50,6 +56,10 @@ pub enum Listen {
     Choices,
     /// An open question in the domain (and the choices): "I need to change my address".
     Question,
+    /// A phone number said digit by digit (a sequence grammar of digit words).
+    Digits,
+    /// An email address spelled letter by letter (letters, digits, "at", "dot", domain words).
+    Spelling,
 }
 
 /// A prompt of a menu; `lang` pins it to one language (the bilingual language menu).
@@ -94,6 +104,8 @@ pub struct Script {
     pub text_ahead: MenuId,
     /// "We will text the link to the number you are calling from."
     pub sms_confirm: MenuId,
+    /// "By text message or email?"
+    pub link_channel: MenuId,
     /// "Did you ask about ...?" after a question heard with middling confidence.
     pub confirm: MenuId,
     /// Where a spoken question that is not understood leads back to.
@@ -130,6 +142,7 @@ const SMS_CONFIRM: MenuId = MenuId(8);
 const TEXT_AHEAD: MenuId = MenuId(9);
 const CONFIRM: MenuId = MenuId(10);
 const AGENT_QUESTION: MenuId = MenuId(11);
+const LINK_CHANNEL: MenuId = MenuId(12);
 
 const NO_PROMPTS: &[MenuPrompt] = &[];
 const SUBMENU_ACTS: &[(&str, Goto)] = &[("no", Goto::Menu(MAIN)), ("help", Goto::Menu(MAIN))];
@@ -140,7 +153,17 @@ const AFTER_ANSWER_ACTS: &[(&str, Goto)] = &[
     ("help", Goto::Menu(MAIN)),
 ];
 
-static MENUS: [Menu; 12] = [
+/// After an answer whose link can be sent: the after-answer acts, plus asking for the link.
+const AFTER_ANSWER_LINK_ACTS: &[(&str, Goto)] = &[
+    ("repeat", Goto::RepeatAnswer),
+    ("no", Goto::Goodbye),
+    ("goodbye", Goto::Goodbye),
+    ("help", Goto::Menu(MAIN)),
+    ("text", Goto::SmsOffer),
+    ("email", Goto::EmailEntry),
+];
+
+static MENUS: [Menu; 13] = [
     Menu {
         name: "language",
         prompts: &[
@@ -267,14 +290,14 @@ static MENUS: [Menu; 12] = [
             ('1', Goto::RepeatAnswer),
             ('2', Goto::Menu(MAIN)),
             ('3', Goto::Goodbye),
-            ('4', Goto::SmsOffer),
+            ('4', Goto::LinkOffer),
             ('0', Goto::Transfer),
             ('*', Goto::Menu(MAIN)),
         ],
         barge_in: true,
         listen: Listen::Question,
-        acts: AFTER_ANSWER_ACTS,
-        speech_prompts: NO_PROMPTS,
+        acts: AFTER_ANSWER_LINK_ACTS,
+        speech_prompts: &[p("after_answer_link_speech")],
     },
     Menu {
         name: "sms_confirm",
@@ -328,6 +351,23 @@ static MENUS: [Menu; 12] = [
         acts: &[("no", Goto::Transfer), ("help", Goto::Menu(MAIN))],
         speech_prompts: &[p("agent_question_speech")],
     },
+    Menu {
+        name: "link_channel",
+        prompts: &[p("link_channel")],
+        options: &[
+            ('1', Goto::SmsOffer),
+            ('2', Goto::EmailEntry),
+            ('*', Goto::AfterAnswer),
+        ],
+        barge_in: true,
+        listen: Listen::Choices,
+        acts: &[
+            ("text", Goto::SmsOffer),
+            ("email", Goto::EmailEntry),
+            ("no", Goto::AfterAnswer),
+        ],
+        speech_prompts: NO_PROMPTS,
+    },
 ];
 
 static STANDARD: Script = Script {
@@ -337,6 +377,7 @@ static STANDARD: Script = Script {
     after_answer_link: AFTER_ANSWER_LINK,
     text_ahead: TEXT_AHEAD,
     sms_confirm: SMS_CONFIRM,
+    link_channel: LINK_CHANNEL,
     confirm: CONFIRM,
     main: MAIN,
     answer_menus: &[("agent", AGENT_QUESTION)],

@@ -11,6 +11,7 @@ pub mod grammar;
 pub mod model;
 pub mod normalize;
 pub mod slots;
+pub mod spell;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;

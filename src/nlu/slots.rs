@@ -82,7 +82,7 @@ pub fn extract(lang: Lang, text: &str) -> Slots {
 }
 
 /// One digit word (either language) → its digit. "oh" is zero in spoken numbers.
-fn digit_word(w: &str) -> Option<u8> {
+pub(crate) fn digit_word(w: &str) -> Option<u8> {
     Some(match w {
         "zero" | "oh" | "cero" => 0,
         "one" | "uno" | "una" | "un" => 1,
@@ -133,7 +133,7 @@ fn tens_word(w: &str) -> Option<u8> {
 }
 
 /// A letter spoken as itself, by the NATO alphabet, or by its Spanish name.
-fn letter_word(w: &str) -> Option<char> {
+pub(crate) fn letter_word(w: &str) -> Option<char> {
     let mut cs = w.chars();
     if let (Some(c), None) = (cs.next(), cs.next())
         && c.is_ascii_lowercase()
@@ -443,7 +443,7 @@ pub fn email(text: &str) -> Option<String> {
 
 /// The structural checks a mail server would fail on first; no deliverability guess beyond
 /// that (the flow reads the address back before sending).
-fn valid_email(s: &str) -> Option<String> {
+pub(crate) fn valid_email(s: &str) -> Option<String> {
     let (local, domain) = s.split_once('@')?;
     let local_ok = !local.is_empty()
         && local.len() <= 64

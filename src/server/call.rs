@@ -678,6 +678,18 @@ pub async fn run(
                     .await;
                     flow.handle_event(Instant::now(), flow::Event::LinkQueued(ok));
                 }
+                Action::SendEmail { intent, to } => {
+                    let ok = send_link(
+                        &shared,
+                        &setup,
+                        &intent,
+                        crate::outbox::Channel::Email,
+                        Some(to),
+                        flow.lang(),
+                    )
+                    .await;
+                    flow.handle_event(Instant::now(), flow::Event::LinkQueued(ok));
+                }
                 Action::Hangup => {
                     end_reason.get_or_insert("ivr_hangup");
                     hanging_up = true;

@@ -100,12 +100,12 @@ impl CallAsr {
             return;
         };
         let mode = match listen {
-            Listen::Question => Mode::Domain,
-            _ => self
+            Listen::Keys | Listen::Choices => self
                 .choices
                 .entry(lang)
                 .or_insert_with(|| Mode::choices(&self.nlu, lang))
                 .clone(),
+            other => Mode::for_listen(&self.nlu, lang, other),
         };
         let rebuild = !matches!(&self.pipeline, Some((l, hz, _)) if *l == lang && *hz == model_hz);
         if rebuild {
@@ -115,12 +115,8 @@ impl CallAsr {
                 Pipeline::new(self.in_hz, model_hz, self.endpoint),
             ));
         }
-        let cfg = EndpointConfig {
-            trailing_silence_ms,
-            // The flow keeps its own no-input timer (it starts when the prompt ends).
-            no_input_ms: u32::MAX,
-            ..self.endpoint
-        };
+        // The flow keeps its own no-input timer (it starts when the prompt ends).
+        let cfg = crate::asr::endpoint_for(self.endpoint, listen, trailing_silence_ms);
         if let Some((_, _, p)) = self.pipeline.as_mut() {
             p.listen(now, cfg);
         }
@@ -258,8 +254,15 @@ impl CallAsr {
                     confidence = transcript.confidence,
                     "heard"
                 );
+                let spelled = matches!(self.listening, Some((_, Mode::Sequence(_))));
                 if !transcript.text.is_empty() {
-                    self.transcripts.push(transcript.text.clone());
+                    // A spelled address or a number said digit by digit is personal data from
+                    // the first word to the last: the record keeps only that it was given.
+                    self.transcripts.push(if spelled {
+                        "[spelled]".to_string()
+                    } else {
+                        transcript.text.clone()
+                    });
                 }
                 let heard = Heard::understand(&self.nlu, lang, &transcript.text);
                 self.events.push_back(flow::Event::Heard(heard));

@@ -422,6 +422,16 @@ impl SipTask {
                                     .map(|r| (l, r))
                             })
                             .collect(),
+                        email_readbacks: crate::types::Lang::ALL
+                            .into_iter()
+                            .filter_map(|l| {
+                                crate::flow::entry::Readback::email_from_catalog(
+                                    &prompts.catalog,
+                                    l,
+                                )
+                                .map(|r| (l, r))
+                            })
+                            .collect(),
                         sms_links: self.shared.sms_links.clone(),
                         // A text goes only to a number that can take one (a US number).
                         sms_to_caller: crate::nlu::slots::phone(&info.from_user).is_some(),
