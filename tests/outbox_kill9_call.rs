@@ -114,7 +114,7 @@ fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) 
     }
 }
 
-/// English, case status (1, 1), "text me the link" (4), confirm (1): the keys of
+/// English, case status (1, 1), the link (4) by text message (1), confirm (1): the keys of
 /// tests/voice_link_by_sms.rs. The caller ID is the harness's valid US number. The audio is
 /// sent from a thread so the test can watch (and kill) the server meanwhile.
 fn caller_asks_for_the_link_by_sms(server: &Server) -> (String, std::thread::JoinHandle<()>) {
@@ -123,7 +123,7 @@ fn caller_asks_for_the_link_by_sms(server: &Server) -> (String, std::thread::Joi
     let four = sox_tone(&dir, "four", 770, 1209);
     let gap = vec![0i16; 8000 * 7 / 10];
     let mut audio = gap.clone();
-    for key in [&one, &one, &four, &one] {
+    for key in [&one, &one, &four, &one, &one] {
         audio.extend(key.iter());
         audio.extend(gap.iter());
     }

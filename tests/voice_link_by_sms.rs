@@ -1,5 +1,5 @@
-//! A voice caller asks for case status with keys, presses 4 for the link by text message and
-//! 1 to confirm: the message is in the outbox (durable, recipient redacted in listings) and the
+//! A voice caller asks for case status with keys, presses 4 for the link, 1 for a text message
+//! and 1 to confirm: the message is in the outbox (durable, recipient redacted in listings) and the
 //! caller hears that it was sent only after that.
 
 mod common;
@@ -16,9 +16,9 @@ fn pressing_4_stores_the_link_for_a_text_message() {
     let one = sox_tone(&dir, "one", 697, 1209);
     let four = sox_tone(&dir, "four", 770, 1209);
     let gap = vec![0i16; 8000 * 7 / 10];
-    // English, case status, "text me the link", confirm.
+    // English, case status, the link, by text message, confirm the caller's number.
     let mut audio = gap.clone();
-    for key in [&one, &one, &four, &one] {
+    for key in [&one, &one, &four, &one, &one] {
         audio.extend(key.iter());
         audio.extend(gap.iter());
     }
@@ -32,7 +32,7 @@ fn pressing_4_stores_the_link_for_a_text_message() {
         Some(200)
     );
     let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
-    assert_eq!(call["digits"], "1141", "{call}");
+    assert_eq!(call["digits"], "11411", "{call}");
     assert_eq!(call["actions"][0], "send_link:sms:case_status", "{call}");
     let prompts = call["prompts"].to_string();
     assert!(
@@ -83,7 +83,7 @@ fn a_caller_from_an_unknown_number_keys_one_and_the_read_back_is_confirmed() {
     let short = vec![0i16; 8000 * 3 / 10];
     let mut audio = gap.clone();
     // English, case status, "text me the link" (no caller ID to confirm: the number is asked).
-    for key in ['1', '1', '4'] {
+    for key in ['1', '1', '4', '1'] {
         audio.extend(tone(&dir, key));
         audio.extend(&gap);
     }
@@ -107,7 +107,7 @@ fn a_caller_from_an_unknown_number_keys_one_and_the_read_back_is_confirmed() {
     );
     let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
     // The number keyed is not in the record.
-    assert_eq!(call["digits"], "114", "{call}");
+    assert_eq!(call["digits"], "1141", "{call}");
     assert!(!call.to_string().contains("5550199"), "{call}");
     let prompts = call["prompts"].to_string();
     for p in ["en:entry.ask", "en:entry.readback", "en:sms_sent"] {

@@ -1,0 +1,103 @@
+//! A voice caller gets the link by email, end to end against a real SMTP server (Debian's
+//! aiosmtpd): case status with keys, 4 for the link, 2 for email, the address spelled on the
+//! keypad two keys a character, `#`, the read-back, 1 to confirm. The message is in the outbox
+//! before "sent" is said, and aiosmtpd receives it at the spelled address with the link. The
+//! keys that spelled it are not in the call record.
+
+mod common;
+mod outbox_support;
+
+use std::time::Duration;
+
+use common::*;
+use outbox_support::Smtpd;
+
+/// The DTMF pair of a key.
+fn tone(dir: &std::path::Path, key: char) -> Vec<i16> {
+    const ROWS: [u32; 4] = [697, 770, 852, 941];
+    const COLS: [u32; 3] = [1209, 1336, 1477];
+    let (r, c) = match key {
+        '1'..='9' => {
+            let n = key as u32 - '1' as u32;
+            (n / 3, n % 3)
+        }
+        '*' => (3, 0),
+        '0' => (3, 1),
+        '#' => (3, 2),
+        _ => panic!("no tone for {key}"),
+    };
+    sox_tone(dir, &format!("k{key}"), ROWS[r as usize], COLS[c as usize])
+}
+
+#[test]
+fn an_address_spelled_on_the_keypad_receives_the_link() {
+    require("sox");
+    require("espeak-ng");
+    let smtp_port = free_port();
+    // aiosmtpd's Mailbox makes the Maildir itself (a bare existing directory fails).
+    let smtpd = Smtpd::start(smtp_port, &temp_dir("email-smtp").join("maildir"));
+    let server = Server::start(ServerOptions {
+        extra_toml: outbox_support::fast_config_toml(smtp_port),
+        ..ServerOptions::default()
+    });
+    let dir = temp_dir("email-keys");
+    let address = "jo.li7@ab.us";
+    let keys = ivr::nlu::spell::keypad_keys(address).expect("spellable");
+    let gap = vec![0i16; 8000 * 7 / 10];
+    let short = vec![0i16; 8000 * 3 / 10];
+    let mut audio = gap.clone();
+    // English, case status, the link, by email.
+    for key in ['1', '1', '4', '2'] {
+        audio.extend(tone(&dir, key));
+        audio.extend(&gap);
+    }
+    for key in keys.chars().chain(['#']) {
+        audio.extend(tone(&dir, key));
+        audio.extend(&short);
+    }
+    // The read-back ("You said J O dot L I 7 at A B dot U S ...") plays; 1 confirms it.
+    audio.extend(vec![0i16; 8000 * 2]);
+    audio.extend(tone(&dir, '1'));
+    audio.extend(vec![0i16; 8000 * 3]);
+    let mut uac = Uac::new(server.sip);
+    let ok = uac.call();
+    uac.send_pcmu(Uac::remote_rtp(&ok), &audio, 1, 0);
+    uac.request("BYE", "", true);
+    assert_eq!(
+        uac.final_response(Duration::from_secs(3)).status(),
+        Some(200)
+    );
+    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    // The keys spelling the address are not recorded; neither is the address.
+    assert_eq!(call["digits"], "1142", "{call}");
+    assert!(!call.to_string().contains("ab.us"), "{call}");
+    let prompts = call["prompts"].to_string();
+    for p in [
+        "en:link_channel",
+        "en:email.ask",
+        "en:entry.readback",
+        "en:email_sent",
+    ] {
+        assert!(prompts.contains(p), "{p} missing: {prompts}");
+    }
+    assert_eq!(call["actions"][0], "send_link:email:case_status", "{call}");
+
+    // Delivered by the outbox worker to the real SMTP server.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let raw = loop {
+        if let Some(m) = smtpd.messages().into_iter().next() {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no email arrived; outbox: {:?}",
+            outbox_list(&server.data_dir)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let to = outbox_support::header(&raw, "To").unwrap_or_default();
+    assert!(to.contains(address), "sent to the spelled address: {to}");
+    let body = outbox_support::body(&raw);
+    assert!(body.contains("uscis.gov/casestatus"), "{body}");
+    assert_eq!(smtpd.messages().len(), 1, "exactly one email");
+}
