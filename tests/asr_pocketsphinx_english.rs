@@ -278,9 +278,14 @@ fn recognize_with(
     let mut p = Pipeline::new(rate, rec.sample_rate_hz(), cfg);
     p.listen(t0, cfg);
     let frame = rate as usize / 50;
-    // Silence after the speech for as long as the endpointer waits.
+    // Quiet line after the speech for as long as the endpointer waits (faint noise, as a
+    // telephone line carries: digital zeros are not what a recognizer hears in a call).
     let mut audio = audio.to_vec();
-    audio.extend(std::iter::repeat_n(0i16, rate as usize * 2));
+    let mut seed = 4242u32;
+    audio.extend((0..rate as usize * 2).map(|_| {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        ((seed >> 16) % 17) as i16 - 8
+    }));
     for (i, f) in audio.chunks(frame).enumerate() {
         p.handle_frame(t0 + Duration::from_millis(20 * i as u64), f);
         while let Some(e) = p.poll_event() {
@@ -374,12 +379,22 @@ fn spelled_email_addresses_and_spoken_numbers() {
 /// A caller spelling with Asterisk's recorded letters and digits (a human voice, 8 kHz), 0.3 s
 /// between characters.
 fn asterisk_spelling(parts: &[&str]) -> Vec<i16> {
-    let mut out = vec![0i16; 4000];
+    // Faint line noise between the characters: a telephone line is never digital silence.
+    let mut seed = 99u32;
+    let mut noise = |n: usize| -> Vec<i16> {
+        (0..n)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                ((seed >> 16) % 33) as i16 - 16
+            })
+            .collect()
+    };
+    let mut out = noise(4000);
     for p in parts {
         let path = format!("/usr/share/asterisk/sounds/en/{p}.wav");
         let mut r = hound::WavReader::open(&path).expect(&path);
         out.extend(r.samples::<i16>().map(|s| s.expect("16-bit")));
-        out.extend(std::iter::repeat_n(0i16, 2400));
+        out.extend(noise(2400));
     }
     out
 }

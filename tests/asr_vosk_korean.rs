@@ -167,7 +167,10 @@ const KO_DIGITS: &[&str] = &["공", "일", "이", "삼", "사", "오", "육", "�
 #[test]
 fn korean_digit_sequence_comes_back_in_order() {
     let engine = VoskEngine::load(&model_dir(), &[], &[]).expect("model loads");
-    let mode = Mode::Sequence(KO_DIGITS.iter().map(|s| s.to_string()).collect());
+    let mode = Mode::Sequence {
+        tokens: KO_DIGITS.iter().map(|s| s.to_string()).collect(),
+        len: None,
+    };
     let mut rec = engine.recognizer(&mode).expect("sequence recognizer");
     for said in ["공 일 공, 일 이 삼 사, 오 육 칠 팔", "이 일 삼, 사 구 칠"] {
         let audio = speak("ko", said);

@@ -281,8 +281,8 @@ pub fn jsgf(phrases: &[String]) -> Option<String> {
 }
 
 /// A JSGF grammar accepting one or more of `tokens` in any order (a token may be several
-/// words), or `None` when there is none.
-pub fn jsgf_sequence(tokens: &[String]) -> Option<String> {
+/// words) — exactly `min..=max` of them when `len` is given — or `None` when there is none.
+pub fn jsgf_sequence(tokens: &[String], len: Option<(u8, u8)>) -> Option<String> {
     let one = jsgf(tokens)?;
     let alts = one
         .split_once("public <phrase> = ")?
@@ -290,8 +290,17 @@ pub fn jsgf_sequence(tokens: &[String]) -> Option<String> {
         .trim_end()
         .strip_suffix(';')?
         .to_string();
+    let body = match len {
+        None => "<token>+".to_string(),
+        Some((min, max)) => {
+            let (min, max) = (usize::from(min.max(1)), usize::from(max.max(min.max(1))));
+            let mut parts = vec!["<token>"; min];
+            parts.extend(std::iter::repeat_n("[<token>]", max - min));
+            parts.join(" ")
+        }
+    };
     Some(format!(
-        "#JSGF V1.0;\ngrammar ivr;\n<token> = {alts};\npublic <sequence> = <token>+;\n"
+        "#JSGF V1.0;\ngrammar ivr;\n<token> = {alts};\npublic <sequence> = {body};\n"
     ))
 }
 
@@ -427,5 +436,19 @@ mod tests {
         assert!(jsgf(&s(&["a;b"])).unwrap().contains("\"a;b\""));
         let v = vosk_phrases(&s(&["say \"hi\"", "b", "b"]), true);
         assert_eq!(v, s(&["b", "say \\\"hi\\\"", "[unk]"]));
+    }
+
+    #[test]
+    fn sequence_grammars_loop_or_count() {
+        let toks = s(&["one", "two", "double u"]);
+        let open = jsgf_sequence(&toks, None).unwrap();
+        assert!(open.contains("<token> = one | two | double u;"), "{open}");
+        assert!(open.contains("public <sequence> = <token>+;"), "{open}");
+        let counted = jsgf_sequence(&toks, Some((2, 3))).unwrap();
+        assert!(
+            counted.contains("public <sequence> = <token> <token> [<token>];"),
+            "{counted}"
+        );
+        assert!(jsgf_sequence(&[], None).is_none());
     }
 }

@@ -82,8 +82,14 @@ pub enum Mode {
     /// bigram LM generated at load).
     Domain,
     /// One or more of these tokens, in any order: spelling an email address, a phone number
-    /// digit by digit (PocketSphinx: a JSGF `( .. | .. )+` loop; Vosk grammars loop already).
-    Sequence(Vec<String>),
+    /// digit by digit (PocketSphinx: a JSGF `<token>+` loop; Vosk grammars loop already).
+    /// `len`: how many tokens a whole answer has, when that is fixed (a phone number: 10, or
+    /// 11 with the country code); PocketSphinx then decodes exactly that many, which keeps it
+    /// from inserting short words in the pauses. Vosk has no counted grammar and ignores it.
+    Sequence {
+        tokens: Vec<String>,
+        len: Option<(u8, u8)>,
+    },
 }
 
 impl Mode {
@@ -94,12 +100,18 @@ impl Mode {
 
     /// Spelling an email address in `lang` (letters, digits, "at", "dot", domain words).
     pub fn spelling(lang: Lang) -> Mode {
-        Mode::Sequence(crate::nlu::spell::email_tokens(lang))
+        Mode::Sequence {
+            tokens: crate::nlu::spell::email_tokens(lang),
+            len: None,
+        }
     }
 
     /// A phone number said digit by digit in `lang`.
     pub fn digits(lang: Lang) -> Mode {
-        Mode::Sequence(crate::nlu::spell::digit_tokens(lang))
+        Mode::Sequence {
+            tokens: crate::nlu::spell::number_digit_tokens(lang),
+            len: Some((10, 11)),
+        }
     }
 
     /// What the recognizer listens for in a dialog state (`Keys` and `Choices` both get the

@@ -201,7 +201,7 @@ impl SphinxEngine {
                 // Tried for spelling (espeak-ng and Asterisk's recorded letters, 8 and 16 kHz):
                 // -wip 0.65…1e-10, -silprob 0.005…0.5 and -dither changed insertions into
                 // deletions, never to a whole address (BENCHMARKING.md).
-                Mode::Grammar(_) | Mode::Sequence(_) => cmd_ln_init(
+                Mode::Grammar(_) | Mode::Sequence { .. } => cmd_ln_init(
                     std::ptr::null_mut(),
                     ps_args(),
                     1,
@@ -233,10 +233,14 @@ impl SphinxEngine {
             scratch: Vec::new(),
             seed: 1,
         };
-        if let Mode::Grammar(phrases) | Mode::Sequence(phrases) = mode {
+        if let Mode::Grammar(phrases)
+        | Mode::Sequence {
+            tokens: phrases, ..
+        } = mode
+        {
             let (kept, _) = self.lexicon.in_vocabulary(phrases);
             let jsgf = match mode {
-                Mode::Sequence(_) => lm::jsgf_sequence(&kept),
+                Mode::Sequence { len, .. } => lm::jsgf_sequence(&kept, *len),
                 _ => lm::jsgf(&kept),
             }
             .ok_or(AsrError::EmptyGrammar)?;

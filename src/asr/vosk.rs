@@ -51,7 +51,7 @@ impl VoskEngine {
     pub fn recognizer(&self, mode: &Mode) -> Result<VoskRecognizer, AsrError> {
         let rec = match mode {
             // Vosk's grammar is a loop over its phrases: a sequence needs nothing more.
-            Mode::Grammar(p) | Mode::Sequence(p) => {
+            Mode::Grammar(p) | Mode::Sequence { tokens: p, .. } => {
                 let phrases = lm::vosk_phrases(p, true);
                 // Only "[unk]" left: nothing to recognize.
                 if phrases.len() <= 1 {

@@ -283,7 +283,7 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
                         utterances.push(serde_json::json!({
                             "text": transcript.text,
                             "lang": key.0,
-                            "mode": match key.1 { Mode::Domain => "question", Mode::Grammar(_) => "choices", Mode::Sequence(_) => "sequence" },
+                            "mode": match key.1 { Mode::Domain => "question", Mode::Grammar(_) => "choices", Mode::Sequence { .. } => "sequence" },
                             "start_ms": speech_started_at.map(|d| d.as_millis() as u64),
                             "end_ms": (now - origin).as_millis() as u64,
                             "end": format!("{reason:?}").to_lowercase(),

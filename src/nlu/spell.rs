@@ -118,6 +118,18 @@ pub fn digit_tokens(lang: Lang) -> Vec<String> {
     digits.iter().chain(repeat).map(|s| s.to_string()).collect()
 }
 
+/// The digit words alone, for a grammar that counts them (a phone number is ten or eleven
+/// digits; "double five" would make the count vary).
+pub fn number_digit_tokens(lang: Lang) -> Vec<String> {
+    match lang {
+        Lang::En => DIGITS_EN,
+        Lang::Es => DIGITS_ES,
+    }
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 /// One spelled unit: what it adds to the address.
 fn unit(words: &[&str]) -> Option<(String, usize)> {
     let w = *words.first()?;

@@ -254,7 +254,7 @@ impl CallAsr {
                     confidence = transcript.confidence,
                     "heard"
                 );
-                let spelled = matches!(self.listening, Some((_, Mode::Sequence(_))));
+                let spelled = matches!(self.listening, Some((_, Mode::Sequence { .. })));
                 if !transcript.text.is_empty() {
                     // A spelled address or a number said digit by digit is personal data from
                     // the first word to the last: the record keeps only that it was given.
