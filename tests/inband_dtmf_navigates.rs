@@ -38,4 +38,11 @@ fn inband_tones_choose_spanish_then_case_status() {
     assert_eq!(call["intent"], "case_status");
     let prompts = call["prompts"].to_string();
     assert!(prompts.contains("es:answer.case_status"), "{prompts}");
+    // Spanish has no recognizer on the embedded default: its callers are never told that
+    // spoken answers are unavailable (they were never invited to speak).
+    assert!(!prompts.contains("speech_fallback"), "{prompts}");
+    assert!(
+        !call["actions"].to_string().contains("speech_fallback"),
+        "{call}"
+    );
 }

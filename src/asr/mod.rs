@@ -376,6 +376,11 @@ impl Engines {
         self.engines.get(&lang)
     }
 
+    /// The languages a recognizer serves (callers in the others use keys only).
+    pub fn languages(&self) -> std::collections::HashSet<Lang> {
+        self.engines.keys().copied().collect()
+    }
+
     /// Which backend serves each language (for the startup log and `/readyz`).
     pub fn backends(&self) -> Vec<(Lang, Backend)> {
         Lang::ALL

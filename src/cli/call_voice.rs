@@ -82,8 +82,7 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
     let load_ms = t.elapsed().as_millis() as u64;
     let prompts = crate::server::load_prompts(&config, None)?;
 
-    let speech: std::collections::HashSet<Lang> =
-        engines.backends().into_iter().map(|(l, _)| l).collect();
+    let speech: std::collections::HashSet<Lang> = engines.languages();
     if speech.is_empty() {
         bail!("no speech recognizer is configured ([asr]); nothing can be heard");
     }

@@ -76,15 +76,11 @@ pub struct Shared {
 impl Shared {
     /// The languages callers can speak in now.
     pub fn speech_langs(&self) -> std::collections::HashSet<crate::types::Lang> {
+        // Only languages a recognizer serves: listening in the others would tell every caller
+        // "I can't take spoken answers right now".
         self.asr
             .as_ref()
-            .map(|p| {
-                p.engines()
-                    .backends()
-                    .into_iter()
-                    .map(|(lang, _)| lang)
-                    .collect()
-            })
+            .map(|p| p.engines().languages())
             .unwrap_or_default()
     }
 
