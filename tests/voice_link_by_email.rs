@@ -74,7 +74,8 @@ fn an_address_spelled_on_the_keypad_receives_the_link() {
     let prompts = call["prompts"].to_string();
     for p in [
         "en:link_channel",
-        "en:email.ask",
+        // PocketSphinx cannot spell: the keypad request ([asr.en] spelling unset).
+        "en:email.ask_keys",
         "en:entry.readback",
         "en:email_sent",
     ] {

@@ -215,6 +215,10 @@ pub struct LangAsrConfig {
     /// Vosk: the model directory. PocketSphinx: the directory holding `en-us/` and
     /// `cmudict-en-us.dict` (default: Debian's `pocketsphinx-en-us`).
     pub model: Option<PathBuf>,
+    /// Invite callers to spell an email address aloud (they may always use the keypad).
+    /// Unset: yes with Vosk, no with PocketSphinx, which measured 0 of 10 addresses spelled
+    /// right (BENCHMARKING.md).
+    pub spelling: Option<bool>,
 }
 
 /// `[asr]`: recognizers per language, the worker pool and endpointing defaults.
@@ -275,6 +279,12 @@ impl AsrConfig {
             Backend::None => None,
         };
         (backend, model)
+    }
+
+    /// Whether callers in `lang` are invited to spell an address aloud.
+    pub fn spelling(&self, lang: Lang) -> bool {
+        let (backend, _) = self.resolve(lang);
+        backend != Backend::None && self.lang(lang).spelling.unwrap_or(backend == Backend::Vosk)
     }
 
     /// Worker threads for `cores` available cores.

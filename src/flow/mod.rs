@@ -34,6 +34,9 @@ pub struct FlowConfig {
     pub transfers: std::collections::HashMap<(Lang, String), Transfer>,
     /// Languages the caller can speak in (a recognizer serves them); the others use keys only.
     pub speech: HashSet<Lang>,
+    /// Languages where an email address may be spelled aloud (the recognizer can spell); in
+    /// the others it is spelled on the keypad.
+    pub spelling: HashSet<Lang>,
     /// Trailing silence that ends a spoken answer: short for closed choices ("yes"), longer
     /// for an open question, where callers pause mid-sentence.
     pub choice_silence_ms: u32,
@@ -64,6 +67,7 @@ impl Default for FlowConfig {
             sms_to_caller: false,
             transfers: std::collections::HashMap::new(),
             speech: HashSet::new(),
+            spelling: HashSet::new(),
             choice_silence_ms: 500,
             question_silence_ms: 800,
             start_lang: None,
@@ -869,7 +873,8 @@ impl Call {
         };
         self.stop_listening();
         self.no_input_at = None;
-        let speech = self.speech_on();
+        let speech = self.speech_on()
+            && (kind == entry::Kind::Phone || self.config.spelling.contains(&self.lang));
         let e = entry::NumberEntry::start(kind, self.config.entry.clone(), self.lang, r, speech);
         self.state = State::Entry(Box::new(e));
         self.pump_entry();
@@ -1722,6 +1727,11 @@ mod tests {
             } else {
                 HashSet::new()
             },
+            spelling: if speech {
+                [Lang::En].into_iter().collect()
+            } else {
+                HashSet::new()
+            },
             start_lang: Some(Lang::En),
             readbacks: vec![(
                 Lang::En,
@@ -1956,5 +1966,34 @@ mod tests {
         es.handle_event(now, Event::Digit('1'));
         es.handle_event(now, Event::Digit('4'));
         assert_eq!(played(&drain(&mut es)).last().unwrap(), "es:entry.ask");
+    }
+
+    #[test]
+    fn a_recognizer_that_cannot_spell_gets_the_keypad_request() {
+        let now = Instant::now();
+        let mut call = Call::new(FlowConfig {
+            spelling: HashSet::new(),
+            ..link_config(true)
+        });
+        call.handle_event(now, Event::Start);
+        call.handle_event(now, Event::Digit('1'));
+        call.handle_event(now, Event::Digit('4'));
+        drain(&mut call);
+        call.handle_event(now, Event::Digit('2'));
+        let actions = drain(&mut call);
+        assert_eq!(played(&actions), ["en:email.ask_keys"]);
+        assert!(listens(&actions).is_empty(), "{actions:?}");
+        // A number is still taken by voice there (digits, not spelling).
+        let mut sms = Call::new(FlowConfig {
+            spelling: HashSet::new(),
+            ..link_config(true)
+        });
+        sms.handle_event(now, Event::Start);
+        for d in ['1', '4', '1'] {
+            sms.handle_event(now, Event::Digit(d));
+        }
+        let actions = drain(&mut sms);
+        assert_eq!(played(&actions).last().unwrap(), "en:entry.ask_speech");
+        assert_eq!(listens(&actions).last(), Some(&Listen::Digits));
     }
 }

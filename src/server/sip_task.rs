@@ -438,6 +438,10 @@ impl SipTask {
                         no_input_timeout: Duration::from_secs(cfg.calls.no_input_timeout_secs),
                         max_retries: cfg.calls.max_retries,
                         speech: self.shared.speech_langs(),
+                        spelling: crate::types::Lang::ALL
+                            .into_iter()
+                            .filter(|l| cfg.asr.spelling(*l))
+                            .collect(),
                         start_lang: None,
                         question_silence_ms: cfg.asr.trailing_silence_ms,
                         choice_silence_ms: cfg.asr.trailing_silence_ms.min(500),
