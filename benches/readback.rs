@@ -1,6 +1,8 @@
-//! Dynamic read-back rendering: "You entered 2 0 2, 5 5 5, 0 1 2 3. Is that right?" on a cache
-//! miss (synthesis + resampling + encoding into PCMU/PCMA/Opus frames) and on a hit, for each
-//! espeak-ng engine. Target (issue #5): ≤ 50 ms p95 on a miss.
+//! Dynamic read-back rendering: "You entered 2 0 2, 5 5 5, 0 1 2 3. Is that right?" and an
+//! email address read back letter by letter ("You said J O H N 1 7 dot S M I T H at gmail dot
+//! com. If that is right, ...") on a cache miss (synthesis + resampling + encoding into
+//! PCMU/PCMA/Opus frames) and on a hit, for each espeak-ng engine. Target (issue #5): ≤ 50 ms
+//! p95 on a miss.
 //!
 //! `cargo bench --bench readback` (READBACK_BENCH_N iterations, default 60). Every miss renders
 //! a different number, as calls would. Prints p50/p95/max per case.
@@ -18,6 +20,20 @@ fn text(i: usize, lang: Lang) -> String {
     match lang {
         Lang::En => format!("You entered {{phone {phone}}}. Is that right?"),
         Lang::Es => format!("Usted marcó {{phone {phone}}}. ¿Es correcto?"),
+    }
+}
+
+/// The address read-back as the flow builds it (catalog texts around `spell::spoken_email`).
+fn email_text(i: usize, lang: Lang) -> String {
+    let address = format!("john{}.smith@gmail.com", i % 10_000);
+    let spoken = ivr::nlu::spell::spoken_email(lang, &address);
+    match lang {
+        Lang::En => format!(
+            "You said {spoken}. If that is right, say yes or press 1. To spell it again, say no or press 2."
+        ),
+        Lang::Es => format!(
+            "Usted dijo {spoken}. Si es correcto, diga sí u oprima 1. Para deletrearlo de nuevo, diga no u oprima 2."
+        ),
     }
 }
 
@@ -52,38 +68,43 @@ fn main() {
                 engine,
                 ..DynamicConfig::default()
             });
-            for lang in [Lang::En, Lang::Es] {
-                let v = voice(lang);
-                // Warm-up: the library loads its voice data once.
-                d.render(lang, &v, &text(9999, lang), codec)
-                    .expect("render");
-                let mut miss = Vec::with_capacity(n);
-                let mut synth = Vec::with_capacity(n);
-                for i in 0..n {
-                    let t = text(i, lang);
-                    let start = Instant::now();
-                    let p = d.render(lang, &v, &t, codec).expect("render");
-                    miss.push(start.elapsed());
-                    assert!(p.frames() > 0);
-                    let ssml = markup::render(&t, lang).unwrap().ssml;
-                    let start = Instant::now();
-                    dynamic::synthesize(engine, &ssml, &v).expect("synthesize");
-                    synth.push(start.elapsed());
+            for (kind, text) in [
+                ("phone", text as fn(usize, Lang) -> String),
+                ("email", email_text),
+            ] {
+                for lang in [Lang::En, Lang::Es] {
+                    let v = voice(lang);
+                    // Warm-up: the library loads its voice data once.
+                    d.render(lang, &v, &text(9999, lang), codec)
+                        .expect("render");
+                    let mut miss = Vec::with_capacity(n);
+                    let mut synth = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let t = text(i, lang);
+                        let start = Instant::now();
+                        let p = d.render(lang, &v, &t, codec).expect("render");
+                        miss.push(start.elapsed());
+                        assert!(p.frames() > 0);
+                        let ssml = markup::render(&t, lang).unwrap().ssml;
+                        let start = Instant::now();
+                        dynamic::synthesize(engine, &ssml, &v).expect("synthesize");
+                        synth.push(start.elapsed());
+                    }
+                    let mut hit = Vec::with_capacity(n);
+                    for i in 0..n {
+                        let t = text(i, lang);
+                        let start = Instant::now();
+                        let p = d.cached(lang, &v, &t, codec);
+                        hit.push(start.elapsed());
+                        assert!(p.is_some());
+                    }
+                    let tag = format!("{engine:?}/{codec:?}/{}/{kind}", lang.code()).to_lowercase();
+                    report(&format!("{tag} miss"), miss);
+                    if codec == Codec::Pcmu {
+                        report(&format!("{tag} (synthesis only)"), synth);
+                    }
+                    report(&format!("{tag} hit"), hit);
                 }
-                let mut hit = Vec::with_capacity(n);
-                for i in 0..n {
-                    let t = text(i, lang);
-                    let start = Instant::now();
-                    let p = d.cached(lang, &v, &t, codec);
-                    hit.push(start.elapsed());
-                    assert!(p.is_some());
-                }
-                let tag = format!("{engine:?}/{codec:?}/{}", lang.code()).to_lowercase();
-                report(&format!("{tag} miss"), miss);
-                if codec == Codec::Pcmu {
-                    report(&format!("{tag} (synthesis only)"), synth);
-                }
-                report(&format!("{tag} hit"), hit);
             }
         }
     }

@@ -102,3 +102,51 @@ fn an_address_spelled_on_the_keypad_receives_the_link() {
     assert!(body.contains("uscis.gov/casestatus"), "{body}");
     assert_eq!(smtpd.messages().len(), 1, "exactly one email");
 }
+
+/// Bad input loses nothing and sends nothing: keys that are no address ("jo" with no @, then
+/// `#`) are answered with "that is not a complete email address" and the request again; the
+/// outbox stays empty.
+#[test]
+fn keys_that_are_no_address_are_asked_again_and_nothing_is_queued() {
+    require("sox");
+    let server = Server::start(ServerOptions::default());
+    let dir = temp_dir("email-bad-keys");
+    let gap = vec![0i16; 8000 * 7 / 10];
+    let short = vec![0i16; 8000 * 3 / 10];
+    let mut audio = gap.clone();
+    for key in ['1', '1', '4', '2'] {
+        audio.extend(tone(&dir, key));
+        audio.extend(&gap);
+    }
+    for key in "5163#".chars() {
+        audio.extend(tone(&dir, key));
+        audio.extend(&short);
+    }
+    audio.extend(vec![0i16; 8000 * 3]);
+    let mut uac = Uac::new(server.sip);
+    let ok = uac.call();
+    uac.send_pcmu(Uac::remote_rtp(&ok), &audio, 1, 0);
+    uac.request("BYE", "", true);
+    assert_eq!(
+        uac.final_response(Duration::from_secs(3)).status(),
+        Some(200)
+    );
+    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    let prompts: Vec<String> = call["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    let invalid = prompts
+        .iter()
+        .position(|p| p == "en:email.invalid")
+        .unwrap_or_else(|| panic!("no apology: {call}"));
+    assert_eq!(
+        prompts.get(invalid + 1).map(String::as_str),
+        Some("en:email.ask_keys"),
+        "{call}"
+    );
+    assert!(!call["actions"].to_string().contains("send_link"), "{call}");
+    assert!(outbox_list(&server.data_dir).is_empty(), "nothing queued");
+}
