@@ -160,6 +160,12 @@ pub enum Step {
     CancelAgent,
     /// The agent hung up a bridged call: end the caller's leg too.
     AgentGone,
+    /// The trunk took the REFER after all, while our own call to the agent still rings: drop
+    /// that call (CANCEL) and let the trunk's transfer go on; the flow hears nothing yet.
+    WithdrawAgent,
+    /// The trunk's transfer succeeded while our call to the agent still rang: drop ours and
+    /// tell the flow the transfer worked.
+    ReferredWithdrawAgent,
 }
 
 /// Agent-leg news from the SIP task.
@@ -184,6 +190,9 @@ enum State {
     },
     Dialing {
         deadline: Instant,
+        /// The REFER this call replaced (a late acceptance of it takes over again).
+        uri: String,
+        context: String,
     },
     Bridged,
     /// This transfer attempt is over; a later one starts again from `Idle`.
@@ -198,6 +207,9 @@ pub struct Transfer {
     outcome: Option<Outcome>,
     /// The caller's codec can be relayed (G.711).
     relayable: bool,
+    /// Our call to the agent was withdrawn for the trunk's late acceptance: if the trunk then
+    /// fails, the transfer fails (no second call to the agent).
+    withdrawn: bool,
 }
 
 impl Transfer {
@@ -207,6 +219,7 @@ impl Transfer {
             state: State::Idle,
             outcome: None,
             relayable: caller_codec != Codec::Opus,
+            withdrawn: false,
         }
     }
 
@@ -217,6 +230,7 @@ impl Transfer {
 
     /// The flow asked for a transfer and the REFER went out.
     pub fn handle_refer_sent(&mut self, now: Instant, uri: String, context: String) {
+        self.withdrawn = false;
         self.state = State::Referring {
             uri,
             context,
@@ -226,8 +240,38 @@ impl Transfer {
 
     /// Our REFER's final response, then each NOTIFY's sipfrag status (`done` on the last).
     pub fn handle_refer_progress(&mut self, now: Instant, status: u16, done: bool) -> Step {
+        let accepted = status < 300;
+        match &self.state {
+            // The REFER timed out and we called the agent ourselves, but the trunk took the
+            // REFER after all: two calls would reach the queue. Ours is still ringing, so it
+            // goes; the trunk's transfer carries on (its NOTIFY decides, as usual).
+            State::Dialing { uri, context, .. } if accepted => {
+                let (uri, context) = (uri.clone(), context.clone());
+                self.withdrawn = true;
+                if done {
+                    self.finish(Outcome::Referred);
+                    return Step::ReferredWithdrawAgent;
+                }
+                self.state = State::Referring {
+                    uri,
+                    context,
+                    deadline: None,
+                };
+                return Step::WithdrawAgent;
+            }
+            State::Bridged if accepted => {
+                // Too late to withdraw an agent who is talking; the trunk may still move the
+                // caller. Nothing to undo a REFER with (RFC 3515): say so for the operator.
+                tracing::warn!(
+                    status,
+                    "the trunk accepted the REFER after the call was bridged"
+                );
+                return Step::Wait;
+            }
+            _ => {}
+        }
         let State::Referring { uri, context, .. } = &self.state else {
-            // Late NOTIFYs after a timeout or a bridge: the trunk's word no longer counts.
+            // Late failures after a timeout or a bridge: the trunk's word no longer counts.
             return Step::Wait;
         };
         if !done {
@@ -244,7 +288,7 @@ impl Transfer {
             self.finish(Outcome::Referred);
             return Step::Referred;
         }
-        if self.config.bridge && self.config.bridge_on.contains(&status) {
+        if self.config.bridge && self.config.bridge_on.contains(&status) && !self.withdrawn {
             return self.place_call(now);
         }
         self.finish(Outcome::Failed(status));
@@ -263,6 +307,8 @@ impl Transfer {
         }
         self.state = State::Dialing {
             deadline: now + self.config.ring_timeout(),
+            uri: uri.clone(),
+            context: context.clone(),
         };
         Step::PlaceCall { uri, context }
     }
@@ -303,7 +349,7 @@ impl Transfer {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.state {
             State::Referring { deadline, .. } => *deadline,
-            State::Dialing { deadline } => Some(*deadline),
+            State::Dialing { deadline, .. } => Some(*deadline),
             _ => None,
         }
     }
@@ -321,7 +367,7 @@ impl Transfer {
                     Step::Failed
                 }
             }
-            State::Dialing { deadline } if *deadline <= now => {
+            State::Dialing { deadline, .. } if *deadline <= now => {
                 self.finish(Outcome::NoAnswer);
                 Step::CancelAgent
             }
@@ -685,6 +731,37 @@ mod tests {
         t.handle_refer_sent(now, "sip:q@10.0.0.1".into(), String::new());
         assert_eq!(t.handle_refer_progress(now, 405, true), Step::Failed);
         assert_eq!(t.outcome(), Some(Outcome::Failed(488)));
+    }
+
+    #[test]
+    fn a_late_acceptance_withdraws_our_ringing_call_and_never_calls_twice() {
+        // REFER timed out, our call rings; then the trunk's 202 and NOTIFYs arrive.
+        let (mut t, _) = transfer();
+        let at = t.poll_timeout().unwrap();
+        assert!(matches!(t.handle_timeout(at), Step::PlaceCall { .. }));
+        assert_eq!(t.handle_refer_progress(at, 202, false), Step::WithdrawAgent);
+        assert!(!t.has_agent());
+        assert_eq!(t.poll_timeout(), None, "the trunk's NOTIFY decides now");
+        // The trunk then fails with a status that would normally mean "bridge": no second call.
+        assert_eq!(t.handle_refer_progress(at, 405, true), Step::Failed);
+        assert_eq!(t.outcome(), Some(Outcome::Failed(405)));
+
+        // A final 200 NOTIFY straight away while ours rings: referred, ours withdrawn.
+        let (mut t, now) = transfer();
+        let at = t.poll_timeout().unwrap();
+        assert!(matches!(t.handle_timeout(at), Step::PlaceCall { .. }));
+        assert_eq!(
+            t.handle_refer_progress(now, 200, true),
+            Step::ReferredWithdrawAgent
+        );
+        assert_eq!(t.outcome(), Some(Outcome::Referred));
+        // Once bridged, a late acceptance changes nothing here (it is logged).
+        let (mut t, _) = transfer();
+        let at = t.poll_timeout().unwrap();
+        assert!(matches!(t.handle_timeout(at), Step::PlaceCall { .. }));
+        assert_eq!(t.handle_agent(&answered()), Step::Bridged);
+        assert_eq!(t.handle_refer_progress(at, 202, false), Step::Wait);
+        assert!(t.is_bridged());
     }
 
     #[test]

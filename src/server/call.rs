@@ -816,6 +816,18 @@ async fn bridge_step(
             flow.handle_event(now, flow::Event::TransferDone(false));
             false
         }
+        Step::WithdrawAgent => {
+            let _ = sip.send(SipCommand::DropAgent(setup.key)).await;
+            false
+        }
+        Step::ReferredWithdrawAgent => {
+            // As `Referred`, after dropping our own call to the agent.
+            let _ = sip.send(SipCommand::DropAgent(setup.key)).await;
+            flow.handle_event(now, flow::Event::TransferDone(true));
+            end_reason.get_or_insert("transferred");
+            let _ = sip.send(SipCommand::Hangup(setup.key)).await;
+            true
+        }
         Step::AgentGone => {
             end_reason.get_or_insert("agent_bye");
             let _ = sip.send(SipCommand::Hangup(setup.key)).await;
