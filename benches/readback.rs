@@ -1,8 +1,8 @@
-//! Dynamic read-back rendering: "You entered 2 0 2, 5 5 5, 0 1 2 3. Is that right?" and an
-//! email address read back letter by letter ("You said J O H N 1 7 dot S M I T H at gmail dot
-//! com. If that is right, ...") on a cache miss (synthesis + resampling + encoding into
-//! PCMU/PCMA/Opus frames) and on a hit, for each espeak-ng engine. Target (issue #5): ≤ 50 ms
-//! p95 on a miss.
+//! Dynamic read-back rendering: "You entered 2 0 2, 5 5 5, 0 1 2 3." and an email address
+//! read back letter by letter ("You said J O H N 1 7 dot S M I T H at gmail dot com.") — the
+//! part rendered during the call; the confirmation after it is a catalog prompt — on a cache
+//! miss (synthesis + resampling + encoding into PCMU/PCMA/Opus frames) and on a hit, for each
+//! espeak-ng engine. Target (issue #5): ≤ 50 ms p95 on a miss.
 //!
 //! `cargo bench --bench readback` (READBACK_BENCH_N iterations, default 60). Every miss renders
 //! a different number, as calls would. Prints p50/p95/max per case.
@@ -18,8 +18,8 @@ fn text(i: usize, lang: Lang) -> String {
     let n = format!("202555{:04}", i % 10_000);
     let phone = format!("{}-{}-{}", &n[..3], &n[3..6], &n[6..]);
     match lang {
-        Lang::En => format!("You entered {{phone {phone}}}. Is that right?"),
-        Lang::Es => format!("Usted marcó {{phone {phone}}}. ¿Es correcto?"),
+        Lang::En => format!("You entered {{phone {phone}}}."),
+        Lang::Es => format!("Usted marcó {{phone {phone}}}."),
     }
 }
 
@@ -28,12 +28,8 @@ fn email_text(i: usize, lang: Lang) -> String {
     let address = format!("john{}.smith@gmail.com", i % 10_000);
     let spoken = ivr::nlu::spell::spoken_email(lang, &address);
     match lang {
-        Lang::En => format!(
-            "You said {spoken}. If that is right, say yes or press 1. To spell it again, say no or press 2."
-        ),
-        Lang::Es => format!(
-            "Usted dijo {spoken}. Si es correcto, diga sí u oprima 1. Para deletrearlo de nuevo, diga no u oprima 2."
-        ),
+        Lang::En => format!("You said {spoken}."),
+        Lang::Es => format!("Usted dijo {spoken}."),
     }
 }
 

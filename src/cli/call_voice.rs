@@ -190,11 +190,16 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
                     actions_done.push("hangup".into());
                     ended = true;
                 }
-                Action::PlayText { text, .. } => {
-                    // A read-back, rendered during live calls only: about 15 characters a second.
+                Action::PlayText { text, then, .. } => {
+                    // A read-back, rendered during live calls only: about 15 characters a second;
+                    // then its catalog confirmation.
+                    let ms = text.expose().len() as u64 * 1000 / 15
+                        + then
+                            .iter()
+                            .map(|p| prompts.get(p.lang, &p.id).map_or(0, |e| e.duration_ms()))
+                            .sum::<u64>();
                     playing = Some(Playing {
-                        ends_at: now
-                            + Duration::from_millis(text.expose().len() as u64 * 1000 / 15),
+                        ends_at: now + Duration::from_millis(ms),
                     });
                 }
                 Action::SendSms { intent, .. } => {

@@ -34,7 +34,8 @@ pub const PROMPT_ASK: &str = "entry.ask";
 pub const PROMPT_INVALID: &str = "entry.invalid";
 pub const PROMPT_NO_INPUT: &str = "entry.no_input";
 /// The read-back's two halves, around the number: "You entered" … "If that is right, press 1…".
-/// Not played alone: their texts build the dynamic read-back ([`Readback`]).
+/// The lead is said with the number (rendered on demand); the confirmation is a catalog prompt
+/// played right after it ([`Readback`]).
 pub const PROMPT_READBACK_LEAD: &str = "entry.readback_lead";
 pub const PROMPT_READBACK_CONFIRM: &str = "entry.readback_confirm";
 /// The request and the read-back's confirmation when the caller may also speak.
@@ -110,75 +111,70 @@ impl Default for EntryConfig {
     }
 }
 
-/// The read-back's surrounding text in one language, as written in the catalog (markup kept).
+/// A read-back in one language: the catalog's lead ("You entered", "You said", markup kept)
+/// said before the value, rendered on demand with it; then the confirmation, a catalog prompt
+/// rendered ahead of time, so only the short part with the value is synthesized during the call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Readback {
     pub lead: String,
-    pub confirm: String,
+    /// The confirmation prompt's id ("If that is right, press 1 ...").
+    pub confirm: &'static str,
     /// The confirmation when the caller may also answer by voice ("say yes or press 1").
-    pub confirm_speech: Option<String>,
+    pub confirm_speech: Option<&'static str>,
 }
 
 impl Readback {
-    /// The number read-back's texts (`entry.readback_lead`, `entry.readback_confirm`, and
+    /// The number read-back (`entry.readback_lead`, `entry.readback_confirm`, and
     /// `entry.readback_confirm_speech` when present); `None` if missing.
     pub fn from_catalog(catalog: &Catalog, lang: Lang) -> Option<Readback> {
+        catalog.get(lang, PROMPT_READBACK_CONFIRM)?;
         Some(Readback {
             lead: catalog.get(lang, PROMPT_READBACK_LEAD)?.text.clone(),
-            confirm: catalog.get(lang, PROMPT_READBACK_CONFIRM)?.text.clone(),
+            confirm: PROMPT_READBACK_CONFIRM,
             confirm_speech: catalog
                 .get(lang, PROMPT_READBACK_CONFIRM_SPEECH)
-                .map(|p| p.text.clone()),
+                .map(|_| PROMPT_READBACK_CONFIRM_SPEECH),
         })
     }
 
-    /// The address read-back's texts (`email.readback_lead`, `email.readback_confirm`).
+    /// The address read-back (`email.readback_lead`, `email.readback_confirm`).
     pub fn email_from_catalog(catalog: &Catalog, lang: Lang) -> Option<Readback> {
-        let confirm = catalog
-            .get(lang, PROMPT_EMAIL_READBACK_CONFIRM)?
-            .text
-            .clone();
+        catalog.get(lang, PROMPT_EMAIL_READBACK_CONFIRM)?;
         Some(Readback {
             lead: catalog.get(lang, PROMPT_EMAIL_READBACK_LEAD)?.text.clone(),
-            confirm_speech: Some(confirm.clone()),
-            confirm,
+            confirm: PROMPT_EMAIL_READBACK_CONFIRM,
+            confirm_speech: Some(PROMPT_EMAIL_READBACK_CONFIRM),
         })
     }
 
-    /// The dynamic prompt text for a 10-digit number: "You entered {phone 202-555-0123}. If
-    /// that is right, press 1…" (markup `phone` reads it as "2 0 2, 5 5 5, 0 1 2 3").
+    /// The dynamic text for a 10-digit number: "You entered {phone 202-555-0123}." (markup
+    /// `phone` reads it as "2 0 2, 5 5 5, 0 1 2 3").
     pub fn text(&self, number: &str) -> String {
         let grouped = match (number.get(..3), number.get(3..6), number.get(6..)) {
             (Some(a), Some(b), Some(c)) if number.len() == 10 => format!("{a}-{b}-{c}"),
             // Only validated numbers reach here; anything else is still read digit by digit.
             _ => number.to_string(),
         };
-        format!(
-            "{} {{phone {grouped}}}. {}",
-            self.lead.trim(),
-            self.confirm.trim()
-        )
+        format!("{} {{phone {grouped}}}.", self.lead.trim())
     }
 
-    /// The read-back of what `kind` entry heard, with the confirmation for a caller who may
-    /// speak (`speech`) or only key.
-    pub fn text_for(&self, kind: Kind, lang: Lang, value: &str, speech: bool) -> String {
-        let confirm = match (&self.confirm_speech, speech) {
-            (Some(c), true) => c.trim(),
-            _ => self.confirm.trim(),
-        };
+    /// The dynamic text of what `kind` entry heard: the lead and the value.
+    pub fn text_for(&self, kind: Kind, lang: Lang, value: &str) -> String {
         match kind {
-            Kind::Phone => Readback {
-                confirm: confirm.to_string(),
-                ..self.clone()
-            }
-            .text(value),
+            Kind::Phone => self.text(value),
             Kind::Email => format!(
-                "{} {}. {}",
+                "{} {}.",
                 self.lead.trim(),
-                crate::nlu::spell::spoken_email(lang, value),
-                confirm
+                crate::nlu::spell::spoken_email(lang, value)
             ),
+        }
+    }
+
+    /// The confirmation prompt for a caller who may speak (`speech`) or only key.
+    pub fn confirm_prompt(&self, speech: bool) -> &'static str {
+        match (self.confirm_speech, speech) {
+            (Some(id), true) => id,
+            _ => self.confirm,
         }
     }
 }
@@ -191,11 +187,12 @@ pub enum Output {
         prompts: Vec<PromptRef>,
         barge_in: bool,
     },
-    /// Play dynamic text (prompt markup; `speech::dynamic` renders it), replacing whatever is
-    /// playing. It holds the number: never log it in clear.
+    /// Play dynamic text (prompt markup; `speech::dynamic` renders it), then the catalog
+    /// prompts `then`, replacing whatever is playing. It holds the number: never log it in clear.
     PlayText {
         lang: Lang,
         text: Pii<String>,
+        then: Vec<PromptRef>,
         barge_in: bool,
     },
     /// Stop the current playback at once (a key barged in).
@@ -602,14 +599,18 @@ impl NumberEntry {
         let State::Confirming { number } = &self.state else {
             return;
         };
-        let text =
-            Pii::new(
-                self.readback
-                    .text_for(self.kind, self.lang, number.expose(), self.speech),
-            );
+        let text = Pii::new(
+            self.readback
+                .text_for(self.kind, self.lang, number.expose()),
+        );
+        let then = vec![PromptRef::new(
+            self.lang,
+            self.readback.confirm_prompt(self.speech),
+        )];
         self.play(Output::PlayText {
             lang: self.lang,
             text,
+            then,
             barge_in: true,
         });
         self.listen();
@@ -663,11 +664,8 @@ mod tests {
     fn readback() -> Readback {
         Readback {
             lead: "You entered".into(),
-            confirm: "If that is right, press 1. To enter it again, press 2.".into(),
-            confirm_speech: Some(
-                "If that is right, say yes or press 1. To enter it again, say no or press 2."
-                    .into(),
-            ),
+            confirm: PROMPT_READBACK_CONFIRM,
+            confirm_speech: Some(PROMPT_READBACK_CONFIRM_SPEECH),
         }
     }
 
@@ -723,6 +721,7 @@ mod tests {
         let Some(Output::PlayText {
             lang,
             text,
+            then,
             barge_in,
         }) = out.first()
         else {
@@ -730,10 +729,9 @@ mod tests {
         };
         assert_eq!(*lang, Lang::En);
         assert!(*barge_in);
-        assert_eq!(
-            text.expose(),
-            "You entered {phone 202-555-0123}. If that is right, press 1. To enter it again, press 2."
-        );
+        // The confirmation is the keypad one (no speech here), played after the number.
+        assert_eq!(then, &[PromptRef::new(Lang::En, PROMPT_READBACK_CONFIRM)]);
+        assert_eq!(text.expose(), "You entered {phone 202-555-0123}.");
         assert!(
             !format!("{text:?}").contains("555-0123"),
             "redacted in logs"

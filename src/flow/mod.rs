@@ -205,11 +205,13 @@ pub enum Action {
         intent: String,
         to: crate::pii::Pii<String>,
     },
-    /// Play text rendered on demand (prompt markup: a read-back). It may hold personal data:
-    /// never log it in clear. Ends with `Event::PlaybackDone` like `Play`.
+    /// Play text rendered on demand (prompt markup: a read-back), then the catalog prompts
+    /// `then`. It may hold personal data: never log it in clear. Ends with
+    /// `Event::PlaybackDone` like `Play`.
     PlayText {
         lang: Lang,
         text: crate::pii::Pii<String>,
+        then: Vec<PromptRef>,
         barge_in: bool,
     },
     /// Hand the call to a live agent (blind transfer by SIP REFER), once `transfer_start` has
@@ -377,17 +379,20 @@ impl Call {
                 entry::Output::PlayText {
                     lang,
                     text,
+                    then,
                     barge_in,
                 } => {
                     // The record names the read-back, not the number in it.
                     self.record
                         .prompts
                         .push(PromptRef::new(lang, "entry.readback"));
+                    self.record.prompts.extend(then.iter().cloned());
                     self.playing = true;
                     self.barge_in = barge_in;
                     self.actions.push_back(Action::PlayText {
                         lang,
                         text,
+                        then,
                         barge_in,
                     });
                 }
@@ -1667,7 +1672,7 @@ mod tests {
         let now = Instant::now();
         let readback = entry::Readback {
             lead: "You entered".into(),
-            confirm: "If that is right, press 1.".into(),
+            confirm: entry::PROMPT_READBACK_CONFIRM,
             confirm_speech: None,
         };
         let mut call = Call::new(FlowConfig {
@@ -1737,16 +1742,16 @@ mod tests {
                 Lang::En,
                 entry::Readback {
                     lead: "You entered".into(),
-                    confirm: "Press 1.".into(),
-                    confirm_speech: Some("Say yes or press 1.".into()),
+                    confirm: entry::PROMPT_READBACK_CONFIRM,
+                    confirm_speech: Some(entry::PROMPT_READBACK_CONFIRM_SPEECH),
                 },
             )],
             email_readbacks: vec![(
                 Lang::En,
                 entry::Readback {
                     lead: "You said".into(),
-                    confirm: "Say yes or press 1.".into(),
-                    confirm_speech: Some("Say yes or press 1.".into()),
+                    confirm: entry::PROMPT_EMAIL_READBACK_CONFIRM,
+                    confirm_speech: Some(entry::PROMPT_EMAIL_READBACK_CONFIRM),
                 },
             )],
             ..FlowConfig::default()
@@ -1791,7 +1796,7 @@ mod tests {
         let text = read_back_text(&drain(&mut call)).expect("a read-back");
         assert_eq!(
             text,
-            "You said {chars ann} dot {chars lee} at gmail dot com. Say yes or press 1."
+            "You said {chars ann} dot {chars lee} at gmail dot com."
         );
         call.handle_event(now, Event::PlaybackDone);
         call.handle_event(now, Event::Digit('1'));
@@ -1860,7 +1865,7 @@ mod tests {
         let actions = drain(&mut call);
         assert_eq!(
             read_back_text(&actions).unwrap(),
-            "You said {chars john} dot {chars smith} at gmail dot com. Say yes or press 1."
+            "You said {chars john} dot {chars smith} at gmail dot com."
         );
         assert_eq!(listens(&actions), [Listen::Choices]);
         call.handle_event(now, Event::SpeechStart);
@@ -1910,7 +1915,7 @@ mod tests {
         let actions = drain(&mut call);
         assert_eq!(
             read_back_text(&actions).unwrap(),
-            "You entered {phone 202-555-0134}. Say yes or press 1."
+            "You entered {phone 202-555-0134}."
         );
         // "No" re-asks; a key answers the read-back as well as a word.
         call.handle_event(

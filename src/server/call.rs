@@ -639,7 +639,9 @@ pub async fn run(
                         })
                         .await;
                 }
-                Action::PlayText { lang, text, .. } => {
+                Action::PlayText {
+                    lang, text, then, ..
+                } => {
                     // Rendered on demand off the runtime (~20 ms); the read-back holds the number.
                     let voice = super::render_config(&shared.config).voice(lang).clone();
                     let codec = setup.media.codec;
@@ -657,7 +659,17 @@ pub async fn run(
                         }),
                     };
                     match rendered {
-                        Ok(p) => generation = setup.stream.play(vec![p]),
+                        Ok(p) => {
+                            // The confirmation after the value is a catalog prompt, rendered
+                            // ahead of time: only the value's sentence was synthesized now.
+                            let mut items = Vec::with_capacity(1 + then.len());
+                            items.push(p);
+                            items.extend(
+                                then.iter()
+                                    .filter_map(|t| setup.prompts.get(t.lang, &t.id).cloned()),
+                            );
+                            generation = setup.stream.play(items);
+                        }
                         Err(e) => {
                             tracing::error!(error = %e, "read-back not rendered");
                             // The flow waits for the read-back's end: let it go on.
