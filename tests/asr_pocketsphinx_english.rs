@@ -446,3 +446,47 @@ fn human_spelling_asterisk_recordings() {
         );
     }
 }
+
+/// Key tones cancel the utterance the VAD had started on them; the tone audio already reached
+/// the decoder. Its live cepstral mean must not keep it: found in a call where four cancelled
+/// tone fragments left the next "yes please" recognized as nothing.
+#[test]
+fn cancelled_key_tones_do_not_deafen_the_recognizer() {
+    let nlu = nlu();
+    let engine = SphinxEngine::load(
+        Path::new(DEFAULT_MODEL_DIR),
+        &nlu.phrases(Lang::En, PhraseSet::Question),
+        &nlu.vocabulary(Lang::En),
+        &std::env::temp_dir(),
+    )
+    .expect("pocketsphinx-en-us installed");
+    let mut rec = engine
+        .recognizer(&Mode::choices(&nlu, Lang::En))
+        .expect("choices grammar");
+    // DTMF pairs at 16 kHz, the lengths the endpointer passed on before the tone was known.
+    let tone = |low: f64, high: f64, ms: usize| -> Vec<i16> {
+        (0..16 * ms)
+            .map(|i| {
+                let t = i as f64 / 16_000.0;
+                (6000.0
+                    * ((2.0 * std::f64::consts::PI * low * t).sin()
+                        + (2.0 * std::f64::consts::PI * high * t).sin())) as i16
+            })
+            .collect()
+    };
+    for (low, high, ms) in [
+        (697.0, 1209.0, 300),
+        (770.0, 1209.0, 20),
+        (697.0, 1336.0, 20),
+        (941.0, 1477.0, 220),
+    ] {
+        rec.accept(&tone(low, high, ms));
+        rec.reset();
+    }
+    let (text, _) = recognize(&mut rec, &speak("yes please", 8_000), 8_000);
+    assert_eq!(
+        nlu.act(Lang::En, &text).map(|(a, _)| a).as_deref(),
+        Some("yes"),
+        "heard {text:?} after cancelled tones"
+    );
+}

@@ -10,8 +10,6 @@
 mod common;
 
 use std::net::UdpSocket;
-use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,33 +18,6 @@ use common::*;
 /// A question PocketSphinx hears right even through G.711 at 8 kHz (see call_speech_english).
 const QUESTION: &str = "i want to withdraw my application";
 const INTENT: &str = "withdraw";
-
-/// `text` spoken by espeak-ng at 8 kHz (the PSTN path).
-fn speak_8k(dir: &Path, text: &str) -> Vec<i16> {
-    require("espeak-ng");
-    require("sox");
-    let raw = dir.join("q-raw.wav");
-    let out = dir.join("q.wav");
-    assert!(
-        Command::new("espeak-ng")
-            .args(["-v", "en-us", "-s", "150", "-w"])
-            .arg(&raw)
-            .arg(text)
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(
-        Command::new("sox")
-            .arg(&raw)
-            .args(["-r", "8000", "-c", "1", "-b", "16"])
-            .arg(&out)
-            .status()
-            .unwrap()
-            .success()
-    );
-    read_wav(&out).1
-}
 
 /// Index of the first 20 ms frame louder than -40 dBFS.
 fn onset_frame(pcm: &[i16]) -> usize {

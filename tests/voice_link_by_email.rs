@@ -150,3 +150,52 @@ fn keys_that_are_no_address_are_asked_again_and_nothing_is_queued() {
     assert!(!call["actions"].to_string().contains("send_link"), "{call}");
     assert!(outbox_list(&server.data_dir).is_empty(), "nothing queued");
 }
+
+/// The read-back answered by voice on the embedded default (PocketSphinx, 8 kHz G.711): the
+/// address is spelled on the keypad, and "yes please" said over the read-back confirms it.
+/// (This found the key-tone CMN bug: the tones before it had left the recognizer deaf.)
+#[test]
+fn yes_said_over_the_read_back_sends_the_email() {
+    require("sox");
+    let smtp_port = free_port();
+    let smtpd = Smtpd::start(smtp_port, &temp_dir("email-yes-smtp").join("maildir"));
+    let server = Server::start(ServerOptions {
+        extra_toml: outbox_support::fast_config_toml(smtp_port),
+        ..ServerOptions::default()
+    });
+    let dir = temp_dir("email-yes");
+    let address = "al@ab.us";
+    let keys = ivr::nlu::spell::keypad_keys(address).expect("spellable");
+    let gap = vec![0i16; 8000 * 7 / 10];
+    let short = vec![0i16; 8000 * 3 / 10];
+    let mut audio = gap.clone();
+    for key in ['1', '1', '4', '2'] {
+        audio.extend(tone(&dir, key));
+        audio.extend(&gap);
+    }
+    for key in keys.chars().chain(['#']) {
+        audio.extend(tone(&dir, key));
+        audio.extend(&short);
+    }
+    // Into the read-back ("You said A L at A B dot U S."), the caller says yes.
+    audio.extend(vec![0i16; 8000 * 3 / 2]);
+    audio.extend(speak_8k(&dir, "yes please"));
+    audio.extend(vec![0i16; 8000 * 4]);
+    let mut uac = Uac::new(server.sip);
+    let ok = uac.call();
+    uac.send_pcmu(Uac::remote_rtp(&ok), &audio, 1, 0);
+    uac.request("BYE", "", true);
+    assert_eq!(
+        uac.final_response(Duration::from_secs(3)).status(),
+        Some(200)
+    );
+    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    assert_eq!(call["actions"][0], "send_link:email:case_status", "{call}");
+    // What was said at the read-back is in the record; the spelling is not.
+    assert!(!call.to_string().contains("ab.us"), "{call}");
+    let raw = outbox_support::wait_for("the email", Duration::from_secs(20), || {
+        smtpd.messages().into_iter().next()
+    });
+    let to = outbox_support::header(&raw, "To").unwrap_or_default();
+    assert!(to.contains(address), "{to}");
+}

@@ -57,6 +57,41 @@ unsafe extern "C" {
     ) -> c_int;
     fn ps_set_search(ps: *mut PsDecoder, name: *const c_char) -> c_int;
     fn err_set_logfp(stream: *mut c_void);
+    fn ps_get_feat(ps: *mut PsDecoder) -> *mut FeatPrefix;
+    fn cmn_live_get(cmn: *mut CmnPrefix, vec: *mut f32);
+    fn cmn_live_set(cmn: *mut CmnPrefix, vec: *const f32);
+}
+
+/// The leading fields of SphinxBase's `feat_t` (sphinxbase/feat.h, Debian 0.8+5prealpha), up
+/// to the live CMN state. Only `cmn_struct` is read.
+#[repr(C)]
+struct FeatPrefix {
+    refcount: c_int,
+    name: *mut c_char,
+    cepsize: i32,
+    n_stream: i32,
+    stream_len: *mut u32,
+    window_size: i32,
+    n_sv: i32,
+    sv_len: *mut u32,
+    subvecs: *mut *mut i32,
+    sv_buf: *mut f32,
+    sv_dim: i32,
+    cmn: c_int,
+    varnorm: i32,
+    agc: c_int,
+    compute_feat: *mut c_void,
+    cmn_struct: *mut CmnPrefix,
+}
+
+/// SphinxBase's `cmn_t` (sphinxbase/cmn.h; `mfcc_t` is `float`, no FIXED_POINT).
+#[repr(C)]
+struct CmnPrefix {
+    cmn_mean: *mut f32,
+    cmn_var: *mut f32,
+    sum: *mut f32,
+    nframe: i32,
+    veclen: i32,
 }
 
 static QUIET: Once = Once::new();
@@ -232,6 +267,7 @@ impl SphinxEngine {
             since_partial: 0,
             scratch: Vec::new(),
             seed: 1,
+            cmn_before: Vec::new(),
         };
         if let Mode::Grammar(phrases)
         | Mode::Sequence {
@@ -296,6 +332,9 @@ pub struct SphinxRecognizer {
     /// The input plus the noise floor, reused across calls.
     scratch: Vec<i16>,
     seed: u32,
+    /// The live cepstral mean when the current utterance started: a cancelled utterance (a
+    /// key tone taken for speech) puts it back, so the tone does not skew the next one.
+    cmn_before: Vec<f32>,
 }
 
 /// Peak amplitude of the white noise floor added to every input sample (about −69 dBFS RMS).
@@ -310,6 +349,42 @@ const NOISE_FLOOR_AMPLITUDE: u32 = 20;
 unsafe impl Send for SphinxRecognizer {}
 
 impl SphinxRecognizer {
+    /// The decoder's live CMN state, when its layout is the one we know.
+    fn cmn(&self) -> Option<(*mut CmnPrefix, usize)> {
+        // SAFETY: ps is live; feat_t and cmn_t are read as laid out in the Debian headers,
+        // and only after the pointers and the vector length check out.
+        unsafe {
+            let feat = ps_get_feat(self.ps.as_ptr());
+            if feat.is_null() {
+                return None;
+            }
+            let cmn = (*feat).cmn_struct;
+            if cmn.is_null() || (*cmn).cmn_mean.is_null() {
+                return None;
+            }
+            let len = (*cmn).veclen;
+            ((1..=64).contains(&len) && len == (*feat).cepsize).then_some((cmn, len as usize))
+        }
+    }
+
+    fn save_cmn(&mut self) {
+        let Some((cmn, len)) = self.cmn() else {
+            self.cmn_before.clear();
+            return;
+        };
+        self.cmn_before.resize(len, 0.0);
+        // SAFETY: cmn is live and the buffer holds veclen floats.
+        unsafe { cmn_live_get(cmn, self.cmn_before.as_mut_ptr()) };
+    }
+
+    fn restore_cmn(&mut self) {
+        let Some((cmn, len)) = self.cmn() else { return };
+        if self.cmn_before.len() == len {
+            // SAFETY: cmn is live and the buffer holds veclen floats.
+            unsafe { cmn_live_set(cmn, self.cmn_before.as_ptr()) };
+        }
+    }
+
     fn hyp(&mut self) -> Option<String> {
         let mut score = 0i32;
         // SAFETY: ps is live; the returned string is owned by the decoder, copied at once.
@@ -332,16 +407,16 @@ impl Recognizer for SphinxRecognizer {
         if pcm.is_empty() {
             return None;
         }
-        // SAFETY: ps is live; pcm is a valid slice for its length.
-        unsafe {
-            if !self.started {
-                if ps_start_utt(self.ps.as_ptr()) < 0 {
-                    return None;
-                }
-                self.started = true;
-                // Same audio, same noise, same result, whatever came before.
-                self.seed = 1;
+        if !self.started {
+            // The mean before this utterance, in case it is cancelled.
+            self.save_cmn();
+            // SAFETY: ps is live and no utterance is open.
+            if unsafe { ps_start_utt(self.ps.as_ptr()) } < 0 {
+                return None;
             }
+            self.started = true;
+            // Same audio, same noise, same result, whatever came before.
+            self.seed = 1;
         }
         self.scratch.clear();
         for &x in pcm {
@@ -409,6 +484,9 @@ impl Recognizer for SphinxRecognizer {
             // SAFETY: an utterance is open on a live decoder; its result is discarded.
             unsafe { ps_end_utt(self.ps.as_ptr()) };
             self.started = false;
+            // Measured: four cancelled key-tone fragments (20–220 ms each) left the next
+            // utterance's "yes please" recognized as nothing; with the mean put back it is heard.
+            self.restore_cmn();
         }
         self.since_partial = 0;
     }

@@ -220,8 +220,10 @@ enum State {
 pub struct NumberEntry {
     config: EntryConfig,
     kind: Kind,
-    /// The caller may answer by voice.
+    /// The caller may answer by voice (at least yes or no at the read-back).
     speech: bool,
+    /// An address may be spelled aloud (the recognizer can spell); else on the keypad.
+    spell_aloud: bool,
     /// The caller is talking (between a speech start and what was heard): no timer runs.
     talking: bool,
     lang: Lang,
@@ -241,22 +243,25 @@ pub struct NumberEntry {
 impl NumberEntry {
     /// Start a keyed number entry: the request to key the number is queued at once.
     pub fn new(config: EntryConfig, lang: Lang, readback: Readback) -> NumberEntry {
-        NumberEntry::start(Kind::Phone, config, lang, readback, false)
+        NumberEntry::start(Kind::Phone, config, lang, readback, false, false)
     }
 
-    /// Start an entry of `kind`; with `speech` the caller may also answer by voice (an address
-    /// can only be spelled by voice).
+    /// Start an entry of `kind`. With `speech` the caller may also answer by voice: say a
+    /// number digit by digit, answer the read-back; an address is spelled aloud only with
+    /// `spell_aloud` (the recognizer can spell), else on the keypad.
     pub fn start(
         kind: Kind,
         config: EntryConfig,
         lang: Lang,
         readback: Readback,
         speech: bool,
+        spell_aloud: bool,
     ) -> NumberEntry {
         let mut entry = NumberEntry {
             config,
             kind,
             speech,
+            spell_aloud,
             talking: false,
             lang,
             readback,
@@ -327,8 +332,8 @@ impl NumberEntry {
         }
         self.deadline = None;
         match &self.state {
-            State::Collecting { digits } if !digits.is_empty() => {
-                // Keys are being pressed: they decide; speech meanwhile is ignored.
+            State::Collecting { digits } if !digits.is_empty() || !self.collect_by_voice() => {
+                // Keys are being pressed (or only keys are asked for): speech is ignored.
                 self.listen();
             }
             State::Collecting { .. } => {
@@ -376,10 +381,12 @@ impl NumberEntry {
         if self.state == State::Finished || !self.speech {
             return;
         }
+        let by_voice = self.collect_by_voice();
         self.talking = false;
         self.speech = false;
         match &self.state {
-            State::Collecting { digits } if digits.is_empty() => {
+            // The request asked for a spoken answer: say it again in its keypad form.
+            State::Collecting { digits } if digits.is_empty() && by_voice => {
                 self.ask(Some(lead));
             }
             State::Confirming { .. } => self.read_back(),
@@ -394,8 +401,13 @@ impl NumberEntry {
         })
     }
 
+    /// The value itself may be given by voice (a number said, an address spelled aloud).
+    fn collect_by_voice(&self) -> bool {
+        self.speech && (self.kind == Kind::Phone || self.spell_aloud)
+    }
+
     fn prompt_ask(&self) -> &'static str {
-        match (self.kind, self.speech) {
+        match (self.kind, self.collect_by_voice()) {
             (Kind::Email, true) => PROMPT_EMAIL_ASK,
             (Kind::Email, false) => PROMPT_EMAIL_ASK_KEYS,
             (Kind::Phone, true) => PROMPT_ASK_SPEECH,
@@ -423,6 +435,7 @@ impl NumberEntry {
             return;
         }
         let listen = match (&self.state, self.kind) {
+            (State::Collecting { .. }, _) if !self.collect_by_voice() => return,
             (State::Collecting { .. }, Kind::Phone) => Listen::Digits,
             (State::Collecting { .. }, Kind::Email) => Listen::Spelling,
             (State::Confirming { .. }, _) => Listen::Choices,

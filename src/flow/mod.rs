@@ -878,9 +878,16 @@ impl Call {
         };
         self.stop_listening();
         self.no_input_at = None;
-        let speech = self.speech_on()
-            && (kind == entry::Kind::Phone || self.config.spelling.contains(&self.lang));
-        let e = entry::NumberEntry::start(kind, self.config.entry.clone(), self.lang, r, speech);
+        let speech = self.speech_on();
+        let spell_aloud = self.config.spelling.contains(&self.lang);
+        let e = entry::NumberEntry::start(
+            kind,
+            self.config.entry.clone(),
+            self.lang,
+            r,
+            speech,
+            spell_aloud,
+        );
         self.state = State::Entry(Box::new(e));
         self.pump_entry();
         true
@@ -1988,6 +1995,28 @@ mod tests {
         let actions = drain(&mut call);
         assert_eq!(played(&actions), ["en:email.ask_keys"]);
         assert!(listens(&actions).is_empty(), "{actions:?}");
+        // The read-back may still be answered by voice.
+        let keys = crate::nlu::spell::keypad_keys("al@aol.com").unwrap();
+        for k in keys.chars().chain(['#']) {
+            call.handle_event(now, Event::Digit(k));
+        }
+        let actions = drain(&mut call);
+        assert!(read_back_text(&actions).is_some());
+        assert_eq!(listens(&actions), [Listen::Choices]);
+        call.handle_event(now, Event::SpeechStart);
+        call.handle_event(
+            now,
+            Event::Heard(Heard {
+                text: "yes".into(),
+                act: Some("yes".into()),
+                ..Heard::default()
+            }),
+        );
+        assert!(
+            drain(&mut call)
+                .iter()
+                .any(|a| matches!(a, Action::SendEmail { .. }))
+        );
         // A number is still taken by voice there (digits, not spelling).
         let mut sms = Call::new(FlowConfig {
             spelling: HashSet::new(),

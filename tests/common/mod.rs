@@ -155,7 +155,10 @@ impl Server {
             .arg("serve")
             .arg("--config")
             .arg(&config_path)
-            .env("IVR_LOG", "info")
+            .env(
+                "IVR_LOG",
+                std::env::var("IVR_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -952,4 +955,31 @@ pub fn sox_tone(dir: &Path, name: &str, low: u32, high: u32) -> Vec<i16> {
         .expect("run sox");
     assert!(st.success());
     read_wav(&path).1
+}
+
+/// `text` spoken by espeak-ng at 8 kHz (the PSTN path).
+pub fn speak_8k(dir: &Path, text: &str) -> Vec<i16> {
+    require("espeak-ng");
+    require("sox");
+    let raw = dir.join("q-raw.wav");
+    let out = dir.join("q.wav");
+    assert!(
+        Command::new("espeak-ng")
+            .args(["-v", "en-us", "-s", "150", "-w"])
+            .arg(&raw)
+            .arg(text)
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        Command::new("sox")
+            .arg(&raw)
+            .args(["-r", "8000", "-c", "1", "-b", "16"])
+            .arg(&out)
+            .status()
+            .unwrap()
+            .success()
+    );
+    read_wav(&out).1
 }
