@@ -1831,10 +1831,7 @@ mod tests {
         call.handle_event(now, Event::Start);
         call.handle_event(now, heard("my case status", Some("case_status"), 0.95));
         let actions = drain(&mut call);
-        assert_eq!(
-            played(&actions).last().unwrap(),
-            "en:after_answer_link_speech"
-        );
+        assert_eq!(played(&actions).last().unwrap(), "en:after_answer_link");
         // "email" at the after-answer menu goes straight to spelling.
         call.handle_event(now, Event::SpeechStart);
         call.handle_event(

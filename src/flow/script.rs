@@ -297,7 +297,7 @@ static MENUS: [Menu; 13] = [
         barge_in: true,
         listen: Listen::Question,
         acts: AFTER_ANSWER_LINK_ACTS,
-        speech_prompts: &[p("after_answer_link_speech")],
+        speech_prompts: NO_PROMPTS,
     },
     Menu {
         name: "sms_confirm",
@@ -366,7 +366,7 @@ static MENUS: [Menu; 13] = [
             ("email", Goto::EmailEntry),
             ("no", Goto::AfterAnswer),
         ],
-        speech_prompts: NO_PROMPTS,
+        speech_prompts: &[p("link_channel_speech")],
     },
 ];
 
