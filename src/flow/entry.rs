@@ -48,8 +48,10 @@ pub const PROMPT_EMAIL_INVALID: &str = "email.invalid";
 pub const PROMPT_EMAIL_NO_INPUT: &str = "email.no_input";
 pub const PROMPT_EMAIL_READBACK_LEAD: &str = "email.readback_lead";
 pub const PROMPT_EMAIL_READBACK_CONFIRM: &str = "email.readback_confirm";
-pub const PROMPT_IDS: [&str; 13] = [
+pub const PROMPT_EMAIL_READBACK_CONFIRM_KEYS: &str = "email.readback_confirm_keys";
+pub const PROMPT_IDS: [&str; 14] = [
     PROMPT_EMAIL_ASK_KEYS,
+    PROMPT_EMAIL_READBACK_CONFIRM_KEYS,
     PROMPT_ASK,
     PROMPT_INVALID,
     PROMPT_NO_INPUT,
@@ -137,12 +139,14 @@ impl Readback {
         })
     }
 
-    /// The address read-back (`email.readback_lead`, `email.readback_confirm`).
+    /// The address read-back (`email.readback_lead`, `email.readback_confirm_keys`,
+    /// `email.readback_confirm` for a caller who may say yes).
     pub fn email_from_catalog(catalog: &Catalog, lang: Lang) -> Option<Readback> {
         catalog.get(lang, PROMPT_EMAIL_READBACK_CONFIRM)?;
+        catalog.get(lang, PROMPT_EMAIL_READBACK_CONFIRM_KEYS)?;
         Some(Readback {
             lead: catalog.get(lang, PROMPT_EMAIL_READBACK_LEAD)?.text.clone(),
-            confirm: PROMPT_EMAIL_READBACK_CONFIRM,
+            confirm: PROMPT_EMAIL_READBACK_CONFIRM_KEYS,
             confirm_speech: Some(PROMPT_EMAIL_READBACK_CONFIRM),
         })
     }

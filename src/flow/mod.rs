@@ -1757,7 +1757,7 @@ mod tests {
                 Lang::En,
                 entry::Readback {
                     lead: "You said".into(),
-                    confirm: entry::PROMPT_EMAIL_READBACK_CONFIRM,
+                    confirm: entry::PROMPT_EMAIL_READBACK_CONFIRM_KEYS,
                     confirm_speech: Some(entry::PROMPT_EMAIL_READBACK_CONFIRM),
                 },
             )],
@@ -1800,11 +1800,18 @@ mod tests {
         for k in keys.chars().chain(['#']) {
             call.handle_event(now, Event::Digit(k));
         }
-        let text = read_back_text(&drain(&mut call)).expect("a read-back");
+        let actions = drain(&mut call);
+        let text = read_back_text(&actions).expect("a read-back");
         assert_eq!(
             text,
             "You said {chars ann} dot {chars lee} at gmail dot com."
         );
+        // No recognizer: the confirmation after it asks for a key, not a spoken yes.
+        assert!(actions.iter().any(|a| matches!(
+            a,
+            Action::PlayText { then, .. }
+                if then == &[PromptRef::new(Lang::En, entry::PROMPT_EMAIL_READBACK_CONFIRM_KEYS)]
+        )));
         call.handle_event(now, Event::PlaybackDone);
         call.handle_event(now, Event::Digit('1'));
         assert_eq!(
