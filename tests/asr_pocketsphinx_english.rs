@@ -51,6 +51,17 @@ fn sources() -> Vec<Source> {
     out
 }
 
+/// PocketSphinx with the domain LM of the grammars, as `ivr serve` loads it for English.
+fn domain_engine(nlu: &Nlu) -> SphinxEngine {
+    SphinxEngine::load(
+        Path::new(DEFAULT_MODEL_DIR),
+        &nlu.phrases(Lang::En, PhraseSet::Question),
+        &nlu.vocabulary(Lang::En),
+        &std::env::temp_dir(),
+    )
+    .expect("pocketsphinx-en-us installed")
+}
+
 fn nlu() -> Nlu {
     nlu::build(&sources()).unwrap_or_else(|d| panic!("grammars do not build: {d:?}"))
 }
@@ -179,13 +190,7 @@ fn spoken_questions_reach_the_right_intent() {
 #[test]
 fn closed_grammar_answers_yes_or_no() {
     let nlu = nlu();
-    let engine = SphinxEngine::load(
-        Path::new(DEFAULT_MODEL_DIR),
-        &nlu.phrases(Lang::En, PhraseSet::Question),
-        &nlu.vocabulary(Lang::En),
-        &std::env::temp_dir(),
-    )
-    .expect("pocketsphinx-en-us installed");
+    let engine = domain_engine(&nlu);
     let yes_no = Mode::Grammar(nlu.phrases(Lang::En, PhraseSet::YesNo));
     let mut rec = engine.recognizer(&yes_no).expect("yes/no grammar");
     for (said, act) in [
@@ -310,13 +315,7 @@ fn recognize_with(
 #[test]
 fn spelled_email_addresses_and_spoken_numbers() {
     let nlu = nlu();
-    let engine = SphinxEngine::load(
-        Path::new(DEFAULT_MODEL_DIR),
-        &nlu.phrases(Lang::En, PhraseSet::Question),
-        &nlu.vocabulary(Lang::En),
-        &std::env::temp_dir(),
-    )
-    .expect("pocketsphinx-en-us installed");
+    let engine = domain_engine(&nlu);
     let mut rec = engine
         .recognizer(&Mode::spelling(Lang::En))
         .expect("spelling grammar");
@@ -402,13 +401,7 @@ fn asterisk_spelling(parts: &[&str]) -> Vec<i16> {
 #[test]
 fn human_spelling_asterisk_recordings() {
     let nlu = nlu();
-    let engine = SphinxEngine::load(
-        Path::new(DEFAULT_MODEL_DIR),
-        &nlu.phrases(Lang::En, PhraseSet::Question),
-        &nlu.vocabulary(Lang::En),
-        &std::env::temp_dir(),
-    )
-    .expect("pocketsphinx-en-us installed");
+    let engine = domain_engine(&nlu);
     let tokens = ivr::nlu::spell::email_tokens(Lang::En);
     let in_grammar = |text: &str| {
         let words: Vec<&str> = text.split_whitespace().collect();
@@ -453,13 +446,7 @@ fn human_spelling_asterisk_recordings() {
 #[test]
 fn cancelled_key_tones_do_not_deafen_the_recognizer() {
     let nlu = nlu();
-    let engine = SphinxEngine::load(
-        Path::new(DEFAULT_MODEL_DIR),
-        &nlu.phrases(Lang::En, PhraseSet::Question),
-        &nlu.vocabulary(Lang::En),
-        &std::env::temp_dir(),
-    )
-    .expect("pocketsphinx-en-us installed");
+    let engine = domain_engine(&nlu);
     let mut rec = engine
         .recognizer(&Mode::choices(&nlu, Lang::En))
         .expect("choices grammar");

@@ -12,21 +12,14 @@ use std::time::Duration;
 use common::*;
 use outbox_support::Smtpd;
 
-/// The DTMF pair of a key.
-fn tone(dir: &std::path::Path, key: char) -> Vec<i16> {
-    const ROWS: [u32; 4] = [697, 770, 852, 941];
-    const COLS: [u32; 3] = [1209, 1336, 1477];
-    let (r, c) = match key {
-        '1'..='9' => {
-            let n = key as u32 - '1' as u32;
-            (n / 3, n % 3)
-        }
-        '*' => (3, 0),
-        '0' => (3, 1),
-        '#' => (3, 2),
-        _ => panic!("no tone for {key}"),
-    };
-    sox_tone(dir, &format!("k{key}"), ROWS[r as usize], COLS[c as usize])
+/// The in-band audio of `keys` (DTMF pairs, `gap` samples after each).
+fn keyed(dir: &std::path::Path, keys: &str, gap: &[i16]) -> Vec<i16> {
+    let mut audio = Vec::new();
+    for key in keys.chars() {
+        audio.extend(dtmf_tone(dir, key));
+        audio.extend(gap);
+    }
+    audio
 }
 
 #[test]
@@ -46,18 +39,12 @@ fn an_address_spelled_on_the_keypad_receives_the_link() {
     let gap = vec![0i16; 8000 * 7 / 10];
     let short = vec![0i16; 8000 * 3 / 10];
     let mut audio = gap.clone();
-    // English, case status, the link, by email.
-    for key in ['1', '1', '4', '2'] {
-        audio.extend(tone(&dir, key));
-        audio.extend(&gap);
-    }
-    for key in keys.chars().chain(['#']) {
-        audio.extend(tone(&dir, key));
-        audio.extend(&short);
-    }
+    // English, case status, the link, by email; the address, then #.
+    audio.extend(keyed(&dir, "1142", &gap));
+    audio.extend(keyed(&dir, &format!("{keys}#"), &short));
     // The read-back ("You said J O dot L I 7 at A B dot U S ...") plays; 1 confirms it.
     audio.extend(vec![0i16; 8000 * 2]);
-    audio.extend(tone(&dir, '1'));
+    audio.extend(dtmf_tone(&dir, '1'));
     audio.extend(vec![0i16; 8000 * 3]);
     let mut uac = Uac::new(server.sip);
     let ok = uac.call();
@@ -114,14 +101,8 @@ fn keys_that_are_no_address_are_asked_again_and_nothing_is_queued() {
     let gap = vec![0i16; 8000 * 7 / 10];
     let short = vec![0i16; 8000 * 3 / 10];
     let mut audio = gap.clone();
-    for key in ['1', '1', '4', '2'] {
-        audio.extend(tone(&dir, key));
-        audio.extend(&gap);
-    }
-    for key in "5163#".chars() {
-        audio.extend(tone(&dir, key));
-        audio.extend(&short);
-    }
+    audio.extend(keyed(&dir, "1142", &gap));
+    audio.extend(keyed(&dir, "5163#", &short));
     audio.extend(vec![0i16; 8000 * 3]);
     let mut uac = Uac::new(server.sip);
     let ok = uac.call();
@@ -169,14 +150,8 @@ fn yes_said_over_the_read_back_sends_the_email() {
     let gap = vec![0i16; 8000 * 7 / 10];
     let short = vec![0i16; 8000 * 3 / 10];
     let mut audio = gap.clone();
-    for key in ['1', '1', '4', '2'] {
-        audio.extend(tone(&dir, key));
-        audio.extend(&gap);
-    }
-    for key in keys.chars().chain(['#']) {
-        audio.extend(tone(&dir, key));
-        audio.extend(&short);
-    }
+    audio.extend(keyed(&dir, "1142", &gap));
+    audio.extend(keyed(&dir, &format!("{keys}#"), &short));
     // Into the read-back ("You said A L at A B dot U S."), the caller says yes.
     audio.extend(vec![0i16; 8000 * 3 / 2]);
     audio.extend(speak_8k(&dir, "yes please"));

@@ -58,21 +58,6 @@ fn pressing_4_stores_the_link_for_a_text_message() {
     );
 }
 
-/// The DTMF pair of a key.
-fn tone(dir: &std::path::Path, key: char) -> Vec<i16> {
-    const ROWS: [u32; 4] = [697, 770, 852, 941];
-    const COLS: [u32; 3] = [1209, 1336, 1477];
-    let (r, c) = match key {
-        '1'..='9' => {
-            let n = key as u32 - '1' as u32;
-            (n / 3, n % 3)
-        }
-        '0' => (3, 1),
-        _ => panic!("no tone for {key}"),
-    };
-    sox_tone(dir, &format!("k{key}"), ROWS[r as usize], COLS[c as usize])
-}
-
 #[test]
 fn a_caller_from_an_unknown_number_keys_one_and_the_read_back_is_confirmed() {
     require("sox");
@@ -84,17 +69,17 @@ fn a_caller_from_an_unknown_number_keys_one_and_the_read_back_is_confirmed() {
     let mut audio = gap.clone();
     // English, case status, "text me the link" (no caller ID to confirm: the number is asked).
     for key in ['1', '1', '4', '1'] {
-        audio.extend(tone(&dir, key));
+        audio.extend(dtmf_tone(&dir, key));
         audio.extend(&gap);
     }
     audio.extend(&gap);
     for key in "2125550199".chars() {
-        audio.extend(tone(&dir, key));
+        audio.extend(dtmf_tone(&dir, key));
         audio.extend(&short);
     }
     // The read-back ("You entered 2 1 2, ...") plays; 1 confirms it.
     audio.extend(vec![0i16; 8000 * 2]);
-    audio.extend(tone(&dir, '1'));
+    audio.extend(dtmf_tone(&dir, '1'));
     audio.extend(vec![0i16; 8000 * 3]);
     let mut uac = Uac::new(server.sip);
     uac.caller = "anonymous".into();

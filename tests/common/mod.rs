@@ -983,3 +983,20 @@ pub fn speak_8k(dir: &Path, text: &str) -> Vec<i16> {
     );
     read_wav(&out).1
 }
+
+/// The DTMF pair of a key (`0`-`9`, `*`, `#`), synthesized by sox at 8 kHz.
+pub fn dtmf_tone(dir: &std::path::Path, key: char) -> Vec<i16> {
+    const ROWS: [u32; 4] = [697, 770, 852, 941];
+    const COLS: [u32; 3] = [1209, 1336, 1477];
+    let (r, c) = match key {
+        '1'..='9' => {
+            let n = key as u32 - '1' as u32;
+            (n / 3, n % 3)
+        }
+        '*' => (3, 0),
+        '0' => (3, 1),
+        '#' => (3, 2),
+        _ => panic!("no tone for {key}"),
+    };
+    sox_tone(dir, &format!("k{key}"), ROWS[r as usize], COLS[c as usize])
+}
