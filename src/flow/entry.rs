@@ -307,7 +307,7 @@ impl NumberEntry {
 
     /// The caller started talking: barge-in, and no timer while they talk.
     pub fn handle_speech_start(&mut self, _now: Instant) {
-        if self.state == State::Finished || !self.speech {
+        if !self.wants_speech() {
             return;
         }
         self.talking = true;
@@ -319,7 +319,7 @@ impl NumberEntry {
     }
 
     /// What the caller said (an empty text: noise, or nothing the grammar knows).
-    pub fn handle_heard(&mut self, _now: Instant, heard: &Heard) {
+    pub fn handle_heard(&mut self, now: Instant, heard: &Heard) {
         if self.state == State::Finished || !self.speech {
             return;
         }
@@ -330,16 +330,21 @@ impl NumberEntry {
             self.listen();
             return;
         }
+        if !self.wants_speech() {
+            // Keys are being pressed (or only keys are asked for): speech is ignored, and
+            // the keys' timer runs on.
+            if self.deadline.is_none() && !self.playing {
+                self.arm(now);
+            }
+            self.listen();
+            return;
+        }
         if self.playing {
             self.playing = false;
             self.outputs.push_back(Output::StopPlayback);
         }
         self.deadline = None;
         match &self.state {
-            State::Collecting { digits } if !digits.is_empty() || !self.collect_by_voice() => {
-                // Keys are being pressed (or only keys are asked for): speech is ignored.
-                self.listen();
-            }
             State::Collecting { .. } => {
                 let value = match self.kind {
                     Kind::Phone => crate::nlu::spell::phone(text).and_then(|n| nanp_number(&n)),
@@ -381,7 +386,7 @@ impl NumberEntry {
 
     /// Recognition is unavailable: the entry goes on with keys. Nothing keyed yet: the request
     /// is said again in its keypad form, after `lead` (the shell's apology).
-    pub fn handle_speech_unavailable(&mut self, _now: Instant, lead: &str) {
+    pub fn handle_speech_unavailable(&mut self, now: Instant, lead: &str) {
         if self.state == State::Finished || !self.speech {
             return;
         }
@@ -394,6 +399,8 @@ impl NumberEntry {
                 self.ask(Some(lead));
             }
             State::Confirming { .. } => self.read_back(),
+            // Keys were being pressed: their timer goes on (a talker may have stopped it).
+            _ if !self.playing && self.deadline.is_none() => self.arm(now),
             _ => {}
         }
     }
@@ -521,6 +528,11 @@ impl NumberEntry {
             return;
         }
         self.playing = false;
+        self.arm(now);
+    }
+
+    /// Start the wait for the caller's next input, as the state has it (nothing playing).
+    fn arm(&mut self, now: Instant) {
         self.deadline = match &self.state {
             State::Collecting { digits } if digits.is_empty() => {
                 Some(now + ms(self.config.first_digit_timeout_ms))
@@ -529,6 +541,16 @@ impl NumberEntry {
             State::Confirming { .. } => Some(now + ms(self.config.confirm_timeout_ms)),
             State::Finished => None,
         };
+    }
+
+    /// A spoken answer is what the current state waits for.
+    fn wants_speech(&self) -> bool {
+        self.speech
+            && match &self.state {
+                State::Collecting { digits } => digits.is_empty() && self.collect_by_voice(),
+                State::Confirming { .. } => true,
+                State::Finished => false,
+            }
     }
 
     /// Early or stale calls are harmless: only an expired deadline counts.
@@ -971,29 +993,105 @@ mod tests {
 
     #[test]
     fn random_inputs_never_panic_and_only_valid_numbers_are_done() {
-        // A small xorshift: deterministic "fuzz" over keys, silences and playback ends.
+        // A small xorshift: deterministic "fuzz" over keys, speech, silences and playback ends,
+        // for numbers and addresses, keys only and by voice.
+        let said = [
+            "",
+            "yes",
+            "no",
+            "two oh two five five five zero one two three",
+            "j o h n at gmail dot com",
+            "j o h n at gmail",
+            "[unk]",
+            "one",
+        ];
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        for _ in 0..300 {
-            let (mut e, mut t) = entry(EntryConfig::default());
+        for round in 0..600 {
+            let kind = if round % 2 == 0 {
+                Kind::Phone
+            } else {
+                Kind::Email
+            };
+            let speech = round % 3 != 0;
+            let mut e = NumberEntry::start(
+                kind,
+                EntryConfig::default(),
+                Lang::En,
+                readback(),
+                speech,
+                round % 4 == 1,
+            );
+            let mut t = Instant::now();
             for _ in 0..400 {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
                 t += Duration::from_millis(x % 9000);
-                match x % 5 {
+                match x % 9 {
                     0 => e.handle_playback_done(t),
                     1 => e.handle_timeout(t),
+                    2 => e.handle_speech_start(t),
+                    3 => {
+                        let text = said[(x >> 8) as usize % said.len()];
+                        let heard = Heard {
+                            text: text.into(),
+                            act: matches!(text, "yes" | "no").then(|| text.to_string()),
+                            digit: (text == "one").then_some('1'),
+                            ..Heard::default()
+                        };
+                        e.handle_heard(t, &heard);
+                    }
+                    4 if x % 7 == 0 => e.handle_speech_unavailable(t, "speech_fallback"),
                     _ => e.handle_digit(t, b"0123456789*#A"[(x >> 8) as usize % 13] as char),
                 }
                 for o in drain(&mut e) {
                     if let Output::Done(n) = o {
-                        assert!(nanp_number(n.expose()).is_some());
+                        match kind {
+                            Kind::Phone => assert!(nanp_number(n.expose()).is_some()),
+                            Kind::Email => assert!(n.expose().contains('@')),
+                        }
                     }
                 }
                 if e.is_finished() {
                     break;
                 }
+                // A waiting entry always has a way on: a timer, or a prompt whose end it awaits.
+                assert!(e.poll_timeout().is_some() || e.playing || e.talking);
             }
         }
+    }
+
+    #[test]
+    fn speech_heard_while_keys_are_pressed_leaves_the_keys_timer_running() {
+        let (mut e, t) = (
+            NumberEntry::start(
+                Kind::Phone,
+                EntryConfig::default(),
+                Lang::En,
+                readback(),
+                true,
+                false,
+            ),
+            Instant::now(),
+        );
+        drain(&mut e);
+        e.handle_playback_done(t);
+        keys(&mut e, t, "202");
+        let timer = e.poll_timeout();
+        assert!(timer.is_some());
+        e.handle_heard(
+            t,
+            &Heard {
+                text: "two oh two".into(),
+                ..Heard::default()
+            },
+        );
+        assert_eq!(e.poll_timeout(), timer, "the inter-digit timer survives");
+        keys(&mut e, t, "5550123");
+        // The speech was ignored (listening goes on); the keys complete the number.
+        assert_eq!(
+            ids(&drain(&mut e)),
+            ["<listen Digits>", "<text>", "<listen Choices>"]
+        );
     }
 }
