@@ -364,7 +364,6 @@ impl Engines {
                 }
                 (Backend::Pocketsphinx, dir) => {
                     let dir = dir.unwrap_or_else(|| PathBuf::from(sphinx::DEFAULT_MODEL_DIR));
-
                     Engine::Sphinx(sphinx::SphinxEngine::load(
                         &dir,
                         &phrases,
