@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::*;
 
@@ -41,15 +41,7 @@ fn closed_now_the_answer_says_when_representatives_are_back() {
     audio.extend(vec![0i16; 8000 * 3]);
     audio.extend(zero.iter());
     audio.extend(vec![0i16; 8000 * 3]);
-    let mut uac = Uac::new(server.sip);
-    let ok = uac.call();
-    uac.send_pcmu(Uac::remote_rtp(&ok), &audio, 1, 0);
-    uac.request("BYE", "", true);
-    assert_eq!(
-        uac.final_response(Duration::from_secs(3)).status(),
-        Some(200)
-    );
-    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    let call = play_and_hang_up(&server, Uac::new(server.sip), &audio);
     let prompts: Vec<&str> = call["prompts"]
         .as_array()
         .unwrap()

@@ -282,18 +282,8 @@ fn listen(uac: &Uac, dest: std::net::SocketAddr, secs: usize) {
 
 /// The after-answer menu with the link offer follows the apology.
 fn assert_apology_and_link_menu(call: &serde_json::Value) {
-    let prompts: Vec<String> = call["prompts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap().to_string())
-        .collect();
-    let failed = prompts
-        .iter()
-        .position(|p| p == "en:transfer_failed")
-        .unwrap_or_else(|| panic!("no apology: {call}"));
     assert_eq!(
-        prompts.get(failed + 1).map(String::as_str),
+        prompt_after(call, "en:transfer_failed").as_deref(),
         Some("en:after_answer_link"),
         "{call}"
     );

@@ -46,15 +46,7 @@ fn an_address_spelled_on_the_keypad_receives_the_link() {
     audio.extend(vec![0i16; 8000 * 2]);
     audio.extend(dtmf_tone(&dir, '1'));
     audio.extend(vec![0i16; 8000 * 3]);
-    let mut uac = Uac::new(server.sip);
-    let ok = uac.call();
-    uac.send_pcmu(Uac::remote_rtp(&ok), &audio, 1, 0);
-    uac.request("BYE", "", true);
-    assert_eq!(
-        uac.final_response(Duration::from_secs(3)).status(),
-        Some(200)
-    );
-    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    let call = play_and_hang_up(&server, Uac::new(server.sip), &audio);
     // The keys spelling the address are not recorded; neither is the address.
     assert_eq!(call["digits"], "1142", "{call}");
     assert!(!call.to_string().contains("ab.us"), "{call}");
@@ -104,27 +96,9 @@ fn keys_that_are_no_address_are_asked_again_and_nothing_is_queued() {
     audio.extend(keyed(&dir, "1142", &gap));
     audio.extend(keyed(&dir, "5163#", &short));
     audio.extend(vec![0i16; 8000 * 3]);
-    let mut uac = Uac::new(server.sip);
-    let ok = uac.call();
-    uac.send_pcmu(Uac::remote_rtp(&ok), &audio, 1, 0);
-    uac.request("BYE", "", true);
+    let call = play_and_hang_up(&server, Uac::new(server.sip), &audio);
     assert_eq!(
-        uac.final_response(Duration::from_secs(3)).status(),
-        Some(200)
-    );
-    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
-    let prompts: Vec<String> = call["prompts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap().to_string())
-        .collect();
-    let invalid = prompts
-        .iter()
-        .position(|p| p == "en:email.invalid")
-        .unwrap_or_else(|| panic!("no apology: {call}"));
-    assert_eq!(
-        prompts.get(invalid + 1).map(String::as_str),
+        prompt_after(&call, "en:email.invalid").as_deref(),
         Some("en:email.ask_keys"),
         "{call}"
     );
@@ -156,15 +130,7 @@ fn yes_said_over_the_read_back_sends_the_email() {
     audio.extend(vec![0i16; 8000 * 3 / 2]);
     audio.extend(speak_8k(&dir, "yes please"));
     audio.extend(vec![0i16; 8000 * 4]);
-    let mut uac = Uac::new(server.sip);
-    let ok = uac.call();
-    uac.send_pcmu(Uac::remote_rtp(&ok), &audio, 1, 0);
-    uac.request("BYE", "", true);
-    assert_eq!(
-        uac.final_response(Duration::from_secs(3)).status(),
-        Some(200)
-    );
-    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    let call = play_and_hang_up(&server, Uac::new(server.sip), &audio);
     assert_eq!(call["actions"][0], "send_link:email:case_status", "{call}");
     // What was said at the read-back is in the record; the spelling is not.
     assert!(!call.to_string().contains("ab.us"), "{call}");

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 
 #[test]
@@ -23,15 +21,8 @@ fn pressing_4_stores_the_link_for_a_text_message() {
         audio.extend(gap.iter());
     }
     audio.extend(vec![0i16; 8000 * 3]);
-    let mut uac = Uac::new(server.sip);
-    let ok = uac.call();
-    uac.send_pcmu(Uac::remote_rtp(&ok), &audio, 1, 0);
-    uac.request("BYE", "", true);
-    assert_eq!(
-        uac.final_response(Duration::from_secs(3)).status(),
-        Some(200)
-    );
-    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    let call = play_and_hang_up(&server, Uac::new(server.sip), &audio);
+    let call_id = call["call_id"].as_str().expect("call id").to_string();
     assert_eq!(call["digits"], "11411", "{call}");
     assert_eq!(call["actions"][0], "send_link:sms:case_status", "{call}");
     let prompts = call["prompts"].to_string();
@@ -44,7 +35,7 @@ fn pressing_4_stores_the_link_for_a_text_message() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     let m = &rows[0];
     assert_eq!(m["channel"], "sms");
-    assert_eq!(m["call_id"], uac.call_id.as_str());
+    assert_eq!(m["call_id"], call_id.as_str());
     assert!(
         m["url"]
             .as_str()
@@ -83,14 +74,8 @@ fn a_caller_from_an_unknown_number_keys_one_and_the_read_back_is_confirmed() {
     audio.extend(vec![0i16; 8000 * 3]);
     let mut uac = Uac::new(server.sip);
     uac.caller = "anonymous".into();
-    let ok = uac.call();
-    uac.send_pcmu(Uac::remote_rtp(&ok), &audio, 1, 0);
-    uac.request("BYE", "", true);
-    assert_eq!(
-        uac.final_response(Duration::from_secs(3)).status(),
-        Some(200)
-    );
-    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    let call = play_and_hang_up(&server, uac, &audio);
+    let call_id = call["call_id"].as_str().expect("call id").to_string();
     // The number keyed is not in the record.
     assert_eq!(call["digits"], "1141", "{call}");
     assert!(!call.to_string().contains("5550199"), "{call}");
@@ -101,7 +86,7 @@ fn a_caller_from_an_unknown_number_keys_one_and_the_read_back_is_confirmed() {
     assert_eq!(call["actions"][0], "send_link:sms:case_status", "{call}");
     // The recipient, read from the outbox's SQLite file itself (listings redact it).
     let db = rusqlite::Connection::open(server.data_dir.join("outbox.sqlite3")).unwrap();
-    let (to, call_id): (String, String) = db
+    let (to, db_call_id): (String, String) = db
         .query_row("SELECT recipient, call_id FROM messages", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
@@ -110,5 +95,5 @@ fn a_caller_from_an_unknown_number_keys_one_and_the_read_back_is_confirmed() {
         to.contains("2125550199"),
         "the keyed number is the recipient: {to}"
     );
-    assert_eq!(call_id, uac.call_id);
+    assert_eq!(db_call_id, call_id);
 }

@@ -1356,6 +1356,15 @@ mod tests {
         (call, now)
     }
 
+    /// A short answer the grammars understood as dialog act `act`.
+    fn said_act(text: &str, act: &str) -> Event {
+        Event::Heard(Heard {
+            text: text.into(),
+            act: Some(act.into()),
+            ..Heard::default()
+        })
+    }
+
     fn heard(text: &str, intent: Option<&str>, confidence: f32) -> Event {
         Event::Heard(Heard {
             text: text.into(),
@@ -1414,14 +1423,7 @@ mod tests {
             listen: Listen::Choices,
             trailing_silence_ms: 500
         }));
-        call.handle_event(
-            now,
-            Event::Heard(Heard {
-                text: "yes".into(),
-                act: Some("yes".into()),
-                ..Heard::default()
-            }),
-        );
+        call.handle_event(now, said_act("yes", "yes"));
         assert_eq!(
             played(&drain(&mut call)),
             ["en:answer.change_of_address", "en:after_answer"]
@@ -1443,14 +1445,7 @@ mod tests {
     fn spoken_choices_and_acts_follow_the_menu() {
         let (mut call, now) = speaking();
         drain(&mut call);
-        call.handle_event(
-            now,
-            Event::Heard(Heard {
-                text: "espanol".into(),
-                act: Some("spanish".into()),
-                ..Heard::default()
-            }),
-        );
+        call.handle_event(now, said_act("espanol", "spanish"));
         assert_eq!(call.lang(), Lang::Es);
         // No recognizer for Spanish here: the keypad menu, and listening stops.
         let actions = drain(&mut call);
@@ -1528,14 +1523,7 @@ mod tests {
         drain(&mut call);
         call.handle_event(now, heard("goodbye", None, 0.0));
         drain(&mut call);
-        call.handle_event(
-            now,
-            Event::Heard(Heard {
-                text: "goodbye".into(),
-                act: Some("goodbye".into()),
-                ..Heard::default()
-            }),
-        );
+        call.handle_event(now, said_act("goodbye", "goodbye"));
         let actions = drain(&mut call);
         assert!(played(&actions).contains(&"en:goodbye".to_string()));
         assert!(actions.contains(&Action::StopListening));
@@ -1841,14 +1829,7 @@ mod tests {
         assert_eq!(played(&actions).last().unwrap(), "en:after_answer_link");
         // "email" at the after-answer menu goes straight to spelling.
         call.handle_event(now, Event::SpeechStart);
-        call.handle_event(
-            now,
-            Event::Heard(Heard {
-                text: "email".into(),
-                act: Some("email".into()),
-                ..Heard::default()
-            }),
-        );
+        call.handle_event(now, said_act("email", "email"));
         let actions = drain(&mut call);
         assert_eq!(played(&actions), ["en:email.ask"]);
         assert_eq!(listens(&actions), [Listen::Spelling]);
@@ -1880,14 +1861,7 @@ mod tests {
         );
         assert_eq!(listens(&actions), [Listen::Choices]);
         call.handle_event(now, Event::SpeechStart);
-        call.handle_event(
-            now,
-            Event::Heard(Heard {
-                text: "yes".into(),
-                act: Some("yes".into()),
-                ..Heard::default()
-            }),
-        );
+        call.handle_event(now, said_act("yes", "yes"));
         let actions = drain(&mut call);
         assert!(actions.contains(&Action::SendEmail {
             intent: "case_status".into(),
@@ -1906,14 +1880,7 @@ mod tests {
         drain(&mut call);
         call.handle_event(now, Event::Digit('4'));
         drain(&mut call);
-        call.handle_event(
-            now,
-            Event::Heard(Heard {
-                text: "text message".into(),
-                act: Some("text".into()),
-                ..Heard::default()
-            }),
-        );
+        call.handle_event(now, said_act("text message", "text"));
         let actions = drain(&mut call);
         assert_eq!(played(&actions), ["en:entry.ask_speech"]);
         assert_eq!(listens(&actions), [Listen::Digits]);
@@ -1929,14 +1896,7 @@ mod tests {
             "You entered {phone 202-555-0134}."
         );
         // "No" re-asks; a key answers the read-back as well as a word.
-        call.handle_event(
-            now,
-            Event::Heard(Heard {
-                text: "no".into(),
-                act: Some("no".into()),
-                ..Heard::default()
-            }),
-        );
+        call.handle_event(now, said_act("no", "no"));
         assert_eq!(played(&drain(&mut call)), ["en:entry.ask_speech"]);
         call.handle_event(
             now,
@@ -2008,14 +1968,7 @@ mod tests {
         assert!(read_back_text(&actions).is_some());
         assert_eq!(listens(&actions), [Listen::Choices]);
         call.handle_event(now, Event::SpeechStart);
-        call.handle_event(
-            now,
-            Event::Heard(Heard {
-                text: "yes".into(),
-                act: Some("yes".into()),
-                ..Heard::default()
-            }),
-        );
+        call.handle_event(now, said_act("yes", "yes"));
         assert!(
             drain(&mut call)
                 .iter()

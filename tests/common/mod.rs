@@ -1000,3 +1000,31 @@ pub fn dtmf_tone(dir: &std::path::Path, key: char) -> Vec<i16> {
     };
     sox_tone(dir, &format!("k{key}"), ROWS[r as usize], COLS[c as usize])
 }
+
+/// `uac` calls `server`, plays `audio` (G.711 µ-law: in-band keys, speech), hangs up, and the
+/// call record comes back (its `call_id` is the UAC's).
+pub fn play_and_hang_up(server: &Server, mut uac: Uac, audio: &[i16]) -> serde_json::Value {
+    let ok = uac.call();
+    uac.send_pcmu(Uac::remote_rtp(&ok), audio, 1, 0);
+    uac.request("BYE", "", true);
+    assert_eq!(
+        uac.final_response(Duration::from_secs(3)).status(),
+        Some(200)
+    );
+    server.ended_call(&uac.call_id, Duration::from_secs(5))
+}
+
+/// The prompt a call record says was started right after `id` (panics when `id` never played).
+pub fn prompt_after(call: &serde_json::Value, id: &str) -> Option<String> {
+    let prompts: Vec<&str> = call["prompts"]
+        .as_array()
+        .expect("prompts in the call record")
+        .iter()
+        .filter_map(|p| p.as_str())
+        .collect();
+    let at = prompts
+        .iter()
+        .position(|p| *p == id)
+        .unwrap_or_else(|| panic!("{id} never played: {call}"));
+    prompts.get(at + 1).map(|p| p.to_string())
+}
