@@ -100,7 +100,10 @@ fn tty_caller_types_a_question_and_reads_the_answer() {
     let expected = "\r\nUSCIS CONTACT CENTER TTY. TYPE YOUR\r\nQUESTION GA\
                     \r\nCHECK YOUR CASE STATUS AT\r\nUSCIS.GOV/CASESTATUS OR IN YOUR USCIS\
                     \r\nONLINE ACCOUNT. WANT THIS LINK BY TEXT\r\nOR EMAIL Q TYPE TEXT OR EMAIL OR NO GA";
-    assert_eq!(heard, expected, "minimodem decoded the IVR's tones");
+    assert_eq!(
+        heard, expected,
+        "minimodem decoded the IVR's tones; call: {call}"
+    );
 }
 
 #[test]
