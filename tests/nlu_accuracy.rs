@@ -206,6 +206,7 @@ fn cross_validated_accuracy_on_grammar_phrases() {
                 let kind = match s.kind {
                     grammar::Kind::Intent => "intent".to_string(),
                     grammar::Kind::Act => "act".to_string(),
+                    grammar::Kind::Outside => "outside".to_string(),
                     grammar::Kind::Digit(_) => continue,
                 };
                 text.push_str(&format!("[{kind} {}]\n", s.id));
@@ -214,7 +215,11 @@ fn cross_validated_accuracy_on_grammar_phrases() {
                     if i % 5 == k && !p.key && s.kind == grammar::Kind::Intent {
                         held.push((s.id.clone(), p.text.clone()));
                     } else {
-                        let prefix = if p.key { "key: " } else { "" };
+                        let prefix = match (p.key, p.safety) {
+                            (true, _) => "key: ",
+                            (_, true) => "safety: ",
+                            _ => "",
+                        };
                         text.push_str(&format!("{prefix}{}\n", p.text));
                     }
                 }

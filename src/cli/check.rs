@@ -1,6 +1,7 @@
 //! `ivr check`: validate `prompts/` and `grammars/` the way the server will load them, run the
 //! authors' test cases, print accuracy and a confusion list. Exit 1 on any error (reported as
-//! `file:line: message`) or failed case.
+//! `file:line: message`) or failed case. `--eval FILE` (repeatable) also scores a hard
+//! evaluation set (`evals/<lang>.txt`, see `nlu::eval`) and fails when a floor is broken.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +14,10 @@ pub struct Args {
     pub prompts: PathBuf,
     #[arg(long, default_value = "grammars")]
     pub grammars: PathBuf,
+    /// A hard evaluation set to score (`evals/en.txt`); repeat for several. Its floors
+    /// (in-domain accuracy, safety recall, out-of-domain rejection, confident errors) must hold.
+    #[arg(long = "eval")]
+    pub eval: Vec<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -69,6 +74,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 eprintln!("{f}");
             }
             failed_cases = report.failures.len();
+            for path in &args.eval {
+                errors.extend(evaluate(&nlu, path));
+            }
         }
     }
 
@@ -85,4 +93,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         Ok(ExitCode::from(1))
     }
+}
+
+/// Score one evaluation file; the floors it breaks (or why it could not be read) as errors.
+fn evaluate(nlu: &crate::nlu::Nlu, path: &std::path::Path) -> Vec<String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => return vec![format!("{}: {e}", path.display())],
+    };
+    let set = match crate::nlu::eval::parse(path, &text) {
+        Ok(s) => s,
+        Err(errs) => return errs.iter().map(ToString::to_string).collect(),
+    };
+    let report = crate::nlu::eval::score(nlu, &set);
+    print!("{report}");
+    report
+        .broken_floors()
+        .into_iter()
+        .map(|b| format!("{}: {b}", path.display()))
+        .collect()
 }

@@ -37,6 +37,10 @@ pub enum Kind {
     Act,
     /// A menu choice, 0–9.
     Digit(u8),
+    /// Something callers ask that this office does not handle (taxes, driver's licenses,
+    /// pets, ...): `[outside TOPIC]`, any lowercase topic name. A question most like one of
+    /// these gets no intent and the out-of-domain reply, never an answer.
+    Outside,
 }
 
 /// A place in a grammar file, for messages and test failures.
@@ -58,6 +62,10 @@ pub struct Phrase {
     pub text: String,
     /// A key phrase is a strong cue: its presence in an utterance boosts the section's id.
     pub key: bool,
+    /// A safety phrase (`safety:`, intent sections only): a caller who says it gets this
+    /// intent whatever else they say (a caller in danger is never given an ordinary answer).
+    /// `*` in it stands for up to three words of any kind.
+    pub safety: bool,
     pub loc: Loc,
 }
 
@@ -94,7 +102,7 @@ const MAX_FILE_BYTES: usize = 2 * 1024 * 1024;
 
 /// The language of a file from its path: the directory (or file stem) named `en` or `es`
 /// nearest the file, so `/srv/en/grammars/es/x.txt` is Spanish.
-fn lang_of(path: &Path) -> Option<Lang> {
+pub(crate) fn lang_of(path: &Path) -> Option<Lang> {
     path.components()
         .filter_map(|c| c.as_os_str().to_str())
         .map(|c| c.strip_suffix(".txt").unwrap_or(c))
@@ -176,16 +184,19 @@ fn parse_file(src: &Source, grammar: &mut Grammar, diags: &mut Vec<Diagnostic>) 
             parse_test(rest, lang, &loc, grammar, diags);
             continue;
         }
-        let (text, key) = match strip_label(line, "key") {
-            Some(rest) => (rest, true),
-            None => (line, false),
+        let (text, key, safety) = match (strip_label(line, "key"), strip_label(line, "safety")) {
+            (Some(rest), _) => (rest, true, false),
+            (None, Some(rest)) => (rest, false, true),
+            (None, None) => (line, false, false),
         };
         if let Some((label, _)) = line.split_once(':') {
             let label = label.trim();
-            if !label.contains(' ') && !label.is_empty() && !key {
+            if !label.contains(' ') && !label.is_empty() && !key && !safety {
                 diags.push(diag(
                     &loc,
-                    format!("unknown label `{label}:` (use `key:` or `test:`, or drop the colon)"),
+                    format!(
+                        "unknown label `{label}:` (use `key:`, `safety:` or `test:`, or drop the colon)"
+                    ),
                 ));
                 continue;
             }
@@ -201,7 +212,19 @@ fn parse_file(src: &Source, grammar: &mut Grammar, diags: &mut Vec<Diagnostic>) 
             continue;
         };
         if text.is_empty() {
-            diags.push(diag(&loc, "`key:` needs a phrase after it"));
+            let label = if safety { "safety" } else { "key" };
+            diags.push(diag(&loc, format!("`{label}:` needs a phrase after it")));
+            continue;
+        }
+        if safety && grammar.sections[idx].kind != Kind::Intent {
+            diags.push(diag(
+                &loc,
+                "`safety:` belongs in an `[intent ...]` section (it forces that intent)",
+            ));
+            continue;
+        }
+        if safety && text.split_whitespace().all(|w| w == "*") {
+            diags.push(diag(&loc, "a `safety:` phrase needs a word besides `*`"));
             continue;
         }
         // "um please" would train on nothing and match everything after normalization.
@@ -215,6 +238,7 @@ fn parse_file(src: &Source, grammar: &mut Grammar, diags: &mut Vec<Diagnostic>) 
         grammar.sections[idx].phrases.push(Phrase {
             text: text.to_string(),
             key,
+            safety,
             loc,
         });
     }
@@ -243,7 +267,7 @@ fn parse_header(
     let (Some(kind), Some(id), None) = (parts.next(), parts.next(), parts.next()) else {
         diags.push(diag(
             loc,
-            "a header has two words: `[intent ID]`, `[act ID]` or `[digit N]`",
+            "a header has two words: `[intent ID]`, `[act ID]`, `[digit N]` or `[outside TOPIC]`",
         ));
         return None;
     };
@@ -267,6 +291,21 @@ fn parse_header(
             ));
             return None;
         }
+        "outside"
+            if !id.is_empty()
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') =>
+        {
+            Kind::Outside
+        }
+        "outside" => {
+            diags.push(diag(
+                loc,
+                format!("`[outside {id}]`: a topic is lowercase letters, digits and `_`"),
+            ));
+            return None;
+        }
         "digit" => match id.parse::<u8>() {
             Ok(d) if d <= 9 => Kind::Digit(d),
             _ => {
@@ -277,7 +316,7 @@ fn parse_header(
         other => {
             diags.push(diag(
                 loc,
-                format!("unknown section kind `{other}` (use intent, act or digit)"),
+                format!("unknown section kind `{other}` (use intent, act, digit or outside)"),
             ));
             return None;
         }

@@ -7,6 +7,8 @@
 //! see [`model`]), so phrasings the authors never wrote still land on the right intent; key
 //! phrases add a fixed boost for the strongest cues.
 
+pub mod decide;
+pub mod eval;
 pub mod grammar;
 pub mod model;
 pub mod normalize;
@@ -16,6 +18,7 @@ pub mod spell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
+pub use decide::{Decision, SpeechEvidence};
 pub use grammar::{Diagnostic, Loc, Source, TestCase};
 pub use slots::Slots;
 
@@ -35,6 +38,8 @@ const ACT_FLOOR: f32 = 0.5;
 const KEY_BOOST: f32 = 1.0;
 /// Training weight of a key phrase relative to an ordinary example.
 const KEY_WEIGHT: f32 = 2.0;
+/// Class ids of `[outside TOPIC]` sections in the intent model, apart from intent ids.
+const OUTSIDE_PREFIX: &str = "outside:";
 /// The act model's catch-all class: everything that is a question, not an answer.
 const OTHER: &str = "other";
 
@@ -48,6 +53,17 @@ pub struct Classification {
     /// The three best intents with their probabilities, best first.
     pub alternatives: Vec<(String, f32)>,
     pub slots: Slots,
+    /// The question is about something this office does not handle: the `[outside TOPIC]`
+    /// the text is most like. Then `intent` is `None`.
+    pub out_of_domain: Option<String>,
+    /// A caller-in-danger phrase (`safety:`) was found: the intent is forced to its section's.
+    pub safety: bool,
+    /// Another agency's or business's key phrase ("IRS", "Social Security") was found beside
+    /// one of ours: the question may be about them, so it is confirmed, never answered at once.
+    pub outside_cue: bool,
+    /// The share of the text's content words that no grammar phrase has: how far it strays
+    /// from anything the authors wrote (0 = all known).
+    pub unknown_share: f32,
 }
 
 impl Classification {
@@ -57,7 +73,17 @@ impl Classification {
             confidence: 0.0,
             alternatives: Vec::new(),
             slots,
+            out_of_domain: None,
+            safety: false,
+            outside_cue: false,
+            unknown_share: 1.0,
         }
+    }
+
+    /// What the flow should do with this text question (typed, or a transcript without the
+    /// recognizer's evidence): see [`decide::decide`].
+    pub fn decision(&self) -> Decision {
+        decide::decide(self, None)
     }
 }
 
@@ -136,10 +162,15 @@ impl fmt::Display for TestReport {
 /// Everything compiled for one language.
 #[derive(Clone, Debug)]
 struct LangModel {
+    /// Class ids of the intent model: intents, then `[outside TOPIC]` classes from
+    /// `first_outside` on (their topic names).
     intent_ids: Vec<String>,
+    first_outside: usize,
     intents: Model,
     /// Key phrases as stemmed token sequences, with their intent index.
     keys: Vec<(Vec<String>, usize)>,
+    /// Safety phrases as stemmed token patterns (`*`: up to three words), with their intent.
+    safety: Vec<(Vec<String>, usize)>,
     /// Act ids, the last one being [`OTHER`].
     act_ids: Vec<String>,
     acts: Model,
@@ -210,8 +241,13 @@ fn asr_form(lang: Lang, text: &str) -> String {
 
 impl LangModel {
     fn train(g: &Grammar, lang: Lang) -> LangModel {
-        let sections: Vec<_> = g.sections.iter().filter(|s| s.lang == lang).collect();
+        // Intents first, outside topics after them: class indices below `first_outside` are
+        // intents.
+        let mut sections: Vec<_> = g.sections.iter().filter(|s| s.lang == lang).collect();
+        sections.sort_by_key(|s| s.kind == Kind::Outside);
         let mut intent_ids = Vec::new();
+        let mut first_outside = None;
+        let mut safety = Vec::new();
         let mut intent_ex = Vec::new();
         let mut keys = Vec::new();
         let mut act_ids: Vec<String> = Vec::new();
@@ -227,19 +263,34 @@ impl LangModel {
                 let weight = if p.key { KEY_WEIGHT } else { 1.0 };
                 let form = asr_form(lang, &p.text);
                 match s.kind {
-                    Kind::Intent => {
-                        let c = index_of(&mut intent_ids, &s.id);
+                    Kind::Intent | Kind::Outside => {
+                        let c = if s.kind == Kind::Outside {
+                            index_of(&mut intent_ids, &format!("{OUTSIDE_PREFIX}{}", s.id))
+                        } else {
+                            index_of(&mut intent_ids, &s.id)
+                        };
+                        if s.kind == Kind::Outside {
+                            first_outside.get_or_insert(c);
+                        }
                         if p.key {
                             let stems = toks.iter().map(|t| normalize::stem(lang, t)).collect();
                             keys.push((stems, c));
                         }
+                        if p.safety {
+                            safety.push((safety_pattern(lang, &p.text), c));
+                        }
                         other_ex.push(feats.clone());
+                        let weight = if p.safety { KEY_WEIGHT } else { weight };
                         intent_ex.push(Example {
                             class: c,
                             features: feats,
                             weight,
                         });
-                        sets.entry(PhraseSet::Question).or_default().push(form);
+                        // The recognizer's question LM learns only what we answer: an
+                        // outside topic's words would only make it hear them.
+                        if s.kind == Kind::Intent && !p.text.contains('*') {
+                            sets.entry(PhraseSet::Question).or_default().push(form);
+                        }
                     }
                     Kind::Act => {
                         let c = index_of(&mut act_ids, &s.id);
@@ -282,8 +333,10 @@ impl LangModel {
         }
         LangModel {
             intents: Model::train(intent_ids.len(), &intent_ex),
+            first_outside: first_outside.unwrap_or(intent_ids.len()),
             intent_ids,
             keys,
+            safety,
             acts: Model::train(act_ids.len(), &act_ex),
             act_ids,
             act_exact,
@@ -310,6 +363,59 @@ fn contains_run(hay: &[String], needle: &[String]) -> bool {
         && hay.windows(needle.len()).any(|w| w == needle)
 }
 
+/// How many words a `*` in a safety phrase may stand for.
+const SAFETY_GAP: usize = 3;
+
+/// A safety phrase as stems, `*` kept as a gap; a word ending in `*` (`maltrat*`) matches any
+/// word it begins, kept as `>` + the folded prefix.
+fn safety_pattern(lang: Lang, text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .flat_map(|w| {
+            if w == "*" {
+                vec!["*".to_string()]
+            } else if let Some(prefix) = w.strip_suffix('*') {
+                normalize::tokens(prefix)
+                    .into_iter()
+                    .map(|t| format!(">{t}"))
+                    .collect()
+            } else {
+                normalize::tokens(w)
+                    .iter()
+                    .map(|t| normalize::stem(lang, t))
+                    .collect()
+            }
+        })
+        .collect()
+}
+
+/// Whether the pattern (stems, `*` gaps of up to [`SAFETY_GAP`] words, `>prefix` words) occurs
+/// in the utterance (its stems and its folded tokens, in step).
+fn matches_pattern(stems: &[String], toks: &[String], pat: &[String]) -> bool {
+    fn word(p: &str, stem: &str, tok: &str) -> bool {
+        match p.strip_prefix('>') {
+            Some(prefix) => tok.starts_with(prefix),
+            None => p == stem,
+        }
+    }
+    fn at(stems: &[String], toks: &[String], pat: &[String]) -> bool {
+        match pat.split_first() {
+            None => true,
+            Some((p, rest)) if p == "*" => (0..=SAFETY_GAP.min(stems.len()))
+                .any(|skip| at(&stems[skip..], &toks[skip..], rest)),
+            Some((p, rest)) => {
+                !stems.is_empty()
+                    && word(p, &stems[0], &toks[0])
+                    && at(&stems[1..], &toks[1..], rest)
+            }
+        }
+    }
+    // Leading and trailing gaps say nothing.
+    let start = pat.iter().position(|p| p != "*").unwrap_or(pat.len());
+    let end = pat.iter().rposition(|p| p != "*").map_or(start, |e| e + 1);
+    let pat = &pat[start..end];
+    !pat.is_empty() && (0..stems.len()).any(|i| at(&stems[i..], &toks[i..], pat))
+}
+
 impl Nlu {
     /// The intent of one utterance, with calibrated confidence, alternatives and slots.
     pub fn classify(&self, lang: Lang, text: &str) -> Classification {
@@ -321,6 +427,26 @@ impl Nlu {
         if toks.is_empty() {
             return Classification::nothing(slots);
         }
+        let stems: Vec<String> = toks.iter().map(|t| normalize::stem(lang, t)).collect();
+        // Safety first: a caller in danger gets the protected path whatever else they say,
+        // however the statistics come out.
+        if let Some((_, c)) = m
+            .safety
+            .iter()
+            .find(|(p, _)| matches_pattern(&stems, &toks, p))
+        {
+            let id = m.intent_ids[*c].clone();
+            return Classification {
+                intent: Some(id.clone()),
+                confidence: 1.0,
+                alternatives: vec![(id, 1.0)],
+                slots,
+                out_of_domain: None,
+                safety: true,
+                outside_cue: false,
+                unknown_share: 0.0,
+            };
+        }
         // Text with no content word we know and mostly unknown character shapes is not a
         // question we can answer, however the probabilities come out.
         let feats = model::features(lang, &toks);
@@ -331,38 +457,88 @@ impl Nlu {
                 known += usize::from(m.intents.knows(h));
             }
         }
+        let unknown_share = if content == 0 {
+            1.0
+        } else {
+            (content - known) as f32 / content as f32
+        };
         // One known word among many unknown ones ("lorem ipsum dolor sit amet" knows "sit",
         // the stem of "site") is a coincidence, not a question in our domain.
         // Only stop words ("yes", "what", "sí") is an answer, not a question.
         let enough_words = known > 0 && known * 3 >= content;
         if content == 0 || !enough_words && m.intents.coverage(&feats) < 0.5 {
-            return Classification::nothing(slots);
+            return Classification {
+                unknown_share,
+                ..Classification::nothing(slots)
+            };
         }
         let Some(mut scores) = m.intents.scores(&feats) else {
-            return Classification::nothing(slots);
+            return Classification {
+                unknown_share,
+                ..Classification::nothing(slots)
+            };
         };
-        let stems: Vec<String> = toks.iter().map(|t| normalize::stem(lang, t)).collect();
+        let (mut intent_key, mut outside_key) = (false, None);
         for (key, c) in &m.keys {
             if contains_run(&stems, key) {
                 scores[*c] += KEY_BOOST * m.intents.temperature;
+                if *c < m.first_outside {
+                    intent_key = true;
+                } else {
+                    outside_key.get_or_insert(*c);
+                }
             }
+        }
+        // Another agency's or another business's own words ("IRS", "DMV", "Social Security")
+        // with none of ours: whatever else matches ("fax number", "open on Saturday") is about
+        // them, not us.
+        if let (Some(c), false) = (outside_key, intent_key) {
+            let topic = m.intent_ids[c].trim_start_matches(OUTSIDE_PREFIX);
+            return Classification {
+                out_of_domain: Some(topic.to_string()),
+                confidence: 1.0,
+                unknown_share,
+                ..Classification::nothing(slots)
+            };
         }
         // The boost is in logit units (scaled by the temperature), so its effect on the final
         // probability does not depend on how the temperature fit came out.
         let probs = m.intents.probabilities(&scores);
         let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let (best, top) = ranked.first().copied().unwrap_or((0, 0.0));
+        if best >= m.first_outside {
+            // Most like something we do not handle: no intent, whatever came second.
+            return Classification {
+                out_of_domain: Some(
+                    m.intent_ids[best]
+                        .trim_start_matches(OUTSIDE_PREFIX)
+                        .to_string(),
+                ),
+                confidence: top,
+                unknown_share,
+                ..Classification::nothing(slots)
+            };
+        }
+        // Outside topics compete in the same softmax, so their share is already taken from the
+        // intent's probability. How much of the text no grammar knows ("I lost my dog": only
+        // "lost" is ours) is reported beside it for the decision (`decide`).
         let alternatives: Vec<(String, f32)> = ranked
             .iter()
+            .filter(|(c, _)| *c < m.first_outside)
             .take(3)
             .map(|(c, p)| (m.intent_ids[*c].clone(), *p))
             .collect();
-        let (best, confidence) = ranked.first().copied().unwrap_or((0, 0.0));
+        let confidence = top;
         Classification {
             intent: (confidence >= REJECT_THRESHOLD).then(|| m.intent_ids[best].clone()),
             confidence,
             alternatives,
             slots,
+            out_of_domain: None,
+            safety: false,
+            outside_cue: outside_key.is_some(),
+            unknown_share,
         }
     }
 
@@ -449,7 +625,7 @@ impl Nlu {
         let have = self
             .langs
             .get(&lang)
-            .map(|m| m.intent_ids.as_slice())
+            .map(|m| &m.intent_ids[..m.first_outside])
             .unwrap_or(&[]);
         crate::intents::INTENTS
             .iter()
