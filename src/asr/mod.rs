@@ -51,7 +51,7 @@ pub struct Word {
 }
 
 /// The result of one utterance. Empty text means nothing in the grammar was heard.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Transcript {
     pub text: String,
     /// 0..=1; backends compute it differently (Vosk: mean word confidence, PocketSphinx:
@@ -59,6 +59,31 @@ pub struct Transcript {
     pub confidence: f32,
     /// Word timings, when the backend gives them (Vosk).
     pub words: Vec<Word>,
+    /// At or above this `confidence` the backend's transcript is reliable enough for a question
+    /// to be answered without confirmation (calibrated per backend on spoken questions, see
+    /// BENCHMARKING.md). A transcript with no evidence has 1.0: never sure.
+    pub answer_floor: f32,
+}
+
+impl Default for Transcript {
+    fn default() -> Transcript {
+        Transcript {
+            text: String::new(),
+            confidence: 0.0,
+            words: Vec::new(),
+            answer_floor: 1.0,
+        }
+    }
+}
+
+impl Transcript {
+    /// The recognizer's evidence, for the dialog's decision (`nlu::decide`).
+    pub fn evidence(&self) -> crate::nlu::SpeechEvidence {
+        crate::nlu::SpeechEvidence {
+            asr_confidence: self.confidence,
+            answer_floor: self.answer_floor,
+        }
+    }
 }
 
 /// One recognizer, fed one utterance at a time and reused for the next.

@@ -12,6 +12,10 @@ use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::Once;
+
+/// Utterance posterior at or above which a PocketSphinx transcript may be answered without
+/// confirmation: calibrated on spoken questions at 8 kHz (BENCHMARKING.md, "Understanding").
+pub const ANSWER_FLOOR: f32 = 0.01;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::lm::{self, Lexicon};
@@ -476,6 +480,7 @@ impl Recognizer for SphinxRecognizer {
                 0.0
             },
             words: Vec::new(),
+            answer_floor: ANSWER_FLOOR,
         }
     }
 

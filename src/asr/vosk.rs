@@ -10,6 +10,12 @@ use super::{AsrError, Mode, Partial, Recognizer, Transcript, Word};
 /// Vosk models are trained at 16 kHz; narrowband audio is upsampled before it gets here.
 pub const SAMPLE_RATE_HZ: u32 = 16_000;
 
+/// Mean word confidence at or above which a Vosk transcript may be answered without
+/// confirmation. Vosk's word confidences are posteriors from the lattice: correct words of a
+/// matched model sit near 1, guesses well below. Not calibrated on English here (no English
+/// model can be had on this machine); set from the Korean model's spoken digits.
+pub const ANSWER_FLOOR: f32 = 0.75;
+
 /// A loaded model with the domain's phrase list (the question state's restriction).
 pub struct VoskEngine {
     model: Arc<vosk::Model>,
@@ -143,11 +149,12 @@ impl Recognizer for VoskRecognizer {
         if !self.fed {
             return Transcript::default();
         }
+        let mut out = std::mem::take(&mut self.done);
+        out.answer_floor = ANSWER_FLOOR;
         self.fed = false;
         self.since_partial = 0;
         // final_result flushes and resets the recognizer for the next utterance.
         let last = segment(self.rec.final_result());
-        let mut out = std::mem::take(&mut self.done);
         append(&mut out, last);
         out
     }
@@ -185,6 +192,7 @@ fn segment(result: vosk::CompleteResult) -> Transcript {
         text: clean(single.text),
         confidence: 0.0,
         words,
+        answer_floor: ANSWER_FLOOR,
     }
 }
 

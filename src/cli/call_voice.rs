@@ -283,7 +283,12 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
                         let t = Instant::now();
                         let transcript = r.finish();
                         let finish_ms = t.elapsed().as_secs_f64() * 1000.0;
-                        let heard = Heard::understand(&nlu, key.0, &transcript.text);
+                        let heard = Heard::understand_spoken(
+                            &nlu,
+                            key.0,
+                            &transcript.text,
+                            transcript.evidence(),
+                        );
                         utterances.push(serde_json::json!({
                             "text": transcript.text,
                             "lang": key.0,
@@ -296,6 +301,9 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
                             "digit": heard.digit.map(String::from),
                             "intent": heard.intent,
                             "confidence": heard.confidence,
+                            "nlu_confidence": heard.confidence,
+                            "asr_confidence": transcript.confidence,
+                            "decision": heard.decision,
                         }));
                         heard_last = Some(heard.clone());
                         call.handle_event(now, flow::Event::Heard(heard));
@@ -340,7 +348,11 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
         "transcripts": record.transcripts,
         "intent": record.intents.last(),
         "intents": record.intents,
-        "confidence": record.confidence.or(heard_last.map(|h| h.confidence)),
+        "confidence": record.confidence.or(heard_last.as_ref().map(|h| h.confidence)),
+        "understood": record.understood,
+        "nlu_confidence": record.understood.last().map(|u| u.nlu_confidence),
+        "asr_confidence": record.understood.last().and_then(|u| u.asr_confidence),
+        "decision": record.understood.last().map(|u| u.decision),
         "lang": record.lang,
         "prompts": said,
         "actions": actions,

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::nlu::{Decision, SpeechEvidence};
 use crate::types::Lang;
 pub use script::{Goto, Listen, MenuId, Script};
 
@@ -150,16 +151,40 @@ pub struct Heard {
     pub digit: Option<char>,
     /// A dialog act ("yes", "repeat", "spanish").
     pub act: Option<String>,
-    /// The question's intent and its calibrated confidence.
+    /// The question's intent and the classifier's calibrated confidence.
     pub intent: Option<String>,
     pub confidence: f32,
+    /// The recognizer's confidence in the transcript, when it was spoken.
+    pub asr_confidence: Option<f32>,
+    /// What to do with it as a question: both the classifier and the recognizer must be sure
+    /// for an answer without confirmation (`nlu::decide`).
+    pub decision: Decision,
 }
 
 impl Eq for Heard {}
 
 impl Heard {
-    /// Understand a transcript with the loaded grammars.
+    /// Understand a typed text (or a transcript without the recognizer's evidence).
     pub fn understand(nlu: &crate::nlu::Nlu, lang: Lang, text: &str) -> Heard {
+        Heard::understand_with(nlu, lang, text, None)
+    }
+
+    /// Understand a transcript with the recognizer's evidence.
+    pub fn understand_spoken(
+        nlu: &crate::nlu::Nlu,
+        lang: Lang,
+        text: &str,
+        evidence: SpeechEvidence,
+    ) -> Heard {
+        Heard::understand_with(nlu, lang, text, Some(evidence))
+    }
+
+    fn understand_with(
+        nlu: &crate::nlu::Nlu,
+        lang: Lang,
+        text: &str,
+        evidence: Option<SpeechEvidence>,
+    ) -> Heard {
         let text = text.trim();
         if text.is_empty() {
             return Heard::default();
@@ -173,8 +198,10 @@ impl Heard {
             text: text.to_string(),
             digit,
             act,
+            decision: crate::nlu::decide::decide(&c, evidence),
             intent: c.intent,
             confidence: c.confidence,
+            asr_confidence: evidence.map(|e| e.asr_confidence),
         }
     }
 }
@@ -289,7 +316,19 @@ pub struct Record {
     pub transcripts: Vec<String>,
     /// The confidence of the last question understood.
     pub confidence: Option<f32>,
+    /// Every spoken or typed question and what was decided about it.
+    pub understood: Vec<Understood>,
     pub outcome: Option<Outcome>,
+}
+
+/// One question as the call record keeps it: no text (the transcripts are kept apart,
+/// redacted), only what was understood and how sure each side was.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Understood {
+    pub intent: Option<String>,
+    pub nlu_confidence: f32,
+    pub asr_confidence: Option<f32>,
+    pub decision: Decision,
 }
 
 /// One call's conversation.
@@ -608,20 +647,31 @@ impl Call {
             return;
         }
         let question = m.listen == Listen::Question;
+        if question {
+            self.record.understood.push(Understood {
+                intent: heard.intent.clone(),
+                nlu_confidence: heard.confidence,
+                asr_confidence: heard.asr_confidence,
+                decision: heard.decision,
+            });
+        }
         let intent = heard
             .intent
             .as_deref()
             .filter(|_| question)
             .and_then(|i| crate::intents::INTENTS.iter().copied().find(|k| *k == i));
-        match intent {
-            Some(intent) => {
+        match (intent, heard.decision) {
+            (_, Decision::OutOfDomain) if question => {
+                self.retry(menu, "out_of_domain", Outcome::NoMatch)
+            }
+            (Some(intent), Decision::Answer | Decision::Confirm) => {
                 self.retries = 0;
                 self.record.confidence = Some(heard.confidence);
                 if menu == self.script.start {
                     // A question over the greeting: the caller speaks the language we listened in.
                     self.record.lang = Some(self.lang);
                 }
-                if heard.confidence >= crate::nlu::CONFIRM_THRESHOLD {
+                if heard.decision == Decision::Answer {
                     self.follow(Goto::Answer(intent));
                 } else {
                     self.pending = Some(intent);
@@ -629,7 +679,7 @@ impl Call {
                     self.enter_menu(self.script.confirm, &lead);
                 }
             }
-            None => self.retry(menu, "not_understood", Outcome::NoMatch),
+            _ => self.retry(menu, "not_understood", Outcome::NoMatch),
         }
     }
 
@@ -1365,11 +1415,19 @@ mod tests {
         })
     }
 
+    /// A typed-style question: the decision follows the classifier's confidence alone.
     fn heard(text: &str, intent: Option<&str>, confidence: f32) -> Event {
+        let decision = match intent {
+            None => Decision::Reask,
+            Some(_) if confidence >= crate::nlu::CONFIRM_THRESHOLD => Decision::Answer,
+            Some(_) if confidence >= crate::nlu::REJECT_THRESHOLD => Decision::Confirm,
+            Some(_) => Decision::Reask,
+        };
         Event::Heard(Heard {
             text: text.into(),
             intent: intent.map(String::from),
             confidence,
+            decision,
             ..Heard::default()
         })
     }

@@ -415,6 +415,7 @@ impl Script {
             "transfer_start",
             "transfer_failed",
             "not_understood",
+            "out_of_domain",
             "speech_fallback",
             "after_hours",
             "after_hours_next",

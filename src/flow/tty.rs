@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use crate::audio::tty::TtyEvent;
 use crate::intents::INTENTS;
-use crate::nlu::{CONFIRM_THRESHOLD, Nlu, REJECT_THRESHOLD, normalize, slots};
+use crate::nlu::{Decision, Nlu, REJECT_THRESHOLD, normalize, slots};
 use crate::pii::Pii;
 use crate::speech::Catalog;
 use crate::types::Lang;
@@ -118,6 +118,7 @@ pub fn prompt_ids() -> Vec<String> {
         "tty.confirm_email",
         "tty.sent",
         "tty.not_understood",
+        "tty.out_of_domain",
         "tty.ask_question",
         "tty.no_input",
         "tty.anything_else",
@@ -765,13 +766,13 @@ impl TtyConversation {
         let mut c = self.nlu.classify(self.lang, text);
         // The TTY line has no language menu: a question the other language understands well
         // where ours does not switches the conversation to it.
-        if c.confidence < REJECT_THRESHOLD {
+        if c.intent.is_none() || c.confidence < REJECT_THRESHOLD {
             let other = match self.lang {
                 Lang::En => Lang::Es,
                 Lang::Es => Lang::En,
             };
             let o = self.nlu.classify(other, text);
-            if o.intent.is_some() && o.confidence >= CONFIRM_THRESHOLD {
+            if o.intent.is_some() && o.decision() == Decision::Answer {
                 self.lang = other;
                 self.record.lang = Some(other);
                 c = o;
@@ -781,8 +782,9 @@ impl TtyConversation {
         // classifier only guesses from shared words.
         let act = self.nlu.act(self.lang, text);
         let exact_act = act.as_ref().is_some_and(|(_, conf)| *conf >= 1.0);
+        let decision = c.decision();
         if let Some(intent) = c.intent.as_deref()
-            && c.confidence >= CONFIRM_THRESHOLD
+            && decision == Decision::Answer
             && !exact_act
         {
             self.record
@@ -805,8 +807,9 @@ impl TtyConversation {
             _ => {}
         }
         self.record.intents.push((c.intent.clone(), c.confidence));
-        match c.intent {
-            Some(intent) if c.confidence >= REJECT_THRESHOLD => {
+        match (c.intent, decision) {
+            (_, Decision::OutOfDomain) => self.not_understood_as(now, "tty.out_of_domain"),
+            (Some(intent), Decision::Answer | Decision::Confirm) => {
                 let topic = format!("tty.topic.{intent}");
                 self.state = State::ConfirmIntent { intent };
                 self.say(Turn::new(&["tty.confirm_intent", &topic, "tty.yes_no"]));
@@ -822,9 +825,14 @@ impl TtyConversation {
     }
 
     fn not_understood(&mut self, now: Instant) {
+        self.not_understood_as(now, "tty.not_understood");
+    }
+
+    /// Ask again with `prompt` (why it was not understood), or give up after the retries.
+    fn not_understood_as(&mut self, now: Instant, prompt: &str) {
         self.retries += 1;
         if self.retries < self.config.retries_max {
-            self.say(Turn::new(&["tty.not_understood"]));
+            self.say(Turn::new(&[prompt]));
         } else if self.policy.should_transfer("agent", now) {
             self.transfer(Turn::new(&["tty.transfer"]));
         } else {

@@ -4,7 +4,9 @@
 //! without confirmation.
 //!
 //! The rule, in order:
-//! 1. a safety phrase (a caller in danger) → [`Decision::Answer`] with the protected intent;
+//! 1. a safety phrase (a caller in danger) → [`Decision::Answer`] with the protected intent
+//!    (spoken: when the recognizer is unsure, [`Decision::Confirm`] in plain words — a garbled
+//!    transcript can hold "hit me" — never an ordinary answer either way);
 //! 2. most like an `[outside TOPIC]` → [`Decision::OutOfDomain`];
 //! 3. no intent → [`Decision::Reask`];
 //! 4. classifier confidence ≥ [`CONFIRM_THRESHOLD`] and, for speech, the recognizer's confidence
@@ -14,7 +16,7 @@
 use super::{CONFIRM_THRESHOLD, Classification, REJECT_THRESHOLD};
 
 /// What to do with a question.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     /// Sure enough: answer at once.
@@ -24,6 +26,7 @@ pub enum Decision {
     /// About something this office does not handle: say what it can help with.
     OutOfDomain,
     /// Nothing usable: ask again.
+    #[default]
     Reask,
 }
 
@@ -60,8 +63,13 @@ pub const SPOKEN_MAX_UNKNOWN: f32 = 0.34;
 /// Decide what to do with a classified question; `speech` is the recognizer's evidence when
 /// the text is a transcript.
 pub fn decide(c: &Classification, speech: Option<SpeechEvidence>) -> Decision {
+    let asr_sure = speech.is_none_or(|s| s.asr_confidence >= s.answer_floor);
     if c.safety {
-        return Decision::Answer;
+        return if asr_sure {
+            Decision::Answer
+        } else {
+            Decision::Confirm
+        };
     }
     if c.out_of_domain.is_some() {
         return Decision::OutOfDomain;
@@ -74,7 +82,6 @@ pub fn decide(c: &Classification, speech: Option<SpeechEvidence>) -> Decision {
         None => c.unknown_share < TEXT_MAX_UNKNOWN,
         Some(_) => c.unknown_share <= SPOKEN_MAX_UNKNOWN,
     };
-    let asr_sure = speech.is_none_or(|s| s.asr_confidence >= s.answer_floor);
     if nlu_sure && asr_sure && words_known && !c.outside_cue {
         Decision::Answer
     } else {
@@ -139,7 +146,11 @@ mod tests {
     fn safety_and_outside_come_first() {
         let mut danger = c(Some("protected_case"), 1.0);
         danger.safety = true;
-        assert_eq!(decide(&danger, Some(UNSURE)), Decision::Answer);
+        assert_eq!(decide(&danger, Some(SURE)), Decision::Answer);
+        assert_eq!(decide(&danger, None), Decision::Answer);
+        // A garbled transcript can hold "hit me": asked in plain words, never answered with
+        // anything else.
+        assert_eq!(decide(&danger, Some(UNSURE)), Decision::Confirm);
         let mut taxes = c(None, 0.9);
         taxes.out_of_domain = Some("taxes".into());
         assert_eq!(decide(&taxes, None), Decision::OutOfDomain);

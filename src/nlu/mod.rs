@@ -286,9 +286,10 @@ impl LangModel {
                             features: feats,
                             weight,
                         });
-                        // The recognizer's question LM learns only what we answer: an
-                        // outside topic's words would only make it hear them.
-                        if s.kind == Kind::Intent && !p.text.contains('*') {
+                        // The recognizer's question LM learns what we answer and what we do
+                        // not (so "taxes" is heard as taxes, not as the nearest question of
+                        // ours), and the words of callers in danger.
+                        if !p.text.contains('*') {
                             sets.entry(PhraseSet::Question).or_default().push(form);
                         }
                     }

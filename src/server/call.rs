@@ -741,6 +741,7 @@ pub async fn run(
         record.speech = Some(serde_json::json!({
             "transcripts": a.transcripts.iter().map(|t| crate::pii::redact_words(t)).collect::<Vec<_>>(),
             "confidence": rec.confidence,
+            "understood": rec.understood,
             "reply_latency_ms": reply_latency_ms,
         }));
     }

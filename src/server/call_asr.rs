@@ -264,7 +264,12 @@ impl CallAsr {
                         transcript.text.clone()
                     });
                 }
-                let heard = Heard::understand(&self.nlu, lang, &transcript.text);
+                let heard = Heard::understand_spoken(
+                    &self.nlu,
+                    lang,
+                    &transcript.text,
+                    transcript.evidence(),
+                );
                 self.events.push_back(flow::Event::Heard(heard));
             }
             AsrResult::Failed { utt, error } if utt == self.utt => {
