@@ -76,12 +76,26 @@ fn a_question_over_the_greeting_stops_it_and_gets_the_answer() {
     );
     let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
     println!("{call:#}");
-    assert_eq!(call["intent"], INTENT, "{call}");
+    // Understood; answered at once when the recognizer was sure of its words too, confirmed
+    // first otherwise (PocketSphinx's posterior at 8 kHz is often under its floor even for a
+    // right transcript).
+    let understood = &call["speech"]["understood"][0];
+    assert_eq!(understood["intent"], INTENT, "{call}");
     let prompts = call["prompts"].to_string();
-    assert!(
-        prompts.contains(&format!("en:answer.{INTENT}")),
-        "{prompts}"
-    );
+    match understood["decision"].as_str() {
+        Some("answer") => {
+            assert_eq!(call["intent"], INTENT, "{call}");
+            assert!(
+                prompts.contains(&format!("en:answer.{INTENT}")),
+                "{prompts}"
+            );
+        }
+        Some("confirm") => assert!(
+            prompts.contains(&format!("en:confirm.{INTENT}")),
+            "{prompts}"
+        ),
+        other => panic!("decided {other:?}: {call}"),
+    }
     assert!(
         call["speech"]["transcripts"][0].as_str().is_some(),
         "{call}"
@@ -129,6 +143,52 @@ fn a_question_over_the_greeting_stops_it_and_gets_the_answer() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A spoken question about something this office does not handle is never answered: the caller
+/// hears what the IVR can help with, and is asked again.
+#[test]
+fn an_out_of_domain_question_gets_the_out_of_domain_reply() {
+    let server = Server::start(ServerOptions::default());
+    let dir = temp_dir("speech-sip-ood");
+    // Heard right through G.711 by the embedded recognizer (measured with `ivr call --rate
+    // 8000`: espeak and festival voices both give "... weather tomorrow").
+    let question = speak_8k(&dir, "what is the weather tomorrow");
+    let mut uac = Uac::new(server.sip);
+    let ok = uac.call();
+    let dest = Uac::remote_rtp(&ok);
+    let mut audio = vec![0i16; 8000 * 3 / 2];
+    audio.extend(&question);
+    audio.extend(vec![0i16; 8000 * 16]);
+    uac.send_pcmu(dest, &audio, 1, 1000);
+    uac.request("BYE", "", true);
+    assert_eq!(
+        uac.final_response(Duration::from_secs(3)).status(),
+        Some(200)
+    );
+    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    println!("{call:#}");
+    let prompts: Vec<String> = call["prompts"]
+        .as_array()
+        .expect("prompts")
+        .iter()
+        .filter_map(|p| p.as_str().map(String::from))
+        .collect();
+    let at = prompts
+        .iter()
+        .position(|p| p == "en:out_of_domain")
+        .unwrap_or_else(|| panic!("the out-of-domain reply: {prompts:?}"));
+    assert!(at + 1 < prompts.len(), "then the menu: {prompts:?}");
+    assert!(
+        !prompts.iter().any(|p| p.starts_with("en:answer.")),
+        "never an answer: {prompts:?}"
+    );
+    assert!(call["intent"].is_null(), "{call}");
+    assert_eq!(
+        call["speech"]["understood"][0]["decision"], "out_of_domain",
+        "{call}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn overloaded_recognition_falls_back_to_the_keypad_and_pacing_holds() {
     // One worker with room for two queued jobs: a talking caller needs dozens.
@@ -168,12 +228,14 @@ fn overloaded_recognition_falls_back_to_the_keypad_and_pacing_holds() {
             assert!(prompts.contains("en:speech_fallback"), "{prompts}");
             fallback += 1;
         } else {
-            // Not refused: recognized (the answer) or at worst asked again — never silence.
+            // Not refused: recognized (answered, or confirmed first) or at worst asked again —
+            // never silence.
+            let understood = call["speech"]["understood"][0]["intent"] == INTENT;
             assert!(
-                call["intent"] == INTENT || prompts.contains("en:not_understood"),
+                understood || prompts.contains("en:not_understood"),
                 "{call}"
             );
-            answered += usize::from(call["intent"] == INTENT);
+            answered += usize::from(understood);
         }
     }
     let refused = server.metric("ivr_asr_overloaded_total");

@@ -28,6 +28,41 @@ fn minimodem_tx(text: &str, path: &std::path::Path) -> Vec<i16> {
     read_wav(path).1
 }
 
+/// What the IVR transmitted (G.711 RTP captured on the wire), decoded by minimodem.
+fn minimodem_rx(packets: &[Captured], dir: &std::path::Path) -> String {
+    // In sequence order, the 16-bit sequence numbers unwrapped (a call may cross 65535).
+    let mut seqs = SeqUnwrapper::new();
+    let mut rtp: Vec<(i64, Vec<i16>)> = packets
+        .iter()
+        .filter_map(|p| parse_rtp(&p.payload))
+        .filter(|r| r.pt == 0)
+        .map(|r| {
+            let ext = seqs.extend(r.seq);
+            (ext, r.payload.iter().map(|&b| ulaw_to_linear(b)).collect())
+        })
+        .collect();
+    rtp.sort_by_key(|(seq, _)| *seq);
+    let pcm: Vec<i16> = rtp.into_iter().flat_map(|(_, p)| p).collect();
+    let wav = dir.join("ivr.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&wav, spec).unwrap();
+    for s in &pcm {
+        w.write_sample(*s).unwrap();
+    }
+    w.finalize().unwrap();
+    let out = Command::new("minimodem")
+        .args(["--rx", "-q", "tdd", "-f"])
+        .arg(&wav)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 #[test]
 fn tty_caller_types_a_question_and_reads_the_answer() {
     let server = Server::start(ServerOptions::default());
@@ -65,44 +100,63 @@ fn tty_caller_types_a_question_and_reads_the_answer() {
     assert_eq!(call["mode"], "tty", "{call}");
     assert_eq!(call["intent"], "case_status", "{call}");
 
-    // What the IVR transmitted, decoded by minimodem.
-    // In sequence order, the 16-bit sequence numbers unwrapped (a call may cross 65535).
-    let mut seqs = SeqUnwrapper::new();
-    let mut rtp: Vec<(i64, Vec<i16>)> = packets
-        .iter()
-        .filter_map(|p| parse_rtp(&p.payload))
-        .filter(|r| r.pt == 0)
-        .map(|r| {
-            let ext = seqs.extend(r.seq);
-            (ext, r.payload.iter().map(|&b| ulaw_to_linear(b)).collect())
-        })
-        .collect();
-    rtp.sort_by_key(|(seq, _)| *seq);
-    let pcm: Vec<i16> = rtp.into_iter().flat_map(|(_, p)| p).collect();
-    let wav = dir.join("ivr.wav");
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(&wav, spec).unwrap();
-    for s in &pcm {
-        w.write_sample(*s).unwrap();
-    }
-    w.finalize().unwrap();
-    let out = Command::new("minimodem")
-        .args(["--rx", "-q", "tdd", "-f"])
-        .arg(&wav)
-        .output()
-        .unwrap();
-    let heard = String::from_utf8_lossy(&out.stdout).to_string();
+    let heard = minimodem_rx(&packets, &dir);
     let expected = "\r\nUSCIS CONTACT CENTER TTY. TYPE YOUR\r\nQUESTION GA\
                     \r\nCHECK YOUR CASE STATUS AT\r\nUSCIS.GOV/CASESTATUS OR IN YOUR USCIS\
                     \r\nONLINE ACCOUNT. WANT THIS LINK BY TEXT\r\nOR EMAIL Q TYPE TEXT OR EMAIL OR NO GA";
     assert_eq!(
         heard, expected,
         "minimodem decoded the IVR's tones; call: {call}"
+    );
+}
+
+/// A question about something this office does not handle (taxes) is never answered: the IVR
+/// types what it can help with and asks again, as minimodem decodes it off the wire.
+#[test]
+fn an_out_of_domain_question_gets_the_out_of_domain_reply() {
+    let server = Server::start(ServerOptions::default());
+    let dir = temp_dir("tty-ood");
+    let question = minimodem_tx(
+        "I NEED TO FILE MY TAXES WITH THE IRS GA",
+        &dir.join("q.wav"),
+    );
+    let capture = Capture::start(
+        &format!("udp and src portrange {}-{}", server.rtp.0, server.rtp.1),
+        &dir,
+    );
+    let mut uac = Uac::new(server.sip);
+    uac.dialed = "8007671833".into();
+    let ok = uac.call();
+    let dest = Uac::remote_rtp(&ok);
+    uac.send_pcmu(dest, &vec![0i16; 8000 * 8], 1, 1000);
+    uac.send_pcmu(dest, &question, 401, 1000 + 8000 * 8);
+    // The reply is ~150 characters at 6 a second; keep the line alive while it is typed.
+    let start = Instant::now();
+    let mut seq = 401 + (question.len() / 160) as u16 + 1;
+    let mut ts = 1000 + 8000 * 8 + question.len() as u32;
+    while start.elapsed() < Duration::from_secs(32) {
+        uac.send_pcmu(dest, &vec![0i16; 8000], seq, ts);
+        seq = seq.wrapping_add(50);
+        ts = ts.wrapping_add(8000);
+    }
+    uac.request("BYE", "", true);
+    assert_eq!(
+        uac.final_response(Duration::from_secs(3)).status(),
+        Some(200)
+    );
+    let packets = capture.stop();
+    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    assert_eq!(call["mode"], "tty", "{call}");
+    assert!(call["intent"].is_null(), "nothing answered: {call}");
+    let heard = minimodem_rx(&packets, &dir);
+    let flat = heard.replace("\r\n", " ");
+    assert!(
+        flat.contains("I CAN HELP WITH IMMIGRATION CASES AND THIS OFFICE ONLY."),
+        "minimodem decoded: {heard:?}; call: {call}"
+    );
+    assert!(
+        flat.contains("TYPE YOUR QUESTION GA"),
+        "asked again: {heard:?}"
     );
 }
 

@@ -54,8 +54,11 @@ pub struct SpeechEvidence {
 
 /// Less than this share of a typed question's content words may be unknown to every grammar
 /// for it to be answered without confirmation: a question mostly in words we never wrote is
-/// likely about something else ("what time does walmart close tonight").
+/// likely about something else ("what time does walmart close tonight"). Only for questions of
+/// at least [`TEXT_MIN_WORDS`] content words: in a short line one typo or one Baudot hit is
+/// half the words, and the classifier's own confidence decides.
 pub const TEXT_MAX_UNKNOWN: f32 = 0.5;
+pub const TEXT_MIN_WORDS: usize = 3;
 /// The same for a spoken question, stricter: a recognizer that strays outside the domain's
 /// words heard something else.
 pub const SPOKEN_MAX_UNKNOWN: f32 = 0.34;
@@ -79,7 +82,7 @@ pub fn decide(c: &Classification, speech: Option<SpeechEvidence>) -> Decision {
     }
     let nlu_sure = c.confidence >= CONFIRM_THRESHOLD;
     let words_known = match speech {
-        None => c.unknown_share < TEXT_MAX_UNKNOWN,
+        None => c.content_words < TEXT_MIN_WORDS || c.unknown_share < TEXT_MAX_UNKNOWN,
         Some(_) => c.unknown_share <= SPOKEN_MAX_UNKNOWN,
     };
     if nlu_sure && asr_sure && words_known && !c.outside_cue {
@@ -104,6 +107,7 @@ mod tests {
             safety: false,
             outside_cue: false,
             unknown_share: 0.0,
+            content_words: 4,
         }
     }
 

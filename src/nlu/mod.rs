@@ -38,6 +38,9 @@ const ACT_FLOOR: f32 = 0.5;
 const KEY_BOOST: f32 = 1.0;
 /// Training weight of a key phrase relative to an ordinary example.
 const KEY_WEIGHT: f32 = 2.0;
+/// A word whose letter 3–5-grams the model knows at least this much is a typo of a known word,
+/// not a new one.
+const TYPO_COVERAGE: f32 = 0.6;
 /// Class ids of `[outside TOPIC]` sections in the intent model, apart from intent ids.
 const OUTSIDE_PREFIX: &str = "outside:";
 /// The act model's catch-all class: everything that is a question, not an answer.
@@ -64,6 +67,8 @@ pub struct Classification {
     /// The share of the text's content words that no grammar phrase has: how far it strays
     /// from anything the authors wrote (0 = all known).
     pub unknown_share: f32,
+    /// How many content words (not stop words) the text has.
+    pub content_words: usize,
 }
 
 impl Classification {
@@ -77,6 +82,7 @@ impl Classification {
             safety: false,
             outside_cue: false,
             unknown_share: 1.0,
+            content_words: 0,
         }
     }
 
@@ -446,22 +452,28 @@ impl Nlu {
                 safety: true,
                 outside_cue: false,
                 unknown_share: 0.0,
+                content_words: stems.len(),
             };
         }
         // Text with no content word we know and mostly unknown character shapes is not a
         // question we can answer, however the probabilities come out.
         let feats = model::features(lang, &toks);
         let (mut content, mut known) = (0usize, 0usize);
+        // A word no grammar has may still be a typo of one that does ("statsu", "adress"): it
+        // counts as known for the unknown share when most of its letter shapes are.
+        let mut near = 0usize;
         for t in &toks {
             if let Some(h) = model::content_word_hash(lang, t) {
                 content += 1;
-                known += usize::from(m.intents.knows(h));
+                let exact = m.intents.knows(h);
+                known += usize::from(exact);
+                near += usize::from(exact || m.intents.char_coverage(t) >= TYPO_COVERAGE);
             }
         }
         let unknown_share = if content == 0 {
             1.0
         } else {
-            (content - known) as f32 / content as f32
+            (content - near) as f32 / content as f32
         };
         // One known word among many unknown ones ("lorem ipsum dolor sit amet" knows "sit",
         // the stem of "site") is a coincidence, not a question in our domain.
@@ -470,12 +482,14 @@ impl Nlu {
         if content == 0 || !enough_words && m.intents.coverage(&feats) < 0.5 {
             return Classification {
                 unknown_share,
+                content_words: content,
                 ..Classification::nothing(slots)
             };
         }
         let Some(mut scores) = m.intents.scores(&feats) else {
             return Classification {
                 unknown_share,
+                content_words: content,
                 ..Classification::nothing(slots)
             };
         };
@@ -499,6 +513,7 @@ impl Nlu {
                 out_of_domain: Some(topic.to_string()),
                 confidence: 1.0,
                 unknown_share,
+                content_words: content,
                 ..Classification::nothing(slots)
             };
         }
@@ -518,6 +533,7 @@ impl Nlu {
                 ),
                 confidence: top,
                 unknown_share,
+                content_words: content,
                 ..Classification::nothing(slots)
             };
         }
@@ -540,6 +556,7 @@ impl Nlu {
             safety: false,
             outside_cue: outside_key.is_some(),
             unknown_share,
+            content_words: content,
         }
     }
 
@@ -684,8 +701,8 @@ impl Nlu {
         report
     }
 
-    /// The JSON line `ivr classify` prints: `{"text","intent","confidence","slots"}`, slots in
-    /// clear (the caller typed them on their own terminal).
+    /// The JSON `{"text","intent","confidence","slots"}`, slots in clear (the caller typed them
+    /// on their own terminal).
     pub fn classify_json(&self, lang: Lang, text: &str) -> serde_json::Value {
         self.classify_json_with(lang, text, true)
     }
@@ -701,21 +718,31 @@ impl Nlu {
         })
     }
 
-    /// The same JSON as one line with the keys in the documented order (`text`, `intent`,
-    /// `confidence`, `slots`), which a `serde_json::Value` does not keep.
+    /// The line `ivr classify` prints, keys in the documented order, which a
+    /// `serde_json::Value` does not keep: `text`, `intent`, `confidence`, `decision` (what the
+    /// dialog does with it as typed text: answer, confirm, out_of_domain, reask),
+    /// `out_of_domain` (the outside topic, when it is one), `unknown_share` (the share of
+    /// content words no grammar has), `slots`.
     pub fn classify_line(&self, lang: Lang, text: &str, clear: bool) -> String {
         #[derive(serde::Serialize)]
         struct Line<'a> {
             text: &'a str,
             intent: Option<String>,
             confidence: f64,
+            decision: Decision,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            out_of_domain: Option<String>,
+            unknown_share: f64,
             slots: serde_json::Value,
         }
         let c = self.classify(lang, text);
         let line = Line {
             text,
+            decision: c.decision(),
             intent: c.intent,
             confidence: rounded(c.confidence),
+            out_of_domain: c.out_of_domain,
+            unknown_share: rounded(c.unknown_share),
             slots: c.slots.to_json(clear),
         };
         // A struct of strings, numbers and a JSON value always serializes.

@@ -307,6 +307,27 @@ impl Model {
         self.index.contains_key(&h)
     }
 
+    /// The share of a word's letter 3–5-grams the model has seen (0 for words too short to
+    /// have any).
+    pub fn char_coverage(&self, token: &str) -> f32 {
+        let padded: Vec<char> = std::iter::once('<')
+            .chain(token.chars())
+            .chain(std::iter::once('>'))
+            .collect();
+        let (mut total, mut seen) = (0usize, 0usize);
+        for n in 3..=5 {
+            for win in padded.windows(n) {
+                total += 1;
+                seen += usize::from(self.index.contains_key(&fnv_chars(win)));
+            }
+        }
+        if total == 0 {
+            0.0
+        } else {
+            seen as f32 / total as f32
+        }
+    }
+
     /// Softmax of scores at the fitted temperature.
     pub fn probabilities(&self, scores: &[f32]) -> Vec<f32> {
         softmax(scores, self.temperature)
