@@ -11,7 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{repo, temp_dir};
+use common::{offline_config, repo, temp_dir};
 
 fn questions() -> Vec<(String, String)> {
     include_str!("data/spoken_questions_en.tsv")
@@ -20,24 +20,6 @@ fn questions() -> Vec<(String, String)> {
         .filter_map(|l| l.split_once('\t'))
         .map(|(q, i)| (q.to_string(), i.to_string()))
         .collect()
-}
-
-/// A config for offline runs: the repo's prompts and grammars, the shared TTS cache, a private
-/// data dir (PocketSphinx's generated LM goes there).
-fn config(dir: &Path) -> PathBuf {
-    let path = dir.join("ivr.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[paths]\ndata_dir = \"{}\"\nprompts_dir = \"{}\"\ngrammars_dir = \"{}\"\ntts_cache_dir = \"{}\"\n",
-            dir.join("data").display(),
-            repo().join("prompts").display(),
-            repo().join("grammars").display(),
-            repo().join("target/tts-cache").display()
-        ),
-    )
-    .expect("write config");
-    path
 }
 
 /// `text` spoken by espeak-ng, at 16 kHz, with half a second of silence before and after.
@@ -87,7 +69,7 @@ fn ivr_call(config: &Path, wav: &Path, extra: &[&str]) -> serde_json::Value {
 #[test]
 fn spoken_questions_reach_the_right_intent_through_ivr_call() {
     let dir = temp_dir("call-speech-en");
-    let cfg = config(&dir);
+    let cfg = offline_config(&dir);
     let qs = questions();
     let (mut wide, mut narrow) = (0usize, 0usize);
     let mut rtf = Vec::new();
@@ -142,7 +124,7 @@ fn spoken_questions_reach_the_right_intent_through_ivr_call() {
 #[test]
 fn a_question_over_the_greeting_stops_it_and_gets_the_answer() {
     let dir = temp_dir("call-speech-barge");
-    let cfg = config(&dir);
+    let cfg = offline_config(&dir);
     let wav = speak(&dir, "status", "i want to check my case status");
     let r = ivr_call(&cfg, &wav, &[]);
     println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());

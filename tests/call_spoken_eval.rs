@@ -79,22 +79,6 @@ fn speak(dir: &Path, voice: &str, n: usize, text: &str) -> PathBuf {
     out
 }
 
-fn config(dir: &Path) -> PathBuf {
-    let path = dir.join("ivr.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[paths]\ndata_dir = \"{}\"\nprompts_dir = \"{}\"\ngrammars_dir = \"{}\"\ntts_cache_dir = \"{}\"\n",
-            dir.join("data").display(),
-            repo().join("prompts").display(),
-            repo().join("grammars").display(),
-            repo().join("target/tts-cache").display()
-        ),
-    )
-    .expect("write config");
-    path
-}
-
 struct Outcome {
     expected: Option<String>,
     voice: &'static str,
@@ -109,7 +93,7 @@ fn spoken_questions_at_8_khz_are_never_answered_wrongly_with_confidence() {
     require("sox");
     require("text2wave");
     let dir = temp_dir("spoken-eval");
-    let cfg = config(&dir);
+    let cfg = offline_config(&dir);
     let qs = questions();
     assert!(qs.len() >= 40, "at least 40 spoken questions");
     let mut jobs = Vec::new();

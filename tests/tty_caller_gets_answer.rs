@@ -63,28 +63,30 @@ fn minimodem_rx(packets: &[Captured], dir: &std::path::Path) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-#[test]
-fn tty_caller_types_a_question_and_reads_the_answer() {
-    let server = Server::start(ServerOptions::default());
-    let dir = temp_dir("tty-call");
-    let question = minimodem_tx("WHAT IS MY CASE STATUS Q GA", &dir.join("q.wav"));
+/// A call to the TTY number: listen to the greeting (sending silence, as a TTY line does), type
+/// `text` with minimodem, keep the line alive for `listen` while the IVR types its reply, hang
+/// up. Returns the call id and the IVR's RTP as captured on the wire.
+fn tty_call(
+    server: &Server,
+    dir: &std::path::Path,
+    text: &str,
+    listen: Duration,
+) -> (String, Vec<Captured>) {
+    let question = minimodem_tx(text, &dir.join("q.wav"));
     let capture = Capture::start(
         &format!("udp and src portrange {}-{}", server.rtp.0, server.rtp.1),
-        &dir,
+        dir,
     );
-
     let mut uac = Uac::new(server.sip);
     uac.dialed = "8007671833".into();
     let ok = uac.call();
     let dest = Uac::remote_rtp(&ok);
-    // Listen (sending silence, as a TTY line does) while the greeting is typed, then type.
     uac.send_pcmu(dest, &vec![0i16; 8000 * 8], 1, 1000);
     uac.send_pcmu(dest, &question, 401, 1000 + 8000 * 8);
-    // The answer and the link offer take ~25 s at 6 characters per second; keep the line alive.
     let start = Instant::now();
     let mut seq = 401 + (question.len() / 160) as u16 + 1;
     let mut ts = 1000 + 8000 * 8 + question.len() as u32;
-    while start.elapsed() < Duration::from_secs(40) {
+    while start.elapsed() < listen {
         uac.send_pcmu(dest, &vec![0i16; 8000], seq, ts);
         seq = seq.wrapping_add(50);
         ts = ts.wrapping_add(8000);
@@ -94,9 +96,21 @@ fn tty_caller_types_a_question_and_reads_the_answer() {
         uac.final_response(Duration::from_secs(3)).status(),
         Some(200)
     );
-    let packets = capture.stop();
+    (uac.call_id.clone(), capture.stop())
+}
 
-    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+#[test]
+fn tty_caller_types_a_question_and_reads_the_answer() {
+    let server = Server::start(ServerOptions::default());
+    let dir = temp_dir("tty-call");
+    // The answer and the link offer take ~25 s at 6 characters per second.
+    let (call_id, packets) = tty_call(
+        &server,
+        &dir,
+        "WHAT IS MY CASE STATUS Q GA",
+        Duration::from_secs(40),
+    );
+    let call = server.ended_call(&call_id, Duration::from_secs(5));
     assert_eq!(call["mode"], "tty", "{call}");
     assert_eq!(call["intent"], "case_status", "{call}");
 
@@ -116,36 +130,14 @@ fn tty_caller_types_a_question_and_reads_the_answer() {
 fn an_out_of_domain_question_gets_the_out_of_domain_reply() {
     let server = Server::start(ServerOptions::default());
     let dir = temp_dir("tty-ood");
-    let question = minimodem_tx(
-        "I NEED TO FILE MY TAXES WITH THE IRS GA",
-        &dir.join("q.wav"),
-    );
-    let capture = Capture::start(
-        &format!("udp and src portrange {}-{}", server.rtp.0, server.rtp.1),
+    // The reply is ~150 characters at 6 a second.
+    let (call_id, packets) = tty_call(
+        &server,
         &dir,
+        "I NEED TO FILE MY TAXES WITH THE IRS GA",
+        Duration::from_secs(32),
     );
-    let mut uac = Uac::new(server.sip);
-    uac.dialed = "8007671833".into();
-    let ok = uac.call();
-    let dest = Uac::remote_rtp(&ok);
-    uac.send_pcmu(dest, &vec![0i16; 8000 * 8], 1, 1000);
-    uac.send_pcmu(dest, &question, 401, 1000 + 8000 * 8);
-    // The reply is ~150 characters at 6 a second; keep the line alive while it is typed.
-    let start = Instant::now();
-    let mut seq = 401 + (question.len() / 160) as u16 + 1;
-    let mut ts = 1000 + 8000 * 8 + question.len() as u32;
-    while start.elapsed() < Duration::from_secs(32) {
-        uac.send_pcmu(dest, &vec![0i16; 8000], seq, ts);
-        seq = seq.wrapping_add(50);
-        ts = ts.wrapping_add(8000);
-    }
-    uac.request("BYE", "", true);
-    assert_eq!(
-        uac.final_response(Duration::from_secs(3)).status(),
-        Some(200)
-    );
-    let packets = capture.stop();
-    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    let call = server.ended_call(&call_id, Duration::from_secs(5));
     assert_eq!(call["mode"], "tty", "{call}");
     assert!(call["intent"].is_null(), "nothing answered: {call}");
     let heard = minimodem_rx(&packets, &dir);

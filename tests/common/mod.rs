@@ -44,6 +44,24 @@ pub fn rtp_range(span: u16) -> (u16, u16) {
     (lo, lo + span - 1)
 }
 
+/// A config for offline `ivr call` runs: the repo's prompts and grammars, the shared TTS cache,
+/// a private data dir under `dir` (PocketSphinx's generated LM goes there).
+pub fn offline_config(dir: &Path) -> PathBuf {
+    let path = dir.join("ivr.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[paths]\ndata_dir = \"{}\"\nprompts_dir = \"{}\"\ngrammars_dir = \"{}\"\ntts_cache_dir = \"{}\"\n",
+            dir.join("data").display(),
+            repo().join("prompts").display(),
+            repo().join("grammars").display(),
+            repo().join("target/tts-cache").display()
+        ),
+    )
+    .expect("write config");
+    path
+}
+
 pub fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
         "ivr-test-{name}-{}-{}",
