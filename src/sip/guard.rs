@@ -6,7 +6,7 @@
 //! argument; nothing here reads clocks or touches sockets.
 //!
 //! ```
-//! use std::time::{Duration, Instant};
+//! use std::time::Instant;
 //! use ivr::sip::guard::{DropReason, Guard, GuardConfig, Verdict};
 //!
 //! let mut guard = Guard::new(GuardConfig {
@@ -14,9 +14,14 @@
 //!     ..GuardConfig::default()
 //! });
 //! let now = Instant::now();
-//! let options = b"OPTIONS sip:ivr@127.0.0.1 SIP/2.0\r\nUser-Agent: friendly-scanner\r\n\r\n";
-//! assert_eq!(guard.check(now, "10.1.2.3".parse().unwrap(), options), Verdict::Drop(DropReason::Untrusted));
-//! assert_eq!(guard.check(now, "127.0.0.1".parse().unwrap(), options), Verdict::Drop(DropReason::Scanner));
+//! let (outside, inside) = ("10.1.2.3".parse().unwrap(), "127.0.0.1".parse().unwrap());
+//! let scan = b"OPTIONS sip:ivr@127.0.0.1 SIP/2.0\r\nUser-Agent: friendly-scanner\r\n\r\n";
+//! assert_eq!(guard.check(now, outside, scan), Verdict::Drop(DropReason::Untrusted));
+//! // A scanner: noted (logged) once per source and ban period, then only dropped.
+//! assert_eq!(guard.check(now, inside, scan), Verdict::DropScannerNoted);
+//! assert_eq!(guard.check(now, inside, scan), Verdict::Drop(DropReason::Scanner));
+//! let probe = b"OPTIONS sip:ivr@127.0.0.1 SIP/2.0\r\nUser-Agent: kamailio\r\n\r\n";
+//! assert_eq!(guard.check(now, inside, probe), Verdict::Accept);
 //! ```
 
 use std::collections::HashMap;
