@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::sip::guard::{Cidr, GuardConfig, Untrusted};
 use crate::types::Codec;
 
 /// Everything `ivr serve` needs. `Config::default()` is the embedded default: it works on a fresh
@@ -19,6 +20,7 @@ pub struct Config {
     pub media: MediaConfig,
     pub calls: CallsConfig,
     pub admin: AdminConfig,
+    pub security: SecurityConfig,
     pub paths: PathsConfig,
     pub tts: TtsConfig,
     pub routing: crate::routing::RoutingConfig,
@@ -187,12 +189,132 @@ impl Default for CallsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// A file holding the bearer token every endpoint but `/healthz` then requires. Empty: no
+    /// token (allowed only on a loopback address).
+    pub token_file: PathBuf,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            token_file: PathBuf::new(),
+        }
+    }
+}
+
+impl AdminConfig {
+    /// The admin API serves call records: off loopback it must have a token.
+    pub fn check_exposure(&self) -> Result<(), ConfigError> {
+        if self.token_file.as_os_str().is_empty() && !self.listen.ip().is_loopback() {
+            return Err(ConfigError(format!(
+                "admin.listen = {} is not a loopback address and admin.token_file is not set: \
+                 anyone who reaches that port would read call records. Set [admin] token_file \
+                 (a file holding a bearer token) or listen on 127.0.0.1",
+                self.listen
+            )));
+        }
+        Ok(())
+    }
+
+    /// The bearer token from `token_file`, trimmed; `None` when no file is configured.
+    pub fn read_token(&self) -> Result<Option<String>, ConfigError> {
+        if self.token_file.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&self.token_file).map_err(|e| {
+            ConfigError(format!(
+                "admin.token_file {}: {e}",
+                self.token_file.display()
+            ))
+        })?;
+        let token = text.trim();
+        if token.len() < 16 {
+            return Err(ConfigError(format!(
+                "admin.token_file {}: the token must be at least 16 characters",
+                self.token_file.display()
+            )));
+        }
+        Ok(Some(token.to_string()))
+    }
+}
+
+/// Who may send SIP, and the defence against scanners and floods (`[security]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Networks that may send SIP (trunks, SBCs, the proxy), v4 and v6.
+    pub trusted: Vec<Cidr>,
+    /// SIP from elsewhere: `drop` (no reply) or `reject` (403).
+    pub untrusted: Untrusted,
+    /// Requests whose User-Agent contains one of these (any case) are dropped without a reply.
+    pub scanner_user_agents: Vec<String>,
+    /// Per source address: messages per second on average (0: no limit), at once, and how long
+    /// a source that exceeds them is ignored.
+    pub rate_limit_per_sec: u32,
+    pub rate_limit_burst: u32,
+    pub ban_secs: u64,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        let g = GuardConfig::default();
+        SecurityConfig {
+            trusted: g.trusted,
+            untrusted: g.untrusted,
+            scanner_user_agents: g.scanner_user_agents,
+            rate_limit_per_sec: g.rate_per_sec,
+            rate_limit_burst: g.burst,
+            ban_secs: g.ban.as_secs(),
+        }
+    }
+}
+
+impl SecurityConfig {
+    pub fn guard_config(&self) -> GuardConfig {
+        GuardConfig {
+            trusted: self.trusted.clone(),
+            untrusted: self.untrusted,
+            scanner_user_agents: self.scanner_user_agents.clone(),
+            rate_per_sec: self.rate_limit_per_sec,
+            burst: self.rate_limit_burst,
+            ban: Duration::from_secs(self.ban_secs),
+            ..GuardConfig::default()
+        }
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map_err(|e| serde::de::Error::custom(format!("security.trusted: {e}")))
+    }
+}
+
+impl Serialize for Untrusted {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            Untrusted::Drop => "drop",
+            Untrusted::Reject => "reject",
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Untrusted {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "drop" => Ok(Untrusted::Drop),
+            "reject" => Ok(Untrusted::Reject),
+            other => Err(serde::de::Error::custom(format!(
+                "security.untrusted: {other:?}: drop or reject"
+            ))),
         }
     }
 }
@@ -286,6 +408,12 @@ impl Config {
                 "calls.max_concurrent: must be at least 1".into(),
             ));
         }
+        if self.security.rate_limit_per_sec > 0 && self.security.rate_limit_burst == 0 {
+            return Err(ConfigError(
+                "security.rate_limit_burst: must be at least 1 when rate_limit_per_sec is set"
+                    .into(),
+            ));
+        }
         // A bad outbox config would otherwise stop the delivery worker after start, with the
         // server looking healthy and never delivering.
         self.outbox.validate().map_err(ConfigError)?;
@@ -322,5 +450,65 @@ mod tests {
         assert!(Config::from_toml("[sip]\nlisten_typo = \"1.2.3.4:5\"\n").is_err());
         let err = Config::from_toml("[media]\ncodecs = [\"G729\"]\n").unwrap_err();
         assert!(err.0.contains("G729"), "{err}");
+    }
+
+    #[test]
+    fn security_section_parses_cidrs_and_modes() {
+        let cfg = Config::from_toml(
+            "[security]\ntrusted = [\"192.0.2.0/24\", \"2001:db8::/32\", \"198.51.100.7\"]\n\
+             untrusted = \"reject\"\nrate_limit_per_sec = 50\nrate_limit_burst = 100\nban_secs = 5\n",
+        )
+        .unwrap();
+        let guard = cfg.security.guard_config();
+        assert_eq!(guard.trusted.len(), 3);
+        assert_eq!(guard.untrusted, Untrusted::Reject);
+        assert_eq!((guard.rate_per_sec, guard.burst), (50, 100));
+        assert_eq!(guard.ban, Duration::from_secs(5));
+        assert!(guard.trusted[2].contains("198.51.100.7".parse().unwrap()));
+        for bad in [
+            "[security]\ntrusted = [\"10.0.0.0/33\"]\n",
+            "[security]\ntrusted = [\"example.com\"]\n",
+            "[security]\nuntrusted = \"ignore\"\n",
+            "[security]\nrate_limit_burst = 0\n",
+        ] {
+            assert!(Config::from_toml(bad).is_err(), "{bad}");
+        }
+        let err = Config::from_toml("[security]\ntrusted = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert!(err.0.contains("security.trusted"), "{err}");
+    }
+
+    #[test]
+    fn admin_off_loopback_needs_a_token() {
+        let mut admin = AdminConfig::default();
+        admin.check_exposure().unwrap();
+        admin.listen = "0.0.0.0:8080".parse().unwrap();
+        let err = admin.check_exposure().unwrap_err();
+        assert!(err.0.contains("token_file"), "{err}");
+        admin.listen = "[::]:8080".parse().unwrap();
+        assert!(admin.check_exposure().is_err());
+        admin.listen = "[::1]:8080".parse().unwrap();
+        admin.check_exposure().unwrap();
+        admin.listen = "0.0.0.0:8080".parse().unwrap();
+        admin.token_file = "/etc/ivr/admin-token".into();
+        admin.check_exposure().unwrap();
+    }
+
+    #[test]
+    fn admin_tokens_are_read_trimmed_and_must_be_long() {
+        let dir = std::env::temp_dir().join(format!("ivr-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        let mut admin = AdminConfig::default();
+        assert_eq!(admin.read_token().unwrap(), None);
+        admin.token_file = path.clone();
+        assert!(admin.read_token().is_err(), "a missing file is an error");
+        std::fs::write(&path, "short\n").unwrap();
+        assert!(admin.read_token().is_err());
+        std::fs::write(&path, "  0123456789abcdef0123\n").unwrap();
+        assert_eq!(
+            admin.read_token().unwrap().as_deref(),
+            Some("0123456789abcdef0123")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

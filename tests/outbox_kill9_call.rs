@@ -159,6 +159,7 @@ fn restart(old: &Server) -> Server {
         rtp: old.rtp,
         data_dir: old.data_dir.clone(),
         log,
+        admin_token: old.admin_token.clone(),
     };
     let start = Instant::now();
     loop {

@@ -1,27 +1,72 @@
 //! Admin HTTP: `/healthz` (the process is up), `/readyz` (taking calls), `/metrics`
 //! (Prometheus text), `GET /calls/{call-id}` (the call's record, what the load tester checks).
+//! With `[admin] token_file` set, everything but `/healthz` needs `Authorization: Bearer <token>`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
 use super::Shared;
 
-pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+/// The admin routes; `token`, when set, guards all of them but `/healthz` (a load balancer's
+/// liveness probe carries no secret).
+pub fn router(shared: Arc<Shared>, token: Option<String>) -> Router {
+    let token: Option<Arc<str>> = token.map(Arc::from);
+    let guarded = Router::new()
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/classify", get(classify))
         .route("/prompts/{lang}/{id}", get(prompt))
         .route("/calls", get(recent))
         .route("/calls/{call_id}", get(call))
+        .route_layer(middleware::from_fn_with_state(token, require_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(guarded)
         .with_state(shared)
+}
+
+async fn require_token(
+    State(token): State<Option<Arc<str>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match token {
+        Some(token) if !authorized(request.headers(), &token) => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "unauthorized\n",
+        )
+            .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
+/// `Authorization: Bearer <token>` (the scheme in any case, RFC 9110 §11.1).
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .is_some_and(|(_, given)| secrets_equal(given.trim().as_bytes(), token.as_bytes()))
+}
+
+/// Constant-time comparison of two secrets: no early exit on the first difference (only
+/// whether the lengths are equal leaks).
+fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    // black_box keeps the optimizer from turning the fold back into an early-exit compare.
+    std::hint::black_box(diff) == 0
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
@@ -45,6 +90,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
         let mut out = shared.metrics.render_all(&shared.send_lateness);
+        shared.edge.render_into(&mut out);
         shared.reply_latency.render_into(
             &mut out,
             "ivr_asr_reply_latency_seconds",
@@ -121,5 +167,35 @@ async fn prompt(
         }))
         .into_response(),
         None => (StatusCode::NOT_FOUND, "no such prompt\n").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_in_full() {
+        assert!(secrets_equal(b"s3cret-token", b"s3cret-token"));
+        assert!(!secrets_equal(b"s3cret-token", b"s3cret-tokeN"));
+        assert!(!secrets_equal(b"s3cret-token", b"s3cret"));
+        assert!(!secrets_equal(b"", b"x"));
+    }
+
+    #[test]
+    fn bearer_header_is_required_and_checked() {
+        let token = "0123456789abcdef";
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, v.parse().unwrap());
+            h
+        };
+        assert!(authorized(&with("Bearer 0123456789abcdef"), token));
+        assert!(authorized(&with("bearer  0123456789abcdef "), token));
+        assert!(!authorized(&with("Bearer 0123456789abcdeF"), token));
+        assert!(!authorized(&with("Basic 0123456789abcdef"), token));
+        assert!(!authorized(&with("Bearer"), token));
+        assert!(!authorized(&with("0123456789abcdef"), token));
+        assert!(!authorized(&HeaderMap::new(), token));
     }
 }

@@ -4,6 +4,8 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
+use crate::sip::guard::DropReason;
+
 macro_rules! metrics {
     ($( $kind:ident $name:ident : $help:literal ),* $(,)?) => {
         #[derive(Default)]
@@ -66,6 +68,80 @@ impl Metrics {
             "How late each outgoing RTP packet left, relative to its 20 ms deadline.",
         );
         out
+    }
+}
+
+/// What the edge guard (`sip::guard`) turned away, by reason; rendered with a `reason` label.
+#[derive(Default)]
+pub struct EdgeMetrics {
+    dropped: [AtomicU64; DropReason::ALL.len()],
+    /// Requests from untrusted sources answered 403 (`untrusted = "reject"`).
+    pub rejected_untrusted: AtomicU64,
+    /// TCP connections closed at once (untrusted or banned source).
+    pub tcp_refused: AtomicU64,
+    /// Sources banned for flooding.
+    pub bans: AtomicU64,
+    /// Sources the guard tracks now (bounded).
+    pub sources: AtomicI64,
+}
+
+impl EdgeMetrics {
+    pub fn dropped(&self, reason: DropReason) {
+        self.dropped[Self::index(reason)].fetch_add(1, Relaxed);
+    }
+
+    pub fn dropped_count(&self, reason: DropReason) -> u64 {
+        self.dropped[Self::index(reason)].load(Relaxed)
+    }
+
+    fn index(reason: DropReason) -> usize {
+        DropReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or_default()
+    }
+
+    pub fn render_into(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP ivr_sip_dropped_total SIP messages dropped without a reply by the edge guard, by reason."
+        );
+        let _ = writeln!(out, "# TYPE ivr_sip_dropped_total counter");
+        for reason in DropReason::ALL {
+            let _ = writeln!(
+                out,
+                "ivr_sip_dropped_total{{reason=\"{}\"}} {}",
+                reason.as_str(),
+                self.dropped_count(reason)
+            );
+        }
+        for (name, help, value) in [
+            (
+                "sip_rejected_untrusted_total",
+                "Requests from untrusted sources answered 403.",
+                self.rejected_untrusted.load(Relaxed),
+            ),
+            (
+                "sip_tcp_refused_total",
+                "TCP connections closed at once (untrusted or banned source).",
+                self.tcp_refused.load(Relaxed),
+            ),
+            (
+                "sip_bans_total",
+                "Sources banned for flooding (rate limit exceeded).",
+                self.bans.load(Relaxed),
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP ivr_{name} {help}");
+            let _ = writeln!(out, "# TYPE ivr_{name} counter");
+            let _ = writeln!(out, "ivr_{name} {value}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ivr_sip_guard_sources Source addresses the flood guard tracks."
+        );
+        let _ = writeln!(out, "# TYPE ivr_sip_guard_sources gauge");
+        let _ = writeln!(out, "ivr_sip_guard_sources {}", self.sources.load(Relaxed));
     }
 }
 
@@ -168,9 +244,22 @@ mod tests {
         );
         assert!(text.contains("ivr_x_seconds_bucket{le=\"0.005\"} 2\n"));
         assert!(text.contains("ivr_x_seconds_bucket{le=\"+Inf\"} 3\n"));
+        let edge = EdgeMetrics::default();
+        edge.dropped(DropReason::Scanner);
+        edge.dropped(DropReason::Scanner);
+        edge.dropped(DropReason::Banned);
+        Metrics::inc(&edge.bans);
+        edge.render_into(&mut text);
+        assert!(
+            text.contains("ivr_sip_dropped_total{reason=\"scanner\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("ivr_sip_dropped_total{reason=\"banned\"} 1\n"));
+        assert!(text.contains("ivr_sip_dropped_total{reason=\"untrusted\"} 0\n"));
+        assert!(text.contains("ivr_sip_bans_total 1\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.rsplit_once(' ').unwrap();
-            assert!(name.starts_with("ivr_"));
+            assert!(name.starts_with("ivr_"), "{line}");
             value.parse::<f64>().unwrap();
         }
     }

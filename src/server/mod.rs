@@ -52,6 +52,8 @@ impl<T> Snapshot<T> {
 pub struct Shared {
     pub config: Config,
     pub metrics: Metrics,
+    /// What the SIP edge guard dropped, refused and banned.
+    pub edge: metrics::EdgeMetrics,
     /// Lateness of every outgoing RTP packet against its deadline (pacing quality).
     pub send_lateness: metrics::Histogram,
     pub store: Arc<Store>,
@@ -231,6 +233,9 @@ pub fn load_prompts(config: &Config, previous: Option<&PromptSet>) -> anyhow::Re
 /// Run the server until SIGTERM/SIGINT and a drain.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    // Before anything slow: an admin API open to the network is refused at once.
+    config.admin.check_exposure()?;
+    let admin_token = config.admin.read_token()?;
     // Grammars are quick to build: a broken set stops the start with its file:line diagnostics.
     let nlu = load_grammars(&config.paths.grammars_dir)?;
     let policy_text = match &config.routing.policy {
@@ -288,6 +293,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         config: config.clone(),
         metrics: Metrics::default(),
+        edge: Default::default(),
         send_lateness: metrics::Histogram::pacing(),
         store,
         prompts: Snapshot::new(PromptSet::default()),
@@ -302,7 +308,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.tts.dynamic.clone(),
         )),
     });
-    let router = admin::router(shared.clone());
+    let router = admin::router(shared.clone(), admin_token);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(admin, router).await {
             tracing::error!(error = %e, "admin server stopped");

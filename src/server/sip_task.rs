@@ -19,6 +19,7 @@ use super::outgoing::{Outgoing, Stream};
 use super::store::{CallRecord, now_rfc3339};
 use crate::flow::FlowConfig;
 use crate::pii::redact;
+use crate::sip::guard::{DropReason, Guard, Verdict};
 use crate::sip::sdp::{self, LocalMedia};
 use crate::sip::{CallKey, Endpoint, EndpointConfig, Event, OutgoingCall, Transport};
 use crate::types::Codec;
@@ -108,6 +109,8 @@ type AfterHours = std::collections::HashSet<(crate::types::Lang, String)>;
 
 pub struct SipTask {
     shared: Arc<Shared>,
+    /// Who may talk to the endpoint at all (`[security]`): every message passes it first.
+    guard: Guard,
     endpoint: Endpoint,
     udp: Arc<UdpSocket>,
     tcp_out: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
@@ -164,6 +167,7 @@ pub async fn run(
     let mut task = SipTask {
         ports: PortPool::new(cfg.media.rtp_ports.lo, cfg.media.rtp_ports.hi),
         shared: shared.clone(),
+        guard: Guard::new(cfg.security.guard_config()),
         endpoint,
         udp: Arc::new(udp),
         tcp_out: HashMap::new(),
@@ -203,15 +207,23 @@ pub async fn run(
             r = task.udp.recv_from(&mut buf) => {
                 if let Ok((n, from)) = r {
                     Metrics::inc(&shared.metrics.sip_messages_in_total);
-                    task.endpoint.handle_input(Instant::now(), from, Transport::Udp, &buf[..n]);
+                    task.receive(from, Transport::Udp, &buf[..n]);
                 }
             }
             Some(ev) = tcp_rx.recv() => match ev {
                 TcpEvent::Message(from, data) => {
                     Metrics::inc(&shared.metrics.sip_messages_in_total);
-                    task.endpoint.handle_input(Instant::now(), from, Transport::Tcp, &data);
+                    task.receive(from, Transport::Tcp, &data);
                 }
-                TcpEvent::Open(from, tx) => { task.tcp_out.insert(from, tx); }
+                TcpEvent::Open(from, tx) => {
+                    // Dropping `tx` instead of keeping it closes the connection at once.
+                    if let Some(reason) = task.guard.connection(Instant::now(), from.ip()) {
+                        tracing::debug!(%from, reason = reason.as_str(), "SIP TCP connection refused");
+                        Metrics::inc(&shared.edge.tcp_refused);
+                    } else {
+                        task.tcp_out.insert(from, tx);
+                    }
+                }
                 TcpEvent::Closed(from) => {
                     task.tcp_out.remove(&from);
                     task.endpoint.handle_connection_lost(Instant::now(), from);
@@ -248,6 +260,44 @@ pub async fn run(
 }
 
 impl SipTask {
+    /// One datagram or framed TCP message: through the guard, then to the endpoint.
+    fn receive(&mut self, from: SocketAddr, transport: Transport, data: &[u8]) {
+        let now = Instant::now();
+        let verdict = self.guard.check(now, from.ip(), data);
+        let edge = &self.shared.edge;
+        edge.sources.store(self.guard.tracked() as i64, Relaxed);
+        let reason = match verdict {
+            Verdict::Accept => return self.endpoint.handle_input(now, from, transport, data),
+            Verdict::Reject => {
+                Metrics::inc(&edge.rejected_untrusted);
+                return self.endpoint.refuse(from, transport, data, 403);
+            }
+            Verdict::Drop(reason) => reason,
+            Verdict::DropScannerNoted => {
+                // One line per source and ban period, for fail2ban (sip-configs/fail2ban/). The
+                // User-Agent is not logged: it is the scanner's text, and could forge a match.
+                tracing::warn!("SIP scanner dropped src={}", from.ip());
+                DropReason::Scanner
+            }
+        };
+        edge.dropped(reason);
+        if reason == DropReason::Flood {
+            Metrics::inc(&edge.bans);
+            let cfg = &self.shared.config.security;
+            tracing::warn!(
+                "SIP source banned src={} reason=flood rate_limit_per_sec={} rate_limit_burst={} ban_secs={}",
+                from.ip(),
+                cfg.rate_limit_per_sec,
+                cfg.rate_limit_burst,
+                cfg.ban_secs
+            );
+        }
+        // A banned source's TCP connections are closed (a new one is refused while the ban lasts).
+        if matches!(reason, DropReason::Flood | DropReason::Banned) {
+            self.tcp_out.retain(|peer, _| peer.ip() != from.ip());
+        }
+    }
+
     /// Send what the endpoint wants sent and act on its events.
     async fn flush(&mut self, sip_tx: &mpsc::Sender<SipCommand>, draining: bool) {
         loop {
@@ -851,10 +901,17 @@ async fn tcp_connection(
             }
         }
     });
+    let mut writer = writer;
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     let mut chunk = [0u8; 8192];
     'read: loop {
-        let n = match rd.read(&mut chunk).await {
+        let read = tokio::select! {
+            r = rd.read(&mut chunk) => r,
+            // The SIP task dropped its sender (an untrusted or banned peer), or a write failed:
+            // the connection is closed.
+            _ = &mut writer => break,
+        };
+        let n = match read {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };

@@ -597,6 +597,23 @@ impl Endpoint {
         }
     }
 
+    /// Answer a request with `code` and keep nothing: no transaction, no dialog, no event (a
+    /// policy refusal, such as 403 to a source that is not trusted). Responses, ACKs and
+    /// messages with no readable Via get nothing.
+    pub fn refuse(&mut self, from: SocketAddr, transport: Transport, data: &[u8], code: u16) {
+        let start = data
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(data.len());
+        if data[start..].starts_with(b"ACK ") {
+            return;
+        }
+        if let Some(headers) = message::salvage(data) {
+            let bytes = self.response(&headers, from, code, None, &[], None);
+            self.send(transport, from, bytes);
+        }
+    }
+
     fn handle_request(
         &mut self,
         now: Instant,
@@ -1415,6 +1432,30 @@ mod tests {
         assert_eq!(info.request_user, "help");
         assert!(!format!("{info:?}").contains("5551234"));
         assert_eq!(ep.calls(), 1);
+    }
+
+    #[test]
+    fn refuse_answers_requests_statelessly_and_nothing_else() {
+        let mut ep = Endpoint::new(EndpointConfig::default());
+        ep.refuse(addr(), Transport::Udp, invite("z9hG4bK7").as_bytes(), 403);
+        let out = drain(&mut ep);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].starts_with("SIP/2.0 403 Forbidden\r\n"), "{out:?}");
+        assert!(out[0].contains("branch=z9hG4bK7"), "{out:?}");
+        assert!(
+            out[0].contains("\r\nTo: <sip:help@example.com>;tag="),
+            "{out:?}"
+        );
+        assert!(out[0].contains("\r\nCSeq: 1 INVITE\r\n"), "{out:?}");
+        assert!(ep.poll_event().is_none());
+        assert_eq!(ep.calls(), 0);
+        assert_eq!(ep.poll_timeout(), None, "no transaction kept");
+        let ack = invite("z9hG4bK7").replace("INVITE", "ACK");
+        ep.refuse(addr(), Transport::Udp, ack.as_bytes(), 403);
+        ep.refuse(addr(), Transport::Udp, b"SIP/2.0 200 OK\r\n\r\n", 403);
+        ep.refuse(addr(), Transport::Udp, b"\r\n\r\n", 403);
+        ep.refuse(addr(), Transport::Udp, b"garbage", 403);
+        assert!(drain(&mut ep).is_empty());
     }
 
     #[test]

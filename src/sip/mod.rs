@@ -29,12 +29,16 @@
 //! [`Endpoint::hangup`] end them; [`Endpoint::refer`] transfers any established call and reports
 //! `Event::TransferProgress`.
 //!
+//! Before any of that, the shell asks [`guard::Guard`] whether a source may talk at all
+//! (trusted networks, scanners by User-Agent, per-source flood bans).
+//!
 //! Over TCP the shell cuts the byte stream with [`message::frame_len`] and feeds whole messages.
 //! An SDP answer is built by [`sdp::negotiate`]; the endpoint itself only checks that an INVITE
 //! body is SDP (415 otherwise) and parses it.
 
 pub mod dialog;
 pub mod endpoint;
+pub mod guard;
 pub mod message;
 pub mod sdp;
 pub mod transaction;

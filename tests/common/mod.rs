@@ -89,6 +89,8 @@ pub struct ServerOptions {
     pub rtp_span: u16,
     pub answer_delay_ms: u64,
     pub extra_toml: String,
+    /// `[admin] token_file` holding this token; the harness then sends it on every admin call.
+    pub admin_token: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -102,6 +104,7 @@ impl Default for ServerOptions {
             rtp_span: 200,
             answer_delay_ms: 0,
             extra_toml: String::new(),
+            admin_token: None,
         }
     }
 }
@@ -126,6 +129,7 @@ pub struct Server {
     pub rtp: (u16, u16),
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    pub admin_token: Option<String>,
 }
 
 impl Server {
@@ -149,10 +153,18 @@ impl Server {
         let data_dir = temp_dir("data");
         // Rendered speech is shared by all tests: each prompt is synthesized once per machine.
         let tts_cache = repo().join("target/tts-cache");
+        let token_toml = match &opts.admin_token {
+            Some(token) => {
+                let path = data_dir.join("admin-token");
+                std::fs::write(&path, format!("{token}\n")).unwrap();
+                format!("token_file = \"{}\"\n", path.display())
+            }
+            None => String::new(),
+        };
         let config = format!(
             "[sip]\nlisten = \"127.0.0.1:{sip_port}\"\n[media]\nrtp_ports = \"{}-{}\"\nrtp_timeout_secs = {}\n\
              [calls]\nmax_concurrent = {}\nno_input_timeout_secs = {}\ndrain_timeout_secs = 5\nanswer_delay_ms = {}\n\
-             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\
+             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n{token_toml}\
              [paths]\ndata_dir = \"{}\"\nprompts_dir = \"{}\"\ngrammars_dir = \"{}\"\ntts_cache_dir = \"{}\"\n{}",
             rtp.0,
             rtp.1,
@@ -188,6 +200,7 @@ impl Server {
             rtp,
             data_dir,
             log,
+            admin_token: opts.admin_token.clone(),
         };
         server.wait_ready(Duration::from_secs(240))?;
         Ok(server)
@@ -199,7 +212,8 @@ impl Server {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("exit status {status}\n{}", self.log_text()));
             }
-            if let Ok((200, _)) = http_get(self.admin, "/readyz") {
+            if let Ok((200, _)) = http_get_auth(self.admin, "/readyz", self.admin_token.as_deref())
+            {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -212,7 +226,8 @@ impl Server {
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
-        http_get(self.admin, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        http_get_auth(self.admin, path, self.admin_token.as_deref())
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
     /// The call record, waiting (up to `limit`) until it has ended.
@@ -309,11 +324,23 @@ pub fn unsafe_kill(pid: u32, signal: &str) {
 
 /// A minimal HTTP/1.1 GET (the admin API is on loopback; no client crate needed).
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    http_get_auth(addr, path, None)
+}
+
+/// GET with `Authorization: Bearer <token>` when a token is given.
+pub fn http_get_auth(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
     )?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
@@ -1045,4 +1072,135 @@ pub fn prompt_after(call: &serde_json::Value, id: &str) -> Option<String> {
         .position(|p| *p == id)
         .unwrap_or_else(|| panic!("{id} never played: {call}"));
     prompts.get(at + 1).map(|p| p.to_string())
+}
+
+/// A SIPVicious 0.3.x tool (`svmap`, `svwar`, ...) as a command: the PyPI wheel that
+/// `scripts/dev setup` unpacks into `IVR_SIPVICIOUS_DIR` (default `vendor/sipvicious`), run
+/// with the system python3; else `sipvicious_<tool>` on PATH (a pip install). Err says why not.
+pub fn sipvicious(tool: &str) -> Result<Command, String> {
+    let dir = std::env::var_os("IVR_SIPVICIOUS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("vendor/sipvicious"));
+    if dir.join("sipvicious").join(format!("{tool}.py")).exists() {
+        let mut cmd = Command::new("python3");
+        cmd.arg("-m")
+            .arg(format!("sipvicious.{tool}"))
+            .env("PYTHONPATH", &dir);
+        return Ok(cmd);
+    }
+    let program = format!("sipvicious_{tool}");
+    let on_path = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if on_path {
+        Ok(Command::new(program))
+    } else {
+        Err(format!(
+            "SIPVicious is not installed: no {}/sipvicious/{tool}.py and no {program} on PATH \
+             (scripts/dev setup installs it)",
+            dir.display()
+        ))
+    }
+}
+
+/// One SIPp call from `local_ip` (sip-configs/sipp/uac_listen.xml: INVITE, listen `hold_ms`,
+/// BYE), bounded by SIPp's own 30 s timeout. Returns whether SIPp counted it successful, and
+/// SIPp's output for the failure message.
+pub fn sipp_call(server: SocketAddr, local_ip: &str, hold_ms: u32, dir: &Path) -> (bool, String) {
+    let scenario = repo().join("sip-configs/sipp/uac_listen.xml");
+    let out = Command::new("sipp")
+        .arg("-sf")
+        .arg(&scenario)
+        .args(["-m", "1", "-s", "ivr", "-i", local_ip])
+        .args(["-p", &free_port().to_string()])
+        .args(["-mp", &free_port().to_string()])
+        .args(["-d", &hold_ms.to_string()])
+        .args(["-timeout", "30s", "-timeout_error", "-nostdin"])
+        .args(["-trace_err", "-trace_screen"])
+        .arg(server.to_string())
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sipp");
+    let screens: String = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".log"))
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .collect();
+    let text = format!(
+        "exit {:?}\n{}{}\n{screens}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Send an OPTIONS from `sock` and return the status of its reply, if one came within `limit`.
+pub fn options_from(sock: &UdpSocket, server: SocketAddr, limit: Duration) -> Option<u16> {
+    let local = sock.local_addr().unwrap();
+    let n = rand_u32();
+    let msg = format!(
+        "OPTIONS sip:ivr@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-opt-{n};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:probe@{local}>;tag=p{n}\r\nTo: <sip:ivr@{server}>\r\n\
+         Call-ID: opt-{n}@{local}\r\nCSeq: 1 OPTIONS\r\nUser-Agent: ivr-test\r\nContent-Length: 0\r\n\r\n"
+    );
+    sock.send_to(msg.as_bytes(), server).unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    while start.elapsed() < limit {
+        if let Ok((len, _)) = sock.recv_from(&mut buf)
+            && let Some(reply) = SipMsg::parse(&buf[..len])
+            && reply.header("Call-ID") == Some(format!("opt-{n}@{local}").as_str())
+        {
+            return reply.status();
+        }
+    }
+    None
+}
+
+/// A TCP connection from a chosen loopback address: std cannot bind before connecting, so the
+/// socket is made with libc.
+pub fn tcp_from(local_ip: &str, server: std::net::SocketAddr) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let local: std::net::Ipv4Addr = local_ip.parse().unwrap();
+    let std::net::SocketAddr::V4(remote) = server else {
+        panic!("IPv4 server expected")
+    };
+    // SAFETY: plain socket syscalls on an fd we own; the fd is handed to TcpStream once
+    // connected (or closed on failure).
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let sa = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let bind_to = sa(local, 0);
+        let rc = libc::bind(fd, (&bind_to as *const libc::sockaddr_in).cast(), len);
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            libc::close(fd);
+            panic!("bind {local}: {e}");
+        }
+        let to = sa(*remote.ip(), remote.port());
+        let rc = libc::connect(fd, (&to as *const libc::sockaddr_in).cast(), len);
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            libc::close(fd);
+            panic!("connect {server}: {e}");
+        }
+        TcpStream::from_raw_fd(fd)
+    }
 }
