@@ -37,6 +37,7 @@ impl InboundConfig {
             audio_pt,
             event_pt: Some(101),
             jitter: JitterConfig {
+                capacity: CAPACITY,
                 max_payload,
                 clock_rate: codec.rtp_clock(),
                 ..JitterConfig::default()
@@ -45,13 +46,19 @@ impl InboundConfig {
     }
 }
 
+/// Jitter buffer slots of a call: 1.28 s of 20 ms frames. The playout target stays 40–100 ms;
+/// the room is for a call task that was not scheduled for a while on a saturated machine
+/// (seen: several hundred ms) and then reads every packet that waited: with 16 slots the
+/// buffer overflowed, dropping frames that had arrived (issue #19: 35–43 per TTY call at 150
+/// concurrent calls, each one a Baudot character lost).
+const CAPACITY: usize = 64;
 /// Catch-up: frames beyond the playout target tolerated before a tick pops more than one (a
 /// little, or ordinary jitter would make ticks pop twice), pops per tick at most, and the
 /// backlog at which the shell stops reading datagrams before popping (with the target of 2–5
-/// frames it stays inside the jitter buffer's 16 slots).
+/// frames it stays well inside the buffer).
 const BACKLOG_SLACK: usize = 2;
-const POPS_PER_TICK_MAX: usize = 10;
-const DRAIN_BACKLOG_MAX: usize = 8;
+const POPS_PER_TICK_MAX: usize = 16;
+const DRAIN_BACKLOG_MAX: usize = 40;
 
 /// What one playout tick produced (see [`Inbound::poll_media`]); the count is PCM samples
 /// written to the caller's buffer.

@@ -121,7 +121,7 @@ fn tty_session(setup: &CallSetup, lang: crate::types::Lang) -> Option<TtySession
 const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 /// Datagrams taken from the socket before a playout tick at most (a flood must not starve the
 /// task); `Inbound::wants_datagrams` stops it earlier.
-const DRAIN_MAX: usize = 16;
+const DRAIN_MAX: usize = 48;
 /// Digits one wake-up can produce: RFC 4733, in-band over a few catch-up frames, a timeout.
 const DIGITS_PER_WAKE: usize = 4;
 
@@ -836,6 +836,21 @@ pub async fn run(
         }));
     }
     record.transfer = transfer.outcome().map(bridge::Outcome::as_record);
+    if let (Some(inb), Some(t)) = (inbound.as_ref(), tty.as_ref()) {
+        let j = inb.jitter_stats();
+        let (concealed, dry_gaps) = t.playout_counts();
+        tracing::info!(
+            played = j.played,
+            lost = j.lost,
+            late = j.late,
+            duplicate = j.duplicate,
+            overflow = j.overflow,
+            resyncs = j.resyncs,
+            concealed,
+            dry_gaps,
+            "TTY receive path"
+        );
+    }
     if let Some(b) = &bridged {
         let (to_agent, to_caller) = b.packets();
         tracing::info!(to_agent, to_caller, "bridge relayed packets");

@@ -27,6 +27,9 @@ pub struct TtySession {
     pending: Option<TtyOutput>,
     /// Playout ticks in a row with nothing to play.
     dry_ticks: u32,
+    /// Frames concealed (fed as erasures) and dry ticks fed as silence, for the call's log.
+    concealed: u64,
+    dry_gaps: u64,
 }
 
 /// Ticks with nothing to play after which the sender is taken to be silent rather than late:
@@ -52,6 +55,8 @@ impl TtySession {
             tx: TtyModulator::new(TtyTxConfig::default()),
             pending: None,
             dry_ticks: 0,
+            concealed: 0,
+            dry_gaps: 0,
         }
     }
 
@@ -102,15 +107,22 @@ impl TtySession {
             }
             Playout::Concealed(n) => {
                 self.dry_ticks = 0;
+                self.concealed += 1;
                 self.handle_gap(now, n);
             }
             Playout::Empty => {
                 self.dry_ticks = self.dry_ticks.saturating_add(1);
                 if self.dry_ticks > DRY_TICKS_AS_SILENCE {
+                    self.dry_gaps += 1;
                     self.handle_gap(now, GAP_SAMPLES);
                 }
             }
         }
+    }
+
+    /// (frames concealed, dry ticks fed as silence) so far.
+    pub fn playout_counts(&self) -> (u64, u64) {
+        (self.concealed, self.dry_gaps)
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
