@@ -265,6 +265,7 @@ pub async fn run(
         let transfer_at = transfer.poll_timeout();
         let rtp_deadline = last_rx + setup.rtp_timeout;
         let receiving = setup.media.direction.receives() && setup.media.remote_rtp.is_some();
+        let reading = bridged.is_some() || inbound.as_ref().is_none_or(Inbound::wants_datagrams);
         let mut digits: [Option<char>; DIGITS_PER_WAKE] = [None; DIGITS_PER_WAKE];
         tokio::select! {
             biased;
@@ -447,7 +448,10 @@ pub async fn run(
                     }
                 }
             }
-            r = setup.rtp.recv_from(&mut inbuf) => {
+            // With a backlog past what the jitter buffer should hold, packets wait in the socket
+            // (the kernel buffers seconds of them) until the ticks catch up: pushing them would
+            // overflow the buffer, dropping frames that arrived.
+            r = setup.rtp.recv_from(&mut inbuf), if reading => {
                 let now = Instant::now();
                 // Malformed datagrams and RTCP on the RTP port are ignored.
                 let data = match r { Ok((n, _)) => &inbuf[..n], Err(_) => &[][..] };
