@@ -29,7 +29,7 @@ fn tty_calls_all_pass_with_the_cpu_saturated() {
         .arg(&audio)
         .args([
             "--concurrency",
-            "80",
+            "120",
             "--rate",
             "20",
             "--duration",
