@@ -67,6 +67,10 @@ pub struct CallResult {
     pub pacing_error_ms: Dist,
     pub intent: Option<String>,
     pub outcome: Option<String>,
+    /// TTY scripts: characters the caller typed, and the edit distance between them and what
+    /// the IVR's record says it read (its `speech.caller_lines`).
+    pub tty_chars: usize,
+    pub tty_char_errors: usize,
     pub errors: Vec<String>,
     #[serde(skip)]
     pub pacing_us: Vec<u32>,
@@ -147,6 +151,7 @@ pub fn run_call(ctx: &CallCtx, script: &Script, n: usize, run_start: Instant) ->
             Ok(rec) => {
                 result.intent = rec["intent"].as_str().map(String::from);
                 result.outcome = rec["outcome"].as_str().map(String::from);
+                (result.tty_chars, result.tty_char_errors) = tty_char_errors(script, &rec);
                 result.errors.extend(script.expect.check(&rec));
             }
             Err(e) => result.errors.push(format!("call record: {e}")),
@@ -677,6 +682,51 @@ fn url_escape(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// (characters typed, edit distance to what the IVR read) for a script's TTY steps; (0, 0)
+/// when it has none. The IVR folds the line's whitespace, so both sides are compared with runs
+/// of whitespace as one space.
+fn tty_char_errors(script: &Script, rec: &serde_json::Value) -> (usize, usize) {
+    let typed: Vec<&str> = script
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            crate::manifest::Step::Tty { text } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    if typed.is_empty() {
+        return (0, 0);
+    }
+    let fold = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ");
+    let sent: Vec<char> = fold(&typed.join(" ")).chars().collect();
+    let read = rec["speech"]["caller_lines"]
+        .as_array()
+        .map(|lines| {
+            lines
+                .iter()
+                .filter_map(|l| l.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
+    let read: Vec<char> = fold(&read).chars().collect();
+    (sent.len(), levenshtein(&sent, &read))
+}
+
+fn levenshtein(a: &[char], b: &[char]) -> usize {
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let up = row[j + 1];
+            row[j + 1] = (diag + usize::from(ca != cb)).min(up + 1).min(row[j] + 1);
+            diag = up;
+        }
+    }
+    row[b.len()]
 }
 
 #[cfg(test)]

@@ -171,6 +171,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 f.pacing_error_ms.p99,
                 r.sender.lateness_p99_ms
             );
+            if let Some(cer) = f.tty_cer_pct {
+                println!(
+                    "TTY: {} characters typed, character error rate {cer:.2} %",
+                    f.tty_chars
+                );
+            }
             for fail in &r.failures {
                 println!(
                     "FAILED call #{} (script {}, Call-ID {}): {}",

@@ -120,6 +120,10 @@ pub struct Figures {
     pub jitter_ms: Dist,
     pub loss_pct: Dist,
     pub pacing_error_ms: Dist,
+    /// TTY scripts: characters typed, and the character error rate (%) of what the IVR read
+    /// (edit distance over characters typed; `None` without TTY calls).
+    pub tty_chars: usize,
+    pub tty_cer_pct: Option<f64>,
 }
 
 /// How well the tool itself kept time: lateness of its pacing ticks.
@@ -514,6 +518,7 @@ fn summarize(
         .iter()
         .flat_map(|c| c.pacing_us.iter().map(|&u| f64::from(u) / 1000.0))
         .collect();
+    let tty_chars: usize = calls.iter().map(|c| c.tty_chars).sum();
     let figures = Figures {
         invite_ms: Dist::of(&pick(&|c| c.invite_ms)),
         first_audio_ms: Dist::of(&pick(&|c| c.first_audio_ms)),
@@ -532,6 +537,10 @@ fn summarize(
         jitter_ms: Dist::of(&pick(&|c| Some(c.jitter_ms))),
         loss_pct: Dist::of(&pick(&|c| Some(c.loss_pct))),
         pacing_error_ms: Dist::of(&pacing),
+        tty_chars,
+        tty_cer_pct: (tty_chars > 0).then(|| {
+            100.0 * calls.iter().map(|c| c.tty_char_errors).sum::<usize>() as f64 / tty_chars as f64
+        }),
     };
     let counts = Counts {
         total: calls.len(),

@@ -7,7 +7,7 @@
 //! filters it, and reads the sign of the instantaneous frequency (a quadrature discriminator).
 //! That is level-independent and tolerates a carrier several percent off nominal, which tone
 //! correlators with 22 ms windows do not. A character is timed from its start-bit edge; its bit
-//! length is searched within ±6% of the sender's tracked clock (and of the other nominal rate,
+//! length is searched within ±10% of the sender's tracked clock (and of the other nominal rate,
 //! for auto-baud), and bits are integrated over their central part.
 //!
 //! Lost packets are the main hazard on a VoIP call: a 20 ms frame is nearly a whole 22 ms bit.
@@ -415,7 +415,7 @@ impl TtyModulator {
 pub enum BaudMode {
     /// Decide per character between 45.45 and 50 baud, sticking to the rate last heard.
     Auto,
-    /// 45.45 baud, give or take 6% for the sender's clock (and so for 50 baud too, in practice:
+    /// 45.45 baud, give or take 10% for the sender's clock (and so for 50 baud too, in practice:
     /// the fixed modes only narrow the search).
     Baud45,
     Baud50,
@@ -519,7 +519,7 @@ impl Biquad {
     }
 }
 
-/// History kept for bit decisions: a character at the longest bit (1309 samples), the search
+/// History kept for bit decisions: a character at the longest bit (1372 samples), the search
 /// back over a gap (2 bits), and the longest chunk processed between decisions, with room.
 const RING: usize = 4096;
 const CHUNK: usize = 256;
@@ -537,9 +537,13 @@ const BIT_50: f32 = 160.0;
 const CLEAR: f32 = 0.05;
 /// Block length of the fragment detector: short enough that a carrier 5% off stays in phase.
 const FRAGMENT_BLOCK: usize = 16;
-/// Bit lengths tried when timing a character: 50 baud +6% to 45.45 baud −6%.
-const BIT_SEARCH_MIN: f32 = 150.0;
-const BIT_SEARCH_MAX: f32 = 187.0;
+/// Bit lengths tried when timing a character: 50 baud +10% to 45.45 baud −10%.
+const BIT_SEARCH_MIN: f32 = 144.0;
+const BIT_SEARCH_MAX: f32 = 196.0;
+/// How far from the tracked (or other nominal) bit length a character's timing is searched: a
+/// TTY's clock may be this far off, and a character's bits this far from where the previous
+/// ones put them (jitter, a sender's clock drifting).
+const BIT_TOLERANCE: f32 = 0.10;
 const BIT_SEARCH_STEP: f32 = 1.5;
 
 fn phasor(hz: f64, k: usize) -> (f32, f32) {
@@ -601,6 +605,10 @@ pub struct TtyDemodulator {
     win_disc: f64,
     win_band: f64,
     seen_mark: bool,
+    /// Hunting right after a character: its stop bit (mark) or a gap must come before the
+    /// next start edge, so a character whose timing slipped (a frame inserted or repeated in
+    /// its middle) cannot start a false one in its own last bits, misframing the rest.
+    after_char: bool,
     gap_from: Option<u64>,
     scanned_since_sync: u32,
     /// No start edge can precede the previous character's stop bit.
@@ -653,6 +661,7 @@ impl TtyDemodulator {
             win_disc: 0.0,
             win_band: 0.0,
             seen_mark: false,
+            after_char: false,
             gap_from: None,
             scanned_since_sync: 0,
             next_t0_min: 0,
@@ -852,6 +861,7 @@ impl TtyDemodulator {
         self.state = RxState::Hunt;
         self.scan = from;
         self.seen_mark = seen_mark;
+        self.after_char = false;
         self.gap_from = None;
         self.resync_window();
     }
@@ -877,7 +887,7 @@ impl TtyDemodulator {
                 }
                 RxState::Frame { t0, gap_from } => {
                     let need = match self.config.baud {
-                        BaudMode::Baud50 => 7.0 * BIT_50 * 1.06,
+                        BaudMode::Baud50 => 7.0 * BIT_50 * (1.0 + BIT_TOLERANCE),
                         BaudMode::Auto | BaudMode::Baud45 => 7.0 * BIT_SEARCH_MAX,
                     };
                     if self.written < t0 + need as u64 {
@@ -907,8 +917,10 @@ impl TtyDemodulator {
             self.scanned_since_sync += 1;
             if self.win_band < floor {
                 // Silence right after mark: a lost packet, or the caller's carrier dropping.
-                if self.seen_mark && self.gap_from.is_none() {
+                if (self.seen_mark || self.after_char) && self.gap_from.is_none() {
                     self.gap_from = Some(n.saturating_sub(EDGE_WINDOW));
+                    // The gap may have taken the stop bit: an edge after it counts.
+                    self.seen_mark = true;
                 }
                 continue;
             }
@@ -933,7 +945,7 @@ impl TtyDemodulator {
         false
     }
 
-    /// Times the character at `t0`: tries bit lengths within ±6% of the tracked estimate (a
+    /// Times the character at `t0`: tries bit lengths within ±10% of the tracked estimate (a
     /// TTY's clock may be a few percent off) and, in auto mode, of the other nominal rate, and
     /// keeps the best-aligned reading. Lengths away from the estimate pay a small penalty, so a
     /// character with few transitions (which fits many lengths) does not move it; switching
@@ -959,8 +971,8 @@ impl TtyDemodulator {
         };
         let best_near = |centre: f32| {
             let mut best: Option<(Candidate, f32)> = None;
-            let mut bit = (centre * 0.94).max(BIT_SEARCH_MIN);
-            while bit <= (centre * 1.06).min(BIT_SEARCH_MAX) {
+            let mut bit = (centre * (1.0 - BIT_TOLERANCE)).max(BIT_SEARCH_MIN);
+            while bit <= (centre * (1.0 + BIT_TOLERANCE)).min(BIT_SEARCH_MAX) {
                 if let Some(c) = self.decode(t0, bit, band_per_sample) {
                     let score = c.margin * (1.0 - 0.5 * ((bit - centre) / centre).abs());
                     if best.is_none_or(|(_, s)| score > s) {
@@ -1025,8 +1037,10 @@ impl TtyDemodulator {
         self.emit_code(c.code, end);
         self.next_t0_min = t0 + (7.0 * c.bit_samples) as u64;
         self.prev_t0 = t0;
-        // The stop bit is mark: hunting from its middle finds the next start edge.
-        self.hunt_from(t0 + (6.5 * c.bit_samples) as u64, true);
+        // The stop bit is mark: hunting from its middle finds the next start edge once mark
+        // (or a gap) has been seen there.
+        self.hunt_from(t0 + (6.5 * c.bit_samples) as u64, false);
+        self.after_char = true;
     }
 
     /// Reads the character starting at `t0` with bits `bit` samples long, given the character's
@@ -1194,6 +1208,125 @@ mod tests {
             }
         }
         s
+    }
+
+    fn levenshtein(a: &str, b: &str) -> usize {
+        let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.iter().enumerate() {
+            let mut diag = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let up = row[j + 1];
+                row[j + 1] = (diag + usize::from(ca != cb)).min(up + 1).min(row[j] + 1);
+                diag = up;
+            }
+        }
+        row[b.len()]
+    }
+
+    #[test]
+    fn bit_timing_ten_percent_off_either_way() {
+        // A sender whose clock is 10% slow or fast (the tones stay put): each character is timed
+        // from its own start edge within ±10% of the tracked rate.
+        let text = "WHAT IS MY CASE STATUS Q 12 GA";
+        for baud in [BAUD_45 * 0.9, BAUD_45 * 1.1, BAUD_50 * 0.9, BAUD_50 * 1.1] {
+            for stop_bits in [1.5, 2.0] {
+                let pcm = modulate(
+                    TtyTxConfig {
+                        baud,
+                        stop_bits,
+                        ..TtyTxConfig::default()
+                    },
+                    text,
+                );
+                assert_eq!(
+                    demodulate(TtyRxConfig::default(), &pcm),
+                    text,
+                    "{baud:.2} baud, {stop_bits} stop bits"
+                );
+            }
+        }
+    }
+
+    /// `pcm` played on a clock whose rate moves linearly from `from` to `to` (a sender's
+    /// sample clock drifting: bits and tones together), by linear interpolation.
+    fn drift(pcm: &[i16], from: f64, to: f64) -> Vec<i16> {
+        let mut out = Vec::new();
+        let mut pos = 0.0f64;
+        while (pos as usize) + 1 < pcm.len() {
+            let k = pos as usize;
+            let frac = pos - k as f64;
+            out.push((f64::from(pcm[k]) * (1.0 - frac) + f64::from(pcm[k + 1]) * frac) as i16);
+            pos += from + (to - from) * pos / pcm.len() as f64;
+        }
+        out
+    }
+
+    #[test]
+    fn clock_drift_within_a_burst() {
+        let text = "MY RECEIPT IS IOE1234567890 WHEN WILL IT BE DONE Q GA";
+        let pcm = modulate(TtyTxConfig::default(), text);
+        for (from, to) in [(0.96, 1.04), (1.04, 0.96)] {
+            assert_eq!(
+                demodulate(TtyRxConfig::default(), &drift(&pcm, from, to)),
+                text,
+                "rate {from} to {to}"
+            );
+        }
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    enum Slip {
+        /// A 20 ms frame missing, the rest played earlier (a slip, unreported).
+        Dropped,
+        /// The previous frame played again (concealment fed as audio).
+        Repeated,
+        /// 20 ms of silence inserted (a late frame's tick fed as a gap).
+        Inserted,
+    }
+
+    fn slip(pcm: &[i16], frame: usize, how: Slip) -> Vec<i16> {
+        let at = frame * 160;
+        let mut out = pcm[..at].to_vec();
+        match how {
+            Slip::Dropped => out.extend_from_slice(&pcm[(at + 160).min(pcm.len())..]),
+            Slip::Repeated => {
+                out.extend_from_slice(&pcm[at - 160..at]);
+                out.extend_from_slice(&pcm[at..]);
+            }
+            Slip::Inserted => {
+                out.extend_from_slice(&[0; 160]);
+                out.extend_from_slice(&pcm[at..]);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_slipped_repeated_or_inserted_frame_costs_only_the_characters_it_hits() {
+        // One 20 ms frame out of place moves the rest of a character by nearly a bit: that
+        // character is lost or wrong, and rarely the next few while framing is recovered, but
+        // never the rest of the line: each character is framed from its own start edge,
+        // preceded by mark. (Measured: 1 character per slip in 119 of 126 positions, 2 in 5,
+        // 4 in 2.)
+        let text = "WHAT IS MY CASE STATUS Q GA";
+        let pcm = modulate(TtyTxConfig::default(), text);
+        let frames = pcm.len() / 160;
+        let (mut slips, mut lost) = (0, 0);
+        for how in [Slip::Dropped, Slip::Repeated, Slip::Inserted] {
+            for frame in (10..frames - 10).step_by(7) {
+                let got = demodulate(TtyRxConfig::default(), &slip(&pcm, frame, how));
+                let d = levenshtein(text, &got);
+                assert!(d <= 4, "{how:?} at frame {frame}: {got:?}");
+                slips += 1;
+                lost += d;
+            }
+        }
+        assert!(
+            lost * 10 <= slips * 12,
+            "{lost} characters lost to {slips} slips"
+        );
     }
 
     #[test]

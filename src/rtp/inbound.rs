@@ -37,12 +37,36 @@ impl InboundConfig {
             audio_pt,
             event_pt: Some(101),
             jitter: JitterConfig {
+                capacity: CAPACITY,
                 max_payload,
                 clock_rate: codec.rtp_clock(),
                 ..JitterConfig::default()
             },
         }
     }
+}
+
+/// Jitter buffer slots of a call: 1.28 s of 20 ms frames. The playout target stays 40–100 ms;
+/// the room is for a call task that was not scheduled for a while on a saturated machine
+/// (seen: several hundred ms) and then reads every packet that waited: with 16 slots the
+/// buffer overflowed, dropping frames that had arrived (issue #19: 35–43 per TTY call at 150
+/// concurrent calls, each one a Baudot character lost).
+const CAPACITY: usize = 64;
+/// Catch-up: frames beyond the playout target tolerated before a tick pops more than one (a
+/// little, or ordinary jitter would make ticks pop twice), pops per tick at most, and the
+/// backlog at which the shell stops reading datagrams before popping (with the target of 2–5
+/// frames it stays well inside the buffer).
+const BACKLOG_SLACK: usize = 2;
+const POPS_PER_TICK_MAX: usize = 16;
+const DRAIN_BACKLOG_MAX: usize = 40;
+
+/// What one playout tick produced (see [`Inbound::poll_media`]); the count is PCM samples
+/// written to the caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Playout {
+    Audio(usize),
+    Concealed(usize),
+    Empty,
 }
 
 #[derive(Debug)]
@@ -102,20 +126,55 @@ impl Inbound {
     /// concealed, or silence while a telephone event plays). Returns 0 when there is nothing to
     /// play (not started, or the far end is silent).
     pub fn poll_audio(&mut self, now: Instant, out: &mut [i16]) -> usize {
+        match self.poll_media(now, out) {
+            Playout::Audio(n) | Playout::Concealed(n) => n,
+            Playout::Empty => 0,
+        }
+    }
+
+    /// One playout tick, saying what the frame is: audio that arrived, concealment of a frame
+    /// that did not (lost, or too late for its tick), or nothing at all (not started, the
+    /// buffer ran dry and is re-buffering, or the far end is silent). A receiver that decodes
+    /// data from the audio (the Baudot modem) must not take concealment for signal, and must
+    /// not take `Empty` for time passing on the sender's clock: the audio is late, not gone.
+    pub fn poll_media(&mut self, now: Instant, out: &mut [i16]) -> Playout {
         let frame = frame_samples(self.cfg.codec).min(out.len());
         match self.jitter.pop(now) {
             Pop::Frame { payload: [], .. } => {
                 out[..frame].fill(0);
-                frame
+                Playout::Audio(frame)
             }
             Pop::Frame { payload, .. } => match self.decoder.decode(payload, out) {
-                Ok(n) => n,
+                Ok(n) => Playout::Audio(n),
                 // A corrupt payload plays as a lost one.
-                Err(_) => self.decoder.decode_missing(out),
+                Err(_) => Playout::Concealed(self.decoder.decode_missing(out)),
             },
-            Pop::Missing { .. } => self.decoder.decode_missing(out),
-            Pop::Empty => 0,
+            Pop::Missing { .. } => Playout::Concealed(self.decoder.decode_missing(out)),
+            Pop::Empty => Playout::Empty,
         }
+    }
+
+    /// Frames buffered beyond the playout target: the ticks fell behind the sender (the call's
+    /// task was not scheduled for a while).
+    pub fn backlog(&self) -> usize {
+        self.jitter
+            .len()
+            .saturating_sub(self.jitter.target_frames())
+    }
+
+    /// Whether a playout tick that has popped `popped` frames pops another: always the tick's
+    /// own frame, then catch-up frames while the backlog exceeds a little slack, so ticks the
+    /// shell missed while it was not scheduled are made up for instead of the buffer
+    /// overflowing (which drops audio that did arrive). Bounded per tick.
+    pub fn pop_due(&self, popped: usize) -> bool {
+        popped == 0 || (popped < POPS_PER_TICK_MAX && self.backlog() > BACKLOG_SLACK)
+    }
+
+    /// Whether the shell should read more waiting datagrams before this tick's pops: every
+    /// packet that has arrived belongs in the buffer before its frame is declared missing, but
+    /// after a stall longer than the buffer the rest waits in the socket until pops made room.
+    pub fn wants_datagrams(&self) -> bool {
+        self.backlog() < DRAIN_BACKLOG_MAX
     }
 
     /// Timer input for the digit receiver (an event whose end packets were all lost).

@@ -140,6 +140,11 @@ impl JitterBuffer {
         self.target_frames as u32 * self.cfg.frame_ms
     }
 
+    /// Current playout target in frames.
+    pub fn target_frames(&self) -> usize {
+        self.target_frames
+    }
+
     /// Measured interarrival jitter in ms.
     pub fn jitter_ms(&self) -> f64 {
         (self.jitter_q4 >> 4) as f64 * 1000.0 / self.cfg.clock_rate as f64

@@ -25,7 +25,7 @@ use crate::flow::{self, Action, FlowConfig};
 use crate::nlu::Nlu;
 use crate::pii::Pii;
 use crate::rtp::codec::FRAME_SAMPLES_16K;
-use crate::rtp::inbound::{Inbound, InboundConfig};
+use crate::rtp::inbound::{Inbound, InboundConfig, Playout};
 use crate::rtp::packet::is_rtcp;
 use crate::rtp::rtcp;
 use crate::sip::CallKey;
@@ -119,6 +119,60 @@ fn tty_session(setup: &CallSetup, lang: crate::types::Lang) -> Option<TtySession
 }
 
 const RTCP_INTERVAL: Duration = Duration::from_secs(5);
+/// Datagrams taken from the socket before a playout tick at most (a flood must not starve the
+/// task); `Inbound::wants_datagrams` stops it earlier.
+const DRAIN_MAX: usize = 48;
+/// Digits one wake-up can produce: RFC 4733, in-band over a few catch-up frames, a timeout.
+const DIGITS_PER_WAKE: usize = 4;
+
+fn put_digit(digits: &mut [Option<char>], d: char) {
+    if let Some(slot) = digits.iter_mut().find(|s| s.is_none()) {
+        *slot = Some(d);
+    }
+}
+
+/// What one datagram from the caller's RTP port meant.
+struct Datagram {
+    /// Counts as the caller being there (RTP timeout).
+    received: bool,
+    /// An RFC 4733 key press completed.
+    digit: Option<char>,
+}
+
+/// One datagram from the caller's RTP socket: relayed to the agent when bridged, else into the
+/// receive path. Malformed datagrams and RTCP on the RTP port are ignored.
+fn take_datagram(
+    data: &[u8],
+    now: Instant,
+    bridged: Option<&mut Bridge>,
+    inbound: Option<&mut Inbound>,
+    metrics: &Metrics,
+) -> Datagram {
+    if let Some(b) = bridged {
+        // Bridged: the caller talks to the agent, not to the IVR.
+        b.from_caller(data);
+        return Datagram {
+            received: true,
+            digit: None,
+        };
+    }
+    match inbound
+        .filter(|_| !is_rtcp(data))
+        .map(|inb| inb.handle_datagram(now, data))
+    {
+        Some(Ok(ev)) => {
+            Metrics::inc(&metrics.rtp_packets_in_total);
+            Datagram {
+                received: true,
+                digit: ev.map(|e| e.digit),
+            }
+        }
+        _ => Datagram {
+            received: false,
+            digit: None,
+        },
+    }
+}
 
 /// Numbers the server's calls for the ASR pool (its utterance keys).
 static CALL_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -211,7 +265,8 @@ pub async fn run(
         let transfer_at = transfer.poll_timeout();
         let rtp_deadline = last_rx + setup.rtp_timeout;
         let receiving = setup.media.direction.receives() && setup.media.remote_rtp.is_some();
-        let mut digits: [Option<char>; 2] = [None, None];
+        let reading = bridged.is_some() || inbound.as_ref().is_none_or(Inbound::wants_datagrams);
+        let mut digits: [Option<char>; DIGITS_PER_WAKE] = [None; DIGITS_PER_WAKE];
         tokio::select! {
             biased;
             cmd = rx.recv() => {
@@ -304,24 +359,64 @@ pub async fn run(
                 if now > next_tick + frame * 5 {
                     next_tick = now + frame;
                 }
-                if let Some(inb) = inbound.as_mut() {
-                    let n = inb.poll_audio(now, &mut pcm);
+                // Every datagram that has arrived goes into the jitter buffer before the tick
+                // pops: under load the task wakes late with the tick and the caller's packets
+                // both due, and (the select being biased) the tick would otherwise pop first,
+                // calling a packet waiting in the socket lost, then dropping it as late.
+                for _ in 0..DRAIN_MAX {
+                    // Past a stall longer than the buffer, leave the rest in the socket until
+                    // the pops below made room (a full buffer drops its oldest frame).
+                    if inbound.as_ref().is_some_and(|i| !i.wants_datagrams()) {
+                        break;
+                    }
+                    let Ok((len, _)) = setup.rtp.try_recv_from(&mut inbuf) else {
+                        break;
+                    };
+                    let got = take_datagram(&inbuf[..len], now, bridged.as_mut(), inbound.as_mut(), metrics);
+                    if got.received {
+                        last_rx = now;
+                    }
+                    if let Some(d) = got.digit {
+                        saw_rfc4733 = true;
+                        put_digit(&mut digits, d);
+                    }
+                }
+                // One frame per tick, and more while the buffer holds more than its target:
+                // ticks skipped while the task was not scheduled are caught up on instead of
+                // overflowing the buffer (which drops audio that did arrive).
+                for popped in 0.. {
+                    let Some(inb) = inbound.as_mut() else { break };
+                    if !inb.pop_due(popped) {
+                        break;
+                    }
+                    let media = inb.poll_media(now, &mut pcm);
+                    let n = match media {
+                        Playout::Audio(n) | Playout::Concealed(n) => n,
+                        Playout::Empty => 0,
+                    };
                     // The DTMF and TTY detectors are tuned for 8 kHz audio (G.711 calls).
                     let narrowband = setup.media.codec != Codec::Opus;
                     match tty.as_mut() {
-                        Some(t) if n > 0 => t.handle_pcm(now, &pcm[..n]),
-                        Some(t) => t.handle_gap(now, 160),
+                        // Baudot is decoded on the sender's timeline: no concealment, no
+                        // silence for a late packet (see `TtySession::handle_playout`).
+                        Some(t) => t.handle_playout(now, media, &pcm[..n]),
                         // A text call (RFC 4103): the audio is no longer listened to.
                         None if rtt.as_ref().is_some_and(|r| r.is_text_call()) => {}
                         None if n > 0 && narrowband => {
                             // Gateways that send RFC 4733 remove the tones from the audio.
-                            if !saw_rfc4733 {
-                                digits[0] = inband.process(&pcm[..n]);
+                            if !saw_rfc4733 && let Some(d) = inband.process(&pcm[..n]) {
+                                put_digit(&mut digits, d);
                             }
                             if let Some(a) = asr.as_mut() {
                                 a.handle_frame(now, &pcm[..n]);
                             }
-                            if watch.handle_pcm(now, &pcm[..n]) {
+                            // Concealment is not what the caller sent: it would look like
+                            // Baudot tones in the wrong place.
+                            let typing = match media {
+                                Playout::Audio(_) => watch.handle_pcm(now, &pcm[..n]),
+                                _ => watch.handle_gap(now, n),
+                            };
+                            if typing {
                                 // Baudot tones on a voice call: the caller types. Switch to
                                 // the text conversation in the language chosen so far.
                                 tracing::info!("Baudot tones detected: TTY mode");
@@ -353,24 +448,24 @@ pub async fn run(
                     }
                 }
             }
-            r = setup.rtp.recv_from(&mut inbuf) => {
+            // With a backlog past what the jitter buffer should hold, packets wait in the socket
+            // (the kernel buffers seconds of them) until the ticks catch up: pushing them would
+            // overflow the buffer, dropping frames that arrived.
+            r = setup.rtp.recv_from(&mut inbuf), if reading => {
                 let now = Instant::now();
                 // Malformed datagrams and RTCP on the RTP port are ignored.
                 let data = match r { Ok((n, _)) => &inbuf[..n], Err(_) => &[][..] };
-                if let Some(b) = bridged.as_mut() {
-                    // Bridged: the caller talks to the agent, not to the IVR.
-                    b.from_caller(data);
+                let is_bridged = bridged.is_some();
+                let got = take_datagram(data, now, bridged.as_mut(), inbound.as_mut(), metrics);
+                if got.received {
                     last_rx = now;
+                }
+                if is_bridged {
                     continue;
                 }
-                let parsed = inbound.as_mut().filter(|_| !is_rtcp(data)).map(|inb| inb.handle_datagram(now, data));
-                if let Some(Ok(ev)) = parsed {
-                    Metrics::inc(&metrics.rtp_packets_in_total);
-                    last_rx = now;
-                    if let Some(ev) = ev {
-                        saw_rfc4733 = true;
-                        digits[0] = Some(ev.digit);
-                    }
+                if let Some(d) = got.digit {
+                    saw_rfc4733 = true;
+                    put_digit(&mut digits, d);
                 }
             }
             r = recv_asr(asr.as_mut()) => {
@@ -407,7 +502,7 @@ pub async fn run(
             }
             _ = sleep_until(digit_at.unwrap_or(start).into()), if digit_at.is_some() => {
                 if let Some(ev) = inbound.as_mut().and_then(|i| i.handle_timeout(Instant::now())) {
-                    digits[1] = Some(ev.digit);
+                    put_digit(&mut digits, ev.digit);
                 }
             }
             wake = super::rtt_session::next_wake(rtt.as_mut()) => {
@@ -746,6 +841,21 @@ pub async fn run(
         }));
     }
     record.transfer = transfer.outcome().map(bridge::Outcome::as_record);
+    if let (Some(inb), Some(t)) = (inbound.as_ref(), tty.as_ref()) {
+        let j = inb.jitter_stats();
+        let (concealed, dry_gaps) = t.playout_counts();
+        tracing::info!(
+            played = j.played,
+            lost = j.lost,
+            late = j.late,
+            duplicate = j.duplicate,
+            overflow = j.overflow,
+            resyncs = j.resyncs,
+            concealed,
+            dry_gaps,
+            "TTY receive path"
+        );
+    }
     if let Some(b) = &bridged {
         let (to_agent, to_caller) = b.packets();
         tracing::info!(to_agent, to_caller, "bridge relayed packets");
@@ -764,6 +874,12 @@ pub async fn run(
         record.intents = r.intents.iter().filter_map(|(i, _)| i.clone()).collect();
         record.intent = record.intents.last().cloned();
         record.actions = r.actions.clone();
+        // What the caller's TTY was read as, numbers redacted like spoken transcripts: how
+        // well Baudot decodes in the field (and under load) is measured from it.
+        record.speech = Some(serde_json::json!({
+            "caller_lines": r.caller_lines(false).iter().map(|l| crate::pii::redact_words(l)).collect::<Vec<_>>(),
+            "typed_lines": r.typed(false).len(),
+        }));
         record.outcome = r
             .outcome
             .and_then(|o| serde_json::to_value(o).ok())

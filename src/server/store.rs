@@ -39,7 +39,8 @@ pub struct CallRecord {
     /// How a transfer ended: "referred", "bridged", "failed:<status>", "no_answer".
     pub transfer: Option<String>,
     /// Spoken answers: `{"transcripts": [..] (numbers redacted), "confidence": ..,
-    /// "reply_latency_ms": [..]}`; null for calls that did not speak.
+    /// "reply_latency_ms": [..]}`; for a TTY call what was typed: `{"caller_lines": [..]
+    /// (numbers redacted), "typed_lines": n}`; null for calls that did neither.
     #[serde(default)]
     pub speech: Option<serde_json::Value>,
 }

@@ -9,6 +9,7 @@ use crate::audio::tty::{TtyDemodulator, TtyEvent, TtyModulator, TtyRxConfig, Tty
 use crate::flow::tty::{TtyConfig, TtyConversation, TtyDetector, TtyOutput, TtyPrompts, TtyRecord};
 use crate::nlu::Nlu;
 use crate::pii::Pii;
+use crate::rtp::inbound::Playout;
 use crate::types::Lang;
 
 /// What the call task must do for the conversation.
@@ -24,7 +25,18 @@ pub struct TtySession {
     tx: TtyModulator,
     /// An output that followed a line in one poll: returned after the line's `Play`.
     pending: Option<TtyOutput>,
+    /// Playout ticks in a row with nothing to play.
+    dry_ticks: u32,
+    /// Frames concealed (fed as erasures) and dry ticks fed as silence, for the call's log.
+    concealed: u64,
+    dry_gaps: u64,
 }
+
+/// Ticks with nothing to play after which the sender is taken to be silent rather than late:
+/// longer than the jitter buffer's deepest re-buffering (100 ms).
+const DRY_TICKS_AS_SILENCE: u32 = 10;
+/// Samples of one 20 ms tick at 8 kHz.
+const GAP_SAMPLES: usize = 160;
 
 impl TtySession {
     /// `transferable`: the intents the routing policy sends to the TTY agent queue right now.
@@ -42,6 +54,9 @@ impl TtySession {
             rx: TtyDemodulator::new(TtyRxConfig::default()),
             tx: TtyModulator::new(TtyTxConfig::default()),
             pending: None,
+            dry_ticks: 0,
+            concealed: 0,
+            dry_gaps: 0,
         }
     }
 
@@ -55,6 +70,10 @@ impl TtySession {
     /// One frame of the caller's audio (8 kHz).
     pub fn handle_pcm(&mut self, now: Instant, pcm: &[i16]) {
         self.rx.handle_pcm(now, pcm);
+        self.drain_events(now);
+    }
+
+    fn drain_events(&mut self, now: Instant) {
         while let Some(event) = self.rx.poll_event() {
             match event {
                 TtyEvent::CarrierOn => self.conv.handle_carrier(now, true),
@@ -64,9 +83,46 @@ impl TtySession {
         }
     }
 
-    /// A frame that never arrived (lost or the jitter buffer ran dry).
+    /// A frame that never arrived (lost, or too late for its tick): `samples` of the sender's
+    /// timeline the modem must count as erased.
     pub fn handle_gap(&mut self, now: Instant, samples: usize) {
         self.rx.handle_gap(now, samples);
+        self.drain_events(now);
+    }
+
+    /// One playout tick of the caller's audio (8 kHz). The modem decodes on the sender's
+    /// timeline, which the jitter buffer's playout clock is not:
+    /// - concealment (the last frame repeated) is not signal: the frame is an erasure;
+    /// - a tick with nothing to play (the buffer ran dry and is re-buffering) is audio that is
+    ///   late, not lost: it will be played, so nothing is inserted. Silence in its place (what
+    ///   this did until issue #19) shifted the rest of a character by 20 ms, nearly a whole
+    ///   22 ms bit, and under load turned questions into garbage. Only a sender silent for
+    ///   longer than any re-buffering (`DRY_TICKS_AS_SILENCE`) moves the modem's clock on, so
+    ///   a carrier that stopped with its packets is still seen to drop.
+    pub fn handle_playout(&mut self, now: Instant, media: Playout, pcm: &[i16]) {
+        match media {
+            Playout::Audio(_) => {
+                self.dry_ticks = 0;
+                self.handle_pcm(now, pcm);
+            }
+            Playout::Concealed(n) => {
+                self.dry_ticks = 0;
+                self.concealed += 1;
+                self.handle_gap(now, n);
+            }
+            Playout::Empty => {
+                self.dry_ticks = self.dry_ticks.saturating_add(1);
+                if self.dry_ticks > DRY_TICKS_AS_SILENCE {
+                    self.dry_gaps += 1;
+                    self.handle_gap(now, GAP_SAMPLES);
+                }
+            }
+        }
+    }
+
+    /// (frames concealed, dry ticks fed as silence) so far.
+    pub fn playout_counts(&self) -> (u64, u64) {
+        (self.concealed, self.dry_gaps)
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -193,6 +249,19 @@ impl TtyWatch {
             }
         } else {
             self.remember(pcm);
+        }
+        self.detector.is_tty()
+    }
+
+    /// A frame that never arrived: an erasure for the demodulator while the gate is open (its
+    /// concealment would look like FSK in the wrong place), nothing otherwise.
+    pub fn handle_gap(&mut self, now: Instant, samples: usize) -> bool {
+        if self.open_for > 0 {
+            self.open_for -= 1;
+            self.rx.handle_gap(now, samples);
+            while let Some(event) = self.rx.poll_event() {
+                self.detector.handle_event(now, event);
+            }
         }
         self.detector.is_tty()
     }
