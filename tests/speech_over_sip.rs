@@ -149,9 +149,11 @@ fn a_question_over_the_greeting_stops_it_and_gets_the_answer() {
 fn an_out_of_domain_question_gets_the_out_of_domain_reply() {
     let server = Server::start(ServerOptions::default());
     let dir = temp_dir("speech-sip-ood");
-    // Heard right through G.711 by the embedded recognizer (measured with `ivr call --rate
-    // 8000`: espeak and festival voices both give "... weather tomorrow").
-    let question = speak_8k(&dir, "what is the weather tomorrow");
+    // Heard as another agency's business through G.711 by the embedded recognizer, spoken over
+    // the greeting (measured with `ivr call --rate 8000` on the same audio: "i need my social
+    // duty are the card" — "social" is enough). Many out-of-domain questions are not heard this
+    // well at 8 kHz; those are confirmed or asked again instead (BENCHMARKING.md).
+    let question = speak_8k(&dir, "i need my social security card");
     let mut uac = Uac::new(server.sip);
     let ok = uac.call();
     let dest = Uac::remote_rtp(&ok);
