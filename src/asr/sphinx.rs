@@ -222,10 +222,11 @@ impl SphinxEngine {
     pub fn recognizer(&self, mode: &Mode) -> Result<SphinxRecognizer, AsrError> {
         let null = std::ptr::null::<c_char>();
         let logfn = c"/dev/null";
-        // Without a transform the pair repeats `-logfn` (the last value wins).
+        // Last in each list: without a transform the pair is NULL, ending the list there (a
+        // repeated option is rejected as a bad configuration).
         let (mllr_key, mllr_val) = match &self.mllr {
             Some(m) => (c"-mllr".as_ptr(), m.as_ptr()),
-            None => (c"-logfn".as_ptr(), logfn.as_ptr()),
+            None => (null, null),
         };
         // SAFETY: every string is NUL-terminated and outlives the call (cmd_ln copies them);
         // the list ends with NULL as the variadic contract requires.
