@@ -389,12 +389,13 @@ impl Engines {
                 }
                 (Backend::Pocketsphinx, dir) => {
                     let dir = dir.unwrap_or_else(|| PathBuf::from(sphinx::DEFAULT_MODEL_DIR));
-                    Engine::Sphinx(sphinx::SphinxEngine::load(
-                        &dir,
-                        &phrases,
-                        &vocabulary,
-                        work_dir,
-                    )?)
+                    let engine = sphinx::SphinxEngine::load(&dir, &phrases, &vocabulary, work_dir)?;
+                    // Measurement hook (BENCHMARKING.md, "Narrowband adaptation"): not yet a
+                    // config key, as the transform is not on by default.
+                    match std::env::var_os("IVR_SPHINX_MLLR") {
+                        Some(m) => Engine::Sphinx(engine.with_mllr(Path::new(&m))?),
+                        None => Engine::Sphinx(engine),
+                    }
                 }
             };
             engines.insert(lang, Arc::new(engine));

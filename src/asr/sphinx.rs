@@ -107,6 +107,8 @@ pub struct SphinxEngine {
     hmm: CString,
     dict_path: CString,
     lm_path: CString,
+    /// An MLLR mean transform (`-mllr`) for the telephone band, when one is configured.
+    mllr: Option<CString>,
     /// The whole dictionary: grammar phrases may use words the domain LM does not.
     lexicon: Lexicon,
     /// The words written to the decoders' dictionary file.
@@ -164,6 +166,7 @@ impl SphinxEngine {
             hmm: path_cstring(&hmm)?,
             dict_path: path_cstring(&dict_path)?,
             lm_path: path_cstring(&lm_path)?,
+            mllr: None,
             domain_words: domain.entries().keys().cloned().collect(),
             lexicon: full,
             dir: Some(dir),
@@ -193,11 +196,22 @@ impl SphinxEngine {
             hmm: path_cstring(&hmm)?,
             dict_path: path_cstring(&dict)?,
             lm_path: path_cstring(&lm)?,
+            mllr: None,
             domain_words: lexicon.entries().keys().cloned().collect(),
             lexicon,
             dir: None,
             dropped_words: Vec::new(),
         })
+    }
+
+    /// Adapt the acoustic model's means with the MLLR transform at `path` (sphinxtrain's
+    /// `mllr_solve` output, `scripts/adapt-8k`) in every recognizer made from now on.
+    pub fn with_mllr(mut self, path: &Path) -> Result<SphinxEngine, AsrError> {
+        if !path.is_file() {
+            return Err(AsrError::ModelMissing(path.to_path_buf()));
+        }
+        self.mllr = Some(path_cstring(path)?);
+        Ok(self)
     }
 
     /// Words of the domain phrases with no pronunciation even spelled (left out of the LM).
@@ -208,6 +222,12 @@ impl SphinxEngine {
     pub fn recognizer(&self, mode: &Mode) -> Result<SphinxRecognizer, AsrError> {
         let null = std::ptr::null::<c_char>();
         let logfn = c"/dev/null";
+        // Last in each list: without a transform the pair is NULL, ending the list there (a
+        // repeated option is rejected as a bad configuration).
+        let (mllr_key, mllr_val) = match &self.mllr {
+            Some(m) => (c"-mllr".as_ptr(), m.as_ptr()),
+            None => (null, null),
+        };
         // SAFETY: every string is NUL-terminated and outlives the call (cmd_ln copies them);
         // the list ends with NULL as the variadic contract requires.
         let config = unsafe {
@@ -235,6 +255,8 @@ impl SphinxEngine {
                     c"10".as_ptr(),
                     c"-logfn".as_ptr(),
                     logfn.as_ptr(),
+                    mllr_key,
+                    mllr_val,
                     null,
                 ),
                 // Tried for spelling (espeak-ng and Asterisk's recorded letters, 8 and 16 kHz):
@@ -250,6 +272,8 @@ impl SphinxEngine {
                     self.dict_path.as_ptr(),
                     c"-logfn".as_ptr(),
                     logfn.as_ptr(),
+                    mllr_key,
+                    mllr_val,
                     null,
                 ),
             }
@@ -349,6 +373,19 @@ pub struct SphinxRecognizer {
 /// LM the WER moved the other way, 0.576 → 0.588 → 0.620: small samples; the domain path wins.
 const NOISE_FLOOR_AMPLITUDE: u32 = 20;
 
+/// Add the recognizer's white noise floor to `pcm` in place; `seed` carries the generator
+/// state across calls (start an utterance at 1). Public so the adaptation data of
+/// `scripts/adapt-8k` passes through the same band as a call.
+pub fn noise_floor(pcm: &mut [i16], seed: &mut u32) {
+    for x in pcm {
+        // A fixed LCG: recognition stays reproducible run to run.
+        *seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        let n =
+            ((*seed >> 16) % (2 * NOISE_FLOOR_AMPLITUDE + 1)) as i32 - NOISE_FLOOR_AMPLITUDE as i32;
+        *x = (*x as i32 + n).clamp(i16::MIN as i32, i16::MAX as i32) as i16;
+    }
+}
+
 // SAFETY: the decoder has no thread affinity; `&mut self` on every call keeps access exclusive.
 unsafe impl Send for SphinxRecognizer {}
 
@@ -423,14 +460,8 @@ impl Recognizer for SphinxRecognizer {
             self.seed = 1;
         }
         self.scratch.clear();
-        for &x in pcm {
-            // A fixed LCG: recognition stays reproducible run to run.
-            self.seed = self.seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            let n = ((self.seed >> 16) % (2 * NOISE_FLOOR_AMPLITUDE + 1)) as i32
-                - NOISE_FLOOR_AMPLITUDE as i32;
-            self.scratch
-                .push((x as i32 + n).clamp(i16::MIN as i32, i16::MAX as i32) as i16);
-        }
+        self.scratch.extend_from_slice(pcm);
+        noise_floor(&mut self.scratch, &mut self.seed);
         // SAFETY: ps is live and an utterance is open; scratch is a valid slice for its length.
         unsafe {
             if ps_process_raw(
