@@ -244,6 +244,12 @@ pub struct LangAsrConfig {
     /// Unset: yes with Vosk, no with PocketSphinx, which measured 0 of 10 addresses spelled
     /// right (BENCHMARKING.md).
     pub spelling: Option<bool>,
+    /// PocketSphinx only: an MLLR mean transform adapting the acoustic model to the telephone
+    /// band (`asr/en-us-8k.mllr`, made by `scripts/adapt-8k` from Debian's Asterisk recordings:
+    /// 8 kHz spoken set 65 → 90 of 126 understood, BENCHMARKING.md). Unset: none. Not on by
+    /// default yet: its effect at 16 kHz (Opus callers, `ivr call` without `--rate 8000`) is
+    /// unmeasured.
+    pub mllr: Option<PathBuf>,
 }
 
 /// `[asr]`: recognizers per language, the worker pool and endpointing defaults.
@@ -390,10 +396,13 @@ impl Engines {
                 (Backend::Pocketsphinx, dir) => {
                     let dir = dir.unwrap_or_else(|| PathBuf::from(sphinx::DEFAULT_MODEL_DIR));
                     let engine = sphinx::SphinxEngine::load(&dir, &phrases, &vocabulary, work_dir)?;
-                    // Measurement hook (BENCHMARKING.md, "Narrowband adaptation"): not yet a
-                    // config key, as the transform is not on by default.
-                    match std::env::var_os("IVR_SPHINX_MLLR") {
-                        Some(m) => Engine::Sphinx(engine.with_mllr(Path::new(&m))?),
+                    // The configured transform; `IVR_SPHINX_MLLR` overrides it for measuring
+                    // (BENCHMARKING.md, "Narrowband adaptation").
+                    let mllr = std::env::var_os("IVR_SPHINX_MLLR")
+                        .map(PathBuf::from)
+                        .or_else(|| config.lang(lang).mllr.clone());
+                    match mllr {
+                        Some(m) => Engine::Sphinx(engine.with_mllr(&m)?),
                         None => Engine::Sphinx(engine),
                     }
                 }
