@@ -1,4 +1,4 @@
-//! The product's public intent vocabulary (../shared/intents.md). `ivr classify` prints these ids,
+//! The product's public intent vocabulary (docs/intents.md). `ivr classify` prints these ids,
 //! call records store them, grammars and prompts are keyed by them. Keep them stable.
 
 /// Every intent id, in the order of the menu and of intents.md.

@@ -50,7 +50,7 @@ fn acceptable(expected: &str, class: &str, is_response: bool, code: Option<u16>)
 
 #[test]
 fn every_torture_message_gets_the_expected_class() {
-    let dir = shared_dir().join("testdata/sip/rfc4475");
+    let dir = repo().join("tests/data/rfc4475");
     let manifest = std::fs::read_to_string(dir.join("MANIFEST.tsv")).expect("MANIFEST.tsv");
     let server = Server::start(ServerOptions::default());
     let mut failures = Vec::new();

@@ -9,18 +9,6 @@ use std::time::{Duration, Instant};
 use ivr::sip::message::{self, Limits, Method, StartLine};
 use ivr::sip::{Endpoint, EndpointConfig, Event, Transport};
 
-fn shared_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("IVR_SHARED_DIR") {
-        return PathBuf::from(dir);
-    }
-    let beside = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared"));
-    if beside.join("testdata/sip/rfc4475").is_dir() {
-        beside
-    } else {
-        PathBuf::from("/work/shared")
-    }
-}
-
 struct Case {
     file: String,
     class: String,
@@ -29,7 +17,7 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let dir = shared_dir().join("testdata/sip/rfc4475");
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/rfc4475"));
     let manifest = std::fs::read_to_string(dir.join("MANIFEST.tsv")).expect("MANIFEST.tsv");
     manifest
         .lines()

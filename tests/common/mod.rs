@@ -12,19 +12,6 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The directory of ../shared (RFC 4475 messages, seeds): `IVR_SHARED_DIR`, else beside the repo.
-pub fn shared_dir() -> PathBuf {
-    if let Ok(d) = std::env::var("IVR_SHARED_DIR") {
-        return d.into();
-    }
-    let beside = repo().join("../shared");
-    if beside.exists() {
-        beside
-    } else {
-        PathBuf::from("/work/shared")
-    }
-}
-
 /// A free UDP+TCP port on loopback (both protocols are free when this returns).
 pub fn free_port() -> u16 {
     loop {
