@@ -92,20 +92,6 @@ fn ulaw_round_trip(pcm: i16) -> i16 {
     (if sign { -decoded } else { decoded }) as i16
 }
 
-fn levenshtein(a: &[char], b: &[char]) -> usize {
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut diag = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let up = row[j + 1];
-            row[j + 1] = (diag + usize::from(ca != cb)).min(up + 1).min(row[j] + 1);
-            diag = up;
-        }
-    }
-    row[b.len()]
-}
-
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Lost {
     /// Silence in place of the frame.
@@ -226,7 +212,7 @@ fn run(line: Line, seed: u64, chars_min: usize) -> (f64, usize, bool) {
     let sent: Vec<char> = text.chars().collect();
     let got: Vec<char> = got.chars().collect();
     (
-        levenshtein(&sent, &got) as f64 / sent.len() as f64,
+        ivr::audio::tty::char_edits(&sent, &got) as f64 / sent.len() as f64,
         sent.len(),
         carrier,
     )

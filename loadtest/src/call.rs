@@ -712,21 +712,7 @@ fn tty_char_errors(script: &Script, rec: &serde_json::Value) -> (usize, usize) {
         })
         .unwrap_or_default();
     let read: Vec<char> = fold(&read).chars().collect();
-    (sent.len(), levenshtein(&sent, &read))
-}
-
-fn levenshtein(a: &[char], b: &[char]) -> usize {
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut diag = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let up = row[j + 1];
-            row[j + 1] = (diag + usize::from(ca != cb)).min(up + 1).min(row[j] + 1);
-            diag = up;
-        }
-    }
-    row[b.len()]
+    (sent.len(), ivr::audio::tty::char_edits(&sent, &read))
 }
 
 #[cfg(test)]

@@ -1177,6 +1177,22 @@ impl TtyDemodulator {
     }
 }
 
+/// Character edits (Levenshtein distance) between what was sent and what was read: the TTY
+/// character error count the load tester and the robustness tests report.
+pub fn char_edits(sent: &[char], read: &[char]) -> usize {
+    let mut row: Vec<usize> = (0..=read.len()).collect();
+    for (i, a) in sent.iter().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, b) in read.iter().enumerate() {
+            let up = row[j + 1];
+            row[j + 1] = (diag + usize::from(a != b)).min(up + 1).min(row[j] + 1);
+            diag = up;
+        }
+    }
+    row[read.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1212,17 +1228,7 @@ mod tests {
 
     fn levenshtein(a: &str, b: &str) -> usize {
         let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-        let mut row: Vec<usize> = (0..=b.len()).collect();
-        for (i, ca) in a.iter().enumerate() {
-            let mut diag = row[0];
-            row[0] = i + 1;
-            for (j, cb) in b.iter().enumerate() {
-                let up = row[j + 1];
-                row[j + 1] = (diag + usize::from(ca != cb)).min(up + 1).min(row[j] + 1);
-                diag = up;
-            }
-        }
-        row[b.len()]
+        char_edits(&a, &b)
     }
 
     #[test]
