@@ -262,6 +262,14 @@ pub struct AsrConfig {
     pub workers: usize,
     /// Jobs waiting per worker before new utterances are refused (the flow falls back to DTMF).
     pub queue_jobs_max: usize,
+    /// Recognizers (busy and idle) each worker holds at most: their memory stays bounded however
+    /// many callers talk at once. An utterance that finds none free waits for one.
+    pub recognizers_per_worker: usize,
+    /// Utterances per worker that may wait for a recognizer; one more gets the keypad.
+    pub waiting_per_worker: usize,
+    /// How long an utterance that has ended may wait for a recognizer before the caller is
+    /// moved to the keypad.
+    pub wait_after_end_ms: u32,
     pub trailing_silence_ms: u32,
     pub max_utterance_ms: u32,
     pub no_input_ms: u32,
@@ -269,7 +277,8 @@ pub struct AsrConfig {
 
 impl Default for AsrConfig {
     /// English on PocketSphinx, Spanish off until a Vosk model is configured; one worker per
-    /// core with 256 queued 20 ms jobs each (about 5 s of one caller's audio); 700 ms trailing
+    /// core with 256 queued 20 ms jobs each (about 5 s of one caller's audio), 12 recognizers
+    /// and 64 waiting utterances (3 s of grace after they end) each; 700 ms trailing
     /// silence, 10 s utterances, 6 s of no input.
     fn default() -> Self {
         AsrConfig {
@@ -277,6 +286,9 @@ impl Default for AsrConfig {
             es: LangAsrConfig::default(),
             workers: 0,
             queue_jobs_max: 256,
+            recognizers_per_worker: 12,
+            waiting_per_worker: 64,
+            wait_after_end_ms: 3_000,
             trailing_silence_ms: 700,
             max_utterance_ms: 10_000,
             no_input_ms: 6_000,

@@ -59,6 +59,10 @@ impl std::error::Error for Overloaded {}
 #[derive(Debug, Default)]
 pub struct PoolMetrics {
     pub queue_depth: AtomicI64,
+    /// Recognizers held by the workers, busy and idle (bounded by `Limits::recognizers`).
+    pub recognizers: AtomicI64,
+    /// Utterances waiting for a free recognizer.
+    pub waiting: AtomicI64,
     pub overloaded_total: AtomicU64,
     pub utterances_total: AtomicU64,
     pub recognizers_created_total: AtomicU64,
@@ -82,7 +86,7 @@ impl PoolMetrics {
     /// Prometheus text, to append to the server's own metrics.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let rows: [(&str, &str, &str, i128); 7] = [
+        let rows: [(&str, &str, &str, i128); 9] = [
             (
                 "asr_queue_depth",
                 "gauge",
@@ -90,9 +94,21 @@ impl PoolMetrics {
                 self.queue_depth.load(Relaxed) as i128,
             ),
             (
+                "asr_recognizers",
+                "gauge",
+                "Recognizers held by the ASR workers, busy and idle.",
+                self.recognizers.load(Relaxed) as i128,
+            ),
+            (
+                "asr_waiting_utterances",
+                "gauge",
+                "Utterances waiting for a free recognizer.",
+                self.waiting.load(Relaxed) as i128,
+            ),
+            (
                 "asr_overloaded_total",
                 "counter",
-                "Utterances or frames refused because the ASR queue was full.",
+                "Utterances or frames refused: the ASR queue was full, or no recognizer was free in time.",
                 self.overloaded_total.load(Relaxed) as i128,
             ),
             (
@@ -196,8 +212,13 @@ pub struct AsrPool {
 }
 
 impl AsrPool {
-    /// Start `workers` threads, each with a queue of `queue_jobs_max` jobs.
-    pub fn start(engines: Arc<Engines>, workers: usize, queue_jobs_max: usize) -> AsrPool {
+    /// Start `workers` threads, each with a queue of `queue_jobs_max` jobs and `limits`.
+    pub fn start(
+        engines: Arc<Engines>,
+        workers: usize,
+        queue_jobs_max: usize,
+        limits: Limits,
+    ) -> AsrPool {
         let metrics = Arc::new(PoolMetrics::default());
         let mut handles = Vec::new();
         for i in 0..workers.max(1) {
@@ -206,7 +227,7 @@ impl AsrPool {
             let (m, d) = (metrics.clone(), depth.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("asr-{i}"))
-                .spawn(move || run_worker(rx, d, m));
+                .spawn(move || run_worker(rx, d, m, limits));
             if let Err(e) = spawned {
                 // The pool works with fewer threads; with none every begin is Overloaded.
                 tracing::error!(error = %e, "cannot start ASR worker");
@@ -365,19 +386,368 @@ impl Cache {
             v.push(s.rec);
         }
     }
+
+    fn idle_count(&self) -> usize {
+        self.idle.values().map(Vec::len).sum()
+    }
+
+    /// Drop one idle recognizer (of the mode with the most), to make room for another mode's.
+    fn evict_one(&mut self) -> bool {
+        let Some(v) = self.idle.values_mut().max_by_key(|v| v.len()) else {
+            return false;
+        };
+        v.pop().is_some()
+    }
 }
 
-fn run_worker(rx: Receiver<Job>, depth: Arc<AtomicUsize>, metrics: Arc<PoolMetrics>) {
-    let mut sessions: HashMap<Key, Session> = HashMap::new();
-    let mut cache = Cache::default();
+/// Bounds on one worker: the recognizers it holds (their memory does not grow with the number
+/// of callers talking) and the utterances that wait for one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Recognizers, busy and idle, a worker holds at most.
+    pub recognizers: usize,
+    /// Utterances waiting for a recognizer; one more is refused (the caller gets the keypad).
+    pub waiting: usize,
+    /// Audio samples a waiting utterance buffers at most (beyond: refused).
+    pub wait_samples: usize,
+    /// How long an utterance that has ended may still wait for a recognizer before it is
+    /// refused: the caller should not wait longer for an answer than for the keypad.
+    pub wait_after_end: std::time::Duration,
+}
+
+impl Default for Limits {
+    /// 12 recognizers (PocketSphinx ≈ 5 MB each), 64 waiting with up to 10 s of 16 kHz audio
+    /// each, 3 s of grace after the end of an utterance.
+    fn default() -> Self {
+        Limits {
+            recognizers: 12,
+            waiting: 64,
+            wait_samples: 160_000,
+            wait_after_end: std::time::Duration::from_secs(3),
+        }
+    }
+}
+
+/// An utterance that began while every recognizer of its worker was busy: its audio is kept
+/// until one is free.
+struct Waiting {
+    key: Key,
+    lang: Lang,
+    mode: Mode,
+    engines: Arc<Engines>,
+    generation: u64,
+    results: mpsc::Sender<AsrResult>,
+    cancelled: Arc<AtomicBool>,
+    audio: Vec<i16>,
+    ended_at: Option<Instant>,
+}
+
+enum Take {
+    Got(Box<dyn Recognizer>),
+    Busy,
+    Failed(String),
+}
+
+/// One worker's recognizers and utterances. Plain data, driven by `handle_job`, `admit` and
+/// `expire`, so the bounds are unit-tested without threads.
+struct WorkerState {
+    limits: Limits,
+    sessions: HashMap<Key, Session>,
+    waiting: std::collections::VecDeque<Waiting>,
+    cache: Cache,
+    /// Recognizers and waiting utterances last added to the pool's gauges.
+    reported: (i64, i64),
+}
+
+impl WorkerState {
+    fn new(limits: Limits) -> Self {
+        WorkerState {
+            limits,
+            sessions: HashMap::new(),
+            waiting: Default::default(),
+            cache: Cache::default(),
+            reported: (0, 0),
+        }
+    }
+
+    fn recognizers(&self) -> usize {
+        self.sessions.len() + self.cache.idle_count()
+    }
+
+    /// A recognizer for `lang`/`mode`: an idle one of this mode, else a new one if the bound
+    /// allows (dropping an idle one of another mode if need be), else `Busy`.
+    fn take(
+        &mut self,
+        lang: Lang,
+        mode: &Mode,
+        engines: &Engines,
+        generation: u64,
+        metrics: &PoolMetrics,
+    ) -> Take {
+        if generation == self.cache.generation {
+            let key = (lang, mode.clone());
+            if let Some(r) = self.cache.idle.get_mut(&key).and_then(Vec::pop) {
+                return Take::Got(r);
+            }
+        }
+        let Some(engine) = engines.engine(lang) else {
+            return Take::Failed(format!("no speech recognizer for {lang}"));
+        };
+        if self.recognizers() >= self.limits.recognizers.max(1) && !self.cache.evict_one() {
+            return Take::Busy;
+        }
+        metrics.recognizers_created_total.fetch_add(1, Relaxed);
+        match engine.recognizer(mode) {
+            Ok(r) => Take::Got(r),
+            Err(e) => Take::Failed(e.to_string()),
+        }
+    }
+
+    fn handle_job(&mut self, job: Job, metrics: &PoolMetrics) {
+        match job {
+            Job::Begin {
+                key,
+                lang,
+                mode,
+                engines,
+                generation,
+                results,
+                cancelled,
+            } => {
+                if generation > self.cache.generation {
+                    // Grammars reloaded: recognizers of the old engines are not reused.
+                    self.cache.generation = generation;
+                    self.cache.idle.clear();
+                }
+                // First come, first served: a new utterance never overtakes one that waits.
+                let take = if self.waiting.is_empty() {
+                    self.take(lang, &mode, &engines, generation, metrics)
+                } else {
+                    Take::Busy
+                };
+                match take {
+                    Take::Got(rec) => {
+                        self.sessions.insert(
+                            key,
+                            Session {
+                                rec,
+                                cache_key: (lang, mode),
+                                generation,
+                                utt: key.1,
+                                results,
+                                cancelled,
+                                last_partial: String::new(),
+                            },
+                        );
+                    }
+                    Take::Failed(error) => {
+                        metrics.failed_total.fetch_add(1, Relaxed);
+                        let _ = results.try_send(AsrResult::Failed { utt: key.1, error });
+                    }
+                    Take::Busy if self.waiting.len() < self.limits.waiting => {
+                        self.waiting.push_back(Waiting {
+                            key,
+                            lang,
+                            mode,
+                            engines,
+                            generation,
+                            results,
+                            cancelled,
+                            audio: Vec::new(),
+                            ended_at: None,
+                        });
+                    }
+                    Take::Busy => refuse(&results, key, metrics),
+                }
+            }
+            Job::Audio { key, pcm } => {
+                if let Some(s) = self.sessions.get_mut(&key) {
+                    feed(s, &pcm, metrics);
+                } else if let Some(i) = self.waiting.iter().position(|w| w.key == key) {
+                    let w = &mut self.waiting[i];
+                    if w.audio.len() + pcm.len() > self.limits.wait_samples {
+                        if let Some(w) = self.waiting.remove(i) {
+                            refuse(&w.results, w.key, metrics);
+                        }
+                    } else {
+                        w.audio.extend_from_slice(&pcm);
+                    }
+                }
+            }
+            Job::Finish { key } => {
+                if let Some(s) = self.sessions.remove(&key) {
+                    self.finish(s, metrics);
+                } else if let Some(w) = self.waiting.iter_mut().find(|w| w.key == key) {
+                    w.ended_at = Some(Instant::now());
+                }
+            }
+            Job::Cancel { key } => {
+                if let Some(mut s) = self.sessions.remove(&key) {
+                    s.rec.reset();
+                    self.cache.put(s);
+                } else {
+                    self.waiting.retain(|w| w.key != key);
+                }
+            }
+        }
+        self.admit(metrics);
+    }
+
+    fn finish(&mut self, mut s: Session, metrics: &PoolMetrics) {
+        let transcript = s.rec.finish();
+        metrics.utterances_total.fetch_add(1, Relaxed);
+        let _ = s.results.try_send(AsrResult::Final {
+            utt: s.utt,
+            transcript,
+        });
+        self.cache.put(s);
+    }
+
+    /// Give freed recognizers to the utterances waiting, oldest first: their audio so far is
+    /// decoded at once (faster than real time), and one that has ended gets its transcript.
+    fn admit(&mut self, metrics: &PoolMetrics) {
+        while let Some(w) = self.waiting.front() {
+            if w.cancelled.load(Relaxed) {
+                self.waiting.pop_front();
+                continue;
+            }
+            let (lang, mode, engines, generation) =
+                (w.lang, w.mode.clone(), w.engines.clone(), w.generation);
+            let rec = match self.take(lang, &mode, &engines, generation, metrics) {
+                Take::Busy => break,
+                Take::Got(rec) => rec,
+                Take::Failed(error) => {
+                    if let Some(w) = self.waiting.pop_front() {
+                        metrics.failed_total.fetch_add(1, Relaxed);
+                        let _ = w.results.try_send(AsrResult::Failed {
+                            utt: w.key.1,
+                            error,
+                        });
+                    }
+                    continue;
+                }
+            };
+            let Some(w) = self.waiting.pop_front() else {
+                break;
+            };
+            let mut s = Session {
+                rec,
+                cache_key: (w.lang, w.mode),
+                generation: w.generation,
+                utt: w.key.1,
+                results: w.results,
+                cancelled: w.cancelled,
+                last_partial: String::new(),
+            };
+            let frame = (s.rec.sample_rate_hz() / 50).max(1) as usize;
+            for chunk in w.audio.chunks(frame) {
+                feed(&mut s, chunk, metrics);
+            }
+            if w.ended_at.is_some() {
+                self.finish(s, metrics);
+            } else {
+                self.sessions.insert(w.key, s);
+            }
+        }
+    }
+
+    /// Add this worker's change in recognizers and waiting utterances to the pool's gauges.
+    fn report(&mut self, metrics: &PoolMetrics) {
+        let (r, w) = (self.recognizers() as i64, self.waiting.len() as i64);
+        metrics.recognizers.fetch_add(r - self.reported.0, Relaxed);
+        metrics.waiting.fetch_add(w - self.reported.1, Relaxed);
+        self.reported = (r, w);
+    }
+
+    /// Refuse the ended utterances that waited longer than `wait_after_end` (keypad instead of
+    /// a late answer), and return the recognizers of dropped handles.
+    fn expire(&mut self, now: Instant, metrics: &PoolMetrics) {
+        let limit = self.limits.wait_after_end;
+        let mut i = 0;
+        while i < self.waiting.len() {
+            let w = &self.waiting[i];
+            let late = w
+                .ended_at
+                .is_some_and(|t| now.saturating_duration_since(t) > limit);
+            if late || w.cancelled.load(Relaxed) {
+                if let Some(w) = self.waiting.remove(i)
+                    && late
+                {
+                    refuse(&w.results, w.key, metrics);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        let gone: Vec<Key> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.cancelled.load(Relaxed))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in gone {
+            if let Some(mut s) = self.sessions.remove(&k) {
+                s.rec.reset();
+                self.cache.put(s);
+            }
+        }
+        self.admit(metrics);
+    }
+}
+
+fn feed(s: &mut Session, pcm: &[i16], metrics: &PoolMetrics) {
+    let rate = s.rec.sample_rate_hz().max(1) as u64;
+    metrics
+        .audio_us_total
+        .fetch_add(pcm.len() as u64 * 1_000_000 / rate, Relaxed);
+    if let Some(p) = s.rec.accept(pcm)
+        && p.text != s.last_partial
+    {
+        s.last_partial = p.text.clone();
+        // A full results channel only loses a partial; the final comes later.
+        let _ = s.results.try_send(AsrResult::Partial {
+            utt: s.utt,
+            text: p.text,
+        });
+    }
+}
+
+/// No recognizer in time: the call moves the caller to the keypad.
+fn refuse(results: &mpsc::Sender<AsrResult>, key: Key, metrics: &PoolMetrics) {
+    metrics.overloaded_total.fetch_add(1, Relaxed);
+    let _ = results.try_send(AsrResult::Failed {
+        utt: key.1,
+        error: Overloaded.to_string(),
+    });
+}
+
+fn run_worker(
+    rx: Receiver<Job>,
+    depth: Arc<AtomicUsize>,
+    metrics: Arc<PoolMetrics>,
+    limits: Limits,
+) {
+    let mut state = WorkerState::new(limits);
+    let tick = std::time::Duration::from_millis(50);
     loop {
         let job = match rx.try_recv() {
             Ok(j) => j,
             Err(TryRecvError::Empty) => {
-                sweep(&mut sessions, &mut cache);
-                match rx.recv() {
+                state.expire(Instant::now(), &metrics);
+                state.report(&metrics);
+                // While utterances wait, wake on a tick to enforce their deadline.
+                let next = if state.waiting.is_empty() {
+                    rx.recv().map_err(|_| ())
+                } else {
+                    match rx.recv_timeout(tick) {
+                        Ok(j) => Ok(j),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(()),
+                    }
+                };
+                match next {
                     Ok(j) => j,
-                    Err(_) => return,
+                    Err(()) => return,
                 }
             }
             Err(TryRecvError::Disconnected) => return,
@@ -385,119 +755,11 @@ fn run_worker(rx: Receiver<Job>, depth: Arc<AtomicUsize>, metrics: Arc<PoolMetri
         depth.fetch_sub(1, Relaxed);
         metrics.queue_depth.fetch_sub(1, Relaxed);
         let started = Instant::now();
-        handle_job(job, &mut sessions, &mut cache, &metrics);
+        state.handle_job(job, &metrics);
+        state.report(&metrics);
         metrics
             .busy_us_total
             .fetch_add(started.elapsed().as_micros() as u64, Relaxed);
-    }
-}
-
-/// Return the recognizers of utterances whose handle was dropped.
-fn sweep(sessions: &mut HashMap<Key, Session>, cache: &mut Cache) {
-    let gone: Vec<Key> = sessions
-        .iter()
-        .filter(|(_, s)| s.cancelled.load(Relaxed))
-        .map(|(k, _)| *k)
-        .collect();
-    for k in gone {
-        if let Some(mut s) = sessions.remove(&k) {
-            s.rec.reset();
-            cache.put(s);
-        }
-    }
-}
-
-fn handle_job(
-    job: Job,
-    sessions: &mut HashMap<Key, Session>,
-    cache: &mut Cache,
-    metrics: &PoolMetrics,
-) {
-    match job {
-        Job::Begin {
-            key,
-            lang,
-            mode,
-            engines,
-            generation,
-            results,
-            cancelled,
-        } => {
-            if generation != cache.generation {
-                // Grammars reloaded: recognizers of the old engines are not reused.
-                cache.generation = generation;
-                cache.idle.clear();
-            }
-            let cache_key = (lang, mode);
-            let pooled = cache.idle.get_mut(&cache_key).and_then(Vec::pop);
-            let rec = match pooled {
-                Some(r) => Ok(r),
-                None => match engines.engine(lang) {
-                    Some(e) => {
-                        metrics.recognizers_created_total.fetch_add(1, Relaxed);
-                        e.recognizer(&cache_key.1).map_err(|e| e.to_string())
-                    }
-                    None => Err(format!("no speech recognizer for {lang}")),
-                },
-            };
-            match rec {
-                Ok(rec) => {
-                    sessions.insert(
-                        key,
-                        Session {
-                            rec,
-                            cache_key,
-                            generation,
-                            utt: key.1,
-                            results,
-                            cancelled,
-                            last_partial: String::new(),
-                        },
-                    );
-                }
-                Err(error) => {
-                    metrics.failed_total.fetch_add(1, Relaxed);
-                    let _ = results.try_send(AsrResult::Failed { utt: key.1, error });
-                }
-            }
-        }
-        Job::Audio { key, pcm } => {
-            let Some(s) = sessions.get_mut(&key) else {
-                return;
-            };
-            let rate = s.rec.sample_rate_hz().max(1) as u64;
-            metrics
-                .audio_us_total
-                .fetch_add(pcm.len() as u64 * 1_000_000 / rate, Relaxed);
-            if let Some(p) = s.rec.accept(&pcm)
-                && p.text != s.last_partial
-            {
-                s.last_partial = p.text.clone();
-                // A full results channel only loses a partial; the final comes later.
-                let _ = s.results.try_send(AsrResult::Partial {
-                    utt: s.utt,
-                    text: p.text,
-                });
-            }
-        }
-        Job::Finish { key } => {
-            let Some(mut s) = sessions.remove(&key) else {
-                return;
-            };
-            let transcript = s.rec.finish();
-            metrics.utterances_total.fetch_add(1, Relaxed);
-            let _ = s.results.try_send(AsrResult::Final {
-                utt: s.utt,
-                transcript,
-            });
-            cache.put(s);
-        }
-        Job::Cancel { key } => {
-            if let Some(mut s) = sessions.remove(&key) {
-                s.rec.reset();
-                cache.put(s);
-            }
-        }
     }
 }
 
@@ -511,7 +773,7 @@ mod tests {
 
     #[test]
     fn no_engine_fails_fast() {
-        let pool = AsrPool::start(Arc::new(Engines::default()), 1, 2);
+        let pool = AsrPool::start(Arc::new(Engines::default()), 1, 2, Limits::default());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -561,11 +823,9 @@ mod tests {
         );
     }
 
-    /// The real path: PocketSphinx on a worker thread, results on a tokio channel, and the
-    /// recognizer reused by the next utterance of the same mode.
-    #[test]
-    fn utterances_are_recognized_on_workers_with_reused_recognizers() {
-        let dir = std::env::temp_dir().join(format!("ivr-pool-{}", std::process::id()));
+    /// PocketSphinx for a yes/no grammar, and "yes please" spoken by espeak-ng at 16 kHz.
+    fn sphinx_yes_please(tag: &str) -> (Engines, Vec<String>, Vec<i16>, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("ivr-pool-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let wav = dir.join("yes.wav");
         let ok = std::process::Command::new("espeak-ng")
@@ -593,7 +853,15 @@ mod tests {
         .expect("pocketsphinx-en-us installed");
         let mut engines = Engines::default();
         engines.insert(Lang::En, crate::asr::Engine::Sphinx(engine));
-        let pool = AsrPool::start(Arc::new(engines), 2, 64);
+        (engines, phrases, pcm, dir)
+    }
+
+    /// The real path: PocketSphinx on a worker thread, results on a tokio channel, and the
+    /// recognizer reused by the next utterance of the same mode.
+    #[test]
+    fn utterances_are_recognized_on_workers_with_reused_recognizers() {
+        let (engines, phrases, pcm, dir) = sphinx_yes_please("workers");
+        let pool = AsrPool::start(Arc::new(engines), 2, 64, Limits::default());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -627,6 +895,134 @@ mod tests {
         assert_eq!(m.recognizers_created_total.load(Relaxed), 1);
         assert_eq!(m.utterances_total.load(Relaxed), 2);
         assert!(m.rtf() > 0.0 && m.rtf() < 1.0, "rtf {}", m.rtf());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn begin(
+        key: Key,
+        engines: &Arc<Engines>,
+        mode: &Mode,
+        results: &mpsc::Sender<AsrResult>,
+    ) -> Job {
+        Job::Begin {
+            key,
+            lang: Lang::En,
+            mode: mode.clone(),
+            engines: engines.clone(),
+            generation: 0,
+            results: results.clone(),
+            cancelled: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// More talkers than recognizers: memory stays at the bound, the utterance that found none
+    /// free waits with its audio and is recognized when one is freed, one more than may wait
+    /// gets the keypad at once, and one that ended and waited too long gets it too.
+    #[test]
+    fn recognizers_are_bounded_and_utterances_wait_for_one() {
+        let (engines, phrases, pcm, dir) = sphinx_yes_please("bounded");
+        let engines = Arc::new(engines);
+        let mode = Mode::Grammar(phrases);
+        let metrics = PoolMetrics::default();
+        let limits = Limits {
+            recognizers: 1,
+            waiting: 2,
+            wait_samples: pcm.len() + 320,
+            wait_after_end: std::time::Duration::from_secs(3),
+        };
+        let mut w = WorkerState::new(limits);
+        let (tx, mut rx) = mpsc::channel(256);
+        for utt in 1..=4 {
+            w.handle_job(begin((7, utt), &engines, &mode, &tx), &metrics);
+            w.report(&metrics);
+        }
+        assert_eq!(w.recognizers(), 1, "one recognizer, however many talk");
+        assert_eq!(w.waiting.len(), 2, "utterances 2 and 3 wait");
+        // Utterance 4 found no room to wait: the keypad, at once.
+        assert!(
+            matches!(rx.try_recv(), Ok(AsrResult::Failed { utt: 4, .. })),
+            "the fourth is refused"
+        );
+        for utt in 1..=3 {
+            for f in pcm.chunks(320) {
+                w.handle_job(
+                    Job::Audio {
+                        key: (7, utt),
+                        pcm: f.to_vec(),
+                    },
+                    &metrics,
+                );
+            }
+        }
+        // 3 ends first, but 2 waited longer: the freed recognizer goes to 2.
+        w.handle_job(Job::Finish { key: (7, 3) }, &metrics);
+        w.handle_job(Job::Finish { key: (7, 1) }, &metrics);
+        assert!(w.sessions.contains_key(&(7, 2)), "2 got the recognizer");
+        assert_eq!(w.recognizers(), 1);
+        let mut finals = Vec::new();
+        while let Ok(r) = rx.try_recv() {
+            if let AsrResult::Final { utt, transcript } = r {
+                finals.push((utt, transcript.text));
+            }
+        }
+        assert_eq!(finals, vec![(1, "yes please".to_string())]);
+        // 3 has ended and waits; past its grace it is refused, not left hanging.
+        w.expire(Instant::now() + std::time::Duration::from_secs(4), &metrics);
+        assert!(w.waiting.is_empty());
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(AsrResult::Failed { utt: 3, .. })
+        ));
+        // 2 was decoded from its buffered audio and finishes with the right words.
+        w.handle_job(Job::Finish { key: (7, 2) }, &metrics);
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(AsrResult::Final { utt: 2, ref transcript }) if transcript.text == "yes please"
+        ));
+        w.report(&metrics);
+        assert_eq!(metrics.recognizers_created_total.load(Relaxed), 1);
+        assert_eq!(
+            metrics.recognizers.load(Relaxed),
+            1,
+            "one idle recognizer kept"
+        );
+        assert_eq!(metrics.waiting.load(Relaxed), 0);
+        assert_eq!(metrics.overloaded_total.load(Relaxed), 2, "4 and 3 refused");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A waiting utterance longer than its buffer is refused rather than growing memory.
+    #[test]
+    fn a_waiting_utterance_past_its_buffer_is_refused() {
+        let (engines, phrases, pcm, dir) = sphinx_yes_please("overflow");
+        let engines = Arc::new(engines);
+        let mode = Mode::Grammar(phrases);
+        let metrics = PoolMetrics::default();
+        let limits = Limits {
+            recognizers: 1,
+            waiting: 4,
+            wait_samples: 3_200,
+            ..Limits::default()
+        };
+        let mut w = WorkerState::new(limits);
+        let (tx, mut rx) = mpsc::channel(64);
+        w.handle_job(begin((1, 1), &engines, &mode, &tx), &metrics);
+        w.handle_job(begin((2, 1), &engines, &mode, &tx), &metrics);
+        for f in pcm.chunks(320).take(11) {
+            w.handle_job(
+                Job::Audio {
+                    key: (2, 1),
+                    pcm: f.to_vec(),
+                },
+                &metrics,
+            );
+        }
+        assert!(w.waiting.is_empty(), "refused past 3,200 samples");
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(AsrResult::Failed { utt: 1, .. })
+        ));
+        assert_eq!(w.recognizers(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

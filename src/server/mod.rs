@@ -312,6 +312,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Arc::new(engines),
             config.asr.worker_count(cores),
             config.asr.queue_jobs_max,
+            asr_pool::Limits {
+                recognizers: config.asr.recognizers_per_worker,
+                waiting: config.asr.waiting_per_worker,
+                // Audio of a whole utterance at the highest engine rate (16 kHz).
+                wait_samples: config.asr.max_utterance_ms as usize * 16,
+                wait_after_end: Duration::from_millis(config.asr.wait_after_end_ms.into()),
+            },
         );
         // Set once, here, before `ready`: nothing reads it while SIP still refuses calls.
         let _ = shared.asr.set(pool);
