@@ -48,6 +48,39 @@ pub struct Transition {
 }
 
 impl RetryPolicy {
+    /// The wait after `attempts` failed attempts of message `id`, spread by ±20 %: messages
+    /// that failed together (a provider outage) come back spread out, not as one burst that
+    /// knocks the provider over again. Deterministic per (id, attempts), so virtual-time tests
+    /// are reproducible.
+    pub fn jittered_backoff_ms(&self, attempts: u32, id: i64) -> u64 {
+        let base = self.backoff_after_ms(attempts);
+        // splitmix64 of (id, attempts): uniform in [0, 1).
+        let mut z = (id as u64) ^ (u64::from(attempts) << 48);
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let unit = (z >> 11) as f64 / (1u64 << 53) as f64;
+        (base as f64 * (0.8 + 0.4 * unit)).round() as u64
+    }
+
+    /// [`RetryPolicy::after_attempt`] with the retry time spread by
+    /// [`RetryPolicy::jittered_backoff_ms`].
+    pub fn after_attempt_of(
+        &self,
+        id: i64,
+        attempts: u32,
+        outcome: Outcome,
+        now_ms: i64,
+    ) -> Transition {
+        let mut t = self.after_attempt(attempts, outcome, now_ms);
+        if t.state == State::Pending {
+            t.next_attempt_at_ms =
+                now_ms.saturating_add(self.jittered_backoff_ms(attempts, id) as i64);
+        }
+        t
+    }
+
     /// Wait after `attempts` failed attempts (1-based).
     pub fn backoff_after_ms(&self, attempts: u32) -> u64 {
         let i = (attempts.max(1) - 1) as usize;
@@ -168,6 +201,26 @@ mod tests {
             now,
             5_000 + 30_000 + 120_000 + 600_000 + 3 * 3_600_000 + 7 * 10
         );
+    }
+
+    #[test]
+    fn jitter_spreads_retries_within_a_fifth_and_is_reproducible() {
+        let p = RetryPolicy::default();
+        let waits: Vec<u64> = (0..1000).map(|id| p.jittered_backoff_ms(2, id)).collect();
+        let (lo, hi) = (*waits.iter().min().unwrap(), *waits.iter().max().unwrap());
+        assert!(lo >= 24_000 && hi <= 36_000, "{lo}..{hi}");
+        assert!(hi - lo > 10_000, "spread over most of ±20 %: {lo}..{hi}");
+        let distinct: std::collections::HashSet<_> = waits.iter().collect();
+        assert!(distinct.len() > 900, "{}", distinct.len());
+        assert_eq!(p.jittered_backoff_ms(2, 17), p.jittered_backoff_ms(2, 17));
+        let t = p.after_attempt_of(17, 2, Outcome::Transient("down".into()), 1_000);
+        assert_eq!(t.state, State::Pending);
+        assert_eq!(
+            t.next_attempt_at_ms,
+            1_000 + p.jittered_backoff_ms(2, 17) as i64
+        );
+        let t = p.after_attempt_of(17, 2, Outcome::Delivered, 1_000);
+        assert_eq!(t.next_attempt_at_ms, 1_000);
     }
 
     #[test]

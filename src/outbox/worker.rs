@@ -124,7 +124,7 @@ async fn pass(
         let (store, senders, policy) = (store.clone(), senders.clone(), policy.clone());
         sends.spawn(async move {
             let outcome = senders.send(&msg).await;
-            let t = policy.after_attempt(msg.attempts, outcome, now_ms());
+            let t = policy.after_attempt_of(msg.id, msg.attempts, outcome, now_ms());
             let m = &store.metrics;
             match t.state {
                 State::Delivered => m.delivered_total.fetch_add(1, Relaxed),
