@@ -71,7 +71,12 @@ async fn reload_grammars(shared: &Arc<Shared>) {
                 let config = shared.config.clone();
                 match tokio::task::spawn_blocking(move || super::load_engines(&config, &nlu)).await
                 {
-                    Ok(Ok(engines)) => pool.set_engines(Arc::new(engines)),
+                    Ok(Ok(engines)) if covers(&engines, &pool.engines()) => {
+                        pool.set_engines(Arc::new(engines))
+                    }
+                    Ok(Ok(_)) => tracing::error!(
+                        "a recognizer failed to load with the new grammars; the previous ones keep serving"
+                    ),
                     Ok(Err(e)) => {
                         tracing::error!(error = %e, "recognizers not rebuilt; the previous ones keep serving")
                     }
@@ -112,5 +117,38 @@ async fn reload_prompts(shared: &Arc<Shared>) {
             tracing::error!(error = %e, "prompt reload crashed; the previous prompts keep serving");
             Metrics::inc(&shared.metrics.prompt_reload_failures_total);
         }
+    }
+}
+
+/// Whether `new` serves every language `old` serves: a rebuild in which a recognizer failed to
+/// load (the embedded default then leaves its language to the keypad) must not take speech away
+/// from callers who have it now.
+fn covers(new: &crate::asr::Engines, old: &crate::asr::Engines) -> bool {
+    old.languages().is_subset(&new.languages())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rebuild_missing_a_language_does_not_replace_the_engines() {
+        let none = crate::asr::Engines::default();
+        assert!(covers(&none, &none));
+        let dir = std::env::temp_dir().join(format!("ivr-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let phrases = vec!["yes".to_string(), "no".to_string()];
+        let engine = crate::asr::sphinx::SphinxEngine::load(
+            std::path::Path::new(crate::asr::sphinx::DEFAULT_MODEL_DIR),
+            &phrases,
+            &phrases,
+            &dir,
+        )
+        .expect("pocketsphinx-en-us installed");
+        let mut english = crate::asr::Engines::default();
+        english.insert(crate::types::Lang::En, crate::asr::Engine::Sphinx(engine));
+        assert!(covers(&english, &none));
+        assert!(!covers(&none, &english), "English would be lost");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
