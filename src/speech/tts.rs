@@ -77,7 +77,17 @@ pub fn cache_path(ssml: &str, voice: &Voice, cache_dir: &Path) -> PathBuf {
 
 /// Read a mono or stereo WAV (8/16/24/32-bit integer or 32-bit float) as mono i16.
 pub fn read_wav(path: &Path) -> io::Result<Pcm> {
-    let mut reader = hound::WavReader::open(path).map_err(to_io)?;
+    let file = std::fs::File::open(path)?;
+    read_wav_from(io::BufReader::new(file), path)
+}
+
+/// `read_wav` of a WAV held in memory (a recording built into the binary); `name` for errors.
+pub fn read_wav_bytes(bytes: &[u8], name: &Path) -> io::Result<Pcm> {
+    read_wav_from(io::Cursor::new(bytes), name)
+}
+
+fn read_wav_from<R: io::Read>(input: R, path: &Path) -> io::Result<Pcm> {
+    let mut reader = hound::WavReader::new(input).map_err(to_io)?;
     let spec = reader.spec();
     let channels = usize::from(spec.channels.max(1));
     let mono: Vec<i16> = match (spec.sample_format, spec.bits_per_sample) {
