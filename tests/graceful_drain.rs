@@ -15,6 +15,12 @@ fn sigterm_refuses_new_calls_and_lets_live_ones_finish() {
     common::unsafe_kill(server.child.id(), "TERM");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(server.get("/readyz").0, 503, "not ready while draining");
+    // A dispatcher's OPTIONS probe sees the node out of service and stops sending calls.
+    let mut probe = Uac::new(server.sip);
+    probe.request("OPTIONS", "", true);
+    let answer = probe.final_response(Duration::from_secs(3));
+    assert_eq!(answer.status(), Some(503), "{answer:?}");
+    assert!(answer.header("Retry-After").is_some(), "{answer:?}");
     let mut late = Uac::new(server.sip);
     let sdp = late.sdp("sendrecv");
     late.request("INVITE", &sdp, true);

@@ -96,7 +96,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
             "ivr_asr_reply_latency_seconds",
             "From the end of a caller's utterance (endpoint) to the reply starting to play.",
         );
-        if let Some(pool) = &shared.asr {
+        if let Some(pool) = shared.asr.get() {
             out.push_str(&pool.metrics().render());
         }
         out

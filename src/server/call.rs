@@ -179,7 +179,7 @@ static CALL_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 
 /// Speech recognition for a voice call whose flow can listen in some language.
 fn call_asr(shared: &Shared, setup: &CallSetup) -> Option<CallAsr> {
-    let pool = shared.asr.clone()?;
+    let pool = shared.asr.get().cloned()?;
     if setup.tty || setup.flow.speech.is_empty() {
         return None;
     }

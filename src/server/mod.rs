@@ -67,8 +67,9 @@ pub struct Shared {
     pub outbox: Arc<crate::outbox::Store>,
     /// Prompts loaded and SIP running.
     pub ready: std::sync::atomic::AtomicBool,
-    /// Speech recognition workers; `None` when no language has a recognizer.
-    pub asr: Option<asr_pool::AsrPool>,
+    /// Speech recognition workers, set once at start-up (before `ready`); empty when no
+    /// language has a recognizer.
+    pub asr: std::sync::OnceLock<asr_pool::AsrPool>,
     /// Time from the end of a caller's utterance to the reply starting to play.
     pub reply_latency: metrics::Histogram,
     /// Read-backs rendered on demand.
@@ -81,14 +82,14 @@ impl Shared {
         // Only languages a recognizer serves: listening in the others would tell every caller
         // "I can't take spoken answers right now".
         self.asr
-            .as_ref()
+            .get()
             .map(|p| p.engines().languages())
             .unwrap_or_default()
     }
 
     /// Which recognizer serves each language (`/readyz`, the start-up log).
     pub fn asr_backends(&self) -> serde_json::Value {
-        let engines = self.asr.as_ref().map(|p| p.engines());
+        let engines = self.asr.get().map(|p| p.engines());
         let mut out = serde_json::Map::new();
         for lang in crate::types::Lang::ALL {
             let backend = engines
@@ -251,6 +252,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Before anything slow: an admin API open to the network is refused at once.
     config.admin.check_exposure()?;
     let admin_token = config.admin.read_token()?;
+    // Sockets first: a port conflict is reported at once, and SIP answers OPTIONS and INVITE
+    // with 503 + Retry-After (what arrives while the grammars build waits in the buffers) while
+    // the recognizers load and the prompts render, so a proxy probing this node sees it out of
+    // service, not dead; /healthz answers and /readyz is 503 until then.
+    let udp = UdpSocket::bind(config.sip.listen)
+        .await
+        .with_context(|| format!("binding SIP UDP {}", config.sip.listen))?;
+    set_receive_buffer(&udp, SIP_RCVBUF_BYTES);
+    let tcp = TcpListener::bind(config.sip.listen)
+        .await
+        .with_context(|| format!("binding SIP TCP {}", config.sip.listen))?;
+    let admin = TcpListener::bind(config.admin.listen)
+        .await
+        .with_context(|| format!("binding admin {}", config.admin.listen))?;
     // Grammars are quick to build: a broken set stops the start with its file:line diagnostics.
     let nlu = load_grammars(&config.paths.grammars_dir)?;
     let policy_text = match &config.routing.policy {
@@ -262,44 +277,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let router = crate::routing::Router::from_config(&config.routing, policy_text.as_deref())
         .map_err(|e| anyhow::anyhow!("routing: {e}"))?;
     let sms_links = sendable_links(&router);
-    let asr_started = std::time::Instant::now();
-    let engines = load_engines(&config, &nlu)?;
-    let backends = engines.backends();
-    let asr = (!backends.is_empty()).then(|| {
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        asr_pool::AsrPool::start(
-            Arc::new(engines),
-            config.asr.worker_count(cores),
-            config.asr.queue_jobs_max,
-        )
-    });
-    for lang in crate::types::Lang::ALL {
-        let backend = backends
-            .iter()
-            .find(|(l, _)| *l == lang)
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_else(|| "none (keypad only)".into());
-        tracing::info!(%lang, %backend, "speech recognition");
-        println!("ivr: speech recognition {lang}: {backend}");
-    }
-    tracing::info!(
-        ms = asr_started.elapsed().as_millis() as u64,
-        "recognizers loaded"
-    );
-    // Sockets first: a port conflict is reported at once, and /healthz answers (with /readyz
-    // at 503) while the prompts render.
-    let udp = UdpSocket::bind(config.sip.listen)
-        .await
-        .with_context(|| format!("binding SIP UDP {}", config.sip.listen))?;
-    set_receive_buffer(&udp, SIP_RCVBUF_BYTES);
-    let tcp = TcpListener::bind(config.sip.listen)
-        .await
-        .with_context(|| format!("binding SIP TCP {}", config.sip.listen))?;
-    let admin = TcpListener::bind(config.admin.listen)
-        .await
-        .with_context(|| format!("binding admin {}", config.admin.listen))?;
     let store = Arc::new(Store::open(&config.paths.data_dir)?);
     let outbox = Arc::new(
         crate::outbox::Store::open(&config.paths.data_dir)
@@ -317,7 +294,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         sms_links,
         outbox: outbox.clone(),
         ready: std::sync::atomic::AtomicBool::new(false),
-        asr,
+        asr: std::sync::OnceLock::new(),
         reply_latency: metrics::Histogram::new(&metrics::LATENCY_BOUNDS_US),
         dynamic: Arc::new(crate::speech::dynamic::DynamicPrompts::new(
             config.tts.dynamic.clone(),
@@ -329,6 +306,44 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracing::error!(error = %e, "admin server stopped");
         }
     });
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    let sip = tokio::spawn(sip_task::run(shared.clone(), udp, tcp, drain_rx.clone()));
+    println!(
+        "ivr: loading; SIP on {} answers 503 until ready",
+        config.sip.listen
+    );
+
+    let asr_started = std::time::Instant::now();
+    let engine_config = config.clone();
+    let engine_nlu = shared.nlu.load();
+    let engines =
+        tokio::task::spawn_blocking(move || load_engines(&engine_config, &engine_nlu)).await??;
+    let backends = engines.backends();
+    if !backends.is_empty() {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let pool = asr_pool::AsrPool::start(
+            Arc::new(engines),
+            config.asr.worker_count(cores),
+            config.asr.queue_jobs_max,
+        );
+        // Set once, here, before `ready`: nothing reads it while SIP still refuses calls.
+        let _ = shared.asr.set(pool);
+    }
+    for lang in crate::types::Lang::ALL {
+        let backend = backends
+            .iter()
+            .find(|(l, _)| *l == lang)
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_else(|| "none (keypad only)".into());
+        tracing::info!(%lang, %backend, "speech recognition");
+        println!("ivr: speech recognition {lang}: {backend}");
+    }
+    tracing::info!(
+        ms = asr_started.elapsed().as_millis() as u64,
+        "recognizers loaded"
+    );
 
     let prompt_config = config.clone();
     let prompts = tokio::task::spawn_blocking(move || load_prompts(&prompt_config, None)).await??;
@@ -338,7 +353,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "prompts rendered and encoded"
     );
     shared.prompts.store(Arc::new(prompts));
-    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     // The delivery worker finishes the sends in flight when the server drains.
     let worker = tokio::spawn(crate::outbox::run_worker(
         outbox,
@@ -346,10 +360,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         drain_rx.clone(),
     ));
     tokio::spawn(reload::watch(shared.clone()));
-    let sip = tokio::spawn(sip_task::run(shared.clone(), udp, tcp, drain_rx));
     shared.ready.store(true, Relaxed);
     tracing::info!(sip = %config.sip.listen, admin = %config.admin.listen, rtp = %config.media.rtp_ports,
-        data = %config.paths.data_dir.display(), "ivr serving");
+        data = %config.paths.data_dir.display(), ms = started.elapsed().as_millis() as u64, "ivr serving");
     println!(
         "ivr: listening on sip:{} (udp+tcp), admin http://{}",
         config.sip.listen, config.admin.listen

@@ -67,7 +67,7 @@ async fn reload_grammars(shared: &Arc<Shared>) {
                 "grammars reloaded"
             );
             // The recognizers' grammars and PocketSphinx's LM follow the new phrases.
-            if let Some(pool) = shared.asr.clone() {
+            if let Some(pool) = shared.asr.get().cloned() {
                 let config = shared.config.clone();
                 match tokio::task::spawn_blocking(move || super::load_engines(&config, &nlu)).await
                 {

@@ -109,6 +109,8 @@ type AfterHours = std::collections::HashSet<(crate::types::Lang, String)>;
 
 pub struct SipTask {
     shared: Arc<Shared>,
+    /// Until `shared.ready`: OPTIONS and INVITE get 503 + Retry-After.
+    loading: bool,
     /// Who may talk to the endpoint at all (`[security]`): every message passes it first.
     guard: Guard,
     endpoint: Endpoint,
@@ -134,6 +136,9 @@ enum TcpEvent {
     Open(SocketAddr, mpsc::Sender<Vec<u8>>),
     Closed(SocketAddr),
 }
+
+/// Retry-After of the 503s sent while the server loads (recognizers, prompts).
+const LOADING_RETRY_AFTER_SECS: u32 = 5;
 
 pub async fn run(
     shared: Arc<Shared>,
@@ -164,7 +169,10 @@ pub async fn run(
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos() as u64;
+    let mut endpoint = endpoint;
+    endpoint.set_unavailable(Some(LOADING_RETRY_AFTER_SECS));
     let mut task = SipTask {
+        loading: true,
         ports: PortPool::new(cfg.media.rtp_ports.lo, cfg.media.rtp_ports.hi),
         shared: shared.clone(),
         guard: Guard::new(cfg.security.guard_config()),
@@ -242,6 +250,7 @@ pub async fn run(
             changed = drain.changed(), if !draining => {
                 if changed.is_ok() && *drain.borrow() {
                     draining = true;
+                    task.endpoint.set_unavailable(Some(shared.config.calls.retry_after_secs));
                     drain_deadline = Some(Instant::now() + Duration::from_secs(shared.config.calls.drain_timeout_secs));
                     tracing::info!(calls = task.calls.len(), "draining: new calls get 503");
                 }
@@ -263,6 +272,10 @@ impl SipTask {
     /// One datagram or framed TCP message: through the guard, then to the endpoint.
     fn receive(&mut self, from: SocketAddr, transport: Transport, data: &[u8]) {
         let now = Instant::now();
+        if self.loading && self.shared.ready.load(Relaxed) {
+            self.loading = false;
+            self.endpoint.set_unavailable(None);
+        }
         let verdict = self.guard.check(now, from.ip(), data);
         let edge = &self.shared.edge;
         edge.sources.store(self.guard.tracked() as i64, Relaxed);

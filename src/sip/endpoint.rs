@@ -279,6 +279,9 @@ pub struct Endpoint {
     next_call: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
+    /// While set (loading, draining), OPTIONS and new INVITEs get 503 with this Retry-After
+    /// (seconds), so a dispatcher's probe sees the node out of service instead of silence.
+    unavailable: Option<u32>,
     invite_txs: HashMap<TxKey, InviteEntry>,
     server_txs: HashMap<TxKey, ServerEntry>,
     client_txs: HashMap<String, ClientEntry>,
@@ -361,7 +364,19 @@ impl Endpoint {
             invite_client_txs: HashMap::new(),
             calls: HashMap::new(),
             dialogs: HashMap::new(),
+            unavailable: None,
         }
+    }
+
+    /// Take new calls (`None`), or refuse them and OPTIONS probes with 503 and `Retry-After:
+    /// secs` (loading, draining). Dialogs already up are not affected.
+    pub fn set_unavailable(&mut self, retry_after_secs: Option<u32>) {
+        self.unavailable = retry_after_secs;
+    }
+
+    /// Whether new calls and probes get 503 now.
+    pub fn is_unavailable(&self) -> bool {
+        self.unavailable.is_some()
     }
 
     /// Dialogs/INVITE calls currently known.
@@ -707,6 +722,10 @@ impl Endpoint {
         match method {
             Method::Cancel => self.handle_cancel(now, key, &msg, from, transport),
             Method::Options => {
+                if let Some(secs) = self.unavailable {
+                    let extra = [Header::new("Retry-After", &secs.to_string())];
+                    return self.reply(now, &msg, from, transport, 503, &extra);
+                }
                 let extra = [
                     Header::new("Allow", ALLOW),
                     Header::new("Accept", "application/sdp"),
@@ -738,6 +757,10 @@ impl Endpoint {
         from: SocketAddr,
         transport: Transport,
     ) {
+        if let Some(secs) = self.unavailable {
+            let extra = [Header::new("Retry-After", &secs.to_string())];
+            return self.reject_invite(now, &msg, from, transport, 503, &extra);
+        }
         if self.calls.len() >= MAX_CALLS {
             let extra = [Header::new("Retry-After", "5")];
             return self.reject_invite(now, &msg, from, transport, 503, &extra);
@@ -1432,6 +1455,42 @@ mod tests {
         assert_eq!(info.request_user, "help");
         assert!(!format!("{info:?}").contains("5551234"));
         assert_eq!(ep.calls(), 1);
+    }
+
+    #[test]
+    fn unavailable_refuses_probes_and_new_calls_with_503_not_silence() {
+        let mut ep = Endpoint::new(EndpointConfig::default());
+        let options = invite("z9hG4bKo1").replace("INVITE", "OPTIONS");
+        ep.set_unavailable(Some(7));
+        assert!(ep.is_unavailable());
+        ep.handle_input(Instant::now(), addr(), Transport::Udp, options.as_bytes());
+        let out = drain(&mut ep);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(out[0].starts_with("SIP/2.0 503 "), "{out:?}");
+        assert!(out[0].contains("\r\nRetry-After: 7\r\n"), "{out:?}");
+        ep.handle_input(
+            Instant::now(),
+            addr(),
+            Transport::Udp,
+            invite("z9hG4bKi1").as_bytes(),
+        );
+        let out = drain(&mut ep);
+        assert!(out.iter().any(|m| m.starts_with("SIP/2.0 503 ")), "{out:?}");
+        assert!(ep.poll_event().is_none(), "no call for the app");
+        assert_eq!(ep.calls(), 0);
+        // Back in service: the same probe (a new transaction) gets 200, a call is offered.
+        ep.set_unavailable(None);
+        let options = options.replace("z9hG4bKo1", "z9hG4bKo2");
+        ep.handle_input(Instant::now(), addr(), Transport::Udp, options.as_bytes());
+        let out = drain(&mut ep);
+        assert!(out[0].starts_with("SIP/2.0 200 OK\r\n"), "{out:?}");
+        ep.handle_input(
+            Instant::now(),
+            addr(),
+            Transport::Udp,
+            invite("z9hG4bKi2").replace("cid-1", "cid-2").as_bytes(),
+        );
+        assert!(matches!(ep.poll_event(), Some(Event::Incoming { .. })));
     }
 
     #[test]

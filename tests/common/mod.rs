@@ -80,6 +80,8 @@ pub struct ServerOptions {
     pub admin_token: Option<String>,
     /// The server's working directory (default: the test's).
     pub cwd: Option<PathBuf>,
+    /// Rendered prompts; `None`: the cache shared by all tests (each prompt rendered once).
+    pub tts_cache: Option<PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -95,6 +97,7 @@ impl Default for ServerOptions {
             extra_toml: String::new(),
             admin_token: None,
             cwd: None,
+            tts_cache: None,
         }
     }
 }
@@ -137,12 +140,23 @@ impl Server {
     }
 
     fn try_start(opts: &ServerOptions) -> Result<Server, String> {
+        let mut server = Server::spawn(opts);
+        server.wait_ready(Duration::from_secs(240))?;
+        Ok(server)
+    }
+
+    /// Start `ivr serve` on free loopback ports and return at once, without waiting for it to
+    /// be ready (or even to have bound its sockets).
+    pub fn spawn(opts: &ServerOptions) -> Server {
         let sip_port = free_port();
         let admin_port = free_port();
         let rtp = rtp_range(opts.rtp_span);
         let data_dir = temp_dir("data");
         // Rendered speech is shared by all tests: each prompt is synthesized once per machine.
-        let tts_cache = repo().join("target/tts-cache");
+        let tts_cache = opts
+            .tts_cache
+            .clone()
+            .unwrap_or_else(|| repo().join("target/tts-cache"));
         let token_toml = match &opts.admin_token {
             Some(token) => {
                 let path = data_dir.join("admin-token");
@@ -187,7 +201,7 @@ impl Server {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start ivr serve");
-        let mut server = Server {
+        Server {
             child,
             sip: SocketAddr::from(([127, 0, 0, 1], sip_port)),
             admin: SocketAddr::from(([127, 0, 0, 1], admin_port)),
@@ -195,12 +209,10 @@ impl Server {
             data_dir,
             log,
             admin_token: opts.admin_token.clone(),
-        };
-        server.wait_ready(Duration::from_secs(240))?;
-        Ok(server)
+        }
     }
 
-    fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
+    pub fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
         let start = Instant::now();
         while start.elapsed() < limit {
             if let Ok(Some(status)) = self.child.try_wait() {
