@@ -1,6 +1,6 @@
 //! Three ivr nodes behind Kamailio's dispatcher (`scripts/cluster up --nodes 3`), called by SIPp
 //! through Kamailio only:
-//! - 60 calls in all succeed, and every node takes some (each node's `/metrics`);
+//! - 60 calls all succeed, and every node takes some (each node's `/metrics`);
 //! - kill -9 of a node while calls run: calls started right after it (before a probe has seen the
 //!   node die) fail over on timeout to the others, none fails, and the dead node is marked down;
 //! - SIGTERM drains a node: Kamailio's probe gets 503 and takes it out of rotation, no new call
@@ -200,15 +200,15 @@ fn calls_spread_fail_over_and_drain_behind_kamailio() {
     let proxy = cluster.sip();
     eprintln!("cluster up in {:?}", started.elapsed());
 
-    // 1. Spread: 30 calls, every node takes some.
-    let run = sipp(&proxy, 30, 5, &dir, "spread");
+    // 1. Spread: 60 calls, every one succeeds and every node takes some.
+    let run = sipp(&proxy, 60, 6, &dir, "spread");
     let (ok, failed) = finish(run, &dir, "spread", &cluster);
-    assert_eq!((ok, failed), (30, 0), "{}", cluster.logs());
+    assert_eq!((ok, failed), (60, 0), "{}", cluster.logs());
     let taken: Vec<i64> = (0..3)
         .map(|i| cluster.metric(i, "ivr_calls_completed_total"))
         .collect();
     eprintln!("calls per node after the spread: {taken:?}");
-    assert_eq!(taken.iter().sum::<i64>(), 30, "{taken:?}");
+    assert_eq!(taken.iter().sum::<i64>(), 60, "{taken:?}");
     assert!(
         taken.iter().all(|&n| n > 0),
         "a node took no call: {taken:?}"
