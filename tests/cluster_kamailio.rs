@@ -189,6 +189,41 @@ fn finish(mut child: Child, dir: &Path, name: &str, cluster: &Cluster) -> (u64, 
     (ok, failed)
 }
 
+/// GET from a server that keeps the connection open (Kamailio's xhttp ignores
+/// `Connection: close`): the body is read by its Content-Length. Panics unless 200.
+fn get_keepalive(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        let n = s.read(&mut chunk).expect("read the reply");
+        assert!(n > 0, "connection closed mid-reply");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .expect("Content-Length");
+            if body.len() >= len {
+                assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+                return body.to_string();
+            }
+        }
+    }
+}
+
 #[test]
 fn calls_spread_fail_over_and_drain_behind_kamailio() {
     require("sipp");
@@ -213,6 +248,21 @@ fn calls_spread_fail_over_and_drain_behind_kamailio() {
         taken.iter().all(|&n| n > 0),
         "a node took no call: {taken:?}"
     );
+
+    // Kamailio's own metrics (xhttp_prom): it counted those INVITEs.
+    let kmetrics: std::net::SocketAddr = cluster.json["kamailio"]["metrics"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let body = get_keepalive(kmetrics, "/metrics");
+    let invites: f64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("kamailio_core_rcv_requests_invite "))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no INVITE count in Kamailio's metrics:\n{body}"));
+    assert!(invites >= 60.0, "Kamailio counted {invites} INVITEs");
 
     // 2. kill -9 node3 while calls run; calls started right after it fail over, none fails.
     let background = sipp(&proxy, 15, 3, &dir, "during-kill");
