@@ -225,4 +225,26 @@ mod tests {
         );
         let _ = std::fs::remove_dir_all(dir);
     }
+
+    #[test]
+    fn a_wav_in_memory_reads_as_the_same_file_does() {
+        let dir = std::env::temp_dir().join(format!("ivr-wav-bytes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("x.wav");
+        let pcm = Pcm {
+            rate: 16000,
+            samples: (0..1600).map(|i| ((i * 37) % 2000 - 1000) as i16).collect(),
+        };
+        write_wav(&path, &pcm).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(
+            read_wav_bytes(&bytes, &path).unwrap(),
+            read_wav(&path).unwrap()
+        );
+        assert_eq!(read_wav_bytes(&bytes, &path).unwrap(), pcm);
+        // Malformed bytes are an error, not a panic.
+        assert!(read_wav_bytes(&bytes[..20], &path).is_err());
+        assert!(read_wav_bytes(b"not a wav", &path).is_err());
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
