@@ -5,6 +5,7 @@
 //! (`server`) that owns sockets, clocks, threads, files and databases. See ARCHITECTURE.md.
 
 pub mod asr;
+pub mod assets;
 pub mod audio;
 pub mod cli;
 pub mod config;

@@ -188,7 +188,12 @@ fn say(
         .join(lang.code())
         .join("audio")
         .join(format!("{id}.wav"));
-    let pcm = if prompt.is_some() && recorded.exists() {
+    let builtin = ivr::assets::use_embedded(&cfg.paths.prompts_dir)
+        .then(|| ivr::assets::prompt_audio(lang, &id))
+        .flatten();
+    let pcm = if let (Some(_), Some((name, bytes))) = (prompt, builtin) {
+        tts::read_wav_bytes(bytes, &name)?
+    } else if prompt.is_some() && recorded.exists() {
         tts::read_wav(&recorded)?
     } else {
         tts::render(&rendered.ssml, render.voice(lang), &render.cache_dir)?

@@ -23,8 +23,8 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut errors: Vec<String> = Vec::new();
 
-    match crate::speech::read_sources(&args.prompts) {
-        Err(e) => errors.push(format!("{}: {e}", args.prompts.display())),
+    match crate::server::load_prompt_sources(&args.prompts) {
+        Err(e) => errors.push(format!("{e:#}")),
         Ok(sources) => match crate::speech::Catalog::parse(&sources) {
             Err(errs) => errors.extend(errs.iter().map(ToString::to_string)),
             Ok(catalog) => {

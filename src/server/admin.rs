@@ -99,6 +99,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         if let Some(pool) = shared.asr.get() {
             out.push_str(&pool.metrics().render());
         }
+        out.push_str(&shared.outbox.metrics.render());
         out
     })
         .into_response()

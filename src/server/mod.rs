@@ -158,8 +158,14 @@ pub fn sendable_links(router: &crate::routing::Router) -> std::collections::Hash
         .collect()
 }
 
-/// Every `*.txt` under `<dir>/en` and `<dir>/es`, sorted, as grammar sources.
+/// Every `*.txt` under `<dir>/en` and `<dir>/es`, sorted, as grammar sources; the grammars
+/// built into the binary (`assets`) when `dir` does not exist.
 pub fn load_grammar_sources(dir: &std::path::Path) -> anyhow::Result<Vec<crate::nlu::Source>> {
+    if crate::assets::use_embedded(dir) {
+        tracing::info!(dir = %dir.display(), "grammars: directory not found, using the built-in grammars");
+        return Ok(crate::assets::grammar_sources());
+    }
+    tracing::debug!(dir = %dir.display(), "grammars: from the directory");
     let mut sources = Vec::new();
     for lang in crate::types::Lang::ALL {
         let sub = dir.join(lang.code());
@@ -178,6 +184,16 @@ pub fn load_grammar_sources(dir: &std::path::Path) -> anyhow::Result<Vec<crate::
     Ok(sources)
 }
 
+/// The prompt files under `dir`; the prompts built into the binary when `dir` does not exist.
+pub fn load_prompt_sources(dir: &std::path::Path) -> anyhow::Result<Vec<crate::speech::Source>> {
+    if crate::assets::use_embedded(dir) {
+        tracing::info!(dir = %dir.display(), "prompts: directory not found, using the built-in prompts");
+        return Ok(crate::assets::prompt_sources());
+    }
+    tracing::debug!(dir = %dir.display(), "prompts: from the directory");
+    crate::speech::read_sources(dir).with_context(|| format!("reading {}", dir.display()))
+}
+
 /// Parse, validate and train the grammars; any diagnostic rejects the whole set.
 pub fn load_grammars(dir: &std::path::Path) -> anyhow::Result<crate::nlu::Nlu> {
     let sources = load_grammar_sources(dir)?;
@@ -193,8 +209,7 @@ pub fn load_grammars(dir: &std::path::Path) -> anyhow::Result<crate::nlu::Nlu> {
 
 /// Read and parse `prompts/`; every diagnostic (`file:line: message`) in the error.
 pub fn load_catalog(dir: &std::path::Path) -> anyhow::Result<crate::speech::Catalog> {
-    let sources =
-        crate::speech::read_sources(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let sources = load_prompt_sources(dir)?;
     crate::speech::Catalog::parse(&sources).map_err(|errs| diagnostics(&errs))
 }
 

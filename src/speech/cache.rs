@@ -159,23 +159,65 @@ pub fn build(
     Ok(PromptSet { prompts, catalog })
 }
 
-fn recorded_path(p: &Prompt, prompts_dir: &Path) -> std::path::PathBuf {
-    prompts_dir
-        .join(p.lang.code())
-        .join("audio")
-        .join(format!("{}.wav", p.id))
+/// A prompt's recording: a file under the prompts directory, or one built into the binary
+/// (used only when the prompts directory does not exist, as the catalog then is the built-in one).
+enum Recording {
+    File(std::path::PathBuf, std::fs::Metadata),
+    Builtin(std::path::PathBuf, &'static [u8]),
+}
+
+impl Recording {
+    fn find(p: &Prompt, prompts_dir: &Path) -> Option<Recording> {
+        if crate::assets::use_embedded(prompts_dir) {
+            return crate::assets::prompt_audio(p.lang, &p.id)
+                .map(|(path, bytes)| Recording::Builtin(path, bytes));
+        }
+        let path = prompts_dir
+            .join(p.lang.code())
+            .join("audio")
+            .join(format!("{}.wav", p.id));
+        let meta = std::fs::metadata(&path).ok()?;
+        Some(Recording::File(path, meta))
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            Recording::File(p, _) | Recording::Builtin(p, _) => p,
+        }
+    }
+
+    fn stamp(&self) -> String {
+        match self {
+            Recording::File(path, m) => {
+                format!("wav:{}:{}:{:?}", path.display(), m.len(), m.modified().ok())
+            }
+            Recording::Builtin(path, bytes) => {
+                format!(
+                    "wav:{}:{}:{:016x}",
+                    path.display(),
+                    bytes.len(),
+                    fnv1a(bytes)
+                )
+            }
+        }
+    }
+
+    fn read(&self) -> std::io::Result<tts::Pcm> {
+        match self {
+            Recording::File(path, _) => tts::read_wav(path),
+            Recording::Builtin(path, bytes) => tts::read_wav_bytes(bytes, path),
+        }
+    }
 }
 
 fn stamp_of(p: &Prompt, prompts_dir: &Path, render: &RenderConfig) -> String {
-    let recorded = recorded_path(p, prompts_dir);
-    match std::fs::metadata(&recorded) {
-        Ok(m) => format!(
-            "wav:{}:{}:{:?}",
-            recorded.display(),
-            m.len(),
-            m.modified().ok()
-        ),
-        Err(_) => {
+    stamp_with(p, Recording::find(p, prompts_dir).as_ref(), render)
+}
+
+fn stamp_with(p: &Prompt, recorded: Option<&Recording>, render: &RenderConfig) -> String {
+    match recorded {
+        Some(r) => r.stamp(),
+        None => {
             let v = render.voice(p.lang);
             format!("tts:{}:{}:{}", v.name, v.speed, p.rendered.ssml)
         }
@@ -187,13 +229,12 @@ fn encode_prompt(
     prompts_dir: &Path,
     render: &RenderConfig,
 ) -> Result<EncodedPrompt, String> {
-    let recorded = recorded_path(p, prompts_dir);
-    let stamp = stamp_of(p, prompts_dir, render);
+    let recorded = Recording::find(p, prompts_dir);
+    let stamp = stamp_with(p, recorded.as_ref(), render);
     let where_ = |e: String| format!("{}:{}: prompt {:?}: {e}", p.path.display(), p.line, p.id);
-    let source = if recorded.exists() {
-        recorded.display().to_string()
-    } else {
-        "tts".to_string()
+    let source = match &recorded {
+        Some(r) => r.path().display().to_string(),
+        None => "tts".to_string(),
     };
     let frames_path = render
         .cache_dir
@@ -211,10 +252,11 @@ fn encode_prompt(
             stamp,
         ));
     }
-    let (pcm, source) = if recorded.exists() {
-        let pcm =
-            tts::read_wav(&recorded).map_err(|e| where_(format!("{}: {e}", recorded.display())))?;
-        (pcm, recorded.display().to_string())
+    let (pcm, source) = if let Some(r) = &recorded {
+        let pcm = r
+            .read()
+            .map_err(|e| where_(format!("{}: {e}", r.path().display())))?;
+        (pcm, source)
     } else {
         let pcm = tts::render(&p.rendered.ssml, render.voice(p.lang), &render.cache_dir)
             .map_err(|e| where_(e.to_string()))?;

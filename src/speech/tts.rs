@@ -77,7 +77,17 @@ pub fn cache_path(ssml: &str, voice: &Voice, cache_dir: &Path) -> PathBuf {
 
 /// Read a mono or stereo WAV (8/16/24/32-bit integer or 32-bit float) as mono i16.
 pub fn read_wav(path: &Path) -> io::Result<Pcm> {
-    let mut reader = hound::WavReader::open(path).map_err(to_io)?;
+    let file = std::fs::File::open(path)?;
+    read_wav_from(io::BufReader::new(file), path)
+}
+
+/// `read_wav` of a WAV held in memory (a recording built into the binary); `name` for errors.
+pub fn read_wav_bytes(bytes: &[u8], name: &Path) -> io::Result<Pcm> {
+    read_wav_from(io::Cursor::new(bytes), name)
+}
+
+fn read_wav_from<R: io::Read>(input: R, path: &Path) -> io::Result<Pcm> {
+    let mut reader = hound::WavReader::new(input).map_err(to_io)?;
     let spec = reader.spec();
     let channels = usize::from(spec.channels.max(1));
     let mono: Vec<i16> = match (spec.sample_format, spec.bits_per_sample) {
@@ -213,6 +223,28 @@ mod tests {
             render("<speak>Thank you for calling.</speak>", &v, &dir).unwrap(),
             pcm
         );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_wav_in_memory_reads_as_the_same_file_does() {
+        let dir = std::env::temp_dir().join(format!("ivr-wav-bytes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("x.wav");
+        let pcm = Pcm {
+            rate: 16000,
+            samples: (0..1600).map(|i| ((i * 37) % 2000 - 1000) as i16).collect(),
+        };
+        write_wav(&path, &pcm).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(
+            read_wav_bytes(&bytes, &path).unwrap(),
+            read_wav(&path).unwrap()
+        );
+        assert_eq!(read_wav_bytes(&bytes, &path).unwrap(), pcm);
+        // Malformed bytes are an error, not a panic.
+        assert!(read_wav_bytes(&bytes[..20], &path).is_err());
+        assert!(read_wav_bytes(b"not a wav", &path).is_err());
         let _ = std::fs::remove_dir_all(dir);
     }
 }

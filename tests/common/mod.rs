@@ -78,6 +78,8 @@ pub struct ServerOptions {
     pub extra_toml: String,
     /// `[admin] token_file` holding this token; the harness then sends it on every admin call.
     pub admin_token: Option<String>,
+    /// The server's working directory (default: the test's).
+    pub cwd: Option<PathBuf>,
     /// Rendered prompts; `None`: the cache shared by all tests (each prompt rendered once).
     pub tts_cache: Option<PathBuf>,
 }
@@ -94,6 +96,7 @@ impl Default for ServerOptions {
             answer_delay_ms: 0,
             extra_toml: String::new(),
             admin_token: None,
+            cwd: None,
             tts_cache: None,
         }
     }
@@ -182,7 +185,11 @@ impl Server {
         let config_path = data_dir.join("ivr.toml");
         std::fs::write(&config_path, config).unwrap();
         let log = data_dir.join("server.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_ivr"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ivr"));
+        if let Some(cwd) = &opts.cwd {
+            cmd.current_dir(cwd);
+        }
+        let child = cmd
             .arg("serve")
             .arg("--config")
             .arg(&config_path)
