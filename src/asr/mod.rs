@@ -277,8 +277,8 @@ pub struct AsrConfig {
 
 impl Default for AsrConfig {
     /// English on PocketSphinx, Spanish off until a Vosk model is configured; one worker per
-    /// core with 256 queued 20 ms jobs each (about 5 s of one caller's audio), 12 recognizers
-    /// and 64 waiting utterances (3 s of grace after they end) each; 700 ms trailing
+    /// core with 256 queued 20 ms jobs each (about 5 s of one caller's audio), 8 recognizers
+    /// and 8 waiting utterances (3 s of grace after they end) each; 700 ms trailing
     /// silence, 10 s utterances, 6 s of no input.
     fn default() -> Self {
         AsrConfig {
@@ -286,8 +286,8 @@ impl Default for AsrConfig {
             es: LangAsrConfig::default(),
             workers: 0,
             queue_jobs_max: 256,
-            recognizers_per_worker: 12,
-            waiting_per_worker: 64,
+            recognizers_per_worker: 8,
+            waiting_per_worker: 8,
             wait_after_end_ms: 3_000,
             trailing_silence_ms: 700,
             max_utterance_ms: 10_000,

@@ -416,12 +416,14 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// 12 recognizers (PocketSphinx ≈ 5 MB each), 64 waiting with up to 10 s of 16 kHz audio
-    /// each, 3 s of grace after the end of an utterance.
+    /// 8 recognizers (PocketSphinx ≈ 5 MB each; RTF ≈ 0.06, so 8 live streams take about half
+    /// a core), 8 waiting with up to 10 s of 16 kHz audio each, 3 s of grace after the end of
+    /// an utterance. More waiting only floods the queue with audio that cannot be decoded in
+    /// time (`manifest-talkers.toml`, BENCHMARKING.md).
     fn default() -> Self {
         Limits {
-            recognizers: 12,
-            waiting: 64,
+            recognizers: 8,
+            waiting: 8,
             wait_samples: 160_000,
             wait_after_end: std::time::Duration::from_secs(3),
         }
