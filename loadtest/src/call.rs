@@ -15,6 +15,7 @@ use ivr::sip::{CallKey, Endpoint, EndpointConfig, Event, OutgoingCall, Transport
 use serde::Serialize;
 
 use crate::audio::AudioSet;
+use crate::impair::{ImpairCounts, Impairment, stream_seed};
 use crate::manifest::{Script, Step};
 use crate::sender::{Chunk, Sender, Stream};
 use crate::stats::{Dist, RtpStats, SPEECH_RMS, frame_rms, ms};
@@ -40,6 +41,9 @@ pub struct CallCtx {
     pub default_caller: String,
     /// How long to wait for the 200 before giving up (CANCEL).
     pub answer_timeout: Duration,
+    /// Network impairment of every caller's RTP, and the run's seed for its schedules.
+    pub impair: Impairment,
+    pub seed: u64,
 }
 
 /// One call's measurements and verdict.
@@ -71,6 +75,9 @@ pub struct CallResult {
     /// the IVR's record says it read (its `speech.caller_lines`).
     pub tty_chars: usize,
     pub tty_char_errors: usize,
+    /// What the network impairment did to the caller's packets (`--impair`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub impairment: Option<ImpairCounts>,
     pub errors: Vec<String>,
     #[serde(skip)]
     pub pacing_us: Vec<u32>,
@@ -102,6 +109,8 @@ const PAUSE: Duration = Duration::from_millis(500);
 
 struct Call<'a> {
     ctx: &'a CallCtx,
+    /// The call's number in the run (seeds its impairment).
+    n: usize,
     ep: Endpoint,
     sip: UdpSocket,
     rtp: UdpSocket,
@@ -137,7 +146,7 @@ pub fn run_call(ctx: &CallCtx, script: &Script, n: usize, run_start: Instant) ->
         started_s: started.duration_since(run_start).as_secs_f64(),
         ..CallResult::default()
     };
-    match Call::place(ctx, script) {
+    match Call::place(ctx, script, n) {
         Ok(mut call) => {
             call.run(script);
             call.finish(&mut result);
@@ -163,7 +172,7 @@ pub fn run_call(ctx: &CallCtx, script: &Script, n: usize, run_start: Instant) ->
 }
 
 impl<'a> Call<'a> {
-    fn place(ctx: &'a CallCtx, script: &Script) -> std::io::Result<Call<'a>> {
+    fn place(ctx: &'a CallCtx, script: &Script, n: usize) -> std::io::Result<Call<'a>> {
         let local_ip = local_ip_for(ctx.target_addr)?;
         let sip = UdpSocket::bind((local_ip, 0))?;
         let rtp = UdpSocket::bind((local_ip, 0))?;
@@ -208,6 +217,7 @@ impl<'a> Call<'a> {
             .map_err(invalid)?;
         let mut call = Call {
             ctx,
+            n,
             ep,
             sip,
             rtp,
@@ -551,7 +561,8 @@ impl<'a> Call<'a> {
             event_type,
             if alaw { 0xD5 } else { 0xFF },
             seed(&self.call_id),
-        ));
+        )
+        .impair(self.ctx.impair, stream_seed(self.ctx.seed, self.n)));
         stream.set_dest(SocketAddr::new(ip, audio.port));
         self.ctx.sender.add(stream.clone());
         Some(Media {
@@ -577,6 +588,7 @@ impl<'a> Call<'a> {
         r.reaction_ms = std::mem::take(&mut self.reactions);
         r.packets_received = self.stats.received;
         r.packets_sent = self.media.as_ref().map_or(0, |m| m.stream.packets());
+        r.impairment = self.media.as_ref().and_then(|m| m.stream.impair_counts());
         r.jitter_ms = self.stats.jitter_ms();
         r.loss_pct = self.stats.loss_pct();
         r.pacing_us = std::mem::take(&mut self.stats.pacing_us);
@@ -751,6 +763,8 @@ mod tests {
             audio: Arc::new(AudioSet::default()),
             default_caller: "2025550134".into(),
             answer_timeout: Duration::from_secs(1),
+            impair: Impairment::default(),
+            seed: 1,
         };
         let script = Script {
             name: "dead".into(),
