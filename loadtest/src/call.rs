@@ -284,6 +284,7 @@ impl<'a> Call<'a> {
     fn step(&mut self, i: usize, step: &Step) {
         let Some(m) = &self.media else { return };
         let stream = m.stream.clone();
+        let alaw = m.alaw;
         match step {
             Step::Audio { .. } | Step::Tty { .. } => match self.ctx.audio.clip(step, m.alaw) {
                 Some(clip) => {
@@ -299,12 +300,25 @@ impl<'a> Call<'a> {
                 wait_ms,
                 key_ms,
                 gap_ms,
+                inband,
             } => {
                 let key_ms = key_ms.unwrap_or(KEY_MS).clamp(40, 2000);
                 let gap_ms = gap_ms.unwrap_or(KEY_GAP_MS).min(10_000);
                 let mut frames = 0;
                 self.begin_input();
-                for (k, d) in digits.chars().filter_map(digit_event).enumerate() {
+                if *inband {
+                    // The tones in the audio (the product's generator, −6 dBm0), rendered per
+                    // step on this call's thread, never on the pacing threads.
+                    let clip = inband_keys(digits, key_ms, gap_ms, alaw);
+                    frames = (clip.len() / 160) as u64;
+                    stream.push(Chunk::audio(clip));
+                }
+                for (k, d) in digits
+                    .chars()
+                    .filter_map(digit_event)
+                    .enumerate()
+                    .filter(|_| !inband)
+                {
                     if k > 0 {
                         stream.push(Chunk::silence_ms(gap_ms));
                     }
@@ -555,14 +569,16 @@ impl<'a> Call<'a> {
             .map_or(101, |(pt, ..)| pt);
         let alaw = payload_type == 8;
         let socket = self.rtp.try_clone().ok()?;
-        let stream = Arc::new(Stream::new(
-            socket,
-            payload_type,
-            event_type,
-            if alaw { 0xD5 } else { 0xFF },
-            seed(&self.call_id),
-        )
-        .impair(self.ctx.impair, stream_seed(self.ctx.seed, self.n)));
+        let stream = Arc::new(
+            Stream::new(
+                socket,
+                payload_type,
+                event_type,
+                if alaw { 0xD5 } else { 0xFF },
+                seed(&self.call_id),
+            )
+            .impair(self.ctx.impair, stream_seed(self.ctx.seed, self.n)),
+        );
         stream.set_dest(SocketAddr::new(ip, audio.port));
         self.ctx.sender.add(stream.clone());
         Some(Media {
@@ -596,6 +612,22 @@ impl<'a> Call<'a> {
         r.pacing_error_ms = Dist::of(&p);
         r.errors.append(&mut self.errors);
     }
+}
+
+/// G.711 audio of DTMF tones: each key `key_ms` long, `gap_ms` of silence between keys.
+fn inband_keys(digits: &str, key_ms: u64, gap_ms: u64, alaw: bool) -> Arc<[u8]> {
+    let mut pcm = Vec::new();
+    for (k, d) in digits
+        .chars()
+        .filter(|&c| digit_event(c).is_some())
+        .enumerate()
+    {
+        if k > 0 {
+            pcm.resize(pcm.len() + (gap_ms * 8) as usize, 0);
+        }
+        pcm.extend(ivr::audio::dtmf::dtmf_tone(d, key_ms as u32, 8000));
+    }
+    crate::audio::encode(&pcm, alaw)
 }
 
 fn invalid(e: impl std::fmt::Display) -> std::io::Error {
@@ -730,6 +762,35 @@ fn tty_char_errors(script: &Script, rec: &serde_json::Value) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inband_keys_are_tones_the_ivr_detects() {
+        for alaw in [false, true] {
+            let clip = inband_keys("12#", 100, 100, alaw);
+            assert_eq!(clip.len(), (100 * 3 + 100 * 2) * 8);
+            let mut det = ivr::audio::dtmf::DtmfDetector::new(Default::default());
+            let mut got = String::new();
+            for frame in clip.chunks(160) {
+                let pcm: Vec<i16> = frame
+                    .iter()
+                    .map(|&b| {
+                        if alaw {
+                            ivr::rtp::codec::alaw_decode(b)
+                        } else {
+                            ivr::rtp::codec::ulaw_decode(b)
+                        }
+                    })
+                    .collect();
+                got.extend(det.process(&pcm));
+            }
+            let silence = vec![0i16; 160];
+            for _ in 0..10 {
+                got.extend(det.process(&silence));
+            }
+            got.extend(det.poll_digit());
+            assert_eq!(got, "12#", "alaw {alaw}");
+        }
+    }
 
     #[test]
     fn retarget_replaces_the_user_part() {

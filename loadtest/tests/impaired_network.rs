@@ -87,7 +87,9 @@ fn full_mix_holds_under_loss_jitter_reorder_and_duplicates() {
     // The TTY caller's question was read closely enough to be answered (asserted per call
     // above through its expected intent); the character error rate is a figure to watch, with
     // a gross bound only.
-    let cer = json["figures"]["tty_cer_pct"].as_f64().expect("TTY calls ran");
+    let cer = json["figures"]["tty_cer_pct"]
+        .as_f64()
+        .expect("TTY calls ran");
     println!("TTY character error rate under impairment: {cer:.2} %");
     assert!(cer < 10.0, "TTY CER {cer}");
 }

@@ -81,7 +81,8 @@ impl TelephoneEventReceiver {
         if let Some(c) = self.current.take().filter(|c| !c.emitted) {
             // One key already waiting and another unfinished at the same switch: the second
             // is lost (two undelivered keys within one packet interval do not happen).
-            self.pending.get_or_insert(Self::finish(self.clock_rate, &c));
+            self.pending
+                .get_or_insert(Self::finish(self.clock_rate, &c));
             self.pending_since = Some(now);
         }
         self.recent = [None; RECENT_EVENTS];
