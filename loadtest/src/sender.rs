@@ -680,6 +680,44 @@ mod tests {
         assert_eq!(l.quantile_ms(1.0), 99.99);
     }
 
+    /// The pacing thread applies a stream's impairment: over 150 ticks some packets never
+    /// arrive, some arrive twice, some overtake an earlier one, and the counts say so.
+    #[test]
+    fn pacing_thread_applies_the_impairment() {
+        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let s = Stream::new(UdpSocket::bind("127.0.0.1:0").unwrap(), 0, 101, 0xFF, 7)
+            .impair("loss=10,jitter=50,dup=10".parse().unwrap(), 3);
+        s.set_dest(sink.local_addr().unwrap());
+        let s = Arc::new(s);
+        let sender = Sender::start(1).unwrap();
+        sender.add(s.clone());
+        sink.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut buf = [0u8; 200];
+        let mut seqs = Vec::new();
+        while seqs.len() < 150 {
+            let Ok(n) = sink.recv(&mut buf) else { break };
+            assert_eq!(n, 172);
+            seqs.push(u16::from_be_bytes([buf[2], buf[3]]));
+        }
+        s.close();
+        drop(sender);
+        let c = s.impair_counts().unwrap();
+        assert!(
+            c.generated >= 140 && c.dropped > 0 && c.duplicated > 0,
+            "{c:?}"
+        );
+        let first = seqs[0];
+        let rel: Vec<i16> = seqs.iter().map(|q| q.wrapping_sub(first) as i16).collect();
+        let mut sorted = rel.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert!(sorted.len() < rel.len(), "no duplicate arrived");
+        assert!(rel.windows(2).any(|w| w[1] < w[0]), "nothing reordered");
+        let span = (sorted[sorted.len() - 1] - sorted[0] + 1) as usize;
+        assert!(sorted.len() < span, "nothing lost");
+    }
+
     #[test]
     fn pacing_thread_sends_every_20_ms() {
         let (s, sink) = stream();
