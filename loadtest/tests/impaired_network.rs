@@ -94,7 +94,7 @@ fn full_mix_holds_under_loss_jitter_reorder_and_duplicates() {
     // TTY: Baudot has no redundancy and a lost 20 ms packet can take most of a 22 ms bit, so
     // 5 % loss costs ~1-3 % of the characters (BENCHMARKING.md, "Media path on an impaired
     // network"); now and then a question comes out too garbled to answer without asking back
-    // (2 of 82 calls measured). Every TTY call's question must be read, all but at most one
+    // (2 of 86 calls measured). Every TTY call's question must be read, all but at most one
     // answered, and the character error rate stay well under 10 %.
     let tty: Vec<&serde_json::Value> = json["per_call"]
         .as_array()
