@@ -15,6 +15,7 @@ use ivr::sip::{CallKey, Endpoint, EndpointConfig, Event, OutgoingCall, Transport
 use serde::Serialize;
 
 use crate::audio::AudioSet;
+use crate::impair::{ImpairCounts, Impairment, stream_seed};
 use crate::manifest::{Script, Step};
 use crate::sender::{Chunk, Sender, Stream};
 use crate::stats::{Dist, RtpStats, SPEECH_RMS, frame_rms, ms};
@@ -40,6 +41,9 @@ pub struct CallCtx {
     pub default_caller: String,
     /// How long to wait for the 200 before giving up (CANCEL).
     pub answer_timeout: Duration,
+    /// Network impairment of every caller's RTP, and the run's seed for its schedules.
+    pub impair: Impairment,
+    pub seed: u64,
 }
 
 /// One call's measurements and verdict.
@@ -71,6 +75,9 @@ pub struct CallResult {
     /// the IVR's record says it read (its `speech.caller_lines`).
     pub tty_chars: usize,
     pub tty_char_errors: usize,
+    /// What the network impairment did to the caller's packets (`--impair`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub impairment: Option<ImpairCounts>,
     pub errors: Vec<String>,
     #[serde(skip)]
     pub pacing_us: Vec<u32>,
@@ -102,6 +109,8 @@ const PAUSE: Duration = Duration::from_millis(500);
 
 struct Call<'a> {
     ctx: &'a CallCtx,
+    /// The call's number in the run (seeds its impairment).
+    n: usize,
     ep: Endpoint,
     sip: UdpSocket,
     rtp: UdpSocket,
@@ -137,7 +146,7 @@ pub fn run_call(ctx: &CallCtx, script: &Script, n: usize, run_start: Instant) ->
         started_s: started.duration_since(run_start).as_secs_f64(),
         ..CallResult::default()
     };
-    match Call::place(ctx, script) {
+    match Call::place(ctx, script, n) {
         Ok(mut call) => {
             call.run(script);
             call.finish(&mut result);
@@ -163,7 +172,7 @@ pub fn run_call(ctx: &CallCtx, script: &Script, n: usize, run_start: Instant) ->
 }
 
 impl<'a> Call<'a> {
-    fn place(ctx: &'a CallCtx, script: &Script) -> std::io::Result<Call<'a>> {
+    fn place(ctx: &'a CallCtx, script: &Script, n: usize) -> std::io::Result<Call<'a>> {
         let local_ip = local_ip_for(ctx.target_addr)?;
         let sip = UdpSocket::bind((local_ip, 0))?;
         let rtp = UdpSocket::bind((local_ip, 0))?;
@@ -208,6 +217,7 @@ impl<'a> Call<'a> {
             .map_err(invalid)?;
         let mut call = Call {
             ctx,
+            n,
             ep,
             sip,
             rtp,
@@ -274,6 +284,7 @@ impl<'a> Call<'a> {
     fn step(&mut self, i: usize, step: &Step) {
         let Some(m) = &self.media else { return };
         let stream = m.stream.clone();
+        let alaw = m.alaw;
         match step {
             Step::Audio { .. } | Step::Tty { .. } => match self.ctx.audio.clip(step, m.alaw) {
                 Some(clip) => {
@@ -289,12 +300,25 @@ impl<'a> Call<'a> {
                 wait_ms,
                 key_ms,
                 gap_ms,
+                inband,
             } => {
                 let key_ms = key_ms.unwrap_or(KEY_MS).clamp(40, 2000);
                 let gap_ms = gap_ms.unwrap_or(KEY_GAP_MS).min(10_000);
                 let mut frames = 0;
                 self.begin_input();
-                for (k, d) in digits.chars().filter_map(digit_event).enumerate() {
+                if *inband {
+                    // The tones in the audio (the product's generator, −6 dBm0), rendered per
+                    // step on this call's thread, never on the pacing threads.
+                    let clip = inband_keys(digits, key_ms, gap_ms, alaw);
+                    frames = (clip.len() / 160) as u64;
+                    stream.push(Chunk::audio(clip));
+                }
+                for (k, d) in digits
+                    .chars()
+                    .filter_map(digit_event)
+                    .enumerate()
+                    .filter(|_| !inband)
+                {
                     if k > 0 {
                         stream.push(Chunk::silence_ms(gap_ms));
                     }
@@ -545,13 +569,16 @@ impl<'a> Call<'a> {
             .map_or(101, |(pt, ..)| pt);
         let alaw = payload_type == 8;
         let socket = self.rtp.try_clone().ok()?;
-        let stream = Arc::new(Stream::new(
-            socket,
-            payload_type,
-            event_type,
-            if alaw { 0xD5 } else { 0xFF },
-            seed(&self.call_id),
-        ));
+        let stream = Arc::new(
+            Stream::new(
+                socket,
+                payload_type,
+                event_type,
+                if alaw { 0xD5 } else { 0xFF },
+                seed(&self.call_id),
+            )
+            .impair(self.ctx.impair, stream_seed(self.ctx.seed, self.n)),
+        );
         stream.set_dest(SocketAddr::new(ip, audio.port));
         self.ctx.sender.add(stream.clone());
         Some(Media {
@@ -577,6 +604,7 @@ impl<'a> Call<'a> {
         r.reaction_ms = std::mem::take(&mut self.reactions);
         r.packets_received = self.stats.received;
         r.packets_sent = self.media.as_ref().map_or(0, |m| m.stream.packets());
+        r.impairment = self.media.as_ref().and_then(|m| m.stream.impair_counts());
         r.jitter_ms = self.stats.jitter_ms();
         r.loss_pct = self.stats.loss_pct();
         r.pacing_us = std::mem::take(&mut self.stats.pacing_us);
@@ -584,6 +612,22 @@ impl<'a> Call<'a> {
         r.pacing_error_ms = Dist::of(&p);
         r.errors.append(&mut self.errors);
     }
+}
+
+/// G.711 audio of DTMF tones: each key `key_ms` long, `gap_ms` of silence between keys.
+fn inband_keys(digits: &str, key_ms: u64, gap_ms: u64, alaw: bool) -> Arc<[u8]> {
+    let mut pcm = Vec::new();
+    for (k, d) in digits
+        .chars()
+        .filter(|&c| digit_event(c).is_some())
+        .enumerate()
+    {
+        if k > 0 {
+            pcm.resize(pcm.len() + (gap_ms * 8) as usize, 0);
+        }
+        pcm.extend(ivr::audio::dtmf::dtmf_tone(d, key_ms as u32, 8000));
+    }
+    crate::audio::encode(&pcm, alaw)
 }
 
 fn invalid(e: impl std::fmt::Display) -> std::io::Error {
@@ -720,6 +764,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn inband_keys_are_tones_the_ivr_detects() {
+        for alaw in [false, true] {
+            let clip = inband_keys("12#", 100, 100, alaw);
+            assert_eq!(clip.len(), (100 * 3 + 100 * 2) * 8);
+            let mut det = ivr::audio::dtmf::DtmfDetector::new(Default::default());
+            let mut got = String::new();
+            for frame in clip.chunks(160) {
+                let pcm: Vec<i16> = frame
+                    .iter()
+                    .map(|&b| {
+                        if alaw {
+                            ivr::rtp::codec::alaw_decode(b)
+                        } else {
+                            ivr::rtp::codec::ulaw_decode(b)
+                        }
+                    })
+                    .collect();
+                got.extend(det.process(&pcm));
+            }
+            let silence = vec![0i16; 160];
+            for _ in 0..10 {
+                got.extend(det.process(&silence));
+            }
+            got.extend(det.poll_digit());
+            assert_eq!(got, "12#", "alaw {alaw}");
+        }
+    }
+
+    #[test]
     fn retarget_replaces_the_user_part() {
         assert_eq!(
             retarget("sip:ivr@127.0.0.1:5060", "8007671833"),
@@ -751,6 +824,8 @@ mod tests {
             audio: Arc::new(AudioSet::default()),
             default_caller: "2025550134".into(),
             answer_timeout: Duration::from_secs(1),
+            impair: Impairment::default(),
+            seed: 1,
         };
         let script = Script {
             name: "dead".into(),

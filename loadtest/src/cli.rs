@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::impair::Impairment;
 use crate::manifest::Objectives;
-use crate::run::{self, RunOptions};
+use crate::run::{self, DEFAULT_SEED, RunOptions};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -61,6 +62,13 @@ pub struct CommonArgs {
     /// No progress line on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// Impair the callers' RTP on its way out:
+    /// loss=PCT,jitter=MS,reorder=PCT,dup=PCT,drift=PPM,ssrc_change=S,ts_jump=S (any subset).
+    #[arg(long, value_name = "SPEC", default_value = "none")]
+    pub impair: Impairment,
+    /// Seed of the impairment schedules (the same seed, the same packets impaired).
+    #[arg(long, default_value_t = DEFAULT_SEED)]
+    pub seed: u64,
     #[arg(long)]
     pub response_p99_ms: Option<f64>,
     #[arg(long)]
@@ -127,6 +135,8 @@ impl CommonArgs {
             sender_threads: self.sender_threads,
             progress: !self.quiet,
             answer_timeout: Duration::from_secs(self.answer_timeout.clamp(1, 300)),
+            impair: self.impair,
+            seed: self.seed,
             objectives: Objectives {
                 invite_p99_ms: self.invite_p99_ms,
                 first_audio_p99_ms: self.first_audio_p99_ms,
@@ -171,6 +181,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 f.pacing_error_ms.p99,
                 r.sender.lateness_p99_ms
             );
+            if let Some(i) = &f.impairment {
+                println!(
+                    "impairment {} (seed {}): {} packets, {} dropped, {} delayed, {} reordered, {} duplicated, \
+                     {} SSRC changes, {} timestamp jumps",
+                    r.settings.impair,
+                    r.settings.seed,
+                    i.generated,
+                    i.dropped,
+                    i.delayed,
+                    i.reordered,
+                    i.duplicated,
+                    i.ssrc_changes,
+                    i.ts_jumps
+                );
+            }
             if let Some(cer) = f.tty_cer_pct {
                 println!(
                     "TTY: {} characters typed, character error rate {cer:.2} %",

@@ -234,6 +234,32 @@ pub fn render(r: &Report) -> String {
             "expectations NOT checked (--no-check)"
         }
     );
+    if let Some(i) = &r.figures.impairment {
+        let _ = write!(
+            h,
+            "<h2>Network impairment</h2><p>The callers' RTP went out impaired: <code>{}</code>, seed {}.</p>\
+             <table><tr><th>packets</th><th>dropped</th><th>delayed</th><th>reordered</th><th>duplicated</th>\
+             <th>SSRC changes</th><th>timestamp jumps</th><th>sent undelayed (hold full)</th></tr>\
+             <tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
+            escape(&r.settings.impair),
+            r.settings.seed,
+            i.generated,
+            i.dropped,
+            i.delayed,
+            i.reordered,
+            i.duplicated,
+            i.ssrc_changes,
+            i.ts_jumps,
+            i.hold_overflow
+        );
+    }
+    if let Some(cer) = r.figures.tty_cer_pct {
+        let _ = write!(
+            h,
+            "<p>TTY: {} characters typed, character error rate {cer:.2} %.</p>",
+            r.figures.tty_chars
+        );
+    }
     h.push_str("<h2>Objectives</h2><table><tr><th>objective</th><th>limit</th><th>measured</th><th></th></tr>");
     for o in &r.objectives {
         let _ = write!(

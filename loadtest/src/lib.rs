@@ -10,6 +10,7 @@ pub mod audio;
 pub mod call;
 pub mod cli;
 pub mod html;
+pub mod impair;
 pub mod manifest;
 pub mod procfs;
 pub mod run;

@@ -76,7 +76,9 @@ impl Script {
 pub enum Step {
     /// Play a WAV file (any rate, mono or first channel), resampled to 8 kHz.
     Audio { file: PathBuf },
-    /// RFC 4733 key presses, each `key_ms` long, `gap_ms` apart, then `wait_ms` of silence.
+    /// Key presses, each `key_ms` long, `gap_ms` apart, then `wait_ms` of silence: RFC 4733
+    /// telephone-events, or with `inband` the DTMF tones in the audio (as an analog line or a
+    /// gateway without RFC 4733 sends them).
     Dtmf {
         digits: String,
         #[serde(default)]
@@ -85,6 +87,8 @@ pub enum Step {
         key_ms: Option<u64>,
         #[serde(default)]
         gap_ms: Option<u64>,
+        #[serde(default)]
+        inband: bool,
     },
     /// Text typed on a Baudot TTY (45.45 baud FSK audio).
     Tty { text: String },

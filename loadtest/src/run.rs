@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::audio::AudioSet;
 use crate::call::{ANSWER_TIMEOUT, CallCtx, CallResult, run_call};
+use crate::impair::{ImpairCounts, Impairment};
 use crate::manifest::{Manifest, Objectives};
 use crate::procfs;
 use crate::sender::Sender;
@@ -44,7 +45,13 @@ pub struct RunOptions {
     /// Redraw a progress line on stderr.
     pub progress: bool,
     pub answer_timeout: Duration,
+    /// Network impairment of the callers' RTP (`--impair`), and its seed.
+    pub impair: Impairment,
+    pub seed: u64,
 }
+
+/// The default `--seed`: runs are reproducible unless asked otherwise.
+pub const DEFAULT_SEED: u64 = 1;
 
 impl Default for RunOptions {
     fn default() -> Self {
@@ -64,6 +71,8 @@ impl Default for RunOptions {
             objectives: Objectives::default(),
             progress: true,
             answer_timeout: ANSWER_TIMEOUT,
+            impair: Impairment::default(),
+            seed: DEFAULT_SEED,
         }
     }
 }
@@ -99,6 +108,10 @@ pub struct Settings {
     pub duration_s: Option<f64>,
     pub sender_threads: usize,
     pub expectations_checked: bool,
+    /// `--impair` as given (normalized; "none" without), its parameters, and `--seed`.
+    pub impair: String,
+    pub impairment: Impairment,
+    pub seed: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -124,6 +137,8 @@ pub struct Figures {
     /// (edit distance over characters typed; `None` without TTY calls).
     pub tty_chars: usize,
     pub tty_cer_pct: Option<f64>,
+    /// What the impairment did to the callers' packets, summed over calls (`None` without).
+    pub impairment: Option<ImpairCounts>,
 }
 
 /// How well the tool itself kept time: lateness of its pacing ticks.
@@ -326,6 +341,8 @@ pub fn run_prepared(opts: &RunOptions, p: &Prepared) -> Result<Report, RunError>
             .clone()
             .unwrap_or_else(|| "2025550134".into()),
         answer_timeout: opts.answer_timeout,
+        impair: opts.impair,
+        seed: opts.seed,
     });
     let manifest = Arc::new(p.manifest.clone());
     let next = Arc::new(AtomicUsize::new(0));
@@ -541,6 +558,13 @@ fn summarize(
         tty_cer_pct: (tty_chars > 0).then(|| {
             100.0 * calls.iter().map(|c| c.tty_char_errors).sum::<usize>() as f64 / tty_chars as f64
         }),
+        impairment: (!opts.impair.is_none()).then(|| {
+            let mut all = ImpairCounts::default();
+            for c in calls.iter().filter_map(|c| c.impairment.as_ref()) {
+                all.add(c);
+            }
+            all
+        }),
     };
     let counts = Counts {
         total: calls.len(),
@@ -628,6 +652,9 @@ fn summarize(
             duration_s: opts.duration.map(|d| d.as_secs_f64()),
             sender_threads: sender.threads,
             expectations_checked: p.admin.is_some(),
+            impair: opts.impair.to_string(),
+            impairment: opts.impair,
+            seed: opts.seed,
         },
         calls: counts,
         figures,

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use ivr::rtp::packet::write_header;
 
+use crate::impair::{ImpairCounts, Impairment, Schedule, StreamEvent};
+
 pub const PTIME: Duration = Duration::from_millis(20);
 pub const FRAME_BYTES: usize = 160;
 /// A stall longer than this (a suspended process) resets the grid instead of bursting packets.
@@ -23,6 +25,12 @@ const RESYNC_AFTER: Duration = Duration::from_millis(200);
 /// Tick lateness histogram: 10 µs buckets up to 100 ms; the last bucket holds the rest.
 const LATE_BUCKET_US: u64 = 10;
 const LATE_BUCKETS: usize = 10_000;
+/// Packets an impaired stream holds back at once (delayed, reordered, duplicated): 40 ms of
+/// jitter plus a 40 ms reorder hold is 4–5 packets; the rest is room for duplicates and drift.
+const HELD_MAX: usize = 16;
+/// An impaired stream sends at most this many packets in one tick (a drifted clock sends two
+/// now and then); further behind (a stalled thread), it re-anchors its clock instead.
+const CATCH_UP_MAX: u32 = 3;
 
 /// Something queued on a stream; one 20 ms packet is taken from the front per tick.
 #[derive(Debug, Clone)]
@@ -80,6 +88,27 @@ struct StreamState {
     /// The next media packet starts a talkspurt.
     talkspurt: bool,
     packets: u64,
+    /// Network impairment of this stream, if any (allocated once, with the stream).
+    impair: Option<Box<Impaired>>,
+}
+
+/// A packet held back by the impairment until `due`.
+#[derive(Clone, Copy)]
+struct Held {
+    due: Instant,
+    len: u16,
+    data: [u8; 12 + FRAME_BYTES],
+}
+
+/// An impaired stream's schedule, clock and held packets.
+struct Impaired {
+    schedule: Schedule,
+    /// The deadline of the stream's first tick: packet k leaves at `start + offset(k)`.
+    start: Option<Instant>,
+    /// Packets written so far on the sender's clock.
+    next_k: u64,
+    held: [Option<Held>; HELD_MAX],
+    counts: ImpairCounts,
 }
 
 /// One call's outgoing stream.
@@ -114,9 +143,29 @@ impl Stream {
                 started_at: None,
                 talkspurt: true,
                 packets: 0,
+                impair: None,
             }),
             closed: AtomicBool::new(false),
         }
+    }
+
+    /// Impairs this stream's packets (before it is added to the sender).
+    pub fn impair(self, imp: Impairment, seed: u64) -> Self {
+        if !imp.is_none() {
+            self.lock().impair = Some(Box::new(Impaired {
+                schedule: Schedule::new(imp, seed),
+                start: None,
+                next_k: 0,
+                held: [None; HELD_MAX],
+                counts: ImpairCounts::default(),
+            }));
+        }
+        self
+    }
+
+    /// What the impairment did so far (`None` when not impaired).
+    pub fn impair_counts(&self) -> Option<ImpairCounts> {
+        self.lock().impair.as_ref().map(|i| i.counts)
     }
 
     fn lock(&self) -> MutexGuard<'_, StreamState> {
@@ -166,6 +215,7 @@ impl Stream {
     }
 
     /// Writes this tick's packet into `buf`; returns its length and where it goes.
+    #[cfg(test)]
     fn next_packet(
         &self,
         deadline: Instant,
@@ -173,7 +223,132 @@ impl Stream {
     ) -> Option<(usize, SocketAddr)> {
         let mut s = self.lock();
         let dest = s.dest?;
-        let st = &mut *s;
+        Some((s.write_packet(deadline, buf), dest))
+    }
+
+    /// One pacing tick: sends this tick's packet, or for an impaired stream, the packets its
+    /// schedule puts in this tick, each dropped, held back or duplicated as the schedule says,
+    /// and whatever held packet is due. Returns when the next held packet is due.
+    fn tick(&self, deadline: Instant, buf: &mut [u8; 12 + FRAME_BYTES]) -> Option<Instant> {
+        let mut s = self.lock();
+        let dest = s.dest?;
+        let Some(mut imp) = s.impair.take() else {
+            let len = s.write_packet(deadline, buf);
+            drop(s);
+            // A full socket buffer or an unreachable peer loses this packet only.
+            let _ = self.socket.send_to(&buf[..len], dest);
+            return None;
+        };
+        let start = *imp.start.get_or_insert(deadline);
+        let window_end = deadline + PTIME;
+        let mut sent_now = 0;
+        loop {
+            let offset = imp.schedule.send_offset_ns(imp.next_k);
+            let at = start + Duration::from_nanos(offset.max(0) as u64);
+            if at >= window_end {
+                break;
+            }
+            if sent_now == CATCH_UP_MAX {
+                // The thread stalled: move the stream's clock instead of bursting.
+                let offset = Duration::from_nanos(offset.max(0) as u64);
+                imp.start = Some(window_end.checked_sub(offset).unwrap_or(start));
+                break;
+            }
+            sent_now += 1;
+            match imp.schedule.event(imp.next_k) {
+                Some(StreamEvent::NewSsrc {
+                    ssrc,
+                    seq,
+                    timestamp,
+                }) => {
+                    (s.ssrc, s.seq, s.timestamp) = (ssrc, seq, timestamp);
+                    imp.counts.ssrc_changes += 1;
+                }
+                Some(StreamEvent::TimestampJump(j)) => {
+                    s.timestamp = s.timestamp.wrapping_add_signed(j);
+                    imp.counts.ts_jumps += 1;
+                }
+                None => {}
+            }
+            imp.next_k += 1;
+            let at = at.max(deadline);
+            let len = s.write_packet(at, buf);
+            imp.counts.generated += 1;
+            let fate = imp.schedule.fate();
+            if fate.dropped {
+                imp.counts.dropped += 1;
+                continue;
+            }
+            imp.counts.delayed += u64::from(fate.delay_us > 0);
+            imp.counts.reordered += u64::from(fate.reordered);
+            let copies = [Some(fate.delay_us), fate.dup_delay_us];
+            imp.counts.duplicated += u64::from(fate.dup_delay_us.is_some());
+            for delay in copies.into_iter().flatten() {
+                let due = at + Duration::from_micros(u64::from(delay));
+                match imp.held.iter_mut().find(|h| h.is_none()) {
+                    Some(slot) if delay > 0 => {
+                        let mut data = [0u8; 12 + FRAME_BYTES];
+                        data[..len].copy_from_slice(&buf[..len]);
+                        *slot = Some(Held {
+                            due,
+                            len: len as u16,
+                            data,
+                        });
+                    }
+                    free => {
+                        imp.counts.hold_overflow += u64::from(free.is_none() && delay > 0);
+                        let _ = self.socket.send_to(&buf[..len], dest);
+                    }
+                }
+            }
+        }
+        let next = flush_held(&self.socket, dest, &mut imp, Instant::now());
+        s.impair = Some(imp);
+        next
+    }
+
+    /// Sends the held packets that are due; returns when the next one is. A closed stream
+    /// drops what it holds.
+    fn flush(&self, now: Instant) -> Option<Instant> {
+        let mut s = self.lock();
+        let dest = s.dest?;
+        let imp = s.impair.as_mut()?;
+        if self.closed.load(Ordering::Relaxed) {
+            imp.held = [None; HELD_MAX];
+            return None;
+        }
+        flush_held(&self.socket, dest, imp, now)
+    }
+}
+
+fn flush_held(
+    socket: &UdpSocket,
+    dest: SocketAddr,
+    imp: &mut Impaired,
+    now: Instant,
+) -> Option<Instant> {
+    // Oldest due first, so packets held equally long keep their order.
+    loop {
+        let i = imp
+            .held
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| h.as_ref().filter(|h| h.due <= now).map(|h| (h.due, i)))
+            .min()
+            .map(|(_, i)| i);
+        let Some(h) = i.and_then(|i| imp.held[i].take()) else {
+            break;
+        };
+        let _ = socket.send_to(&h.data[..usize::from(h.len)], dest);
+    }
+    imp.held.iter().flatten().map(|h| h.due).min()
+}
+
+impl StreamState {
+    /// Writes the stream's next packet (a queued frame, a key's event packet, or silence) into
+    /// `buf`, as sent at `deadline`; returns its length.
+    fn write_packet(&mut self, deadline: Instant, buf: &mut [u8; 12 + FRAME_BYTES]) -> usize {
+        let st = self;
         let mut marker = false;
         let mut pt = st.payload_type;
         let mut ts = st.timestamp;
@@ -238,7 +413,7 @@ impl Stream {
         if had_queue && st.queue.is_empty() {
             st.drained_at = Some(deadline + PTIME);
         }
-        Some((len, dest))
+        len
     }
 }
 
@@ -404,13 +579,30 @@ fn pace(lane: &Lane, stop: &AtomicBool) {
             streams.retain(|s| !s.closed.load(Ordering::Relaxed));
             batch.extend(streams.iter().cloned());
         }
+        let mut held_due: Option<Instant> = None;
         for s in &batch {
-            if let Some((len, dest)) = s.next_packet(deadline, &mut buf) {
-                // A full socket buffer or an unreachable peer loses this packet only.
-                let _ = s.socket.send_to(&buf[..len], dest);
+            if let Some(due) = s.tick(deadline, &mut buf) {
+                held_due = Some(held_due.map_or(due, |d| d.min(due)));
             }
         }
         deadline += PTIME;
+        // Impaired streams' held packets: wake when the earliest is due (only impaired runs
+        // get here; at most one wake per distinct due time before the next deadline).
+        while let Some(due) = held_due.filter(|d| *d < deadline) {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let now = Instant::now();
+            held_due = None;
+            for s in &batch {
+                if let Some(due) = s.flush(now) {
+                    held_due = Some(held_due.map_or(due, |d| d.min(due)));
+                }
+            }
+        }
         if late.ticks % 50 == 0 {
             lock(&lane.lateness).merge(&std::mem::take(&mut late));
         }
@@ -486,6 +678,44 @@ mod tests {
         assert!((l.over_pct(5.0) - 49.0).abs() < 1.5, "{}", l.over_pct(5.0));
         l.add(Duration::from_secs(5));
         assert_eq!(l.quantile_ms(1.0), 99.99);
+    }
+
+    /// The pacing thread applies a stream's impairment: over 150 ticks some packets never
+    /// arrive, some arrive twice, some overtake an earlier one, and the counts say so.
+    #[test]
+    fn pacing_thread_applies_the_impairment() {
+        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let s = Stream::new(UdpSocket::bind("127.0.0.1:0").unwrap(), 0, 101, 0xFF, 7)
+            .impair("loss=10,jitter=50,dup=10".parse().unwrap(), 3);
+        s.set_dest(sink.local_addr().unwrap());
+        let s = Arc::new(s);
+        let sender = Sender::start(1).unwrap();
+        sender.add(s.clone());
+        sink.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut buf = [0u8; 200];
+        let mut seqs = Vec::new();
+        while seqs.len() < 150 {
+            let Ok(n) = sink.recv(&mut buf) else { break };
+            assert_eq!(n, 172);
+            seqs.push(u16::from_be_bytes([buf[2], buf[3]]));
+        }
+        s.close();
+        drop(sender);
+        let c = s.impair_counts().unwrap();
+        assert!(
+            c.generated >= 140 && c.dropped > 0 && c.duplicated > 0,
+            "{c:?}"
+        );
+        let first = seqs[0];
+        let rel: Vec<i16> = seqs.iter().map(|q| q.wrapping_sub(first) as i16).collect();
+        let mut sorted = rel.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert!(sorted.len() < rel.len(), "no duplicate arrived");
+        assert!(rel.windows(2).any(|w| w[1] < w[0]), "nothing reordered");
+        let span = (sorted[sorted.len() - 1] - sorted[0] + 1) as usize;
+        assert!(sorted.len() < span, "nothing lost");
     }
 
     #[test]

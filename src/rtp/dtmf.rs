@@ -47,12 +47,19 @@ struct Current {
 /// (all end packets lost). RFC 4733 senders refresh every 50 ms at most.
 const END_TIMEOUT: Duration = Duration::from_millis(300);
 
+/// Timestamps of earlier events remembered, so their late packets are known as such.
+const RECENT_EVENTS: usize = 4;
+
 #[derive(Debug, Clone)]
 pub struct TelephoneEventReceiver {
     clock_rate: u32,
     current: Option<Current>,
     /// An event completed in the same call that started another; handed out next.
     pending: Option<DigitEvent>,
+    /// Timestamps of the events before `current`, newest first.
+    recent: [Option<u32>; RECENT_EVENTS],
+    /// When `pending` was set by `reset` (its timer is due at once).
+    pending_since: Option<Instant>,
 }
 
 impl TelephoneEventReceiver {
@@ -62,7 +69,23 @@ impl TelephoneEventReceiver {
             clock_rate: clock_rate.max(1),
             current: None,
             pending: None,
+            recent: [None; RECENT_EVENTS],
+            pending_since: None,
         }
+    }
+
+    /// The stream was replaced (a new SSRC: its timestamps start anywhere). An event the old
+    /// stream left unfinished is handed out next (by `handle` or `handle_timeout`, which
+    /// `poll_timeout` asks for at once); the new stream's events are all new.
+    pub fn reset(&mut self, now: Instant) {
+        if let Some(c) = self.current.take().filter(|c| !c.emitted) {
+            // One key already waiting and another unfinished at the same switch: the second
+            // is lost (two undelivered keys within one packet interval do not happen).
+            self.pending
+                .get_or_insert(Self::finish(self.clock_rate, &c));
+            self.pending_since = Some(now);
+        }
+        self.recent = [None; RECENT_EVENTS];
     }
 
     fn finish(clock_rate: u32, c: &Current) -> DigitEvent {
@@ -103,8 +126,11 @@ impl TelephoneEventReceiver {
                 }
                 return out;
             }
-            // A packet of an older event (reordered or a late retransmission): ignore.
-            Some(c) if (timestamp.wrapping_sub(c.timestamp) as i32) < 0 => return out,
+            // A packet of an earlier event (reordered, or a late end retransmission): it
+            // carries that event's timestamp. Any other timestamp is a new key press, even one
+            // "before" the current: the sender's timestamps may jump backwards (RFC 3550
+            // allows a restart of the clock base; seen from media servers switching sources).
+            Some(_) if self.recent.contains(&Some(timestamp)) => return out,
             // New event while the previous never ended (its end packets were lost): report it.
             Some(c) if !c.emitted => {
                 let prev = Self::finish(rate, c);
@@ -125,7 +151,10 @@ impl TelephoneEventReceiver {
             let ev = Self::finish(rate, &c);
             out = Self::queue(&mut self.pending, out, ev);
         }
-        self.current = Some(c);
+        if let Some(prev) = self.current.replace(c) {
+            self.recent.rotate_right(1);
+            self.recent[0] = Some(prev.timestamp);
+        }
         out
     }
 
@@ -159,6 +188,11 @@ impl TelephoneEventReceiver {
 
     /// When `handle_timeout` should next be called, if an event is open.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.pending.is_some()
+            && let Some(t) = self.pending_since
+        {
+            return Some(t);
+        }
         match &self.current {
             Some(c) if !c.emitted => Some(c.last_seen + END_TIMEOUT),
             _ => None,
@@ -258,6 +292,53 @@ mod tests {
             Some('1')
         );
         assert_eq!(rx.handle_timeout(t0).map(|e| e.digit), Some('2'));
+    }
+
+    /// Keys after the sender's timestamp jumped backwards (the clock base restarted, same
+    /// SSRC) are new presses, while late packets of earlier presses are still recognized.
+    /// Before: any timestamp "older" than the current event's was taken for a late packet and
+    /// every key after such a jump was lost.
+    #[test]
+    fn keys_after_a_backward_timestamp_jump() {
+        let t0 = Instant::now();
+        let mut rx = TelephoneEventReceiver::new(8000);
+        let mut got = vec![];
+        for (ts, ev) in [(900_000u32, 1u8), (901_600, 2)] {
+            got.extend(rx.handle(t0, 0, ts, true, &pkt(ev, false, 160)));
+            got.extend(rx.handle(t0, 0, ts, false, &pkt(ev, true, 800)));
+            got.extend(rx.handle(t0, 0, ts, false, &pkt(ev, true, 800)));
+        }
+        // The clock jumps back by 100 s; two more presses, one end retransmitted late after
+        // the next press began.
+        for (ts, ev) in [(100_000u32, 3u8), (101_600, 4)] {
+            got.extend(rx.handle(t0, 0, ts, true, &pkt(ev, false, 160)));
+            got.extend(rx.handle(t0, 0, ts, false, &pkt(ev, true, 800)));
+        }
+        got.extend(rx.handle(t0, 0, 100_000, false, &pkt(3, true, 800)));
+        got.extend(rx.handle(t0, 0, 901_600, false, &pkt(2, true, 800)));
+        got.extend(rx.handle_timeout(t0 + Duration::from_secs(1)));
+        let digits: String = got.iter().map(|e| e.digit).collect();
+        assert_eq!(digits, "1234");
+    }
+
+    /// A new SSRC starts its timestamps anywhere: a key pressed on the old stream and never
+    /// ended is reported at the switch, and the new stream's keys are all new.
+    #[test]
+    fn reset_reports_the_unfinished_key() {
+        let t0 = Instant::now();
+        let mut rx = TelephoneEventReceiver::new(8000);
+        assert_eq!(rx.handle(t0, 0, 5000, true, &pkt(5, false, 160)), None);
+        let t1 = t0 + Duration::from_millis(40);
+        rx.reset(t1);
+        assert_eq!(rx.poll_timeout(), Some(t1));
+        assert_eq!(rx.handle_timeout(t1).map(|e| e.digit), Some('5'));
+        rx.reset(t1);
+        assert_eq!(rx.poll_timeout(), None);
+        assert_eq!(
+            rx.handle(t0, 0, 5000, true, &pkt(6, true, 160))
+                .map(|e| e.digit),
+            Some('6')
+        );
     }
 
     #[test]

@@ -78,6 +78,22 @@ pub struct Inbound {
     events: TelephoneEventReceiver,
     /// Packets with a payload type we did not negotiate (comfort noise, stray streams).
     ignored: u64,
+    /// Added to arriving sequence numbers before the jitter buffer: a new SSRC continues the
+    /// old stream's sequence space there (see `handle_datagram`).
+    seq_offset: u16,
+    /// The last packet of another SSRC (the receiver takes a new source over on its second
+    /// packet in sequence: this is its first, which would be lost). Payload in `candidate_buf`.
+    candidate: Option<Candidate>,
+    candidate_buf: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    ssrc: u32,
+    seq: u16,
+    timestamp: u32,
+    is_event: bool,
+    len: usize,
 }
 
 impl Inbound {
@@ -90,6 +106,9 @@ impl Inbound {
             // Telephone-event shares the audio stream's clock (RFC 4733 §2.1).
             events: TelephoneEventReceiver::new(cfg.codec.rtp_clock()),
             ignored: 0,
+            seq_offset: 0,
+            candidate: None,
+            candidate_buf: vec![0; cfg.jitter.max_payload],
         })
     }
 
@@ -107,18 +126,56 @@ impl Inbound {
             return Ok(None);
         }
         match self.rx.handle_packet(now, p.ssrc, p.seq, p.timestamp) {
-            // A restarted or replaced stream: what is buffered belongs to the old one.
-            Accept::NewSource => self.jitter.reset(),
-            Accept::Bad | Accept::Foreign => return Ok(None),
+            // A replaced stream (a media server switching sources, a restarted sender): the
+            // caller's audio goes on. What is buffered of the old stream still plays and the
+            // new one follows it in the jitter buffer's sequence space, so nothing that arrived
+            // is dropped and no re-buffering pause opens: a Baudot character or a key tone
+            // spanning the switch stays whole. (It used to flush the buffer: 40–100 ms of
+            // audio and the new source's first packet lost.)
+            Accept::NewSource => {
+                self.events.reset(now);
+                let first = p.seq.wrapping_sub(1);
+                self.seq_offset = self
+                    .jitter
+                    .splice_point()
+                    .map_or(0, |at| at.wrapping_sub(first));
+                if let Some(c) = self.candidate.take()
+                    && c.ssrc == p.ssrc
+                    && c.seq == first
+                {
+                    let seq = c.seq.wrapping_add(self.seq_offset);
+                    if c.is_event {
+                        self.jitter.push_placeholder(seq, c.timestamp);
+                    } else {
+                        self.jitter
+                            .push(now, seq, c.timestamp, &self.candidate_buf[..c.len]);
+                    }
+                }
+            }
+            Accept::Foreign => {
+                if p.payload.len() <= self.candidate_buf.len() {
+                    self.candidate_buf[..p.payload.len()].copy_from_slice(p.payload);
+                    self.candidate = Some(Candidate {
+                        ssrc: p.ssrc,
+                        seq: p.seq,
+                        timestamp: p.timestamp,
+                        is_event,
+                        len: p.payload.len(),
+                    });
+                }
+                return Ok(None);
+            }
+            Accept::Bad => return Ok(None),
             Accept::Valid | Accept::Probation => {}
         }
+        let seq = p.seq.wrapping_add(self.seq_offset);
         if is_event {
-            self.jitter.push_placeholder(p.seq, p.timestamp);
+            self.jitter.push_placeholder(seq, p.timestamp);
             return Ok(self
                 .events
                 .handle(now, p.seq, p.timestamp, p.marker, p.payload));
         }
-        self.jitter.push(now, p.seq, p.timestamp, p.payload);
+        self.jitter.push(now, seq, p.timestamp, p.payload);
         Ok(None)
     }
 
@@ -386,6 +443,46 @@ mod tests {
             (rb.fraction_lost as i32 - expect_fraction).abs() <= 2,
             "{rb:?}"
         );
+    }
+
+    /// The caller's stream changes SSRC (new sequence numbers and timestamps) mid-talkspurt, on
+    /// a perfect network: every frame that arrived plays, in order, with no gap and no
+    /// re-buffering pause. Before: the switch flushed the buffer (its 2 frames and the new
+    /// source's first packet lost) and playout re-buffered for 2 ticks.
+    #[test]
+    fn ssrc_change_splices_the_new_source_after_the_old() {
+        let t0 = Instant::now();
+        let mut tx = RtpSender::new(41);
+        let mut tx2 = RtpSender::new(42);
+        tx2.skip(123_456);
+        let mut inb = Inbound::new(InboundConfig::for_codec(Codec::Pcmu)).unwrap();
+        let mut buf = [0u8; 200];
+        let mut out = [0i16; 160];
+        let mut ticks = vec![];
+        for i in 0..60u64 {
+            // µ-law byte = frame number: each frame decodes to its own level.
+            let payload = [(0x20 + i) as u8; 160];
+            let n = if i < 30 {
+                tx.next(0, &payload, 160, false, &mut buf).unwrap()
+            } else {
+                tx2.next(0, &payload, 160, false, &mut buf).unwrap()
+            };
+            let now = t0 + Duration::from_millis(i * 20);
+            inb.handle_datagram(now, &buf[..n]).unwrap();
+            ticks.push(match inb.poll_media(now, &mut out) {
+                Playout::Audio(_) => Some(out[0]),
+                Playout::Concealed(_) => Some(i16::MIN),
+                Playout::Empty => None,
+            });
+        }
+        let level = |i: u64| crate::rtp::codec::ulaw_decode((0x20 + i) as u8);
+        // One tick to fill the 2-frame target, then frame k at tick k + 1, across the switch.
+        assert_eq!(ticks[0], None);
+        for (t, got) in ticks.iter().enumerate().skip(1) {
+            assert_eq!(*got, Some(level(t as u64 - 1)), "tick {t}: {ticks:?}");
+        }
+        assert_eq!(inb.jitter_stats().lost, 0);
+        assert_eq!(inb.stats().ssrc, tx2.ssrc());
     }
 
     #[test]

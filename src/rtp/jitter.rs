@@ -182,6 +182,20 @@ impl JitterBuffer {
         self.last_transit = None;
     }
 
+    /// Where a new source's packets continue this buffer's sequence space (an SSRC change):
+    /// right after the highest packet held, or where playout stands when none is held
+    /// (`None` before any packet). Audio already buffered still plays, the new packets follow
+    /// it without a re-buffering pause, and the jitter estimate does not compare the new
+    /// source's timestamps with the old one's.
+    pub fn splice_point(&mut self) -> Option<u16> {
+        self.last_transit = None;
+        if self.buffered > 0 {
+            Some(self.max_seq.wrapping_add(1))
+        } else {
+            self.next_seq
+        }
+    }
+
     fn observe_arrival(&mut self, now: Instant, timestamp: u32) {
         if let Some((t_prev, ts_prev)) = self.last_transit {
             let arrival_units = (now.saturating_duration_since(t_prev).as_nanos()
@@ -191,7 +205,12 @@ impl JitterBuffer {
             let d = (arrival_units - ts_units)
                 .unsigned_abs()
                 .min(u32::MAX as u64);
-            self.jitter_q4 = self.jitter_q4 + d - ((self.jitter_q4 + 8) >> 4);
+            // More than a second off is not jitter but a jump of the sender's timestamps
+            // (clock base restarted): re-anchor on this packet. Counted, one such packet
+            // raised the estimate to hours and the target to its maximum for seconds.
+            if d <= u64::from(self.cfg.clock_rate) {
+                self.jitter_q4 = self.jitter_q4 + d - ((self.jitter_q4 + 8) >> 4);
+            }
         }
         // Arrivals going backwards in time cannot happen with a monotonic clock; keep the newest.
         self.last_transit = Some((now, timestamp));
@@ -477,6 +496,27 @@ mod tests {
         // Drain so the target is recomputed at re-buffering.
         while j.pop(t0) != Pop::Empty {}
         assert_eq!(j.target_ms(), 100);
+    }
+
+    /// The sender's timestamps jump (by 100 s, then back) mid-stream on a perfect network: the
+    /// jitter estimate and the target stay where they were.
+    #[test]
+    fn timestamp_jump_is_not_jitter() {
+        let t0 = Instant::now();
+        let mut j = jb();
+        for i in 0..100u64 {
+            let jump: u32 = match i {
+                0..40 => 0,
+                40..70 => 800_000,
+                _ => 0u32.wrapping_sub(8_000_000),
+            };
+            let ts = (i as u32 * 160).wrapping_add(jump);
+            j.push(at(t0, i * 20), i as u16, ts, &[i as u8; 4]);
+            j.pop(at(t0, i * 20));
+        }
+        assert!(j.jitter_ms() < 1.0, "jitter {}", j.jitter_ms());
+        while j.pop(t0) != Pop::Empty {}
+        assert_eq!(j.target_ms(), 40);
     }
 
     #[test]

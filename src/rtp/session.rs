@@ -425,8 +425,12 @@ impl RtpReceiver {
         let transit = (arrival_units as u32).wrapping_sub(timestamp) as i32 as i64;
         if let Some(prev) = self.transit {
             let d = (transit - prev).unsigned_abs().min(u32::MAX as u64);
-            // J += (|D| - J) / 16, with J kept scaled by 16.
-            self.jitter_q4 = self.jitter_q4 + d - ((self.jitter_q4 + 8) >> 4);
+            // More than a second off is a jump of the sender's timestamps, not jitter: the
+            // next difference is taken from here (see `JitterBuffer`'s estimate).
+            if d <= u64::from(self.clock_rate) {
+                // J += (|D| - J) / 16, with J kept scaled by 16.
+                self.jitter_q4 = self.jitter_q4 + d - ((self.jitter_q4 + 8) >> 4);
+            }
         }
         self.transit = Some(transit);
     }
@@ -718,6 +722,19 @@ mod tests {
         let s = r.stats();
         assert!((75..=80).contains(&s.jitter), "jitter {}", s.jitter);
         assert!((s.jitter_ms - 10.0).abs() < 1.0);
+    }
+
+    /// A perfect stream whose timestamps jump by 100 s mid-call: the reported jitter stays 0
+    /// (before: one jump put hours into the estimate, decaying over seconds of RTCP reports).
+    #[test]
+    fn receiver_jitter_ignores_a_timestamp_jump() {
+        let t0 = Instant::now();
+        let mut r = RtpReceiver::new(8000);
+        for i in 0..100u32 {
+            let ts = i * 160 + if i >= 50 { 800_000 } else { 0 };
+            receive(&mut r, t0, u64::from(i) * 20, i as u16, ts);
+        }
+        assert_eq!(r.stats().jitter, 0);
     }
 
     #[test]
