@@ -3,7 +3,8 @@
 //! - `sip_task` owns the SIP endpoint and sockets and spawns a task per call;
 //! - `call` is the per-call media loop (RTP in/out, DTMF, the call flow);
 //! - `admin` serves `/healthz`, `/readyz`, `/metrics`, `/calls/{id}`;
-//! - `store` writes call records to SQLite from its own thread;
+//! - `store` keeps call records (SQLite or PostgreSQL) from its own writer thread, buffering
+//!   them in memory while storage fails;
 //! - `reload` watches `prompts/` and swaps in a new prompt set when a valid edit lands.
 
 pub mod admin;
@@ -285,7 +286,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let admin = TcpListener::bind(config.admin.listen)
         .await
         .with_context(|| format!("binding admin {}", config.admin.listen))?;
-    let store = Arc::new(Store::open(&config.paths.data_dir)?);
+    let store = Arc::new(Store::from_config(&config)?);
     let outbox = Arc::new(
         crate::outbox::Store::open(&config.paths.data_dir)
             .map_err(|e| anyhow::anyhow!("outbox: {e}"))?,

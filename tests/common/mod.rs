@@ -264,6 +264,41 @@ impl Server {
     }
 }
 
+impl Server {
+    /// SIGKILL: no drain, no final writes.
+    pub fn kill9(&mut self) {
+        unsafe_kill(self.child.id(), "KILL");
+        let _ = self.child.wait();
+    }
+
+    /// `ivr serve` again with this server's config (ports, data directory); it must be dead.
+    pub fn restart(&self) -> Server {
+        let log = self.data_dir.join("server-restart.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_ivr"))
+            .arg("serve")
+            .arg("--config")
+            .arg(self.data_dir.join("ivr.toml"))
+            .env("IVR_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("restart ivr serve");
+        let mut server = Server {
+            child,
+            sip: self.sip,
+            admin: self.admin,
+            rtp: self.rtp,
+            data_dir: self.data_dir.clone(),
+            log,
+            admin_token: self.admin_token.clone(),
+        };
+        if let Err(log) = server.wait_ready(Duration::from_secs(120)) {
+            panic!("restarted ivr exited:\n{log}");
+        }
+        server
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
