@@ -78,6 +78,9 @@ pub struct ServerOptions {
     pub extra_toml: String,
     /// `[admin] token_file` holding this token; the harness then sends it on every admin call.
     pub admin_token: Option<String>,
+    /// `[paths] data_dir` somewhere else than the test's directory (which keeps the config and
+    /// the log): a small file system for storage faults.
+    pub storage_dir: Option<PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -92,6 +95,7 @@ impl Default for ServerOptions {
             answer_delay_ms: 0,
             extra_toml: String::new(),
             admin_token: None,
+            storage_dir: None,
         }
     }
 }
@@ -159,7 +163,7 @@ impl Server {
             opts.max_calls,
             opts.no_input_timeout_secs,
             opts.answer_delay_ms,
-            data_dir.display(),
+            opts.storage_dir.as_ref().unwrap_or(&data_dir).display(),
             opts.prompts_dir.display(),
             opts.grammars_dir.display(),
             tts_cache.display(),
