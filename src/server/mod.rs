@@ -18,6 +18,7 @@ pub mod reload;
 pub mod rtt_session;
 pub mod sip_task;
 pub mod store;
+pub mod store_pg;
 pub mod tty_session;
 
 use std::sync::atomic::Ordering::Relaxed;

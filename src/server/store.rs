@@ -173,7 +173,15 @@ impl Store {
     pub fn from_config(config: &crate::config::Config) -> anyhow::Result<Store> {
         let mut opts = StoreOptions::new(config.node.resolved());
         opts.backlog_max = config.storage.backlog_records_max.max(1);
-        let backend: Arc<dyn Backend> = Arc::new(Sqlite::open(&config.paths.data_dir)?);
+        let url = config.storage.url.trim();
+        let backend: Arc<dyn Backend> = if url.is_empty() {
+            Arc::new(Sqlite::open(&config.paths.data_dir)?)
+        } else {
+            tracing::warn!(
+                "storage.url: call records go to PostgreSQL; the outbox stays in SQLite in paths.data_dir (not shared between nodes yet)"
+            );
+            Arc::new(super::store_pg::Postgres::new(url)?)
+        };
         tracing::info!(node = %opts.node, storage = %backend.describe(), "call records");
         Ok(Store::start(backend, opts))
     }
