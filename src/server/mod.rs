@@ -289,8 +289,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding admin {}", config.admin.listen))?;
     let store = Arc::new(Store::from_config(&config)?);
     let outbox = Arc::new(
-        crate::outbox::Store::open(&config.paths.data_dir)
-            .map_err(|e| anyhow::anyhow!("outbox: {e}"))?,
+        crate::outbox::Store::from_config(&config).map_err(|e| anyhow::anyhow!("outbox: {e}"))?,
     );
     let shared = Arc::new(Shared {
         config: config.clone(),

@@ -177,9 +177,6 @@ impl Store {
         let backend: Arc<dyn Backend> = if url.is_empty() {
             Arc::new(Sqlite::open(&config.paths.data_dir)?)
         } else {
-            tracing::warn!(
-                "storage.url: call records go to PostgreSQL; the outbox stays in SQLite in paths.data_dir (not shared between nodes yet)"
-            );
             Arc::new(super::store_pg::Postgres::new(url)?)
         };
         tracing::info!(node = %opts.node, storage = %backend.describe(), "call records");

@@ -2,7 +2,8 @@
 //! node's admin API reads any node's calls. Connections are opened lazily and reopened after an
 //! error, so a database that is down at start or goes away mid-run only grows the store's
 //! in-memory backlog (see `store`). The schema is `migrations/postgres/*.sql`, applied in order
-//! on the first connection under an advisory lock (nodes starting together apply it once).
+//! on the first connection under an advisory lock (nodes starting together apply it once); the
+//! outbox (`outbox::store_pg`) applies the same list.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -13,8 +14,10 @@ use postgres::{Client, NoTls, Row};
 use super::store::{Backend, CallRecord, IN_PROGRESS, INTERRUPTED};
 
 /// The migrations, in order: (version, SQL).
-pub const MIGRATIONS: &[(i32, &str)] =
-    &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../../migrations/postgres/0002_outbox.sql")),
+];
 
 /// Any value, the same on every node: serialises schema changes.
 const MIGRATION_LOCK: i64 = 0x6976_725f_6d69_67; // "ivr_mig"
@@ -62,11 +65,12 @@ impl Postgres {
         })
     }
 
-    fn connect(&self) -> anyhow::Result<Client> {
+    /// A new connection, the schema migrated (once per process).
+    pub fn connect(&self) -> anyhow::Result<Client> {
         let mut client = self
             .config
             .connect(NoTls)
-            .map_err(|e| anyhow::anyhow!("postgres {}: {e}", self.target))?;
+            .map_err(|e| anyhow::anyhow!("postgres {}: {}", self.target, error_text(&e)))?;
         if !self.migrated.load(Relaxed) {
             migrate(&mut client)?;
             self.migrated.store(true, Relaxed);
@@ -92,6 +96,14 @@ impl Postgres {
             *guard = None;
         }
         result
+    }
+}
+
+/// A client error with the server's message ("db error" alone says nothing).
+pub fn error_text(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
     }
 }
 
