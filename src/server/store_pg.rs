@@ -20,7 +20,7 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
 ];
 
 /// Any value, the same on every node: serialises schema changes.
-const MIGRATION_LOCK: i64 = 0x6976_725f_6d69_67; // "ivr_mig"
+const MIGRATION_LOCK: i64 = 0x0069_7672_5f6d_6967; // "ivr_mig"
 
 pub struct Postgres {
     config: postgres::Config,
