@@ -22,6 +22,10 @@ pub struct Config {
     pub admin: AdminConfig,
     pub security: SecurityConfig,
     pub paths: PathsConfig,
+    /// This server's name in shared storage (`[node]`).
+    pub node: NodeConfig,
+    /// Where call records and the outbox live (`[storage]`).
+    pub storage: StorageConfig,
     pub tts: TtsConfig,
     pub routing: crate::routing::RoutingConfig,
     /// Links by SMS and email (`[outbox]`, `[outbox.smtp]`, `[outbox.sms]`).
@@ -239,6 +243,51 @@ impl AdminConfig {
     }
 }
 
+/// `[node]`: which server wrote a call record. Records this node left `in_progress` (a crash)
+/// are marked `interrupted` when it starts again, so names must differ between nodes that share
+/// a database.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Empty: the host name.
+    pub name: String,
+}
+
+impl NodeConfig {
+    /// The configured name, else the host name, else "ivr".
+    pub fn resolved(&self) -> String {
+        if !self.name.trim().is_empty() {
+            return self.name.trim().to_string();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "ivr".into())
+    }
+}
+
+/// `[storage]`: call records and the outbox.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Empty: SQLite files in `paths.data_dir` (the embedded default). `postgres://...`: call
+    /// records and the outbox in that PostgreSQL database, shared by every node.
+    pub url: String,
+    /// Call records held in memory while storage cannot be written; past it the oldest are
+    /// dropped (and counted in `ivr_store_dropped_records_total`).
+    pub backlog_records_max: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            url: String::new(),
+            backlog_records_max: 10_000,
+        }
+    }
+}
+
 /// Who may send SIP, and the defence against scanners and floods (`[security]`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -412,6 +461,17 @@ impl Config {
             return Err(ConfigError(
                 "security.rate_limit_burst: must be at least 1 when rate_limit_per_sec is set"
                     .into(),
+            ));
+        }
+        let url = self.storage.url.trim();
+        if !url.is_empty() && !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+            return Err(ConfigError(
+                "storage.url: empty (SQLite in paths.data_dir) or postgres://...".into(),
+            ));
+        }
+        if self.storage.backlog_records_max == 0 {
+            return Err(ConfigError(
+                "storage.backlog_records_max: must be at least 1".into(),
             ));
         }
         // A bad outbox config would otherwise stop the delivery worker after start, with the

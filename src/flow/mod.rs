@@ -1194,6 +1194,28 @@ mod tests {
     }
 
     #[test]
+    fn a_link_that_could_not_be_stored_is_never_announced_as_sent() {
+        let now = Instant::now();
+        let config = FlowConfig {
+            sms_links: ["case_status".to_string()].into_iter().collect(),
+            sms_to_caller: true,
+            ..FlowConfig::default()
+        };
+        let mut call = Call::new(config);
+        call.handle_event(now, Event::Start);
+        for d in ['1', '1', '4', '1'] {
+            call.handle_event(now, Event::Digit(d));
+        }
+        let before = drain(&mut call);
+        assert!(before.iter().any(|a| matches!(a, Action::SendSms { .. })));
+        // The shell could not store it (disk full, database down).
+        call.handle_event(now, Event::LinkQueued(false));
+        let said = played(&drain(&mut call));
+        assert_eq!(said, ["en:sms_failed", "en:after_answer_link"]);
+        assert!(!played(&before).contains(&"en:sms_sent".to_string()));
+    }
+
+    #[test]
     fn a_link_is_texted_only_after_it_is_stored() {
         let now = Instant::now();
         let config = FlowConfig {

@@ -26,6 +26,7 @@ pub mod retry;
 pub mod sms;
 pub mod smtp;
 pub mod store;
+pub mod store_pg;
 pub mod template;
 pub mod worker;
 

@@ -11,7 +11,7 @@
 //! the number to text is in the message row that the consent allows.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -50,6 +50,8 @@ pub enum StoreError {
     /// `call_id` or `link_id` empty or too long (they form the idempotency key).
     BadKey,
     Sqlite(rusqlite::Error),
+    /// The PostgreSQL outbox (`[storage] url`): unreachable, or a statement failed.
+    Postgres(String),
     /// The transaction holding this request could not begin or commit.
     Commit(String),
     Io(std::io::Error),
@@ -64,6 +66,7 @@ impl fmt::Display for StoreError {
             StoreError::BadLink => f.write_str("unknown link id and no usable URL"),
             StoreError::BadKey => f.write_str("call id or link id empty or over 256 bytes"),
             StoreError::Sqlite(e) => write!(f, "outbox database: {e}"),
+            StoreError::Postgres(e) => write!(f, "outbox database (postgres): {e}"),
             StoreError::Commit(e) => write!(f, "outbox database commit: {e}"),
             StoreError::Io(e) => write!(f, "outbox data dir: {e}"),
             StoreError::Closed => f.write_str("outbox writer stopped"),
@@ -181,25 +184,31 @@ pub struct Claimed {
     pub queued: i64,
 }
 
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 type Pending<T> = oneshot::Receiver<Result<T, StoreError>>;
 
-enum Cmd {
+pub(crate) enum Cmd {
     Enqueue(Box<Prepared>, i64, Reply<(Message, bool)>),
     Claim(RetryPolicy, i64, usize, bool, Reply<Claimed>),
     Finish(i64, u32, Transition, Reply<bool>),
     Consent(Consent, Reply<i64>),
 }
 
+/// Where reads go: the SQLite file's read connection, or PostgreSQL.
+enum Reader {
+    Sqlite(Mutex<Connection>),
+    Postgres(Box<super::store_pg::PgReader>),
+}
+
 /// Handle to the outbox; share it with `Arc`.
 pub struct Store {
     tx: mpsc::Sender<Cmd>,
-    reader: Mutex<Connection>,
+    reader: Reader,
     /// Wakes the delivery worker when a message is enqueued.
     pub notify: Notify,
     /// Enqueue and delivery counters (the worker updates the delivery ones).
     pub metrics: Arc<OutboxMetrics>,
-    path: PathBuf,
+    location: String,
 }
 
 const SCHEMA: &str = "
@@ -273,15 +282,47 @@ impl Store {
             .map_err(StoreError::Io)?;
         Ok(Store {
             tx,
-            reader: Mutex::new(reader),
+            reader: Reader::Sqlite(Mutex::new(reader)),
             notify: Notify::new(),
             metrics: Arc::new(OutboxMetrics::default()),
-            path,
+            location: path.display().to_string(),
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The outbox `[storage]` names: PostgreSQL (shared by the nodes) for a `postgres://` URL,
+    /// else `<data_dir>/outbox.sqlite3`.
+    pub fn from_config(config: &crate::config::Config) -> Result<Store, StoreError> {
+        let url = config.storage.url.trim();
+        if url.is_empty() {
+            Store::open(&config.paths.data_dir)
+        } else {
+            Store::open_postgres(url)
+        }
+    }
+
+    /// The outbox in PostgreSQL; nothing is connected yet (a database down at start makes
+    /// enqueues fail, and the caller hears that the link could not be sent).
+    pub fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        let db = super::store_pg::PgOutbox::new(url)?;
+        let location = db.describe();
+        let reader = super::store_pg::PgReader::new(db.clone());
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("outbox-writer".into())
+            .spawn(move || super::store_pg::writer_loop(db, rx))
+            .map_err(StoreError::Io)?;
+        Ok(Store {
+            tx,
+            reader: Reader::Postgres(Box::new(reader)),
+            notify: Notify::new(),
+            metrics: Arc::new(OutboxMetrics::default()),
+            location,
+        })
+    }
+
+    /// Where the outbox is (a file, or `postgres host:port/db`), for logs.
+    pub fn location(&self) -> &str {
+        &self.location
     }
 
     fn request<T>(
@@ -356,14 +397,13 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // A poisoned lock still holds a usable connection: SQLite state is not half-written.
-        self.reader.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Messages, newest first, optionally in one state. Blocking (a short read).
     pub fn list(&self, state: Option<State>, limit: usize) -> Result<Vec<Message>, StoreError> {
-        let conn = self.reader();
+        let conn = match &self.reader {
+            Reader::Postgres(pg) => return pg.list(state, limit),
+            // A poisoned lock still holds a usable connection: SQLite state is not half-written.
+            Reader::Sqlite(m) => m.lock().unwrap_or_else(|e| e.into_inner()),
+        };
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM messages WHERE ?1 IS NULL OR state = ?1 ORDER BY id DESC LIMIT ?2"
         ))?;
@@ -375,7 +415,11 @@ impl Store {
     }
 
     pub fn show(&self, id: i64) -> Result<Option<Message>, StoreError> {
-        let conn = self.reader();
+        let conn = match &self.reader {
+            Reader::Postgres(pg) => return pg.show(id),
+            // A poisoned lock still holds a usable connection: SQLite state is not half-written.
+            Reader::Sqlite(m) => m.lock().unwrap_or_else(|e| e.into_inner()),
+        };
         let mut stmt =
             conn.prepare_cached(&format!("SELECT {COLUMNS} FROM messages WHERE id = ?1"))?;
         Ok(stmt.query_row([id], row_to_message).optional()?)
@@ -383,7 +427,11 @@ impl Store {
 
     /// Stored consents, oldest first, all or one call's.
     pub fn consents(&self, call_id: Option<&str>) -> Result<Vec<ConsentRecord>, StoreError> {
-        let conn = self.reader();
+        let conn = match &self.reader {
+            Reader::Postgres(pg) => return pg.consents(call_id),
+            // A poisoned lock still holds a usable connection: SQLite state is not half-written.
+            Reader::Sqlite(m) => m.lock().unwrap_or_else(|e| e.into_inner()),
+        };
         let mut stmt = conn.prepare_cached(
             "SELECT call_id, kind, given_at_ms, how, phone_redacted FROM consents \
              WHERE ?1 IS NULL OR call_id = ?1 ORDER BY id",
@@ -437,7 +485,7 @@ fn row_to_message(r: &Row<'_>) -> rusqlite::Result<Message> {
 }
 
 /// A request's result, held until the transaction that produced it commits.
-enum Done {
+pub(crate) enum Done {
     Enqueue(Reply<(Message, bool)>, Result<(Message, bool), StoreError>),
     Claim(Reply<Claimed>, Result<Claimed, StoreError>),
     Finish(Reply<bool>, Result<bool, StoreError>),
@@ -446,7 +494,7 @@ enum Done {
 
 impl Done {
     /// Send the result, or `err` instead when the commit failed.
-    fn send(self, commit_err: Option<&str>) {
+    pub(crate) fn send(self, commit_err: Option<&str>) {
         fn fail<T>(r: Result<T, StoreError>, commit_err: Option<&str>) -> Result<T, StoreError> {
             match commit_err {
                 Some(e) => Err(StoreError::Commit(e.to_string())),
@@ -494,7 +542,7 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<Cmd>) {
     }
 }
 
-fn fail_cmd(cmd: Cmd, msg: &str) {
+pub(crate) fn fail_cmd(cmd: Cmd, msg: &str) {
     fn e<T>(msg: &str) -> Result<T, StoreError> {
         Err(StoreError::Commit(msg.to_string()))
     }
@@ -659,6 +707,7 @@ fn consent(conn: &Connection, c: &Consent) -> Result<i64, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn new(call: &str, channel: Channel, to: &str) -> NewMessage {
         NewMessage {

@@ -51,7 +51,7 @@ pub async fn run_worker(
     let senders = Arc::new(Senders::new(&config)?);
     let policy = config.retry_policy();
     let poll = Duration::from_millis(config.poll_ms.max(10));
-    tracing::info!(db = %store.path().display(), sms = senders.sms.is_some(), "outbox worker started");
+    tracing::info!(db = %store.location(), sms = senders.sms.is_some(), "outbox worker started");
     while !*shutdown.borrow() {
         let wait = match pass(&store, &senders, &policy, config.concurrency).await {
             // A full batch: more may be due right away.

@@ -78,6 +78,12 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
         "calls_active": shared.metrics.calls_active.load(Relaxed),
         "prompts": shared.prompts.load().len(),
         "asr": shared.asr_backends(),
+        // Call records not yet written (storage slow or failing): calls go on regardless.
+        "store": {
+            "backlog_records": shared.store.stats().backlog(),
+            "failing": shared.store.stats().failing(),
+            "dropped_records": shared.store.stats().dropped(),
+        },
     });
     let status = if ready {
         StatusCode::OK
@@ -91,6 +97,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
         let mut out = shared.metrics.render_all(&shared.send_lateness);
         shared.edge.render_into(&mut out);
+        shared.store.render_metrics(&mut out);
         shared.reply_latency.render_into(
             &mut out,
             "ivr_asr_reply_latency_seconds",

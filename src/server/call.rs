@@ -119,6 +119,8 @@ fn tty_session(setup: &CallSetup, lang: crate::types::Lang) -> Option<TtySession
 }
 
 const RTCP_INTERVAL: Duration = Duration::from_secs(5);
+/// How often at most a call's record is saved while the call goes on.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// Datagrams taken from the socket before a playout tick at most (a flood must not starve the
 /// task); `Inbound::wants_datagrams` stops it earlier.
 const DRAIN_MAX: usize = 48;
@@ -247,6 +249,8 @@ pub async fn run(
     let mut agent_buf = [0u8; 2048];
     // A TTY hang-up waits for the last line (ending "SK") to be sent.
     let mut hangup_after_playback = false;
+    let mut next_progress = start + PROGRESS_INTERVAL;
+    let mut last_saved: Option<CallRecord> = None;
     setup.stream.set_media(
         setup.media.remote_rtp,
         setup.media.direction.sends(),
@@ -804,6 +808,29 @@ pub async fn run(
                 }
             }
         }
+        // The record as the call goes (a crash leaves what was known): at most one save per
+        // PROGRESS_INTERVAL, only when something changed; the store coalesces further.
+        let now = Instant::now();
+        if now >= next_progress {
+            next_progress = now + PROGRESS_INTERVAL;
+            let record = call_record(
+                &shared,
+                &setup,
+                &Progress {
+                    flow: &flow,
+                    asr: asr.as_ref(),
+                    reply_latency_ms: &reply_latency_ms,
+                    transfer: &transfer,
+                    tty: tty.as_ref(),
+                    rtt: rtt.as_ref(),
+                    end_reason,
+                },
+            );
+            if last_saved.as_ref() != Some(&record) {
+                shared.store.save(record.clone());
+                last_saved = Some(record);
+            }
+        }
         if hanging_up && !setup.stream.is_playing() {
             break;
         }
@@ -811,36 +838,6 @@ pub async fn run(
     setup.stream.close();
 
     // Final record: what the flow did and why the call ended.
-    let rec = flow.record();
-    let mut record = setup.record.clone();
-    record.ended_at = Some(now_rfc3339());
-    record.codec = Some(setup.media.codec.name().to_string());
-    record.lang = rec.lang.map(|l| l.code().to_string());
-    record.digits = rec.digits.clone();
-    record.intents = rec.intents.clone();
-    record.intent = rec.intents.last().cloned();
-    record.actions = rec.actions.clone();
-    record.prompts = rec
-        .prompts
-        .iter()
-        .map(|p| format!("{}:{}", p.lang, p.id))
-        .collect();
-    record.outcome = rec
-        .outcome
-        .and_then(|o| serde_json::to_value(o).ok())
-        .and_then(|v| v.as_str().map(String::from));
-    record.end_reason = end_reason.map(String::from);
-    if let Some(a) = &asr
-        && (!a.transcripts.is_empty() || !reply_latency_ms.is_empty())
-    {
-        record.speech = Some(serde_json::json!({
-            "transcripts": a.transcripts.iter().map(|t| crate::pii::redact_words(t)).collect::<Vec<_>>(),
-            "confidence": rec.confidence,
-            "understood": rec.understood,
-            "reply_latency_ms": reply_latency_ms,
-        }));
-    }
-    record.transfer = transfer.outcome().map(bridge::Outcome::as_record);
     if let (Some(inb), Some(t)) = (inbound.as_ref(), tty.as_ref()) {
         let j = inb.jitter_stats();
         let (concealed, dry_gaps) = t.playout_counts();
@@ -860,6 +857,69 @@ pub async fn run(
         let (to_agent, to_caller) = b.packets();
         tracing::info!(to_agent, to_caller, "bridge relayed packets");
     }
+    let mut record = call_record(
+        &shared,
+        &setup,
+        &Progress {
+            flow: &flow,
+            asr: asr.as_ref(),
+            reply_latency_ms: &reply_latency_ms,
+            transfer: &transfer,
+            tty: tty.as_ref(),
+            rtt: rtt.as_ref(),
+            end_reason,
+        },
+    );
+    record.ended_at = Some(now_rfc3339());
+    if let Some(r) = &rtt {
+        r.log_stats();
+    }
+    shared.store.save(record);
+    let _ = sip.send(SipCommand::Finished(setup.key)).await;
+}
+
+/// What a call's record is made of, borrowed from the call task.
+struct Progress<'a> {
+    flow: &'a flow::Call,
+    asr: Option<&'a CallAsr>,
+    reply_latency_ms: &'a [u64],
+    transfer: &'a bridge::Transfer,
+    tty: Option<&'a TtySession>,
+    rtt: Option<&'a super::rtt_session::RttSession>,
+    end_reason: Option<&'static str>,
+}
+
+/// The call's record as of now (`ended_at` unset: the caller sets it at the end).
+fn call_record(shared: &Shared, setup: &CallSetup, p: &Progress<'_>) -> CallRecord {
+    let rec = p.flow.record();
+    let mut record = setup.record.clone();
+    record.codec = Some(setup.media.codec.name().to_string());
+    record.lang = rec.lang.map(|l| l.code().to_string());
+    record.digits = rec.digits.clone();
+    record.intents = rec.intents.clone();
+    record.intent = rec.intents.last().cloned();
+    record.actions = rec.actions.clone();
+    record.prompts = rec
+        .prompts
+        .iter()
+        .map(|p| format!("{}:{}", p.lang, p.id))
+        .collect();
+    record.outcome = rec
+        .outcome
+        .and_then(|o| serde_json::to_value(o).ok())
+        .and_then(|v| v.as_str().map(String::from));
+    record.end_reason = p.end_reason.map(String::from);
+    if let Some(a) = p.asr
+        && (!a.transcripts.is_empty() || !p.reply_latency_ms.is_empty())
+    {
+        record.speech = Some(serde_json::json!({
+            "transcripts": a.transcripts.iter().map(|t| crate::pii::redact_words(t)).collect::<Vec<_>>(),
+            "confidence": rec.confidence,
+            "understood": rec.understood,
+            "reply_latency_ms": p.reply_latency_ms,
+        }));
+    }
+    record.transfer = p.transfer.outcome().map(bridge::Outcome::as_record);
     if let Some(intent) = record.intent.as_deref() {
         let tty = record.mode == "tty";
         let lang = rec.lang.unwrap_or(crate::types::Lang::En);
@@ -867,7 +927,7 @@ pub async fn run(
         (record.route, record.route_reason) =
             bridge::route_of(&shared.router, intent, lang, tty, now);
     }
-    if let Some(t) = &tty {
+    if let Some(t) = p.tty {
         let r = t.record();
         record.mode = "tty".into();
         record.lang = r.lang.map(|l| l.code().to_string());
@@ -885,11 +945,10 @@ pub async fn run(
             .and_then(|o| serde_json::to_value(o).ok())
             .and_then(|v| v.as_str().map(String::from));
     }
-    if let Some(r) = &rtt {
+    if let Some(r) = p.rtt {
         r.fill_record(&mut record);
     }
-    shared.store.save(record);
-    let _ = sip.send(SipCommand::Finished(setup.key)).await;
+    record
 }
 
 /// Act on a transfer step; true when the call task must end now.

@@ -3,7 +3,8 @@
 //! - `sip_task` owns the SIP endpoint and sockets and spawns a task per call;
 //! - `call` is the per-call media loop (RTP in/out, DTMF, the call flow);
 //! - `admin` serves `/healthz`, `/readyz`, `/metrics`, `/calls/{id}`;
-//! - `store` writes call records to SQLite from its own thread;
+//! - `store` keeps call records (SQLite or PostgreSQL) from its own writer thread, buffering
+//!   them in memory while storage fails;
 //! - `reload` watches `prompts/` and swaps in a new prompt set when a valid edit lands.
 
 pub mod admin;
@@ -17,6 +18,7 @@ pub mod reload;
 pub mod rtt_session;
 pub mod sip_task;
 pub mod store;
+pub mod store_pg;
 pub mod tty_session;
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -277,10 +279,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let router = crate::routing::Router::from_config(&config.routing, policy_text.as_deref())
         .map_err(|e| anyhow::anyhow!("routing: {e}"))?;
     let sms_links = sendable_links(&router);
-    let store = Arc::new(Store::open(&config.paths.data_dir)?);
+    let store = Arc::new(Store::from_config(&config)?);
     let outbox = Arc::new(
-        crate::outbox::Store::open(&config.paths.data_dir)
-            .map_err(|e| anyhow::anyhow!("outbox: {e}"))?,
+        crate::outbox::Store::from_config(&config).map_err(|e| anyhow::anyhow!("outbox: {e}"))?,
     );
     let shared = Arc::new(Shared {
         config: config.clone(),

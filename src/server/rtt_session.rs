@@ -362,6 +362,13 @@ impl RttCore {
             .outcome
             .and_then(|o| serde_json::to_value(o).ok())
             .and_then(|v| v.as_str().map(String::from));
+    }
+
+    /// What the text stream received, for the log at the call's end.
+    pub fn log_stats(&self) {
+        if self.conv.is_none() {
+            return;
+        }
         let stats = self.receiver.stats();
         tracing::info!(
             packets = stats.packets,
@@ -526,6 +533,10 @@ impl RttSession {
 
     pub fn fill_record(&self, record: &mut CallRecord) {
         self.core.fill_record(record);
+    }
+
+    pub fn log_stats(&self) {
+        self.core.log_stats();
     }
 }
 

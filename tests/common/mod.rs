@@ -2,6 +2,8 @@
 //! talk to its admin API, capture and decode RTP.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -82,6 +84,9 @@ pub struct ServerOptions {
     pub cwd: Option<PathBuf>,
     /// Rendered prompts; `None`: the cache shared by all tests (each prompt rendered once).
     pub tts_cache: Option<PathBuf>,
+    /// `[paths] data_dir` somewhere else than the test's directory (which keeps the config and
+    /// the log): a small file system for storage faults.
+    pub storage_dir: Option<PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -98,6 +103,7 @@ impl Default for ServerOptions {
             admin_token: None,
             cwd: None,
             tts_cache: None,
+            storage_dir: None,
         }
     }
 }
@@ -176,7 +182,7 @@ impl Server {
             opts.max_calls,
             opts.no_input_timeout_secs,
             opts.answer_delay_ms,
-            data_dir.display(),
+            opts.storage_dir.as_ref().unwrap_or(&data_dir).display(),
             opts.prompts_dir.display(),
             opts.grammars_dir.display(),
             tts_cache.display(),
@@ -280,6 +286,41 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+impl Server {
+    /// SIGKILL: no drain, no final writes.
+    pub fn kill9(&mut self) {
+        unsafe_kill(self.child.id(), "KILL");
+        let _ = self.child.wait();
+    }
+
+    /// `ivr serve` again with this server's config (ports, data directory); it must be dead.
+    pub fn restart(&self) -> Server {
+        let log = self.data_dir.join("server-restart.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_ivr"))
+            .arg("serve")
+            .arg("--config")
+            .arg(self.data_dir.join("ivr.toml"))
+            .env("IVR_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("restart ivr serve");
+        let mut server = Server {
+            child,
+            sip: self.sip,
+            admin: self.admin,
+            rtp: self.rtp,
+            data_dir: self.data_dir.clone(),
+            log,
+            admin_token: self.admin_token.clone(),
+        };
+        if let Err(log) = server.wait_ready(Duration::from_secs(120)) {
+            panic!("restarted ivr exited:\n{log}");
+        }
+        server
     }
 }
 
