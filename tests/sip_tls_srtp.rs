@@ -1,0 +1,193 @@
+//! SIP over TLS and SRTP against a real peer: a baresip caller dials the IVR's TLS port and
+//! hears the greeting; a capture of the loopback shows no SIP in clear on the TLS port.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// A throw-away self-signed certificate and key for 127.0.0.1, made by the openssl CLI in the
+/// test's own directory (never committed).
+fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(st.success(), "openssl made a certificate");
+    (cert, key)
+}
+
+/// The TLS server, its port, and the test's directory.
+fn tls_server(media_toml: &str) -> (Server, u16, PathBuf) {
+    require("openssl");
+    let dir = temp_dir("tls");
+    let (cert, key) = self_signed(&dir);
+    let tls_port = free_port();
+    let server = Server::start(ServerOptions {
+        sip_toml: format!(
+            "tls_listen = \"127.0.0.1:{tls_port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+        media_toml: media_toml.into(),
+        ..Default::default()
+    });
+    (server, tls_port, dir)
+}
+
+/// Run baresip in `dir` calling the IVR's TLS port for 12 s with the account's `mediaenc`
+/// (empty: plain RTP); returns baresip's log.
+fn baresip_over_tls(dir: &Path, tls_port: u16, mediaenc: &str) -> String {
+    let mic = dir.join("mic.wav");
+    let st = Command::new("sox")
+        .args(["-n", "-r", "8000", "-c", "1", "-b", "16"])
+        .arg(&mic)
+        .args(["trim", "0", "15"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let sip_port = free_port();
+    let srtp_module = if mediaenc.is_empty() {
+        ""
+    } else {
+        "module srtp.so\n"
+    };
+    std::fs::write(
+        dir.join("config"),
+        format!(
+            "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\nmodule_path /usr/lib/baresip/modules\n\
+             module g711.so\nmodule aufile.so\nmodule sndfile.so\nmodule menu.so\nmodule account.so\n\
+             {srtp_module}audio_player aufile,{dir}/played.wav\naudio_source aufile,{mic}\nsnd_path {dir}\n",
+            dir = dir.display(),
+            mic = mic.display()
+        ),
+    )
+    .unwrap();
+    let enc = if mediaenc.is_empty() {
+        String::new()
+    } else {
+        format!(";mediaenc={mediaenc}")
+    };
+    std::fs::write(
+        dir.join("accounts"),
+        format!("<sip:2025550177@127.0.0.1;transport=tls>;regint=0;audio_codecs=PCMU{enc}\n"),
+    )
+    .unwrap();
+    let out = Command::new("timeout")
+        .args(["40", "baresip", "-f"])
+        .arg(dir)
+        .args([
+            "-e",
+            &format!("/dial sip:ivr@127.0.0.1:{tls_port};transport=tls"),
+            "-t",
+            "12",
+        ])
+        .current_dir(dir)
+        .output()
+        .expect("run baresip");
+    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// The greeting is in baresip's decoded-audio dump (as tests/baresip_caller_hears_greeting.rs).
+fn assert_heard_greeting(dir: &Path, log: &str) {
+    let dec = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+        .unwrap_or_else(|| panic!("no decoded-audio dump; baresip log:\n{log}"));
+    let (rate, heard) = read_wav(&dec);
+    assert_eq!(rate, 8000);
+    let first = heard
+        .iter()
+        .position(|s| s.unsigned_abs() > 300)
+        .unwrap_or_else(|| panic!("the caller heard audio; baresip log:\n{log}"));
+    let heard = &heard[first..];
+    assert!(
+        heard.len() > 8000 * 4,
+        "at least 4 s of greeting heard ({} samples)",
+        heard.len()
+    );
+    let greeting = say_prompt("en", "greeting", dir);
+    let g0 = greeting
+        .iter()
+        .position(|s| s.unsigned_abs() > 300)
+        .unwrap_or(0);
+    let corr = envelope_correlation(heard, &greeting[g0..]);
+    eprintln!("baresip (TLS) recording vs greeting: envelope correlation {corr:.3}");
+    assert!(corr > 0.9, "the recording holds the greeting ({corr:.3})");
+}
+
+/// tshark's count of frames in `pcap` matching `display_filter`.
+fn tshark_count(pcap: &Path, display_filter: &str) -> usize {
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(pcap)
+        .args(["-Y", display_filter])
+        .output()
+        .expect("run tshark");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// The TCP payloads in `pcap` that hold SIP in clear ("SIP/2.0" anywhere in the segment).
+fn clear_sip_segments(pcap: &Path) -> usize {
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(pcap)
+        .args(["-Y", "tcp.len > 0", "-T", "fields", "-e", "tcp.payload"])
+        .output()
+        .expect("run tshark");
+    let needle = "5349502f322e30"; // "SIP/2.0"
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|hex| hex.replace(':', "").to_ascii_lowercase().contains(needle))
+        .count()
+}
+
+/// A call over TLS (plain RTP): established, greeting heard, no SIP in clear on the TLS port, and
+/// the call record says tls.
+#[test]
+fn baresip_over_tls_hears_the_greeting() {
+    require("baresip");
+    require("sox");
+    let (server, tls_port, dir) = tls_server("");
+    let cap = Capture::start(&format!("tcp port {tls_port}"), &dir);
+    let log = baresip_over_tls(&dir, tls_port, "");
+    let pcap = cap.path.clone();
+    drop(cap.stop());
+    assert!(log.contains("Call established"), "baresip log:\n{log}");
+    assert_heard_greeting(&dir, &log);
+    let tls_frames = tshark_count(&pcap, "tls.app_data");
+    let sip_frames = clear_sip_segments(&pcap);
+    eprintln!("TLS port capture: {tls_frames} TLS frames, {sip_frames} SIP frames in clear");
+    assert!(
+        tls_frames >= 4,
+        "the signalling went over TLS ({tls_frames} frames)"
+    );
+    assert_eq!(sip_frames, 0, "no SIP in clear on the TLS port");
+
+    let (_, body) = server.get("/calls?limit=1");
+    let calls: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let call = server.ended_call(
+        calls[0]["call_id"].as_str().unwrap(),
+        Duration::from_secs(10),
+    );
+    assert_eq!(call["transport"], "tls", "{call}");
+    assert_eq!(call["end_reason"], "caller_bye", "{call}");
+}
