@@ -100,6 +100,8 @@ pub struct MediaConfig {
     pub codecs: Vec<String>,
     pub ptime_ms: u32,
     pub rtp_timeout_secs: u64,
+    /// SRTP with SDES keys (RFC 4568): `off`, `optional` (default) or `required`.
+    pub srtp: crate::sip::sdp::SrtpMode,
 }
 
 impl Default for MediaConfig {
@@ -112,6 +114,7 @@ impl Default for MediaConfig {
             codecs: vec!["PCMU".into(), "PCMA".into(), "opus".into()],
             ptime_ms: 20,
             rtp_timeout_secs: 30,
+            srtp: crate::sip::sdp::SrtpMode::Optional,
         }
     }
 }

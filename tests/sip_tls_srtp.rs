@@ -73,8 +73,8 @@ fn baresip_over_tls(dir: &Path, tls_port: u16, mediaenc: &str) -> String {
         dir.join("config"),
         format!(
             "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\nmodule_path /usr/lib/baresip/modules\n\
-             module g711.so\nmodule aufile.so\nmodule sndfile.so\nmodule menu.so\nmodule account.so\n\
-             {srtp_module}audio_player aufile,{dir}/played.wav\naudio_source aufile,{mic}\nsnd_path {dir}\n",
+             module g711.so\nmodule aufile.so\nmodule sndfile.so\nmodule menu.so\n{srtp_module}module account.so\n\
+             audio_player aufile,{dir}/played.wav\naudio_source aufile,{mic}\nsnd_path {dir}\n",
             dir = dir.display(),
             mic = mic.display()
         ),
@@ -95,7 +95,8 @@ fn baresip_over_tls(dir: &Path, tls_port: u16, mediaenc: &str) -> String {
         .arg(dir)
         .args([
             "-e",
-            &format!("/dial sip:ivr@127.0.0.1:{tls_port};transport=tls"),
+            // The account's ;transport=tls is added to the dialled URI.
+            &format!("/dial sip:ivr@127.0.0.1:{tls_port}"),
             "-t",
             "12",
         ])
@@ -190,4 +191,142 @@ fn baresip_over_tls_hears_the_greeting() {
     );
     assert_eq!(call["transport"], "tls", "{call}");
     assert_eq!(call["end_reason"], "caller_bye", "{call}");
+}
+
+/// A baresip caller over TLS with `mediaenc=srtp-mand` (RTP/SAVP, SDES) to an IVR with
+/// `srtp = "required"`: the call completes, the caller hears the greeting (its SRTP decrypted by
+/// baresip's libsrtp-free `srtp` module), and on the wire every RTP packet to and from the IVR's
+/// port is SRTP: an auth tag on each, and the IVR's payloads are not the G.711 greeting.
+#[test]
+fn baresip_srtp_mandatory_over_tls_hears_the_greeting_and_the_wire_is_encrypted() {
+    require("baresip");
+    require("sox");
+    let (server, tls_port, dir) = tls_server("srtp = \"required\"\n");
+    let (lo, hi) = server.rtp;
+    let cap = Capture::start(
+        &format!("udp portrange {lo}-{hi} or tcp port {tls_port}"),
+        &dir,
+    );
+    let log = baresip_over_tls(&dir, tls_port, "srtp-mand");
+    let pcap = cap.path.clone();
+    let packets = cap.stop();
+    assert!(log.contains("Call established"), "baresip log:\n{log}");
+    assert_heard_greeting(&dir, &log);
+    assert_eq!(
+        clear_sip_segments(&pcap),
+        0,
+        "no SIP in clear on the TLS port"
+    );
+
+    let ivr_port = |p: u16| (lo..=hi).contains(&p);
+    let (mut from_ivr, mut to_ivr) = (Vec::new(), 0usize);
+    for c in &packets {
+        let Some(rtp) = parse_rtp(&c.payload) else {
+            continue;
+        };
+        if rtp.pt >= 72 && rtp.pt <= 76 {
+            continue; // RTCP (SRTCP) on a port pair.
+        }
+        if ivr_port(c.src_port) && rtp.pt == 0 {
+            from_ivr.push(rtp.payload.to_vec());
+        } else if ivr_port(c.dst_port) && rtp.pt == 0 {
+            to_ivr += 1;
+            // 20 ms of PCMU is 160 bytes; SRTP adds a 4- or 10-byte tag.
+            let tag = rtp.payload.len().checked_sub(160);
+            assert!(
+                matches!(tag, Some(4) | Some(10)),
+                "caller packet of {} bytes: not SRTP",
+                rtp.payload.len()
+            );
+        }
+    }
+    eprintln!(
+        "captured {} IVR → caller and {to_ivr} caller → IVR PCMU packets",
+        from_ivr.len()
+    );
+    assert!(
+        from_ivr.len() > 200,
+        "the IVR sent the greeting ({} packets)",
+        from_ivr.len()
+    );
+    assert!(to_ivr > 200, "the caller sent audio ({to_ivr} packets)");
+    for p in &from_ivr {
+        let tag = p.len().checked_sub(160);
+        assert!(
+            matches!(tag, Some(4) | Some(10)),
+            "IVR packet of {} bytes: not SRTP",
+            p.len()
+        );
+    }
+    // Decoded as if plain PCMU, the IVR's payloads are noise, not the greeting: the plain
+    // greeting's envelope correlates > 0.9 (above), encrypted bytes do not.
+    let as_plain: Vec<i16> = from_ivr
+        .iter()
+        .flat_map(|p| p[..160].iter().map(|&b| ulaw_to_linear(b)))
+        .collect();
+    let greeting = say_prompt("en", "greeting", &dir);
+    let g0 = greeting
+        .iter()
+        .position(|s| s.unsigned_abs() > 300)
+        .unwrap_or(0);
+    let first = as_plain
+        .iter()
+        .position(|s| s.unsigned_abs() > 300)
+        .unwrap_or(0);
+    let corr = envelope_correlation(&as_plain[first..], &greeting[g0..]);
+    eprintln!("wire payload decoded as plain PCMU vs greeting: envelope correlation {corr:.3}");
+    assert!(
+        corr < 0.5,
+        "the wire does not carry the greeting in clear ({corr:.3})"
+    );
+
+    let (_, body) = server.get("/calls?limit=1");
+    let calls: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let call = server.ended_call(
+        calls[0]["call_id"].as_str().unwrap(),
+        Duration::from_secs(10),
+    );
+    assert_eq!(call["transport"], "tls", "{call}");
+    assert_eq!(call["end_reason"], "caller_bye", "{call}");
+}
+
+/// With `srtp = "required"`, a plain RTP/AVP offer gets 488; an RTP/SAVP offer with a usable
+/// a=crypto is answered with RTP/SAVP and one a=crypto line under the offer's tag.
+#[test]
+fn plain_rtp_offer_to_srtp_required_gets_488() {
+    let server = Server::start(ServerOptions {
+        media_toml: "srtp = \"required\"\n".into(),
+        ..Default::default()
+    });
+    let mut uac = Uac::new(server.sip);
+    let sdp = uac.sdp("sendrecv");
+    assert!(sdp.contains("RTP/AVP") && !sdp.contains("crypto"));
+    uac.request("INVITE", &sdp, true);
+    let resp = uac.final_response(Duration::from_secs(5));
+    assert_eq!(resp.status(), Some(488), "{resp:?}");
+
+    let mut uac = Uac::new(server.sip);
+    let savp = uac.sdp("sendrecv").replace("RTP/AVP", "RTP/SAVP")
+        + "a=crypto:7 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n";
+    uac.request("INVITE", &savp, true);
+    let ok = uac.final_response(Duration::from_secs(5));
+    assert_eq!(ok.status(), Some(200), "{ok:?}");
+    assert!(ok.body.contains("RTP/SAVP"), "{}", ok.body);
+    let crypto: Vec<&str> = ok
+        .body
+        .lines()
+        .filter(|l| l.starts_with("a=crypto:"))
+        .collect();
+    assert_eq!(crypto.len(), 1, "{}", ok.body);
+    assert!(
+        crypto[0].starts_with("a=crypto:7 AES_CM_128_HMAC_SHA1_80 inline:"),
+        "{}",
+        crypto[0]
+    );
+    // Our key is ours, not the offerer's echoed back.
+    assert!(
+        !crypto[0].contains("PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR"),
+        "{}",
+        crypto[0]
+    );
 }

@@ -21,6 +21,7 @@ use super::outgoing::{Outgoing, Stream};
 use super::store::{CallRecord, now_rfc3339};
 use crate::flow::FlowConfig;
 use crate::pii::redact;
+use crate::rtp::srtp::{self, KeySalt, Protector, Unprotector};
 use crate::sip::guard::{DropReason, Guard, Verdict};
 use crate::sip::sdp::{self, LocalMedia};
 use crate::sip::{CallKey, Endpoint, EndpointConfig, Event, OutgoingCall, Transport};
@@ -34,6 +35,25 @@ struct Live {
     text_port: Option<u16>,
     session_id: u64,
     version: u64,
+    /// Our SRTP key for the call: a re-INVITE is answered with the same one.
+    srtp_key: KeySalt,
+}
+
+/// A fresh SRTP master key and salt from the OS (getrandom(2)); never logged.
+fn srtp_key() -> KeySalt {
+    let mut k = [0u8; srtp::KEY_SALT_LEN];
+    let mut filled = 0;
+    while filled < k.len() {
+        // SAFETY: writes at most the remaining bytes of `k`.
+        let n = unsafe { libc::getrandom(k[filled..].as_mut_ptr().cast(), k.len() - filled, 0) };
+        if n > 0 {
+            filled += n as usize;
+        } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            // No entropy source at all: a process that cannot key SRTP must not pretend to.
+            panic!("getrandom failed: {}", std::io::Error::last_os_error());
+        }
+    }
+    KeySalt(k)
 }
 
 /// The IVR's own call to an agent queue (B2BUA bridge), until it ends.
@@ -425,6 +445,7 @@ impl SipTask {
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
                 let session_id = self.seed >> 16;
+                let key = srtp_key();
                 let local = LocalMedia {
                     addr: self.media_ip,
                     port: rtp_port,
@@ -432,9 +453,18 @@ impl SipTask {
                     ptime_ms: cfg.media.ptime_ms,
                     session_id,
                     session_version: 1,
+                    srtp: cfg.media.srtp,
+                    srtp_key: key.clone(),
                 };
                 let mut media = match sdp::negotiate(offer, &local) {
                     Ok(n) => n,
+                    Err(sdp::NegotiateError::SrtpRequired) => {
+                        tracing::info!(call_id = %info.call_id, "plain RTP offered, SRTP required: 488");
+                        self.ports.release(rtp_port);
+                        Metrics::inc(&m.calls_failed_total);
+                        let _ = self.endpoint.reject(now, call, 488, &[]);
+                        return;
+                    }
                     Err(e) => {
                         tracing::info!(call_id = %info.call_id, error = ?e, "no common media: 488");
                         self.ports.release(rtp_port);
@@ -499,7 +529,7 @@ impl SipTask {
                     ..Default::default()
                 };
                 self.shared.store.save(record.clone());
-                tracing::info!(call_id = %info.call_id, caller = %record.caller, codec = %media.codec,
+                tracing::info!(call_id = %info.call_id, caller = %record.caller, codec = %media.codec, srtp = media.srtp.as_ref().map(|k| k.suite.name()),
                     rtp_port, remote = ?media.remote_rtp, "call answered");
                 let answer = media.answer.clone();
                 let (tx, rx) = mpsc::channel(64);
@@ -512,8 +542,28 @@ impl SipTask {
                     self.seed,
                     events_tx,
                 ));
+                // SRTP: our key protects what the stream sends, the caller's checks what arrives.
+                let srtp_in = match &media.srtp {
+                    Some(k) => match (
+                        Protector::new(k.suite, &k.local),
+                        Unprotector::new(k.suite, &k.remote),
+                    ) {
+                        (Ok(p), Ok(u)) => {
+                            stream.set_srtp(Some(p));
+                            Some(u)
+                        }
+                        (Err(e), _) | (_, Err(e)) => {
+                            tracing::error!(error = %e, "SRTP session not created: 488");
+                            self.ports.release(rtp_port);
+                            let _ = self.endpoint.reject(now, call, 488, &[]);
+                            return;
+                        }
+                    },
+                    None => None,
+                };
                 self.outgoing.add(stream.clone());
                 let setup = CallSetup {
+                    srtp_in,
                     key: call,
                     record,
                     rtp,
@@ -581,6 +631,7 @@ impl SipTask {
                         text_port,
                         session_id,
                         version: 1,
+                        srtp_key: key,
                     },
                 );
                 Metrics::inc(&m.calls_total);
@@ -617,6 +668,8 @@ impl SipTask {
                     ptime_ms: self.shared.config.media.ptime_ms,
                     session_id: live.session_id,
                     session_version: live.version,
+                    srtp: self.shared.config.media.srtp,
+                    srtp_key: live.srtp_key.clone(),
                 };
                 match sdp::negotiate(&offer, &local) {
                     Ok(mut media) => {
