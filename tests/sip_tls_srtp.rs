@@ -1,5 +1,6 @@
 //! SIP over TLS and SRTP against a real peer: a baresip caller dials the IVR's TLS port and
-//! hears the greeting; a capture of the loopback shows no SIP in clear on the TLS port.
+//! hears the greeting; a capture of the loopback shows no SIP in clear on the TLS port and only
+//! SRTP on the media ports; RFC 4733 over SRTP; a plain offer to `srtp = "required"` gets 488.
 
 mod common;
 
@@ -329,4 +330,104 @@ fn plain_rtp_offer_to_srtp_required_gets_488() {
         "{}",
         crypto[0]
     );
+}
+
+/// RFC 4733 over SRTP (here over UDP signalling, the media path is the same): a caller keyed
+/// with its own SDES key presses 1 in protected telephone-events and the IVR records the digit;
+/// the same events sent in clear on the SRTP call are dropped (no digit). The IVR's own packets
+/// unprotect with the key it announced and carry PCMU.
+#[test]
+fn rfc4733_digits_over_srtp_are_heard_and_clear_ones_are_not() {
+    use ivr::rtp::srtp::{CryptoAttr, KeySalt, Protector, Suite, Unprotector};
+    let server = Server::start(ServerOptions {
+        media_toml: "srtp = \"required\"\n".into(),
+        ..Default::default()
+    });
+    let ours = KeySalt([0x42; 30]);
+    for protect in [true, false] {
+        let mut uac = Uac::new(server.sip);
+        let offer = uac.sdp("sendrecv").replace("RTP/AVP", "RTP/SAVP")
+            + &format!(
+                "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{}\r\n",
+                ours.to_base64()
+            );
+        let branch = uac.request("INVITE", &offer, true);
+        let ok = uac.final_response(Duration::from_secs(5));
+        assert_eq!(ok.status(), Some(200), "{ok:?}");
+        uac.ack(true, &branch);
+        let theirs = ok
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix("a=crypto:"))
+            .and_then(CryptoAttr::parse)
+            .expect("the IVR's a=crypto");
+        assert_eq!(theirs.suite, Suite::AesCm128HmacSha1_80);
+        let port: u16 = ok
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix("m=audio "))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|p| p.parse().ok())
+            .expect("m=audio port");
+        let ivr_rtp = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        // The IVR's greeting arrives protected with its key.
+        let mut rx = Unprotector::new(theirs.suite, &theirs.key).unwrap();
+        let mut buf = [0u8; 2048];
+        let mut heard = 0;
+        while heard < 20 {
+            let (n, _) = uac.rtp.recv_from(&mut buf).expect("IVR RTP");
+            let m = rx
+                .unprotect(&mut buf[..n])
+                .expect("the IVR's packet unprotects");
+            let rtp = parse_rtp(&buf[..m]).unwrap();
+            assert_eq!((rtp.pt, rtp.payload.len()), (0, 160));
+            heard += 1;
+        }
+        // Key 1 as RFC 4733 events: start, two updates, three end packets (same timestamp).
+        let mut tx = Protector::new(Suite::AesCm128HmacSha1_80, &ours).unwrap();
+        let mut out = [0u8; 12 + 4 + ivr::rtp::srtp::MAX_TRAILER];
+        for (i, (dur, end)) in [
+            (160u16, false),
+            (320, false),
+            (480, false),
+            (640, true),
+            (640, true),
+            (640, true),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            out[..12]
+                .copy_from_slice(&[0x80, 101, 0, i as u8, 0, 0, 0x10, 0, 0xca, 0xfe, 0xba, 0xbe]);
+            if i == 0 {
+                out[1] |= 0x80;
+            }
+            out[12] = 1;
+            out[13] = if end { 0x80 | 10 } else { 10 };
+            out[14..16].copy_from_slice(&dur.to_be_bytes());
+            let n = if protect {
+                tx.protect(&mut out, 16).unwrap()
+            } else {
+                16
+            };
+            uac.rtp.send_to(&out[..n], ivr_rtp).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        uac.request("BYE", "", true);
+        let call = server.ended_call(&uac.call_id, Duration::from_secs(10));
+        let digits = call["digits"].as_str().unwrap_or_default().to_string();
+        eprintln!("protected {protect}: digits recorded {digits:?}");
+        if protect {
+            assert!(
+                digits.contains('1'),
+                "the protected key press is heard: {call}"
+            );
+        } else {
+            assert!(
+                !digits.contains('1'),
+                "a key press in clear on an SRTP call is dropped: {call}"
+            );
+        }
+    }
 }
