@@ -15,6 +15,7 @@ use ivr::rtp::codec::{Decoder, Encoder, FRAME_SAMPLES_16K, OPUS_MAX_PACKET};
 use ivr::rtp::inbound::{Inbound, InboundConfig};
 use ivr::rtp::packet::parse_rtp;
 use ivr::rtp::session::{Pacer, RtpSender};
+use ivr::rtp::srtp::{KeySalt, MAX_TRAILER, Protector, Suite, Unprotector};
 use ivr::types::Codec;
 
 struct Counting;
@@ -257,6 +258,48 @@ fn bench_tx() -> (f64, f64) {
     (median(runs), allocs_per_packet)
 }
 
+/// SRTP (libsrtp2, AES_CM_128_HMAC_SHA1_80) on 172-byte PCMU packets: (protect in place, as in
+/// the pacing thread's send buffer; unprotect in place; allocations per protect+unprotect).
+fn bench_srtp(n: usize) -> (f64, f64, f64) {
+    const ROOM: usize = 172 + MAX_TRAILER;
+    let key = KeySalt([0x5a; 30]);
+    let (mut prot, mut unprot, mut allocs) = (vec![], vec![], 0.0);
+    for r in 0..RUNS {
+        let mut tx = Protector::new(Suite::AesCm128HmacSha1_80, &key).expect("srtp");
+        let mut rx = Unprotector::new(Suite::AesCm128HmacSha1_80, &key).expect("srtp");
+        let mut sender = RtpSender::new(9);
+        let mut packets: Vec<[u8; ROOM]> = (0..n)
+            .map(|i| {
+                let mut out = [0u8; ROOM];
+                out[12..172].copy_from_slice(&[(i % 256) as u8; 160]);
+                sender
+                    .next_in_place(0, 160, 160, false, &mut out)
+                    .expect("fits");
+                out
+            })
+            .collect();
+        let mut lens = vec![0usize; n];
+        let a0 = ALLOCS.load(Ordering::Relaxed);
+        let start = Stopwatch::start();
+        for (p, len) in packets.iter_mut().zip(lens.iter_mut()) {
+            *len = tx.protect(black_box(p), 172).expect("protect");
+        }
+        let protect = start.elapsed();
+        let start = Stopwatch::start();
+        for (p, len) in packets.iter_mut().zip(&lens) {
+            black_box(rx.unprotect(black_box(&mut p[..*len])).expect("unprotect"));
+        }
+        let unprotect = start.elapsed();
+        let a1 = ALLOCS.load(Ordering::Relaxed);
+        prot.push(protect.as_nanos() as f64 / n as f64);
+        unprot.push(unprotect.as_nanos() as f64 / n as f64);
+        if r == 0 {
+            allocs = (a1 - a0) as f64 / n as f64;
+        }
+    }
+    (median(prot), median(unprot), allocs)
+}
+
 fn bench_opus(complexity: Option<u8>) -> (f64, f64, f64, f64) {
     let pcm: Vec<i16> = (0..FRAME_SAMPLES_16K * 250)
         .map(|i| {
@@ -320,13 +363,17 @@ fn main() {
     if quick {
         let (rx, rx_a) = bench_rx();
         let (tx, tx_a) = bench_tx();
-        assert_eq!((rx_a, tx_a), (0.0, 0.0));
-        println!("media bench smoke run: rx {rx:.0} ns, tx {tx:.0} ns");
+        let (sp, su, s_a) = bench_srtp(20_000);
+        assert_eq!((rx_a, tx_a, s_a), (0.0, 0.0, 0.0));
+        println!(
+            "media bench smoke run: rx {rx:.0} ns, tx {tx:.0} ns, srtp protect {sp:.0} ns, unprotect {su:.0} ns"
+        );
         return;
     }
     let (rx, rx_allocs) = bench_rx();
     let (tx, tx_allocs) = bench_tx();
     let (st_dec, st_goertzel, st_vad) = bench_rx_stages();
+    let (srtp_p, srtp_u, srtp_allocs) = bench_srtp(50_000);
     let (oe, oe_allocs, od, od_allocs) = bench_opus(None);
     let by_complexity: Vec<(u8, f64)> = [1u8, 5, 10]
         .iter()
@@ -346,6 +393,9 @@ fn main() {
     );
     println!(
         "  (b) send:    copy 160 B frame + RTP header + sender/pacer bookkeeping:          {tx:>8.0} ns  allocs/packet {tx_allocs}"
+    );
+    println!(
+        "  SRTP AES_CM_128_HMAC_SHA1_80, 172 B packet: protect {srtp_p:.0} ns, unprotect {srtp_u:.0} ns  allocs/packet {srtp_allocs}"
     );
     println!(
         "  opus encode 16 kHz mono 20 ms (24 kbit/s):                                        {oe:>8.0} ns  allocs/frame {oe_allocs}"

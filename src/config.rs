@@ -54,6 +54,31 @@ pub struct SipConfig {
     pub max_message_bytes: usize,
     pub max_headers: usize,
     pub tty_number: String,
+    /// SIP over TLS (RFC 3261 §26, rustls): the listen address ("" = TLS off) and the PEM
+    /// certificate chain and private key it presents. All three or none.
+    pub tls_listen: String,
+    pub tls_cert: String,
+    pub tls_key: String,
+}
+
+impl SipConfig {
+    /// `tls_listen` parsed: None when TLS is off; an error for a bad address or a listen
+    /// address without its certificate and key (a TLS listener cannot start without them).
+    pub fn tls_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.tls_listen.is_empty() {
+            return Ok(None);
+        }
+        let addr = self
+            .tls_listen
+            .parse()
+            .map_err(|e| ConfigError(format!("sip.tls_listen {:?}: {e}", self.tls_listen)))?;
+        if self.tls_cert.is_empty() || self.tls_key.is_empty() {
+            return Err(ConfigError(
+                "sip.tls_listen is set: sip.tls_cert and sip.tls_key (PEM files) are needed".into(),
+            ));
+        }
+        Ok(Some(addr))
+    }
 }
 
 impl Default for SipConfig {
@@ -65,6 +90,9 @@ impl Default for SipConfig {
             max_message_bytes: 65_535,
             max_headers: 128,
             tty_number: "8007671833".into(),
+            tls_listen: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -76,6 +104,8 @@ pub struct MediaConfig {
     pub codecs: Vec<String>,
     pub ptime_ms: u32,
     pub rtp_timeout_secs: u64,
+    /// SRTP with SDES keys (RFC 4568): `off`, `optional` (default) or `required`.
+    pub srtp: crate::sip::sdp::SrtpMode,
 }
 
 impl Default for MediaConfig {
@@ -88,6 +118,7 @@ impl Default for MediaConfig {
             codecs: vec!["PCMU".into(), "PCMA".into(), "opus".into()],
             ptime_ms: 20,
             rtp_timeout_secs: 30,
+            srtp: crate::sip::sdp::SrtpMode::Optional,
         }
     }
 }
@@ -474,6 +505,7 @@ impl Config {
                 "storage.backlog_records_max: must be at least 1".into(),
             ));
         }
+        self.sip.tls_listen_addr()?;
         // A bad outbox config would otherwise stop the delivery worker after start, with the
         // server looking healthy and never delivering.
         self.outbox.validate().map_err(ConfigError)?;
@@ -489,6 +521,24 @@ mod tests {
     fn shipped_file_equals_embedded_default() {
         let text = include_str!("../sip-configs/ivr.toml");
         assert_eq!(Config::from_toml(text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn tls_listen_needs_cert_and_key() {
+        assert_eq!(Config::default().sip.tls_listen_addr().unwrap(), None);
+        assert!(Config::from_toml("[sip]\ntls_listen = \"127.0.0.1:5061\"\n").is_err());
+        assert!(
+            Config::from_toml("[sip]\ntls_listen = \"nope\"\ntls_cert = \"c\"\ntls_key = \"k\"\n")
+                .is_err()
+        );
+        let cfg = Config::from_toml(
+            "[sip]\ntls_listen = \"127.0.0.1:5061\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.sip.tls_listen_addr().unwrap(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 5061)))
+        );
     }
 
     #[test]

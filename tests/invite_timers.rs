@@ -116,6 +116,8 @@ fn local() -> LocalMedia {
         ptime_ms: 20,
         session_id: 42,
         session_version: 1,
+        srtp: ivr::sip::sdp::SrtpMode::Off,
+        srtp_key: ivr::rtp::srtp::KeySalt([0; ivr::rtp::srtp::KEY_SALT_LEN]),
     }
 }
 

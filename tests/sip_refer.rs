@@ -57,6 +57,8 @@ impl Ivr {
             ptime_ms: 20,
             session_id: 1,
             session_version: 1,
+            srtp: ivr::sip::sdp::SrtpMode::Off,
+            srtp_key: ivr::rtp::srtp::KeySalt([0; ivr::rtp::srtp::KEY_SALT_LEN]),
         };
         let answer = negotiate(&info.offer.unwrap(), &local).unwrap().answer;
         ep.answer(now, call, &answer).unwrap();

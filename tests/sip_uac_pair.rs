@@ -34,6 +34,8 @@ fn media(port: u16) -> LocalMedia {
         ptime_ms: 20,
         session_id: u64::from(port),
         session_version: 1,
+        srtp: ivr::sip::sdp::SrtpMode::Off,
+        srtp_key: ivr::rtp::srtp::KeySalt([0; ivr::rtp::srtp::KEY_SALT_LEN]),
     }
 }
 

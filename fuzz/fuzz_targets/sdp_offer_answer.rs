@@ -1,4 +1,4 @@
-//! An SDP offer: parse, then answer it as the IVR would (RFC 3264).
+//! An SDP offer: parse, then answer it as the IVR would (RFC 3264, SDES a=crypto).
 #![no_main]
 
 use ivr::sip::sdp::{self, LocalMedia, SessionDescription};
@@ -14,6 +14,9 @@ fuzz_target!(|data: &[u8]| {
             ptime_ms: 20,
             session_id: 1,
             session_version: 1,
+            // SRTP allowed: the offer's a=crypto lines (RFC 4568) are parsed and answered too.
+            srtp: sdp::SrtpMode::Optional,
+            srtp_key: ivr::rtp::srtp::KeySalt([7; ivr::rtp::srtp::KEY_SALT_LEN]),
         };
         let _ = sdp::negotiate(&offer, &local);
     }

@@ -9,6 +9,7 @@ pub mod jitter;
 pub mod packet;
 pub mod rtcp;
 pub mod session;
+pub mod srtp;
 pub mod t140;
 
 pub use codec::{CodecError, Decoder, Encoder};

@@ -564,6 +564,9 @@ pub fn agent_media(answer: &SessionDescription) -> Result<(SocketAddr, LegMedia)
         ptime_ms: 20,
         session_id: 0,
         session_version: 0,
+        // The agent leg is plain RTP (our offer to the agent is RTP/AVP).
+        srtp: sdp::SrtpMode::Off,
+        srtp_key: crate::rtp::srtp::KeySalt([0; crate::rtp::srtp::KEY_SALT_LEN]),
     };
     let n = sdp::negotiate(answer, &local).map_err(|_| BridgeError::BadAnswer)?;
     let remote = n.remote_rtp.ok_or(BridgeError::BadAnswer)?;
@@ -611,15 +614,20 @@ impl Bridge {
 
     /// A datagram from the agent goes to the caller on the caller leg's socket (symmetric RTP:
     /// the caller expects our media from the port it sends to).
+    /// On an SRTP call the relayed packet is protected with the caller leg's own key (the
+    /// caller's stream's protector), in place in the relay buffer.
     pub fn to_caller(
         &mut self,
         datagram: &[u8],
         caller: &tokio::net::UdpSocket,
         dest: Option<SocketAddr>,
+        stream: &super::outgoing::Stream,
     ) {
         let Some(dest) = dest else { return };
         if let Some(n) = self.to_caller.relay(datagram, &mut self.out) {
-            let _ = caller.try_send_to(&self.out[..n], dest);
+            if let Some(n) = stream.protect(&mut self.out, n) {
+                let _ = caller.try_send_to(&self.out[..n], dest);
+            }
         }
     }
 

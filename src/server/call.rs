@@ -99,6 +99,8 @@ pub struct CallSetup {
     pub text: Option<super::rtt_session::TextSetup>,
     /// `[transfer]`: bridge when the trunk refuses REFER.
     pub bridge: BridgeConfig,
+    /// SRTP: checks and decrypts the caller's packets before anything reads them.
+    pub srtp_in: Option<crate::rtp::srtp::Unprotector>,
 }
 
 /// Start a TTY conversation in `lang`; None (logged) if the prompts lack the TTY texts.
@@ -223,6 +225,8 @@ pub async fn run(
     let mut flow = flow::Call::new(setup.flow.clone());
     let mut generation: u64 = 0;
     let mut inbuf = [0u8; 2048];
+    // SRTP: every datagram from the caller is checked and decrypted before anything reads it.
+    let mut srtp_in = setup.srtp_in.take();
     let mut pcm = [0i16; FRAME_SAMPLES_16K * 3];
     let mut rtcp_buf = [0u8; 512];
     let mut last_rx = start;
@@ -376,6 +380,7 @@ pub async fn run(
                     let Ok((len, _)) = setup.rtp.try_recv_from(&mut inbuf) else {
                         break;
                     };
+                    let len = unprotect(srtp_in.as_mut(), &mut inbuf[..len]);
                     let got = take_datagram(&inbuf[..len], now, bridged.as_mut(), inbound.as_mut(), metrics);
                     if got.received {
                         last_rx = now;
@@ -458,7 +463,8 @@ pub async fn run(
             r = setup.rtp.recv_from(&mut inbuf), if reading => {
                 let now = Instant::now();
                 // Malformed datagrams and RTCP on the RTP port are ignored.
-                let data = match r { Ok((n, _)) => &inbuf[..n], Err(_) => &[][..] };
+                let n = match r { Ok((n, _)) => unprotect(srtp_in.as_mut(), &mut inbuf[..n]), Err(_) => 0 };
+                let data = &inbuf[..n];
                 let is_bridged = bridged.is_some();
                 let got = take_datagram(data, now, bridged.as_mut(), inbound.as_mut(), metrics);
                 if got.received {
@@ -479,6 +485,11 @@ pub async fn run(
             }
             r = recv_rtcp(setup.rtcp.as_ref(), &mut rtcp_buf) => {
                 // The caller's sender reports feed the round-trip fields of our reports.
+                let r = match (r, srtp_in.as_mut()) {
+                    (Some(n), Some(u)) => u.unprotect_rtcp(&mut rtcp_buf[..n]).ok(),
+                    (r, None) => r,
+                    (None, Some(_)) => None,
+                };
                 if let (Some(n), Some(inb)) = (r, inbound.as_mut()) {
                     for p in rtcp::parse_compound(&rtcp_buf[..n]).flatten() {
                         if let rtcp::RtcpPacket::SenderReport { info, .. } = p {
@@ -495,7 +506,7 @@ pub async fn run(
             }
             r = bridge::recv_agent(bridged.as_ref(), &mut agent_buf) => {
                 if let (Some(n), Some(b)) = (r, bridged.as_mut()) {
-                    b.to_caller(&agent_buf[..n], &setup.rtp, setup.media.remote_rtp);
+                    b.to_caller(&agent_buf[..n], &setup.rtp, setup.media.remote_rtp, &setup.stream);
                 }
             }
             _ = sleep_until(transfer_at.unwrap_or(start).into()), if transfer_at.is_some() => {
@@ -1051,6 +1062,15 @@ async fn render_dynamic(
     }
 }
 
+/// SRTP: the caller's datagram `buf` checked and decrypted in place; the RTP length to read,
+/// 0 (dropped) for a forged, replayed or plain packet on an SRTP call. Without SRTP, all of it.
+fn unprotect(srtp: Option<&mut crate::rtp::srtp::Unprotector>, buf: &mut [u8]) -> usize {
+    match srtp {
+        Some(u) => u.unprotect(buf).unwrap_or(0),
+        None => buf.len(),
+    }
+}
+
 async fn recv_rtcp(sock: Option<&UdpSocket>, buf: &mut [u8]) -> Option<usize> {
     match sock {
         Some(s) => s.recv_from(buf).await.ok().map(|(n, _)| n),
@@ -1082,7 +1102,10 @@ fn send_report(
         None => &[],
     };
     if let Ok(n) = rtcp::write_report(buf, c.ssrc, Some(&info), blocks, "ivr") {
-        let _ = sock.try_send_to(&buf[..n], dest);
+        // SRTCP on an SRTP call (nothing is sent if it cannot be protected).
+        if let Some(n) = stream.protect_rtcp(buf, n) {
+            let _ = sock.try_send_to(&buf[..n], dest);
+        }
     }
 }
 

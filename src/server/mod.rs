@@ -265,6 +265,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let tcp = TcpListener::bind(config.sip.listen)
         .await
         .with_context(|| format!("binding SIP TCP {}", config.sip.listen))?;
+    let tls = match config.sip.tls_listen_addr()? {
+        Some(addr) => Some(sip_task::TlsListener {
+            acceptor: sip_task::tls_acceptor(&config.sip.tls_cert, &config.sip.tls_key)?,
+            listener: TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding SIP TLS {addr}"))?,
+        }),
+        None => None,
+    };
     let admin = TcpListener::bind(config.admin.listen)
         .await
         .with_context(|| format!("binding admin {}", config.admin.listen))?;
@@ -308,7 +317,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     });
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
-    let sip = tokio::spawn(sip_task::run(shared.clone(), udp, tcp, drain_rx.clone()));
+    let sip = tokio::spawn(sip_task::run(
+        shared.clone(),
+        udp,
+        tcp,
+        tls,
+        drain_rx.clone(),
+    ));
     println!(
         "ivr: loading; SIP on {} answers 503 until ready",
         config.sip.listen

@@ -1,5 +1,7 @@
-//! The SIP task: owns the `sip::Endpoint` and the SIP sockets (UDP and TCP), admits or refuses
-//! calls, allocates RTP ports, negotiates SDP and spawns one media task per call.
+//! The SIP task: owns the `sip::Endpoint` and the SIP sockets (UDP, TCP and, when configured,
+//! TLS), admits or refuses calls, allocates RTP ports, negotiates SDP and spawns one media task
+//! per call. TCP and TLS connections share one framing task (`stream_connection`) and one event
+//! channel; the edge guard admits or refuses each connection and checks each message the same way.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -7,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
 
 use super::Shared;
@@ -19,6 +21,7 @@ use super::outgoing::{Outgoing, Stream};
 use super::store::{CallRecord, now_rfc3339};
 use crate::flow::FlowConfig;
 use crate::pii::redact;
+use crate::rtp::srtp::{self, KeySalt, Protector, Unprotector};
 use crate::sip::guard::{DropReason, Guard, Verdict};
 use crate::sip::sdp::{self, LocalMedia};
 use crate::sip::{CallKey, Endpoint, EndpointConfig, Event, OutgoingCall, Transport};
@@ -32,6 +35,25 @@ struct Live {
     text_port: Option<u16>,
     session_id: u64,
     version: u64,
+    /// Our SRTP key for the call: a re-INVITE is answered with the same one.
+    srtp_key: KeySalt,
+}
+
+/// A fresh SRTP master key and salt from the OS (getrandom(2)); never logged.
+fn srtp_key() -> KeySalt {
+    let mut k = [0u8; srtp::KEY_SALT_LEN];
+    let mut filled = 0;
+    while filled < k.len() {
+        // SAFETY: writes at most the remaining bytes of `k`.
+        let n = unsafe { libc::getrandom(k[filled..].as_mut_ptr().cast(), k.len() - filled, 0) };
+        if n > 0 {
+            filled += n as usize;
+        } else if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            // No entropy source at all: a process that cannot key SRTP must not pretend to.
+            panic!("getrandom failed: {}", std::io::Error::last_os_error());
+        }
+    }
+    KeySalt(k)
 }
 
 /// The IVR's own call to an agent queue (B2BUA bridge), until it ends.
@@ -130,11 +152,48 @@ pub struct SipTask {
     agent_of: HashMap<CallKey, CallKey>,
 }
 
-/// Messages from TCP connection tasks.
+/// Messages from TCP and TLS connection tasks (the transport says which).
 enum TcpEvent {
-    Message(SocketAddr, Vec<u8>),
-    Open(SocketAddr, mpsc::Sender<Vec<u8>>),
+    Message(SocketAddr, Transport, Vec<u8>),
+    Open(SocketAddr, Transport, mpsc::Sender<Vec<u8>>),
     Closed(SocketAddr),
+}
+
+/// The TLS listener and its acceptor (`[sip] tls_listen`), bound by `server::run`.
+pub struct TlsListener {
+    pub listener: TcpListener,
+    pub acceptor: tokio_rustls::TlsAcceptor,
+}
+
+/// A TLS handshake not done in this time closes the connection (a slow or silent peer must not
+/// hold a task and a socket).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The server side of SIP over TLS from PEM files: the certificate chain (leaf first) and the
+/// private key (PKCS#8, PKCS#1 or SEC1). rustls with ring (the provider lettre already uses),
+/// TLS 1.2 and 1.3, no client certificates.
+pub fn tls_acceptor(cert: &str, key: &str) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use anyhow::Context;
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("sip.tls_cert {cert}: reading PEM certificates"))?;
+    if certs.is_empty() {
+        anyhow::bail!("sip.tls_cert {cert}: no certificate in the file");
+    }
+    // The key's bytes never reach an error message or a log line.
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("sip.tls_key {key}: reading a PEM private key"))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("sip.tls_cert/tls_key: certificate and key do not make a TLS identity")?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Retry-After of the 503s sent while the server loads (recognizers, prompts).
@@ -144,6 +203,7 @@ pub async fn run(
     shared: Arc<Shared>,
     udp: UdpSocket,
     tcp: TcpListener,
+    tls: Option<TlsListener>,
     mut drain: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let cfg = &shared.config;
@@ -155,14 +215,22 @@ pub async fn run(
             .parse()
             .map_err(|e| anyhow::anyhow!("sip.public_ip: {e}"))?
     };
+    let tls_addr = tls
+        .as_ref()
+        .and_then(|t| t.listener.local_addr().ok())
+        .map(|a| SocketAddr::new(media_ip, a.port()));
     let endpoint = Endpoint::new(EndpointConfig {
         local_addr: SocketAddr::new(media_ip, cfg.sip.listen.port()),
+        tls_addr,
         user_agent: cfg.sip.user_agent.clone(),
         max_message_bytes: cfg.sip.max_message_bytes,
         max_headers: cfg.sip.max_headers,
         ..EndpointConfig::default()
     });
     let (tcp_tx, mut tcp_rx) = mpsc::channel::<TcpEvent>(1024);
+    if let Some(tls) = tls {
+        tokio::spawn(accept_tls(tls, tcp_tx.clone(), cfg.sip.max_message_bytes));
+    }
     tokio::spawn(accept_tcp(tcp, tcp_tx, cfg.sip.max_message_bytes));
     let (sip_tx, mut sip_rx) = mpsc::channel::<SipCommand>(4096);
     let seed = std::time::SystemTime::now()
@@ -219,14 +287,14 @@ pub async fn run(
                 }
             }
             Some(ev) = tcp_rx.recv() => match ev {
-                TcpEvent::Message(from, data) => {
+                TcpEvent::Message(from, transport, data) => {
                     Metrics::inc(&shared.metrics.sip_messages_in_total);
-                    task.receive(from, Transport::Tcp, &data);
+                    task.receive(from, transport, &data);
                 }
-                TcpEvent::Open(from, tx) => {
+                TcpEvent::Open(from, transport, tx) => {
                     // Dropping `tx` instead of keeping it closes the connection at once.
                     if let Some(reason) = task.guard.connection(Instant::now(), from.ip()) {
-                        tracing::debug!(%from, reason = reason.as_str(), "SIP TCP connection refused");
+                        tracing::debug!(%from, ?transport, reason = reason.as_str(), "SIP connection refused");
                         Metrics::inc(&shared.edge.tcp_refused);
                     } else {
                         task.tcp_out.insert(from, tx);
@@ -322,7 +390,7 @@ impl SipTask {
                     Transport::Udp => {
                         let _ = self.udp.send_to(&t.payload, t.destination).await;
                     }
-                    Transport::Tcp => {
+                    Transport::Tcp | Transport::Tls => {
                         if let Some(tx) = self.tcp_out.get(&t.destination) {
                             let _ = tx.try_send(t.payload);
                         }
@@ -377,6 +445,7 @@ impl SipTask {
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
                 let session_id = self.seed >> 16;
+                let key = srtp_key();
                 let local = LocalMedia {
                     addr: self.media_ip,
                     port: rtp_port,
@@ -384,9 +453,18 @@ impl SipTask {
                     ptime_ms: cfg.media.ptime_ms,
                     session_id,
                     session_version: 1,
+                    srtp: cfg.media.srtp,
+                    srtp_key: key.clone(),
                 };
                 let mut media = match sdp::negotiate(offer, &local) {
                     Ok(n) => n,
+                    Err(sdp::NegotiateError::SrtpRequired) => {
+                        tracing::info!(call_id = %info.call_id, "plain RTP offered, SRTP required: 488");
+                        self.ports.release(rtp_port);
+                        Metrics::inc(&m.calls_failed_total);
+                        let _ = self.endpoint.reject(now, call, 488, &[]);
+                        return;
+                    }
                     Err(e) => {
                         tracing::info!(call_id = %info.call_id, error = ?e, "no common media: 488");
                         self.ports.release(rtp_port);
@@ -444,13 +522,14 @@ impl SipTask {
                     transport: match info.transport {
                         Transport::Udp => "udp".into(),
                         Transport::Tcp => "tcp".into(),
+                        Transport::Tls => "tls".into(),
                     },
                     codec: Some(media.codec.name().into()),
                     mode: if tty { "tty".into() } else { "voice".into() },
                     ..Default::default()
                 };
                 self.shared.store.save(record.clone());
-                tracing::info!(call_id = %info.call_id, caller = %record.caller, codec = %media.codec,
+                tracing::info!(call_id = %info.call_id, caller = %record.caller, codec = %media.codec, srtp = media.srtp.as_ref().map(|k| k.suite.name()),
                     rtp_port, remote = ?media.remote_rtp, "call answered");
                 let answer = media.answer.clone();
                 let (tx, rx) = mpsc::channel(64);
@@ -463,8 +542,28 @@ impl SipTask {
                     self.seed,
                     events_tx,
                 ));
+                // SRTP: our key protects what the stream sends, the caller's checks what arrives.
+                let srtp_in = match &media.srtp {
+                    Some(k) => match (
+                        Protector::new(k.suite, &k.local),
+                        Unprotector::new(k.suite, &k.remote),
+                    ) {
+                        (Ok(p), Ok(u)) => {
+                            stream.set_srtp(Some(p));
+                            Some(u)
+                        }
+                        (Err(e), _) | (_, Err(e)) => {
+                            tracing::error!(error = %e, "SRTP session not created: 488");
+                            self.ports.release(rtp_port);
+                            let _ = self.endpoint.reject(now, call, 488, &[]);
+                            return;
+                        }
+                    },
+                    None => None,
+                };
                 self.outgoing.add(stream.clone());
                 let setup = CallSetup {
+                    srtp_in,
                     key: call,
                     record,
                     rtp,
@@ -532,6 +631,7 @@ impl SipTask {
                         text_port,
                         session_id,
                         version: 1,
+                        srtp_key: key,
                     },
                 );
                 Metrics::inc(&m.calls_total);
@@ -568,6 +668,8 @@ impl SipTask {
                     ptime_ms: self.shared.config.media.ptime_ms,
                     session_id: live.session_id,
                     session_version: live.version,
+                    srtp: self.shared.config.media.srtp,
+                    srtp_key: live.srtp_key.clone(),
                 };
                 match sdp::negotiate(&offer, &local) {
                     Ok(mut media) => {
@@ -890,26 +992,63 @@ async fn accept_tcp(listener: TcpListener, events: mpsc::Sender<TcpEvent>, max_m
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
-        tokio::spawn(tcp_connection(stream, peer, events.clone(), max_message));
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(stream_connection(
+            stream,
+            peer,
+            Transport::Tcp,
+            events.clone(),
+            max_message,
+        ));
     }
 }
 
-/// One TCP connection: cut the byte stream into SIP messages (Content-Length framing) and write
-/// what the endpoint sends to this peer.
-async fn tcp_connection(
-    stream: TcpStream,
+/// TLS connections: the handshake (bounded by `TLS_HANDSHAKE_TIMEOUT`) in the connection's own
+/// task, then the same framing as TCP. The guard admits the connection once it is up (`Open`).
+async fn accept_tls(tls: TlsListener, events: mpsc::Sender<TcpEvent>, max_message: usize) {
+    loop {
+        let Ok((stream, peer)) = tls.listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let acceptor = tls.acceptor.clone();
+        let events = events.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    stream_connection(stream, peer, Transport::Tls, events, max_message).await
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "SIP TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "SIP TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+/// One TCP or TLS connection: cut the byte stream into SIP messages (Content-Length framing) and
+/// write what the endpoint sends to this peer.
+async fn stream_connection<S>(
+    stream: S,
     peer: SocketAddr,
+    transport: Transport,
     events: mpsc::Sender<TcpEvent>,
     max_message: usize,
-) {
-    let (mut rd, mut wr) = stream.into_split();
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
-    if events.send(TcpEvent::Open(peer, tx)).await.is_err() {
+    if events
+        .send(TcpEvent::Open(peer, transport, tx))
+        .await
+        .is_err()
+    {
         return;
     }
     let writer = tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
-            if wr.write_all(&msg).await.is_err() {
+            // TLS buffers records: flush so each message leaves at once.
+            if wr.write_all(&msg).await.is_err() || wr.flush().await.is_err() {
                 break;
             }
         }
@@ -939,7 +1078,11 @@ async fn tcp_connection(
             match crate::sip::message::frame_len(&buf) {
                 Ok(Some(len)) => {
                     let msg: Vec<u8> = buf.drain(..len).collect();
-                    if events.send(TcpEvent::Message(peer, msg)).await.is_err() {
+                    if events
+                        .send(TcpEvent::Message(peer, transport, msg))
+                        .await
+                        .is_err()
+                    {
                         break 'read;
                     }
                 }

@@ -32,16 +32,24 @@ use uac::{InviteClientEntry, Refer, Uac};
 pub enum Transport {
     Udp,
     Tcp,
+    /// SIP over TLS over TCP (RFC 3261 §26.2, RFC 5630): reliable and connection-bound as TCP.
+    Tls,
 }
 
 impl Transport {
-    fn reliable(self) -> bool {
-        self == Transport::Tcp
+    /// Reliable transports: no retransmissions, timers G/H/I/J/K per RFC 3261 §17.
+    pub fn reliable(self) -> bool {
+        matches!(self, Transport::Tcp | Transport::Tls)
+    }
+    /// Connection-oriented: a lost connection ends the calls and transactions bound to it.
+    pub fn connected(self) -> bool {
+        self.reliable()
     }
     fn via_name(self) -> &'static str {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
     }
 }
@@ -63,6 +71,9 @@ pub struct CallKey(pub u64);
 pub struct EndpointConfig {
     /// Advertised in Contact and in the Via of our requests.
     pub local_addr: SocketAddr,
+    /// The TLS listener's advertised address (`[sip] tls_listen`, with `public_ip`), for the
+    /// Contact and Via of dialogs over TLS; None when TLS is off.
+    pub tls_addr: Option<SocketAddr>,
     pub user_agent: String,
     /// Bigger messages get 413 (or are dropped if no Via can be read).
     pub max_message_bytes: usize,
@@ -77,6 +88,7 @@ impl Default for EndpointConfig {
     fn default() -> Self {
         EndpointConfig {
             local_addr: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            tls_addr: None,
             user_agent: "ivr/0.1".into(),
             max_message_bytes: 65_535,
             max_headers: 128,
@@ -238,6 +250,8 @@ struct Call {
     dialog: Dialog,
     remote: SocketAddr,
     transport: Transport,
+    /// The dialog was opened by a request to a `sips:` URI: our Contact is SIPS too.
+    sips: bool,
     state: CallState,
     pending: Option<Pending>,
     ok: Option<OkRetransmit>,
@@ -426,10 +440,25 @@ impl Endpoint {
         format!("{:016x}", self.random())
     }
 
-    fn contact(&self, transport: Transport) -> String {
+    /// Our address as `transport` reaches it (the TLS port differs from the UDP/TCP one).
+    fn local_for(&self, transport: Transport) -> SocketAddr {
         match transport {
-            Transport::Udp => format!("<sip:{}>", self.config.local_addr),
-            Transport::Tcp => format!("<sip:{};transport=tcp>", self.config.local_addr),
+            Transport::Tls => self.config.tls_addr.unwrap_or(self.config.local_addr),
+            Transport::Udp | Transport::Tcp => self.config.local_addr,
+        }
+    }
+
+    /// Contact for a dialog over `transport`. Over TLS: a `sips:` URI when the dialog's request
+    /// was addressed to one (RFC 3261 §8.1.1.8, §12.1.1: the Contact MUST then be SIPS), else
+    /// `sip:...;transport=tls`, which keeps the peer's in-dialog requests on TLS without
+    /// promising TLS on every hop (RFC 5630 §3.1.3 leaves a `sip:` dialog over TLS possible).
+    fn contact(&self, transport: Transport, sips: bool) -> String {
+        let local = self.local_for(transport);
+        match transport {
+            Transport::Udp => format!("<sip:{local}>"),
+            Transport::Tcp => format!("<sip:{local};transport=tcp>"),
+            Transport::Tls if sips => format!("<sips:{local}>"),
+            Transport::Tls => format!("<sip:{local};transport=tls>"),
         }
     }
 
@@ -788,9 +817,13 @@ impl Endpoint {
         );
         let addr = |name: &str| msg.header(name).and_then(|v| NameAddr::parse(v).ok());
         let from_na = addr("from");
-        let request_user = match &msg.start {
-            StartLine::Request { uri, .. } => message::uri_user(uri).to_string(),
-            StartLine::Response { .. } => String::new(),
+        let (request_user, sips) = match &msg.start {
+            StartLine::Request { uri, .. } => (
+                message::uri_user(uri).to_string(),
+                uri.get(..5)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("sips:")),
+            ),
+            StartLine::Response { .. } => (String::new(), false),
         };
         let info = IncomingCall {
             call_id: dialog.id.call_id.clone(),
@@ -822,6 +855,7 @@ impl Endpoint {
                 dialog,
                 remote: from,
                 transport,
+                sips,
                 state: CallState::Early,
                 pending,
                 ok: None,
@@ -1096,7 +1130,7 @@ impl Endpoint {
             c.transport,
         );
         let remote = c.remote;
-        let contact = [Header::new("Contact", &self.contact(transport))];
+        let contact = [Header::new("Contact", &self.contact(transport, c.sips))];
         let bytes = self.response(&headers, remote, 180, Some(&tag), &contact, None);
         if let Some(e) = self.invite_txs.get_mut(&key) {
             e.tx.send_provisional(bytes.clone());
@@ -1116,9 +1150,9 @@ impl Endpoint {
         self.pending_proceeding(call)?;
         let c = self.calls.get_mut(&call).ok_or(CallError::UnknownCall)?;
         let p = c.pending.take().ok_or(CallError::InvalidState)?;
-        let transport = c.transport;
+        let (transport, sips) = (c.transport, c.sips);
         let extra = [
-            Header::new("Contact", &self.contact(transport)),
+            Header::new("Contact", &self.contact(transport, sips)),
             Header::new("Allow", ALLOW),
         ];
         let body = sdp.to_string().into_bytes();
@@ -1220,13 +1254,11 @@ impl Endpoint {
         body: Option<(&str, Vec<u8>)>,
     ) -> Result<String, CallError> {
         let branch = format!("z9hG4bK{:016x}", self.random());
-        let contact = self.contact(
-            self.calls
-                .get(&call)
-                .ok_or(CallError::UnknownCall)?
-                .transport,
+        let c = self.calls.get(&call).ok_or(CallError::UnknownCall)?;
+        let (contact, local) = (
+            self.contact(c.transport, c.sips),
+            self.local_for(c.transport),
         );
-        let local = self.config.local_addr;
         let user_agent = self.config.user_agent.clone();
         let c = self.calls.get_mut(&call).ok_or(CallError::UnknownCall)?;
         let via = format!(
@@ -1261,7 +1293,7 @@ impl Endpoint {
         let mut lost: Vec<CallKey> = self
             .calls
             .iter()
-            .filter(|(_, c)| c.transport == Transport::Tcp && c.remote == remote)
+            .filter(|(_, c)| c.transport.connected() && c.remote == remote)
             .map(|(k, _)| *k)
             .collect();
         lost.sort();
@@ -1272,7 +1304,7 @@ impl Endpoint {
                 reason: TerminateReason::TransportError,
             });
         }
-        let gone = |t: Transport, r: SocketAddr| t == Transport::Tcp && r == remote;
+        let gone = |t: Transport, r: SocketAddr| t.connected() && r == remote;
         self.invite_txs.retain(|_, e| !gone(e.transport, e.remote));
         self.server_txs.retain(|_, e| !gone(e.transport, e.remote));
         self.client_txs.retain(|_, e| !gone(e.transport, e.remote));
@@ -1552,6 +1584,47 @@ mod tests {
             })
         );
         assert_eq!((ep.calls(), ep.poll_timeout()), (0, None));
+    }
+
+    /// Over TLS: our Contact is on the TLS port, `sips:` when the caller dialled a `sips:` URI
+    /// and `;transport=tls` otherwise; the call is bound to its connection.
+    #[test]
+    fn tls_dialogs_get_a_tls_contact_and_via() {
+        let tls: SocketAddr = "127.0.0.1:5061".parse().unwrap();
+        for (uri, contact) in [
+            ("sip:help@127.0.0.1", "<sip:127.0.0.1:5061;transport=tls>"),
+            ("sips:help@127.0.0.1", "<sips:127.0.0.1:5061>"),
+            ("SIPS:help@127.0.0.1", "<sips:127.0.0.1:5061>"),
+        ] {
+            let mut ep = Endpoint::new(EndpointConfig {
+                tls_addr: Some(tls),
+                ..EndpointConfig::default()
+            });
+            let now = Instant::now();
+            let req = invite("z9hG4bK5")
+                .replace("INVITE sip:help@127.0.0.1", &format!("INVITE {uri}"))
+                .replace("SIP/2.0/UDP", "SIP/2.0/TLS");
+            ep.handle_input(now, addr(), Transport::Tls, req.as_bytes());
+            let Some(Event::Incoming { call, info }) = ep.poll_event() else {
+                panic!("no Incoming")
+            };
+            assert_eq!(info.transport, Transport::Tls);
+            ep.ring(now, call).unwrap();
+            let sent: Vec<Transmit> = std::iter::from_fn(|| ep.poll_transmit()).collect();
+            assert!(sent.iter().all(|t| t.transport == Transport::Tls));
+            let ringing = String::from_utf8_lossy(&sent[1].payload).into_owned();
+            assert!(ringing.starts_with("SIP/2.0 180"), "{ringing}");
+            assert!(
+                ringing.contains(&format!("Contact: {contact}\r\n")),
+                "{ringing}"
+            );
+            ep.handle_connection_lost(now, addr());
+            assert!(
+                std::iter::from_fn(|| ep.poll_event())
+                    .any(|e| matches!(e, Event::Terminated { .. })),
+                "a lost TLS connection ends its call"
+            );
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
+use crate::rtp::srtp::{CryptoAttr, KeySalt, Suite};
 use crate::types::{Codec, Direction};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -357,6 +358,19 @@ impl fmt::Display for SessionDescription {
     }
 }
 
+/// `[media] srtp`: whether calls may, or must, use SRTP keyed by SDES (RFC 4568).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SrtpMode {
+    /// Plain RTP only: `RTP/SAVP` audio is declined, `a=crypto` on `RTP/AVP` ignored.
+    Off,
+    /// SRTP when the offer asks for it (`RTP/SAVP`, or `RTP/AVP` with `a=crypto`), else plain.
+    #[default]
+    Optional,
+    /// SRTP only: an offer without a usable `a=crypto` gets 488.
+    Required,
+}
+
 /// What we can send and receive, in our order of preference.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalMedia {
@@ -366,6 +380,19 @@ pub struct LocalMedia {
     pub ptime_ms: u32,
     pub session_id: u64,
     pub session_version: u64,
+    pub srtp: SrtpMode,
+    /// Our SRTP master key and salt for this call (drawn by the shell), used when SRTP is
+    /// negotiated: it goes in our `a=crypto` and keys what we send.
+    pub srtp_key: KeySalt,
+}
+
+/// The SRTP keys of a negotiated audio stream: ours protects what we send, the offerer's
+/// what we receive (RFC 4568 §6.1: each side sends with the key it announced).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SrtpKeys {
+    pub suite: Suite,
+    pub local: KeySalt,
+    pub remote: KeySalt,
 }
 
 /// RFC 4103 real-time text, when offered. We answer it on `local_port` = audio port + 2
@@ -389,6 +416,8 @@ pub struct Negotiated {
     /// Our direction.
     pub direction: Direction,
     pub text: Option<TextMedia>,
+    /// Some when the audio stream is SRTP.
+    pub srtp: Option<SrtpKeys>,
     pub answer: SessionDescription,
 }
 
@@ -411,6 +440,8 @@ impl Negotiated {
 pub enum NegotiateError {
     NoAudio,
     NoCommonCodec,
+    /// `srtp = "required"` and the offer's audio is plain RTP (no usable `a=crypto`).
+    SrtpRequired,
 }
 
 impl fmt::Display for NegotiateError {
@@ -423,6 +454,41 @@ impl std::error::Error for NegotiateError {}
 
 fn is_rtp_avp(proto: &str) -> bool {
     proto.eq_ignore_ascii_case("RTP/AVP") || proto.eq_ignore_ascii_case("RTP/AVPF")
+}
+
+fn is_rtp_savp(proto: &str) -> bool {
+    proto.eq_ignore_ascii_case("RTP/SAVP") || proto.eq_ignore_ascii_case("RTP/SAVPF")
+}
+
+/// The offer's first `a=crypto` we can use (the offerer lists them in its preference order).
+fn offered_crypto(m: &MediaDescription) -> Option<CryptoAttr> {
+    m.attributes
+        .iter()
+        .filter(|a| a.name.eq_ignore_ascii_case("crypto"))
+        .find_map(|a| CryptoAttr::parse(a.value.as_deref()?))
+}
+
+/// Whether audio m-line `m` is usable under `mode`, and with which offered crypto.
+/// `Err(true)` marks a plain stream refused only because SRTP is required.
+fn audio_usable(m: &MediaDescription, mode: SrtpMode) -> Result<Option<CryptoAttr>, bool> {
+    if m.kind != "audio" || m.port == 0 {
+        return Err(false);
+    }
+    let savp = is_rtp_savp(&m.proto);
+    if !savp && !is_rtp_avp(&m.proto) {
+        return Err(false);
+    }
+    let crypto = match mode {
+        SrtpMode::Off => None,
+        SrtpMode::Optional | SrtpMode::Required => offered_crypto(m),
+    };
+    match (mode, savp, crypto) {
+        (_, _, Some(c)) => Ok(Some(c)),
+        // SAVP without a crypto line we can use (or with SRTP off) is not a stream we can do.
+        (_, true, None) => Err(false),
+        (SrtpMode::Required, false, None) => Err(true),
+        (_, false, None) => Ok(None),
+    }
 }
 
 fn remote_addr(offer: &SessionDescription, m: &MediaDescription) -> Option<SocketAddr> {
@@ -460,12 +526,24 @@ pub fn negotiate(
     offer: &SessionDescription,
     local: &LocalMedia,
 ) -> Result<Negotiated, NegotiateError> {
-    let audio_idx = offer
+    // Port 0 in an offer disables the stream (RFC 3264 §8.2); it must stay disabled.
+    let mut plain_refused = false;
+    let (audio_idx, crypto) = offer
         .media
         .iter()
-        // Port 0 in an offer disables the stream (RFC 3264 §8.2); it must stay disabled.
-        .position(|m| m.kind == "audio" && m.port != 0 && is_rtp_avp(&m.proto))
-        .ok_or(NegotiateError::NoAudio)?;
+        .enumerate()
+        .find_map(|(i, m)| match audio_usable(m, local.srtp) {
+            Ok(c) => Some((i, c)),
+            Err(plain) => {
+                plain_refused |= plain;
+                None
+            }
+        })
+        .ok_or(if plain_refused {
+            NegotiateError::SrtpRequired
+        } else {
+            NegotiateError::NoAudio
+        })?;
     let audio = &offer.media[audio_idx];
     // Our preference order wins: the IVR's pipeline cost and quality differ per codec, and
     // RFC 3264 §6.1 lets the answerer pick any offered format.
@@ -531,6 +609,15 @@ pub fn negotiate(
             }
             attributes.push(attr("ptime", Some(ptime_ms.to_string())));
             attributes.push(attr(direction.attr(), None));
+            if let Some(c) = &crypto {
+                // Our key under the offerer's tag and suite (RFC 4568 §7.1.2).
+                let ours = CryptoAttr {
+                    tag: c.tag,
+                    suite: c.suite,
+                    key: local.srtp_key.clone(),
+                };
+                attributes.push(attr("crypto", Some(ours.value())));
+            }
             media.push(MediaDescription {
                 kind: "audio".into(),
                 port: local.port,
@@ -601,6 +688,11 @@ pub fn negotiate(
         remote_rtp,
         direction,
         text,
+        srtp: crypto.map(|c| SrtpKeys {
+            suite: c.suite,
+            local: local.srtp_key.clone(),
+            remote: c.key,
+        }),
         answer,
     })
 }
@@ -628,7 +720,81 @@ mod tests {
             ptime_ms: 20,
             session_id: 7,
             session_version: 1,
+            srtp: SrtpMode::Optional,
+            srtp_key: KeySalt([7; 30]),
         }
+    }
+
+    const SAVP: &str = "v=0\r\no=- 1 2 IN IP4 192.0.2.5\r\ns=call\r\nc=IN IP4 192.0.2.5\r\nt=0 0\r\n\
+        m=audio 4000 RTP/SAVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n\
+        a=crypto:1 AES_CM_256_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBRPS1uQCVeeCFCanVmcjkpPw==\r\n\
+        a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^31\r\n\
+        a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:QS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n";
+
+    #[test]
+    fn srtp_offers_get_our_key_under_their_tag_per_mode() {
+        let offer = SessionDescription::parse(SAVP.as_bytes()).unwrap();
+        for mode in [SrtpMode::Optional, SrtpMode::Required] {
+            let n = negotiate(
+                &offer,
+                &LocalMedia {
+                    srtp: mode,
+                    ..local(vec![Codec::Pcmu])
+                },
+            )
+            .unwrap();
+            let keys = n.srtp.clone().expect("SRTP negotiated");
+            // The first suite we speak, in the offerer's order: tag 2, the 32-bit tag suite.
+            assert_eq!(keys.suite, Suite::AesCm128HmacSha1_32);
+            assert_eq!(keys.local, KeySalt([7; 30]));
+            assert_eq!(
+                keys.remote.to_base64(),
+                "PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR"
+            );
+            let text = n.answer.to_string();
+            assert!(text.contains("m=audio 20000 RTP/SAVP 0 101\r\n"), "{text}");
+            assert!(
+                text.contains(&format!(
+                    "a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{}\r\n",
+                    KeySalt([7; 30]).to_base64()
+                )),
+                "{text}"
+            );
+            assert_eq!(text.matches("a=crypto").count(), 1, "{text}");
+        }
+        // SRTP off: an SAVP-only offer has no stream for us.
+        let off = LocalMedia {
+            srtp: SrtpMode::Off,
+            ..local(vec![Codec::Pcmu])
+        };
+        assert_eq!(
+            negotiate(&offer, &off).unwrap_err(),
+            NegotiateError::NoAudio
+        );
+        // Plain RTP: answered plain unless SRTP is required (then 488's reason).
+        let plain = SessionDescription::parse(OFFER.as_bytes()).unwrap();
+        let n = negotiate(&plain, &local(vec![Codec::Pcmu])).unwrap();
+        assert!(n.srtp.is_none() && !n.answer.to_string().contains("crypto"));
+        let required = LocalMedia {
+            srtp: SrtpMode::Required,
+            ..local(vec![Codec::Pcmu])
+        };
+        assert_eq!(
+            negotiate(&plain, &required).unwrap_err(),
+            NegotiateError::SrtpRequired
+        );
+        // SAVP with no suite we speak: no stream.
+        let only256 = SAVP.split("a=crypto:2").next().unwrap();
+        let offer = SessionDescription::parse(only256.as_bytes()).unwrap();
+        assert_eq!(
+            negotiate(&offer, &local(vec![Codec::Pcmu])).unwrap_err(),
+            NegotiateError::NoAudio
+        );
+        // Best effort (RTP/AVP with a=crypto, as baresip's mediaenc=srtp): SRTP when allowed.
+        let best = SAVP.replace("RTP/SAVP", "RTP/AVP");
+        let offer = SessionDescription::parse(best.as_bytes()).unwrap();
+        assert!(negotiate(&offer, &required).unwrap().srtp.is_some());
+        assert!(negotiate(&offer, &off).unwrap().srtp.is_none());
     }
 
     #[test]

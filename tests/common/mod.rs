@@ -78,6 +78,9 @@ pub struct ServerOptions {
     pub rtp_span: u16,
     pub answer_delay_ms: u64,
     pub extra_toml: String,
+    /// More keys for the `[sip]` and `[media]` tables (the harness writes those tables itself).
+    pub sip_toml: String,
+    pub media_toml: String,
     /// `[admin] token_file` holding this token; the harness then sends it on every admin call.
     pub admin_token: Option<String>,
     /// The server's working directory (default: the test's).
@@ -100,6 +103,8 @@ impl Default for ServerOptions {
             rtp_span: 200,
             answer_delay_ms: 0,
             extra_toml: String::new(),
+            sip_toml: String::new(),
+            media_toml: String::new(),
             admin_token: None,
             cwd: None,
             tts_cache: None,
@@ -172,13 +177,15 @@ impl Server {
             None => String::new(),
         };
         let config = format!(
-            "[sip]\nlisten = \"127.0.0.1:{sip_port}\"\n[media]\nrtp_ports = \"{}-{}\"\nrtp_timeout_secs = {}\n\
+            "[sip]\nlisten = \"127.0.0.1:{sip_port}\"\n{}[media]\nrtp_ports = \"{}-{}\"\nrtp_timeout_secs = {}\n{}\
              [calls]\nmax_concurrent = {}\nno_input_timeout_secs = {}\ndrain_timeout_secs = 5\nanswer_delay_ms = {}\n\
              [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n{token_toml}\
              [paths]\ndata_dir = \"{}\"\nprompts_dir = \"{}\"\ngrammars_dir = \"{}\"\ntts_cache_dir = \"{}\"\n{}",
+            opts.sip_toml,
             rtp.0,
             rtp.1,
             opts.rtp_timeout_secs,
+            opts.media_toml,
             opts.max_calls,
             opts.no_input_timeout_secs,
             opts.answer_delay_ms,

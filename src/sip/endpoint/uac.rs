@@ -177,7 +177,7 @@ impl Endpoint {
         format!(
             "SIP/2.0/{} {};branch={};rport",
             transport.via_name(),
-            self.config.local_addr,
+            self.local_for(transport),
             branch
         )
     }
@@ -219,7 +219,7 @@ impl Endpoint {
             Header::new("To", &remote_uri),
             Header::new("Call-ID", &call_id),
             Header::new("CSeq", "1 INVITE"),
-            Header::new("Contact", &self.contact(req.transport)),
+            Header::new("Contact", &self.contact(req.transport, false)),
             Header::new("Allow", super::ALLOW),
             Header::new("User-Agent", &self.config.user_agent),
         ];
@@ -255,6 +255,7 @@ impl Endpoint {
                 dialog: early,
                 remote: req.destination,
                 transport: req.transport,
+                sips: false,
                 state: CallState::Early,
                 pending: None,
                 ok: None,
@@ -445,7 +446,7 @@ impl Endpoint {
     ) {
         let branch = self.new_branch();
         let via = self.via(transport, &branch);
-        let contact = self.contact(transport);
+        let contact = self.contact(transport, false);
         let bye = dialog
             .request(
                 Method::Bye,
