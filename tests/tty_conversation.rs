@@ -40,6 +40,8 @@ struct Line {
     typed: Vec<String>,
     /// Every other output, in order.
     actions: Vec<TtyOutput>,
+    /// What the shell answers when a link is to be stored (a full disk: `false`).
+    store_ok: bool,
 }
 
 impl Line {
@@ -64,6 +66,7 @@ impl Line {
             now: Instant::now(),
             typed: Vec::new(),
             actions: Vec::new(),
+            store_ok: true,
         };
         line.finish_turn();
         line
@@ -76,6 +79,10 @@ impl Line {
             match &o {
                 TtyOutput::Type(t) => self.typed.push(t.clone()),
                 other => self.actions.push(other.clone()),
+            }
+            // As the shell does: the link is stored (or not) before anything more is typed.
+            if matches!(o, TtyOutput::SendLink { .. }) {
+                self.conv.handle_link_stored(self.store_ok);
             }
             out.push(o);
         }
@@ -276,6 +283,24 @@ fn our_own_echo_is_ignored() {
         vec!["WHAT IS MY CASE STATUS Q GA", "EMAIL GA"],
         "the echo is not the caller's text"
     );
+}
+
+/// Storage failed (a full disk, the database down): the caller never reads "SENT" for a link
+/// that is not stored, but that it could not be sent, and the conversation goes on.
+#[test]
+fn a_link_that_could_not_be_stored_is_never_said_sent() {
+    let mut line = Line::new(Lang::En, None);
+    line.store_ok = false;
+    line.say("WHAT IS MY CASE STATUS Q GA");
+    line.say("TEXT GA");
+    line.say("202 555 0134 GA");
+    let reply = line.say("YES GA");
+    assert!(!reply.contains("SENT."), "{reply:?}");
+    assert!(
+        reply.contains("COULD NOT BE SENT") && reply.contains("ANYTHING ELSE Q GA"),
+        "{reply:?}"
+    );
+    assert!(matches!(line.actions[..], [TtyOutput::SendLink { .. }]));
 }
 
 #[test]

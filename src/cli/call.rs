@@ -148,8 +148,8 @@ pub fn run_tty(args: &Args) -> anyhow::Result<serde_json::Value> {
                         .map_err(|e| anyhow::anyhow!("modulator: {e}"))?;
                     transmitting = true;
                 }
-                // The record lists them; an offline run delivers nothing.
-                TtyOutput::SendLink { .. } => {}
+                // The record lists them; an offline run delivers nothing, as if stored.
+                TtyOutput::SendLink { .. } => conv.handle_link_stored(true),
                 TtyOutput::Transfer { .. } | TtyOutput::Hangup => ended = true,
             }
         }

@@ -117,6 +117,7 @@ pub fn prompt_ids() -> Vec<String> {
         "tty.ask_email",
         "tty.confirm_email",
         "tty.sent",
+        "tty.not_sent",
         "tty.not_understood",
         "tty.out_of_domain",
         "tty.ask_question",
@@ -507,6 +508,8 @@ pub struct TtyConversation {
     last_answer: Option<Turn>,
     outputs: VecDeque<TtyOutput>,
     record: TtyRecord,
+    /// A `SendLink` went out: nothing more is typed until `handle_link_stored`.
+    awaiting_store: bool,
 }
 
 impl TtyConversation {
@@ -548,6 +551,7 @@ impl TtyConversation {
                 lang: Some(lang),
                 ..TtyRecord::default()
             },
+            awaiting_store: false,
         };
         // Typed at the first `poll_output` if the line is free: a call switched from voice
         // replays the caller's first characters before that, and then gets its answer instead.
@@ -1027,7 +1031,23 @@ impl TtyConversation {
         self.outputs.push_back(action);
         self.retries = 0;
         self.state = State::Question;
-        self.say(Turn::new(&["tty.sent", "tty.anything_else"]));
+        // "SENT" only once the shell says the link is stored (`handle_link_stored`).
+        self.awaiting_store = true;
+    }
+
+    /// The shell stored the link of the last `SendLink` (`true`) or could not (a full disk, the
+    /// database down, a bad recipient): the caller reads "SENT" only in the first case, and that
+    /// it could not be sent in the second.
+    pub fn handle_link_stored(&mut self, stored: bool) {
+        if !std::mem::take(&mut self.awaiting_store) {
+            return;
+        }
+        if stored {
+            self.say(Turn::new(&["tty.sent", "tty.anything_else"]));
+        } else {
+            self.record.actions.push("send_link_failed".into());
+            self.say(Turn::new(&["tty.not_sent", "tty.anything_else"]));
+        }
     }
 
     fn anything_else(&mut self) {

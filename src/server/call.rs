@@ -584,7 +584,10 @@ pub async fn run(
                     tracing::info!(?channel, to = %to, %intent, %link, "link to send (TTY)");
                     let lang = tty.as_ref().map_or(flow.lang(), TtySession::lang);
                     let channel = super::rtt_session::outbox_channel(channel);
-                    send_link(&shared, &setup, &intent, channel, Some(to), lang).await;
+                    let stored = send_link(&shared, &setup, &intent, channel, Some(to), lang).await;
+                    if let Some(t) = tty.as_mut() {
+                        t.handle_link_stored(stored);
+                    }
                 }
                 // The session folds lines into `Play`.
                 TtyAction::Output(TtyOutput::Type(_)) => {}
@@ -647,7 +650,10 @@ pub async fn run(
                     intent,
                     lang,
                 } => {
-                    send_link(&shared, &setup, &intent, channel, Some(to), lang).await;
+                    let stored = send_link(&shared, &setup, &intent, channel, Some(to), lang).await;
+                    if let Some(r) = rtt.as_mut() {
+                        r.handle_link_stored(stored);
+                    }
                 }
                 RttAction::Transfer { context } => {
                     let uri = setup.tty_queue_uri.clone();

@@ -277,6 +277,14 @@ impl RttCore {
         n
     }
 
+    /// Whether the link of the last `SendLink` was stored: the conversation then types "SENT",
+    /// or that it could not be sent. Call it before polling again.
+    pub fn handle_link_stored(&mut self, stored: bool) {
+        if let Some(conv) = self.conv.as_mut() {
+            conv.handle_link_stored(stored);
+        }
+    }
+
     /// The next thing for the shell to do. Polling again means the previous action is done
     /// (a `SendLink` stored), which releases the text that follows it.
     pub fn poll_action(&mut self, now: Instant) -> Option<RttAction> {
@@ -515,6 +523,11 @@ impl RttSession {
         alive
     }
 
+    /// See [`RttCore::handle_link_stored`].
+    pub fn handle_link_stored(&mut self, stored: bool) {
+        self.core.handle_link_stored(stored);
+    }
+
     /// See [`RttCore::poll_action`]; also sends text released by it.
     pub fn poll_action(&mut self, now: Instant) -> Option<RttAction> {
         let action = self.core.poll_action(now);
@@ -650,6 +663,10 @@ mod tests {
                     self.ivr.handle_timeout(now);
                 }
                 while let Some(a) = self.ivr.poll_action(now) {
+                    // As the shell does: the link is stored before the next poll.
+                    if matches!(a, RttAction::SendLink { .. }) {
+                        self.ivr.handle_link_stored(true);
+                    }
                     self.actions.push(a);
                 }
                 while let Some(n) = self.ivr.poll_transmit(now, &mut buf) {

@@ -138,6 +138,11 @@ impl TtySession {
         self.conv.handle_sent(now);
     }
 
+    /// Whether the link of the last `SendLink` was stored (see `TtyConversation`).
+    pub fn handle_link_stored(&mut self, stored: bool) {
+        self.conv.handle_link_stored(stored);
+    }
+
     pub fn poll_action(&mut self) -> Option<TtyAction> {
         let mut text = String::new();
         // Consecutive lines go out as one transmission (one carrier burst).
