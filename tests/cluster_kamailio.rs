@@ -1,6 +1,8 @@
 //! Three ivr nodes behind Kamailio's dispatcher (`scripts/cluster up --nodes 3`), called by SIPp
 //! through Kamailio only:
 //! - 60 calls all succeed, and every node takes some (each node's `/metrics`);
+//! - the nodes share their call records in PostgreSQL: node1's `GET /calls` lists all three
+//!   nodes' calls, and `GET /calls/{id}` on node1 returns a call node2 took;
 //! - kill -9 of a node while calls run: calls started right after it (before a probe has seen the
 //!   node die) fail over on timeout to the others, none fails, and the dead node is marked down;
 //! - SIGTERM drains a node: Kamailio's probe gets 503 and takes it out of rotation, no new call
@@ -248,6 +250,48 @@ fn calls_spread_fail_over_and_drain_behind_kamailio() {
         taken.iter().all(|&n| n > 0),
         "a node took no call: {taken:?}"
     );
+
+    // Shared records (the cluster's PostgreSQL): any node's admin API shows every node's calls.
+    assert!(
+        cluster.json["postgres"].is_string(),
+        "the cluster runs on PostgreSQL: {}",
+        cluster.json
+    );
+    let (status, body) = http_get(cluster.admin(0), "/calls?limit=200").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let calls: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    let mut by_node = std::collections::BTreeMap::<String, usize>::new();
+    for c in &calls {
+        *by_node
+            .entry(c["node"].as_str().unwrap_or("-").to_string())
+            .or_default() += 1;
+    }
+    eprintln!("records seen from node1, by node: {by_node:?}");
+    assert_eq!(
+        by_node.keys().collect::<Vec<_>>(),
+        ["node1", "node2", "node3"],
+        "{by_node:?}"
+    );
+    let theirs = calls
+        .iter()
+        .find(|c| c["node"] == "node2")
+        .and_then(|c| c["call_id"].as_str())
+        .unwrap();
+    let escaped: String = theirs
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~@".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let (status, body) = http_get(cluster.admin(0), &format!("/calls/{escaped}")).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let record: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(record["call_id"], theirs);
+    assert_eq!(record["node"], "node2");
 
     // Kamailio's own metrics (xhttp_prom): it counted those INVITEs.
     let kmetrics: std::net::SocketAddr = cluster.json["kamailio"]["metrics"]
