@@ -293,3 +293,62 @@ fn provider_down_then_back_delivers_once() {
     let prompts = call["prompts"].to_string();
     assert!(prompts.contains("en:sms_sent"), "{prompts}");
 }
+
+/// Two nodes share the outbox in PostgreSQL. A caller on node A asks for the link by text while
+/// the provider is down; node A is killed with SIGKILL the moment the message is stored (it may
+/// hold the claim). When the provider comes back, node B delivers it, exactly once, with the key
+/// node A stored; node A never comes back.
+#[test]
+fn a_link_queued_on_a_killed_node_is_delivered_once_by_another_node() {
+    require("sox");
+    let Some(pg) = common::pg::PgCluster::start() else {
+        return;
+    };
+    let provider_port = free_port();
+    let node = |name: &str| {
+        Server::start(ServerOptions {
+            extra_toml: format!(
+                "{}[storage]\nurl = \"{}\"\n[node]\nname = \"{name}\"\n",
+                outbox_toml(provider_port),
+                pg.url
+            ),
+            ..ServerOptions::default()
+        })
+    };
+    let mut a = node("node-a");
+    let b = node("node-b");
+    let (call_id, sender) = caller_asks_for_the_link_by_sms(&a);
+    wait_until(
+        "the message stored by node A",
+        Duration::from_secs(30),
+        || (a.metric("ivr_outbox_enqueued_total") >= 1).then_some(()),
+    );
+    kill9(&mut a);
+    let _ = sender.join();
+    assert_eq!(
+        b.metric("ivr_outbox_delivered_total"),
+        0,
+        "the provider was down"
+    );
+
+    let provider = Provider::start(provider_port, &[]);
+    wait_until("delivery by node B", Duration::from_secs(30), || {
+        (!provider.requests().is_empty()).then_some(())
+    });
+    // Time for a duplicate to show up, if one were coming (many polls, past the lease).
+    std::thread::sleep(Duration::from_millis(4000));
+    let reqs = provider.requests();
+    assert_eq!(reqs.len(), 1, "exactly one SMS request: {reqs:#?}");
+    let key = reqs[0].header("Idempotency-Key").unwrap_or_default();
+    assert!(key.starts_with(&call_id), "{key}");
+    assert_eq!(
+        b.metric("ivr_outbox_delivered_total"),
+        1,
+        "node B delivered it"
+    );
+    // Node B's admin API has node A's call (shared records), left interrupted by the kill.
+    let call = b.get(&format!("/calls/{call_id}"));
+    assert_eq!(call.0, 200, "{}", call.1);
+    let record: serde_json::Value = serde_json::from_str(&call.1).unwrap();
+    assert_eq!(record["node"], "node-a");
+}
