@@ -34,16 +34,7 @@ fn calls(server: &Server) -> Vec<serde_json::Value> {
 /// The keys of tests/outbox_kill9_call.rs (English, case status, the link by text message,
 /// confirm), then a long silence: the call is still up when the server is killed.
 fn caller_asks_for_the_link_by_sms(server: &Server) -> (String, std::thread::JoinHandle<()>) {
-    let dir = temp_dir("crash-keys");
-    let one = sox_tone(&dir, "one", 697, 1209);
-    let four = sox_tone(&dir, "four", 770, 1209);
-    let gap = vec![0i16; 8000 * 7 / 10];
-    let mut audio = gap.clone();
-    for key in [&one, &one, &four, &one, &one] {
-        audio.extend(key.iter());
-        audio.extend(gap.iter());
-    }
-    audio.extend(vec![0i16; 8000 * 40]);
+    let audio = sms_link_keys(40);
     let mut uac = Uac::new(server.sip);
     let ok = uac.call();
     let call_id = uac.call_id.clone();

@@ -10,7 +10,6 @@ mod common;
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -118,16 +117,7 @@ fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) 
 /// tests/voice_link_by_sms.rs. The caller ID is the harness's valid US number. The audio is
 /// sent from a thread so the test can watch (and kill) the server meanwhile.
 fn caller_asks_for_the_link_by_sms(server: &Server) -> (String, std::thread::JoinHandle<()>) {
-    let dir = temp_dir("kill9-keys");
-    let one = sox_tone(&dir, "one", 697, 1209);
-    let four = sox_tone(&dir, "four", 770, 1209);
-    let gap = vec![0i16; 8000 * 7 / 10];
-    let mut audio = gap.clone();
-    for key in [&one, &one, &four, &one, &one] {
-        audio.extend(key.iter());
-        audio.extend(gap.iter());
-    }
-    audio.extend(vec![0i16; 8000 * 4]);
+    let audio = sms_link_keys(4);
     let mut uac = Uac::new(server.sip);
     let ok = uac.call();
     let call_id = uac.call_id.clone();
@@ -138,49 +128,6 @@ fn caller_asks_for_the_link_by_sms(server: &Server) -> (String, std::thread::Joi
         let _ = uac.recv(Duration::from_secs(2));
     });
     (call_id, sender)
-}
-
-/// `ivr serve` again with the config (ports, data directory) of `old`, which must be dead.
-fn restart(old: &Server) -> Server {
-    let log = old.data_dir.join("server-restart.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_ivr"))
-        .arg("serve")
-        .arg("--config")
-        .arg(old.data_dir.join("ivr.toml"))
-        .env("IVR_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("restart ivr serve");
-    let mut server = Server {
-        child,
-        sip: old.sip,
-        admin: old.admin,
-        rtp: old.rtp,
-        data_dir: old.data_dir.clone(),
-        log,
-        admin_token: old.admin_token.clone(),
-    };
-    let start = Instant::now();
-    loop {
-        if let Ok(Some(status)) = server.child.try_wait() {
-            panic!("restarted ivr exited {status}:\n{}", server.log_text());
-        }
-        if let Ok((200, _)) = http_get(server.admin, "/readyz") {
-            return server;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "not ready after restart:\n{}",
-            server.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn kill9(server: &mut Server) {
-    unsafe_kill(server.child.id(), "KILL");
-    let _ = server.child.wait();
 }
 
 fn state(rows: &[serde_json::Value]) -> String {
@@ -207,7 +154,7 @@ fn kill_9_after_sent_is_spoken_delivers_exactly_once_after_restart() {
         let rows = outbox_list(&server.data_dir);
         (!rows.is_empty()).then_some(rows)
     });
-    kill9(&mut server);
+    server.kill9();
     let _ = sender.join();
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["call_id"], call_id.as_str());
@@ -223,7 +170,7 @@ fn kill_9_after_sent_is_spoken_delivers_exactly_once_after_restart() {
 
     // The provider comes back; the server restarts on the same data directory.
     let provider = Provider::start(provider_port, &[]);
-    let mut server = restart(&server);
+    let mut server = server.restart();
     wait_until("delivery after restart", Duration::from_secs(30), || {
         (state(&outbox_list(&server.data_dir)) == "delivered").then_some(())
     });
@@ -246,8 +193,8 @@ fn kill_9_after_sent_is_spoken_delivers_exactly_once_after_restart() {
     );
 
     // A second kill and restart: the delivered message is final, nothing more is sent.
-    kill9(&mut server);
-    let server = restart(&server);
+    server.kill9();
+    let server = server.restart();
     std::thread::sleep(Duration::from_millis(2000));
     assert_eq!(provider.requests().len(), 1, "a second restart sent again");
     let rows = outbox_list(&server.data_dir);
@@ -323,7 +270,7 @@ fn a_link_queued_on_a_killed_node_is_delivered_once_by_another_node() {
         Duration::from_secs(30),
         || (a.metric("ivr_outbox_enqueued_total") >= 1).then_some(()),
     );
-    kill9(&mut a);
+    a.kill9();
     let _ = sender.join();
     assert_eq!(
         b.metric("ivr_outbox_delivered_total"),

@@ -331,6 +331,23 @@ impl Server {
     }
 }
 
+/// In-band keys asking for the answer's link by text message (English 1, case status 1, the
+/// link 4, by text 1, confirm 1; tests/voice_link_by_sms.rs), 0.7 s apart, then
+/// `trailing_secs` of silence: 8 kHz audio for `Uac::send_pcmu`.
+pub fn sms_link_keys(trailing_secs: usize) -> Vec<i16> {
+    let dir = temp_dir("sms-keys");
+    let one = sox_tone(&dir, "one", 697, 1209);
+    let four = sox_tone(&dir, "four", 770, 1209);
+    let gap = vec![0i16; 8000 * 7 / 10];
+    let mut audio = gap.clone();
+    for key in [&one, &one, &four, &one, &one] {
+        audio.extend(key.iter());
+        audio.extend(gap.iter());
+    }
+    audio.extend(vec![0i16; 8000 * trailing_secs]);
+    audio
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
