@@ -576,9 +576,12 @@ impl WorkerState {
                     }
                 }
             }
+            // Only a finished or cancelled session frees a recognizer: only then can a waiting
+            // utterance be admitted (not on every 20 ms audio job).
             Job::Finish { key } => {
                 if let Some(s) = self.sessions.remove(&key) {
                     self.finish(s, metrics);
+                    self.admit(metrics);
                 } else if let Some(w) = self.waiting.iter_mut().find(|w| w.key == key) {
                     w.ended_at = Some(Instant::now());
                 }
@@ -587,12 +590,12 @@ impl WorkerState {
                 if let Some(mut s) = self.sessions.remove(&key) {
                     s.rec.reset();
                     self.cache.put(s);
+                    self.admit(metrics);
                 } else {
                     self.waiting.retain(|w| w.key != key);
                 }
             }
         }
-        self.admit(metrics);
     }
 
     fn finish(&mut self, mut s: Session, metrics: &PoolMetrics) {
