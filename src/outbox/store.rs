@@ -137,6 +137,30 @@ pub struct Prepared {
 }
 
 /// Validate the recipient and link and render the text; any error means nothing is queued.
+impl Prepared {
+    /// The row as it is right after its insert with id `id` at `now_ms`: pending, no attempt.
+    pub fn pending_message(&self, id: i64, now_ms: i64) -> Message {
+        Message {
+            id,
+            idempotency_key: self.key.clone(),
+            call_id: self.call_id.clone(),
+            channel: self.channel,
+            to: Pii::new(self.to.clone()),
+            lang: self.lang,
+            link_id: self.link_id.clone(),
+            url: self.url.clone(),
+            subject: self.subject.clone(),
+            body: self.body.clone(),
+            state: State::Pending,
+            attempts: 0,
+            next_attempt_at_ms: now_ms,
+            last_error: None,
+            created_at_ms: now_ms,
+            delivered_at_ms: None,
+        }
+    }
+}
+
 pub fn prepare(m: &NewMessage) -> Result<Prepared, StoreError> {
     let key_ok = |s: &str| !s.is_empty() && s.len() <= 256 && !s.chars().any(char::is_control);
     if !key_ok(&m.call_id) || !key_ok(&m.link_id) {
@@ -586,24 +610,7 @@ fn insert(conn: &Connection, p: &Prepared, now: i64) -> Result<(Message, bool), 
         now,
     ])?;
     if n == 1 {
-        let msg = Message {
-            id: conn.last_insert_rowid(),
-            idempotency_key: p.key.clone(),
-            call_id: p.call_id.clone(),
-            channel: p.channel,
-            to: Pii::new(p.to.clone()),
-            lang: p.lang,
-            link_id: p.link_id.clone(),
-            url: p.url.clone(),
-            subject: p.subject.clone(),
-            body: p.body.clone(),
-            state: State::Pending,
-            attempts: 0,
-            next_attempt_at_ms: now,
-            last_error: None,
-            created_at_ms: now,
-            delivered_at_ms: None,
-        };
+        let msg = p.pending_message(conn.last_insert_rowid(), now);
         return Ok((msg, true));
     }
     let mut stmt = conn.prepare_cached(&format!(

@@ -267,24 +267,7 @@ fn insert(
         )
         .map_err(pg)?;
     if let Some(row) = inserted {
-        let msg = Message {
-            id: row.get(0),
-            idempotency_key: p.key.clone(),
-            call_id: p.call_id.clone(),
-            channel: p.channel,
-            to: Pii::new(p.to.clone()),
-            lang: p.lang,
-            link_id: p.link_id.clone(),
-            url: p.url.clone(),
-            subject: p.subject.clone(),
-            body: p.body.clone(),
-            state: State::Pending,
-            attempts: 0,
-            next_attempt_at_ms: now,
-            last_error: None,
-            created_at_ms: now,
-            delivered_at_ms: None,
-        };
+        let msg = p.pending_message(row.get(0), now);
         return Ok((msg, true));
     }
     let row = tx
