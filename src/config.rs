@@ -36,13 +36,16 @@ pub struct Config {
     pub asr: crate::asr::AsrConfig,
     /// Transfers when the trunk refuses REFER: the B2BUA bridge (`[transfer]`).
     #[serde(skip_serializing)]
-    pub transfer: crate::server::bridge::BridgeConfig,
+    pub transfer: BridgeConfig,
     /// RFC 4103 real-time text callers (`[rtt]`).
     #[serde(skip_serializing)]
-    pub rtt: crate::server::rtt_session::RttConfig,
+    pub rtt: RttConfig,
     /// Keyed number entry (`[entry]`).
     #[serde(skip_serializing)]
     pub entry: crate::flow::entry::EntryConfig,
+    /// Baudot TTY callers: the line's extra numbers and the conversation's timing (`[tty]`).
+    #[serde(skip_serializing)]
+    pub tty: crate::flow::tty::TtyConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -364,41 +367,6 @@ impl SecurityConfig {
     }
 }
 
-impl Serialize for Cidr {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Cidr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse()
-            .map_err(|e| serde::de::Error::custom(format!("security.trusted: {e}")))
-    }
-}
-
-impl Serialize for Untrusted {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(match self {
-            Untrusted::Drop => "drop",
-            Untrusted::Reject => "reject",
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for Untrusted {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match String::deserialize(d)?.as_str() {
-            "drop" => Ok(Untrusted::Drop),
-            "reject" => Ok(Untrusted::Reject),
-            other => Err(serde::de::Error::custom(format!(
-                "security.untrusted: {other:?}: drop or reject"
-            ))),
-        }
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PathsConfig {
@@ -407,6 +375,10 @@ pub struct PathsConfig {
     pub grammars_dir: PathBuf,
     /// Rendered speech (WAV per text+voice). Empty: `<data_dir>/tts-cache`.
     pub tts_cache_dir: PathBuf,
+    /// Prompts rendered when the package was built (`ivr cache-prompts`), read-only, looked up
+    /// after `tts_cache_dir` and before rendering: a first start on a fresh data dir renders
+    /// nothing the package already has. Empty: none.
+    pub tts_seed_dir: PathBuf,
 }
 
 impl PathsConfig {
@@ -426,6 +398,7 @@ impl Default for PathsConfig {
             prompts_dir: "prompts".into(),
             grammars_dir: "grammars".into(),
             tts_cache_dir: PathBuf::new(),
+            tts_seed_dir: PathBuf::new(),
         }
     }
 }
@@ -465,6 +438,15 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
+    /// The TTY conversation's settings, with `[sip] tty_number` among the line's numbers.
+    pub fn tty_line(&self) -> crate::flow::tty::TtyConfig {
+        let mut tty = self.tty.clone();
+        if !self.sip.tty_number.is_empty() && !tty.numbers.contains(&self.sip.tty_number) {
+            tty.numbers.push(self.sip.tty_number.clone());
+        }
+        tty
+    }
+
     /// Parse a TOML config; missing keys take their defaults, unknown keys are errors.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
@@ -513,6 +495,73 @@ impl Config {
     }
 }
 
+/// `[transfer]` in the config. The defaults suit a trunk and an agent queue on a LAN: a REFER
+/// is answered within a second or two, agents pick up within half a minute.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BridgeConfig {
+    /// Bridge when the trunk refuses REFER; false: only apologize (the flow's fallback).
+    pub bridge: bool,
+    /// Where bridged INVITEs go ("host:port", an IP address: there is no DNS in the core).
+    /// Empty: the queue URI's own host and port (5060 when absent).
+    pub proxy: String,
+    /// Ring time of the agent leg before CANCEL.
+    pub ring_timeout_s: u64,
+    /// No final response and no NOTIFY to our REFER within this time: the trunk is taken to
+    /// ignore REFER, and the IVR bridges.
+    pub refer_timeout_s: u64,
+    /// REFER refusals that mean "this trunk does not do REFER": bridge. Any other failure
+    /// (e.g. a NOTIFY saying the queue was busy) is a failed transfer.
+    pub bridge_on: Vec<u16>,
+    /// SRTP (SDES) on the agent leg, with keys of its own: "off" offers plain RTP/AVP;
+    /// "optional" offers RTP/AVP with an a=crypto line (best effort: a plain agent answers
+    /// plain); "required" offers RTP/SAVP and a plain answer fails the transfer (BYE).
+    pub srtp: crate::sip::sdp::SrtpMode,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        BridgeConfig {
+            bridge: true,
+            proxy: String::new(),
+            ring_timeout_s: 30,
+            refer_timeout_s: 8,
+            // 408: our REFER's Timer F fired (no response at all).
+            bridge_on: vec![403, 405, 408, 420, 501, 603],
+            srtp: crate::sip::sdp::SrtpMode::Off,
+        }
+    }
+}
+
+/// `[rtt]` settings. `Default` follows RFC 4103 (300 ms buffering) and gives a typist on a
+/// phone keyboard time to think before a line without Enter is taken as complete.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RttConfig {
+    /// A line typed without Enter is read after this much silence. Default 4000.
+    pub pause_ms: u64,
+    /// Our text is collected this long between packets (RFC 4103 §4.1). Default 300.
+    pub buffer_ms: u64,
+    /// An idle text stream sends an empty packet this often; 0: never. Default 10000.
+    pub keepalive_ms: u64,
+    /// No typing for this long after our turn: "ARE YOU STILL THERE?". Default 45.
+    pub no_input_timeout_s: u64,
+    /// Retries (not understood, no input, bad number or address) before giving up. Default 3.
+    pub retries_max: u32,
+}
+
+impl Default for RttConfig {
+    fn default() -> Self {
+        RttConfig {
+            pause_ms: 4000,
+            buffer_ms: 300,
+            keepalive_ms: 10_000,
+            no_input_timeout_s: 45,
+            retries_max: 3,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,6 +570,26 @@ mod tests {
     fn shipped_file_equals_embedded_default() {
         let text = include_str!("../sip-configs/ivr.toml");
         assert_eq!(Config::from_toml(text).unwrap(), Config::default());
+    }
+
+    /// `[tty]` is read (issue #13: it was never loaded; every TTY call ran on the defaults), and
+    /// `sip.tty_number` stays one of the line's numbers.
+    #[test]
+    fn tty_settings_are_read_and_keep_the_sip_tty_number() {
+        let cfg = Config::from_toml(
+            "[tty]\npause_ms = 1500\nline_chars = 32\nnumbers = [\"+1 800 555 0100\"]\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.tty.pause_ms, 1500);
+        let line = cfg.tty_line();
+        assert_eq!(line.line_chars, 32);
+        assert!(line.is_tty_number("8005550100"));
+        assert!(line.is_tty_number("8007671833"), "{:?}", line.numbers);
+        assert!(!line.is_tty_number("8005550199"));
+        assert!(
+            Config::from_toml("[tty]\npause = 1\n").is_err(),
+            "unknown keys are errors"
+        );
     }
 
     #[test]

@@ -1,23 +1,22 @@
 //! ivr — a speech-enabled telephony IVR backend.
 //!
-//! The crate is split into sans-IO cores (`sip`, `rtp`, `audio`, `nlu`, `flow`, `speech`) that take
-//! input and the current time as arguments and return what to do, and one thin tokio shell
-//! (`server`) that owns sockets, clocks, threads, files and databases. See ARCHITECTURE.md.
+//! The workspace has three layers, and the compiler keeps them apart:
+//! - `ivr-proto` (`sip`, `rtp`, `audio`, `types`, `pii`): the wire protocols and the DSP, sans-IO;
+//! - `ivr-core` (`nlu`, `flow`, `routing`, `intents`, `diag`, the prompt catalog): the call logic,
+//!   sans-IO, on top of `ivr-proto`;
+//! - this crate: the IO. The tokio shell (`server`), the outbox senders and stores, the
+//!   recognizer and synthesizer backends (`asr`, `speech`), the configuration and the CLI.
+//!
+//! The lower crates' modules are re-exported here under the paths they always had
+//! (`ivr::sip`, `ivr::flow`, …). See ARCHITECTURE.md.
 
 pub mod asr;
 pub mod assets;
-pub mod audio;
 pub mod cli;
 pub mod config;
-pub mod diag;
-pub mod flow;
-pub mod intents;
-pub mod nlu;
 pub mod outbox;
-pub mod pii;
-pub mod routing;
-pub mod rtp;
 pub mod server;
-pub mod sip;
 pub mod speech;
-pub mod types;
+
+pub use ivr_core::{diag, flow, intents, nlu, routing};
+pub use ivr_proto::{audio, pii, rtp, sip, types};

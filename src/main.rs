@@ -67,6 +67,14 @@ enum Command {
     },
     /// Links sent by SMS and email: list, show, deliver, consents.
     Outbox(ivr::cli::outbox::Args),
+    /// Render and encode every prompt into DIR, for a package to ship as `[paths] tts_seed_dir`
+    /// (a first start then renders nothing). Only the encoded frames are kept.
+    CachePrompts {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
@@ -124,11 +132,44 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cfg.calls.max_concurrent = v;
             }
             cfg.validate()?;
+            // The blocking pool (SQLite lookups for /calls, read-back rendering, reloads) is
+            // bounded: tokio's default (512) let a few seconds' stall grow it by 9 threads in a
+            // soak, and steady use then kept them all alive. Work past the bound waits its turn.
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("ivr")
+                .max_blocking_threads(4 * cores)
                 .build()?;
             rt.block_on(ivr::server::run(cfg))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CachePrompts { out, config } => {
+            let mut cfg = load_config(config.as_deref())?;
+            cfg.paths.tts_cache_dir = out.clone();
+            cfg.paths.tts_seed_dir = PathBuf::new();
+            let set = ivr::server::load_prompts(&cfg, None)?;
+            // The frames are all a start reads; the synthesized WAVs behind them (the TTS
+            // cache's own `<16 hex digits>.wav` files) are not shipped. Nothing else in DIR is
+            // touched.
+            let mut kept = 0usize;
+            for entry in std::fs::read_dir(&out)? {
+                let path = entry?.path();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                let tts_wav = name
+                    .strip_suffix(".wav")
+                    .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+                if tts_wav {
+                    std::fs::remove_file(&path)?;
+                } else if name.starts_with("enc-") && name.ends_with(".bin") {
+                    kept += 1;
+                }
+            }
+            println!(
+                "ivr: {} prompts cached in {} ({kept} files)",
+                set.len(),
+                out.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(args) => ivr::cli::check::run(args),

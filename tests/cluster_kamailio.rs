@@ -1,6 +1,9 @@
 //! Three ivr nodes behind Kamailio's dispatcher (`scripts/cluster up --nodes 3`), called by SIPp
 //! through Kamailio only:
 //! - 60 calls all succeed, and every node takes some (each node's `/metrics`);
+//! - `loadtest capacity --cluster cluster.json` through Kamailio reads every node's CPU and
+//!   memory from its admin API, and the calls each node took (its own counters), and they agree
+//!   with the nodes' /proc and `/metrics` read here;
 //! - the nodes share their call records in PostgreSQL: node1's `GET /calls` lists all three
 //!   nodes' calls, and `GET /calls/{id}` on node1 returns a call node2 took;
 //! - kill -9 of a node while calls run: calls started right after it (before a probe has seen the
@@ -133,6 +136,78 @@ impl Drop for Cluster {
             .stdout(Stdio::null())
             .status();
     }
+}
+
+/// CPU seconds (utime + stime) and resident MiB of a process, from /proc.
+fn proc_cpu_rss(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu = (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / ticks;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    (cpu, rss_kib / 1024.0)
+}
+
+/// The workspace's `loadtest` binary next to this test's `ivr` (`cargo test --workspace` builds
+/// it for loadtest's own tests); built here when missing or older than its sources.
+fn loadtest_bin() -> PathBuf {
+    let ivr = PathBuf::from(env!("CARGO_BIN_EXE_ivr"));
+    let profile_dir = ivr.parent().unwrap().to_path_buf();
+    let bin = profile_dir.join("loadtest");
+    fn newest(p: &Path, acc: &mut Option<std::time::SystemTime>) {
+        if p.is_dir() {
+            for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+                newest(&e.path(), acc);
+            }
+        } else if let Ok(t) = std::fs::metadata(p).and_then(|m| m.modified()) {
+            *acc = Some(acc.map_or(t, |a| a.max(t)));
+        }
+    }
+    let mut sources = None;
+    for p in [
+        "src",
+        "crates",
+        "loadtest/src",
+        "Cargo.toml",
+        "loadtest/Cargo.toml",
+    ] {
+        newest(&repo().join(p), &mut sources);
+    }
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    if built.is_some_and(|b| sources.is_some_and(|s| s <= b)) {
+        return bin;
+    }
+    let cargo = std::env::var("CARGO")
+        .ok()
+        .or(option_env!("CARGO").map(String::from))
+        .unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "-p", "loadtest", "--bin", "loadtest"])
+        .current_dir(repo())
+        .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap());
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => {}
+        Some("release") => {
+            cmd.arg("--release");
+        }
+        Some(other) => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    assert!(
+        cmd.status().expect("cargo build -p loadtest").success(),
+        "cargo build -p loadtest failed"
+    );
+    bin
 }
 
 /// A SIPp run of `calls` menu calls at `rate` per second through the proxy, in the background.
@@ -307,6 +382,100 @@ fn calls_spread_fail_over_and_drain_behind_kamailio() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no INVITE count in Kamailio's metrics:\n{body}"));
     assert!(invites >= 60.0, "Kamailio counted {invites} INVITEs");
+
+    // The load tester through Kamailio, every node measured through its admin API: 12 keyed
+    // calls (loadtest/samples/manifest-keys.toml), 6 at a time.
+    let before: Vec<(i64, (f64, f64))> = (0..3)
+        .map(|i| {
+            (
+                cluster.metric(i, "ivr_calls_total"),
+                proc_cpu_rss(cluster.pid(i)),
+            )
+        })
+        .collect();
+    let report = dir.join("loadtest");
+    let out = Command::new(loadtest_bin())
+        .args(["capacity", "--target", &format!("sip:ivr@{proxy}")])
+        .arg("--cluster")
+        .arg(cluster.dir.join("cluster.json"))
+        .arg("--manifest")
+        .arg(repo().join("loadtest/samples/manifest-keys.toml"))
+        .args(["--levels", "6", "--calls-per-level", "2", "--rate", "4"])
+        // Latency and jitter are measured (BENCHMARKING.md), never asserted on a loaded CI box:
+        // the step holds when every call met its expectation.
+        .args(["--invite-p99-ms", "60000", "--first-audio-p99-ms", "60000"])
+        .args(["--response-p99-ms", "60000", "--jitter-p99-ms", "10000"])
+        .args(["--loss-max-pct", "100"])
+        .args(["--quiet", "--report"])
+        .arg(&report)
+        .output()
+        .expect("run loadtest");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "loadtest capacity through Kamailio: {:?}\n{stdout}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        cluster.logs()
+    );
+    eprintln!("{stdout}");
+    let after: Vec<(i64, (f64, f64))> = (0..3)
+        .map(|i| {
+            (
+                cluster.metric(i, "ivr_calls_total"),
+                proc_cpu_rss(cluster.pid(i)),
+            )
+        })
+        .collect();
+    let capacity: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("capacity.json")).unwrap())
+            .unwrap();
+    let level = &capacity["levels"][0];
+    assert_eq!(
+        (level["calls"].as_u64(), level["failed_calls"].as_u64()),
+        (Some(12), Some(0)),
+        "{level}"
+    );
+    let nodes = level["nodes"].as_array().expect("per-node figures");
+    assert_eq!(nodes.len(), 3, "{level}");
+    let mut taken_sum = 0;
+    for (i, n) in nodes.iter().enumerate() {
+        let f = |k: &str| n[k].as_f64().unwrap_or_else(|| panic!("{k} in {n}"));
+        assert_eq!(n["name"], format!("node{}", i + 1));
+        assert_eq!(f("failed_samples"), 0.0, "{n}");
+        // Calls: what the tester read from the node's counter is what the test reads.
+        let taken = after[i].0 - before[i].0;
+        assert!(taken > 0, "node{} took no call: {n}", i + 1);
+        assert_eq!(f("calls_taken") as i64, taken, "{n}");
+        taken_sum += taken;
+        // CPU: more than nothing, and no more than the process used around the run.
+        let used = after[i].1.0 - before[i].1.0;
+        assert!(
+            f("cpu_s") > 0.0 && f("cpu_s") <= used + 0.02,
+            "node{}: cpu_s {} vs {used:.2} s from /proc: {n}",
+            i + 1,
+            f("cpu_s")
+        );
+        assert!(f("cpu_pct_mean") > 0.0 && f("cpu_pct_max") >= f("cpu_pct_mean"));
+        // Memory: the node's own resident set, as /proc shows it (it moves a little).
+        let rss = after[i].1.1;
+        assert!(
+            (f("rss_mib_end") - rss).abs() <= 0.2 * rss && f("rss_mib_max") > 10.0,
+            "node{}: rss_mib_end {} vs {rss:.1} MiB in /proc: {n}",
+            i + 1,
+            f("rss_mib_end")
+        );
+    }
+    assert_eq!(taken_sum, 12, "{level}");
+    // The step's report has the per-node timeline too, and the text summary a line per node.
+    let step: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("c6/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(step["node_timeline"].as_array().map(Vec::len), Some(3));
+    assert!(step["ivr"].is_null(), "Kamailio's process is not the IVR");
+    for i in 1..=3 {
+        assert!(stdout.contains(&format!("node node{i} (")), "{stdout}");
+    }
 
     // 2. kill -9 node3 while calls run; calls started right after it fail over, none fails.
     let background = sipp(&proxy, 15, 3, &dir, "during-kill");

@@ -102,6 +102,7 @@ fn the_package_installs_starts_answers_a_call_and_purges() {
         "./lib/systemd/system/ivr.service",
         "./usr/share/ivr/grammars/en/case_status.txt",
         "./usr/share/ivr/prompts/en/speech.txt",
+        "./usr/share/ivr/tts-cache/enc-",
     ] {
         assert!(contents.contains(f), "{f} not in the package:\n{contents}");
     }
@@ -164,16 +165,13 @@ fn the_package_installs_starts_answers_a_call_and_purges() {
         )
         .replace("drain_timeout_secs = 60", "drain_timeout_secs = 5");
     assert!(conf.contains(&format!(":{sip}\"")) && conf.contains(&format!(":{admin}\"")));
-    std::fs::write("/etc/ivr/ivr.toml", conf).unwrap();
-    // The machine's rendered speech (what a first start would synthesize anyway).
-    let cache = repo().join("target/tts-cache");
-    if cache.is_dir() {
-        run(Command::new("cp")
-            .arg("-r")
-            .arg(&cache)
-            .arg("/var/lib/ivr/tts-cache"));
-        run(Command::new("chown").args(["-R", "ivr:ivr", "/var/lib/ivr/tts-cache"]));
-    }
+    std::fs::write("/etc/ivr/ivr.toml", &conf).unwrap();
+    // The data dir is fresh: every prompt must come from the package's seed, none rendered.
+    assert!(
+        conf.contains("tts_seed_dir = \"/usr/share/ivr/tts-cache\""),
+        "{conf}"
+    );
+    assert!(!Path::new("/var/lib/ivr/tts-cache").exists());
 
     let log = dir.join("service.log");
     if systemd {
@@ -229,6 +227,16 @@ fn the_package_installs_starts_answers_a_call_and_purges() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    // A first start on a fresh data dir rendered nothing: the package's seed had every prompt.
+    let started = service_log();
+    let line = started
+        .lines()
+        .find(|l| l.contains("prompts rendered and encoded"))
+        .unwrap_or_else(|| panic!("no prompt count in the log:\n{started}"));
+    assert!(
+        line.contains(" rendered=0 ") && !line.contains(" seeded=0 "),
+        "the first start rendered prompts the package should have had: {line}"
+    );
     if !systemd {
         // It runs as the ivr user, not root.
         let pid = guard.child.as_ref().unwrap().id();

@@ -4,8 +4,11 @@
 //! still down so nothing can have been delivered. Restarted on the same data directory (with
 //! the provider back), the provider receives the message exactly once, and a second restart
 //! sends nothing more. And without a kill: provider down, then back → delivered once.
+//! Across nodes sharing PostgreSQL, by text (an HTTP SMS provider) and by email (a real SMTP
+//! server, aiosmtpd): a link queued on a node killed with SIGKILL is delivered once by another.
 
 mod common;
+mod outbox_support;
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -298,4 +301,138 @@ fn a_link_queued_on_a_killed_node_is_delivered_once_by_another_node() {
     assert_eq!(call.0, 200, "{}", call.1);
     let record: serde_json::Value = serde_json::from_str(&call.1).unwrap();
     assert_eq!(record["node"], "node-a");
+}
+
+/// English, case status, the link (4) by email (2), the address keyed two keys a character and
+/// `#`, then 1 over the read-back: the keys of tests/voice_link_by_email.rs, in-band.
+fn email_link_keys(address: &str) -> Vec<i16> {
+    let dir = temp_dir("email-keys-kill9");
+    let keys = ivr::nlu::spell::keypad_keys(address).expect("spellable");
+    let gap = vec![0i16; 8000 * 7 / 10];
+    let short = vec![0i16; 8000 * 3 / 10];
+    let mut audio = gap.clone();
+    for key in "1142".chars() {
+        audio.extend(dtmf_tone(&dir, key));
+        audio.extend(&gap);
+    }
+    for key in format!("{keys}#").chars() {
+        audio.extend(dtmf_tone(&dir, key));
+        audio.extend(&short);
+    }
+    // The read-back plays; 1 confirms it, then the caller listens to "sent".
+    audio.extend(vec![0i16; 8000 * 2]);
+    audio.extend(dtmf_tone(&dir, '1'));
+    audio.extend(vec![0i16; 8000 * 3]);
+    audio
+}
+
+/// The same across nodes by email, checked at a real SMTP server: a caller on node A keys an
+/// address and confirms it while the mail server is down; node A is killed with SIGKILL the
+/// moment the message is stored (it may hold the claim). When the SMTP server (aiosmtpd) comes
+/// up, node B delivers the email, exactly once, with the Message-ID derived from the key node A
+/// stored; node A never comes back.
+#[test]
+fn an_email_link_queued_on_a_killed_node_reaches_the_smtp_server_once_from_another_node() {
+    require("sox");
+    require("espeak-ng");
+    let Some(pg) = common::pg::PgCluster::start() else {
+        return;
+    };
+    // Nobody listens on the SMTP port yet: every attempt before aiosmtpd starts is refused.
+    let smtp_port = free_port();
+    let node = |name: &str| {
+        Server::start(ServerOptions {
+            extra_toml: format!(
+                "[outbox]\nretry_backoff_ms = [200]\nmax_attempts = 200\nlease_ms = 3000\n\
+                 poll_ms = 50\n[outbox.smtp]\nport = {smtp_port}\ntimeout_ms = 1500\n\
+                 [storage]\nurl = \"{}\"\n[node]\nname = \"{name}\"\n",
+                pg.url
+            ),
+            ..ServerOptions::default()
+        })
+    };
+    let mut a = node("node-a");
+    let b = node("node-b");
+    let address = "jo.li7@ab.us";
+    let audio = email_link_keys(address);
+    let mut uac = Uac::new(a.sip);
+    let ok = uac.call();
+    let call_id = uac.call_id.clone();
+    let sender = std::thread::spawn(move || {
+        uac.send_pcmu(Uac::remote_rtp(&ok), &audio, 1, 0);
+        uac.request("BYE", "", true);
+        let _ = uac.recv(Duration::from_secs(2));
+    });
+    wait_until(
+        "the email stored by node A",
+        Duration::from_secs(60),
+        || (a.metric("ivr_outbox_enqueued_total") >= 1).then_some(()),
+    );
+    a.kill9();
+    assert_eq!(
+        b.metric("ivr_outbox_delivered_total"),
+        0,
+        "the SMTP server was down"
+    );
+    // What node A stored in the shared outbox (what ops see with `ivr outbox list`).
+    let shared = ivr::outbox::Store::open_postgres(&pg.url).expect("the shared outbox");
+    let rows = shared.list(None, 10).unwrap();
+    assert_eq!(
+        rows.len(),
+        1,
+        "{:?}",
+        rows.iter().map(|m| m.to_json()).collect::<Vec<_>>()
+    );
+    let stored = &rows[0];
+    assert_eq!(stored.call_id, call_id);
+    assert_eq!(stored.channel, ivr::outbox::Channel::Email);
+    assert_ne!(stored.state, ivr::outbox::State::Delivered);
+    assert!(
+        stored.idempotency_key.starts_with(&call_id),
+        "{}",
+        stored.idempotency_key
+    );
+
+    let smtpd = outbox_support::Smtpd::start(smtp_port, &temp_dir("kill9-smtp").join("maildir"));
+    let _ = sender.join();
+    let raw = wait_until("the email from node B", Duration::from_secs(30), || {
+        smtpd.messages().into_iter().next()
+    });
+    // Time for a duplicate to show up, if one were coming (many polls, past the lease).
+    std::thread::sleep(Duration::from_millis(4000));
+    assert_eq!(smtpd.messages().len(), 1, "exactly one email");
+    assert_eq!(
+        b.metric("ivr_outbox_delivered_total"),
+        1,
+        "node B delivered it"
+    );
+    assert_eq!(
+        outbox_support::header(&raw, "Message-ID"),
+        Some(ivr::outbox::template::message_id(
+            &stored.idempotency_key,
+            "ivr.localdomain"
+        )),
+        "the Message-ID of the key node A stored"
+    );
+    let rows = shared.list(None, 10).unwrap();
+    assert_eq!(
+        (rows.len(), rows[0].state),
+        (1, ivr::outbox::State::Delivered)
+    );
+    let to = outbox_support::header(&raw, "To").unwrap_or_default();
+    assert!(to.contains(address), "sent to the keyed address: {to}");
+    assert!(
+        outbox_support::body(&raw).contains("uscis.gov/casestatus"),
+        "{raw}"
+    );
+    // Node B's admin API has node A's call (shared records), with the email action.
+    let call = b.get(&format!("/calls/{call_id}"));
+    assert_eq!(call.0, 200, "{}", call.1);
+    let record: serde_json::Value = serde_json::from_str(&call.1).unwrap();
+    assert_eq!(record["node"], "node-a");
+    assert!(
+        !call.1.contains("ab.us"),
+        "no address in the record: {}",
+        call.1
+    );
 }

@@ -247,7 +247,10 @@ fn rtt_caller_is_transferred_to_the_tty_queue() {
         .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
         .map(char::from)
         .collect();
-    assert_eq!(context, "intent=withdraw;lang=en;mode=rtt", "{uui}");
+    assert_eq!(
+        context, "intent=withdraw;lang=en;mode=rtt;consent=none",
+        "{uui}"
+    );
     uac.accept_refer(&refer, "SIP/2.0 200 OK");
     let bye = uac
         .wait_request("BYE", Duration::from_secs(10))

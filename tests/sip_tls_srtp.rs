@@ -338,7 +338,7 @@ fn plain_rtp_offer_to_srtp_required_gets_488() {
 /// unprotect with the key it announced and carry PCMU.
 #[test]
 fn rfc4733_digits_over_srtp_are_heard_and_clear_ones_are_not() {
-    use ivr::rtp::srtp::{CryptoAttr, KeySalt, Protector, Suite, Unprotector};
+    use ivr::rtp::srtp::{KeySalt, Protector, Suite, Unprotector};
     let server = Server::start(ServerOptions {
         media_toml: "srtp = \"required\"\n".into(),
         ..Default::default()
@@ -346,30 +346,14 @@ fn rfc4733_digits_over_srtp_are_heard_and_clear_ones_are_not() {
     let ours = KeySalt([0x42; 30]);
     for protect in [true, false] {
         let mut uac = Uac::new(server.sip);
-        let offer = uac.sdp("sendrecv").replace("RTP/AVP", "RTP/SAVP")
-            + &format!(
-                "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{}\r\n",
-                ours.to_base64()
-            );
+        let offer = uac.sdp_savp("AES_CM_128_HMAC_SHA1_80", &ours.to_base64());
         let branch = uac.request("INVITE", &offer, true);
         let ok = uac.final_response(Duration::from_secs(5));
         assert_eq!(ok.status(), Some(200), "{ok:?}");
         uac.ack(true, &branch);
-        let theirs = ok
-            .body
-            .lines()
-            .find_map(|l| l.strip_prefix("a=crypto:"))
-            .and_then(CryptoAttr::parse)
-            .expect("the IVR's a=crypto");
+        let theirs = answered_crypto(&ok);
         assert_eq!(theirs.suite, Suite::AesCm128HmacSha1_80);
-        let port: u16 = ok
-            .body
-            .lines()
-            .find_map(|l| l.strip_prefix("m=audio "))
-            .and_then(|l| l.split(' ').next())
-            .and_then(|p| p.parse().ok())
-            .expect("m=audio port");
-        let ivr_rtp = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let ivr_rtp = Uac::remote_rtp(&ok);
         // The IVR's greeting arrives protected with its key.
         let mut rx = Unprotector::new(theirs.suite, &theirs.key).unwrap();
         let mut buf = [0u8; 2048];
@@ -385,34 +369,7 @@ fn rfc4733_digits_over_srtp_are_heard_and_clear_ones_are_not() {
         }
         // Key 1 as RFC 4733 events: start, two updates, three end packets (same timestamp).
         let mut tx = Protector::new(Suite::AesCm128HmacSha1_80, &ours).unwrap();
-        let mut out = [0u8; 12 + 4 + ivr::rtp::srtp::MAX_TRAILER];
-        for (i, (dur, end)) in [
-            (160u16, false),
-            (320, false),
-            (480, false),
-            (640, true),
-            (640, true),
-            (640, true),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            out[..12]
-                .copy_from_slice(&[0x80, 101, 0, i as u8, 0, 0, 0x10, 0, 0xca, 0xfe, 0xba, 0xbe]);
-            if i == 0 {
-                out[1] |= 0x80;
-            }
-            out[12] = 1;
-            out[13] = if end { 0x80 | 10 } else { 10 };
-            out[14..16].copy_from_slice(&dur.to_be_bytes());
-            let n = if protect {
-                tx.protect(&mut out, 16).unwrap()
-            } else {
-                16
-            };
-            uac.rtp.send_to(&out[..n], ivr_rtp).unwrap();
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        send_event(&uac, ivr_rtp, protect.then_some(&mut tx), 1, 0, 4096);
         std::thread::sleep(Duration::from_millis(500));
         uac.request("BYE", "", true);
         let call = server.ended_call(&uac.call_id, Duration::from_secs(10));
@@ -430,4 +387,153 @@ fn rfc4733_digits_over_srtp_are_heard_and_clear_ones_are_not() {
             );
         }
     }
+}
+
+/// One RFC 4733 key press (start, two updates, three ends) from the UAC to `dest`, protected
+/// with `tx` (or in clear without), sequence numbers from `seq`.
+fn send_event(
+    uac: &Uac,
+    dest: std::net::SocketAddr,
+    mut tx: Option<&mut ivr::rtp::srtp::Protector>,
+    digit: u8,
+    seq: u16,
+    ts: u32,
+) {
+    let mut out = [0u8; 12 + 4 + ivr::rtp::srtp::MAX_TRAILER];
+    for (i, (dur, end)) in [
+        (160u16, false),
+        (320, false),
+        (480, false),
+        (640, true),
+        (640, true),
+        (640, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        out[..12].copy_from_slice(&[0x80, 101, 0, 0, 0, 0, 0, 0, 0xca, 0xfe, 0xba, 0xbe]);
+        out[2..4].copy_from_slice(&seq.wrapping_add(i as u16).to_be_bytes());
+        out[4..8].copy_from_slice(&ts.to_be_bytes());
+        if i == 0 {
+            out[1] |= 0x80;
+        }
+        out[12] = digit;
+        out[13] = if end { 0x80 | 10 } else { 10 };
+        out[14..16].copy_from_slice(&dur.to_be_bytes());
+        let n = match tx.as_deref_mut() {
+            Some(tx) => tx.protect(&mut out, 16).unwrap(),
+            None => 16,
+        };
+        uac.rtp.send_to(&out[..n], dest).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends a re-INVITE with `offer`; returns the final response (ACKed).
+fn reinvite(uac: &mut Uac, offer: &str) -> SipMsg {
+    let branch = uac.request("INVITE", offer, true);
+    let resp = uac.final_response(Duration::from_secs(5));
+    uac.ack(resp.status() == Some(200), &branch);
+    resp
+}
+
+fn answered_crypto(resp: &SipMsg) -> ivr::rtp::srtp::CryptoAttr {
+    resp.body
+        .lines()
+        .find_map(|l| l.strip_prefix("a=crypto:"))
+        .and_then(ivr::rtp::srtp::CryptoAttr::parse)
+        .unwrap_or_else(|| panic!("an a=crypto in {}", resp.body))
+}
+
+/// `n` of the IVR's packets unprotect under `key` (packets sent under an older key may still
+/// be in flight: up to 25 are skipped).
+fn ivr_packets_unprotect(uac: &Uac, crypto: &ivr::rtp::srtp::CryptoAttr, n: usize) {
+    let mut rx = ivr::rtp::srtp::Unprotector::new(crypto.suite, &crypto.key).unwrap();
+    let mut buf = [0u8; 2048];
+    let (mut good, mut bad) = (0, 0);
+    while good < n {
+        let (len, _) = uac.rtp.recv_from(&mut buf).expect("IVR RTP");
+        match rx.unprotect(&mut buf[..len]) {
+            Ok(m) => {
+                assert_eq!(parse_rtp(&buf[..m]).unwrap().payload.len(), 160);
+                good += 1;
+            }
+            Err(_) => {
+                bad += 1;
+                assert!(
+                    bad <= 25,
+                    "the IVR's packets do not unprotect under the answered key"
+                );
+            }
+        }
+    }
+}
+
+/// Re-keying by re-INVITE (RFC 4568 §7.1.4) on an SRTP call: the caller's re-INVITE with a new
+/// key (same suite) is answered with the IVR's unchanged key, and from then on a key press
+/// protected with the caller's new key is heard while one under its old key is dropped. A
+/// re-INVITE dropping SRTP on a `required` call gets 488 and the call goes on under its keys; one
+/// changing the suite gets a fresh IVR key, and the IVR's audio then comes under it.
+#[test]
+fn reinvite_with_a_new_key_rekeys_the_caller_leg() {
+    use ivr::rtp::srtp::{KeySalt, Protector, Suite};
+    let server = Server::start(ServerOptions {
+        media_toml: "srtp = \"required\"\n".into(),
+        ..Default::default()
+    });
+    let (old, new) = (KeySalt([0x42; 30]), KeySalt([0x43; 30]));
+    let savp =
+        |uac: &Uac, suite: Suite, key: &KeySalt| uac.sdp_savp(suite.name(), &key.to_base64());
+    let s80 = Suite::AesCm128HmacSha1_80;
+    let mut uac = Uac::new(server.sip);
+    let offer = savp(&uac, s80, &old);
+    let ok = reinvite(&mut uac, &offer);
+    assert_eq!(ok.status(), Some(200), "{ok:?}");
+    let ivr_key = answered_crypto(&ok);
+    let ivr_rtp = Uac::remote_rtp(&ok);
+    ivr_packets_unprotect(&uac, &ivr_key, 10);
+
+    // New key, same suite: the IVR keeps its key; its stream goes on undisturbed.
+    let offer = savp(&uac, s80, &new);
+    let ok = reinvite(&mut uac, &offer);
+    assert_eq!(ok.status(), Some(200), "{ok:?}");
+    assert_eq!(answered_crypto(&ok), ivr_key, "same suite: our key stays");
+    ivr_packets_unprotect(&uac, &ivr_key, 10);
+    // Key 3 under the old key (dropped), then key 1 under the new one (heard).
+    let mut tx_old = Protector::new(s80, &old).unwrap();
+    send_event(&uac, ivr_rtp, Some(&mut tx_old), 3, 100, 8000);
+    let mut tx_new = Protector::new(s80, &new).unwrap();
+    send_event(&uac, ivr_rtp, Some(&mut tx_new), 1, 200, 16000);
+
+    // Dropping SRTP on a `required` call: 488, the session stays.
+    let plain = uac.sdp("sendrecv");
+    let refused = reinvite(&mut uac, &plain);
+    assert_eq!(refused.status(), Some(488), "{refused:?}");
+    ivr_packets_unprotect(&uac, &ivr_key, 10);
+
+    // A new suite: a fresh key of ours, under which the IVR's audio now comes.
+    let offer = savp(&uac, Suite::AesCm128HmacSha1_32, &new);
+    let ok = reinvite(&mut uac, &offer);
+    assert_eq!(ok.status(), Some(200), "{ok:?}");
+    let fresh = answered_crypto(&ok);
+    assert_eq!(fresh.suite, Suite::AesCm128HmacSha1_32);
+    assert_ne!(fresh.key, ivr_key.key, "a new suite gets a new key");
+    ivr_packets_unprotect(&uac, &fresh, 10);
+
+    std::thread::sleep(Duration::from_millis(300));
+    uac.request("BYE", "", true);
+    let call = server.ended_call(&uac.call_id, Duration::from_secs(10));
+    let digits = call["digits"].as_str().unwrap_or_default().to_string();
+    eprintln!("digits recorded after re-keying: {digits:?}");
+    assert!(
+        digits.contains('1'),
+        "the new key's key press is heard: {call}"
+    );
+    assert!(
+        !digits.contains('3'),
+        "the old key's key press is dropped: {call}"
+    );
+    // And counted: every packet of the old key's key press failed authentication.
+    let refused = server.metric("ivr_srtp_refused_total");
+    assert!(refused > 0, "ivr_srtp_refused_total {refused}");
 }

@@ -229,7 +229,7 @@ fn a_refused_refer_is_bridged_and_media_flows_both_ways() {
         .split("INVITE sip:tier1@")
         .nth(1)
         .expect("the agent got an INVITE for the tier-1 queue");
-    let uui_hex: String = "intent=typo_correction;lang=en;consent=none"
+    let uui_hex: String = "intent=typo_correction;lang=en;mode=voice;consent=none"
         .bytes()
         .map(|b| format!("{b:02x}"))
         .collect();
@@ -281,6 +281,21 @@ fn listen(uac: &Uac, dest: std::net::SocketAddr, secs: usize) {
 }
 
 /// The after-answer menu with the link offer follows the apology.
+/// The caller listens 3 s more (the apology), hangs up; the call's record.
+fn listen_then_hang_up(
+    uac: &mut Uac,
+    dest: std::net::SocketAddr,
+    server: &Server,
+) -> serde_json::Value {
+    listen(uac, dest, 3);
+    uac.request("BYE", "", true);
+    assert_eq!(
+        uac.final_response(Duration::from_secs(3)).status(),
+        Some(200)
+    );
+    server.ended_call(&uac.call_id, Duration::from_secs(5))
+}
+
 fn assert_apology_and_link_menu(call: &serde_json::Value) {
     assert_eq!(
         prompt_after(call, "en:transfer_failed").as_deref(),
@@ -310,13 +325,7 @@ fn a_busy_agent_leaves_the_caller_with_the_apology_and_the_link_offer() {
         "the agent's call did not follow agent_busy.xml:\n{}",
         agent.messages()
     );
-    listen(&uac, dest, 3);
-    uac.request("BYE", "", true);
-    assert_eq!(
-        uac.final_response(Duration::from_secs(3)).status(),
-        Some(200)
-    );
-    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    let call = listen_then_hang_up(&mut uac, dest, &server);
     assert_apology_and_link_menu(&call);
     assert_eq!(call["transfer"], "failed:486", "{call}");
 }
@@ -350,13 +359,7 @@ fn an_agent_who_never_answers_is_cancelled_after_the_ring_time() {
         "cancelled after {:?}, before the ring time",
         refused.elapsed()
     );
-    listen(&uac, dest, 3);
-    uac.request("BYE", "", true);
-    assert_eq!(
-        uac.final_response(Duration::from_secs(3)).status(),
-        Some(200)
-    );
-    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    let call = listen_then_hang_up(&mut uac, dest, &server);
     assert_apology_and_link_menu(&call);
     assert_eq!(call["transfer"], "no_answer", "{call}");
 }
@@ -395,8 +398,10 @@ fn an_accepted_refer_still_leaves_the_call() {
 /// that recording, byte for byte (both legs A-law: no conversion).
 #[test]
 fn sipp_trunk_and_sipp_agent_are_bridged() {
-    let (agent_port, agent_media) = (free_port(), free_port());
-    let (trunk_port, trunk_media) = (free_port(), free_port());
+    // Two SIPp processes at once: each binds its media port and the three above it (audio and
+    // video RTP/RTCP), so the four ports are drawn at least 4 apart (two adjacent draws once
+    // made the trunk's video socket take the agent's audio port: "Address already in use").
+    let [agent_port, agent_media, trunk_port, trunk_media] = spaced_free_ports();
     let server = Server::start(ServerOptions {
         extra_toml: always_open(agent_port),
         ..ServerOptions::default()
@@ -470,9 +475,11 @@ fn sipp_trunk_and_sipp_agent_are_bridged() {
 /// the IVR leaves the call with BYE; no agent leg is placed.
 #[test]
 fn sipp_trunk_that_accepts_refer_takes_the_call() {
-    let (trunk_port, trunk_media) = (free_port(), free_port());
+    // Spaced: SIPp's media sockets take trunk_media + 2 as well (a parallel test's free port
+    // once landed there: "Unable to bind audio RTP socket").
+    let [trunk_port, trunk_media, agent_port, _] = spaced_free_ports();
     let server = Server::start(ServerOptions {
-        extra_toml: always_open(free_port()),
+        extra_toml: always_open(agent_port),
         ..ServerOptions::default()
     });
     if !open_now(&server.data_dir.join("ivr.toml")) {
@@ -499,4 +506,369 @@ fn sipp_trunk_that_accepts_refer_takes_the_call() {
     assert_eq!(call["transfer"], "referred", "{call}");
     assert_eq!(call["end_reason"], "transferred", "{call}");
     assert!(!server.log_text().contains("bridging"), "no agent leg");
+}
+
+/// Four free ports, each at least 4 away from the others (see `sipp_trunk_and_sipp_agent_…`).
+fn spaced_free_ports() -> [u16; 4] {
+    let mut ports: Vec<u16> = Vec::with_capacity(4);
+    for _ in 0..1000 {
+        let p = free_port();
+        if p <= u16::MAX - 4 && ports.iter().all(|q| p.abs_diff(*q) >= 4) {
+            ports.push(p);
+            if ports.len() == 4 {
+                return [ports[0], ports[1], ports[2], ports[3]];
+            }
+        }
+    }
+    panic!("no four spaced free ports");
+}
+
+/// `Uac::send_pcmu`, SRTP-protected with `tx` if any (paced at 20 ms); received packets are collected
+/// into `received` as they come.
+fn send_pcmu_srtp(
+    uac: &Uac,
+    dest: std::net::SocketAddr,
+    pcm: &[i16],
+    mut tx: Option<&mut ivr::rtp::srtp::Protector>,
+    seq0: u16,
+    ts0: u32,
+    received: &mut Vec<Vec<u8>>,
+) {
+    let start = Instant::now();
+    let mut buf = [0u8; 2048];
+    for (i, frame) in pcm.chunks(160).enumerate() {
+        let mut pkt = [0u8; 12 + 160 + ivr::rtp::srtp::MAX_TRAILER];
+        pkt[0] = 0x80;
+        pkt[2..4].copy_from_slice(&seq0.wrapping_add(i as u16).to_be_bytes());
+        pkt[4..8].copy_from_slice(&ts0.wrapping_add(160 * i as u32).to_be_bytes());
+        pkt[8..12].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+        for (o, &s) in pkt[12..].iter_mut().zip(frame) {
+            *o = linear_to_ulaw(s);
+        }
+        let n = match tx.as_deref_mut() {
+            Some(tx) => tx.protect(&mut pkt, 12 + frame.len()).unwrap(),
+            None => 12 + frame.len(),
+        };
+        uac.rtp.send_to(&pkt[..n], dest).unwrap();
+        while let Ok((n, _)) = uac.rtp.recv_from(&mut buf) {
+            received.push(buf[..n].to_vec());
+        }
+        let due = start + Duration::from_millis(20 * (i as u64 + 1));
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+/// Share of `frame`'s energy at `freq` Hz (Goertzel, 8 kHz): near 1 for a pure tone.
+fn tone_share(frame: &[i16], freq: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * freq / 8000.0;
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &x in frame {
+        let s = f64::from(x) + 2.0 * w.cos() * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    let power = s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2;
+    let energy: f64 = frame.iter().map(|&x| f64::from(x).powi(2)).sum();
+    if energy < 1.0 {
+        return 0.0;
+    }
+    power / (energy * frame.len() as f64 / 2.0)
+}
+
+/// 20 ms frames of `pcm` carrying a tone at `freq` (loud enough, most energy there).
+fn tone_frames(pcm: &[i16], freq: f64) -> usize {
+    pcm.chunks_exact(160)
+        .filter(|f| rms(f) > 300.0 && tone_share(f, freq) > 0.6)
+        .count()
+}
+
+/// Every leg SRTP, each with its own keys (`bridge_to_baresip_srtp_agent`): an SDES caller (RTP/SAVP, `[media] srtp =
+/// "required"`) walks to the tier-1 transfer and refuses the REFER; the IVR calls the agent
+/// queue — baresip with `mediaenc=srtp-mand` and auto-answer — offering RTP/SAVP with a key of
+/// the agent leg's own (`[transfer] srtp = "required"`). The agent hears the caller's 1 kHz tone
+/// and the caller the agent's 440 Hz tone; a capture of every IVR media port shows only SRTP on
+/// both legs (an auth tag on each RTP packet, and neither tone decodable from the wire).
+#[test]
+fn srtp_caller_bridged_to_a_baresip_srtp_agent_is_encrypted_on_both_legs() {
+    bridge_to_baresip_srtp_agent(true);
+}
+
+/// A plain RTP caller bridged to the same SRTP agent: the legs are keyed apart, so the agent
+/// leg is SRTP all the same (and the caller's leg stays plain, as it asked).
+#[test]
+fn plain_caller_bridged_to_a_baresip_srtp_agent_is_encrypted_on_the_agent_leg() {
+    bridge_to_baresip_srtp_agent(false);
+}
+
+fn bridge_to_baresip_srtp_agent(caller_srtp: bool) {
+    use ivr::rtp::srtp::{CryptoAttr, KeySalt, Protector, Suite, Unprotector};
+    require("baresip");
+    require("sox");
+    let dir = temp_dir("bridge_srtp");
+    // baresip's own RTP ports stay in a small spaced range (its default is most of the port
+    // space, where parallel tests' free ports live).
+    let [agent_port, agent_rtp, ..] = spaced_free_ports();
+    let server = Server::start(ServerOptions {
+        extra_toml: always_open(agent_port) + "[transfer]\nsrtp = \"required\"\n",
+        media_toml: if caller_srtp {
+            "srtp = \"required\"\n".into()
+        } else {
+            String::new()
+        },
+        ..ServerOptions::default()
+    });
+    if !open_now(&server.data_dir.join("ivr.toml")) {
+        return; // a federal holiday: no transfer is offered (tested in transfer_by_refer)
+    }
+    let (lo, hi) = server.rtp;
+    let capture = Capture::start(&format!("udp portrange {lo}-{hi}"), &dir);
+
+    // The agent: baresip answering at once, speaking a 440 Hz tone, recording what it hears.
+    let agent_tone = dir.join("agent_tone.wav");
+    let st = Command::new("sox")
+        .args(["-n", "-r", "8000", "-c", "1", "-b", "16"])
+        .arg(&agent_tone)
+        .args(["synth", "40", "sine", "440", "gain", "-n", "-6"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(
+        dir.join("config"),
+        format!(
+            "poll_method epoll\nsip_listen 127.0.0.1:{agent_port}\nmodule_path /usr/lib/baresip/modules\n\
+             module g711.so\nmodule aufile.so\nmodule sndfile.so\nmodule menu.so\nmodule srtp.so\n\
+             module account.so\naudio_player aufile,{dir}/played.wav\naudio_source aufile,{tone}\n\
+             snd_path {dir}\nrtp_ports {agent_rtp}-{rtp_hi}\n",
+            rtp_hi = agent_rtp + 3,
+            dir = dir.display(),
+            tone = agent_tone.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("accounts"),
+        "<sip:tier1@127.0.0.1>;regint=0;audio_codecs=PCMU,PCMA;mediaenc=srtp-mand;answermode=auto\n",
+    )
+    .unwrap();
+    let baresip = Command::new("timeout")
+        .args(["60", "baresip", "-f"])
+        .arg(&dir)
+        .args(["-t", "45"])
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.join("baresip.log")).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start baresip");
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut baresip = Kill(baresip);
+    std::thread::sleep(Duration::from_millis(500));
+    let agent_log =
+        |dir: &Path| std::fs::read_to_string(dir.join("baresip.log")).unwrap_or_default();
+
+    // The caller: SDES, its own key.
+    let caller_key = KeySalt([0x5a; 30]);
+    let mut uac = Uac::new(server.sip);
+    let offer = if caller_srtp {
+        uac.sdp_savp("AES_CM_128_HMAC_SHA1_80", &caller_key.to_base64())
+    } else {
+        uac.sdp("sendrecv")
+    };
+    let branch = uac.request("INVITE", &offer, true);
+    let ok = uac.final_response(Duration::from_secs(5));
+    assert_eq!(ok.status(), Some(200), "{ok:?}");
+    uac.ack(true, &branch);
+    let ivr_key = ok
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("a=crypto:"))
+        .and_then(CryptoAttr::parse);
+    assert_eq!(ivr_key.is_some(), caller_srtp, "{}", ok.body);
+    let dest = Uac::remote_rtp(&ok);
+    let mut tx =
+        caller_srtp.then(|| Protector::new(Suite::AesCm128HmacSha1_80, &caller_key).unwrap());
+    uac.rtp
+        .set_read_timeout(Some(Duration::from_millis(1)))
+        .unwrap();
+    let mut received = Vec::new();
+    send_pcmu_srtp(
+        &uac,
+        dest,
+        &keys_to_transfer(&dir),
+        tx.as_mut(),
+        1,
+        0,
+        &mut received,
+    );
+    let refer = uac
+        .wait_request("REFER", Duration::from_secs(20))
+        .expect("a REFER from the IVR");
+    uac.respond(&refer, 405, "Method Not Allowed");
+
+    // The caller talks (1 kHz) while the agent answers and talks back.
+    let tone: Vec<i16> = (0..8000 * 8)
+        .map(|i| (8000.0 * (2.0 * std::f64::consts::PI * 1000.0 * i as f64 / 8000.0).sin()) as i16)
+        .collect();
+    received.clear();
+    send_pcmu_srtp(&uac, dest, &tone, tx.as_mut(), 1000, 500_000, &mut received);
+    uac.request("BYE", "", true);
+    assert_eq!(
+        uac.final_response(Duration::from_secs(3)).status(),
+        Some(200)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = Command::new("kill")
+        .args(["-INT", &baresip.0.id().to_string()])
+        .status();
+    std::thread::sleep(Duration::from_millis(500));
+    let packets = capture.stop();
+    let _ = baresip.0.kill();
+    let _ = baresip.0.wait();
+    let log = agent_log(&dir);
+    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    assert_eq!(call["transfer"], "bridged", "{call}\nbaresip:\n{log}");
+
+    // Caller ← agent: the 440 Hz tone, decrypted with the IVR's caller-leg key.
+    let mut rx = ivr_key
+        .as_ref()
+        .map(|k| Unprotector::new(k.suite, &k.key).unwrap());
+    let mut heard = Vec::new();
+    for p in &mut received {
+        let n = match rx.as_mut() {
+            Some(rx) => rx.unprotect(p),
+            None => Ok(p.len()),
+        };
+        if let Ok(n) = n {
+            if let Some(r) = parse_rtp(&p[..n]).filter(|r| r.pt == 0) {
+                heard.extend(r.payload.iter().map(|&b| ulaw_to_linear(b)));
+            }
+        }
+    }
+    let at_caller = tone_frames(&heard, 440.0);
+    // Agent ← caller: the 1 kHz tone in baresip's recording.
+    // (baresip's sndfile module dumps the decoded audio it received.)
+    let dump = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+        .unwrap_or_else(|| panic!("no decoded-audio dump; baresip log:\n{log}"));
+    let (_, agent_heard) = read_wav(&dump);
+    let at_agent = tone_frames(&agent_heard, 1000.0);
+    eprintln!(
+        "440 Hz frames at the caller: {at_caller} of {}; 1 kHz frames at the agent: {at_agent} of {}",
+        heard.len() / 160,
+        agent_heard.len() / 160
+    );
+    assert!(
+        at_caller >= 100,
+        "the caller hears the agent\nbaresip:\n{log}"
+    );
+    assert!(
+        at_agent >= 100,
+        "the agent hears the caller\nbaresip:\n{log}"
+    );
+
+    // The wire: every RTP packet on both legs is SRTP; neither tone is in clear.
+    let caller_port = dest.port();
+    let (mut caller_leg, mut agent_leg, mut clear_tone) = (0usize, 0usize, 0usize);
+    for c in &packets {
+        let Some(rtp) = parse_rtp(&c.payload) else {
+            continue;
+        };
+        if (72..=76).contains(&rtp.pt) {
+            continue; // RTCP (SRTCP) on a port pair.
+        }
+        if c.src_port == caller_port || c.dst_port == caller_port {
+            caller_leg += 1;
+            if !caller_srtp {
+                continue; // the plain caller's own leg
+            }
+        } else {
+            agent_leg += 1;
+        }
+        let len = rtp.payload.len();
+        let body = match rtp.pt {
+            0 | 8 => len.checked_sub(160),
+            101 => len.checked_sub(4),
+            _ => None,
+        };
+        assert!(
+            matches!(body, Some(4) | Some(10)),
+            "RTP packet pt {} of {len} payload bytes {} → {}: not SRTP",
+            rtp.pt,
+            c.src_port,
+            c.dst_port
+        );
+        if len >= 160 {
+            let plain: Vec<i16> = rtp.payload[..160]
+                .iter()
+                .map(|&b| {
+                    if rtp.pt == 8 {
+                        alaw_to_linear(b)
+                    } else {
+                        ulaw_to_linear(b)
+                    }
+                })
+                .collect();
+            if tone_share(&plain, 440.0) > 0.6 || tone_share(&plain, 1000.0) > 0.6 {
+                clear_tone += 1;
+            }
+        }
+    }
+    eprintln!("captured {caller_leg} caller-leg and {agent_leg} agent-leg RTP packets");
+    assert!(caller_leg > 300 && agent_leg > 300, "both legs captured");
+    assert_eq!(clear_tone, 0, "a tone is readable on the wire");
+}
+
+/// `[transfer] srtp = "required"` and an agent that answers our RTP/SAVP offer with plain
+/// RTP (SIPp's agent_answers.xml, RTP/AVP, no key): the transfer fails cleanly — the IVR hangs
+/// up the agent (SIPp gets its BYE), sends it no media at all, and the caller hears the
+/// apology and the link offer.
+#[test]
+fn required_srtp_agent_leg_with_a_plain_answer_fails_the_transfer() {
+    let dir = temp_dir("bridge-srtp-plain");
+    let [agent_port, agent_media, ..] = spaced_free_ports();
+    let server = Server::start(ServerOptions {
+        extra_toml: always_open(agent_port) + "[transfer]\nsrtp = \"required\"\n",
+        ..ServerOptions::default()
+    });
+    if !open_now(&server.data_dir.join("ivr.toml")) {
+        return;
+    }
+    let capture = Capture::start(&format!("udp and dst port {agent_media}"), &dir);
+    let mut agent = Agent::start("agent_answers.xml", agent_port, agent_media, &dir);
+    let mut uac = Uac::new(server.sip);
+    let dest = call_and_refuse_refer(&mut uac, &dir);
+    assert!(
+        agent.wait(Duration::from_secs(20)),
+        "the agent's call did not follow agent_answers.xml (BYE at once):\n{}",
+        agent.messages()
+    );
+    let call = listen_then_hang_up(&mut uac, dest, &server);
+    let to_agent = capture.stop();
+    let messages = agent.messages();
+    let invite = messages
+        .split("INVITE sip:tier1@")
+        .nth(1)
+        .expect("the agent got an INVITE");
+    assert!(invite.contains("RTP/SAVP"), "{invite}");
+    assert!(
+        invite.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"),
+        "{invite}"
+    );
+    assert_eq!(
+        to_agent.len(),
+        0,
+        "no media to an agent that answered plain"
+    );
+    assert_apology_and_link_menu(&call);
+    assert_eq!(call["transfer"], "failed:488", "{call}");
 }

@@ -71,7 +71,7 @@ fn expedite_during_hours_is_transferred_by_refer() {
         .collect();
     assert_eq!(
         String::from_utf8(bytes).unwrap(),
-        "intent=expedite;lang=en;consent=none"
+        "intent=expedite;lang=en;mode=voice;consent=none"
     );
     assert!(uui.contains("encoding=hex"));
     // The trunk accepts and reports the agent answered.
@@ -145,6 +145,71 @@ fn a_refused_transfer_is_apologized_for_and_the_call_goes_on() {
     assert_eq!(call["transfer"], "failed:503", "{call}");
 }
 
+/// A TTY caller on the line, kept alive with silence after typing its question.
+struct TtyLine {
+    uac: Uac,
+    dest: std::net::SocketAddr,
+    seq: u16,
+    ts: u32,
+}
+
+impl TtyLine {
+    /// Calls the TTY number and types (minimodem) a question the policy sends to the TTY queue.
+    fn call(server: &Server, dir: &std::path::Path) -> TtyLine {
+        let wav = dir.join("q.wav");
+        let mut child = Command::new("minimodem")
+            .args(["--tx", "tdd", "-R", "8000", "-f"])
+            .arg(&wav)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(
+            &mut child.stdin.take().unwrap(),
+            b"I NEED TO WITHDRAW MY APPLICATION GA",
+        )
+        .unwrap();
+        assert!(child.wait().unwrap().success());
+        let question = read_wav(&wav).1;
+        let mut uac = Uac::new(server.sip);
+        uac.dialed = "8007671833".into();
+        let ok = uac.call();
+        let dest = Uac::remote_rtp(&ok);
+        uac.send_pcmu(dest, &vec![0i16; 8000 * 8], 1, 0);
+        uac.send_pcmu(dest, &question, 401, 64_000);
+        TtyLine {
+            uac,
+            dest,
+            seq: 401 + (question.len() / 160) as u16 + 1,
+            ts: 64_000 + question.len() as u32,
+        }
+    }
+
+    /// Silence for up to `secs`, returning the first SIP message the IVR sends meanwhile.
+    fn keep_alive(&mut self, secs: u64) -> Option<SipMsg> {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(secs) {
+            self.uac
+                .send_pcmu(self.dest, &vec![0i16; 1600], self.seq, self.ts);
+            self.seq = self.seq.wrapping_add(10);
+            self.ts = self.ts.wrapping_add(1600);
+            if let Some(m) = self.uac.recv(Duration::from_millis(10)) {
+                return Some(m);
+            }
+        }
+        None
+    }
+
+    /// Keeps the line alive while the IVR types, until its REFER (60 s at most).
+    fn wait_refer(&mut self) -> SipMsg {
+        loop {
+            let m = self.keep_alive(60).expect("no REFER from the IVR");
+            if m.method() == Some("REFER") {
+                return m;
+            }
+        }
+    }
+}
+
 /// A TTY caller whose question the policy sends to a person, while open: the IVR types its
 /// answer, then REFERs the call to the TTY agent queue.
 #[test]
@@ -158,48 +223,9 @@ fn a_tty_caller_is_transferred_to_the_tty_queue() {
     if !open_now(&server.data_dir.join("ivr.toml")) {
         return;
     }
-    let dir = temp_dir("tty-refer");
-    let wav = dir.join("q.wav");
-    let mut child = Command::new("minimodem")
-        .args(["--tx", "tdd", "-R", "8000", "-f"])
-        .arg(&wav)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(
-        &mut child.stdin.take().unwrap(),
-        b"I NEED TO WITHDRAW MY APPLICATION GA",
-    )
-    .unwrap();
-    assert!(child.wait().unwrap().success());
-    let question = read_wav(&wav).1;
-
-    let mut uac = Uac::new(server.sip);
-    uac.dialed = "8007671833".into();
-    let ok = uac.call();
-    let dest = Uac::remote_rtp(&ok);
-    uac.send_pcmu(dest, &vec![0i16; 8000 * 8], 1, 0);
-    uac.send_pcmu(dest, &question, 401, 64_000);
-    // Keep the line alive while the IVR types; answer its REFER when it comes.
-    let (mut seq, mut ts) = (
-        401 + (question.len() / 160) as u16 + 1,
-        64_000 + question.len() as u32,
-    );
-    let start = Instant::now();
-    let refer = loop {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no REFER from the IVR"
-        );
-        uac.send_pcmu(dest, &vec![0i16; 1600], seq, ts);
-        seq = seq.wrapping_add(10);
-        ts = ts.wrapping_add(1600);
-        if let Some(m) = uac.recv(Duration::from_millis(10)) {
-            if m.method() == Some("REFER") {
-                break m;
-            }
-        }
-    };
+    let mut line = TtyLine::call(&server, &temp_dir("tty-refer"));
+    let refer = line.wait_refer();
+    let uac = &mut line.uac;
     assert!(
         refer
             .header("Refer-To")
@@ -216,4 +242,52 @@ fn a_tty_caller_is_transferred_to_the_tty_queue() {
     assert_eq!(call["mode"], "tty", "{call}");
     assert_eq!(call["intent"], "withdraw", "{call}");
     assert_eq!(call["end_reason"], "transferred", "{call}");
+}
+
+/// A TTY caller whose transfer the trunk refuses (503): the text conversation hears of it, types
+/// that no agent could be reached and goes on; the IVR does not hang up. Before issue #13's fix
+/// only the (frozen) voice flow was told, the TTY conversation stayed `Done` and the caller's
+/// line went silent.
+#[test]
+fn a_refused_tty_transfer_is_typed_to_the_caller_and_the_call_goes_on() {
+    require("minimodem");
+    let toml = format!("{ALWAYS_OPEN}tty = \"sip:tty-agents@127.0.0.1:5998\"\n");
+    let server = Server::start(ServerOptions {
+        extra_toml: toml,
+        ..ServerOptions::default()
+    });
+    if !open_now(&server.data_dir.join("ivr.toml")) {
+        return;
+    }
+    let mut line = TtyLine::call(&server, &temp_dir("tty-refer-refused"));
+    let refer = line.wait_refer();
+    line.uac.respond(&refer, 503, "Service Unavailable");
+    // The IVR types the apology and "ANYTHING ELSE" (~80 characters at 6 a second); it must
+    // not hang up meanwhile.
+    while let Some(m) = line.keep_alive(20) {
+        assert_ne!(
+            m.method(),
+            Some("BYE"),
+            "the IVR hung up after a refused transfer"
+        );
+    }
+    let uac = &mut line.uac;
+    uac.request("BYE", "", true);
+    assert_eq!(
+        uac.final_response(Duration::from_secs(3)).status(),
+        Some(200)
+    );
+    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    assert_eq!(call["mode"], "tty", "{call}");
+    assert_eq!(call["transfer"], "failed:503", "{call}");
+    assert_eq!(call["end_reason"], "caller_bye", "{call}");
+    assert_ne!(call["outcome"], "transferred", "{call}");
+    assert!(
+        call["actions"].to_string().contains("transfer_failed"),
+        "the TTY conversation was told: {call}"
+    );
+    assert!(
+        call["speech"]["typed_lines"].as_u64().unwrap_or(0) >= 3,
+        "greeting, answer and the apology were typed: {call}"
+    );
 }

@@ -187,5 +187,35 @@ fn a_voice_call_switches_to_tty_when_the_caller_types() {
     let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
     assert_eq!(call["mode"], "tty", "{call}");
     assert_eq!(call["intent"], "case_status", "{call}");
+    // The route is the TTY conversation's intent's, routed as a text call (issue #13: it was
+    // computed from the voice flow's intent, none here, before the TTY override).
+    assert_eq!(call["route"], "self", "{call}");
+    assert!(
+        call["route_reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{call}"
+    );
     assert!(server.log_text().contains("Baudot tones detected"));
+}
+
+/// `[tty] numbers` are the TTY line too: a call to one starts as a text conversation (issue #13:
+/// `[tty]` was never read; the file's section was refused as an unknown key, and only
+/// `sip.tty_number` made a TTY call).
+#[test]
+fn a_number_listed_in_tty_numbers_is_answered_as_the_tty_line() {
+    let server = Server::start(ServerOptions {
+        extra_toml: "[tty]\nnumbers = [\"+1 800 555 0100\"]\npause_ms = 2500\n".into(),
+        ..ServerOptions::default()
+    });
+    let mut uac = Uac::new(server.sip);
+    uac.dialed = "8005550100".into();
+    let ok = uac.call();
+    let dest = Uac::remote_rtp(&ok);
+    uac.send_pcmu(dest, &vec![0i16; 8000 * 2], 1, 0);
+    uac.request("BYE", "", true);
+    assert_eq!(
+        uac.final_response(Duration::from_secs(3)).status(),
+        Some(200)
+    );
+    let call = server.ended_call(&uac.call_id, Duration::from_secs(5));
+    assert_eq!(call["mode"], "tty", "{call}");
 }

@@ -473,6 +473,47 @@ fn routing_policy_transfers_after_the_answer() {
     assert!(line.actions.is_empty());
 }
 
+/// A transfer that fails (the queue busy, the trunk refusing) brings the caller back: they read
+/// that no agent could be reached and may type another question, which is answered. Before the
+/// conversation heard of the failure, it stayed `Done` and the TTY went silent (issue #13).
+#[test]
+fn a_failed_transfer_is_typed_and_the_conversation_goes_on() {
+    let policy: Arc<dyn TransferPolicy> = Arc::new(|intent: &str, _| intent == "military");
+    let mut line = Line::with(Lang::En, None, Some(policy));
+    line.say("I AM IN THE MILITARY AND NEED HELP GA");
+    assert_eq!(line.actions, vec![TtyOutput::Transfer { queue: "tty" }]);
+    assert!(line.conv.is_ended());
+
+    line.conv.handle_transfer_result(line.now, false);
+    assert!(!line.conv.is_ended(), "back in the conversation");
+    let reply = line.finish_turn();
+    assert!(
+        reply.contains("COULD NOT REACH AN AGENT") && reply.contains("ANYTHING ELSE"),
+        "{reply:?}"
+    );
+    assert!(
+        line.conv
+            .record()
+            .actions
+            .contains(&"transfer_failed".to_string()),
+        "{:?}",
+        line.conv.record().actions
+    );
+    assert_eq!(line.conv.record().outcome, None);
+    let reply = line.say("WHAT IS MY CASE STATUS Q GA");
+    assert!(reply.contains("USCIS.GOV/CASESTATUS"), "{reply:?}");
+
+    // A transfer that worked changes nothing; a result nobody asked for is ignored.
+    let policy: Arc<dyn TransferPolicy> = Arc::new(|intent: &str, _| intent == "military");
+    let mut line = Line::with(Lang::En, None, Some(policy));
+    line.conv.handle_transfer_result(line.now, false);
+    assert!(line.finish_turn().is_empty(), "no transfer was asked for");
+    line.say("I AM IN THE MILITARY AND NEED HELP GA");
+    line.conv.handle_transfer_result(line.now, true);
+    assert!(line.conv.is_ended());
+    assert!(line.finish_turn().is_empty());
+}
+
 #[test]
 fn spanish_caller_gets_spanish_text_without_accents() {
     let mut line = Line::new(Lang::Es, None);

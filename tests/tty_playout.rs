@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use ivr::audio::tty::{TtyModulator, TtyTxConfig};
-use ivr::flow::tty::TtyPrompts;
+use ivr::flow::tty::{TtyConfig, TtyPrompts};
 use ivr::nlu::Nlu;
 use ivr::rtp::codec::Encoder;
 use ivr::rtp::inbound::{Inbound, InboundConfig};
@@ -153,7 +153,14 @@ impl Call {
     fn new() -> Call {
         let (nlu, prompts) = deps();
         Call {
-            session: TtySession::new(nlu, prompts, Lang::En, None, Arc::default()),
+            session: TtySession::new(
+                nlu,
+                prompts,
+                TtyConfig::default(),
+                Lang::En,
+                None,
+                Arc::default(),
+            ),
             inbound: Inbound::new(InboundConfig::for_codec(Codec::Pcmu)).unwrap(),
             pcm: [0; 960],
             sent_at: None,

@@ -1,7 +1,7 @@
 //! A grammar file (the authors' line format) through parse and validation.
 #![no_main]
 
-use ivr::nlu::Source;
+use ivr_core::nlu::Source;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -12,5 +12,5 @@ fuzz_target!(|data: &[u8]| {
         path: "grammars/en/fuzz.txt".into(),
         text: text.to_string(),
     }];
-    let _ = ivr::nlu::grammar::parse(&sources);
+    let _ = ivr_core::nlu::grammar::parse(&sources);
 });

@@ -1,8 +1,8 @@
 //! A prompt catalog file and its speech markup.
 #![no_main]
 
-use ivr::speech::{Catalog, Source, markup};
-use ivr::types::Lang;
+use ivr_core::prompts::{Catalog, Source, markup};
+use ivr_proto::types::Lang;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

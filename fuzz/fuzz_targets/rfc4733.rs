@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use ivr::rtp::TelephoneEventReceiver;
+use ivr_proto::rtp::TelephoneEventReceiver;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

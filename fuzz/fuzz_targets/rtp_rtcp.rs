@@ -1,7 +1,7 @@
 //! An RTP or RTCP datagram: the RTP header parse and the compound RTCP walk.
 #![no_main]
 
-use ivr::rtp::{parse_rtp, rtcp};
+use ivr_proto::rtp::{parse_rtp, rtcp};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

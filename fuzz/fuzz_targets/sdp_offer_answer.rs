@@ -1,8 +1,8 @@
 //! An SDP offer: parse, then answer it as the IVR would (RFC 3264, SDES a=crypto).
 #![no_main]
 
-use ivr::sip::sdp::{self, LocalMedia, SessionDescription};
-use ivr::types::Codec;
+use ivr_proto::sip::sdp::{self, LocalMedia, SessionDescription};
+use ivr_proto::types::Codec;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
             session_version: 1,
             // SRTP allowed: the offer's a=crypto lines (RFC 4568) are parsed and answered too.
             srtp: sdp::SrtpMode::Optional,
-            srtp_key: ivr::rtp::srtp::KeySalt([7; ivr::rtp::srtp::KEY_SALT_LEN]),
+            srtp_key: ivr_proto::rtp::srtp::KeySalt([7; ivr_proto::rtp::srtp::KEY_SALT_LEN]),
         };
         let _ = sdp::negotiate(&offer, &local);
     }

@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use ivr::sip::guard::{Guard, GuardConfig};
-use ivr::sip::message::{self, Limits};
-use ivr::sip::{Endpoint, EndpointConfig, Transport};
+use ivr_proto::sip::guard::{Guard, GuardConfig};
+use ivr_proto::sip::message::{self, Limits};
+use ivr_proto::sip::{Endpoint, EndpointConfig, Transport};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,7 +1,7 @@
 //! TCP framing: a byte stream cut into messages by Content-Length, as the shell does.
 #![no_main]
 
-use ivr::sip::message::{self, Limits};
+use ivr_proto::sip::message::{self, Limits};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

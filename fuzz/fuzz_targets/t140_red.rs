@@ -1,7 +1,7 @@
 //! RFC 4103 text: RTP datagrams (T.140 plain and RFC 2198 RED) into the receiver.
 #![no_main]
 
-use ivr::rtp::t140::T140Receiver;
+use ivr_proto::rtp::t140::T140Receiver;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

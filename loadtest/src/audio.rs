@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ivr::audio::tty::{TtyModulator, TtyTxConfig};
-use ivr::rtp::codec::{alaw_encode, ulaw_encode};
+use ivr_proto::audio::tty::{TtyModulator, TtyTxConfig};
+use ivr_proto::rtp::codec::{alaw_encode, ulaw_encode};
 
 use crate::manifest::{Manifest, Step};
 
@@ -55,7 +55,7 @@ pub fn load_wav(path: &Path) -> Result<Vec<i16>, AudioError> {
         }
     };
     let mono: Vec<i16> = all.iter().step_by(channels).copied().collect();
-    Ok(ivr::audio::resample::resample(
+    Ok(ivr_proto::audio::resample::resample(
         &mono,
         spec.sample_rate,
         8000,

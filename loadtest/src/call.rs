@@ -8,10 +8,10 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ivr::rtp::dtmf::digit_event;
-use ivr::rtp::packet::{is_rtcp, parse_rtp};
-use ivr::sip::sdp::SessionDescription;
-use ivr::sip::{CallKey, Endpoint, EndpointConfig, Event, OutgoingCall, Transport};
+use ivr_proto::rtp::dtmf::digit_event;
+use ivr_proto::rtp::packet::{is_rtcp, parse_rtp};
+use ivr_proto::sip::sdp::SessionDescription;
+use ivr_proto::sip::{CallKey, Endpoint, EndpointConfig, Event, OutgoingCall, Transport};
 use serde::Serialize;
 
 use crate::audio::AudioSet;
@@ -35,7 +35,11 @@ pub struct CallCtx {
     /// Request-URI of the IVR, e.g. `sip:ivr@127.0.0.1:5060`.
     pub target_uri: String,
     pub target_addr: SocketAddr,
-    pub admin: Option<SocketAddr>,
+    /// Admin APIs where the call's record is looked for, in order (the nodes of a cluster
+    /// without shared storage each hold their own calls' records); empty: not checked.
+    pub admins: Vec<SocketAddr>,
+    /// Bearer token for the admin APIs (`[admin] token_file`).
+    pub admin_token: Option<Arc<str>>,
     pub sender: Arc<Sender>,
     pub audio: Arc<AudioSet>,
     pub default_caller: String,
@@ -153,10 +157,8 @@ pub fn run_call(ctx: &CallCtx, script: &Script, n: usize, run_start: Instant) ->
         }
         Err(e) => result.errors.push(format!("cannot place the call: {e}")),
     }
-    if result.connected
-        && let Some(admin) = ctx.admin
-    {
-        match fetch_record(admin, &result.call_id) {
+    if result.connected && !ctx.admins.is_empty() {
+        match fetch_record(&ctx.admins, ctx.admin_token.as_deref(), &result.call_id) {
             Ok(rec) => {
                 result.intent = rec["intent"].as_str().map(String::from);
                 result.outcome = rec["outcome"].as_str().map(String::from);
@@ -625,7 +627,7 @@ fn inband_keys(digits: &str, key_ms: u64, gap_ms: u64, alaw: bool) -> Arc<[u8]> 
         if k > 0 {
             pcm.resize(pcm.len() + (gap_ms * 8) as usize, 0);
         }
-        pcm.extend(ivr::audio::dtmf::dtmf_tone(d, key_ms as u32, 8000));
+        pcm.extend(ivr_proto::audio::dtmf::dtmf_tone(d, key_ms as u32, 8000));
     }
     crate::audio::encode(&pcm, alaw)
 }
@@ -675,11 +677,23 @@ fn seed(s: &str) -> u32 {
 
 /// A minimal HTTP/1.1 GET (the admin API; no client crate needed).
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    http_get_auth(addr, path, None)
+}
+
+/// [`http_get`] with `Authorization: Bearer <token>` when a token is given.
+pub fn http_get_auth(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let auth = token.map_or(String::new(), |t| {
+        format!("Authorization: Bearer {}\r\n", t.trim())
+    });
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
     )?;
     let mut buf = Vec::new();
     s.take(16 << 20).read_to_end(&mut buf)?;
@@ -696,20 +710,28 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
     Ok((status, body))
 }
 
-/// The call's record once it has ended (the IVR writes it at the end of the call).
-fn fetch_record(admin: SocketAddr, call_id: &str) -> Result<serde_json::Value, String> {
+/// The call's record once it has ended (the IVR writes it at the end of the call), from the
+/// first admin API that has it.
+fn fetch_record(
+    admins: &[SocketAddr],
+    token: Option<&str>,
+    call_id: &str,
+) -> Result<serde_json::Value, String> {
     let start = Instant::now();
     let path = format!("/calls/{}", url_escape(call_id));
     let mut last = String::new();
     while start.elapsed() < RECORD_TIMEOUT {
-        match http_get(admin, &path) {
-            Ok((200, body)) => match serde_json::from_str::<serde_json::Value>(&body) {
-                Ok(v) if !v["ended_at"].is_null() => return Ok(v),
-                Ok(_) => last = "not ended yet".into(),
-                Err(e) => last = format!("bad JSON: {e}"),
-            },
-            Ok((status, _)) => last = format!("HTTP {status}"),
-            Err(e) => last = e.to_string(),
+        for &admin in admins {
+            match http_get_auth(admin, &path, token) {
+                Ok((200, body)) => match serde_json::from_str::<serde_json::Value>(&body) {
+                    Ok(v) if !v["ended_at"].is_null() => return Ok(v),
+                    Ok(_) => last = "not ended yet".into(),
+                    Err(e) => last = format!("bad JSON: {e}"),
+                },
+                // 404: another node may have it.
+                Ok((status, _)) => last = format!("HTTP {status}"),
+                Err(e) => last = e.to_string(),
+            }
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -756,7 +778,7 @@ fn tty_char_errors(script: &Script, rec: &serde_json::Value) -> (usize, usize) {
         })
         .unwrap_or_default();
     let read: Vec<char> = fold(&read).chars().collect();
-    (sent.len(), ivr::audio::tty::char_edits(&sent, &read))
+    (sent.len(), ivr_proto::audio::tty::char_edits(&sent, &read))
 }
 
 #[cfg(test)]
@@ -768,16 +790,16 @@ mod tests {
         for alaw in [false, true] {
             let clip = inband_keys("12#", 100, 100, alaw);
             assert_eq!(clip.len(), (100 * 3 + 100 * 2) * 8);
-            let mut det = ivr::audio::dtmf::DtmfDetector::new(Default::default());
+            let mut det = ivr_proto::audio::dtmf::DtmfDetector::new(Default::default());
             let mut got = String::new();
             for frame in clip.chunks(160) {
                 let pcm: Vec<i16> = frame
                     .iter()
                     .map(|&b| {
                         if alaw {
-                            ivr::rtp::codec::alaw_decode(b)
+                            ivr_proto::rtp::codec::alaw_decode(b)
                         } else {
-                            ivr::rtp::codec::ulaw_decode(b)
+                            ivr_proto::rtp::codec::ulaw_decode(b)
                         }
                     })
                     .collect();
@@ -810,6 +832,43 @@ mod tests {
     }
 
     #[test]
+    fn admin_requests_carry_the_bearer_token_when_given() {
+        use std::net::TcpListener;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let mut heads = Vec::new();
+            for _ in 0..2 {
+                let (mut conn, _) = listener.accept().unwrap();
+                // The whole head (the client may write it in pieces).
+                let mut head = Vec::new();
+                let mut buf = [0u8; 2048];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = conn.read(&mut buf).unwrap();
+                    assert!(n > 0, "closed mid-head");
+                    head.extend_from_slice(&buf[..n]);
+                }
+                heads.push(String::from_utf8_lossy(&head).to_string());
+                conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .unwrap();
+            }
+            heads
+        });
+        assert_eq!(
+            http_get_auth(addr, "/metrics", Some("s3cret\n")).unwrap(),
+            (200, "ok".to_string())
+        );
+        assert_eq!(http_get(addr, "/calls/x").unwrap().0, 200);
+        let heads = server.join().unwrap();
+        assert!(
+            heads[0].starts_with("GET /metrics HTTP/1.1\r\n")
+                && heads[0].contains("\r\nAuthorization: Bearer s3cret\r\n"),
+            "{heads:?}"
+        );
+        assert!(!heads[1].contains("Authorization"), "{heads:?}");
+    }
+
+    #[test]
     fn unreachable_ivr_fails_the_call_without_panicking() {
         // A port nobody listens on: the INVITE gets no answer (or ICMP) and the call fails,
         // named, within the answer timeout.
@@ -819,7 +878,8 @@ mod tests {
         let ctx = CallCtx {
             target_uri: format!("sip:ivr@{addr}"),
             target_addr: addr,
-            admin: None,
+            admins: Vec::new(),
+            admin_token: None,
             sender: Arc::new(Sender::start(1).unwrap()),
             audio: Arc::new(AudioSet::default()),
             default_caller: "2025550134".into(),

@@ -1,5 +1,6 @@
-//! Command line: `loadtest run` and `loadtest capacity`. Exit status 0 when every call met its
-//! expectation and every objective held, 1 when not, 2 when the run could not start.
+//! Command line: `loadtest run`, `loadtest capacity` and `loadtest soak`. Exit status 0 when
+//! every call met its expectation and every objective held (a soak: and nothing grew), 1 when
+//! not, 2 when the run could not start.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::impair::Impairment;
 use crate::manifest::Objectives;
 use crate::run::{self, DEFAULT_SEED, RunOptions};
+use crate::soak::{self, Bounds, SoakOptions};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -28,6 +30,9 @@ pub enum Command {
     Run(RunArgs),
     /// Ramp concurrency until a latency or loss objective breaks; report the highest level held.
     Capacity(CapacityArgs),
+    /// The mix at a steady concurrency for a long time, the IVR sampled every interval; flags
+    /// failed calls and memory, files, threads or queues that grow.
+    Soak(SoakArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -50,9 +55,22 @@ pub struct CommonArgs {
     /// Do not check call records (no admin API reachable).
     #[arg(long)]
     pub no_check: bool,
-    /// The IVR's process id for CPU/memory (default: the process holding the target's UDP port).
+    /// The IVR's process id for CPU/memory (default: the process holding the target's UDP port,
+    /// unless the target is a proxy in front of --cluster / --node-admin nodes).
     #[arg(long)]
     pub ivr_pid: Option<u32>,
+    /// A `scripts/cluster` cluster.json: the target is its proxy (Kamailio), and every node's CPU,
+    /// memory and calls are read from its admin API (`/metrics`) during the run.
+    #[arg(long, value_name = "FILE")]
+    pub cluster: Option<PathBuf>,
+    /// A node behind the target, measured through its admin API (repeat per node):
+    /// `http://host:port` or `NAME=http://host:port`.
+    #[arg(long, value_name = "[NAME=]URL")]
+    pub node_admin: Vec<String>,
+    /// File holding the admin API's bearer token (the IVR's `[admin] token_file`), sent to
+    /// every admin API (call records and /metrics).
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// RTP pacing threads shared by all calls.
     #[arg(long, default_value_t = 2)]
     pub sender_threads: usize,
@@ -122,9 +140,71 @@ pub struct CapacityArgs {
     pub rate: Option<f64>,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct SoakArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// How long new calls start: 1h, 30m, 90s, 1h30m, or seconds.
+    #[arg(long, value_parser = soak::parse_duration, default_value = "1h")]
+    pub duration: Duration,
+    /// Calls in progress at once.
+    #[arg(
+        long,
+        required_unless_present = "capacity",
+        conflicts_with = "capacity"
+    )]
+    pub concurrency: Option<usize>,
+    /// A measured capacity (concurrent calls, e.g. `capacity`'s sustained level): soak at 80 % of it.
+    #[arg(long)]
+    pub capacity: Option<usize>,
+    /// New calls per second at most (default: a fifth of the concurrency, so the level fills in 5 s
+    /// without a burst of INVITEs).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Time between samples of the IVR.
+    #[arg(long, value_parser = soak::parse_duration, default_value = "10s")]
+    pub interval: Duration,
+    /// Samples before this are not checked for growth (default: a third of the soak, at most 10m).
+    #[arg(long, value_parser = soak::parse_duration)]
+    pub warmup: Option<Duration>,
+    /// After the last call: wait this long before the idle sample.
+    #[arg(long, value_parser = soak::parse_duration, default_value = "15s")]
+    pub settle: Duration,
+    /// Flag resident memory growing faster than this after the warm-up (MiB per hour)...
+    #[arg(long, default_value_t = 16.0)]
+    pub rss_slope_max: f64,
+    /// ...when its fitted rise over the checked window also exceeds this (MiB).
+    #[arg(long, default_value_t = 16.0)]
+    pub rss_rise_min: f64,
+    /// Flag open files whose floor rises by more than this (and more left open after the drain).
+    #[arg(long, default_value_t = 16.0)]
+    pub fd_growth_max: f64,
+    /// Flag threads whose floor rises by more than this.
+    #[arg(long, default_value_t = 8.0)]
+    pub thread_growth_max: f64,
+    /// Flag ASR waiting utterances, outbox or call-record backlogs whose floor rises by more.
+    #[arg(long, default_value_t = 20.0)]
+    pub queue_growth_max: f64,
+}
+
 impl CommonArgs {
-    fn options(&self) -> RunOptions {
-        RunOptions {
+    fn options(&self) -> anyhow::Result<RunOptions> {
+        let mut nodes = match &self.cluster {
+            Some(path) => crate::nodes::load_cluster(path).map_err(anyhow::Error::msg)?,
+            None => Vec::new(),
+        };
+        nodes.extend(crate::nodes::from_args(&self.node_admin).map_err(anyhow::Error::msg)?);
+        let admin_token = match &self.admin_token_file {
+            Some(path) => {
+                let t = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                let t = t.trim();
+                anyhow::ensure!(!t.is_empty(), "{}: empty token", path.display());
+                Some(std::sync::Arc::from(t))
+            }
+            None => None,
+        };
+        Ok(RunOptions {
             target: self.target.clone(),
             manifest: self.manifest.clone(),
             audio_dir: self.audio_dir.clone(),
@@ -132,6 +212,8 @@ impl CommonArgs {
             admin: self.admin.clone(),
             no_check: self.no_check,
             ivr_pid: self.ivr_pid,
+            nodes,
+            admin_token,
             sender_threads: self.sender_threads,
             progress: !self.quiet,
             answer_timeout: Duration::from_secs(self.answer_timeout.clamp(1, 300)),
@@ -147,14 +229,45 @@ impl CommonArgs {
                 failed_max_pct: self.failed_max_pct,
             },
             ..RunOptions::default()
-        }
+        })
+    }
+}
+
+/// One line per node: its share of the calls and what they cost it.
+fn print_nodes(nodes: &[crate::nodes::NodeFigures], indent: &str) {
+    for n in nodes {
+        println!(
+            "{indent}node {} ({}): {} calls taken, {} rejected · CPU mean {:.1} % max {:.1} % of a core{} · \
+             RSS {:.1} → {:.1} MiB (max {:.1}){}",
+            n.name,
+            n.admin,
+            n.calls_taken,
+            n.calls_rejected,
+            n.cpu_pct_mean,
+            n.cpu_pct_max,
+            n.cpu_ms_per_call
+                .map_or(String::new(), |c| format!(" ({c:.0} CPU-ms per call)")),
+            n.rss_mib_start,
+            n.rss_mib_end,
+            n.rss_mib_max,
+            if n.failed_samples > 0 {
+                format!(
+                    " · {} of {} samples failed: {}",
+                    n.failed_samples,
+                    n.samples + n.failed_samples,
+                    n.last_error.as_deref().unwrap_or("-")
+                )
+            } else {
+                String::new()
+            }
+        );
     }
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(a) => {
-            let mut o = a.common.options();
+            let mut o = a.common.options()?;
             o.calls = a.calls;
             o.concurrency = a.concurrency;
             o.rate = a.rate;
@@ -196,6 +309,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     i.ts_jumps
                 );
             }
+            print_nodes(&r.nodes, "");
             if let Some(cer) = f.tty_cer_pct {
                 println!(
                     "TTY: {} characters typed, character error rate {cer:.2} %",
@@ -223,8 +337,44 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Soak(a) => {
+            let mut o = a.common.options()?;
+            let concurrency = a
+                .concurrency
+                .or(a.capacity.map(soak::eighty_percent))
+                .unwrap_or(1)
+                .max(1);
+            o.concurrency = concurrency;
+            o.calls = None;
+            o.duration = Some(a.duration);
+            o.rate = a
+                .rate
+                .filter(|r| *r > 0.0)
+                .or(Some((concurrency as f64 / 5.0).max(1.0)));
+            let so = SoakOptions {
+                run: o,
+                capacity: a.capacity.filter(|_| a.concurrency.is_none()),
+                interval: a.interval,
+                warmup: a.warmup.unwrap_or(soak::default_warmup(a.duration)),
+                settle: a.settle,
+                bounds: Bounds {
+                    rss_slope_mib_per_h: a.rss_slope_max,
+                    rss_rise_min_mib: a.rss_rise_min,
+                    fds: a.fd_growth_max,
+                    threads: a.thread_growth_max,
+                    queue: a.queue_growth_max,
+                },
+            };
+            let r = soak::soak(&so)?;
+            println!("{}", soak::summary_text(&r));
+            Ok(if r.soak.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Capacity(a) => {
-            let mut o = a.common.options();
+            let mut o = a.common.options()?;
             o.rate = a.rate;
             let c = run::capacity(&o, &a.levels, a.calls_per_level)?;
             for l in &c.levels {
@@ -242,6 +392,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         format!(" ({})", l.broken.join(", "))
                     }
                 );
+                print_nodes(&l.nodes, "    ");
             }
             println!("sustained concurrency: {}", c.sustained_concurrency);
             Ok(if c.sustained_concurrency > 0 {

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::run::{CapacityReport, Report};
+use crate::soak::{Sample, SoakReport};
 use crate::stats::Dist;
 
 const W: f64 = 560.0;
@@ -131,6 +132,17 @@ pub type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
 
 /// A line chart of (x, y) series sharing the axes.
 pub fn lines(title: &str, x_unit: &str, y_unit: &str, series: &[Series<'_>]) -> String {
+    lines_marked(title, x_unit, y_unit, series, &[])
+}
+
+/// [`lines`] with dashed vertical lines at the given x, labelled.
+pub fn lines_marked(
+    title: &str,
+    x_unit: &str,
+    y_unit: &str,
+    series: &[Series<'_>],
+    marks: &[(f64, &str)],
+) -> String {
     let mut out = String::new();
     svg_open(&mut out, title);
     let x_max = nice_max(
@@ -159,6 +171,18 @@ pub fn lines(title: &str, x_unit: &str, y_unit: &str, series: &[Series<'_>]) -> 
             PAD + W - 150.0,
             14.0 + 13.0 * k as f64,
             escape(name)
+        );
+    }
+    for (x, label) in marks.iter().filter(|m| m.0.is_finite() && m.0 <= x_max) {
+        let x = PAD + x / x_max * W;
+        let _ = write!(
+            out,
+            "<line x1=\"{x:.1}\" y1=\"0\" x2=\"{x:.1}\" y2=\"{H}\" stroke=\"#888\" \
+             stroke-dasharray=\"4 3\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" \
+             fill=\"#888\">{}</text>",
+            x + 3.0,
+            H - 4.0,
+            escape(label)
         );
     }
     axis_labels(&mut out, x_max, y_max, x_unit, y_unit);
@@ -207,17 +231,24 @@ text-align:right}th{background:#eee}td:first-child{text-align:left}.ok{color:#16
 .bad{color:#b11;font-weight:bold}figure{display:inline-block;margin:0.5em}";
 
 pub fn render(r: &Report) -> String {
-    let mut h = String::new();
     let verdict = if r.passed {
         "<span class=ok>PASSED</span>"
     } else {
         "<span class=bad>FAILED</span>"
     };
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>loadtest report</title>\
+         <style>{STYLE}</style></head><body><h1>Load test: {verdict}</h1>{}</body></html>\n",
+        run_sections(r)
+    )
+}
+
+/// The run's part of a page: settings, objectives, percentiles, plots, correctness.
+fn run_sections(r: &Report) -> String {
+    let mut h = String::new();
     let _ = write!(
         h,
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>loadtest report</title>\
-         <style>{STYLE}</style></head><body><h1>Load test: {verdict}</h1>\
-         <p>{} → {} · manifest {} · {} calls ({} connected, {} passed, {} failed) · concurrency {} · \
+        "<p>{} → {} · manifest {} · {} calls ({} connected, {} passed, {} failed) · concurrency {} · \
          {:.1} s · {}</p>",
         escape(&r.tool),
         escape(&r.target),
@@ -328,6 +359,45 @@ pub fn render(r: &Report) -> String {
         "calls",
         &[("active", "#4a7ebb", tl(&|p| Some(p.active_calls as f64)))],
     ));
+    if !r.nodes.is_empty() {
+        h.push_str("<h2>Nodes behind the proxy (each node's admin API)</h2>");
+        h.push_str(&node_table(&r.nodes));
+        const COLORS: [&str; 6] = ["#c22", "#2a2", "#4a7ebb", "#b8860b", "#8a2be2", "#555"];
+        let series = |g: &dyn Fn(&crate::nodes::NodePoint) -> Option<f64>| -> Vec<Series<'_>> {
+            r.node_timeline
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    (
+                        t.name.as_str(),
+                        COLORS[i % COLORS.len()],
+                        t.points
+                            .iter()
+                            .filter_map(|p| g(p).map(|v| (p.t_s, v)))
+                            .collect(),
+                    )
+                })
+                .collect()
+        };
+        h.push_str(&lines(
+            "CPU per node (% of one core)",
+            "s",
+            "%",
+            &series(&|p| p.cpu_pct),
+        ));
+        h.push_str(&lines(
+            "Resident memory per node",
+            "s",
+            "MiB",
+            &series(&|p| Some(p.rss_mib)),
+        ));
+        h.push_str(&lines(
+            "Calls in progress per node",
+            "s",
+            "calls",
+            &series(&|p| Some(p.calls_active)),
+        ));
+    }
     match &r.ivr {
         Some(ivr) => {
             h.push_str(&lines(
@@ -348,6 +418,7 @@ pub fn render(r: &Report) -> String {
                 ivr.pid, ivr.cpu_pct_mean, ivr.cpu_pct_max, ivr.rss_mib_start, ivr.rss_mib_max
             );
         }
+        None if !r.nodes.is_empty() => {}
         None => h.push_str("<p>IVR CPU and memory: not measured (the IVR is not on this machine; pass --ivr-pid).</p>"),
     }
     let s = &r.sender;
@@ -392,7 +463,166 @@ pub fn render(r: &Report) -> String {
         }
         h.push_str("</table>");
     }
+    h
+}
+
+/// The soak's page: verdict, checks, the sampled series over time, then the run's sections.
+pub fn render_soak(r: &SoakReport) -> String {
+    let s = &r.soak;
+    let mut h = String::new();
+    let verdict = if s.passed {
+        "<span class=ok>PASSED</span>"
+    } else {
+        "<span class=bad>FAILED</span>"
+    };
+    let st = &s.settings;
+    let _ = write!(
+        h,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>soak report</title>\
+         <style>{STYLE}</style></head><body><h1>Soak: {verdict}</h1>\
+         <p>{:.0} s of call starts at {} concurrent{} (peak {}), warm-up {:.0} s (dashed line), \
+         a sample every {:.0} s; {} calls, {} failed.</p>\
+         <h2>Growth checks</h2><table><tr><th>check</th><th>measured</th><th>limit</th><th></th><th>how</th></tr>",
+        st.duration_s,
+        st.concurrency,
+        st.capacity
+            .map_or(String::new(), |c| format!(" (80 % of capacity {c})")),
+        s.summary.peak_active,
+        st.warmup_s,
+        st.interval_s,
+        s.summary.calls,
+        s.summary.failed,
+    );
+    for c in &s.checks {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{} {}</td><td class={}>{}</td><td style=\"text-align:left\">{}</td></tr>",
+            escape(&c.name),
+            c.measured.map_or("–".into(), |v| format!("{v:.2}")),
+            c.limit,
+            escape(&c.unit),
+            if c.flagged { "bad" } else { "ok" },
+            if c.flagged { "FLAGGED" } else { "ok" },
+            escape(&c.note)
+        );
+    }
+    h.push_str("</table><h2>The IVR over time</h2>");
+    let warm = [(st.warmup_s, "warm-up")];
+    let pts = |g: &dyn Fn(&Sample) -> Option<f64>| -> Vec<(f64, f64)> {
+        s.samples
+            .iter()
+            .filter_map(|p| g(p).map(|v| (p.t_s, v)))
+            .collect()
+    };
+    h.push_str(&lines_marked(
+        "Resident memory",
+        "s",
+        "MiB",
+        &[("rss", "#2a2", pts(&|p| p.rss_mib))],
+        &warm,
+    ));
+    h.push_str(&lines_marked(
+        "Open files and threads",
+        "s",
+        "count",
+        &[
+            ("open files", "#4a7ebb", pts(&|p| p.fds.map(|v| v as f64))),
+            ("threads", "#a4a", pts(&|p| p.threads.map(|v| v as f64))),
+        ],
+        &warm,
+    ));
+    h.push_str(&lines_marked(
+        "CPU (% of one core, per interval)",
+        "s",
+        "%",
+        &[("cpu", "#c22", pts(&|p| p.cpu_pct))],
+        &warm,
+    ));
+    h.push_str(&lines_marked(
+        "Queues",
+        "s",
+        "items",
+        &[
+            ("ASR waiting utterances", "#c22", pts(&|p| p.asr_waiting)),
+            ("ASR jobs queued", "#e90", pts(&|p| p.asr_queue_depth)),
+            ("outbox backlog", "#4a7ebb", pts(&|p| p.outbox_queued)),
+            ("call records unwritten", "#2a2", pts(&|p| p.store_backlog)),
+        ],
+        &warm,
+    ));
+    h.push_str(&lines_marked(
+        "IVR RTP send lateness per interval",
+        "s",
+        "ms",
+        &[
+            ("mean", "#4a7ebb", pts(&|p| p.pacing_lateness_mean_ms)),
+            (
+                "p99 (bucket bound)",
+                "#c22",
+                pts(&|p| p.pacing_lateness_p99_ms),
+            ),
+        ],
+        &warm,
+    ));
+    h.push_str(&lines_marked(
+        "Calls",
+        "s",
+        "calls",
+        &[
+            (
+                "in progress",
+                "#4a7ebb",
+                pts(&|p| Some(p.active_calls as f64)),
+            ),
+            (
+                "failed (total)",
+                "#c22",
+                pts(&|p| Some(p.calls_failed as f64)),
+            ),
+        ],
+        &warm,
+    ));
+    h.push_str(&lines_marked(
+        "Calls finished (total)",
+        "s",
+        "calls",
+        &[("done", "#2a2", pts(&|p| Some(p.calls_done as f64)))],
+        &warm,
+    ));
+    h.push_str("<h2>The run</h2>");
+    h.push_str(&run_sections(&r.run));
     h.push_str("</body></html>\n");
+    h
+}
+
+/// One row per node: calls it took, CPU and memory.
+fn node_table(nodes: &[crate::nodes::NodeFigures]) -> String {
+    let mut h = String::from(
+        "<table><tr><th>node</th><th>admin</th><th>calls taken</th><th>rejected (503)</th>\
+         <th>CPU mean (% of a core)</th><th>CPU max</th><th>CPU-ms per call</th>\
+         <th>RSS start → end (MiB)</th><th>RSS max</th><th>threads max</th><th>samples failed</th></tr>",
+    );
+    for n in nodes {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td>\
+             <td>{:.1} → {:.1}</td><td>{:.1}</td><td>{:.0}</td><td class={}>{}</td></tr>",
+            escape(&n.name),
+            escape(&n.admin),
+            n.calls_taken,
+            n.calls_rejected,
+            n.cpu_pct_mean,
+            n.cpu_pct_max,
+            n.cpu_ms_per_call.map_or("–".into(), |v| format!("{v:.0}")),
+            n.rss_mib_start,
+            n.rss_mib_end,
+            n.rss_mib_max,
+            n.threads_max,
+            if n.failed_samples == 0 { "ok" } else { "bad" },
+            n.failed_samples
+        );
+    }
+    h.push_str("</table>");
     h
 }
 
@@ -431,6 +661,13 @@ pub fn render_capacity(c: &CapacityReport) -> String {
         );
     }
     h.push_str("</table>");
+    if c.levels.iter().any(|l| !l.nodes.is_empty()) {
+        h.push_str("<h2>Per node, per level (each node's admin API)</h2>");
+        for l in &c.levels {
+            let _ = write!(h, "<h3>concurrency {}</h3>", l.concurrency);
+            h.push_str(&node_table(&l.nodes));
+        }
+    }
     let pts = |g: &dyn Fn(&crate::run::Level) -> f64| -> Vec<(f64, f64)> {
         c.levels
             .iter()

@@ -267,7 +267,7 @@ impl Manifest {
                 if let Step::Dtmf { digits, .. } = step
                     && let Some(bad) = digits
                         .chars()
-                        .find(|&c| ivr::rtp::dtmf::digit_event(c).is_none())
+                        .find(|&c| ivr_proto::rtp::dtmf::digit_event(c).is_none())
                 {
                     return Err(ManifestError::Invalid(format!(
                         "script {}: {bad:?} is not a DTMF key",

@@ -1,5 +1,5 @@
-//! The IVR's CPU and memory when it runs on this machine, read from /proc (Linux). The process
-//! is named by `--ivr-pid` or found by the UDP port it listens on.
+//! The IVR's CPU, memory, threads and open files when it runs on this machine, read from /proc
+//! (Linux). The process is named by `--ivr-pid` or found by the UDP port it listens on.
 
 use std::path::Path;
 
@@ -9,6 +9,8 @@ pub struct ProcSample {
     /// utime + stime, in seconds.
     pub cpu_s: f64,
     pub rss_kib: u64,
+    /// Threads of the process (`Threads:` of its status; 0 when absent).
+    pub threads: u64,
 }
 
 fn clock_ticks() -> f64 {
@@ -31,10 +33,22 @@ pub fn parse_sample(stat: &str, status: &str, ticks_per_s: f64) -> Option<ProcSa
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
     Some(ProcSample {
         cpu_s: (utime + stime) as f64 / ticks_per_s,
         rss_kib,
+        threads,
     })
+}
+
+/// Open file descriptors of a process (entries of `/proc/<pid>/fd`; needs the same user).
+pub fn fd_count(pid: u32) -> Option<usize> {
+    let dir = Path::new("/proc").join(pid.to_string()).join("fd");
+    Some(std::fs::read_dir(dir).ok()?.count())
 }
 
 pub fn sample(pid: u32) -> Option<ProcSample> {
@@ -104,6 +118,7 @@ mod tests {
         let s = parse_sample(stat, status, 100.0).unwrap();
         assert_eq!(s.cpu_s, 3.0);
         assert_eq!(s.rss_kib, 40960);
+        assert_eq!(s.threads, 9);
         assert!(parse_sample("garbage", "", 100.0).is_none());
         assert!(parse_sample("1 (x) S 1", "", 100.0).is_none());
     }
@@ -115,6 +130,12 @@ mod tests {
         assert_eq!(pid_by_udp_port(port), Some(std::process::id()));
         let s = sample(std::process::id()).unwrap();
         assert!(s.rss_kib > 0);
+        assert!(s.threads >= 1);
+        // The standard streams and the socket above at least (other tests open and close
+        // files meanwhile, so no exact count).
+        assert!(fd_count(std::process::id()).unwrap() >= 4);
+        assert_eq!(fd_count(u32::MAX), None);
+        drop(sock);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::audio::AudioSet;
 use crate::call::{ANSWER_TIMEOUT, CallCtx, CallResult, run_call};
 use crate::impair::{ImpairCounts, Impairment};
 use crate::manifest::{Manifest, Objectives};
+use crate::nodes::{Node, NodeFigures, NodeTimeline, Sampler};
 use crate::procfs;
 use crate::sender::Sender;
 use crate::stats::Dist;
@@ -39,6 +40,11 @@ pub struct RunOptions {
     /// Do not fetch call records (no expectation is checked).
     pub no_check: bool,
     pub ivr_pid: Option<u32>,
+    /// The IVR nodes behind the target (a proxy): each one's CPU, memory and calls are read
+    /// from its admin API during the run. Empty: one local IVR, measured from /proc.
+    pub nodes: Vec<Node>,
+    /// Bearer token sent to every admin API (`[admin] token_file` on the IVR).
+    pub admin_token: Option<Arc<str>>,
     pub sender_threads: usize,
     /// Objectives from flags; they override the manifest's.
     pub objectives: Objectives,
@@ -48,6 +54,9 @@ pub struct RunOptions {
     /// Network impairment of the callers' RTP (`--impair`), and its seed.
     pub impair: Impairment,
     pub seed: u64,
+    /// Keep at most this many pacing samples per call (evenly spread): a soak's hour of calls
+    /// would otherwise hold every packet interval of every call until the report.
+    pub pacing_samples_per_call: Option<usize>,
 }
 
 /// The default `--seed`: runs are reproducible unless asked otherwise.
@@ -67,12 +76,15 @@ impl Default for RunOptions {
             admin: None,
             no_check: false,
             ivr_pid: None,
+            nodes: Vec::new(),
+            admin_token: None,
             sender_threads: 2,
             objectives: Objectives::default(),
             progress: true,
             answer_timeout: ANSWER_TIMEOUT,
             impair: Impairment::default(),
             seed: DEFAULT_SEED,
+            pacing_samples_per_call: None,
         }
     }
 }
@@ -209,6 +221,11 @@ pub struct Report {
     pub figures: Figures,
     pub sender: SenderFigures,
     pub ivr: Option<IvrFigures>,
+    /// Each node behind the proxy (`--cluster`, `--node-admin`), from its admin API.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeFigures>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub node_timeline: Vec<NodeTimeline>,
     pub timeline: Vec<TimelinePoint>,
     pub scripts: Vec<ScriptSummary>,
     pub objectives: Vec<ObjectiveResult>,
@@ -222,8 +239,10 @@ pub struct Prepared {
     pub manifest: Manifest,
     pub audio: Arc<AudioSet>,
     pub target_addr: SocketAddr,
-    pub admin: Option<SocketAddr>,
+    /// Where call records are read (in order); empty with `--no-check`.
+    pub admins: Vec<SocketAddr>,
     pub ivr_pid: Option<u32>,
+    pub nodes: Vec<Node>,
     pub objectives: Objectives,
 }
 
@@ -244,24 +263,32 @@ pub fn prepare(opts: &RunOptions) -> Result<Prepared, RunError> {
         ))
     })?;
     let target_addr = target_addr(&opts.target)?;
-    let admin = if opts.no_check {
-        None
+    // Through a proxy without --admin, the nodes' own admin APIs hold the records (any node
+    // with shared storage, the node that took the call without).
+    let admins = if opts.no_check {
+        Vec::new()
     } else {
-        Some(match &opts.admin {
-            Some(a) => admin_addr(a)?,
-            None => SocketAddr::new(target_addr.ip(), 8080),
-        })
+        match &opts.admin {
+            Some(a) => vec![admin_addr(a)?],
+            None if !opts.nodes.is_empty() => opts.nodes.iter().map(|n| n.admin).collect(),
+            None => vec![SocketAddr::new(target_addr.ip(), 8080)],
+        }
     };
-    let ivr_pid = opts
-        .ivr_pid
-        .or_else(|| procfs::pid_by_udp_port(target_addr.port()));
+    // The process holding the target's port is the proxy when there are nodes: not the IVR.
+    let ivr_pid = opts.ivr_pid.or_else(|| {
+        opts.nodes
+            .is_empty()
+            .then(|| procfs::pid_by_udp_port(target_addr.port()))
+            .flatten()
+    });
     let objectives = manifest.objectives.merged(&opts.objectives);
     Ok(Prepared {
         manifest,
         audio: Arc::new(audio),
         target_addr,
-        admin,
+        admins,
         ivr_pid,
+        nodes: opts.nodes.clone(),
         objectives,
     })
 }
@@ -288,15 +315,7 @@ pub fn target_addr(uri: &str) -> Result<SocketAddr, RunError> {
 }
 
 fn admin_addr(url: &str) -> Result<SocketAddr, RunError> {
-    let hostport = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    hostport
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| RunError::Setup(format!("admin {url:?}: expected http://host:port")))
+    crate::nodes::admin_addr(url).map_err(RunError::Setup)
 }
 
 /// One run at `opts.concurrency`.
@@ -318,7 +337,28 @@ pub fn write_reports(report: &Report, dir: &Path) -> Result<(), RunError> {
     Ok(())
 }
 
+/// Where a run stands, handed to [`run_prepared_with`]'s observer about every 100 ms.
+#[derive(Debug, Clone, Copy)]
+pub struct Tick {
+    /// Since the run started.
+    pub elapsed: Duration,
+    /// Calls in progress, finished, and finished failed.
+    pub active: usize,
+    pub done: usize,
+    pub failed: usize,
+}
+
 pub fn run_prepared(opts: &RunOptions, p: &Prepared) -> Result<Report, RunError> {
+    run_prepared_with(opts, p, &mut |_| {})
+}
+
+/// [`run_prepared`], calling `observe` from the run's own thread while the calls go on (the
+/// soak samples the IVR from it).
+pub fn run_prepared_with(
+    opts: &RunOptions,
+    p: &Prepared,
+    observe: &mut dyn FnMut(&Tick),
+) -> Result<Report, RunError> {
     let total = opts
         .calls
         .or(if opts.duration.is_some() {
@@ -332,7 +372,8 @@ pub fn run_prepared(opts: &RunOptions, p: &Prepared) -> Result<Report, RunError>
     let ctx = Arc::new(CallCtx {
         target_uri: opts.target.clone(),
         target_addr: p.target_addr,
-        admin: p.admin,
+        admins: p.admins.clone(),
+        admin_token: opts.admin_token.clone(),
         sender: sender.clone(),
         audio: p.audio.clone(),
         default_caller: p
@@ -347,22 +388,35 @@ pub fn run_prepared(opts: &RunOptions, p: &Prepared) -> Result<Report, RunError>
     let manifest = Arc::new(p.manifest.clone());
     let next = Arc::new(AtomicUsize::new(0));
     let active = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
     let results: Arc<Mutex<Vec<CallResult>>> = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();
     let started_unix_s = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let workers = total.map_or(concurrency, |t| t.min(concurrency));
+    // The nodes' counters before the first INVITE, then every second.
+    let node_sampler = if p.nodes.is_empty() {
+        None
+    } else {
+        Some(Sampler::start(
+            &p.nodes,
+            opts.admin_token.clone(),
+            start,
+            Duration::from_secs(1),
+        )?)
+    };
     let mut handles = Vec::new();
     for w in 0..workers {
-        let (ctx, manifest, next, active, results) = (
+        let (ctx, manifest, next, active, failed, results) = (
             ctx.clone(),
             manifest.clone(),
             next.clone(),
             active.clone(),
+            failed.clone(),
             results.clone(),
         );
-        let (rate, duration) = (opts.rate, opts.duration);
+        let (rate, duration, keep) = (opts.rate, opts.duration, opts.pacing_samples_per_call);
         handles.push(
             std::thread::Builder::new()
                 .name(format!("loadtest-call-{w}"))
@@ -382,7 +436,13 @@ pub fn run_prepared(opts: &RunOptions, p: &Prepared) -> Result<Report, RunError>
                             break;
                         }
                         active.fetch_add(1, Ordering::Relaxed);
-                        let r = run_call(&ctx, manifest.script_for(n), n, start);
+                        let mut r = run_call(&ctx, manifest.script_for(n), n, start);
+                        if let Some(keep) = keep {
+                            thin(&mut r.pacing_us, keep);
+                        }
+                        if !r.ok {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
                         active.fetch_sub(1, Ordering::Relaxed);
                         results.lock().unwrap_or_else(|e| e.into_inner()).push(r);
                     }
@@ -423,6 +483,12 @@ pub fn run_prepared(opts: &RunOptions, p: &Prepared) -> Result<Report, RunError>
             });
         }
         streams_seen = streams_seen.max(sender.streams());
+        observe(&Tick {
+            elapsed: now.duration_since(start),
+            active: active.load(Ordering::Relaxed),
+            done: lock(&results).len(),
+            failed: failed.load(Ordering::Relaxed),
+        });
         if opts.progress {
             progress(&results, &active, total, start, &mut last_line);
         }
@@ -436,6 +502,8 @@ pub fn run_prepared(opts: &RunOptions, p: &Prepared) -> Result<Report, RunError>
             eprintln!();
         }
     }
+    // After the last call: the nodes' counters hold every call of the run.
+    let (nodes, node_timeline) = node_sampler.map(Sampler::finish).unwrap_or_default();
     let mut calls = std::mem::take(&mut *lock(&results));
     calls.sort_by_key(|c| c.n);
     let wall_s = start.elapsed().as_secs_f64();
@@ -467,7 +535,7 @@ pub fn run_prepared(opts: &RunOptions, p: &Prepared) -> Result<Report, RunError>
             rss_mib_max: rss.iter().copied().fold(0.0, f64::max),
         }
     });
-    Ok(summarize(
+    let mut report = summarize(
         opts,
         p,
         calls,
@@ -476,7 +544,20 @@ pub fn run_prepared(opts: &RunOptions, p: &Prepared) -> Result<Report, RunError>
         ivr,
         started_unix_s,
         wall_s,
-    ))
+    );
+    report.nodes = nodes;
+    report.node_timeline = node_timeline;
+    Ok(report)
+}
+
+/// Keep `keep` of `v`'s values, evenly spread (all of them when there are no more).
+fn thin(v: &mut Vec<u32>, keep: usize) {
+    if v.len() <= keep {
+        return;
+    }
+    let n = v.len();
+    let kept: Vec<u32> = (0..keep).map(|i| v[i * n / keep.max(1)]).collect();
+    *v = kept;
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -651,7 +732,7 @@ fn summarize(
             rate: opts.rate,
             duration_s: opts.duration.map(|d| d.as_secs_f64()),
             sender_threads: sender.threads,
-            expectations_checked: p.admin.is_some(),
+            expectations_checked: !p.admins.is_empty(),
             impair: opts.impair.to_string(),
             impairment: opts.impair,
             seed: opts.seed,
@@ -660,6 +741,8 @@ fn summarize(
         figures,
         sender,
         ivr,
+        nodes: Vec::new(),
+        node_timeline: Vec::new(),
         timeline,
         scripts,
         objectives,
@@ -684,6 +767,9 @@ pub struct Level {
     pub loss_max_pct: f64,
     pub jitter_p99_ms: f64,
     pub ivr_cpu_pct_max: Option<f64>,
+    /// Each node behind the proxy during this step (CPU, memory, calls it took).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeFigures>,
     pub broken: Vec<String>,
 }
 
@@ -747,6 +833,7 @@ pub fn capacity(
             loss_max_pct: report.figures.loss_pct.max,
             jitter_p99_ms: report.figures.jitter_ms.p99,
             ivr_cpu_pct_max: report.ivr.as_ref().map(|i| i.cpu_pct_max),
+            nodes: report.nodes.clone(),
             broken,
         });
         if !report.passed {
@@ -788,5 +875,17 @@ mod tests {
             "127.0.0.1:8080".parse().unwrap()
         );
         assert!(admin_addr("http://nowhere").is_err());
+    }
+
+    #[test]
+    fn thinning_keeps_an_even_spread() {
+        let mut v: Vec<u32> = (0..1000).collect();
+        thin(&mut v, 4);
+        assert_eq!(v, [0, 250, 500, 750]);
+        let mut short = vec![7, 8];
+        thin(&mut short, 4);
+        assert_eq!(short, [7, 8]);
+        thin(&mut short, 0);
+        assert!(short.is_empty());
     }
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ivr::rtp::packet::write_header;
+use ivr_proto::rtp::packet::write_header;
 
 use crate::impair::{ImpairCounts, Impairment, Schedule, StreamEvent};
 

@@ -114,9 +114,9 @@ pub fn frame_rms(payload: &[u8], alaw: bool) -> f64 {
         .iter()
         .map(|&b| {
             let v = if alaw {
-                ivr::rtp::codec::alaw_decode(b)
+                ivr_proto::rtp::codec::alaw_decode(b)
             } else {
-                ivr::rtp::codec::ulaw_decode(b)
+                ivr_proto::rtp::codec::ulaw_decode(b)
             };
             f64::from(v) * f64::from(v)
         })
@@ -242,7 +242,7 @@ mod tests {
         assert_eq!(frame_rms(&[0xFF; 160], false), 0.0);
         assert!(frame_rms(&[0xD5; 160], true) < 10.0);
         let loud: Vec<u8> = (0..160)
-            .map(|i| ivr::rtp::codec::ulaw_encode(if i % 2 == 0 { 3000 } else { -3000 }))
+            .map(|i| ivr_proto::rtp::codec::ulaw_encode(if i % 2 == 0 { 3000 } else { -3000 }))
             .collect();
         assert!(frame_rms(&loud, false) > 2500.0);
     }

@@ -77,7 +77,13 @@ pub struct Endpointer {
     preroll: VecDeque<Vec<i16>>,
     preroll_samples: usize,
     events: VecDeque<EndpointEvent>,
+    /// Emptied frame buffers for reuse (pre-roll frames, `Audio` events given back through
+    /// [`Endpointer::recycle`]): no allocation per frame in steady state.
+    spare: Vec<Vec<i16>>,
 }
+
+/// Spare buffers kept: the pre-roll's frames plus a few in flight.
+const SPARE_MAX: usize = 32;
 
 impl Endpointer {
     pub fn new(rate_hz: u32, cfg: EndpointConfig) -> Self {
@@ -95,6 +101,7 @@ impl Endpointer {
             preroll: VecDeque::new(),
             preroll_samples: 0,
             events: VecDeque::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -116,7 +123,11 @@ impl Endpointer {
     /// Stop listening; pending events are dropped.
     pub fn stop(&mut self) {
         self.state = State::Idle;
-        self.events.clear();
+        while let Some(ev) = self.events.pop_front() {
+            if let EndpointEvent::Audio(buf) = ev {
+                self.recycle(buf);
+            }
+        }
     }
 
     pub fn is_listening(&self) -> bool {
@@ -127,11 +138,31 @@ impl Endpointer {
         samples * 1000 / self.rate_hz as u64
     }
 
+    /// An empty buffer, reused when one is spare.
+    pub fn spare_buffer(&mut self) -> Vec<i16> {
+        self.spare.pop().unwrap_or_default()
+    }
+
+    /// Takes back an emptied buffer (e.g. an `Audio` event's, once its samples are copied).
+    pub fn recycle(&mut self, mut buf: Vec<i16>) {
+        if self.spare.len() < SPARE_MAX && buf.capacity() > 0 {
+            buf.clear();
+            self.spare.push(buf);
+        }
+    }
+
     fn start_speech(&mut self) {
         self.events.push_back(EndpointEvent::SpeechStart);
-        let audio: Vec<i16> = self.preroll.drain(..).flatten().collect();
+        let mut audio = self.spare_buffer();
+        audio.reserve(self.preroll_samples);
+        while let Some(f) = self.preroll.pop_front() {
+            audio.extend_from_slice(&f);
+            self.recycle(f);
+        }
         self.preroll_samples = 0;
-        if !audio.is_empty() {
+        if audio.is_empty() {
+            self.recycle(audio);
+        } else {
             self.events.push_back(EndpointEvent::Audio(audio));
         }
     }
@@ -170,7 +201,9 @@ impl Endpointer {
                 }
             }
             State::Speech { start_ms } => {
-                self.events.push_back(EndpointEvent::Audio(frame.to_vec()));
+                let mut audio = self.spare_buffer();
+                audio.extend_from_slice(frame);
+                self.events.push_back(EndpointEvent::Audio(audio));
                 if now_ms.saturating_sub(start_ms) >= self.cfg.max_utterance_ms as u64 {
                     self.end(EndReason::MaxLength);
                 } else if let Some(q) = self.quiet_since_ms
@@ -185,12 +218,15 @@ impl Endpointer {
 
     fn keep_preroll(&mut self, frame: &[i16]) {
         let max = self.cfg.preroll_ms as usize * self.rate_hz as usize / 1000;
-        self.preroll.push_back(frame.to_vec());
+        let mut buf = self.spare_buffer();
+        buf.extend_from_slice(frame);
+        self.preroll.push_back(buf);
         self.preroll_samples += frame.len();
         while self.preroll_samples > max
             && let Some(old) = self.preroll.pop_front()
         {
             self.preroll_samples -= old.len();
+            self.recycle(old);
         }
     }
 

@@ -113,7 +113,8 @@ pub fn run_tty(args: &Args) -> anyhow::Result<serde_json::Value> {
         .collect();
 
     let echo_gain = args.echo_db.map(|db| 10f64.powf(-db.abs() / 20.0));
-    let config = TtyConfig::default();
+    // `[tty]` of the configuration, as `ivr serve` uses it.
+    let config: TtyConfig = super::load_config(args.config.as_deref())?.tty_line();
     let resume_after = Duration::from_millis(config.echo_guard_ms + 200);
     let pause = Duration::from_millis(config.pause_ms);
     let mut conv = TtyConversation::new(

@@ -42,7 +42,7 @@ pub use metrics::OutboxMetrics;
 pub use recipient::RecipientError;
 pub use retry::RetryPolicy;
 pub use store::{Consent, ConsentHow, ConsentRecord, NewMessage, Store, StoreError};
-pub use worker::run_worker;
+pub use worker::{deliver_pass_at, run_worker};
 
 /// How a link reaches the caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]

@@ -53,17 +53,14 @@ pub fn parse_phone(input: &str) -> Result<String, RecipientError> {
             _ => return Err(RecipientError::PhoneFormat),
         }
     }
-    let national = match digits.len() {
-        10 => digits.as_str(),
-        11 if digits.starts_with('1') => &digits[1..],
-        _ => return Err(RecipientError::PhoneFormat),
-    };
-    let b = national.as_bytes();
-    // NANP: NXX-NXX-XXXX, N in 2..=9.
-    if b[0] < b'2' || b[3] < b'2' {
-        return Err(RecipientError::PhoneNotNanp);
+    if !(digits.len() == 10 || digits.len() == 11 && digits.starts_with('1')) {
+        return Err(RecipientError::PhoneFormat);
     }
-    Ok(format!("+1{national}"))
+    // The one US number rule of every path (`types::UsPhone`): what the caller confirmed is
+    // what the outbox takes.
+    crate::types::UsPhone::from_digits(&digits)
+        .map(|p| p.e164())
+        .ok_or(RecipientError::PhoneNotNanp)
 }
 
 /// An address in the common RFC 5322 `dot-atom@dot-atom` form, domain lower-cased. Quoted local
@@ -151,11 +148,36 @@ mod tests {
             ("202+5550134", PhoneFormat),
             ("1025550134", PhoneNotNanp),
             ("2021550134", PhoneNotNanp),
+            ("2029110134", PhoneNotNanp),
+            ("9115550134", PhoneNotNanp),
             ("2025550134\r\nX: y", PhoneFormat),
         ] {
             assert_eq!(parse_phone(s), Err(e), "{s:?}");
         }
         assert_eq!(parse_phone(&"2".repeat(100)), Err(PhoneFormat));
+    }
+
+    /// The keypad entry, the spoken/typed number (voice flow, TTY, RTT, caller ID) and the
+    /// outbox take the same numbers (issue #13: three rules before; a number the TTY
+    /// conversation confirmed, e.g. with an exchange starting with 1, was refused here).
+    #[test]
+    fn every_path_takes_the_same_us_numbers() {
+        for n in [
+            "2025550134",
+            "12025550134",
+            "2021550134",
+            "2020550134",
+            "2029110134",
+            "9115550134",
+            "4115550134",
+            "8007671833",
+            "1025550134",
+            "3125551212",
+        ] {
+            let outbox = parse_phone(n).ok().map(|e| e[2..].to_string());
+            assert_eq!(crate::flow::entry::nanp_number(n), outbox, "keys {n}");
+            assert_eq!(crate::nlu::slots::phone(n), outbox, "said or typed {n}");
+        }
     }
 
     #[test]

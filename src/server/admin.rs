@@ -1,5 +1,7 @@
 //! Admin HTTP: `/healthz` (the process is up), `/readyz` (taking calls), `/metrics`
-//! (Prometheus text), `GET /calls/{call-id}` (the call's record, what the load tester checks).
+//! (Prometheus text, with the standard `process_*` CPU and memory of this node, what
+//! `loadtest --cluster` samples per node), `GET /calls/{call-id}` (the call's record, what the
+//! load tester checks).
 //! With `[admin] token_file` set, everything but `/healthz` needs `Authorization: Bearer <token>`.
 
 use std::sync::Arc;
@@ -107,6 +109,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
             out.push_str(&pool.metrics().render());
         }
         out.push_str(&shared.outbox.metrics.render());
+        super::metrics::render_process(&mut out);
         out
     })
         .into_response()

@@ -10,45 +10,13 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
+pub use crate::config::BridgeConfig;
 
 use crate::rtp::codec::{alaw_decode, alaw_encode, ulaw_decode, ulaw_encode};
 use crate::rtp::packet::{RTP_HEADER_LEN, is_rtcp, parse_rtp, write_header};
-use crate::sip::sdp::{self, LocalMedia, Negotiated, SessionDescription};
+use crate::rtp::srtp::{CryptoAttr, KeySalt, Protector, Suite, Unprotector};
+use crate::sip::sdp::{self, LocalMedia, Negotiated, SessionDescription, SrtpKeys, SrtpMode};
 use crate::types::Codec;
-
-/// `[transfer]` in the config. The defaults suit a trunk and an agent queue on a LAN: a REFER
-/// is answered within a second or two, agents pick up within half a minute.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
-pub struct BridgeConfig {
-    /// Bridge when the trunk refuses REFER; false: only apologize (the flow's fallback).
-    pub bridge: bool,
-    /// Where bridged INVITEs go ("host:port", an IP address: there is no DNS in the core).
-    /// Empty: the queue URI's own host and port (5060 when absent).
-    pub proxy: String,
-    /// Ring time of the agent leg before CANCEL.
-    pub ring_timeout_s: u64,
-    /// No final response and no NOTIFY to our REFER within this time: the trunk is taken to
-    /// ignore REFER, and the IVR bridges.
-    pub refer_timeout_s: u64,
-    /// REFER refusals that mean "this trunk does not do REFER": bridge. Any other failure
-    /// (e.g. a NOTIFY saying the queue was busy) is a failed transfer.
-    pub bridge_on: Vec<u16>,
-}
-
-impl Default for BridgeConfig {
-    fn default() -> Self {
-        BridgeConfig {
-            bridge: true,
-            proxy: String::new(),
-            ring_timeout_s: 30,
-            refer_timeout_s: 8,
-            // 408: our REFER's Timer F fired (no response at all).
-            bridge_on: vec![403, 405, 408, 420, 501, 603],
-        }
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -59,8 +27,11 @@ pub enum BridgeError {
     NoDestination,
     /// The relay only converts between G.711 laws; an Opus leg would need a transcoder.
     UnsupportedCodec(Codec),
-    /// The agent's SDP answer has no usable audio (no common codec, no address).
+    /// The agent's SDP answer has no usable audio (no common codec, no address), or no usable
+    /// key when SRTP is required on the agent leg.
     BadAnswer,
+    /// libsrtp2 refused to create the agent leg's SRTP session.
+    Srtp,
 }
 
 impl std::fmt::Display for BridgeError {
@@ -72,6 +43,7 @@ impl std::fmt::Display for BridgeError {
             }
             BridgeError::UnsupportedCodec(c) => write!(f, "cannot relay {c}"),
             BridgeError::BadAnswer => f.write_str("the agent's SDP answer has no usable audio"),
+            BridgeError::Srtp => f.write_str("the agent leg's SRTP session was not created"),
         }
     }
 }
@@ -526,13 +498,20 @@ impl Relay {
     }
 }
 
+/// The suite we offer the agent (every SDES phone has it).
+const AGENT_SUITE: Suite = Suite::AesCm128HmacSha1_80;
+
 /// Our SDP offer to the agent: the caller's G.711 law first (no conversion if the agent takes
-/// it), the other law second, and telephone-event so that keys pass through.
+/// it), the other law second, and telephone-event so that keys pass through. With SRTP
+/// (`[transfer] srtp`), our own key for this leg (`key`, never the caller leg's) in an
+/// a=crypto line: on RTP/SAVP when required, on RTP/AVP (best effort) when optional.
 pub fn offer(
     addr: IpAddr,
     port: u16,
     caller_codec: Codec,
     session_id: u64,
+    srtp: SrtpMode,
+    key: &KeySalt,
 ) -> Result<SessionDescription, BridgeError> {
     let (first, second) = match caller_codec {
         Codec::Pcmu => (0, 8),
@@ -543,19 +522,38 @@ pub fn offer(
         IpAddr::V4(_) => "IP4",
         IpAddr::V6(_) => "IP6",
     };
-    let text = format!(
+    let proto = match srtp {
+        SrtpMode::Required => "RTP/SAVP",
+        SrtpMode::Off | SrtpMode::Optional => "RTP/AVP",
+    };
+    let mut text = format!(
         "v=0\r\no=ivr {session_id} 1 IN {ip} {addr}\r\ns=ivr\r\nc=IN {ip} {addr}\r\nt=0 0\r\n\
-         m=audio {port} RTP/AVP {first} {second} 101\r\na=rtpmap:0 PCMU/8000\r\n\
+         m=audio {port} {proto} {first} {second} 101\r\na=rtpmap:0 PCMU/8000\r\n\
          a=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n\
          a=ptime:20\r\na=sendrecv\r\n"
     );
+    if srtp != SrtpMode::Off {
+        let crypto = CryptoAttr {
+            tag: 1,
+            suite: AGENT_SUITE,
+            key: key.clone(),
+        };
+        text.push_str(&format!("a=crypto:{}\r\n", crypto.value()));
+    }
     // Our own text from numbers and an IP address: a parse failure would be a bug here, but it
     // is reported rather than unwrapped.
     SessionDescription::parse(text.as_bytes()).map_err(|_| BridgeError::BadAnswer)
 }
 
-/// What the agent's answer says: where to send and in which format.
-pub fn agent_media(answer: &SessionDescription) -> Result<(SocketAddr, LegMedia), BridgeError> {
+/// What the agent's answer says: where to send, in which format, and (SRTP) the keys of the
+/// agent leg: `key` is ours from the offer, the answer's a=crypto the agent's. Under
+/// `srtp = "required"` an answer without a usable key (or with another suite than the one we
+/// offered) is refused: the transfer fails rather than carry plain audio.
+pub fn agent_media(
+    answer: &SessionDescription,
+    srtp: SrtpMode,
+    key: &KeySalt,
+) -> Result<(SocketAddr, LegMedia, Option<SrtpKeys>), BridgeError> {
     // Reading an answer is answering it as an offer: the same codec match and address rules.
     let local = LocalMedia {
         addr: IpAddr::from([127, 0, 0, 1]),
@@ -564,13 +562,15 @@ pub fn agent_media(answer: &SessionDescription) -> Result<(SocketAddr, LegMedia)
         ptime_ms: 20,
         session_id: 0,
         session_version: 0,
-        // The agent leg is plain RTP (our offer to the agent is RTP/AVP).
-        srtp: sdp::SrtpMode::Off,
-        srtp_key: crate::rtp::srtp::KeySalt([0; crate::rtp::srtp::KEY_SALT_LEN]),
+        srtp,
+        srtp_key: key.clone(),
     };
     let n = sdp::negotiate(answer, &local).map_err(|_| BridgeError::BadAnswer)?;
     let remote = n.remote_rtp.ok_or(BridgeError::BadAnswer)?;
-    Ok((remote, LegMedia::of(&n)))
+    if n.srtp.as_ref().is_some_and(|k| k.suite != AGENT_SUITE) {
+        return Err(BridgeError::BadAnswer);
+    }
+    Ok((remote, LegMedia::of(&n), n.srtp.clone()))
 }
 
 /// The agent leg as the call task holds it once the agent answered.
@@ -579,32 +579,68 @@ pub struct AgentLeg {
     pub socket: tokio::net::UdpSocket,
     pub remote: SocketAddr,
     pub media: LegMedia,
+    /// The agent leg's SRTP keys (ours from the offer, the agent's from its answer); None:
+    /// plain RTP.
+    pub srtp: Option<SrtpKeys>,
+}
+
+/// The agent leg's SRTP sessions: ours protects what goes to the agent, the agent's key
+/// checks what comes back.
+struct AgentSrtp {
+    tx: Protector,
+    rx: Unprotector,
 }
 
 /// A bridged call's media: both relays and their buffer, owned by the call task.
+/// Each leg has its own SRTP keys: a caller's packet arrives here already checked and
+/// decrypted with the caller leg's key (the call task does that) and leaves protected with the
+/// agent leg's; an agent's packet is checked with the agent leg's key and leaves protected with
+/// the caller leg's (`to_caller`). Nothing plain leaves an SRTP leg: a packet that cannot be
+/// protected is not sent.
 pub struct Bridge {
     leg: AgentLeg,
+    srtp: Option<AgentSrtp>,
     to_agent: Relay,
     to_caller: Relay,
+    /// Agent packets that failed SRTP authentication (forged, replayed, plain): dropped.
+    refused: u64,
     out: [u8; 1500],
 }
 
 impl Bridge {
     pub fn new(leg: AgentLeg, caller: LegMedia, seed: u64) -> Result<Bridge, BridgeError> {
+        let srtp = match &leg.srtp {
+            Some(k) => Some(AgentSrtp {
+                tx: Protector::new(k.suite, &k.local).map_err(|_| BridgeError::Srtp)?,
+                rx: Unprotector::new(k.suite, &k.remote).map_err(|_| BridgeError::Srtp)?,
+            }),
+            None => None,
+        };
         Ok(Bridge {
             to_agent: Relay::new(caller, leg.media, seed)?,
             to_caller: Relay::new(leg.media, caller, seed ^ 0x5bd1_e995)?,
+            srtp,
             leg,
+            refused: 0,
             out: [0; 1500],
         })
     }
 
     /// A datagram from the caller goes to the agent (dropped if the socket is not ready: a
-    /// late packet is worth less than a blocked call task).
+    /// late packet is worth less than a blocked call task). On an SRTP agent leg it is
+    /// protected in place in the relay buffer with the agent leg's key.
     pub fn from_caller(&mut self, datagram: &[u8]) {
-        if let Some(n) = self.to_agent.relay(datagram, &mut self.out) {
-            let _ = self.leg.socket.try_send_to(&self.out[..n], self.leg.remote);
-        }
+        let Some(n) = self.to_agent.relay(datagram, &mut self.out) else {
+            return;
+        };
+        let n = match self.srtp.as_mut() {
+            Some(s) => match s.tx.protect(&mut self.out, n) {
+                Ok(n) => n,
+                Err(_) => return,
+            },
+            None => n,
+        };
+        let _ = self.leg.socket.try_send_to(&self.out[..n], self.leg.remote);
     }
 
     /// Wait for the agent's next datagram, into `buf`.
@@ -616,15 +652,27 @@ impl Bridge {
     /// the caller expects our media from the port it sends to).
     /// On an SRTP call the relayed packet is protected with the caller leg's own key (the
     /// caller's stream's protector), in place in the relay buffer.
+    /// On an SRTP agent leg, `datagram` is first checked and decrypted in place with the agent
+    /// leg's key; one that fails is dropped and counted.
     pub fn to_caller(
         &mut self,
-        datagram: &[u8],
+        datagram: &mut [u8],
         caller: &tokio::net::UdpSocket,
         dest: Option<SocketAddr>,
         stream: &super::outgoing::Stream,
     ) {
         let Some(dest) = dest else { return };
-        if let Some(n) = self.to_caller.relay(datagram, &mut self.out) {
+        let len = match self.srtp.as_mut() {
+            Some(s) => match s.rx.unprotect(datagram) {
+                Ok(n) => n,
+                Err(_) => {
+                    self.refused += 1;
+                    return;
+                }
+            },
+            None => datagram.len(),
+        };
+        if let Some(n) = self.to_caller.relay(&datagram[..len], &mut self.out) {
             if let Some(n) = stream.protect(&mut self.out, n) {
                 let _ = caller.try_send_to(&self.out[..n], dest);
             }
@@ -634,6 +682,16 @@ impl Bridge {
     /// (caller → agent, agent → caller) packets relayed.
     pub fn packets(&self) -> (u64, u64) {
         (self.to_agent.packets(), self.to_caller.packets())
+    }
+
+    /// Agent packets dropped for failing SRTP authentication.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Whether the agent leg is SRTP.
+    pub fn is_srtp(&self) -> bool {
+        self.srtp.is_some()
     }
 }
 
@@ -696,6 +754,7 @@ mod tests {
             socket,
             remote: "127.0.0.1:9".parse().unwrap(),
             media: PCMA,
+            srtp: None,
         }))
     }
 
@@ -951,30 +1010,215 @@ mod tests {
 
     #[test]
     fn offer_and_answer() {
-        let o = offer(IpAddr::from([10, 0, 0, 5]), 20_000, Codec::Pcma, 42).unwrap();
+        let k = KeySalt([5; 30]);
+        let o = offer(
+            IpAddr::from([10, 0, 0, 5]),
+            20_000,
+            Codec::Pcma,
+            42,
+            SrtpMode::Off,
+            &k,
+        )
+        .unwrap();
         let text = o.to_string();
         assert!(text.contains("m=audio 20000 RTP/AVP 8 0 101"), "{text}");
         assert!(text.contains("c=IN IP4 10.0.0.5"), "{text}");
-        assert!(offer(IpAddr::from([10, 0, 0, 5]), 1, Codec::Opus, 1).is_err());
+        assert!(!text.contains("crypto"), "{text}");
+        assert!(
+            offer(
+                IpAddr::from([10, 0, 0, 5]),
+                1,
+                Codec::Opus,
+                1,
+                SrtpMode::Off,
+                &k
+            )
+            .is_err()
+        );
 
         let answer = SessionDescription::parse(
             b"v=0\r\no=a 1 1 IN IP4 192.0.2.7\r\ns=-\r\nc=IN IP4 192.0.2.7\r\nt=0 0\r\n\
               m=audio 16000 RTP/AVP 8 96\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:96 telephone-event/8000\r\n",
         )
         .unwrap();
-        let (remote, media) = agent_media(&answer).unwrap();
+        let (remote, media, srtp) = agent_media(&answer, SrtpMode::Off, &k).unwrap();
+        assert!(srtp.is_none());
         assert_eq!(remote, "192.0.2.7:16000".parse().unwrap());
         assert_eq!(media, PCMA);
         let held = SessionDescription::parse(
             b"v=0\r\no=a 1 1 IN IP4 0.0.0.0\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 16000 RTP/AVP 0\r\n",
         )
         .unwrap();
-        assert_eq!(agent_media(&held), Err(BridgeError::BadAnswer));
+        assert_eq!(
+            agent_media(&held, SrtpMode::Off, &k),
+            Err(BridgeError::BadAnswer)
+        );
         let g729 = SessionDescription::parse(
             b"v=0\r\no=a 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=audio 4000 RTP/AVP 18\r\n",
         )
         .unwrap();
-        assert_eq!(agent_media(&g729), Err(BridgeError::BadAnswer));
+        assert_eq!(
+            agent_media(&g729, SrtpMode::Off, &k),
+            Err(BridgeError::BadAnswer)
+        );
+    }
+
+    const AGENT_SRTP_ANSWER: &str = "v=0\r\no=a 1 1 IN IP4 192.0.2.7\r\ns=-\r\nc=IN IP4 192.0.2.7\r\n\
+        t=0 0\r\nm=audio 16000 RTP/SAVP 8 96\r\na=rtpmap:8 PCMA/8000\r\n\
+        a=rtpmap:96 telephone-event/8000\r\n\
+        a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:QS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n";
+
+    /// `[transfer] srtp`: "required" offers RTP/SAVP with our leg's key, "optional" RTP/AVP
+    /// with the key (best effort); the agent's answered key keys what it sends us. Under
+    /// "required" a plain answer, or one with a suite we did not offer, fails the transfer;
+    /// under "optional" a plain answer is a plain leg.
+    #[test]
+    fn agent_leg_srtp_offer_and_answer() {
+        let k = KeySalt([5; 30]);
+        let ip = IpAddr::from([10, 0, 0, 5]);
+        let req = offer(ip, 20_000, Codec::Pcmu, 1, SrtpMode::Required, &k)
+            .unwrap()
+            .to_string();
+        assert!(req.contains("m=audio 20000 RTP/SAVP 0 8 101"), "{req}");
+        let line = format!(
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{}\r\n",
+            k.to_base64()
+        );
+        assert!(req.contains(&line), "{req}");
+        let opt = offer(ip, 20_000, Codec::Pcmu, 1, SrtpMode::Optional, &k)
+            .unwrap()
+            .to_string();
+        assert!(
+            opt.contains("m=audio 20000 RTP/AVP 0 8 101") && opt.contains(&line),
+            "{opt}"
+        );
+
+        let answer = SessionDescription::parse(AGENT_SRTP_ANSWER.as_bytes()).unwrap();
+        for mode in [SrtpMode::Required, SrtpMode::Optional] {
+            let (_, media, keys) = agent_media(&answer, mode, &k).unwrap();
+            assert_eq!(media, PCMA);
+            let keys = keys.expect("an SRTP agent leg");
+            assert_eq!(keys.suite, Suite::AesCm128HmacSha1_80);
+            assert_eq!(keys.local, k);
+            assert_eq!(
+                keys.remote,
+                KeySalt::from_base64("QS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR").unwrap()
+            );
+        }
+        let plain = SessionDescription::parse(
+            AGENT_SRTP_ANSWER
+                .replace("RTP/SAVP", "RTP/AVP")
+                .split("a=crypto")
+                .next()
+                .unwrap()
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            agent_media(&plain, SrtpMode::Required, &k),
+            Err(BridgeError::BadAnswer)
+        );
+        assert!(
+            agent_media(&plain, SrtpMode::Optional, &k)
+                .unwrap()
+                .2
+                .is_none()
+        );
+        let other_suite =
+            SessionDescription::parse(AGENT_SRTP_ANSWER.replace("_80", "_32").as_bytes()).unwrap();
+        assert_eq!(
+            agent_media(&other_suite, SrtpMode::Required, &k),
+            Err(BridgeError::BadAnswer)
+        );
+    }
+
+    /// An SRTP agent leg: the caller's (already decrypted) packet reaches the agent protected
+    /// with the agent leg's key (the payload not in clear, the agent's key opens it); the
+    /// agent's packets are checked with its key: a plain or forged one is dropped and counted,
+    /// a good one is relayed to the caller protected with the caller leg's key.
+    #[test]
+    fn srtp_agent_leg_relays_protected_both_ways() {
+        use crate::rtp::srtp::MAX_TRAILER;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let ours = KeySalt([0x11; 30]);
+            let agents = KeySalt([0x22; 30]);
+            let callers_rx = KeySalt([0x33; 30]);
+            let agent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            agent
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            let caller = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            caller
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            let leg = AgentLeg {
+                socket: tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+                remote: agent.local_addr().unwrap(),
+                media: PCMA,
+                srtp: Some(SrtpKeys {
+                    suite: Suite::AesCm128HmacSha1_80,
+                    local: ours.clone(),
+                    remote: agents.clone(),
+                }),
+            };
+            let mut b = Bridge::new(leg, PCMU, 3).unwrap();
+            assert!(b.is_srtp());
+
+            // Caller → agent.
+            let mut plain = [0u8; 12 + 160];
+            write_rtp(&mut plain, 0, 1, 160, 0x1234_5678, false, &[0x7f; 160]).unwrap();
+            // (tokio learns a fresh socket's write readiness from the reactor.)
+            b.leg.socket.writable().await.unwrap();
+            b.from_caller(&plain);
+            let mut buf = [0u8; 1500];
+            let n = agent.recv(&mut buf).unwrap();
+            assert_eq!(n, 12 + 160 + 10, "an auth tag on the wire");
+            let converted = alaw_encode(ulaw_decode(0x7f));
+            assert!(buf[12..172].iter().any(|&x| x != converted), "not in clear");
+            let mut rx = Unprotector::new(Suite::AesCm128HmacSha1_80, &ours).unwrap();
+            let m = rx.unprotect(&mut buf[..n]).unwrap();
+            assert!(buf[12..m].iter().all(|&x| x == converted));
+
+            // Agent → caller: plain and forged dropped, a good one re-protected for the caller.
+            let ivr = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let (events, _keep) = tokio::sync::mpsc::channel(1);
+            let stream = super::super::outgoing::Stream::new(
+                std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+                Codec::Pcmu,
+                0,
+                20,
+                1,
+                events,
+            );
+            stream.set_srtp(Some(
+                Protector::new(Suite::AesCm128HmacSha1_80, &callers_rx).unwrap(),
+            ));
+            let dest = Some(caller.local_addr().unwrap());
+            ivr.writable().await.unwrap();
+            let mut tx = Protector::new(Suite::AesCm128HmacSha1_80, &agents).unwrap();
+            let mut pkt = [0u8; 12 + 160 + MAX_TRAILER];
+            write_rtp(&mut pkt, 8, 9, 160, 0xabcd, false, &[0x55; 160]).unwrap();
+            let mut clear = pkt[..172].to_vec();
+            b.to_caller(&mut clear, &ivr, dest, &stream);
+            let n = tx.protect(&mut pkt, 172).unwrap();
+            let mut forged = pkt[..n].to_vec();
+            forged[30] ^= 1;
+            b.to_caller(&mut forged, &ivr, dest, &stream);
+            assert_eq!(b.refused(), 2);
+            b.to_caller(&mut pkt[..n], &ivr, dest, &stream);
+            assert_eq!(b.refused(), 2);
+            let n = caller.recv(&mut buf).unwrap();
+            assert_eq!(n, 172 + 10);
+            let mut rx = Unprotector::new(Suite::AesCm128HmacSha1_80, &callers_rx).unwrap();
+            let m = rx.unprotect(&mut buf[..n]).unwrap();
+            let back = ulaw_encode(alaw_decode(0x55));
+            assert!(buf[12..m].iter().all(|&x| x == back));
+            assert_eq!(b.packets(), (1, 1));
+        });
     }
 
     #[test]

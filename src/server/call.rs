@@ -18,9 +18,10 @@ use super::call_asr::CallAsr;
 use super::metrics::Metrics;
 use super::outgoing::{Stream, StreamEvent};
 use super::store::{CallRecord, now_rfc3339};
+use super::text_step::TextStep;
 use super::tty_session::{TtyAction, TtySession, TtyWatch};
 use crate::audio::dtmf::{DtmfConfig, DtmfDetector};
-use crate::flow::tty::{TtyOutput, TtyPrompts};
+use crate::flow::tty::TtyPrompts;
 use crate::flow::{self, Action, FlowConfig};
 use crate::nlu::Nlu;
 use crate::pii::Pii;
@@ -39,7 +40,8 @@ pub enum CallCommand {
     /// The caller's ACK arrived: start the conversation.
     Confirmed,
     /// A re-INVITE changed the media (hold, resume, codec, address).
-    Media(Box<Negotiated>),
+    /// With the SRTP sessions the new media needs (re-keyed, started or stopped).
+    Media(Box<Negotiated>, Box<crate::sip::sdp::SrtpRekey>),
     /// The caller hung up (BYE) or cancelled.
     RemoteHangup(&'static str),
     /// Our side ended the dialog (our BYE done, ACK never came).
@@ -89,6 +91,8 @@ pub struct CallSetup {
     pub ptime_ms: u32,
     /// The call came in on the TTY line: a text conversation from the start.
     pub tty: bool,
+    /// `[tty]`: the TTY conversation's timing (a voice call switched to TTY uses it too).
+    pub tty_config: crate::flow::tty::TtyConfig,
     pub nlu: Arc<Nlu>,
     /// The caller's number, offered for text messages.
     pub caller_id: Option<Pii<String>>,
@@ -109,6 +113,7 @@ fn tty_session(setup: &CallSetup, lang: crate::types::Lang) -> Option<TtySession
         Ok(prompts) => Some(TtySession::new(
             setup.nlu.clone(),
             Arc::new(prompts),
+            setup.tty_config.clone(),
             lang,
             setup.caller_id.clone(),
             setup.tty_transfers.clone(),
@@ -211,688 +216,1018 @@ fn inbound_for(media: &Negotiated) -> Option<Inbound> {
     Inbound::new(cfg).ok()
 }
 
+/// Everything one call task owns: the call's sockets and outgoing stream (in `setup`), its
+/// receive path, its conversations (`flow`, `tty`, `rtt`), its transfer and its record state.
+/// `run` waits for the next thing to happen (`wait`), handles it (`handle`), then drains what
+/// the conversations asked for (`after_wake`): one input, then every `poll_*` (STYLE.md).
+struct CallTask {
+    setup: CallSetup,
+    rx: mpsc::Receiver<CallCommand>,
+    sip: mpsc::Sender<SipCommand>,
+    shared: Arc<Shared>,
+    frame: Duration,
+    start: Instant,
+    inbound: Option<Inbound>,
+    inband: DtmfDetector,
+    flow: flow::Call,
+    /// The playback the conversation asked for last (earlier ones may still report their end).
+    generation: u64,
+    inbuf: [u8; 2048],
+    /// SRTP: every datagram from the caller is checked and decrypted before anything reads it.
+    srtp_in: Option<crate::rtp::srtp::Unprotector>,
+    pcm: [i16; FRAME_SAMPLES_16K * 3],
+    rtcp_buf: [u8; 512],
+    last_rx: Instant,
+    next_tick: Instant,
+    next_rtcp: Instant,
+    saw_rfc4733: bool,
+    end_reason: Option<&'static str>,
+    hanging_up: bool,
+    started: bool,
+    tty: Option<TtySession>,
+    watch: TtyWatch,
+    asr: Option<CallAsr>,
+    reply_latency_ms: Vec<u64>,
+    /// A frame of silence for playout ticks with no audio: the endpointer's clock is the audio,
+    /// so a caller who stops sending RTP still ends their utterance.
+    silence: Vec<i16>,
+    rtt: Option<super::rtt_session::RttSession>,
+    transfer: bridge::Transfer,
+    bridged: Option<Bridge>,
+    agent_buf: [u8; 2048],
+    /// A TTY hang-up waits for the last line (ending "SK") to be sent.
+    hangup_after_playback: bool,
+    next_progress: Instant,
+    last_saved: Option<CallRecord>,
+    /// Keys pressed during this wake-up (RFC 4733, in-band, a timeout).
+    digits: [Option<char>; DIGITS_PER_WAKE],
+    /// Strict source (as rtpengine's option): the address and port the caller's first good
+    /// datagram came from; datagrams from anywhere else are counted and dropped. A re-INVITE
+    /// that moves the caller's media lets the next good datagram set it again.
+    rtp_source: Option<SocketAddr>,
+    /// Stray datagrams dropped on this call (logged once, at the first).
+    stray: u64,
+}
+
+/// What woke the call task.
+enum Wake {
+    Command(Option<CallCommand>),
+    Stream(Option<StreamEvent>),
+    Tick,
+    Datagram(std::io::Result<(usize, SocketAddr)>),
+    Asr(Option<super::asr_pool::AsrResult>),
+    Rtcp(Option<usize>),
+    FlowTimeout,
+    AgentMedia(Option<usize>),
+    TransferTimeout,
+    DigitTimeout,
+    Rtt(super::rtt_session::Wake),
+    RtpTimeout,
+}
+
+/// What the loop does after handling a wake-up.
+#[derive(PartialEq, Eq)]
+enum Then {
+    /// Drain the conversations' actions, save progress.
+    Drain,
+    /// Nothing else to do for this wake-up (a datagram relayed to the agent).
+    Skip,
+    /// The call task ends now.
+    End,
+}
+
 pub async fn run(
-    mut setup: CallSetup,
-    mut rx: mpsc::Receiver<CallCommand>,
+    setup: CallSetup,
+    rx: mpsc::Receiver<CallCommand>,
     sip: mpsc::Sender<SipCommand>,
     shared: Arc<Shared>,
 ) {
-    let metrics: &Metrics = &shared.metrics;
-    let frame = Duration::from_millis(u64::from(setup.ptime_ms));
-    let start = Instant::now();
-    let mut inbound = inbound_for(&setup.media);
-    let mut inband = DtmfDetector::new(DtmfConfig::default());
-    let mut flow = flow::Call::new(setup.flow.clone());
-    let mut generation: u64 = 0;
-    let mut inbuf = [0u8; 2048];
-    // SRTP: every datagram from the caller is checked and decrypted before anything reads it.
-    let mut srtp_in = setup.srtp_in.take();
-    let mut pcm = [0i16; FRAME_SAMPLES_16K * 3];
-    let mut rtcp_buf = [0u8; 512];
-    let mut last_rx = start;
-    let mut next_tick = start + frame;
-    let mut next_rtcp = start + RTCP_INTERVAL;
-    let mut saw_rfc4733 = false;
-    let mut end_reason: Option<&'static str> = None;
-    let mut hanging_up = false;
-    let mut started = false;
-    let mut tty: Option<TtySession> = if setup.tty {
-        tty_session(&setup, crate::types::Lang::En)
-    } else {
-        None
-    };
-    let mut watch = TtyWatch::default();
-    let mut asr = call_asr(&shared, &setup);
-    let mut reply_latency_ms: Vec<u64> = Vec::new();
-    // A frame of silence for playout ticks with no audio: the endpointer's clock is the audio,
-    // so a caller who stops sending RTP still ends their utterance.
-    let silence = vec![0i16; (setup.media.codec.pcm_rate() * setup.ptime_ms / 1000) as usize];
-    let mut rtt = super::rtt_session::RttSession::from_setup(&mut setup);
-    let mut transfer = bridge::Transfer::new(setup.bridge.clone(), setup.media.codec);
-    let mut bridged: Option<Bridge> = None;
-    let mut agent_buf = [0u8; 2048];
-    // A TTY hang-up waits for the last line (ending "SK") to be sent.
-    let mut hangup_after_playback = false;
-    let mut next_progress = start + PROGRESS_INTERVAL;
-    let mut last_saved: Option<CallRecord> = None;
-    setup.stream.set_media(
-        setup.media.remote_rtp,
-        setup.media.direction.sends(),
-        setup.media.codec,
-        setup.media.payload_type,
-    );
-
+    let mut task = CallTask::new(setup, rx, sip, shared);
     loop {
-        let flow_at = match &tty {
+        task.digits = [None; DIGITS_PER_WAKE];
+        let wake = task.wait().await;
+        match task.handle(wake).await {
+            Then::End => break,
+            Then::Skip => continue,
+            Then::Drain => {}
+        }
+        task.after_wake().await;
+        if task.hanging_up && !task.setup.stream.is_playing() {
+            break;
+        }
+    }
+    task.finish().await;
+}
+
+impl CallTask {
+    fn new(
+        mut setup: CallSetup,
+        rx: mpsc::Receiver<CallCommand>,
+        sip: mpsc::Sender<SipCommand>,
+        shared: Arc<Shared>,
+    ) -> CallTask {
+        let frame = Duration::from_millis(u64::from(setup.ptime_ms));
+        let start = Instant::now();
+        let tty = if setup.tty {
+            tty_session(&setup, crate::types::Lang::En)
+        } else {
+            None
+        };
+        let asr = call_asr(&shared, &setup);
+        let silence = vec![0i16; (setup.media.codec.pcm_rate() * setup.ptime_ms / 1000) as usize];
+        let rtt = super::rtt_session::RttSession::from_setup(&mut setup);
+        setup.stream.set_media(
+            setup.media.remote_rtp,
+            setup.media.direction.sends(),
+            setup.media.codec,
+            setup.media.payload_type,
+        );
+        CallTask {
+            inbound: inbound_for(&setup.media),
+            inband: DtmfDetector::new(DtmfConfig::default()),
+            flow: flow::Call::new(setup.flow.clone()),
+            generation: 0,
+            inbuf: [0u8; 2048],
+            srtp_in: setup.srtp_in.take(),
+            pcm: [0i16; FRAME_SAMPLES_16K * 3],
+            rtcp_buf: [0u8; 512],
+            last_rx: start,
+            next_tick: start + frame,
+            next_rtcp: start + RTCP_INTERVAL,
+            saw_rfc4733: false,
+            end_reason: None,
+            hanging_up: false,
+            started: false,
+            tty,
+            watch: TtyWatch::default(),
+            asr,
+            reply_latency_ms: Vec::new(),
+            silence,
+            rtt,
+            transfer: bridge::Transfer::new(setup.bridge.clone(), setup.media.codec),
+            bridged: None,
+            agent_buf: [0u8; 2048],
+            hangup_after_playback: false,
+            next_progress: start + PROGRESS_INTERVAL,
+            last_saved: None,
+            digits: [None; DIGITS_PER_WAKE],
+            rtp_source: None,
+            stray: 0,
+            frame,
+            start,
+            setup,
+            rx,
+            sip,
+            shared,
+        }
+    }
+
+    /// A text call (RFC 4103) holds the conversation: voice and keys are not listened to.
+    fn is_text_call(&self) -> bool {
+        self.rtt.as_ref().is_some_and(|r| r.is_text_call())
+    }
+
+    /// Waits for the next thing to happen to the call.
+    async fn wait(&mut self) -> Wake {
+        let flow_at = match &self.tty {
             Some(t) => t.poll_timeout(),
             // A text call's conversation keeps its own timers; the voice flow is frozen.
-            None if rtt.as_ref().is_some_and(|r| r.is_text_call()) => None,
-            None => flow.poll_timeout(),
+            None if self.is_text_call() => None,
+            None => self.flow.poll_timeout(),
         };
-        let digit_at = inbound.as_ref().and_then(Inbound::poll_timeout);
-        let transfer_at = transfer.poll_timeout();
-        let rtp_deadline = last_rx + setup.rtp_timeout;
-        let receiving = setup.media.direction.receives() && setup.media.remote_rtp.is_some();
-        let reading = bridged.is_some() || inbound.as_ref().is_none_or(Inbound::wants_datagrams);
-        let mut digits: [Option<char>; DIGITS_PER_WAKE] = [None; DIGITS_PER_WAKE];
+        let digit_at = self.inbound.as_ref().and_then(Inbound::poll_timeout);
+        let transfer_at = self.transfer.poll_timeout();
+        let rtp_deadline = self.last_rx + self.setup.rtp_timeout;
+        let media = &self.setup.media;
+        let receiving = media.direction.receives() && media.remote_rtp.is_some();
+        let reading =
+            self.bridged.is_some() || self.inbound.as_ref().is_none_or(Inbound::wants_datagrams);
+        let start = self.start;
         tokio::select! {
             biased;
-            cmd = rx.recv() => {
-                let now = Instant::now();
-                match cmd {
-                    Some(CallCommand::Confirmed) => {
-                        started = true;
-                        if tty.is_none() {
-                            flow.handle_event(now, flow::Event::Start);
-                        }
-                    }
-                    Some(CallCommand::Media(m)) => {
-                        if m.codec != setup.media.codec || m.payload_type != setup.media.payload_type {
-                            inbound = inbound_for(&m);
-                            if let Some(a) = asr.as_mut() {
-                                a.set_input_rate(m.codec.pcm_rate());
-                            }
-                        }
-                        if let Some(r) = rtt.as_mut() {
-                            r.handle_media(m.text.as_ref());
-                        }
-                        transfer.handle_caller_codec(m.codec);
-                        setup.media = *m;
-                        let sends = setup.media.direction.sends() && !hanging_up && bridged.is_none();
-                        setup.stream.set_media(setup.media.remote_rtp, sends, setup.media.codec, setup.media.payload_type);
-                        // A caller resuming from hold may have been silent a long time.
-                        last_rx = now;
-                    }
-                    Some(CallCommand::RemoteHangup(reason) | CallCommand::Ended(reason)) => {
-                        flow.handle_event(now, flow::Event::RemoteHangup);
-                        end_reason.get_or_insert(reason);
-                        break;
-                    }
-                    Some(CallCommand::Transfer { status, done }) => {
-                        if done {
-                            tracing::info!(status, "REFER finished");
-                        }
-                        let step = transfer.handle_refer_progress(now, status, done);
-                        if bridge_step(step, &setup, &mut flow, &sip, &mut end_reason).await {
-                            break;
-                        }
-                    }
-                    Some(CallCommand::Agent(ev)) => {
-                        let mut step = transfer.handle_agent(&ev);
-                        if let (Step::Bridged, AgentEvent::Answered(leg)) = (&step, ev) {
-                            match Bridge::new(*leg, LegMedia::of(&setup.media), setup.key.0 ^ 0x6272_6964) {
-                                Ok(b) => bridged = Some(b),
-                                Err(e) => {
-                                    tracing::error!(error = %e, "cannot relay: dropping the agent");
-                                    step = transfer.handle_relay_failed();
-                                }
-                            }
-                        }
-                        if bridge_step(step, &setup, &mut flow, &sip, &mut end_reason).await {
-                            break;
-                        }
-                    }
-                    Some(CallCommand::Drain) => {
-                        end_reason.get_or_insert("drain");
-                        if !hanging_up {
-                            let _ = sip.send(SipCommand::Hangup(setup.key)).await;
-                        }
-                        break;
-                    }
-                    None => break,
-                }
+            cmd = self.rx.recv() => Wake::Command(cmd),
+            ev = self.setup.stream_events.recv() => Wake::Stream(ev),
+            _ = sleep_until(self.next_tick.into()) => Wake::Tick,
+            // With a backlog past what the jitter buffer should hold, packets wait in the
+            // socket (the kernel buffers seconds of them) until the ticks catch up: pushing
+            // them would overflow the buffer, dropping frames that arrived.
+            r = self.setup.rtp.recv_from(&mut self.inbuf), if reading => Wake::Datagram(r),
+            r = recv_asr(self.asr.as_mut()) => Wake::Asr(r),
+            r = recv_rtcp(self.setup.rtcp.as_ref(), &mut self.rtcp_buf) => Wake::Rtcp(r),
+            _ = sleep_until(flow_at.unwrap_or(start).into()), if flow_at.is_some() => {
+                Wake::FlowTimeout
             }
-            ev = setup.stream_events.recv() => {
-                // Only the end of the playback the flow asked for last counts: one stopped by
-                // barge-in may still report its end.
-                if let Some(StreamEvent::PlaybackDone { generation: g }) = ev {
-                    if g == generation {
-                        match tty.as_mut() {
-                            Some(t) => t.handle_sent(Instant::now()),
-                            None if rtt.as_ref().is_some_and(|r| r.is_text_call()) => {}
-                            None => flow.handle_event(Instant::now(), flow::Event::PlaybackDone),
-                        }
-                        if hangup_after_playback && !hanging_up {
-                            hanging_up = true;
-                            let _ = sip.send(SipCommand::Hangup(setup.key)).await;
-                        }
-                    }
-                }
+            r = bridge::recv_agent(self.bridged.as_ref(), &mut self.agent_buf) => {
+                Wake::AgentMedia(r)
             }
-            _ = sleep_until(next_tick.into()) => {
-                // Receive side: one playout tick per frame period (pacing precision does not
-                // matter here; the outgoing clock lives in the pacing threads).
-                let now = Instant::now();
-                next_tick += frame;
-                if now > next_tick + frame * 5 {
-                    next_tick = now + frame;
-                }
-                // Every datagram that has arrived goes into the jitter buffer before the tick
-                // pops: under load the task wakes late with the tick and the caller's packets
-                // both due, and (the select being biased) the tick would otherwise pop first,
-                // calling a packet waiting in the socket lost, then dropping it as late.
-                for _ in 0..DRAIN_MAX {
-                    // Past a stall longer than the buffer, leave the rest in the socket until
-                    // the pops below made room (a full buffer drops its oldest frame).
-                    if inbound.as_ref().is_some_and(|i| !i.wants_datagrams()) {
-                        break;
-                    }
-                    let Ok((len, _)) = setup.rtp.try_recv_from(&mut inbuf) else {
-                        break;
-                    };
-                    let len = unprotect(srtp_in.as_mut(), &mut inbuf[..len]);
-                    let got = take_datagram(&inbuf[..len], now, bridged.as_mut(), inbound.as_mut(), metrics);
-                    if got.received {
-                        last_rx = now;
-                    }
-                    if let Some(d) = got.digit {
-                        saw_rfc4733 = true;
-                        put_digit(&mut digits, d);
-                    }
-                }
-                // One frame per tick, and more while the buffer holds more than its target:
-                // ticks skipped while the task was not scheduled are caught up on instead of
-                // overflowing the buffer (which drops audio that did arrive).
-                for popped in 0.. {
-                    let Some(inb) = inbound.as_mut() else { break };
-                    if !inb.pop_due(popped) {
-                        break;
-                    }
-                    let media = inb.poll_media(now, &mut pcm);
-                    let n = match media {
-                        Playout::Audio(n) | Playout::Concealed(n) => n,
-                        Playout::Empty => 0,
-                    };
-                    // The DTMF and TTY detectors are tuned for 8 kHz audio (G.711 calls).
-                    let narrowband = setup.media.codec != Codec::Opus;
-                    match tty.as_mut() {
-                        // Baudot is decoded on the sender's timeline: no concealment, no
-                        // silence for a late packet (see `TtySession::handle_playout`).
-                        Some(t) => t.handle_playout(now, media, &pcm[..n]),
-                        // A text call (RFC 4103): the audio is no longer listened to.
-                        None if rtt.as_ref().is_some_and(|r| r.is_text_call()) => {}
-                        None if n > 0 && narrowband => {
-                            // Gateways that send RFC 4733 remove the tones from the audio.
-                            if !saw_rfc4733 && let Some(d) = inband.process(&pcm[..n]) {
-                                put_digit(&mut digits, d);
-                            }
-                            if let Some(a) = asr.as_mut() {
-                                a.handle_frame(now, &pcm[..n]);
-                            }
-                            // Concealment is not what the caller sent: it would look like
-                            // Baudot tones in the wrong place.
-                            let typing = match media {
-                                Playout::Audio(_) => watch.handle_pcm(now, &pcm[..n]),
-                                _ => watch.handle_gap(now, n),
-                            };
-                            if typing {
-                                // Baudot tones on a voice call: the caller types. Switch to
-                                // the text conversation in the language chosen so far.
-                                tracing::info!("Baudot tones detected: TTY mode");
-                                setup.stream.stop();
-                                asr = None;
-                                tty = tty_session(&setup, flow.lang());
-                                if let Some(t) = tty.as_mut() {
-                                    t.replay(watch.take_chars());
-                                }
-                            }
-                        }
-                        None if n > 0 => {
-                            if let Some(a) = asr.as_mut() {
-                                a.handle_frame(now, &pcm[..n]);
-                            }
-                        }
-                        None => {
-                            if let Some(a) = asr.as_mut() {
-                                a.handle_frame(now, &silence);
-                            }
-                        }
-                    }
-                }
-                if now >= next_rtcp {
-                    next_rtcp = now + RTCP_INTERVAL;
-                    if let (Some(sock), Some(remote)) = (setup.rtcp.as_ref(), setup.media.remote_rtp) {
-                        let dest = SocketAddr::new(remote.ip(), remote.port().wrapping_add(1));
-                        send_report(sock, dest, &setup.stream, inbound.as_mut(), now, &mut rtcp_buf);
-                    }
-                }
+            _ = sleep_until(transfer_at.unwrap_or(start).into()), if transfer_at.is_some() => {
+                Wake::TransferTimeout
             }
-            // With a backlog past what the jitter buffer should hold, packets wait in the socket
-            // (the kernel buffers seconds of them) until the ticks catch up: pushing them would
-            // overflow the buffer, dropping frames that arrived.
-            r = setup.rtp.recv_from(&mut inbuf), if reading => {
-                let now = Instant::now();
-                // Malformed datagrams and RTCP on the RTP port are ignored.
-                let n = match r { Ok((n, _)) => unprotect(srtp_in.as_mut(), &mut inbuf[..n]), Err(_) => 0 };
-                let data = &inbuf[..n];
-                let is_bridged = bridged.is_some();
-                let got = take_datagram(data, now, bridged.as_mut(), inbound.as_mut(), metrics);
-                if got.received {
-                    last_rx = now;
-                }
-                if is_bridged {
-                    continue;
-                }
-                if let Some(d) = got.digit {
-                    saw_rfc4733 = true;
-                    put_digit(&mut digits, d);
-                }
+            _ = sleep_until(digit_at.unwrap_or(start).into()), if digit_at.is_some() => {
+                Wake::DigitTimeout
             }
-            r = recv_asr(asr.as_mut()) => {
-                if let (Some(r), Some(a)) = (r, asr.as_mut()) {
+            wake = super::rtt_session::next_wake(self.rtt.as_mut()) => Wake::Rtt(wake),
+            _ = sleep_until(rtp_deadline.into()), if receiving && !self.hanging_up => {
+                Wake::RtpTimeout
+            }
+        }
+    }
+
+    async fn handle(&mut self, wake: Wake) -> Then {
+        match wake {
+            Wake::Command(cmd) => return self.on_command(cmd).await,
+            Wake::Stream(ev) => self.on_stream_event(ev).await,
+            Wake::Tick => self.on_tick(),
+            Wake::Datagram(r) => return self.on_datagram(r),
+            Wake::Asr(r) => {
+                if let (Some(r), Some(a)) = (r, self.asr.as_mut()) {
                     a.handle_result(r);
                 }
             }
-            r = recv_rtcp(setup.rtcp.as_ref(), &mut rtcp_buf) => {
-                // The caller's sender reports feed the round-trip fields of our reports.
-                let r = match (r, srtp_in.as_mut()) {
-                    (Some(n), Some(u)) => u.unprotect_rtcp(&mut rtcp_buf[..n]).ok(),
-                    (r, None) => r,
-                    (None, Some(_)) => None,
-                };
-                if let (Some(n), Some(inb)) = (r, inbound.as_mut()) {
-                    for p in rtcp::parse_compound(&rtcp_buf[..n]).flatten() {
-                        if let rtcp::RtcpPacket::SenderReport { info, .. } = p {
-                            inb.handle_sender_report(Instant::now(), info.ntp);
+            Wake::Rtcp(r) => self.on_rtcp(r),
+            Wake::FlowTimeout => match self.tty.as_mut() {
+                Some(t) => t.handle_timeout(Instant::now()),
+                None => self.flow.handle_timeout(Instant::now()),
+            },
+            Wake::AgentMedia(r) => {
+                if let (Some(n), Some(b)) = (r, self.bridged.as_mut()) {
+                    let s = &self.setup;
+                    b.to_caller(
+                        &mut self.agent_buf[..n],
+                        &s.rtp,
+                        s.media.remote_rtp,
+                        &s.stream,
+                    );
+                }
+            }
+            Wake::TransferTimeout => {
+                let step = self.transfer.handle_timeout(Instant::now());
+                if self.transfer_step(step).await {
+                    return Then::End;
+                }
+            }
+            Wake::DigitTimeout => {
+                let now = Instant::now();
+                if let Some(ev) = self.inbound.as_mut().and_then(|i| i.handle_timeout(now)) {
+                    put_digit(&mut self.digits, ev.digit);
+                }
+            }
+            Wake::Rtt(wake) => {
+                // The caller's RTT text or the text stream's timers; typing keeps the call
+                // alive.
+                let lang = self.flow.lang();
+                if let Some(r) = self.rtt.as_mut()
+                    && r.handle_wake(Instant::now(), wake, lang)
+                {
+                    self.last_rx = Instant::now();
+                }
+            }
+            Wake::RtpTimeout => {
+                // The caller vanished without BYE: end the call and free everything.
+                Metrics::inc(&self.shared.metrics.calls_rtp_timeout_total);
+                self.end_reason.get_or_insert("rtp_timeout");
+                self.flow
+                    .handle_event(Instant::now(), flow::Event::RemoteHangup);
+                let _ = self.sip.send(SipCommand::Hangup(self.setup.key)).await;
+                return Then::End;
+            }
+        }
+        Then::Drain
+    }
+
+    async fn on_command(&mut self, cmd: Option<CallCommand>) -> Then {
+        let now = Instant::now();
+        match cmd {
+            Some(CallCommand::Confirmed) => {
+                self.started = true;
+                if self.tty.is_none() {
+                    self.flow.handle_event(now, flow::Event::Start);
+                }
+            }
+            Some(CallCommand::Media(m, rekey)) => {
+                // SRTP first: the first datagram after the answer may use the new key.
+                if let Some(u) = rekey.inbound {
+                    self.srtp_in = u;
+                }
+                if let Some(p) = rekey.outbound {
+                    self.setup.stream.set_srtp(p);
+                }
+                self.on_media(now, *m)
+            }
+            Some(CallCommand::RemoteHangup(reason) | CallCommand::Ended(reason)) => {
+                self.flow.handle_event(now, flow::Event::RemoteHangup);
+                self.end_reason.get_or_insert(reason);
+                return Then::End;
+            }
+            Some(CallCommand::Transfer { status, done }) => {
+                if done {
+                    tracing::info!(status, "REFER finished");
+                }
+                let step = self.transfer.handle_refer_progress(now, status, done);
+                if self.transfer_step(step).await {
+                    return Then::End;
+                }
+            }
+            Some(CallCommand::Agent(ev)) => {
+                let mut step = self.transfer.handle_agent(&ev);
+                if let (Step::Bridged, AgentEvent::Answered(leg)) = (&step, ev) {
+                    let ssrc = self.setup.key.0 ^ 0x6272_6964;
+                    match Bridge::new(*leg, LegMedia::of(&self.setup.media), ssrc) {
+                        Ok(b) => self.bridged = Some(b),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot relay: dropping the agent");
+                            step = self.transfer.handle_relay_failed();
                         }
                     }
                 }
-            }
-            _ = sleep_until(flow_at.unwrap_or(start).into()), if flow_at.is_some() => {
-                match tty.as_mut() {
-                    Some(t) => t.handle_timeout(Instant::now()),
-                    None => flow.handle_timeout(Instant::now()),
+                if self.transfer_step(step).await {
+                    return Then::End;
                 }
             }
-            r = bridge::recv_agent(bridged.as_ref(), &mut agent_buf) => {
-                if let (Some(n), Some(b)) = (r, bridged.as_mut()) {
-                    b.to_caller(&agent_buf[..n], &setup.rtp, setup.media.remote_rtp, &setup.stream);
+            Some(CallCommand::Drain) => {
+                self.end_reason.get_or_insert("drain");
+                if !self.hanging_up {
+                    let _ = self.sip.send(SipCommand::Hangup(self.setup.key)).await;
                 }
+                return Then::End;
             }
-            _ = sleep_until(transfer_at.unwrap_or(start).into()), if transfer_at.is_some() => {
-                let step = transfer.handle_timeout(Instant::now());
-                if bridge_step(step, &setup, &mut flow, &sip, &mut end_reason).await {
-                    break;
-                }
+            None => return Then::End,
+        }
+        Then::Drain
+    }
+
+    /// A re-INVITE changed the media (hold, resume, codec, address).
+    fn on_media(&mut self, now: Instant, m: Negotiated) {
+        if m.codec != self.setup.media.codec || m.payload_type != self.setup.media.payload_type {
+            self.inbound = inbound_for(&m);
+            if let Some(a) = self.asr.as_mut() {
+                a.set_input_rate(m.codec.pcm_rate());
             }
-            _ = sleep_until(digit_at.unwrap_or(start).into()), if digit_at.is_some() => {
-                if let Some(ev) = inbound.as_mut().and_then(|i| i.handle_timeout(Instant::now())) {
-                    put_digit(&mut digits, ev.digit);
-                }
-            }
-            wake = super::rtt_session::next_wake(rtt.as_mut()) => {
-                // The caller's RTT text or the text stream's timers; typing keeps the call alive.
-                if let Some(r) = rtt.as_mut()
-                    && r.handle_wake(Instant::now(), wake, flow.lang())
-                {
-                    last_rx = Instant::now();
-                }
-            }
-            _ = sleep_until(rtp_deadline.into()), if receiving && !hanging_up => {
-                // The caller vanished without BYE: end the call and free everything.
-                Metrics::inc(&metrics.calls_rtp_timeout_total);
-                end_reason.get_or_insert("rtp_timeout");
-                flow.handle_event(Instant::now(), flow::Event::RemoteHangup);
-                let _ = sip.send(SipCommand::Hangup(setup.key)).await;
+        }
+        if let Some(r) = self.rtt.as_mut() {
+            r.handle_media(m.text.as_ref());
+        }
+        self.transfer.handle_caller_codec(m.codec);
+        if m.remote_rtp != self.setup.media.remote_rtp {
+            // The caller's media moved: its next good datagram sets the strict source again.
+            self.rtp_source = None;
+        }
+        self.setup.media = m;
+        let media = &self.setup.media;
+        let sends = media.direction.sends() && !self.hanging_up && self.bridged.is_none();
+        self.setup
+            .stream
+            .set_media(media.remote_rtp, sends, media.codec, media.payload_type);
+        // A caller resuming from hold may have been silent a long time.
+        self.last_rx = now;
+    }
+
+    async fn on_stream_event(&mut self, ev: Option<StreamEvent>) {
+        // Only the end of the playback the conversation asked for last counts: one stopped by
+        // barge-in may still report its end.
+        let Some(StreamEvent::PlaybackDone { generation }) = ev else {
+            return;
+        };
+        if generation != self.generation {
+            return;
+        }
+        let text_call = self.is_text_call();
+        match self.tty.as_mut() {
+            Some(t) => t.handle_sent(Instant::now()),
+            None if text_call => {}
+            None => self
+                .flow
+                .handle_event(Instant::now(), flow::Event::PlaybackDone),
+        }
+        if self.hangup_after_playback && !self.hanging_up {
+            self.hanging_up = true;
+            let _ = self.sip.send(SipCommand::Hangup(self.setup.key)).await;
+        }
+    }
+
+    /// Receive side: one playout tick per frame period (pacing precision does not matter here;
+    /// the outgoing clock lives in the pacing threads).
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        self.next_tick += self.frame;
+        if now > self.next_tick + self.frame * 5 {
+            self.next_tick = now + self.frame;
+        }
+        // Every datagram that has arrived goes into the jitter buffer before the tick pops:
+        // under load the task wakes late with the tick and the caller's packets both due, and
+        // (the select being biased) the tick would otherwise pop first, calling a packet
+        // waiting in the socket lost, then dropping it as late.
+        for _ in 0..DRAIN_MAX {
+            // Past a stall longer than the buffer, leave the rest in the socket until the pops
+            // below made room (a full buffer drops its oldest frame).
+            if self.inbound.as_ref().is_some_and(|i| !i.wants_datagrams()) {
                 break;
             }
+            let Ok((len, from)) = self.setup.rtp.try_recv_from(&mut self.inbuf) else {
+                break;
+            };
+            if self.is_stray(from) {
+                continue;
+            }
+            let len = unprotect(self.srtp_in.as_mut(), &mut self.inbuf[..len], &self.shared);
+            self.take(now, len, from);
         }
-        let text_call = rtt.as_ref().is_some_and(|r| r.is_text_call());
+        // One frame per tick, and more while the buffer holds more than its target: ticks
+        // skipped while the task was not scheduled are caught up on instead of overflowing the
+        // buffer (which drops audio that did arrive).
+        for popped in 0.. {
+            let Some(inb) = self.inbound.as_mut() else {
+                break;
+            };
+            if !inb.pop_due(popped) {
+                break;
+            }
+            let media = inb.poll_media(now, &mut self.pcm);
+            self.on_playout(now, media);
+        }
+        if now >= self.next_rtcp {
+            self.next_rtcp = now + RTCP_INTERVAL;
+            let s = &self.setup;
+            if let (Some(sock), Some(remote)) = (s.rtcp.as_ref(), s.media.remote_rtp) {
+                let dest = SocketAddr::new(remote.ip(), remote.port().wrapping_add(1));
+                let inbound = self.inbound.as_mut();
+                send_report(sock, dest, &s.stream, inbound, now, &mut self.rtcp_buf);
+            }
+        }
+    }
+
+    /// Strict source: whether a datagram from `from` is not the caller's (counted, dropped).
+    fn is_stray(&mut self, from: SocketAddr) -> bool {
+        if self.rtp_source.is_none_or(|src| src == from) {
+            return false;
+        }
+        Metrics::inc(&self.shared.metrics.rtp_stray_packets_total);
+        self.stray += 1;
+        if self.stray == 1 {
+            tracing::warn!(%from, expected = ?self.rtp_source, "RTP from a stray source dropped");
+        }
+        true
+    }
+
+    /// One datagram of `len` bytes in `inbuf` from `from`, already unprotected: to the agent
+    /// when bridged, else into the receive path. True when it was the caller's media (relayed or
+    /// taken); the first such datagram sets the call's strict source.
+    fn take(&mut self, now: Instant, len: usize, from: SocketAddr) -> bool {
+        let metrics: &Metrics = &self.shared.metrics;
+        let got = take_datagram(
+            &self.inbuf[..len],
+            now,
+            self.bridged.as_mut(),
+            self.inbound.as_mut(),
+            metrics,
+        );
+        if got.received {
+            self.last_rx = now;
+            self.rtp_source.get_or_insert(from);
+        }
+        if let Some(d) = got.digit {
+            self.saw_rfc4733 = true;
+            put_digit(&mut self.digits, d);
+        }
+        got.received
+    }
+
+    /// One frame out of the jitter buffer (in `pcm`): to the TTY modem, or to the in-band DTMF
+    /// detector, the speech front end and the Baudot watch of a voice call.
+    fn on_playout(&mut self, now: Instant, media: Playout) {
+        let n = match media {
+            Playout::Audio(n) | Playout::Concealed(n) => n,
+            Playout::Empty => 0,
+        };
+        let pcm = &self.pcm[..n];
+        // The DTMF and TTY detectors are tuned for 8 kHz audio (G.711 calls).
+        let narrowband = self.setup.media.codec != Codec::Opus;
+        let text_call = self.is_text_call();
+        match self.tty.as_mut() {
+            // Baudot is decoded on the sender's timeline: no concealment, no silence for a
+            // late packet (see `TtySession::handle_playout`).
+            Some(t) => t.handle_playout(now, media, pcm),
+            // A text call (RFC 4103): the audio is no longer listened to.
+            None if text_call => {}
+            None if n > 0 && narrowband => {
+                // Gateways that send RFC 4733 remove the tones from the audio.
+                if !self.saw_rfc4733
+                    && let Some(d) = self.inband.process(pcm)
+                {
+                    put_digit(&mut self.digits, d);
+                }
+                if let Some(a) = self.asr.as_mut() {
+                    a.handle_frame(now, pcm);
+                }
+                // Concealment is not what the caller sent: it would look like Baudot tones in
+                // the wrong place.
+                let typing = match media {
+                    Playout::Audio(_) => self.watch.handle_pcm(now, pcm),
+                    _ => self.watch.handle_gap(now, n),
+                };
+                if typing {
+                    self.switch_to_tty();
+                }
+            }
+            None if n > 0 => {
+                if let Some(a) = self.asr.as_mut() {
+                    a.handle_frame(now, pcm);
+                }
+            }
+            None => {
+                if let Some(a) = self.asr.as_mut() {
+                    a.handle_frame(now, &self.silence);
+                }
+            }
+        }
+    }
+
+    /// Baudot tones on a voice call: the caller types. Switch to the text conversation in the
+    /// language chosen so far, replaying what the watch already decoded.
+    fn switch_to_tty(&mut self) {
+        tracing::info!("Baudot tones detected: TTY mode");
+        self.setup.stream.stop();
+        self.asr = None;
+        self.tty = tty_session(&self.setup, self.flow.lang());
+        if let Some(t) = self.tty.as_mut() {
+            t.replay(self.watch.take_chars());
+        }
+    }
+
+    fn on_datagram(&mut self, r: std::io::Result<(usize, SocketAddr)>) -> Then {
+        let now = Instant::now();
+        let bridged = self.bridged.is_some();
+        // Malformed datagrams and RTCP on the RTP port are ignored.
+        let Ok((n, from)) = r else {
+            return if bridged { Then::Skip } else { Then::Drain };
+        };
+        if self.is_stray(from) {
+            return Then::Skip;
+        }
+        let n = unprotect(self.srtp_in.as_mut(), &mut self.inbuf[..n], &self.shared);
+        self.take(now, n, from);
+        if bridged { Then::Skip } else { Then::Drain }
+    }
+
+    fn on_rtcp(&mut self, r: Option<usize>) {
+        // The caller's sender reports feed the round-trip fields of our reports.
+        let r = match (r, self.srtp_in.as_mut()) {
+            (Some(n), Some(u)) => u.unprotect_rtcp(&mut self.rtcp_buf[..n]).ok(),
+            (r, None) => r,
+            (None, Some(_)) => None,
+        };
+        if let (Some(n), Some(inb)) = (r, self.inbound.as_mut()) {
+            for p in rtcp::parse_compound(&self.rtcp_buf[..n]).flatten() {
+                if let rtcp::RtcpPacket::SenderReport { info, .. } = p {
+                    inb.handle_sender_report(Instant::now(), info.ntp);
+                }
+            }
+        }
+    }
+
+    /// After an input: keys and speech to the voice flow, then every conversation's actions,
+    /// then the record's progress.
+    async fn after_wake(&mut self) {
         // A text call's conversation is typed: keys do not restart the voice menus.
-        for d in digits.into_iter().flatten().filter(|_| !text_call) {
-            Metrics::inc(&metrics.dtmf_digits_total);
-            if let Some(a) = asr.as_mut() {
+        let text_call = self.is_text_call();
+        for d in self.digits.into_iter().flatten().filter(|_| !text_call) {
+            Metrics::inc(&self.shared.metrics.dtmf_digits_total);
+            if let Some(a) = self.asr.as_mut() {
                 a.handle_dtmf(Instant::now());
             }
-            flow.handle_event(Instant::now(), flow::Event::Digit(d));
+            self.flow
+                .handle_event(Instant::now(), flow::Event::Digit(d));
         }
         // Speech: barge-in, what was heard, or the fall back to keys.
-        while let Some(ev) = asr.as_mut().and_then(CallAsr::poll_event) {
-            flow.handle_event(Instant::now(), ev);
+        while let Some(ev) = self.asr.as_mut().and_then(CallAsr::poll_event) {
+            self.flow.handle_event(Instant::now(), ev);
         }
+        self.drain_tty().await;
+        self.drain_rtt().await;
+        self.drain_flow().await;
+        self.save_progress();
+    }
 
-        // A TTY conversation's actions: lines become tones played like prompts.
-        while let Some(action) = tty
+    /// A TTY conversation's actions: lines become tones played like prompts.
+    async fn drain_tty(&mut self) {
+        while let Some(action) = self
+            .tty
             .as_mut()
-            .filter(|_| started)
+            .filter(|_| self.started)
             .and_then(TtySession::poll_action)
         {
             match action {
-                TtyAction::Play(pcm) => {
-                    let pcm = crate::speech::tts::Pcm {
-                        rate: 8000,
-                        samples: pcm,
-                    };
-                    match crate::speech::cache::encode_pcm(
-                        "tty.line".into(),
-                        flow.lang(),
-                        String::new(),
-                        false,
-                        "tty".into(),
-                        &pcm,
-                    ) {
-                        Ok(p) => generation = setup.stream.play(vec![Arc::new(p)]),
-                        Err(e) => tracing::error!(error = %e, "cannot encode TTY tones"),
-                    }
-                }
-                TtyAction::Output(TtyOutput::SendLink {
-                    channel,
-                    to,
-                    intent,
-                    link,
-                }) => {
-                    tracing::info!(?channel, to = %to, %intent, %link, "link to send (TTY)");
-                    let lang = tty.as_ref().map_or(flow.lang(), TtySession::lang);
-                    let channel = super::rtt_session::outbox_channel(channel);
-                    let stored = send_link(&shared, &setup, &intent, channel, Some(to), lang).await;
-                    if let Some(t) = tty.as_mut() {
-                        t.handle_link_stored(stored);
-                    }
-                }
-                // The session folds lines into `Play`.
-                TtyAction::Output(TtyOutput::Type(_)) => {}
-                TtyAction::Output(TtyOutput::Transfer { queue }) => {
-                    let (intent, lang) = tty
-                        .as_ref()
-                        .map(|t| {
-                            let r = t.record();
-                            (
-                                r.intents
-                                    .iter()
-                                    .rev()
-                                    .find_map(|(i, _)| i.clone())
-                                    .unwrap_or_default(),
-                                t.lang(),
-                            )
-                        })
-                        .unwrap_or((String::new(), flow.lang()));
-                    tracing::info!(queue, %intent, "TTY transfer");
-                    let context = format!("intent={intent};lang={lang};mode=tty");
-                    let uri = setup.tty_queue_uri.clone();
-                    transfer.handle_refer_sent(Instant::now(), uri.clone(), context.clone());
-                    let _ = sip
-                        .send(SipCommand::Refer {
-                            call: setup.key,
-                            uri,
-                            context,
-                        })
-                        .await;
-                }
-                TtyAction::Output(TtyOutput::Hangup) => {
-                    end_reason.get_or_insert("ivr_hangup");
-                    if setup.stream.is_playing() {
-                        hangup_after_playback = true;
-                    } else if !hanging_up {
-                        hanging_up = true;
-                        let _ = sip.send(SipCommand::Hangup(setup.key)).await;
-                    }
-                }
+                TtyAction::Play(pcm) => self.play_tones(pcm),
+                TtyAction::Step(step) => self.text_step(step).await,
             }
         }
+    }
 
-        // A text call's actions (RFC 4103 real-time text).
-        while let Some(action) = rtt
+    /// TTY tones (8 kHz PCM) encoded for the call's codec and played like a prompt.
+    fn play_tones(&mut self, samples: Vec<i16>) {
+        let pcm = crate::speech::tts::Pcm {
+            rate: 8000,
+            samples,
+        };
+        let lang = self.flow.lang();
+        let encoded = crate::speech::cache::encode_pcm(
+            "tty.line".into(),
+            lang,
+            String::new(),
+            false,
+            "tty".into(),
+            &pcm,
+        );
+        match encoded {
+            Ok(p) => self.generation = self.setup.stream.play(vec![Arc::new(p)]),
+            Err(e) => tracing::error!(error = %e, "cannot encode TTY tones"),
+        }
+    }
+
+    /// A text call's actions (RFC 4103 real-time text).
+    async fn drain_rtt(&mut self) {
+        use super::rtt_session::RttAction;
+        while let Some(action) = self
+            .rtt
             .as_mut()
-            .filter(|_| started)
+            .filter(|_| self.started)
             .and_then(|r| r.poll_action(Instant::now()))
         {
-            use super::rtt_session::RttAction;
             match action {
                 RttAction::TextCall => {
                     // Typed text wins over voice and Baudot tones: one conversation at a time.
-                    setup.stream.stop();
-                    tty = None;
-                    asr = None;
+                    self.setup.stream.stop();
+                    self.tty = None;
+                    self.asr = None;
                 }
-                RttAction::SendLink {
-                    channel,
-                    to,
-                    intent,
-                    lang,
-                } => {
-                    let stored = send_link(&shared, &setup, &intent, channel, Some(to), lang).await;
-                    if let Some(r) = rtt.as_mut() {
-                        r.handle_link_stored(stored);
-                    }
+                RttAction::Step(step) => self.text_step(step).await,
+            }
+        }
+    }
+
+    /// What a text conversation (TTY or RTT; one at a time) asks of the call, carried out the
+    /// same way for both: the link stored before the conversation may type "SENT", the transfer
+    /// to the TTY agent queue, the hang-up once the last line has gone out.
+    async fn text_step(&mut self, step: TextStep) {
+        match step {
+            TextStep::SendLink {
+                channel,
+                to,
+                intent,
+                lang,
+            } => {
+                tracing::info!(?channel, to = %to, %intent, "link to send (text call)");
+                let stored =
+                    send_link(&self.shared, &self.setup, &intent, channel, Some(to), lang).await;
+                if let Some(r) = self.rtt.as_mut().filter(|r| r.is_text_call()) {
+                    r.handle_link_stored(stored);
+                } else if let Some(t) = self.tty.as_mut() {
+                    t.handle_link_stored(stored);
                 }
-                RttAction::Transfer { context } => {
-                    let uri = setup.tty_queue_uri.clone();
-                    let call = setup.key;
-                    transfer.handle_refer_sent(Instant::now(), uri.clone(), context.clone());
-                    let _ = sip.send(SipCommand::Refer { call, uri, context }).await;
-                }
-                RttAction::Hangup => {
-                    end_reason.get_or_insert("ivr_hangup");
-                    if !hanging_up {
-                        hanging_up = true;
-                        let _ = sip.send(SipCommand::Hangup(setup.key)).await;
-                    }
+            }
+            TextStep::Transfer { context } => {
+                tracing::info!(intent = %context.intent, mode = context.mode.as_str(), "text call transfer");
+                let uri = self.setup.tty_queue_uri.clone();
+                self.refer(uri, context.to_string()).await;
+            }
+            TextStep::Hangup => {
+                self.end_reason.get_or_insert("ivr_hangup");
+                // A TTY's last line (ending "SK") is tones still playing; RTT text has gone out.
+                if self.setup.stream.is_playing() {
+                    self.hangup_after_playback = true;
+                } else {
+                    self.hang_up().await;
                 }
             }
         }
+    }
 
-        // Drain the flow's actions (STYLE.md: every input is followed by draining poll_*).
-        while let Some(action) = flow.poll_action() {
+    /// The voice flow's actions.
+    async fn drain_flow(&mut self) {
+        while let Some(action) = self.flow.poll_action() {
             match action {
                 Action::Play {
                     prompts,
                     barge_in: _,
-                } => {
-                    let mut items: Vec<Arc<EncodedPrompt>> = Vec::with_capacity(prompts.len());
-                    for p in &prompts {
-                        let found = match &p.text {
-                            // Said during the call only (when live help opens next): rendered
-                            // once per text and cached, off the runtime.
-                            Some(text) => {
-                                render_dynamic(&shared, p.lang, text, setup.media.codec).await
-                            }
-                            None => setup.prompts.get(p.lang, &p.id).cloned(),
-                        };
-                        match found {
-                            Some(f) => items.push(f),
-                            None => {
-                                tracing::error!(prompt = %p.id, lang = %p.lang, "prompt missing")
-                            }
-                        }
-                    }
-                    Metrics::inc(&metrics.prompts_played_total);
-                    generation = setup.stream.play(items);
-                    if let Some(l) = asr
-                        .as_mut()
-                        .and_then(|a| a.take_reply_latency(Instant::now()))
-                    {
-                        shared.reply_latency.observe_us(l.as_micros() as u64);
-                        reply_latency_ms.push(l.as_millis() as u64);
-                    }
-                }
-                Action::StopPlayback => setup.stream.stop(),
+                } => self.play(&prompts).await,
+                Action::StopPlayback => self.setup.stream.stop(),
                 Action::Listen {
                     lang,
                     listen,
                     trailing_silence_ms,
                 } => {
-                    if let Some(a) = asr.as_mut() {
+                    if let Some(a) = self.asr.as_mut() {
                         a.listen(Instant::now(), lang, listen, trailing_silence_ms);
                     }
                 }
                 Action::StopListening => {
-                    if let Some(a) = asr.as_mut() {
+                    if let Some(a) = self.asr.as_mut() {
                         a.stop();
                     }
                 }
-                Action::RecordConsent => {
-                    // Stored with call id, time and how (a key) before the transfer goes out.
-                    let consent = crate::outbox::Consent {
-                        call_id: setup.record.call_id.clone(),
-                        kind: "text_ahead".into(),
-                        given_at_ms: crate::outbox::store::now_ms(),
-                        how: crate::outbox::ConsentHow::Dtmf,
-                        phone: setup.caller_id.clone(),
-                    };
-                    if let Err(e) = shared.outbox.record_consent(consent).await {
-                        tracing::error!(error = %e, "text-ahead consent not stored");
-                    }
-                }
+                Action::RecordConsent => self.record_consent().await,
                 Action::Transfer {
                     queue_uri,
                     intent,
                     lang,
                     text_ahead,
                 } => {
-                    // What the agent sees (RFC 7433 User-to-User): no personal data.
-                    let consent = match text_ahead {
-                        Some(true) => "yes",
-                        Some(false) => "no",
-                        None => "none",
+                    let context = flow::TransferContext {
+                        intent,
+                        lang,
+                        mode: flow::CallMode::Voice,
+                        consent: text_ahead,
                     };
-                    let context = format!("intent={intent};lang={lang};consent={consent}");
-                    transfer.handle_refer_sent(Instant::now(), queue_uri.clone(), context.clone());
-                    let _ = sip
-                        .send(SipCommand::Refer {
-                            call: setup.key,
-                            uri: queue_uri,
-                            context,
-                        })
-                        .await;
+                    self.refer(queue_uri, context.to_string()).await;
                 }
                 Action::PlayText {
                     lang, text, then, ..
-                } => {
-                    // Rendered on demand off the runtime (~20 ms); the read-back holds the number.
-                    let voice = super::render_config(&shared.config).voice(lang).clone();
-                    let codec = setup.media.codec;
-                    let dynamic = shared.dynamic.clone();
-                    let rendered = match dynamic.cached(lang, &voice, text.expose(), codec) {
-                        Some(p) => Ok(p),
-                        None => tokio::task::spawn_blocking(move || {
-                            dynamic.render(lang, &voice, text.expose(), codec)
-                        })
-                        .await
-                        .unwrap_or_else(|e| {
-                            Err(crate::speech::dynamic::DynamicError::Synthesis(
-                                e.to_string(),
-                            ))
-                        }),
-                    };
-                    match rendered {
-                        Ok(p) => {
-                            // The confirmation after the value is a catalog prompt, rendered
-                            // ahead of time: only the value's sentence was synthesized now.
-                            let mut items = Vec::with_capacity(1 + then.len());
-                            items.push(p);
-                            items.extend(
-                                then.iter()
-                                    .filter_map(|t| setup.prompts.get(t.lang, &t.id).cloned()),
-                            );
-                            generation = setup.stream.play(items);
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "read-back not rendered");
-                            // The flow waits for the read-back's end: let it go on.
-                            flow.handle_event(Instant::now(), flow::Event::PlaybackDone);
-                        }
-                    }
-                }
+                } => self.play_text(lang, text, &then).await,
                 Action::SendSms { intent, to } => {
-                    let to = to.or_else(|| setup.caller_id.clone());
+                    let to = to.or_else(|| self.setup.caller_id.clone());
+                    let channel = crate::outbox::Channel::Sms;
                     let ok = send_link(
-                        &shared,
-                        &setup,
+                        &self.shared,
+                        &self.setup,
                         &intent,
-                        crate::outbox::Channel::Sms,
+                        channel,
                         to,
-                        flow.lang(),
+                        self.flow.lang(),
                     )
                     .await;
-                    flow.handle_event(Instant::now(), flow::Event::LinkQueued(ok));
+                    self.flow
+                        .handle_event(Instant::now(), flow::Event::LinkQueued(ok));
                 }
                 Action::SendEmail { intent, to } => {
-                    let ok = send_link(
-                        &shared,
-                        &setup,
-                        &intent,
-                        crate::outbox::Channel::Email,
-                        Some(to),
-                        flow.lang(),
-                    )
-                    .await;
-                    flow.handle_event(Instant::now(), flow::Event::LinkQueued(ok));
+                    let channel = crate::outbox::Channel::Email;
+                    let lang = self.flow.lang();
+                    let ok = send_link(&self.shared, &self.setup, &intent, channel, Some(to), lang)
+                        .await;
+                    self.flow
+                        .handle_event(Instant::now(), flow::Event::LinkQueued(ok));
                 }
                 Action::Hangup => {
-                    end_reason.get_or_insert("ivr_hangup");
-                    hanging_up = true;
-                    let _ = sip.send(SipCommand::Hangup(setup.key)).await;
+                    self.end_reason.get_or_insert("ivr_hangup");
+                    self.hanging_up = true;
+                    let _ = self.sip.send(SipCommand::Hangup(self.setup.key)).await;
                 }
             }
         }
-        // The record as the call goes (a crash leaves what was known): at most one save per
-        // PROGRESS_INTERVAL, only when something changed; the store coalesces further.
-        let now = Instant::now();
-        if now >= next_progress {
-            next_progress = now + PROGRESS_INTERVAL;
-            let record = call_record(
-                &shared,
-                &setup,
-                &Progress {
-                    flow: &flow,
-                    asr: asr.as_ref(),
-                    reply_latency_ms: &reply_latency_ms,
-                    transfer: &transfer,
-                    tty: tty.as_ref(),
-                    rtt: rtt.as_ref(),
-                    end_reason,
-                },
-            );
-            if last_saved.as_ref() != Some(&record) {
-                shared.store.save(record.clone());
-                last_saved = Some(record);
+    }
+
+    /// Catalog prompts (and text said during the call only, rendered once and cached).
+    async fn play(&mut self, prompts: &[flow::PromptRef]) {
+        let mut items: Vec<Arc<EncodedPrompt>> = Vec::with_capacity(prompts.len());
+        for p in prompts {
+            let found = match &p.text {
+                // Said during the call only (when live help opens next): rendered once per
+                // text and cached, off the runtime.
+                Some(text) => {
+                    render_dynamic(&self.shared, p.lang, text, self.setup.media.codec).await
+                }
+                None => self.setup.prompts.get(p.lang, &p.id).cloned(),
+            };
+            match found {
+                Some(f) => items.push(f),
+                None => tracing::error!(prompt = %p.id, lang = %p.lang, "prompt missing"),
             }
         }
-        if hanging_up && !setup.stream.is_playing() {
-            break;
+        Metrics::inc(&self.shared.metrics.prompts_played_total);
+        self.generation = self.setup.stream.play(items);
+        if let Some(l) = self
+            .asr
+            .as_mut()
+            .and_then(|a| a.take_reply_latency(Instant::now()))
+        {
+            self.shared.reply_latency.observe_us(l.as_micros() as u64);
+            self.reply_latency_ms.push(l.as_millis() as u64);
         }
     }
-    setup.stream.close();
 
-    // Final record: what the flow did and why the call ended.
-    if let (Some(inb), Some(t)) = (inbound.as_ref(), tty.as_ref()) {
-        let j = inb.jitter_stats();
-        let (concealed, dry_gaps) = t.playout_counts();
-        tracing::info!(
-            played = j.played,
-            lost = j.lost,
-            late = j.late,
-            duplicate = j.duplicate,
-            overflow = j.overflow,
-            resyncs = j.resyncs,
-            concealed,
-            dry_gaps,
-            "TTY receive path"
-        );
+    /// A read-back: the sentence holding the value rendered now (off the runtime, ~20 ms),
+    /// then the catalog prompts `then`.
+    async fn play_text(
+        &mut self,
+        lang: crate::types::Lang,
+        text: Pii<String>,
+        then: &[flow::PromptRef],
+    ) {
+        let voice = super::render_config(&self.shared.config)
+            .voice(lang)
+            .clone();
+        let codec = self.setup.media.codec;
+        let dynamic = self.shared.dynamic.clone();
+        let rendered = match dynamic.cached(lang, &voice, text.expose(), codec) {
+            Some(p) => Ok(p),
+            None => tokio::task::spawn_blocking(move || {
+                dynamic.render(lang, &voice, text.expose(), codec)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(crate::speech::dynamic::DynamicError::Synthesis(
+                    e.to_string(),
+                ))
+            }),
+        };
+        match rendered {
+            Ok(p) => {
+                // The confirmation after the value is a catalog prompt, rendered ahead of
+                // time: only the value's sentence was synthesized now.
+                let mut items = Vec::with_capacity(1 + then.len());
+                items.push(p);
+                let prompts = &self.setup.prompts;
+                items.extend(
+                    then.iter()
+                        .filter_map(|t| prompts.get(t.lang, &t.id).cloned()),
+                );
+                self.generation = self.setup.stream.play(items);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "read-back not rendered");
+                // The flow waits for the read-back's end: let it go on.
+                self.flow
+                    .handle_event(Instant::now(), flow::Event::PlaybackDone);
+            }
+        }
     }
-    if let Some(b) = &bridged {
-        let (to_agent, to_caller) = b.packets();
-        tracing::info!(to_agent, to_caller, "bridge relayed packets");
+
+    /// Stored with call id, time and how (a key) before the transfer goes out.
+    async fn record_consent(&mut self) {
+        let consent = crate::outbox::Consent {
+            call_id: self.setup.record.call_id.clone(),
+            kind: "text_ahead".into(),
+            given_at_ms: crate::outbox::store::now_ms(),
+            how: crate::outbox::ConsentHow::Dtmf,
+            phone: self.setup.caller_id.clone(),
+        };
+        if let Err(e) = self.shared.outbox.record_consent(consent).await {
+            tracing::error!(error = %e, "text-ahead consent not stored");
+        }
     }
-    let mut record = call_record(
-        &shared,
-        &setup,
-        &Progress {
-            flow: &flow,
-            asr: asr.as_ref(),
-            reply_latency_ms: &reply_latency_ms,
-            transfer: &transfer,
-            tty: tty.as_ref(),
-            rtt: rtt.as_ref(),
-            end_reason,
-        },
-    );
-    record.ended_at = Some(now_rfc3339());
-    if let Some(r) = &rtt {
-        r.log_stats();
+
+    /// Blind transfer by REFER; the transfer machine follows its progress.
+    async fn refer(&mut self, uri: String, context: String) {
+        self.transfer
+            .handle_refer_sent(Instant::now(), uri.clone(), context.clone());
+        let call = self.setup.key;
+        let _ = self
+            .sip
+            .send(SipCommand::Refer { call, uri, context })
+            .await;
     }
-    shared.store.save(record);
-    let _ = sip.send(SipCommand::Finished(setup.key)).await;
+
+    /// Our BYE, once.
+    async fn hang_up(&mut self) {
+        if !self.hanging_up {
+            self.hanging_up = true;
+            let _ = self.sip.send(SipCommand::Hangup(self.setup.key)).await;
+        }
+    }
+
+    /// The record as the call goes (a crash leaves what was known): at most one save per
+    /// PROGRESS_INTERVAL, only when something changed; the store coalesces further.
+    fn save_progress(&mut self) {
+        let now = Instant::now();
+        if now < self.next_progress {
+            return;
+        }
+        self.next_progress = now + PROGRESS_INTERVAL;
+        let record = self.record();
+        if self.last_saved.as_ref() != Some(&record) {
+            self.shared.store.save(record.clone());
+            self.last_saved = Some(record);
+        }
+    }
+
+    /// The call's record as of now (`ended_at` unset).
+    fn record(&self) -> CallRecord {
+        call_record(
+            &self.shared,
+            &self.setup,
+            &Progress {
+                flow: &self.flow,
+                asr: self.asr.as_ref(),
+                reply_latency_ms: &self.reply_latency_ms,
+                transfer: &self.transfer,
+                tty: self.tty.as_ref(),
+                rtt: self.rtt.as_ref(),
+                end_reason: self.end_reason,
+            },
+        )
+    }
+
+    /// The call is over: the final record (what the conversation did and why the call ended).
+    async fn finish(self) {
+        self.setup.stream.close();
+        if let (Some(inb), Some(t)) = (self.inbound.as_ref(), self.tty.as_ref()) {
+            let j = inb.jitter_stats();
+            let (concealed, dry_gaps) = t.playout_counts();
+            tracing::info!(
+                played = j.played,
+                lost = j.lost,
+                late = j.late,
+                duplicate = j.duplicate,
+                overflow = j.overflow,
+                resyncs = j.resyncs,
+                concealed,
+                dry_gaps,
+                "TTY receive path"
+            );
+        }
+        if let Some(b) = &self.bridged {
+            let (to_agent, to_caller) = b.packets();
+            let (srtp, refused) = (b.is_srtp(), b.refused());
+            tracing::info!(to_agent, to_caller, srtp, refused, "bridge relayed packets");
+            self.shared
+                .metrics
+                .srtp_refused_total
+                .fetch_add(refused, std::sync::atomic::Ordering::Relaxed);
+        }
+        let mut record = self.record();
+        record.ended_at = Some(now_rfc3339());
+        if let Some(r) = &self.rtt {
+            r.log_stats();
+        }
+        self.shared.store.save(record);
+        let _ = self.sip.send(SipCommand::Finished(self.setup.key)).await;
+    }
+
+    /// Act on a transfer step; true when the call task must end now. The conversation that
+    /// asked for the transfer hears how it ended: the TTY or RTT one when the call is in text
+    /// (before issue #13's fix only the voice flow was told, so a failed TTY transfer left the
+    /// text conversation `Done` and the caller's line silent), else the voice flow.
+    async fn transfer_step(&mut self, step: Step) -> bool {
+        let key = self.setup.key;
+        match step {
+            Step::Wait => false,
+            Step::Referred => {
+                // The agent has the caller: our leg ends.
+                self.transfer_done(true);
+                self.end_reason.get_or_insert("transferred");
+                let _ = self.sip.send(SipCommand::Hangup(key)).await;
+                true
+            }
+            Step::PlaceCall { uri, context } => {
+                tracing::info!("the trunk will not transfer: bridging");
+                let codec = self.setup.media.codec;
+                let call = key;
+                let bridge = SipCommand::Bridge {
+                    call,
+                    uri,
+                    context,
+                    codec,
+                };
+                let _ = self.sip.send(bridge).await;
+                false
+            }
+            Step::Bridged => {
+                // The agent talks now: the IVR's own stream stops for good.
+                let m = &self.setup.media;
+                self.setup.stream.stop();
+                self.setup
+                    .stream
+                    .set_media(m.remote_rtp, false, m.codec, m.payload_type);
+                self.transfer_done(true);
+                false
+            }
+            Step::Failed => {
+                self.transfer_done(false);
+                false
+            }
+            Step::CancelAgent => {
+                let _ = self.sip.send(SipCommand::DropAgent(key)).await;
+                self.transfer_done(false);
+                false
+            }
+            Step::WithdrawAgent => {
+                let _ = self.sip.send(SipCommand::DropAgent(key)).await;
+                false
+            }
+            Step::ReferredWithdrawAgent => {
+                // As `Referred`, after dropping our own call to the agent.
+                let _ = self.sip.send(SipCommand::DropAgent(key)).await;
+                self.transfer_done(true);
+                self.end_reason.get_or_insert("transferred");
+                let _ = self.sip.send(SipCommand::Hangup(key)).await;
+                true
+            }
+            Step::AgentGone => {
+                self.end_reason.get_or_insert("agent_bye");
+                let _ = self.sip.send(SipCommand::Hangup(key)).await;
+                true
+            }
+        }
+    }
+
+    fn transfer_done(&mut self, ok: bool) {
+        let now = Instant::now();
+        let text_call = self.is_text_call();
+        match (self.tty.as_mut(), self.rtt.as_mut()) {
+            (Some(t), _) => t.handle_transfer_result(now, ok),
+            (None, Some(r)) if text_call => r.handle_transfer_result(now, ok),
+            _ => self.flow.handle_event(now, flow::Event::TransferDone(ok)),
+        }
+    }
 }
 
 /// What a call's record is made of, borrowed from the call task.
@@ -937,13 +1272,6 @@ fn call_record(shared: &Shared, setup: &CallSetup, p: &Progress<'_>) -> CallReco
         }));
     }
     record.transfer = p.transfer.outcome().map(bridge::Outcome::as_record);
-    if let Some(intent) = record.intent.as_deref() {
-        let tty = record.mode == "tty";
-        let lang = rec.lang.unwrap_or(crate::types::Lang::En);
-        let now = jiff::Timestamp::now();
-        (record.route, record.route_reason) =
-            bridge::route_of(&shared.router, intent, lang, tty, now);
-    }
     if let Some(t) = p.tty {
         let r = t.record();
         record.mode = "tty".into();
@@ -965,80 +1293,21 @@ fn call_record(shared: &Shared, setup: &CallSetup, p: &Progress<'_>) -> CallReco
     if let Some(r) = p.rtt {
         r.fill_record(&mut record);
     }
-    record
-}
-
-/// Act on a transfer step; true when the call task must end now.
-async fn bridge_step(
-    step: Step,
-    setup: &CallSetup,
-    flow: &mut flow::Call,
-    sip: &mpsc::Sender<SipCommand>,
-    end_reason: &mut Option<&'static str>,
-) -> bool {
-    let now = Instant::now();
-    match step {
-        Step::Wait => false,
-        Step::Referred => {
-            // The agent has the caller: our leg ends.
-            flow.handle_event(now, flow::Event::TransferDone(true));
-            end_reason.get_or_insert("transferred");
-            let _ = sip.send(SipCommand::Hangup(setup.key)).await;
-            true
-        }
-        Step::PlaceCall { uri, context } => {
-            tracing::info!("the trunk will not transfer: bridging");
-            let codec = setup.media.codec;
-            let call = setup.key;
-            let _ = sip
-                .send(SipCommand::Bridge {
-                    call,
-                    uri,
-                    context,
-                    codec,
-                })
-                .await;
-            false
-        }
-        Step::Bridged => {
-            // The agent talks now: the IVR's own stream stops for good.
-            setup.stream.stop();
-            setup.stream.set_media(
-                setup.media.remote_rtp,
-                false,
-                setup.media.codec,
-                setup.media.payload_type,
-            );
-            flow.handle_event(now, flow::Event::TransferDone(true));
-            false
-        }
-        Step::Failed => {
-            flow.handle_event(now, flow::Event::TransferDone(false));
-            false
-        }
-        Step::CancelAgent => {
-            let _ = sip.send(SipCommand::DropAgent(setup.key)).await;
-            flow.handle_event(now, flow::Event::TransferDone(false));
-            false
-        }
-        Step::WithdrawAgent => {
-            let _ = sip.send(SipCommand::DropAgent(setup.key)).await;
-            false
-        }
-        Step::ReferredWithdrawAgent => {
-            // As `Referred`, after dropping our own call to the agent.
-            let _ = sip.send(SipCommand::DropAgent(setup.key)).await;
-            flow.handle_event(now, flow::Event::TransferDone(true));
-            end_reason.get_or_insert("transferred");
-            let _ = sip.send(SipCommand::Hangup(setup.key)).await;
-            true
-        }
-        Step::AgentGone => {
-            end_reason.get_or_insert("agent_bye");
-            let _ = sip.send(SipCommand::Hangup(setup.key)).await;
-            true
-        }
+    // The route of the intent the conversation that holds the call settled on, in its mode:
+    // after the TTY/RTT override (a voice call switched to text has its text intent routed as
+    // a text call; this was computed from the voice flow's intent before, usually none).
+    if let Some(intent) = record.intent.as_deref() {
+        let text = record.mode != "voice";
+        let lang = record
+            .lang
+            .as_deref()
+            .and_then(crate::types::Lang::from_code)
+            .unwrap_or(crate::types::Lang::En);
+        let now = jiff::Timestamp::now();
+        (record.route, record.route_reason) =
+            bridge::route_of(&shared.router, intent, lang, text, now);
     }
+    record
 }
 
 /// Text rendered on demand (cached; a miss renders on a blocking thread, ~20 ms). `None`
@@ -1070,9 +1339,16 @@ async fn render_dynamic(
 
 /// SRTP: the caller's datagram `buf` checked and decrypted in place; the RTP length to read,
 /// 0 (dropped) for a forged, replayed or plain packet on an SRTP call. Without SRTP, all of it.
-fn unprotect(srtp: Option<&mut crate::rtp::srtp::Unprotector>, buf: &mut [u8]) -> usize {
+fn unprotect(
+    srtp: Option<&mut crate::rtp::srtp::Unprotector>,
+    buf: &mut [u8],
+    shared: &Shared,
+) -> usize {
     match srtp {
-        Some(u) => u.unprotect(buf).unwrap_or(0),
+        Some(u) => u.unprotect(buf).unwrap_or_else(|_| {
+            Metrics::inc(&shared.metrics.srtp_refused_total);
+            0
+        }),
         None => buf.len(),
     }
 }

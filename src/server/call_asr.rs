@@ -1,6 +1,9 @@
 //! A call's speech recognition, as the call task sees it: the per-call front end
-//! ([`Pipeline`]: resample, VAD, endpointing) runs on the call task, every frame; recognition
-//! runs on the shared [`AsrPool`]. This turns the flow's `Listen` into utterances on the pool and
+//! ([`Pipeline`]: VAD and endpointing at the codec's rate, resampling of utterance audio only)
+//! runs on the call task, every frame; recognition runs on the shared [`AsrPool`]. Utterance
+//! audio goes to the pool in [`BATCH_MS`] chunks (and the rest at the end of the utterance), not
+//! one job per 20 ms frame, so a slot of the pool's bounded queue holds more audio. Barge-in is
+//! the VAD's decision on the call task, so batching does not delay it. This turns the flow's `Listen` into utterances on the pool and
 //! the pool's results into flow events, and notes when each utterance ended (reply latency).
 //!
 //! Invariant: at most one utterance in flight per call; a new `Listen` (or `stop`) cancels it,
@@ -21,6 +24,63 @@ use crate::types::Lang;
 /// Results waiting for the call task: a final per utterance and a few partials.
 const RESULTS_QUEUE: usize = 16;
 
+/// Utterance audio handed to the pool per job: 5 frames. Bounds how much later than per-frame
+/// feeding the recognizer sees audio (and partial results come), and what is left to decode
+/// after the end of the utterance.
+pub const BATCH_MS: u32 = 100;
+
+/// Accumulates utterance audio into chunks of `chunk` samples. The chunk handed out is a fresh
+/// `Vec` (one per chunk, which the pool's worker consumes); nothing is allocated per frame.
+#[derive(Debug, Default)]
+pub struct AudioBatch {
+    buf: Vec<i16>,
+    chunk: usize,
+}
+
+impl AudioBatch {
+    /// `chunk_ms` of audio at `rate_hz` per chunk.
+    pub fn new(rate_hz: u32, chunk_ms: u32) -> Self {
+        let chunk = (rate_hz as usize * chunk_ms as usize / 1000).max(1);
+        AudioBatch {
+            buf: Vec::with_capacity(Self::capacity(chunk)),
+            chunk,
+        }
+    }
+
+    /// Room for a chunk plus one frame over it (a 48 kHz frame at most), so a frame that
+    /// crosses the chunk size does not grow the buffer.
+    fn capacity(chunk: usize) -> usize {
+        chunk + 960
+    }
+
+    /// Adds audio; returns a full chunk to send (at least `chunk` samples) when there is one.
+    pub fn push(&mut self, pcm: &[i16]) -> Option<Vec<i16>> {
+        self.buf.extend_from_slice(pcm);
+        (self.buf.len() >= self.chunk).then(|| self.take())
+    }
+
+    /// What is buffered (at the end of the utterance), if anything.
+    pub fn flush(&mut self) -> Option<Vec<i16>> {
+        (!self.buf.is_empty()).then(|| self.take())
+    }
+
+    fn take(&mut self) -> Vec<i16> {
+        std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(Self::capacity(self.chunk)),
+        )
+    }
+
+    /// Drops what is buffered (a cancelled utterance).
+    pub fn clear(&mut self) {
+        self.buf.clear();
+    }
+
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+}
+
 pub struct CallAsr {
     pool: AsrPool,
     nlu: Arc<Nlu>,
@@ -34,6 +94,8 @@ pub struct CallAsr {
     listening: Option<(Lang, Mode)>,
     utt: u64,
     current: Option<Utterance>,
+    /// The current utterance's audio not yet handed to the pool.
+    batch: AudioBatch,
     /// When the endpointer ended the current utterance (for the reply latency).
     ended_at: Option<Instant>,
     /// The closed grammar (choices) per language, built once.
@@ -71,6 +133,7 @@ impl CallAsr {
             listening: None,
             utt: 0,
             current: None,
+            batch: AudioBatch::default(),
             ended_at: None,
             choices: HashMap::new(),
             results_tx,
@@ -109,6 +172,7 @@ impl CallAsr {
         };
         let rebuild = !matches!(&self.pipeline, Some((l, hz, _)) if *l == lang && *hz == model_hz);
         if rebuild {
+            self.batch = AudioBatch::new(model_hz, BATCH_MS);
             self.pipeline = Some((
                 lang,
                 model_hz,
@@ -137,6 +201,7 @@ impl CallAsr {
         // Dropping an unfinished utterance cancels it on its worker; a result of it already on
         // its way no longer matches the number.
         self.current = None;
+        self.batch.clear();
         self.utt += 1;
         self.ended_at = None;
     }
@@ -191,6 +256,7 @@ impl CallAsr {
                         continue;
                     }
                     self.utt += 1;
+                    self.batch.clear();
                     match self
                         .pool
                         .begin(self.call, self.utt, lang, mode, self.results_tx.clone())
@@ -203,17 +269,26 @@ impl CallAsr {
                     }
                 }
                 EndpointEvent::Audio(pcm) => {
-                    if let Some(u) = self.current.as_mut()
-                        && u.feed(pcm).is_err()
+                    let chunk = match self.current.as_ref() {
+                        Some(_) => self.batch.push(&pcm),
+                        None => None,
+                    };
+                    p.recycle(pcm);
+                    if let (Some(chunk), Some(u)) = (chunk, self.current.as_mut())
+                        && u.feed(chunk).is_err()
                     {
                         self.unavailable("ASR pool overloaded while feeding");
                     }
                 }
                 EndpointEvent::EndOfUtterance { reason } => {
-                    if let Some(u) = self.current.take() {
+                    if let Some(mut u) = self.current.take() {
                         tracing::debug!(?reason, "end of utterance");
                         self.ended_at = Some(now);
-                        if u.finish().is_err() {
+                        if let Some(rest) = self.batch.flush()
+                            && u.feed(rest).is_err()
+                        {
+                            self.unavailable("ASR pool overloaded while feeding");
+                        } else if u.finish().is_err() {
                             self.unavailable("ASR pool overloaded at utterance end");
                         }
                     } else if self.listening.is_some()
@@ -290,5 +365,42 @@ impl CallAsr {
 
     pub fn poll_event(&mut self) -> Option<flow::Event> {
         self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utterance_audio_goes_to_the_pool_in_chunks_not_frames() {
+        // 2.3 s of 16 kHz audio in 20 ms frames (the pre-roll arrives as one 300 ms piece).
+        let mut b = AudioBatch::new(16_000, BATCH_MS);
+        let mut chunks = Vec::new();
+        chunks.extend(b.push(&[1; 4800]));
+        let cap = b.buf.capacity();
+        for i in 0..100 {
+            chunks.extend(b.push(&[i as i16; 320]));
+            // Steady state: the buffer is never regrown.
+            assert_eq!(b.buf.capacity(), cap);
+        }
+        assert_eq!(b.buffered(), 0);
+        assert_eq!(b.flush(), None);
+        chunks.extend(b.push(&[7; 320]));
+        chunks.extend(b.flush());
+        // 1 pre-roll chunk + 20 of 100 ms + the 20 ms rest: 22 jobs instead of 102.
+        assert_eq!(chunks.len(), 22);
+        assert_eq!(chunks[0].len(), 4800);
+        assert!(chunks[1..21].iter().all(|c| c.len() == 1600));
+        assert_eq!(chunks[21], vec![7; 320]);
+        // In order, nothing lost or duplicated.
+        let all: Vec<i16> = chunks.concat();
+        assert_eq!(all.len(), 4800 + 100 * 320 + 320);
+        assert_eq!(&all[4800..4800 + 320], &[0; 320][..]);
+        assert_eq!(&all[4800 + 99 * 320..4800 + 100 * 320], &[99; 320][..]);
+        // A cancelled utterance leaves nothing behind for the next.
+        assert!(b.push(&[5; 100]).is_none());
+        b.clear();
+        assert_eq!(b.flush(), None);
     }
 }

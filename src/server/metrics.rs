@@ -42,7 +42,9 @@ metrics! {
     counter sip_messages_in_total: "SIP datagrams and TCP messages received.",
     counter sip_messages_out_total: "SIP messages sent.",
     counter rtp_packets_in_total: "RTP packets received.",
+    counter rtp_stray_packets_total: "RTP packets dropped: not from the address and port the call's media came from first (strict source).",
     counter rtp_packets_out_total: "RTP packets sent.",
+    counter srtp_refused_total: "SRTP packets dropped: authentication or replay check failed, or plain RTP on an SRTP leg (caller legs as they arrive, agent legs at the call's end).",
     counter rtp_late_ticks_total: "Send ticks that woke more than 2 ms late.",
     counter rtp_skipped_frames_total: "Outgoing frames skipped after a stall (pacing catch-up limit).",
     counter dtmf_digits_total: "DTMF digits received (RFC 4733 and in-band).",
@@ -145,6 +147,129 @@ impl EdgeMetrics {
     }
 }
 
+/// The process's own resources at one instant, from `/proc/self/stat` (Linux).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcessStat {
+    /// User + system CPU time, in clock ticks.
+    pub cpu_ticks: u64,
+    pub threads: u64,
+    /// Start time after boot, in clock ticks.
+    pub start_ticks: u64,
+    pub virtual_bytes: u64,
+    /// Resident set, in pages.
+    pub rss_pages: u64,
+}
+
+impl ProcessStat {
+    /// Parse a `/proc/<pid>/stat` line (`proc(5)`): the command name may hold spaces and
+    /// parentheses, so fields are counted from the last `)`.
+    pub fn parse(stat: &str) -> Option<ProcessStat> {
+        let rest = stat.get(stat.rfind(')')? + 1..)?;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // f[0] is field 3 (state): field n is f[n - 3].
+        let field = |n: usize| -> Option<u64> { f.get(n - 3)?.parse().ok() };
+        Some(ProcessStat {
+            cpu_ticks: field(14)? + field(15)?,
+            threads: field(20)?,
+            start_ticks: field(22)?,
+            virtual_bytes: field(23)?,
+            rss_pages: field(24)?,
+        })
+    }
+}
+
+/// Prometheus' standard process metrics (`process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`,
+/// `process_max_fds`, `process_threads`, `process_start_time_seconds`) of this process, read
+/// from `/proc/self`: what a load tester or Prometheus reads per node. Nothing on a system
+/// without `/proc`.
+pub fn render_process(out: &mut String) {
+    let Some(stat) = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| ProcessStat::parse(&s))
+    else {
+        return;
+    };
+    // SAFETY: sysconf has no preconditions.
+    let (ticks, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let ticks = if ticks > 0 { ticks as f64 } else { 100.0 };
+    let page = if page > 0 { page as u64 } else { 4096 };
+    // The directory listing holds the descriptor reading it: not counted.
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count().saturating_sub(1))
+        .ok();
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    let max_fds = (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0)
+        .then_some(limit.rlim_cur);
+    let boot_s = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    });
+    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    };
+    metric(
+        "process_cpu_seconds_total",
+        "counter",
+        "Total user and system CPU time spent in seconds.",
+        format!("{}", stat.cpu_ticks as f64 / ticks),
+    );
+    metric(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes.",
+        (stat.rss_pages * page).to_string(),
+    );
+    metric(
+        "process_virtual_memory_bytes",
+        "gauge",
+        "Virtual memory size in bytes.",
+        stat.virtual_bytes.to_string(),
+    );
+    if let Some(fds) = fds {
+        metric(
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            fds.to_string(),
+        );
+    }
+    if let Some(max) = max_fds {
+        metric(
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            max.to_string(),
+        );
+    }
+    metric(
+        "process_threads",
+        "gauge",
+        "Number of OS threads in the process.",
+        stat.threads.to_string(),
+    );
+    if let Some(boot) = boot_s {
+        metric(
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            format!("{}", boot as f64 + stat.start_ticks as f64 / ticks),
+        );
+    }
+}
+
 /// Reply latency buckets: 5 ms to 2 s.
 pub const LATENCY_BOUNDS_US: [u64; 10] = [
     5_000, 10_000, 25_000, 50_000, 100_000, 150_000, 250_000, 500_000, 1_000_000, 2_000_000,
@@ -219,6 +344,39 @@ impl Histogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_stat_parses_odd_command_names() {
+        let stat = "1234 (ivr (x) y) S 1 1234 1234 0 -1 4194560 2000 0 0 0 250 50 0 0 20 0 9 0 \
+                    100 1000000 3000 18446744073709551615";
+        let s = ProcessStat::parse(stat).unwrap();
+        assert_eq!(s.cpu_ticks, 300);
+        assert_eq!(s.threads, 9);
+        assert_eq!(s.start_ticks, 100);
+        assert_eq!(s.virtual_bytes, 1_000_000);
+        assert_eq!(s.rss_pages, 3000);
+        assert!(ProcessStat::parse("garbage").is_none());
+        assert!(ProcessStat::parse("1 (x) S 1 2").is_none());
+        assert!(ProcessStat::parse("").is_none());
+    }
+
+    #[test]
+    fn own_process_metrics_are_read_from_proc() {
+        let mut out = String::new();
+        render_process(&mut out);
+        let value = |name: &str| -> f64 {
+            out.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} missing:\n{out}"))
+        };
+        assert!(value("process_resident_memory_bytes") > 1e6, "{out}");
+        assert!(value("process_threads") >= 1.0);
+        assert!(value("process_open_fds") >= 3.0);
+        assert!(value("process_max_fds") >= value("process_open_fds"));
+        assert!(value("process_cpu_seconds_total") >= 0.0);
+        assert!(value("process_start_time_seconds") > 1.6e9);
+    }
 
     #[test]
     fn renders_prometheus_text() {

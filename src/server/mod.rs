@@ -19,6 +19,7 @@ pub mod rtt_session;
 pub mod sip_task;
 pub mod store;
 pub mod store_pg;
+pub mod text_step;
 pub mod tty_session;
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -141,6 +142,8 @@ pub fn render_config(config: &Config) -> RenderConfig {
             speed: config.tts.speed,
         },
         cache_dir: config.paths.tts_cache(),
+        seed_dir: (!config.paths.tts_seed_dir.as_os_str().is_empty())
+            .then(|| config.paths.tts_seed_dir.clone()),
     }
 }
 
@@ -370,8 +373,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let prompt_config = config.clone();
     let prompts = tokio::task::spawn_blocking(move || load_prompts(&prompt_config, None)).await??;
+    let [_, cached, seeded, rendered] = prompts.origins;
     tracing::info!(
         prompts = prompts.len(),
+        cached,
+        seeded,
+        rendered,
         ms = started.elapsed().as_millis() as u64,
         "prompts rendered and encoded"
     );

@@ -16,11 +16,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
+pub use crate::config::RttConfig;
 use tokio::net::UdpSocket;
 
 use super::store::CallRecord;
-use crate::flow::tty::{Channel, TtyConfig, TtyConversation, TtyOutput, TtyPrompts};
+use super::text_step::TextStep;
+use crate::flow::CallMode;
+use crate::flow::tty::{TtyConfig, TtyConversation, TtyOutput, TtyPrompts};
 use crate::nlu::Nlu;
 use crate::pii::Pii;
 use crate::rtp::t140::{
@@ -28,35 +30,6 @@ use crate::rtp::t140::{
 };
 use crate::sip::sdp::TextMedia;
 use crate::types::Lang;
-
-/// `[rtt]` settings. `Default` follows RFC 4103 (300 ms buffering) and gives a typist on a
-/// phone keyboard time to think before a line without Enter is taken as complete.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RttConfig {
-    /// A line typed without Enter is read after this much silence. Default 4000.
-    pub pause_ms: u64,
-    /// Our text is collected this long between packets (RFC 4103 §4.1). Default 300.
-    pub buffer_ms: u64,
-    /// An idle text stream sends an empty packet this often; 0: never. Default 10000.
-    pub keepalive_ms: u64,
-    /// No typing for this long after our turn: "ARE YOU STILL THERE?". Default 45.
-    pub no_input_timeout_s: u64,
-    /// Retries (not understood, no input, bad number or address) before giving up. Default 3.
-    pub retries_max: u32,
-}
-
-impl Default for RttConfig {
-    fn default() -> Self {
-        RttConfig {
-            pause_ms: 4000,
-            buffer_ms: 300,
-            keepalive_ms: 10_000,
-            no_input_timeout_s: 45,
-            retries_max: 3,
-        }
-    }
-}
 
 /// Longest caller line handed to the conversation (a stuck key is not a question).
 const LINE_CHARS_MAX: usize = 1000;
@@ -73,18 +46,10 @@ pub struct TextSetup {
 pub enum RttAction {
     /// The caller typed: this is a text call now. Stop the voice prompts and the voice flow.
     TextCall,
-    /// Store the link of `intent` for `to`, before the caller reads "SENT" (the text that says
-    /// so is only released at the next `poll_action`).
-    SendLink {
-        channel: crate::outbox::Channel,
-        to: Pii<String>,
-        intent: String,
-        lang: Lang,
-    },
-    /// REFER the caller to the TTY agent queue (our last text has been sent).
-    Transfer { context: String },
-    /// End the call (our last text has been sent, with its redundancy).
-    Hangup,
+    /// What the conversation asks of the call. A `SendLink` is stored before the caller reads
+    /// "SENT" (the text that says so is only released at the next `poll_action`); a `Transfer`
+    /// or `Hangup` comes once our last text has been sent, with its redundancy.
+    Step(TextStep),
 }
 
 /// What the conversation needs, kept until the caller types.
@@ -265,14 +230,12 @@ impl RttCore {
         };
         if self.sender.is_drained()
             && let Some(after) = self.deferred.take()
+            && let Some(step) = self
+                .conv
+                .as_ref()
+                .and_then(|c| TextStep::of(after, c, CallMode::Rtt))
         {
-            let action = match after {
-                TtyOutput::Transfer { .. } => RttAction::Transfer {
-                    context: self.transfer_context(),
-                },
-                _ => RttAction::Hangup,
-            };
-            self.actions.push_back(action);
+            self.actions.push_back(RttAction::Step(step));
         }
         n
     }
@@ -283,6 +246,15 @@ impl RttCore {
         if let Some(conv) = self.conv.as_mut() {
             conv.handle_link_stored(stored);
         }
+    }
+
+    /// How the transfer of the last `Transfer` action ended: a failed one brings the caller
+    /// back to the text conversation (told no agent could be reached).
+    pub fn handle_transfer_result(&mut self, now: Instant, ok: bool) {
+        if let Some(conv) = self.conv.as_mut() {
+            conv.handle_transfer_result(now, ok);
+        }
+        self.pump(now);
     }
 
     /// The next thing for the shell to do. Polling again means the previous action is done
@@ -318,18 +290,10 @@ impl RttCore {
                     // The sender takes the whole turn at once; the caller may type meanwhile.
                     conv.handle_sent(now);
                 }
-                TtyOutput::SendLink {
-                    channel,
-                    to,
-                    intent,
-                    link: _,
-                } => {
-                    self.actions.push_back(RttAction::SendLink {
-                        channel: outbox_channel(channel),
-                        to,
-                        intent,
-                        lang: conv.lang(),
-                    });
+                link @ TtyOutput::SendLink { .. } => {
+                    if let Some(step) = TextStep::of(link, conv, CallMode::Rtt) {
+                        self.actions.push_back(RttAction::Step(step));
+                    }
                     self.link_pending = true;
                     return;
                 }
@@ -338,21 +302,6 @@ impl RttCore {
                 }
             }
         }
-    }
-
-    /// What the agent sees with the transfer (no personal data).
-    fn transfer_context(&self) -> String {
-        let Some(c) = &self.conv else {
-            return "mode=rtt".into();
-        };
-        let intent = c
-            .record()
-            .intents
-            .iter()
-            .rev()
-            .find_map(|(i, _)| i.clone())
-            .unwrap_or_default();
-        format!("intent={intent};lang={};mode=rtt", c.lang())
     }
 
     /// The conversation's part of the call record, once the call became a text call.
@@ -384,14 +333,6 @@ impl RttCore {
             lost = stats.lost,
             "text stream"
         );
-    }
-}
-
-/// The outbox's channel for a conversation's `SendLink`.
-pub fn outbox_channel(channel: Channel) -> crate::outbox::Channel {
-    match channel {
-        Channel::Sms => crate::outbox::Channel::Sms,
-        Channel::Email => crate::outbox::Channel::Email,
     }
 }
 
@@ -521,6 +462,12 @@ impl RttSession {
         }
         self.flush(now);
         alive
+    }
+
+    /// See [`RttCore::handle_transfer_result`]; also sends the text it releases.
+    pub fn handle_transfer_result(&mut self, now: Instant, ok: bool) {
+        self.core.handle_transfer_result(now, ok);
+        self.flush(now);
     }
 
     /// See [`RttCore::handle_link_stored`].
@@ -664,7 +611,7 @@ mod tests {
                 }
                 while let Some(a) = self.ivr.poll_action(now) {
                     // As the shell does: the link is stored before the next poll.
-                    if matches!(a, RttAction::SendLink { .. }) {
+                    if matches!(a, RttAction::Step(TextStep::SendLink { .. })) {
                         self.ivr.handle_link_stored(true);
                     }
                     self.actions.push(a);
@@ -720,7 +667,7 @@ mod tests {
         p.typed("text\r\n");
         p.typed("yes\u{2028}");
         assert!(
-            matches!(&p.actions[1], RttAction::SendLink { channel: crate::outbox::Channel::Sms, to, intent, lang: Lang::En }
+            matches!(&p.actions[1], RttAction::Step(TextStep::SendLink { channel: crate::outbox::Channel::Sms, to, intent, lang: Lang::En })
                 if to.expose() == "2025550134" && intent == "case_status"),
             "{:?}",
             p.actions
@@ -729,7 +676,7 @@ mod tests {
         assert!(p.screen.contains(&format!("{LINE_SEPARATOR}SENT.")));
 
         p.typed("no thanks bye\r\n");
-        assert_eq!(p.actions.last(), Some(&RttAction::Hangup));
+        assert_eq!(p.actions.last(), Some(&RttAction::Step(TextStep::Hangup)));
         assert!(
             p.screen.ends_with("THANK YOU FOR CALLING USCIS. GOODBYE"),
             "{:?}",
@@ -763,11 +710,11 @@ mod tests {
             .actions
             .iter()
             .find_map(|a| match a {
-                RttAction::Transfer { context } => Some(context.clone()),
+                RttAction::Step(TextStep::Transfer { context }) => Some(context.to_string()),
                 _ => None,
             })
             .expect("transferred");
-        assert_eq!(transfer, "intent=military;lang=en;mode=rtt");
+        assert_eq!(transfer, "intent=military;lang=en;mode=rtt;consent=none");
     }
 
     #[test]

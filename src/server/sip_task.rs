@@ -35,8 +35,11 @@ struct Live {
     text_port: Option<u16>,
     session_id: u64,
     version: u64,
-    /// Our SRTP key for the call: a re-INVITE is answered with the same one.
+    /// Our SRTP key for the call: a re-INVITE is answered with the same one unless it changes
+    /// the suite (then a fresh one).
     srtp_key: KeySalt,
+    /// The audio stream's SRTP keys as last negotiated (None: plain RTP).
+    srtp: Option<sdp::SrtpKeys>,
 }
 
 /// A fresh SRTP master key and salt from the OS (getrandom(2)); never logged.
@@ -63,6 +66,8 @@ struct AgentCall {
     rtp_port: u16,
     /// Handed to the caller's task when the agent answers.
     rtp: Option<std::net::UdpSocket>,
+    /// Our SRTP key for this leg (`[transfer] srtp`), drawn apart from the caller leg's.
+    srtp_key: KeySalt,
 }
 
 /// Ports handed out to calls, even numbers only (RTCP takes port + 1).
@@ -505,10 +510,7 @@ impl SipTask {
                 }
                 let text_port = text.as_ref().map(|t| t.media.local_port);
                 // Calls to the TTY line's number start as a text conversation.
-                let tty_line = crate::flow::tty::TtyConfig {
-                    numbers: vec![cfg.sip.tty_number.clone()],
-                    ..Default::default()
-                };
+                let tty_line = cfg.tty_line();
                 let tty = tty_line.is_tty_number(&info.request_user)
                     || tty_line.is_tty_number(&info.to_user);
                 let (transfers, after_hours) = self.transfers_now();
@@ -532,6 +534,7 @@ impl SipTask {
                 tracing::info!(call_id = %info.call_id, caller = %record.caller, codec = %media.codec, srtp = media.srtp.as_ref().map(|k| k.suite.name()),
                     rtp_port, remote = ?media.remote_rtp, "call answered");
                 let answer = media.answer.clone();
+                let srtp_keys = media.srtp.clone();
                 let (tx, rx) = mpsc::channel(64);
                 let (events_tx, events_rx) = mpsc::channel(16);
                 let stream = Arc::new(Stream::new(
@@ -611,6 +614,7 @@ impl SipTask {
                     rtp_timeout: cfg.media.rtp_timeout(),
                     ptime_ms: cfg.media.ptime_ms,
                     tty,
+                    tty_config: tty_line,
                     nlu: self.shared.nlu.load(),
                     caller_id: Some(crate::pii::Pii::new(info.from_user.clone())),
                     tty_transfers: Arc::new(self.tty_transfers_now()),
@@ -632,6 +636,7 @@ impl SipTask {
                         session_id,
                         version: 1,
                         srtp_key: key,
+                        srtp: srtp_keys,
                     },
                 );
                 Metrics::inc(&m.calls_total);
@@ -660,29 +665,57 @@ impl SipTask {
                     let _ = self.endpoint.reject(now, call, 488, &[]);
                     return;
                 };
-                live.version += 1;
-                let local = LocalMedia {
+                let mut local = LocalMedia {
                     addr: self.media_ip,
                     port: live.rtp_port,
                     codecs: self.shared.config.media.codec_list().unwrap_or_default(),
                     ptime_ms: self.shared.config.media.ptime_ms,
                     session_id: live.session_id,
-                    session_version: live.version,
+                    session_version: live.version + 1,
                     srtp: self.shared.config.media.srtp,
                     srtp_key: live.srtp_key.clone(),
                 };
-                match sdp::negotiate(&offer, &local) {
-                    Ok(mut media) => {
+                // SRTP re-keying (RFC 4568 §7.1.4 lets the answerer keep its key or draw a new
+                // one): we keep ours while the suite stays, so our outgoing stream goes on
+                // undisturbed, and draw a fresh one when the offer changes the suite (a key is
+                // never used under two transforms). The offerer's new key re-keys what we
+                // receive (`SrtpRekey`). A plain re-offer on a `required` call is refused by
+                // `negotiate` (488, the old session stays); on `optional` it is followed.
+                let mut negotiated = sdp::negotiate(&offer, &local);
+                if let (Ok(n), Some(old)) = (&negotiated, &live.srtp)
+                    && n.srtp.as_ref().is_some_and(|k| k.suite != old.suite)
+                {
+                    local.srtp_key = srtp_key();
+                    negotiated = sdp::negotiate(&offer, &local);
+                }
+                let rekey = negotiated
+                    .as_ref()
+                    .map_err(|e| e.to_string())
+                    .and_then(|n| {
+                        sdp::SrtpRekey::between(live.srtp.as_ref(), n.srtp.as_ref())
+                            .map_err(|e| e.to_string())
+                    });
+                match (negotiated, rekey) {
+                    (Ok(mut media), Ok(rekey)) => {
                         if live.text_port.is_none() {
                             // No text socket for this call: a text stream added later is declined.
                             media.reject_text();
                         }
+                        live.version += 1;
+                        live.srtp_key = local.srtp_key;
+                        live.srtp = media.srtp.clone();
                         let answer = media.answer.clone();
-                        tracing::info!(direction = ?media.direction, codec = %media.codec, "re-INVITE");
-                        let _ = live.tx.try_send(CallCommand::Media(Box::new(media)));
+                        tracing::info!(direction = ?media.direction, codec = %media.codec,
+                            srtp = media.srtp.as_ref().map(|k| k.suite.name()),
+                            rekey_in = rekey.inbound.is_some(), rekey_out = rekey.outbound.is_some(), "re-INVITE");
+                        let _ = live
+                            .tx
+                            .try_send(CallCommand::Media(Box::new(media), Box::new(rekey)));
                         let _ = self.endpoint.answer(now, call, &answer);
                     }
-                    Err(_) => {
+                    (_, rekey) => {
+                        let error = rekey.err().unwrap_or_default();
+                        tracing::info!(%error, "re-INVITE refused: 488, the session stays");
                         let _ = self.endpoint.reject(now, call, 488, &[]);
                     }
                 }
@@ -855,20 +888,28 @@ impl SipTask {
             .seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        let placed = bridge::offer(self.media_ip, rtp_port, codec, self.seed >> 16)
-            .map_err(anyhow::Error::from)
-            .and_then(|offer| {
-                let request = OutgoingCall {
-                    target: uri.to_string(),
-                    // Never the caller's number: the agent gets the context, not personal data.
-                    from_user: "ivr".into(),
-                    destination,
-                    transport: Transport::Udp,
-                    offer,
-                    headers: vec![("User-to-User".into(), user_to_user(context))],
-                };
-                Ok(self.endpoint.invite(Instant::now(), request)?)
-            });
+        let key = srtp_key();
+        let placed = bridge::offer(
+            self.media_ip,
+            rtp_port,
+            codec,
+            self.seed >> 16,
+            self.bridge.srtp,
+            &key,
+        )
+        .map_err(anyhow::Error::from)
+        .and_then(|offer| {
+            let request = OutgoingCall {
+                target: uri.to_string(),
+                // Never the caller's number: the agent gets the context, not personal data.
+                from_user: "ivr".into(),
+                destination,
+                transport: Transport::Udp,
+                offer,
+                headers: vec![("User-to-User".into(), user_to_user(context))],
+            };
+            Ok(self.endpoint.invite(Instant::now(), request)?)
+        });
         let agent = match placed {
             Ok(k) => k,
             Err(e) => {
@@ -883,6 +924,7 @@ impl SipTask {
                 caller,
                 rtp_port,
                 rtp: Some(rtp),
+                srtp_key: key,
             },
         );
         self.agent_of.insert(caller, agent);
@@ -944,9 +986,9 @@ impl SipTask {
         let leg = answer
             .as_ref()
             .ok_or(bridge::BridgeError::BadAnswer)
-            .and_then(bridge::agent_media)
+            .and_then(|sd| bridge::agent_media(sd, self.bridge.srtp, &a.srtp_key))
             .map_err(anyhow::Error::from)
-            .and_then(|(remote, media)| {
+            .and_then(|(remote, media, srtp)| {
                 let std = a
                     .rtp
                     .take()
@@ -955,11 +997,13 @@ impl SipTask {
                     socket: tokio_udp(std)?,
                     remote,
                     media,
+                    srtp,
                 })
             });
         match leg {
             Ok(leg) => {
-                tracing::info!(remote = %leg.remote, codec = %leg.media.codec, "agent answered: bridged");
+                tracing::info!(remote = %leg.remote, codec = %leg.media.codec,
+                    srtp = leg.srtp.as_ref().map(|k| k.suite.name()), "agent answered: bridged");
                 self.tell(
                     caller,
                     CallCommand::Agent(AgentEvent::Answered(Box::new(leg))),

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::text_step::TextStep;
 use crate::audio::tty::{TtyDemodulator, TtyEvent, TtyModulator, TtyRxConfig, TtyTxConfig};
+use crate::flow::CallMode;
 use crate::flow::tty::{TtyConfig, TtyConversation, TtyDetector, TtyOutput, TtyPrompts, TtyRecord};
 use crate::nlu::Nlu;
 use crate::pii::Pii;
@@ -13,18 +15,21 @@ use crate::rtp::inbound::Playout;
 use crate::types::Lang;
 
 /// What the call task must do for the conversation.
+#[derive(Debug)]
 pub enum TtyAction {
     /// Transmit these tones (8 kHz PCM); call `handle_sent` when they have been played.
     Play(Vec<i16>),
-    Output(TtyOutput),
+    /// What the conversation asks of the call (a `Transfer` or `Hangup` after the tones of
+    /// the `Play` before it have been played).
+    Step(TextStep),
 }
 
 pub struct TtySession {
     conv: TtyConversation,
     rx: TtyDemodulator,
     tx: TtyModulator,
-    /// An output that followed a line in one poll: returned after the line's `Play`.
-    pending: Option<TtyOutput>,
+    /// A step that followed a line in one poll: returned after the line's `Play`.
+    pending: Option<TextStep>,
     /// Playout ticks in a row with nothing to play.
     dry_ticks: u32,
     /// Frames concealed (fed as erasures) and dry ticks fed as silence, for the call's log.
@@ -43,13 +48,14 @@ impl TtySession {
     pub fn new(
         nlu: Arc<Nlu>,
         prompts: Arc<TtyPrompts>,
+        config: TtyConfig,
         lang: Lang,
         caller_id: Option<Pii<String>>,
         transferable: Arc<std::collections::HashSet<String>>,
     ) -> TtySession {
         let policy = move |intent: &str, _now: Instant| transferable.contains(intent);
         TtySession {
-            conv: TtyConversation::new(nlu, prompts, TtyConfig::default(), lang, caller_id)
+            conv: TtyConversation::new(nlu, prompts, config, lang, caller_id)
                 .with_transfer_policy(Arc::new(policy)),
             rx: TtyDemodulator::new(TtyRxConfig::default()),
             tx: TtyModulator::new(TtyTxConfig::default()),
@@ -143,6 +149,11 @@ impl TtySession {
         self.conv.handle_link_stored(stored);
     }
 
+    /// How the transfer of the last `Transfer` ended (see `TtyConversation`).
+    pub fn handle_transfer_result(&mut self, now: Instant, ok: bool) {
+        self.conv.handle_transfer_result(now, ok);
+    }
+
     pub fn poll_action(&mut self) -> Option<TtyAction> {
         let mut text = String::new();
         // Consecutive lines go out as one transmission (one carrier burst).
@@ -150,18 +161,21 @@ impl TtySession {
             match out {
                 TtyOutput::Type(t) => text.push_str(&t),
                 other => {
+                    let Some(step) = TextStep::of(other, &self.conv, CallMode::Tty) else {
+                        continue;
+                    };
                     if text.is_empty() {
-                        return Some(TtyAction::Output(other));
+                        return Some(TtyAction::Step(step));
                     }
-                    // Keep the order: the line first, the action at the next poll.
+                    // Keep the order: the line first, the step at the next poll.
                     let pcm = self.render(&text);
-                    self.pending = Some(other);
+                    self.pending = Some(step);
                     return Some(TtyAction::Play(pcm));
                 }
             }
         }
-        if let Some(p) = self.pending.take() {
-            return Some(TtyAction::Output(p));
+        if let Some(step) = self.pending.take() {
+            return Some(TtyAction::Step(step));
         }
         (!text.is_empty()).then(|| TtyAction::Play(self.render(&text)))
     }

@@ -61,6 +61,9 @@ impl EncodedPrompt {
 pub struct PromptSet {
     prompts: HashMap<(Lang, String), Arc<EncodedPrompt>>,
     pub catalog: Catalog,
+    /// How many prompts came from where when this set was built: previous set, cache, the
+    /// package's seed, rendered now (in [`Origin`] order).
+    pub origins: [usize; 4],
 }
 
 impl PromptSet {
@@ -83,6 +86,9 @@ pub struct RenderConfig {
     pub voice_en: Voice,
     pub voice_es: Voice,
     pub cache_dir: std::path::PathBuf,
+    /// Read-only prompts rendered at package time (`[paths] tts_seed_dir`): looked up after
+    /// `cache_dir`, never written.
+    pub seed_dir: Option<std::path::PathBuf>,
 }
 
 impl RenderConfig {
@@ -105,6 +111,7 @@ pub fn build(
     previous: Option<&PromptSet>,
 ) -> Result<PromptSet, String> {
     let mut prompts = HashMap::new();
+    let mut origins = [0usize; 4];
     let mut list: Vec<&Prompt> = Vec::new();
     // `tty.*` texts are typed in Baudot, never spoken: no audio is made for them.
     for p in catalog.iter().filter(|p| !p.id.starts_with("tty.")) {
@@ -118,12 +125,13 @@ pub fn build(
         match reusable {
             Some(old) => {
                 prompts.insert((p.lang, p.id.clone()), old.clone());
+                origins[Origin::Previous as usize] += 1;
             }
             None => list.push(p),
         }
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<Result<EncodedPrompt, String>> = std::thread::scope(|s| {
+    let results: Vec<Encoded> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads.max(1))
             .map(|_| {
                 s.spawn(|| {
@@ -137,7 +145,7 @@ pub fn build(
                 })
             })
             .collect();
-        let mut all: Vec<(usize, Result<EncodedPrompt, String>)> = workers
+        let mut all: Vec<(usize, Encoded)> = workers
             .into_iter()
             .flat_map(|w| w.join().unwrap_or_default())
             .collect();
@@ -147,8 +155,9 @@ pub fn build(
     let mut errors = Vec::new();
     for r in results {
         match r {
-            Ok(p) => {
+            Ok((p, origin)) => {
                 prompts.insert((p.lang, p.id.clone()), Arc::new(p));
+                origins[origin as usize] += 1;
             }
             Err(e) => errors.push(e),
         }
@@ -156,7 +165,11 @@ pub fn build(
     if !errors.is_empty() {
         return Err(errors.join("\n"));
     }
-    Ok(PromptSet { prompts, catalog })
+    Ok(PromptSet {
+        prompts,
+        catalog,
+        origins,
+    })
 }
 
 /// A prompt's recording: a file under the prompts directory, or one built into the binary
@@ -224,11 +237,10 @@ fn stamp_with(p: &Prompt, recorded: Option<&Recording>, render: &RenderConfig) -
     }
 }
 
-fn encode_prompt(
-    p: &Prompt,
-    prompts_dir: &Path,
-    render: &RenderConfig,
-) -> Result<EncodedPrompt, String> {
+/// One prompt encoded, and where its frames came from; `Err` names the file and line.
+type Encoded = Result<(EncodedPrompt, Origin), String>;
+
+fn encode_prompt(p: &Prompt, prompts_dir: &Path, render: &RenderConfig) -> Encoded {
     let recorded = Recording::find(p, prompts_dir);
     let stamp = stamp_with(p, recorded.as_ref(), render);
     let where_ = |e: String| format!("{}:{}: prompt {:?}: {e}", p.path.display(), p.line, p.id);
@@ -236,21 +248,28 @@ fn encode_prompt(
         Some(r) => r.path().display().to_string(),
         None => "tts".to_string(),
     };
-    let frames_path = render
-        .cache_dir
-        .join(format!("enc-{:016x}.bin", fnv1a(stamp.as_bytes())));
-    if let Some(frames) = std::fs::read(&frames_path)
-        .ok()
-        .and_then(|b| Frames::decode(&b))
-    {
-        return Ok(frames.into_prompt(
+    let name = format!("enc-{:016x}.bin", fnv1a(stamp.as_bytes()));
+    let frames_path = render.cache_dir.join(&name);
+    let seeded = render.seed_dir.as_ref().map(|d| d.join(&name));
+    for (path, origin) in [
+        (Some(&frames_path), Origin::Cache),
+        (seeded.as_ref(), Origin::Seed),
+    ] {
+        let Some(frames) = path
+            .and_then(|path| std::fs::read(path).ok())
+            .and_then(|b| Frames::decode(&b))
+        else {
+            continue;
+        };
+        let prompt = frames.into_prompt(
             p.id.clone(),
             p.lang,
             p.rendered.display.clone(),
             p.barge_in,
             source,
             stamp,
-        ));
+        );
+        return Ok((prompt, origin));
     }
     let (pcm, source) = if let Some(r) = &recorded {
         let pcm = r
@@ -277,7 +296,20 @@ fn encode_prompt(
     if std::fs::write(&tmp, Frames::encode(&encoded)).is_ok() {
         let _ = std::fs::rename(&tmp, &frames_path);
     }
-    Ok(encoded)
+    Ok((encoded, Origin::Rendered))
+}
+
+/// Where a prompt's frames came from at start-up or reload (counted in the log).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Kept from the previous set (unchanged since).
+    Previous,
+    /// The data dir's cache (`tts_cache_dir`).
+    Cache,
+    /// The package's read-only seed (`tts_seed_dir`).
+    Seed,
+    /// Synthesized or read from a recording and encoded now.
+    Rendered,
 }
 
 /// Opus effort for prompts rendered at start-up. At the default (10) Opus was ~2/3 of a cold

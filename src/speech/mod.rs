@@ -2,18 +2,20 @@
 //! cache of prompts already encoded into 20 ms frames per codec, so that playing a prompt costs a
 //! copy per packet.
 //!
-//! `catalog` and `markup` are pure. `tts` runs the espeak-ng program and reads the disk cache —
+//! `catalog` and `markup` are pure (they live in `ivr_core::prompts`). `tts` runs the espeak-ng program and reads the disk cache —
 //! the only IO here, done at load time and on reload, never on the media path.
 
 pub mod cache;
-pub mod catalog;
 pub mod dynamic;
-pub mod markup;
 pub mod tts;
+
+// The pure parts live in the core crate; these paths are the ones the shell has always used.
+pub use ivr_core::flow::required_prompts;
+pub use ivr_core::prompts::{catalog, markup};
 
 use std::path::Path;
 
-pub use catalog::{Catalog, Prompt, Source};
+pub use ivr_core::prompts::{Catalog, Prompt, Source};
 
 use crate::types::Lang;
 
@@ -33,19 +35,4 @@ pub fn read_sources(dir: &Path) -> std::io::Result<Vec<Source>> {
         }
     }
     Ok(sources)
-}
-
-/// Every prompt id the flow can ask for, in every language.
-pub fn required_prompts() -> Vec<String> {
-    let mut ids: Vec<String> = crate::flow::Script::standard()
-        .prompt_ids()
-        .into_iter()
-        .map(String::from)
-        .collect();
-    ids.extend(
-        crate::intents::INTENTS
-            .iter()
-            .flat_map(|i| [format!("answer.{i}"), format!("confirm.{i}")]),
-    );
-    ids
 }

@@ -804,6 +804,12 @@ impl Uac {
         )
     }
 
+    /// An SRTP offer (SDES, RFC 4568): `sdp("sendrecv")` as RTP/SAVP with one crypto line.
+    pub fn sdp_savp(&self, suite: &str, key_base64: &str) -> String {
+        self.sdp("sendrecv").replace("RTP/AVP", "RTP/SAVP")
+            + &format!("a=crypto:1 {suite} inline:{key_base64}\r\n")
+    }
+
     /// Send a request in this call; returns the branch used.
     pub fn request(&mut self, method: &str, body: &str, new_cseq: bool) -> String {
         let ctype = if body.is_empty() {

@@ -72,7 +72,8 @@ pub fn ivr_bin() -> PathBuf {
     .clone()
 }
 
-/// Modification time of the newest file under the ivr crate's src/ and its Cargo.toml.
+/// Modification time of the newest file under the ivr crate's src/, the workspace's crates/
+/// (the protocol and core crates it is built from) and its Cargo.toml.
 fn newest_source() -> Option<std::time::SystemTime> {
     fn walk(dir: &Path, newest: &mut Option<std::time::SystemTime>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -91,6 +92,7 @@ fn newest_source() -> Option<std::time::SystemTime> {
         .and_then(|m| m.modified())
         .ok();
     walk(&repo().join("src"), &mut newest);
+    walk(&repo().join("crates"), &mut newest);
     newest
 }
 
@@ -167,6 +169,12 @@ pub struct Server {
 
 impl Server {
     pub fn start() -> Server {
+        Server::start_with("")
+    }
+
+    /// Start with `extra` appended to the test configuration (TOML tables the base one lacks,
+    /// e.g. `[outbox.sms]`).
+    pub fn start_with(extra: &str) -> Server {
         let bin = ivr_bin();
         for _ in 0..4 {
             let sip_port = free_port();
@@ -182,7 +190,7 @@ impl Server {
                 "[sip]\nlisten = \"127.0.0.1:{sip_port}\"\n[media]\nrtp_ports = \"{}-{}\"\n\
                  [calls]\nmax_concurrent = 200\nno_input_timeout_secs = 6\ndrain_timeout_secs = 5\n\
                  [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\
-                 [paths]\ndata_dir = \"{}\"\nprompts_dir = \"{}\"\ngrammars_dir = \"{}\"\ntts_cache_dir = \"{}\"\n",
+                 [paths]\ndata_dir = \"{}\"\nprompts_dir = \"{}\"\ngrammars_dir = \"{}\"\ntts_cache_dir = \"{}\"\n{extra}",
                 rtp_lo,
                 rtp_lo + 399,
                 data_dir.display(),

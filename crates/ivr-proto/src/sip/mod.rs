@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use std::time::Instant;
-//! use ivr::sip::{Endpoint, EndpointConfig, Event, Transport};
+//! use ivr_proto::sip::{Endpoint, EndpointConfig, Event, Transport};
 //!
 //! let mut ep = Endpoint::new(EndpointConfig::default());
 //! let now = Instant::now();

@@ -26,8 +26,9 @@ use serde::Deserialize;
 
 use super::{Heard, Listen, PromptRef};
 use crate::pii::Pii;
-use crate::speech::Catalog;
+use crate::prompts::Catalog;
 use crate::types::Lang;
+use crate::types::UsPhone;
 
 /// Prompt ids this machine plays (`prompts/<lang>/entry.txt`).
 pub const PROMPT_ASK: &str = "entry.ask";
@@ -683,17 +684,7 @@ fn expected_len(digits: &str) -> usize {
 /// A North American number a text message can reach: ten digits (after an optional leading
 /// 1), area code and exchange both `[2-9]XX` and neither an `N11` service code (911, 411).
 pub fn nanp_number(keys: &str) -> Option<String> {
-    if !keys.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let ten = match keys.len() {
-        10 => keys,
-        11 => keys.strip_prefix('1')?,
-        _ => return None,
-    };
-    let b = ten.as_bytes();
-    let plausible = |at: usize| b[at] >= b'2' && !(b[at + 1] == b'1' && b[at + 2] == b'1');
-    (plausible(0) && plausible(3)).then(|| ten.to_string())
+    UsPhone::from_digits(keys).map(|p| p.national().to_string())
 }
 
 #[cfg(test)]
@@ -776,7 +767,7 @@ mod tests {
             "redacted in logs"
         );
         // The text is valid markup and reads the digits in 3-3-4 groups.
-        let r = crate::speech::markup::render(text.expose(), Lang::En).unwrap();
+        let r = crate::prompts::markup::render(text.expose(), Lang::En).unwrap();
         assert!(r.ssml.contains("2 0 2, 5 5 5, 0 1 2 3"), "{}", r.ssml);
         e.handle_playback_done(t + 8 * S);
         assert_eq!(e.poll_timeout(), Some(t + 14 * S));
@@ -954,8 +945,7 @@ mod tests {
 
     #[test]
     fn the_readback_texts_come_from_the_catalog() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts");
-        let sources = crate::speech::read_sources(&dir).unwrap();
+        let (_, sources) = crate::prompts::test_files::shipped_sources();
         let catalog = Catalog::parse(&sources).unwrap();
         for lang in Lang::ALL {
             for id in PROMPT_IDS {
@@ -963,7 +953,7 @@ mod tests {
             }
             let r = Readback::from_catalog(&catalog, lang).unwrap();
             let text = r.text("2025550123");
-            let rendered = crate::speech::markup::render(&text, lang).unwrap();
+            let rendered = crate::prompts::markup::render(&text, lang).unwrap();
             assert!(
                 rendered.display.contains("202-555-0123"),
                 "{}",

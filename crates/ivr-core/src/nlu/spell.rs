@@ -463,7 +463,7 @@ mod tests {
         // The markup renders (the speech layer accepts it).
         for lang in Lang::ALL {
             let text = spoken_email(lang, "a.b_c-d+e@x-y.example.com");
-            crate::speech::markup::render(&text, lang).expect("valid markup");
+            crate::prompts::markup::render(&text, lang).expect("valid markup");
         }
     }
 }

@@ -366,13 +366,10 @@ pub fn phone(text: &str) -> Option<String> {
             r
         }
     });
-    // North American numbers never start with 0 or 1 (the area code's first digit), which
-    // also keeps a receipt's or a form's digits from passing as a phone number.
-    runs.into_iter().find_map(|r| match r.len() {
-        10 if !r.starts_with('0') && !r.starts_with('1') => Some(r),
-        11 if r.starts_with('1') && !r[1..].starts_with('0') => Some(r[1..].to_string()),
-        _ => None,
-    })
+    // One rule for a US number everywhere (`UsPhone`): it also keeps a receipt's or a form's
+    // digits from passing as a phone number.
+    runs.into_iter()
+        .find_map(|r| crate::types::UsPhone::from_digits(&r).map(|p| p.national().to_string()))
 }
 
 /// An email address typed ("john.smith@gmail.com") or spoken ("john dot smith at gmail dot

@@ -23,7 +23,7 @@ use crate::audio::tty::TtyEvent;
 use crate::intents::INTENTS;
 use crate::nlu::{Decision, Nlu, REJECT_THRESHOLD, normalize, slots};
 use crate::pii::Pii;
-use crate::speech::Catalog;
+use crate::prompts::Catalog;
 use crate::types::Lang;
 
 /// The queue name a TTY caller is transferred to.
@@ -125,6 +125,7 @@ pub fn prompt_ids() -> Vec<String> {
         "tty.anything_else",
         "tty.goodbye",
         "tty.transfer",
+        "tty.transfer_failed",
         "tty.after_hours",
     ]
     .iter()
@@ -1048,6 +1049,25 @@ impl TtyConversation {
             self.record.actions.push("send_link_failed".into());
             self.say(Turn::new(&["tty.not_sent", "tty.anything_else"]));
         }
+    }
+
+    /// How the transfer the last `Transfer` asked for ended. A failed one (the queue busy, the
+    /// trunk refusing, the agent never answering) brings the caller back to the conversation:
+    /// they read that no agent could be reached and may ask something else. Without this the
+    /// conversation stayed `Done` and the caller's TTY went silent.
+    pub fn handle_transfer_result(&mut self, now: Instant, ok: bool) {
+        if self.record.outcome != Some(TtyOutcome::Transferred) || self.state != State::Done {
+            return;
+        }
+        if ok {
+            return;
+        }
+        self.record.outcome = None;
+        self.record.actions.push("transfer_failed".into());
+        self.retries = 0;
+        self.state = State::Question;
+        self.no_input_at = Some(now + Duration::from_secs(self.config.no_input_timeout_s));
+        self.say(Turn::new(&["tty.transfer_failed", "tty.anything_else"]));
     }
 
     fn anything_else(&mut self) {

@@ -10,7 +10,8 @@
 //! 2. most like an `[outside TOPIC]` → [`Decision::OutOfDomain`];
 //! 3. no intent → [`Decision::Reask`];
 //! 4. classifier confidence ≥ [`CONFIRM_THRESHOLD`] and, for speech, the recognizer's confidence
-//!    ≥ its backend's floor and enough known words → [`Decision::Answer`];
+//!    ≥ its backend's floor, enough known words and at least [`SPOKEN_MIN_WORDS`] content words
+//!    → [`Decision::Answer`];
 //! 5. otherwise → [`Decision::Confirm`] ("You want to change your address. Is that right?").
 
 use super::{CONFIRM_THRESHOLD, Classification, REJECT_THRESHOLD};
@@ -62,6 +63,11 @@ pub const TEXT_MIN_WORDS: usize = 3;
 /// The same for a spoken question, stricter: a recognizer that strays outside the domain's
 /// words heard something else.
 pub const SPOKEN_MAX_UNKNOWN: f32 = 0.34;
+/// A spoken question of fewer content words than this is confirmed, never answered outright:
+/// one word is too little evidence from a recognizer that turns any sound into the domain's
+/// words. Found by the soak: PocketSphinx heard a recorded "hello world" under load as "how long
+/// will" (posterior 0.17, above the floor), and "long" alone was answered as processing times.
+pub const SPOKEN_MIN_WORDS: usize = 2;
 
 /// Decide what to do with a classified question; `speech` is the recognizer's evidence when
 /// the text is a transcript.
@@ -83,7 +89,7 @@ pub fn decide(c: &Classification, speech: Option<SpeechEvidence>) -> Decision {
     let nlu_sure = c.confidence >= CONFIRM_THRESHOLD;
     let words_known = match speech {
         None => c.content_words < TEXT_MIN_WORDS || c.unknown_share < TEXT_MAX_UNKNOWN,
-        Some(_) => c.unknown_share <= SPOKEN_MAX_UNKNOWN,
+        Some(_) => c.unknown_share <= SPOKEN_MAX_UNKNOWN && c.content_words >= SPOKEN_MIN_WORDS,
     };
     if nlu_sure && asr_sure && words_known && !c.outside_cue {
         Decision::Answer
@@ -126,6 +132,24 @@ mod tests {
         assert_eq!(decide(&c(Some("hours"), 0.4), None), Decision::Confirm);
         assert_eq!(decide(&c(Some("hours"), 0.1), None), Decision::Reask);
         assert_eq!(decide(&c(None, 0.0), None), Decision::Reask);
+    }
+
+    #[test]
+    fn one_spoken_content_word_is_confirmed_not_answered() {
+        // "how long will": the classifier is sure (processing times), the recognizer above its
+        // floor, every word known; but one content word is all the evidence there is.
+        let mut thin = c(Some("processing_times"), 0.999);
+        thin.content_words = 1;
+        assert_eq!(decide(&thin, Some(SURE)), Decision::Confirm);
+        // Typed, the same line is answered: a typist's words are what they meant.
+        assert_eq!(decide(&thin, None), Decision::Answer);
+        thin.content_words = 2;
+        assert_eq!(decide(&thin, Some(SURE)), Decision::Answer);
+        // A caller in danger is never held back by it.
+        let mut danger = c(Some("vawa"), 1.0);
+        danger.safety = true;
+        danger.content_words = 1;
+        assert_eq!(decide(&danger, Some(SURE)), Decision::Answer);
     }
 
     #[test]

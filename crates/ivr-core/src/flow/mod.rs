@@ -6,6 +6,7 @@
 //! Shape (STYLE.md §1): `handle_event(now, ..)` / `handle_timeout(now)` in,
 //! `poll_action()` / `poll_timeout()` out.
 
+pub mod context;
 pub mod entry;
 pub mod script;
 pub mod tty;
@@ -17,7 +18,23 @@ use serde::Serialize;
 
 use crate::nlu::{Decision, SpeechEvidence};
 use crate::types::Lang;
+pub use context::{CallMode, TransferContext};
 pub use script::{Goto, Listen, MenuId, Script};
+
+/// Every prompt id the flow can ask for, in every language: the catalog must have each one.
+pub fn required_prompts() -> Vec<String> {
+    let mut ids: Vec<String> = Script::standard()
+        .prompt_ids()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    ids.extend(
+        crate::intents::INTENTS
+            .iter()
+            .flat_map(|i| [format!("answer.{i}"), format!("confirm.{i}")]),
+    );
+    ids
+}
 
 /// What the flow needs to know from the configuration.
 #[derive(Clone, Debug)]

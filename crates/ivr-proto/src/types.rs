@@ -119,3 +119,81 @@ impl Direction {
         }
     }
 }
+
+/// A US telephone number (NANP: NXX-NXX-XXXX, N in 2..=9), the one rule every path uses: the
+/// keypad entry, the spoken or typed number of the voice flow and the TTY/RTT conversation,
+/// the caller ID offered for a text, and the outbox's recipient check. Neither the area code
+/// nor the exchange may be an N11 service code (911, 411, ...). Before this type each of those
+/// had its own rule, so a number the TTY conversation accepted could be refused by the outbox
+/// after the caller confirmed it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UsPhone([u8; 10]);
+
+impl UsPhone {
+    /// From digits only: ten, or eleven with the country code 1 first.
+    pub fn from_digits(digits: &str) -> Option<UsPhone> {
+        if !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let ten = match digits.len() {
+            10 => digits,
+            11 => digits.strip_prefix('1')?,
+            _ => return None,
+        };
+        let b = ten.as_bytes();
+        let plausible = |at: usize| b[at] >= b'2' && !(b[at + 1] == b'1' && b[at + 2] == b'1');
+        if !(plausible(0) && plausible(3)) {
+            return None;
+        }
+        let mut out = [0u8; 10];
+        out.copy_from_slice(b);
+        Some(UsPhone(out))
+    }
+
+    /// The ten national digits ("2025550123").
+    pub fn national(&self) -> &str {
+        // Only ASCII digits are ever stored (`from_digits`).
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// E.164 ("+12025550123"), as SMS providers take it.
+    pub fn e164(&self) -> String {
+        format!("+1{}", self.national())
+    }
+}
+
+/// Redacted: a phone number is personal data.
+impl fmt::Debug for UsPhone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("UsPhone(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn us_phone_is_nanp_without_service_codes() {
+        let p = UsPhone::from_digits("12025550123").unwrap();
+        assert_eq!(p.national(), "2025550123");
+        assert_eq!(p.e164(), "+12025550123");
+        assert_eq!(UsPhone::from_digits("2025550123"), Some(p));
+        for bad in [
+            "",
+            "202555012",
+            "202555012345",
+            "22025550123",
+            "0205550123",
+            "1205550123",
+            "2020550123",
+            "2021550123",
+            "9115550123",
+            "2024110123",
+            "20255501a3",
+        ] {
+            assert_eq!(UsPhone::from_digits(bad), None, "{bad}");
+        }
+        assert_eq!(format!("{p:?}"), "UsPhone(<redacted>)");
+    }
+}

@@ -287,10 +287,9 @@ mod tests {
 
     #[test]
     fn shipped_prompts_are_complete_and_valid() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts");
-        let sources = super::super::read_sources(&dir).unwrap();
+        let (dir, sources) = super::super::test_files::shipped_sources();
         let catalog = Catalog::parse(&sources).unwrap_or_else(|e| panic!("{e:?}"));
-        let problems = catalog.check_complete(&super::super::required_prompts(), &dir);
+        let problems = catalog.check_complete(&crate::flow::required_prompts(), &dir);
         assert!(problems.is_empty(), "{problems:#?}");
     }
 }

@@ -13,7 +13,7 @@ use crate::intents::INTENTS;
 use crate::types::Lang;
 
 /// The policy shipped with the product.
-pub const EMBEDDED_POLICY: &str = include_str!("../../sip-configs/policy.toml");
+pub const EMBEDDED_POLICY: &str = include_str!("../../../../sip-configs/policy.toml");
 
 /// Where a question is handled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]

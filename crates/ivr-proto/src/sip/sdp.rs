@@ -6,7 +6,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::rtp::srtp::{CryptoAttr, KeySalt, Suite};
+use crate::rtp::srtp::{CryptoAttr, KeySalt, Protector, SrtpError, Suite, Unprotector};
 use crate::types::{Codec, Direction};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -393,6 +393,42 @@ pub struct SrtpKeys {
     pub suite: Suite,
     pub local: KeySalt,
     pub remote: KeySalt,
+}
+
+/// The SRTP sessions a re-negotiation (re-INVITE) needs, per direction: `None` where the
+/// running session stays (same suite and key: its replay window and rollover counter go on),
+/// `Some(new)` where SRTP started, stopped (`Some(None)`: plain from now on) or was re-keyed
+/// (a fresh session: rollover counter and replay window start again, RFC 4568 §7.1.4).
+#[derive(Debug, Default)]
+pub struct SrtpRekey {
+    pub inbound: Option<Option<Unprotector>>,
+    pub outbound: Option<Option<Protector>>,
+}
+
+impl SrtpRekey {
+    /// From the stream's keys before (`old`) and after (`new`). An error (libsrtp2 refused a
+    /// session) leaves the caller to keep the old session: nothing may go out in clear.
+    pub fn between(old: Option<&SrtpKeys>, new: Option<&SrtpKeys>) -> Result<SrtpRekey, SrtpError> {
+        let changed = |same: fn(&SrtpKeys, &SrtpKeys) -> bool| match (old, new) {
+            (None, None) => false,
+            (Some(o), Some(n)) => o.suite != n.suite || !same(o, n),
+            _ => true,
+        };
+        let inbound = if changed(|o, n| o.remote == n.remote) {
+            Some(
+                new.map(|k| Unprotector::new(k.suite, &k.remote))
+                    .transpose()?,
+            )
+        } else {
+            None
+        };
+        let outbound = if changed(|o, n| o.local == n.local) {
+            Some(new.map(|k| Protector::new(k.suite, &k.local)).transpose()?)
+        } else {
+            None
+        };
+        Ok(SrtpRekey { inbound, outbound })
+    }
 }
 
 /// RFC 4103 real-time text, when offered. We answer it on `local_port` = audio port + 2
@@ -795,6 +831,60 @@ mod tests {
         let offer = SessionDescription::parse(best.as_bytes()).unwrap();
         assert!(negotiate(&offer, &required).unwrap().srtp.is_some());
         assert!(negotiate(&offer, &off).unwrap().srtp.is_none());
+    }
+
+    /// A re-INVITE's SRTP: same keys keep both sessions (and their rollover and replay
+    /// state); the offerer's new key re-keys what we receive only (packets under the old key
+    /// are refused, the new key's accepted); a new suite re-keys both ways; dropping SRTP gives
+    /// plain in both directions, adding it sessions in both.
+    #[test]
+    fn srtp_rekey_follows_the_changed_keys_only() {
+        use crate::rtp::srtp::MAX_TRAILER;
+        let keys = |suite, local: u8, remote: u8| SrtpKeys {
+            suite,
+            local: KeySalt([local; 30]),
+            remote: KeySalt([remote; 30]),
+        };
+        let s80 = Suite::AesCm128HmacSha1_80;
+        let s32 = Suite::AesCm128HmacSha1_32;
+        let old = keys(s80, 1, 2);
+        let same = SrtpRekey::between(Some(&old), Some(&old.clone())).unwrap();
+        assert!(same.inbound.is_none() && same.outbound.is_none());
+        let plain = SrtpRekey::between(None, None).unwrap();
+        assert!(plain.inbound.is_none() && plain.outbound.is_none());
+
+        let new_remote = keys(s80, 1, 3);
+        let r = SrtpRekey::between(Some(&old), Some(&new_remote)).unwrap();
+        assert!(r.outbound.is_none(), "our key did not change");
+        let mut rx = r.inbound.expect("re-keyed").expect("still SRTP");
+        let packet = |key: u8, seq: u16| {
+            let mut buf = [0u8; 12 + 160 + MAX_TRAILER];
+            buf[..12].copy_from_slice(&[0x80, 0, 0, 0, 0, 0, 0, 160, 1, 2, 3, 4]);
+            buf[2..4].copy_from_slice(&seq.to_be_bytes());
+            let mut tx = Protector::new(s80, &KeySalt([key; 30])).unwrap();
+            let n = tx.protect(&mut buf, 172).unwrap();
+            buf[..n].to_vec()
+        };
+        assert!(rx.unprotect(&mut packet(2, 7)).is_err(), "old key refused");
+        assert_eq!(rx.unprotect(&mut packet(3, 8)), Ok(172), "new key heard");
+
+        let r = SrtpRekey::between(Some(&old), Some(&keys(s32, 1, 2))).unwrap();
+        assert!(matches!(
+            (&r.inbound, &r.outbound),
+            (Some(Some(_)), Some(Some(_)))
+        ));
+        let r = SrtpRekey::between(Some(&old), Some(&keys(s80, 4, 2))).unwrap();
+        assert!(matches!((&r.inbound, &r.outbound), (None, Some(Some(_)))));
+        let r = SrtpRekey::between(Some(&old), None).unwrap();
+        assert!(matches!(
+            (&r.inbound, &r.outbound),
+            (Some(None), Some(None))
+        ));
+        let r = SrtpRekey::between(None, Some(&old)).unwrap();
+        assert!(matches!(
+            (&r.inbound, &r.outbound),
+            (Some(Some(_)), Some(Some(_)))
+        ));
     }
 
     #[test]

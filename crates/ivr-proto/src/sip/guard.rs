@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use std::time::Instant;
-//! use ivr::sip::guard::{DropReason, Guard, GuardConfig, Verdict};
+//! use ivr_proto::sip::guard::{DropReason, Guard, GuardConfig, Verdict};
 //!
 //! let mut guard = Guard::new(GuardConfig {
 //!     trusted: vec!["127.0.0.1/32".parse().unwrap()],
@@ -474,6 +474,42 @@ fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
         && haystack
             .windows(needle.len())
             .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+// The config file spells these as strings ("10.0.0.0/8", "drop").
+impl serde::Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        s.parse()
+            .map_err(|e| serde::de::Error::custom(format!("security.trusted: {e}")))
+    }
+}
+
+impl serde::Serialize for Untrusted {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            Untrusted::Drop => "drop",
+            Untrusted::Reject => "reject",
+        })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Untrusted {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match <String as serde::Deserialize>::deserialize(d)?.as_str() {
+            "drop" => Ok(Untrusted::Drop),
+            "reject" => Ok(Untrusted::Reject),
+            other => Err(serde::de::Error::custom(format!(
+                "security.untrusted: {other:?}: drop or reject"
+            ))),
+        }
+    }
 }
 
 #[cfg(test)]
