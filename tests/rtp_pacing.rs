@@ -15,11 +15,17 @@ use common::*;
 fn outgoing_rtp_is_paced_at_20ms() {
     let server = Server::start(ServerOptions::default());
     let dir = temp_dir("pacing");
+    let mut uac = Uac::new(server.sip);
+    // Only this call's packets (another test's server may share the IVR's port range).
     let capture = Capture::start(
-        &format!("udp and src portrange {}-{}", server.rtp.0, server.rtp.1),
+        &format!(
+            "udp and dst port {} and src portrange {}-{}",
+            uac.rtp.local_addr().unwrap().port(),
+            server.rtp.0,
+            server.rtp.1
+        ),
         &dir,
     );
-    let mut uac = Uac::new(server.sip);
     uac.call();
     std::thread::sleep(Duration::from_secs(8));
     uac.request("BYE", "", true);

@@ -54,8 +54,8 @@ fn tls_server(media_toml: &str) -> (Server, u16, PathBuf) {
 }
 
 /// Run baresip in `dir` calling the IVR's TLS port for 12 s with the account's `mediaenc`
-/// (empty: plain RTP); returns baresip's log.
-fn baresip_over_tls(dir: &Path, tls_port: u16, mediaenc: &str) -> String {
+/// (empty: plain RTP), its RTP on the ports `rtp` (`common::rtp_ports`); returns baresip's log.
+fn baresip_over_tls(dir: &Path, tls_port: u16, mediaenc: &str, rtp: (u16, u16)) -> String {
     let mic = dir.join("mic.wav");
     let st = Command::new("sox")
         .args(["-n", "-r", "8000", "-c", "1", "-b", "16"])
@@ -75,9 +75,12 @@ fn baresip_over_tls(dir: &Path, tls_port: u16, mediaenc: &str) -> String {
         format!(
             "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\nmodule_path /usr/lib/baresip/modules\n\
              module g711.so\nmodule aufile.so\nmodule sndfile.so\nmodule menu.so\n{srtp_module}module account.so\n\
-             audio_player aufile,{dir}/played.wav\naudio_source aufile,{mic}\nsnd_path {dir}\n",
+             audio_player aufile,{dir}/played.wav\naudio_source aufile,{mic}\nsnd_path {dir}\n\
+             rtp_ports {rtp_lo}-{rtp_hi}\n",
             dir = dir.display(),
-            mic = mic.display()
+            mic = mic.display(),
+            rtp_lo = rtp.0,
+            rtp_hi = rtp.1,
         ),
     )
     .unwrap();
@@ -170,7 +173,7 @@ fn baresip_over_tls_hears_the_greeting() {
     require("sox");
     let (server, tls_port, dir) = tls_server("");
     let cap = Capture::start(&format!("tcp port {tls_port}"), &dir);
-    let log = baresip_over_tls(&dir, tls_port, "");
+    let log = baresip_over_tls(&dir, tls_port, "", rtp_ports());
     let pcap = cap.path.clone();
     drop(cap.stop());
     assert!(log.contains("Call established"), "baresip log:\n{log}");
@@ -196,19 +199,22 @@ fn baresip_over_tls_hears_the_greeting() {
 
 /// A baresip caller over TLS with `mediaenc=srtp-mand` (RTP/SAVP, SDES) to an IVR with
 /// `srtp = "required"`: the call completes, the caller hears the greeting (its SRTP decrypted by
-/// baresip's libsrtp-free `srtp` module), and on the wire every RTP packet to and from the IVR's
+/// baresip's libsrtp-free `srtp` module), and on the wire every RTP packet to and from the caller's
 /// port is SRTP: an auth tag on each, and the IVR's payloads are not the G.711 greeting.
 #[test]
 fn baresip_srtp_mandatory_over_tls_hears_the_greeting_and_the_wire_is_encrypted() {
     require("baresip");
     require("sox");
     let (server, tls_port, dir) = tls_server("srtp = \"required\"\n");
-    let (lo, hi) = server.rtp;
+    // Only this call's packets: baresip's RTP ports are pinned. (The IVR's range is random per
+    // test server and may overlap a parallel test's; a plain-RTP call of the other TLS test
+    // once landed in it and failed this check.)
+    let (lo, hi) = rtp_ports();
     let cap = Capture::start(
         &format!("udp portrange {lo}-{hi} or tcp port {tls_port}"),
         &dir,
     );
-    let log = baresip_over_tls(&dir, tls_port, "srtp-mand");
+    let log = baresip_over_tls(&dir, tls_port, "srtp-mand", (lo, hi));
     let pcap = cap.path.clone();
     let packets = cap.stop();
     assert!(log.contains("Call established"), "baresip log:\n{log}");
@@ -219,7 +225,7 @@ fn baresip_srtp_mandatory_over_tls_hears_the_greeting_and_the_wire_is_encrypted(
         "no SIP in clear on the TLS port"
     );
 
-    let ivr_port = |p: u16| (lo..=hi).contains(&p);
+    let caller_port = |p: u16| (lo..=hi).contains(&p);
     let (mut from_ivr, mut to_ivr) = (Vec::new(), 0usize);
     for c in &packets {
         let Some(rtp) = parse_rtp(&c.payload) else {
@@ -228,9 +234,9 @@ fn baresip_srtp_mandatory_over_tls_hears_the_greeting_and_the_wire_is_encrypted(
         if rtp.pt >= 72 && rtp.pt <= 76 {
             continue; // RTCP (SRTCP) on a port pair.
         }
-        if ivr_port(c.src_port) && rtp.pt == 0 {
+        if caller_port(c.dst_port) && rtp.pt == 0 {
             from_ivr.push(rtp.payload.to_vec());
-        } else if ivr_port(c.dst_port) && rtp.pt == 0 {
+        } else if caller_port(c.src_port) && rtp.pt == 0 {
             to_ivr += 1;
             // 20 ms of PCMU is 160 bytes; SRTP adds a 4- or 10-byte tag.
             let tag = rtp.payload.len().checked_sub(160);

@@ -14,8 +14,15 @@ fn sipp_caller_hears_greeting_and_its_key_changes_the_prompt() {
     require("sipp");
     let server = Server::start(ServerOptions::default());
     let dir = temp_dir("sipp");
+    // SIPp's media on ports of its own (-mp; [auto_media_port] of the first call is that port),
+    // so the capture holds only this call's packets: another test's server may share the
+    // IVR's port range.
+    let (media_lo, media_hi) = rtp_ports();
     let capture = Capture::start(
-        &format!("udp and src portrange {}-{}", server.rtp.0, server.rtp.1),
+        &format!(
+            "udp and dst portrange {media_lo}-{media_hi} and src portrange {}-{}",
+            server.rtp.0, server.rtp.1
+        ),
         &dir,
     );
 
@@ -33,6 +40,8 @@ fn sipp_caller_hears_greeting_and_its_key_changes_the_prompt() {
             "127.0.0.1",
             "-p",
             &sipp_port.to_string(),
+            "-mp",
+            &media_lo.to_string(),
         ])
         .args(["-timeout", "40s", "-timeout_error", "-bg"])
         .arg("-trace_err")

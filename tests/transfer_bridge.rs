@@ -508,21 +508,6 @@ fn sipp_trunk_that_accepts_refer_takes_the_call() {
     assert!(!server.log_text().contains("bridging"), "no agent leg");
 }
 
-/// Four free ports, each at least 4 away from the others (see `sipp_trunk_and_sipp_agent_…`).
-fn spaced_free_ports() -> [u16; 4] {
-    let mut ports: Vec<u16> = Vec::with_capacity(4);
-    for _ in 0..1000 {
-        let p = free_port();
-        if p <= u16::MAX - 4 && ports.iter().all(|q| p.abs_diff(*q) >= 4) {
-            ports.push(p);
-            if ports.len() == 4 {
-                return [ports[0], ports[1], ports[2], ports[3]];
-            }
-        }
-    }
-    panic!("no four spaced free ports");
-}
-
 /// `Uac::send_pcmu`, SRTP-protected with `tx` if any (paced at 20 ms); received packets are collected
 /// into `received` as they come.
 fn send_pcmu_srtp(

@@ -73,11 +73,17 @@ fn tty_call(
     listen: Duration,
 ) -> (String, Vec<Captured>) {
     let question = minimodem_tx(text, &dir.join("q.wav"));
+    let mut uac = Uac::new(server.sip);
+    // Only this call's packets (another test's server may share the IVR's port range).
     let capture = Capture::start(
-        &format!("udp and src portrange {}-{}", server.rtp.0, server.rtp.1),
+        &format!(
+            "udp and dst port {} and src portrange {}-{}",
+            uac.rtp.local_addr().unwrap().port(),
+            server.rtp.0,
+            server.rtp.1
+        ),
         dir,
     );
-    let mut uac = Uac::new(server.sip);
     uac.dialed = "8007671833".into();
     let ok = uac.call();
     let dest = Uac::remote_rtp(&ok);

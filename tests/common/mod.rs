@@ -25,6 +25,36 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Four free ports, each at least 4 away from the others (room for a peer's RTP and RTCP).
+pub fn spaced_free_ports() -> [u16; 4] {
+    let mut ports: Vec<u16> = Vec::with_capacity(4);
+    for _ in 0..1000 {
+        let p = free_port();
+        if p <= u16::MAX - 4 && ports.iter().all(|q| p.abs_diff(*q) >= 4) {
+            ports.push(p);
+            if ports.len() == 4 {
+                return [ports[0], ports[1], ports[2], ports[3]];
+            }
+        }
+    }
+    panic!("no four spaced free ports");
+}
+
+/// Four free UDP ports from an even one up (a peer's `rtp_ports`, so a test can pin the peer's
+/// media and capture only that call's packets).
+pub fn rtp_ports() -> (u16, u16) {
+    for _ in 0..1000 {
+        let lo = free_port() & !1;
+        if lo < 1024 || lo > u16::MAX - 4 {
+            continue;
+        }
+        if (lo..lo + 4).all(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok()) {
+            return (lo, lo + 3);
+        }
+    }
+    panic!("no four free UDP ports in a row");
+}
+
 /// An RTP range for one test server, below the kernel's ephemeral ports (32768+). Ranges of
 /// parallel tests may overlap: the server skips ports it cannot bind.
 pub fn rtp_range(span: u16) -> (u16, u16) {
@@ -453,6 +483,12 @@ pub struct Captured {
 
 /// Read a classic pcap file (as tshark/dumpcap write with `-F pcap`) and return its UDP packets.
 pub fn read_pcap(path: &Path) -> Vec<Captured> {
+    read_pcap_without_port(path, None)
+}
+
+/// `read_pcap`, leaving out the datagrams to `skip` (a capture's probes); times count from the
+/// first packet kept.
+fn read_pcap_without_port(path: &Path, skip: Option<u16>) -> Vec<Captured> {
     let data = std::fs::read(path).unwrap_or_default();
     if data.len() < 24 {
         return vec![];
@@ -502,6 +538,9 @@ pub fn read_pcap(path: &Path) -> Vec<Captured> {
         if udp.len() < 8 {
             continue;
         }
+        if skip.is_some_and(|p| u16::from_be_bytes([udp[2], udp[3]]) == p) {
+            continue;
+        }
         let first_t = *first.get_or_insert(t);
         out.push(Captured {
             time: t.saturating_sub(first_t),
@@ -517,41 +556,57 @@ pub fn read_pcap(path: &Path) -> Vec<Captured> {
 pub struct Capture {
     child: Child,
     pub path: PathBuf,
+    /// The port of the probe datagrams that proved the capture live; left out of `stop()`.
+    probe_port: u16,
 }
 
 impl Capture {
+    /// Start tshark with the capture filter `filter` and return once it is capturing. tshark's
+    /// "Capturing on" is printed before the capture is live (a pcap once began after a TLS
+    /// handshake), so the filter also takes probe datagrams to a port of our own, sent until
+    /// tshark reports one (`-l -P`: a line per packet on stdout while it writes the file).
     pub fn start(filter: &str, dir: &Path) -> Capture {
         require("tshark");
         let path = dir.join("capture.pcap");
-        let child = Command::new("tshark")
-            .args(["-i", "lo", "-q", "-F", "pcap", "-f", filter, "-w"])
+        let probe = UdpSocket::bind("127.0.0.1:0").expect("bind the probe socket");
+        let probe_port = probe.local_addr().unwrap().port();
+        let filter = format!("({filter}) or (udp and dst port {probe_port})");
+        let mut child = Command::new("tshark")
+            .args(["-i", "lo", "-l", "-P", "-F", "pcap", "-f", &filter, "-w"])
             .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
             .spawn()
             .expect("start tshark");
-        // tshark prints "Capturing on 'Loopback: lo'" once the capture runs.
-        let mut cap = Capture { child, path };
-        let mut err = cap.child.stderr.take().unwrap();
-        let mut seen = Vec::new();
-        let start = Instant::now();
-        let mut byte = [0u8; 1];
-        while start.elapsed() < Duration::from_secs(20) {
-            match err.read(&mut byte) {
-                Ok(1) => {
-                    seen.push(byte[0]);
-                    if String::from_utf8_lossy(&seen).contains("Capturing on") {
-                        break;
-                    }
-                }
-                _ => break,
-            }
-        }
+        let mut out = child.stdout.take().unwrap();
+        let (seen_tx, seen_rx) = std::sync::mpsc::channel::<()>();
         std::thread::spawn(move || {
-            let mut sink = Vec::new();
-            let _ = err.read_to_end(&mut sink);
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if buf[..n].contains(&b'\n') {
+                    let _ = seen_tx.send(());
+                }
+            }
         });
-        cap
+        let start = Instant::now();
+        loop {
+            let _ = probe.send_to(b"capture probe", ("127.0.0.1", probe_port));
+            if seen_rx.recv_timeout(Duration::from_millis(100)).is_ok() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "tshark did not capture a probe datagram in 30 s (filter {filter})"
+            );
+        }
+        Capture {
+            child,
+            path,
+            probe_port,
+        }
     }
 
     pub fn stop(mut self) -> Vec<Captured> {
@@ -559,7 +614,7 @@ impl Capture {
         std::thread::sleep(Duration::from_millis(500));
         unsafe_kill(self.child.id(), "INT");
         let _ = self.child.wait();
-        read_pcap(&self.path)
+        read_pcap_without_port(&self.path, Some(self.probe_port))
     }
 }
 
