@@ -18,9 +18,9 @@ use super::call_asr::CallAsr;
 use super::metrics::Metrics;
 use super::outgoing::{Stream, StreamEvent};
 use super::store::{CallRecord, now_rfc3339};
-use super::text_step::TextStep;
-use super::tty_session::{TtyAction, TtySession, TtyWatch};
 use crate::audio::dtmf::{DtmfConfig, DtmfDetector};
+use crate::call::text_step::TextStep;
+use crate::call::tty::{TtyAction, TtySession, TtyWatch};
 use crate::flow::tty::TtyPrompts;
 use crate::flow::{self, Action, FlowConfig};
 use crate::nlu::Nlu;
@@ -877,6 +877,7 @@ impl CallTask {
                 lang,
             } => {
                 tracing::info!(?channel, to = %to, %intent, "link to send (text call)");
+                let channel = outbox_channel(channel);
                 let stored =
                     send_link(&self.shared, &self.setup, &intent, channel, Some(to), lang).await;
                 if let Some(r) = self.rtt.as_mut().filter(|r| r.is_text_call()) {
@@ -1428,5 +1429,13 @@ async fn send_link(
             tracing::warn!(error = %e, %intent, "link not stored");
             false
         }
+    }
+}
+
+/// The outbox's channel for a text conversation's `SendLink`.
+fn outbox_channel(channel: crate::flow::tty::Channel) -> crate::outbox::Channel {
+    match channel {
+        crate::flow::tty::Channel::Sms => crate::outbox::Channel::Sms,
+        crate::flow::tty::Channel::Email => crate::outbox::Channel::Email,
     }
 }

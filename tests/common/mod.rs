@@ -45,7 +45,7 @@ pub fn spaced_free_ports() -> [u16; 4] {
 pub fn rtp_ports() -> (u16, u16) {
     for _ in 0..1000 {
         let lo = free_port() & !1;
-        if lo < 1024 || lo > u16::MAX - 4 {
+        if !(1024..=u16::MAX - 4).contains(&lo) {
             continue;
         }
         if (lo..lo + 4).all(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok()) {
