@@ -185,12 +185,12 @@ mod tests {
     use super::*;
     use crate::nlu::Nlu;
     use crate::pii::Pii;
-    use std::time::Duration;
     use crate::rtp::t140::{LINE_SEPARATOR, T140Receiver, T140Sender};
     use crate::rtp::t140::{MISSING_TEXT, T140SenderConfig};
     use ivr_core::call::text_step::TextStep;
     use std::path::PathBuf;
     use std::sync::OnceLock;
+    use std::time::Duration;
 
     const T140: u8 = 98;
     const RED: u8 = 100;
