@@ -1,18 +1,18 @@
-//! A call's RFC 4103 real-time text stream on its socket: [`RttSession`] is the sans-IO
-//! [`RttCore`] (`ivr_core::call::rtt`) with the text RTP socket and the caller's address.
+//! A call's RFC 4103 real-time text stream on its socket: [`TextPort`] is the text RTP socket
+//! and the caller's address; the stream and its conversation ([`RttCore`]) are the call
+//! core's (`ivr_core::call`).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 pub use ivr_core::call::rtt::{ConversationParts, RttAction, RttConfig, RttCore, rtt_text};
+use ivr_core::call::{CallCore, TextConfig};
 use tokio::net::UdpSocket;
 
 use super::store::CallRecord;
 use crate::flow::tty::TtyPrompts;
 use crate::rtp::t140::PACKET_BYTES_MAX;
 use crate::sip::sdp::TextMedia;
-use crate::types::Lang;
 
 /// What the sip task hands a call whose offer had a text stream we bound.
 pub struct TextSetup {
@@ -37,9 +37,9 @@ pub fn fill_record(core: &RttCore, record: &mut CallRecord) {
         .and_then(|v| v.as_str().map(String::from));
 }
 
-/// The text stream of a call: [`RttCore`] on its socket.
-pub struct RttSession {
-    core: RttCore,
+/// The text stream's socket: the caller's text address and the buffers; the stream itself
+/// (T.140, its conversation) is the call core's.
+pub struct TextPort {
     socket: UdpSocket,
     /// The caller's text address: from the SDP, else learned from their first packet.
     remote: Option<SocketAddr>,
@@ -47,137 +47,72 @@ pub struct RttSession {
     outbuf: Box<[u8; PACKET_BYTES_MAX]>,
 }
 
-/// Why [`next_wake`] returned.
-#[derive(Debug)]
-pub enum Wake {
-    Datagram { len: usize, from: SocketAddr },
-    Timer,
-}
-
-impl RttSession {
-    /// The text stream of a call whose setup has one; the TTY texts come from the call's
-    /// prompts. None (logged) when the prompts lack them.
-    pub fn from_setup(setup: &mut super::call::CallSetup) -> Option<RttSession> {
+impl TextPort {
+    /// The text stream of a call whose setup has one, and the core's part of it. None (logged)
+    /// when the prompts lack the TTY texts.
+    pub fn from_setup(setup: &mut super::call::CallSetup) -> Option<(TextPort, TextConfig)> {
         let text = setup.text.take()?;
-        let prompts = match TtyPrompts::from_catalog(&setup.prompts.catalog) {
-            Ok(p) => Arc::new(p),
-            Err(missing) => {
-                tracing::error!(
-                    ?missing,
-                    "TTY prompts missing: the text stream stays unused"
-                );
-                return None;
-            }
-        };
+        if let Err(missing) = TtyPrompts::from_catalog(&setup.prompts.catalog) {
+            tracing::error!(
+                ?missing,
+                "TTY prompts missing: the text stream stays unused"
+            );
+            return None;
+        }
         // Our own SSRC, distinct from the audio stream's; no clock is read for it.
         let ssrc = setup.record.call_id.bytes().fold(0x811C_9DC5u32, |h, b| {
             (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
         });
-        let core = RttCore::new(
-            Instant::now(),
-            &text.media,
-            text.config,
-            ssrc,
-            ConversationParts {
-                nlu: setup.nlu.clone(),
-                prompts,
-                caller_id: setup.caller_id.clone(),
-                transferable: setup.tty_transfers.clone(),
-            },
-        );
-        Some(RttSession {
-            core,
+        let port = TextPort {
             socket: text.socket,
             remote: text.media.remote,
             inbuf: Box::new([0; 2048]),
             outbuf: Box::new([0; PACKET_BYTES_MAX]),
-        })
+        };
+        let config = TextConfig {
+            media: text.media,
+            config: text.config,
+            ssrc,
+        };
+        Some((port, config))
     }
 
-    pub fn is_text_call(&self) -> bool {
-        self.core.is_text_call()
-    }
-
-    /// A re-INVITE: the caller's text address and payload types may change.
-    pub fn handle_media(&mut self, text: Option<&TextMedia>) {
-        if let Some(t) = text {
-            if t.remote.is_some() {
-                self.remote = t.remote;
-            }
-            self.core.handle_media(t);
+    /// A re-INVITE: the caller's text address may change.
+    pub fn handle_media(&mut self, text: &TextMedia) {
+        if text.remote.is_some() {
+            self.remote = text.remote;
         }
     }
 
-    /// Handles what woke [`next_wake`] and sends what is due. True when the caller's text
-    /// arrived (the call is alive).
-    pub fn handle_wake(&mut self, now: Instant, wake: Wake, lang: Lang) -> bool {
-        let mut alive = false;
-        match wake {
-            Wake::Datagram { len, from } => {
-                let data = &self.inbuf[..len.min(self.inbuf.len())];
-                alive = self.core.handle_datagram(now, data, lang);
-                if alive && self.remote.is_none() {
-                    // No usable address in the SDP: answer where the text comes from.
-                    self.remote = Some(from);
-                }
-            }
-            Wake::Timer => self.core.handle_timeout(now),
-        }
-        self.flush(now);
-        alive
+    /// The datagram `recv` received, `len` bytes.
+    pub fn datagram(&self, len: usize) -> &[u8] {
+        &self.inbuf[..len.min(self.inbuf.len())]
     }
 
-    /// See [`RttCore::handle_transfer_result`]; also sends the text it releases.
-    pub fn handle_transfer_result(&mut self, now: Instant, ok: bool) {
-        self.core.handle_transfer_result(now, ok);
-        self.flush(now);
+    /// The caller's text came from `from`: with no usable address in the SDP, answer there.
+    pub fn learn_remote(&mut self, from: SocketAddr) {
+        self.remote.get_or_insert(from);
     }
 
-    /// See [`RttCore::handle_link_stored`].
-    pub fn handle_link_stored(&mut self, stored: bool) {
-        self.core.handle_link_stored(stored);
-    }
-
-    /// See [`RttCore::poll_action`]; also sends text released by it.
-    pub fn poll_action(&mut self, now: Instant) -> Option<RttAction> {
-        let action = self.core.poll_action(now);
-        self.flush(now);
-        action
-    }
-
-    fn flush(&mut self, now: Instant) {
-        while let Some(n) = self.core.poll_transmit(now, &mut self.outbuf[..]) {
+    /// Sends the text packets the core has due.
+    pub fn flush(&mut self, core: &mut CallCore, now: Instant) {
+        while let Some(n) = core.poll_text_transmit(now, &mut self.outbuf[..]) {
             if let Some(remote) = self.remote {
                 // UDP: a full socket buffer loses this packet; the redundancy covers it.
                 let _ = self.socket.try_send_to(&self.outbuf[..n], remote);
             }
         }
     }
-
-    pub fn fill_record(&self, record: &mut CallRecord) {
-        fill_record(&self.core, record);
-    }
-
-    pub fn log_stats(&self) {
-        self.core.log_stats();
-    }
 }
 
-/// Waits for the text stream's next datagram or timer; never returns without one (the
-/// `select!` arm of a call without a text stream stays asleep).
-pub async fn next_wake(session: Option<&mut RttSession>) -> Wake {
-    let Some(s) = session else {
+/// Waits for the text stream's next datagram (its length and sender); None on an ICMP error
+/// from an earlier send. Never returns without a port (the `select!` arm of a call without a
+/// text stream stays asleep).
+pub async fn recv(port: Option<&mut TextPort>) -> Option<(usize, SocketAddr)> {
+    let Some(p) = port else {
         return std::future::pending().await;
     };
-    let at = s.core.poll_timeout();
-    tokio::select! {
-        r = s.socket.recv_from(&mut s.inbuf[..]) => match r {
-            Ok((len, from)) => Wake::Datagram { len, from },
-            // An ICMP error from an earlier send: nothing to read, check the timers.
-            Err(_) => Wake::Timer,
-        },
-        _ = tokio::time::sleep_until(at.unwrap_or_else(Instant::now).into()), if at.is_some() => Wake::Timer,
-    }
+    p.socket.recv_from(&mut p.inbuf[..]).await.ok()
 }
 
 #[cfg(test)]
@@ -187,8 +122,10 @@ mod tests {
     use crate::pii::Pii;
     use crate::rtp::t140::{LINE_SEPARATOR, T140Receiver, T140Sender};
     use crate::rtp::t140::{MISSING_TEXT, T140SenderConfig};
+    use crate::types::Lang;
     use ivr_core::call::text_step::TextStep;
     use std::path::PathBuf;
+    use std::sync::Arc;
     use std::sync::OnceLock;
     use std::time::Duration;
 
