@@ -207,7 +207,9 @@ impl CallCore {
             config,
         };
         if core.config.tty {
-            core.tty = core.tty_session(Lang::En);
+            // A TTY-line call starts in English unless the flow was given a language.
+            let lang = core.config.flow.start_lang.unwrap_or(Lang::En);
+            core.tty = core.tty_session(lang);
         }
         core
     }
