@@ -494,73 +494,8 @@ impl Config {
         Ok(())
     }
 }
-
-/// `[transfer]` in the config. The defaults suit a trunk and an agent queue on a LAN: a REFER
-/// is answered within a second or two, agents pick up within half a minute.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
-pub struct BridgeConfig {
-    /// Bridge when the trunk refuses REFER; false: only apologize (the flow's fallback).
-    pub bridge: bool,
-    /// Where bridged INVITEs go ("host:port", an IP address: there is no DNS in the core).
-    /// Empty: the queue URI's own host and port (5060 when absent).
-    pub proxy: String,
-    /// Ring time of the agent leg before CANCEL.
-    pub ring_timeout_s: u64,
-    /// No final response and no NOTIFY to our REFER within this time: the trunk is taken to
-    /// ignore REFER, and the IVR bridges.
-    pub refer_timeout_s: u64,
-    /// REFER refusals that mean "this trunk does not do REFER": bridge. Any other failure
-    /// (e.g. a NOTIFY saying the queue was busy) is a failed transfer.
-    pub bridge_on: Vec<u16>,
-    /// SRTP (SDES) on the agent leg, with keys of its own: "off" offers plain RTP/AVP;
-    /// "optional" offers RTP/AVP with an a=crypto line (best effort: a plain agent answers
-    /// plain); "required" offers RTP/SAVP and a plain answer fails the transfer (BYE).
-    pub srtp: crate::sip::sdp::SrtpMode,
-}
-
-impl Default for BridgeConfig {
-    fn default() -> Self {
-        BridgeConfig {
-            bridge: true,
-            proxy: String::new(),
-            ring_timeout_s: 30,
-            refer_timeout_s: 8,
-            // 408: our REFER's Timer F fired (no response at all).
-            bridge_on: vec![403, 405, 408, 420, 501, 603],
-            srtp: crate::sip::sdp::SrtpMode::Off,
-        }
-    }
-}
-
-/// `[rtt]` settings. `Default` follows RFC 4103 (300 ms buffering) and gives a typist on a
-/// phone keyboard time to think before a line without Enter is taken as complete.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RttConfig {
-    /// A line typed without Enter is read after this much silence. Default 4000.
-    pub pause_ms: u64,
-    /// Our text is collected this long between packets (RFC 4103 §4.1). Default 300.
-    pub buffer_ms: u64,
-    /// An idle text stream sends an empty packet this often; 0: never. Default 10000.
-    pub keepalive_ms: u64,
-    /// No typing for this long after our turn: "ARE YOU STILL THERE?". Default 45.
-    pub no_input_timeout_s: u64,
-    /// Retries (not understood, no input, bad number or address) before giving up. Default 3.
-    pub retries_max: u32,
-}
-
-impl Default for RttConfig {
-    fn default() -> Self {
-        RttConfig {
-            pause_ms: 4000,
-            buffer_ms: 300,
-            keepalive_ms: 10_000,
-            no_input_timeout_s: 45,
-            retries_max: 3,
-        }
-    }
-}
+/// `[transfer]` and `[rtt]`: the call core's settings (`ivr-core`), read from the config here.
+pub use ivr_core::call::{rtt::RttConfig, transfer::BridgeConfig};
 
 #[cfg(test)]
 mod tests {

@@ -18,5 +18,5 @@ pub mod outbox;
 pub mod server;
 pub mod speech;
 
-pub use ivr_core::{diag, flow, intents, nlu, routing};
+pub use ivr_core::{call, diag, flow, intents, nlu, routing};
 pub use ivr_proto::{audio, pii, rtp, sip, types};

@@ -16,12 +16,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use ivr::audio::tty::{TtyModulator, TtyTxConfig};
+use ivr::call::tty::{TtyAction, TtySession};
 use ivr::flow::tty::{TtyConfig, TtyPrompts};
 use ivr::nlu::Nlu;
 use ivr::rtp::codec::Encoder;
 use ivr::rtp::inbound::{Inbound, InboundConfig};
 use ivr::rtp::packet::write_rtp;
-use ivr::server::tty_session::{TtyAction, TtySession};
 use ivr::types::{Codec, Lang};
 
 const QUESTION: &str = "WHAT IS MY CASE STATUS Q GA";

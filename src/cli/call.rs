@@ -1,5 +1,6 @@
-//! `ivr call --tty FILE.wav`: runs a recorded TTY caller through the TTY pipeline offline — the
-//! Baudot demodulator, the conversation (`flow::tty`) and the modulator — on a virtual clock,
+//! `ivr call --tty FILE.wav`: runs a recorded TTY caller through the call core a TTY-line call
+//! runs in the server (`call::CallCore`: the Baudot demodulator, the conversation (`flow::tty`)
+//! and the modulator) offline, on a virtual clock,
 //! much faster than real time, and prints one JSON object with the decoded caller text, the
 //! intent and what the IVR typed and did.
 //!
@@ -7,6 +8,7 @@
 //! paused while the IVR types (and for the echo guard after), as a caller reads the reply before
 //! typing on. Its silences are kept, so a line without "GA" still ends by the pause rule.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,15 +17,17 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::audio::resample::resample;
-use crate::audio::tty::{
-    SAMPLE_RATE_HZ, TtyDemodulator, TtyEvent, TtyModulator, TtyRxConfig, TtyTxConfig,
-};
-use crate::flow::tty::{TtyConfig, TtyConversation, TtyOutput, TtyPrompts};
+use crate::audio::tty::SAMPLE_RATE_HZ;
+use crate::call::transfer::BridgeConfig;
+use crate::call::{CallConfig, CallCore, CallInput, Effect};
+use crate::flow::FlowConfig;
+use crate::flow::tty::{TtyConfig, TtyPrompts};
 use crate::nlu::Nlu;
 use crate::pii::Pii;
 use crate::rtp::codec::{alaw_decode, alaw_encode, ulaw_decode, ulaw_encode};
+use crate::rtp::inbound::Playout;
 use crate::speech::tts::{Pcm, read_wav, write_wav};
-use crate::types::Lang;
+use crate::types::{Codec, Lang};
 
 /// 20 ms at 8 kHz: the RTP frame the server feeds the demodulator.
 const FRAME_SAMPLES: usize = 160;
@@ -117,61 +121,74 @@ pub fn run_tty(args: &Args) -> anyhow::Result<serde_json::Value> {
     let config: TtyConfig = super::load_config(args.config.as_deref())?.tty_line();
     let resume_after = Duration::from_millis(config.echo_guard_ms + 200);
     let pause = Duration::from_millis(config.pause_ms);
-    let mut conv = TtyConversation::new(
-        nlu,
-        prompts,
-        config,
-        lang,
-        args.caller_id.clone().map(Pii::new),
-    );
-    let mut rx = TtyDemodulator::new(TtyRxConfig::default());
-    let mut tx = TtyModulator::new(TtyTxConfig::default());
     // The virtual clock's origin; only differences matter.
     let start = Instant::now();
+    // The call core a TTY-line call runs in the server, with no text stream and no transfers.
+    let mut core = CallCore::new(
+        start,
+        CallConfig {
+            flow: FlowConfig {
+                start_lang: Some(lang),
+                ..FlowConfig::default()
+            },
+            tty: true,
+            tty_config: config,
+            tty_prompts: Ok(prompts),
+            nlu,
+            caller_id: args.caller_id.clone().map(Pii::new),
+            tty_transfers: Arc::new(HashSet::new()),
+            tty_queue_uri: String::new(),
+            bridge: BridgeConfig::default(),
+            codec: Codec::Pcmu,
+            text: None,
+        },
+    );
+    core.handle(start, CallInput::Start);
     let frame = Duration::from_millis(20);
     let mut now = start;
     let mut out: Vec<i16> = Vec::new();
     let mut pos = 0usize;
-    let mut transmitting = false;
+    // The IVR's tones still to transmit, and how far they went.
+    let mut tones: Vec<i16> = Vec::new();
+    let mut sent = 0usize;
     let mut tape_resume_at = start;
     let mut tape_done_at: Option<Instant> = None;
     let mut ended = false;
     let mut buf = [0i16; FRAME_SAMPLES];
 
     while now - start < RUN_LIMIT {
-        if conv.poll_timeout().is_some_and(|t| t <= now) {
-            conv.handle_timeout(now);
+        if core.poll_timeout().is_some_and(|t| t <= now) {
+            core.handle_timeout(now);
         }
-        while let Some(output) = conv.poll_output() {
-            match output {
-                TtyOutput::Type(text) => {
-                    tx.push_text(&text)
-                        .map_err(|e| anyhow::anyhow!("modulator: {e}"))?;
-                    transmitting = true;
-                }
+        while let Some(effect) = core.poll_effect() {
+            match effect {
+                Effect::PlayTones(pcm) => (tones, sent) = (pcm, 0),
                 // The record lists them; an offline run delivers nothing, as if stored.
-                TtyOutput::SendLink { .. } => conv.handle_link_stored(true),
-                TtyOutput::Transfer { .. } | TtyOutput::Hangup => ended = true,
+                Effect::StoreLink { .. } => core.handle(now, CallInput::LinkStored { ok: true }),
+                Effect::Refer { .. } | Effect::Hangup { .. } | Effect::End { .. } => ended = true,
+                _ => {}
             }
         }
-        if ended && tx.is_idle() {
+        let transmitting = sent < tones.len();
+        if ended && !transmitting {
             break;
         }
         if transmitting {
-            let n = tx.fill(&mut buf);
+            let n = (tones.len() - sent).min(FRAME_SAMPLES);
+            buf[..n].copy_from_slice(&tones[sent..sent + n]);
             buf[n..].fill(0);
+            sent += n;
             out.extend_from_slice(&buf);
             if let Some(gain) = echo_gain {
                 let echo: Vec<i16> = buf
                     .iter()
                     .map(|&s| codec((f64::from(s) * gain) as i16))
                     .collect();
-                feed(&mut rx, &mut conv, now, &echo);
+                core.handle_audio(now, Playout::Audio(FRAME_SAMPLES), &echo);
             }
             now += frame;
-            if n < FRAME_SAMPLES {
-                transmitting = false;
-                conv.handle_sent(now);
+            if sent >= tones.len() {
+                core.handle(now, CallInput::PlaybackDone);
                 tape_resume_at = now + resume_after;
             }
             continue;
@@ -186,18 +203,17 @@ pub fn run_tty(args: &Args) -> anyhow::Result<serde_json::Value> {
             if pos >= tape.len() && tape_done_at.is_none() {
                 tape_done_at = Some(now);
             }
-            feed(&mut rx, &mut conv, now, &buf);
+            core.handle_audio(now, Playout::Audio(FRAME_SAMPLES), &buf);
         } else if echo_gain.is_some() {
             // The line is live between turns: the receiver hears the echo's end.
-            feed(&mut rx, &mut conv, now, &[0; FRAME_SAMPLES]);
+            core.handle_audio(now, Playout::Audio(FRAME_SAMPLES), &[0; FRAME_SAMPLES]);
         }
         now += frame;
         // The tape is over and the IVR has had its say (a last line without "GA" ends by the
         // pause rule, so wait that long).
         if let Some(done) = tape_done_at
             && now >= done + pause + Duration::from_secs(1)
-            && tx.is_idle()
-            && !transmitting
+            && sent >= tones.len()
         {
             break;
         }
@@ -213,7 +229,11 @@ pub fn run_tty(args: &Args) -> anyhow::Result<serde_json::Value> {
         )
         .with_context(|| format!("writing {}", path.display()))?;
     }
-    let mut report = conv.record().to_json(args.clear);
+    let record = core
+        .tty()
+        .context("the TTY conversation did not start")?
+        .record();
+    let mut report = record.to_json(args.clear);
     if let Some(map) = report.as_object_mut() {
         map.insert(
             "virtual_s".into(),
@@ -221,16 +241,4 @@ pub fn run_tty(args: &Args) -> anyhow::Result<serde_json::Value> {
         );
     }
     Ok(report)
-}
-
-/// One 20 ms frame heard on the line: into the demodulator, its events into the conversation.
-fn feed(rx: &mut TtyDemodulator, conv: &mut TtyConversation, now: Instant, pcm: &[i16]) {
-    rx.handle_pcm(now, pcm);
-    while let Some(event) = rx.poll_event() {
-        match event {
-            TtyEvent::CarrierOn => conv.handle_carrier(now, true),
-            TtyEvent::CarrierOff => conv.handle_carrier(now, false),
-            TtyEvent::Char(c) => conv.handle_char(now, c),
-        }
-    }
 }

@@ -1,13 +1,15 @@
 //! `ivr call FILE.wav`: a recorded caller through the whole speech path offline — the front end
 //! (rate conversion, VAD, endpointing), the configured recognizer, the grammars, the call flow
-//! and the rendered prompts — on a virtual clock, much faster than real time.
+//! and the rendered prompts — on a virtual clock, much faster than real time. The call is the
+//! server's `call::CallCore`, fed what the front end heard.
 //!
 //! The recording is the caller's side from the moment the call is answered: a caller who talks
 //! over the greeting interrupts it (barge-in), as on a live call. The run ends when the tape is
 //! over and the IVR has finished its reply and waits for the caller (who, being a tape, says no
 //! more), or when the flow hangs up or transfers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -15,10 +17,13 @@ use anyhow::{Context, bail};
 use super::call::Args;
 use crate::asr::{EndpointEvent, Mode, Pipeline, Recognizer};
 use crate::audio::resample::resample;
-use crate::flow::{self, Action, FlowConfig, Heard};
+use crate::call::transfer::BridgeConfig;
+use crate::call::{CallConfig, CallCore, CallInput, Effect};
+use crate::flow::tty::Channel;
+use crate::flow::{self, FlowConfig, Heard};
 use crate::rtp::codec::{ulaw_decode, ulaw_encode};
 use crate::speech::tts::read_wav;
-use crate::types::Lang;
+use crate::types::{Codec, Lang};
 
 const FRAME: Duration = Duration::from_millis(20);
 /// A run stops after this much virtual time whatever happens.
@@ -76,7 +81,7 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
         }
         out
     };
-    let nlu = crate::server::load_grammars(&config.paths.grammars_dir)?;
+    let nlu = Arc::new(crate::server::load_grammars(&config.paths.grammars_dir)?);
     let t = Instant::now();
     let engines = crate::server::load_engines(&config, &nlu)?;
     let load_ms = t.elapsed().as_millis() as u64;
@@ -95,9 +100,28 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
         max_retries: config.calls.max_retries,
         ..FlowConfig::default()
     };
-    let mut call = flow::Call::new(flow_config);
-
     let origin = Instant::now();
+    // The call core a voice call runs in the server (no TTY texts: it stays a voice call).
+    let mut call = CallCore::new(
+        origin,
+        CallConfig {
+            flow: flow_config,
+            tty: false,
+            tty_config: Default::default(),
+            tty_prompts: Err(Vec::new()),
+            nlu: nlu.clone(),
+            caller_id: None,
+            tty_transfers: Arc::new(HashSet::new()),
+            tty_queue_uri: String::new(),
+            bridge: BridgeConfig::default(),
+            codec: if rate == 8000 {
+                Codec::Pcmu
+            } else {
+                Codec::Opus
+            },
+            text: None,
+        },
+    );
     let mut now = origin;
     let frame_samples = (rate / 50) as usize;
     let mut pipeline: Option<(Lang, Pipeline)> = None;
@@ -116,12 +140,12 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
     let mut actions_done: Vec<String> = Vec::new();
     let mut heard_last: Option<Heard> = None;
 
-    call.handle_event(now, flow::Event::Start);
+    call.handle(now, CallInput::Start);
     while now - origin < RUN_LIMIT && !ended {
         // The flow's actions.
-        while let Some(action) = call.poll_action() {
-            match action {
-                Action::Play { prompts: refs, .. } => {
+        while let Some(effect) = call.poll_effect() {
+            match effect {
+                Effect::Play { prompts: refs } => {
                     let ms: u64 = refs
                         .iter()
                         .map(|p| match &p.text {
@@ -134,8 +158,9 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
                         ends_at: now + Duration::from_millis(ms),
                     });
                 }
-                Action::StopPlayback => {
-                    if playing.take().is_some() && speech_started_at.is_some() {
+                Effect::StopPlayback => {
+                    let stopped = playing.take().is_some();
+                    if stopped && speech_started_at.is_some() {
                         // Barge-in: from the caller's first audible frame of this utterance to
                         // the prompt stopping.
                         let at = (now - origin).as_millis() as u64;
@@ -148,13 +173,13 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
                         barge_ins.push(at - onset);
                     }
                 }
-                Action::Listen {
+                Effect::Listen {
                     lang,
                     listen,
                     trailing_silence_ms,
                 } => {
                     let Some(engine) = engines.engine(lang) else {
-                        call.handle_event(now, flow::Event::SpeechUnavailable);
+                        call.handle(now, CallInput::Speech(flow::Event::SpeechUnavailable));
                         continue;
                     };
                     let model_hz = engine.sample_rate_hz();
@@ -180,17 +205,17 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
                     }
                     listening = Some((lang, mode));
                 }
-                Action::StopListening => {
+                Effect::StopListening => {
                     listening = None;
                     if let Some((_, p)) = pipeline.as_mut() {
                         p.stop();
                     }
                 }
-                Action::Hangup => {
+                Effect::Hangup { .. } => {
                     actions_done.push("hangup".into());
                     ended = true;
                 }
-                Action::PlayText { text, then, .. } => {
+                Effect::PlayText { text, then, .. } => {
                     // A read-back, rendered during live calls only: about 15 characters a second;
                     // then its catalog confirmation.
                     let ms = text.expose().len() as u64 * 1000 / 15
@@ -202,20 +227,28 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
                         ends_at: now + Duration::from_millis(ms),
                     });
                 }
-                Action::SendSms { intent, .. } => {
+                Effect::StoreLink {
+                    intent, channel, ..
+                } => {
                     // Offline: nothing is stored or sent; the flow hears it was.
-                    actions_done.push(format!("send_link:sms:{intent}"));
-                    call.handle_event(now, flow::Event::LinkQueued(true));
+                    let how = match channel {
+                        Channel::Sms => "sms",
+                        Channel::Email => "email",
+                    };
+                    actions_done.push(format!("send_link:{how}:{intent}"));
+                    call.handle(now, CallInput::LinkStored { ok: true });
                 }
-                Action::SendEmail { intent, .. } => {
-                    actions_done.push(format!("send_link:email:{intent}"));
-                    call.handle_event(now, flow::Event::LinkQueued(true));
-                }
-                Action::Transfer { intent, .. } => {
+                Effect::Refer { context, .. } => {
+                    let intent = context
+                        .split(';')
+                        .find_map(|kv| kv.strip_prefix("intent="))
+                        .unwrap_or_default();
                     actions_done.push(format!("transfer:{intent}"));
                     ended = true;
                 }
-                Action::RecordConsent => actions_done.push("consent:text_ahead".into()),
+                Effect::RecordConsent => actions_done.push("consent:text_ahead".into()),
+                // A voice call without TTY texts or a trunk: nothing else comes.
+                _ => {}
             }
         }
         if ended {
@@ -223,7 +256,7 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
         }
         if playing.as_ref().is_some_and(|p| p.ends_at <= now) {
             playing = None;
-            call.handle_event(now, flow::Event::PlaybackDone);
+            call.handle(now, CallInput::PlaybackDone);
             continue;
         }
         if call.poll_timeout().is_some_and(|t| t <= now) {
@@ -233,7 +266,7 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
         // The tape is over, the IVR has answered and waits: the caller hangs up.
         let waiting = playing.is_none() && call.poll_timeout().is_some();
         if tape_done && waiting && active.is_none() {
-            call.handle_event(now, flow::Event::RemoteHangup);
+            call.handle(now, CallInput::RemoteHangup);
             break;
         }
 
@@ -265,7 +298,7 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
                         }
                         active = Some(key);
                         speech_started_at = Some(now - origin);
-                        call.handle_event(now, flow::Event::SpeechStart);
+                        call.handle(now, CallInput::Speech(flow::Event::SpeechStart));
                     }
                     EndpointEvent::Audio(pcm) => {
                         if let Some(r) = active.as_ref().and_then(|k| recognizers.get_mut(k)) {
@@ -306,7 +339,7 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
                             "decision": heard.decision,
                         }));
                         heard_last = Some(heard.clone());
-                        call.handle_event(now, flow::Event::Heard(heard));
+                        call.handle(now, CallInput::Speech(flow::Event::Heard(heard)));
                     }
                     EndpointEvent::NoInput => {}
                 }
@@ -315,7 +348,7 @@ pub fn run_voice(args: &Args) -> anyhow::Result<serde_json::Value> {
         now += FRAME;
     }
 
-    let record = call.record();
+    let record = call.flow().record();
     let said: Vec<serde_json::Value> = record
         .prompts
         .iter()

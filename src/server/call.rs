@@ -1,8 +1,10 @@
-//! One task per call: the call's logic. It receives the caller's RTP (jitter buffer, decoding,
-//! RFC 4733 and in-band DTMF via `rtp::inbound`), drives the call's `flow::Call`, tells the
-//! call's outgoing `Stream` what to play (the pacing threads in `outgoing` send it), sends RTCP,
-//! and asks the SIP task to hang up. Buffers are owned by the task and reused: no allocation
-//! per packet.
+//! One task per call: the call's IO shell. It receives the caller's RTP (jitter buffer,
+//! decoding, RFC 4733 and in-band DTMF via `rtp::inbound`), runs the speech front end, feeds
+//! keys, speech, audio, text and the SIP task's news to the call's `CallCore` (the sans-IO
+//! state machine in `ivr_core::call`: modes, dialogs, links, transfer) and carries out what the
+//! core asks (`carry_out`): prompts and tones to the call's outgoing `Stream` (the pacing
+//! threads in `outgoing` send it), links to the outbox, REFER, the agent leg and the hang-up to
+//! the SIP task. Buffers are owned by the task and reused: no allocation per packet.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,16 +15,16 @@ use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 
 use super::Shared;
-use super::bridge::{self, AgentEvent, Bridge, BridgeConfig, LegMedia, Step};
+use super::bridge::{self, AgentEvent, Bridge, BridgeConfig, LegMedia};
 use super::call_asr::CallAsr;
 use super::metrics::Metrics;
 use super::outgoing::{Stream, StreamEvent};
+use super::rtt_session::TextPort;
 use super::store::{CallRecord, now_rfc3339};
-use super::text_step::TextStep;
-use super::tty_session::{TtyAction, TtySession, TtyWatch};
 use crate::audio::dtmf::{DtmfConfig, DtmfDetector};
+use crate::call::{CallConfig, CallCore, CallInput, Effect};
 use crate::flow::tty::TtyPrompts;
-use crate::flow::{self, Action, FlowConfig};
+use crate::flow::{self, CallMode, FlowConfig};
 use crate::nlu::Nlu;
 use crate::pii::Pii;
 use crate::rtp::codec::FRAME_SAMPLES_16K;
@@ -107,21 +109,20 @@ pub struct CallSetup {
     pub srtp_in: Option<crate::rtp::srtp::Unprotector>,
 }
 
-/// Start a TTY conversation in `lang`; None (logged) if the prompts lack the TTY texts.
-fn tty_session(setup: &CallSetup, lang: crate::types::Lang) -> Option<TtySession> {
-    match TtyPrompts::from_catalog(&setup.prompts.catalog) {
-        Ok(prompts) => Some(TtySession::new(
-            setup.nlu.clone(),
-            Arc::new(prompts),
-            setup.tty_config.clone(),
-            lang,
-            setup.caller_id.clone(),
-            setup.tty_transfers.clone(),
-        )),
-        Err(missing) => {
-            tracing::error!(?missing, "TTY prompts missing: the call stays a voice call");
-            None
-        }
+/// The call core's setup from the SIP task's (`text`: the text stream's, taken by the shell).
+fn core_config(setup: &CallSetup, text: Option<crate::call::TextConfig>) -> CallConfig {
+    CallConfig {
+        flow: setup.flow.clone(),
+        tty: setup.tty,
+        tty_config: setup.tty_config.clone(),
+        tty_prompts: TtyPrompts::from_catalog(&setup.prompts.catalog).map(Arc::new),
+        nlu: setup.nlu.clone(),
+        caller_id: setup.caller_id.clone(),
+        tty_transfers: setup.tty_transfers.clone(),
+        tty_queue_uri: setup.tty_queue_uri.clone(),
+        bridge: setup.bridge.clone(),
+        codec: setup.media.codec,
+        text,
     }
 }
 
@@ -217,20 +218,20 @@ fn inbound_for(media: &Negotiated) -> Option<Inbound> {
 }
 
 /// Everything one call task owns: the call's sockets and outgoing stream (in `setup`), its
-/// receive path, its conversations (`flow`, `tty`, `rtt`), its transfer and its record state.
-/// `run` waits for the next thing to happen (`wait`), handles it (`handle`), then drains what
-/// the conversations asked for (`after_wake`): one input, then every `poll_*` (STYLE.md).
+/// receive path and speech front end, its `CallCore`, the agent leg's relay and its record
+/// state. `run` waits for the next thing to happen (`wait`), hands it to the core (`handle`),
+/// then carries out every effect the core asks for (`after_wake`): one input, then every
+/// `poll_*` (CONTRIBUTING.md).
 struct CallTask {
     setup: CallSetup,
     rx: mpsc::Receiver<CallCommand>,
     sip: mpsc::Sender<SipCommand>,
     shared: Arc<Shared>,
     frame: Duration,
-    start: Instant,
     inbound: Option<Inbound>,
     inband: DtmfDetector,
-    flow: flow::Call,
-    /// The playback the conversation asked for last (earlier ones may still report their end).
+    core: CallCore,
+    /// The playback the core asked for last (earlier ones may still report their end).
     generation: u64,
     inbuf: [u8; 2048],
     /// SRTP: every datagram from the caller is checked and decrypted before anything reads it.
@@ -243,17 +244,18 @@ struct CallTask {
     saw_rfc4733: bool,
     end_reason: Option<&'static str>,
     hanging_up: bool,
-    started: bool,
-    tty: Option<TtySession>,
-    watch: TtyWatch,
+    /// The core ended our leg (transferred, the agent hung up): the task ends now.
+    ended: bool,
     asr: Option<CallAsr>,
     reply_latency_ms: Vec<u64>,
     /// A frame of silence for playout ticks with no audio: the endpointer's clock is the audio,
     /// so a caller who stops sending RTP still ends their utterance.
     silence: Vec<i16>,
-    rtt: Option<super::rtt_session::RttSession>,
-    transfer: bridge::Transfer,
+    /// The RFC 4103 text stream's socket (its conversation is the core's).
+    text: Option<TextPort>,
     bridged: Option<Bridge>,
+    /// The relay for an agent who just answered, until the core says whether to bridge.
+    answered: Option<Bridge>,
     agent_buf: [u8; 2048],
     /// A TTY hang-up waits for the last line (ending "SK") to be sent.
     hangup_after_playback: bool,
@@ -277,18 +279,18 @@ enum Wake {
     Datagram(std::io::Result<(usize, SocketAddr)>),
     Asr(Option<super::asr_pool::AsrResult>),
     Rtcp(Option<usize>),
-    FlowTimeout,
+    /// The core's next timer (dialog, text stream, transfer).
+    CoreTimeout,
     AgentMedia(Option<usize>),
-    TransferTimeout,
     DigitTimeout,
-    Rtt(super::rtt_session::Wake),
+    Text(Option<(usize, SocketAddr)>),
     RtpTimeout,
 }
 
 /// What the loop does after handling a wake-up.
 #[derive(PartialEq, Eq)]
 enum Then {
-    /// Drain the conversations' actions, save progress.
+    /// Carry out the core's effects, save progress.
     Drain,
     /// Nothing else to do for this wake-up (a datagram relayed to the agent).
     Skip,
@@ -312,7 +314,7 @@ pub async fn run(
             Then::Drain => {}
         }
         task.after_wake().await;
-        if task.hanging_up && !task.setup.stream.is_playing() {
+        if task.ended || (task.hanging_up && !task.setup.stream.is_playing()) {
             break;
         }
     }
@@ -328,14 +330,13 @@ impl CallTask {
     ) -> CallTask {
         let frame = Duration::from_millis(u64::from(setup.ptime_ms));
         let start = Instant::now();
-        let tty = if setup.tty {
-            tty_session(&setup, crate::types::Lang::En)
-        } else {
-            None
-        };
         let asr = call_asr(&shared, &setup);
         let silence = vec![0i16; (setup.media.codec.pcm_rate() * setup.ptime_ms / 1000) as usize];
-        let rtt = super::rtt_session::RttSession::from_setup(&mut setup);
+        let (text, text_config) = match TextPort::from_setup(&mut setup) {
+            Some((port, config)) => (Some(port), Some(config)),
+            None => (None, None),
+        };
+        let core = CallCore::new(start, core_config(&setup, text_config));
         setup.stream.set_media(
             setup.media.remote_rtp,
             setup.media.direction.sends(),
@@ -345,7 +346,7 @@ impl CallTask {
         CallTask {
             inbound: inbound_for(&setup.media),
             inband: DtmfDetector::new(DtmfConfig::default()),
-            flow: flow::Call::new(setup.flow.clone()),
+            core,
             generation: 0,
             inbuf: [0u8; 2048],
             srtp_in: setup.srtp_in.take(),
@@ -357,15 +358,13 @@ impl CallTask {
             saw_rfc4733: false,
             end_reason: None,
             hanging_up: false,
-            started: false,
-            tty,
-            watch: TtyWatch::default(),
+            ended: false,
             asr,
             reply_latency_ms: Vec::new(),
             silence,
-            rtt,
-            transfer: bridge::Transfer::new(setup.bridge.clone(), setup.media.codec),
+            text,
             bridged: None,
+            answered: None,
             agent_buf: [0u8; 2048],
             hangup_after_playback: false,
             next_progress: start + PROGRESS_INTERVAL,
@@ -374,7 +373,6 @@ impl CallTask {
             rtp_source: None,
             stray: 0,
             frame,
-            start,
             setup,
             rx,
             sip,
@@ -382,27 +380,16 @@ impl CallTask {
         }
     }
 
-    /// A text call (RFC 4103) holds the conversation: voice and keys are not listened to.
-    fn is_text_call(&self) -> bool {
-        self.rtt.as_ref().is_some_and(|r| r.is_text_call())
-    }
-
     /// Waits for the next thing to happen to the call.
     async fn wait(&mut self) -> Wake {
-        let flow_at = match &self.tty {
-            Some(t) => t.poll_timeout(),
-            // A text call's conversation keeps its own timers; the voice flow is frozen.
-            None if self.is_text_call() => None,
-            None => self.flow.poll_timeout(),
-        };
+        let core_at = self.core.poll_timeout();
         let digit_at = self.inbound.as_ref().and_then(Inbound::poll_timeout);
-        let transfer_at = self.transfer.poll_timeout();
         let rtp_deadline = self.last_rx + self.setup.rtp_timeout;
         let media = &self.setup.media;
         let receiving = media.direction.receives() && media.remote_rtp.is_some();
         let reading =
             self.bridged.is_some() || self.inbound.as_ref().is_none_or(Inbound::wants_datagrams);
-        let start = self.start;
+        let now = Instant::now();
         tokio::select! {
             biased;
             cmd = self.rx.recv() => Wake::Command(cmd),
@@ -414,19 +401,16 @@ impl CallTask {
             r = self.setup.rtp.recv_from(&mut self.inbuf), if reading => Wake::Datagram(r),
             r = recv_asr(self.asr.as_mut()) => Wake::Asr(r),
             r = recv_rtcp(self.setup.rtcp.as_ref(), &mut self.rtcp_buf) => Wake::Rtcp(r),
-            _ = sleep_until(flow_at.unwrap_or(start).into()), if flow_at.is_some() => {
-                Wake::FlowTimeout
+            _ = sleep_until(core_at.unwrap_or(now).into()), if core_at.is_some() => {
+                Wake::CoreTimeout
             }
             r = bridge::recv_agent(self.bridged.as_ref(), &mut self.agent_buf) => {
                 Wake::AgentMedia(r)
             }
-            _ = sleep_until(transfer_at.unwrap_or(start).into()), if transfer_at.is_some() => {
-                Wake::TransferTimeout
-            }
-            _ = sleep_until(digit_at.unwrap_or(start).into()), if digit_at.is_some() => {
+            _ = sleep_until(digit_at.unwrap_or(now).into()), if digit_at.is_some() => {
                 Wake::DigitTimeout
             }
-            wake = super::rtt_session::next_wake(self.rtt.as_mut()) => Wake::Rtt(wake),
+            r = super::rtt_session::recv(self.text.as_mut()) => Wake::Text(r),
             _ = sleep_until(rtp_deadline.into()), if receiving && !self.hanging_up => {
                 Wake::RtpTimeout
             }
@@ -434,6 +418,7 @@ impl CallTask {
     }
 
     async fn handle(&mut self, wake: Wake) -> Then {
+        let now = Instant::now();
         match wake {
             Wake::Command(cmd) => return self.on_command(cmd).await,
             Wake::Stream(ev) => self.on_stream_event(ev).await,
@@ -445,10 +430,7 @@ impl CallTask {
                 }
             }
             Wake::Rtcp(r) => self.on_rtcp(r),
-            Wake::FlowTimeout => match self.tty.as_mut() {
-                Some(t) => t.handle_timeout(Instant::now()),
-                None => self.flow.handle_timeout(Instant::now()),
-            },
+            Wake::CoreTimeout => self.core.handle_timeout(now),
             Wake::AgentMedia(r) => {
                 if let (Some(n), Some(b)) = (r, self.bridged.as_mut()) {
                     let s = &self.setup;
@@ -460,34 +442,25 @@ impl CallTask {
                     );
                 }
             }
-            Wake::TransferTimeout => {
-                let step = self.transfer.handle_timeout(Instant::now());
-                if self.transfer_step(step).await {
-                    return Then::End;
-                }
-            }
             Wake::DigitTimeout => {
-                let now = Instant::now();
                 if let Some(ev) = self.inbound.as_mut().and_then(|i| i.handle_timeout(now)) {
                     put_digit(&mut self.digits, ev.digit);
                 }
             }
-            Wake::Rtt(wake) => {
-                // The caller's RTT text or the text stream's timers; typing keeps the call
-                // alive.
-                let lang = self.flow.lang();
-                if let Some(r) = self.rtt.as_mut()
-                    && r.handle_wake(Instant::now(), wake, lang)
+            Wake::Text(r) => {
+                // The caller's RTT text; typing keeps the call alive.
+                if let (Some((len, from)), Some(port)) = (r, self.text.as_mut())
+                    && self.core.handle_text_datagram(now, port.datagram(len))
                 {
-                    self.last_rx = Instant::now();
+                    port.learn_remote(from);
+                    self.last_rx = now;
                 }
             }
             Wake::RtpTimeout => {
                 // The caller vanished without BYE: end the call and free everything.
                 Metrics::inc(&self.shared.metrics.calls_rtp_timeout_total);
                 self.end_reason.get_or_insert("rtp_timeout");
-                self.flow
-                    .handle_event(Instant::now(), flow::Event::RemoteHangup);
+                self.core.handle(now, CallInput::RemoteHangup);
                 let _ = self.sip.send(SipCommand::Hangup(self.setup.key)).await;
                 return Then::End;
             }
@@ -498,12 +471,7 @@ impl CallTask {
     async fn on_command(&mut self, cmd: Option<CallCommand>) -> Then {
         let now = Instant::now();
         match cmd {
-            Some(CallCommand::Confirmed) => {
-                self.started = true;
-                if self.tty.is_none() {
-                    self.flow.handle_event(now, flow::Event::Start);
-                }
-            }
+            Some(CallCommand::Confirmed) => self.core.handle(now, CallInput::Start),
             Some(CallCommand::Media(m, rekey)) => {
                 // SRTP first: the first datagram after the answer may use the new key.
                 if let Some(u) = rekey.inbound {
@@ -515,35 +483,15 @@ impl CallTask {
                 self.on_media(now, *m)
             }
             Some(CallCommand::RemoteHangup(reason) | CallCommand::Ended(reason)) => {
-                self.flow.handle_event(now, flow::Event::RemoteHangup);
+                self.core.handle(now, CallInput::RemoteHangup);
                 self.end_reason.get_or_insert(reason);
                 return Then::End;
             }
             Some(CallCommand::Transfer { status, done }) => {
-                if done {
-                    tracing::info!(status, "REFER finished");
-                }
-                let step = self.transfer.handle_refer_progress(now, status, done);
-                if self.transfer_step(step).await {
-                    return Then::End;
-                }
+                self.core
+                    .handle(now, CallInput::ReferProgress { status, done });
             }
-            Some(CallCommand::Agent(ev)) => {
-                let mut step = self.transfer.handle_agent(&ev);
-                if let (Step::Bridged, AgentEvent::Answered(leg)) = (&step, ev) {
-                    let ssrc = self.setup.key.0 ^ 0x6272_6964;
-                    match Bridge::new(*leg, LegMedia::of(&self.setup.media), ssrc) {
-                        Ok(b) => self.bridged = Some(b),
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot relay: dropping the agent");
-                            step = self.transfer.handle_relay_failed();
-                        }
-                    }
-                }
-                if self.transfer_step(step).await {
-                    return Then::End;
-                }
-            }
+            Some(CallCommand::Agent(ev)) => self.on_agent(now, ev),
             Some(CallCommand::Drain) => {
                 self.end_reason.get_or_insert("drain");
                 if !self.hanging_up {
@@ -556,6 +504,29 @@ impl CallTask {
         Then::Drain
     }
 
+    /// Agent-leg news: an answered leg's relay is set up here (the core decides whether to
+    /// bridge it, `Effect::Bridge`).
+    fn on_agent(&mut self, now: Instant, ev: AgentEvent) {
+        let input = match ev {
+            AgentEvent::Answered(leg) => {
+                let ssrc = self.setup.key.0 ^ 0x6272_6964;
+                let relay = Bridge::new(*leg, LegMedia::of(&self.setup.media), ssrc);
+                if let Err(e) = &relay {
+                    tracing::error!(error = %e, "cannot relay the agent's media");
+                }
+                self.answered = relay.ok();
+                CallInput::AgentAnswered {
+                    relayable: self.answered.is_some(),
+                }
+            }
+            AgentEvent::Failed(status) => {
+                CallInput::Agent(crate::call::transfer::AgentEvent::Failed(status))
+            }
+            AgentEvent::Hangup => CallInput::Agent(crate::call::transfer::AgentEvent::Hangup),
+        };
+        self.core.handle(now, input);
+    }
+
     /// A re-INVITE changed the media (hold, resume, codec, address).
     fn on_media(&mut self, now: Instant, m: Negotiated) {
         if m.codec != self.setup.media.codec || m.payload_type != self.setup.media.payload_type {
@@ -564,10 +535,13 @@ impl CallTask {
                 a.set_input_rate(m.codec.pcm_rate());
             }
         }
-        if let Some(r) = self.rtt.as_mut() {
-            r.handle_media(m.text.as_ref());
+        if let Some(t) = m.text.as_ref() {
+            self.core.handle_text_media(t);
+            if let Some(port) = self.text.as_mut() {
+                port.handle_media(t);
+            }
         }
-        self.transfer.handle_caller_codec(m.codec);
+        self.core.handle(now, CallInput::CallerCodec(m.codec));
         if m.remote_rtp != self.setup.media.remote_rtp {
             // The caller's media moved: its next good datagram sets the strict source again.
             self.rtp_source = None;
@@ -583,7 +557,7 @@ impl CallTask {
     }
 
     async fn on_stream_event(&mut self, ev: Option<StreamEvent>) {
-        // Only the end of the playback the conversation asked for last counts: one stopped by
+        // Only the end of the playback the core asked for last counts: one stopped by
         // barge-in may still report its end.
         let Some(StreamEvent::PlaybackDone { generation }) = ev else {
             return;
@@ -591,14 +565,7 @@ impl CallTask {
         if generation != self.generation {
             return;
         }
-        let text_call = self.is_text_call();
-        match self.tty.as_mut() {
-            Some(t) => t.handle_sent(Instant::now()),
-            None if text_call => {}
-            None => self
-                .flow
-                .handle_event(Instant::now(), flow::Event::PlaybackDone),
-        }
+        self.core.handle(Instant::now(), CallInput::PlaybackDone);
         if self.hangup_after_playback && !self.hanging_up {
             self.hanging_up = true;
             let _ = self.sip.send(SipCommand::Hangup(self.setup.key)).await;
@@ -692,66 +659,31 @@ impl CallTask {
         got.received
     }
 
-    /// One frame out of the jitter buffer (in `pcm`): to the TTY modem, or to the in-band DTMF
-    /// detector, the speech front end and the Baudot watch of a voice call.
+    /// One frame out of the jitter buffer (in `pcm`): on a voice call to the in-band DTMF
+    /// detector and the speech front end; then to the core (the TTY modem, or the Baudot watch
+    /// of a voice call).
     fn on_playout(&mut self, now: Instant, media: Playout) {
         let n = match media {
             Playout::Audio(n) | Playout::Concealed(n) => n,
             Playout::Empty => 0,
         };
         let pcm = &self.pcm[..n];
-        // The DTMF and TTY detectors are tuned for 8 kHz audio (G.711 calls).
-        let narrowband = self.setup.media.codec != Codec::Opus;
-        let text_call = self.is_text_call();
-        match self.tty.as_mut() {
-            // Baudot is decoded on the sender's timeline: no concealment, no silence for a
-            // late packet (see `TtySession::handle_playout`).
-            Some(t) => t.handle_playout(now, media, pcm),
-            // A text call (RFC 4103): the audio is no longer listened to.
-            None if text_call => {}
-            None if n > 0 && narrowband => {
-                // Gateways that send RFC 4733 remove the tones from the audio.
-                if !self.saw_rfc4733
-                    && let Some(d) = self.inband.process(pcm)
-                {
-                    put_digit(&mut self.digits, d);
-                }
-                if let Some(a) = self.asr.as_mut() {
-                    a.handle_frame(now, pcm);
-                }
-                // Concealment is not what the caller sent: it would look like Baudot tones in
-                // the wrong place.
-                let typing = match media {
-                    Playout::Audio(_) => self.watch.handle_pcm(now, pcm),
-                    _ => self.watch.handle_gap(now, n),
-                };
-                if typing {
-                    self.switch_to_tty();
-                }
+        if self.core.mode() == CallMode::Voice {
+            // The DTMF detector is tuned for 8 kHz audio (G.711 calls); gateways that send
+            // RFC 4733 remove the tones from the audio.
+            let narrowband = self.setup.media.codec != Codec::Opus;
+            if n > 0
+                && narrowband
+                && !self.saw_rfc4733
+                && let Some(d) = self.inband.process(pcm)
+            {
+                put_digit(&mut self.digits, d);
             }
-            None if n > 0 => {
-                if let Some(a) = self.asr.as_mut() {
-                    a.handle_frame(now, pcm);
-                }
-            }
-            None => {
-                if let Some(a) = self.asr.as_mut() {
-                    a.handle_frame(now, &self.silence);
-                }
+            if let Some(a) = self.asr.as_mut() {
+                a.handle_frame(now, if n > 0 { pcm } else { &self.silence });
             }
         }
-    }
-
-    /// Baudot tones on a voice call: the caller types. Switch to the text conversation in the
-    /// language chosen so far, replaying what the watch already decoded.
-    fn switch_to_tty(&mut self) {
-        tracing::info!("Baudot tones detected: TTY mode");
-        self.setup.stream.stop();
-        self.asr = None;
-        self.tty = tty_session(&self.setup, self.flow.lang());
-        if let Some(t) = self.tty.as_mut() {
-            t.replay(self.watch.take_chars());
-        }
+        self.core.handle_audio(now, media, pcm);
     }
 
     fn on_datagram(&mut self, r: std::io::Result<(usize, SocketAddr)>) -> Then {
@@ -785,42 +717,138 @@ impl CallTask {
         }
     }
 
-    /// After an input: keys and speech to the voice flow, then every conversation's actions,
-    /// then the record's progress.
+    /// After an input: keys and speech to the core, then every effect it asks for, then the
+    /// record's progress.
     async fn after_wake(&mut self) {
-        // A text call's conversation is typed: keys do not restart the voice menus.
-        let text_call = self.is_text_call();
+        let now = Instant::now();
+        // A text call's conversation is typed: keys do not count (the core ignores them
+        // outside voice).
+        let text_call = self.core.mode() == CallMode::Rtt;
         for d in self.digits.into_iter().flatten().filter(|_| !text_call) {
             Metrics::inc(&self.shared.metrics.dtmf_digits_total);
             if let Some(a) = self.asr.as_mut() {
-                a.handle_dtmf(Instant::now());
+                a.handle_dtmf(now);
             }
-            self.flow
-                .handle_event(Instant::now(), flow::Event::Digit(d));
+            self.core.handle(now, CallInput::Digit(d));
         }
         // Speech: barge-in, what was heard, or the fall back to keys.
         while let Some(ev) = self.asr.as_mut().and_then(CallAsr::poll_event) {
-            self.flow.handle_event(Instant::now(), ev);
+            self.core.handle(now, CallInput::Speech(ev));
         }
-        self.drain_tty().await;
-        self.drain_rtt().await;
-        self.drain_flow().await;
+        self.drain().await;
         self.save_progress();
     }
 
-    /// A TTY conversation's actions: lines become tones played like prompts.
-    async fn drain_tty(&mut self) {
-        while let Some(action) = self
-            .tty
-            .as_mut()
-            .filter(|_| self.started)
-            .and_then(TtySession::poll_action)
-        {
-            match action {
-                TtyAction::Play(pcm) => self.play_tones(pcm),
-                TtyAction::Step(step) => self.text_step(step).await,
+    /// Every effect the core asks for, carried out in order; the text stream's packets go out
+    /// between them (a deferred text step waits for them).
+    async fn drain(&mut self) {
+        loop {
+            if let Some(port) = self.text.as_mut() {
+                port.flush(&mut self.core, Instant::now());
+            }
+            let Some(effect) = self.core.poll_effect() else {
+                break;
+            };
+            self.carry_out(effect).await;
+            if self.ended {
+                break;
             }
         }
+        // An answered agent the core did not bridge (a stale answer) is let go.
+        self.answered = None;
+    }
+
+    /// One effect of the core.
+    async fn carry_out(&mut self, effect: Effect) {
+        let key = self.setup.key;
+        match effect {
+            Effect::Play { prompts } => self.play(&prompts).await,
+            Effect::PlayText { lang, text, then } => self.play_text(lang, text, &then).await,
+            Effect::PlayTones(pcm) => self.play_tones(pcm),
+            Effect::StopPlayback => self.setup.stream.stop(),
+            Effect::EnterText(_) => {
+                self.setup.stream.stop();
+                self.asr = None;
+            }
+            Effect::Listen {
+                lang,
+                listen,
+                trailing_silence_ms,
+            } => {
+                if let Some(a) = self.asr.as_mut() {
+                    a.listen(Instant::now(), lang, listen, trailing_silence_ms);
+                }
+            }
+            Effect::StopListening => {
+                if let Some(a) = self.asr.as_mut() {
+                    a.stop();
+                }
+            }
+            Effect::RecordConsent => self.record_consent().await,
+            Effect::StoreLink {
+                intent,
+                channel,
+                to,
+                lang,
+            } => {
+                let channel = outbox_channel(channel);
+                let ok =
+                    send_link(&self.shared, &self.setup, &intent, channel, Some(to), lang).await;
+                self.core
+                    .handle(Instant::now(), CallInput::LinkStored { ok });
+            }
+            Effect::Refer { uri, context } => {
+                let _ = self
+                    .sip
+                    .send(SipCommand::Refer {
+                        call: key,
+                        uri,
+                        context,
+                    })
+                    .await;
+            }
+            Effect::PlaceAgentCall { uri, context } => {
+                let codec = self.setup.media.codec;
+                let bridge = SipCommand::Bridge {
+                    call: key,
+                    uri,
+                    context,
+                    codec,
+                };
+                let _ = self.sip.send(bridge).await;
+            }
+            Effect::Bridge => self.bridge(),
+            Effect::DropAgent => {
+                let _ = self.sip.send(SipCommand::DropAgent(key)).await;
+            }
+            Effect::Hangup {
+                reason,
+                after_playback,
+            } => {
+                self.end_reason.get_or_insert(reason);
+                if after_playback && self.setup.stream.is_playing() {
+                    self.hangup_after_playback = true;
+                } else {
+                    self.hang_up().await;
+                }
+            }
+            Effect::End { reason } => {
+                self.end_reason.get_or_insert(reason);
+                let _ = self.sip.send(SipCommand::Hangup(key)).await;
+                self.ended = true;
+            }
+        }
+    }
+
+    /// The agent answered and the core bridges: the agent talks now, the IVR's own stream
+    /// stops for good.
+    fn bridge(&mut self) {
+        self.bridged = self.answered.take();
+        let m = &self.setup.media;
+        self.setup.stream.stop();
+        self.setup
+            .stream
+            .set_media(m.remote_rtp, false, m.codec, m.payload_type);
     }
 
     /// TTY tones (8 kHz PCM) encoded for the call's codec and played like a prompt.
@@ -829,7 +857,7 @@ impl CallTask {
             rate: 8000,
             samples,
         };
-        let lang = self.flow.lang();
+        let lang = self.core.lang();
         let encoded = crate::speech::cache::encode_pcm(
             "tty.line".into(),
             lang,
@@ -841,137 +869,6 @@ impl CallTask {
         match encoded {
             Ok(p) => self.generation = self.setup.stream.play(vec![Arc::new(p)]),
             Err(e) => tracing::error!(error = %e, "cannot encode TTY tones"),
-        }
-    }
-
-    /// A text call's actions (RFC 4103 real-time text).
-    async fn drain_rtt(&mut self) {
-        use super::rtt_session::RttAction;
-        while let Some(action) = self
-            .rtt
-            .as_mut()
-            .filter(|_| self.started)
-            .and_then(|r| r.poll_action(Instant::now()))
-        {
-            match action {
-                RttAction::TextCall => {
-                    // Typed text wins over voice and Baudot tones: one conversation at a time.
-                    self.setup.stream.stop();
-                    self.tty = None;
-                    self.asr = None;
-                }
-                RttAction::Step(step) => self.text_step(step).await,
-            }
-        }
-    }
-
-    /// What a text conversation (TTY or RTT; one at a time) asks of the call, carried out the
-    /// same way for both: the link stored before the conversation may type "SENT", the transfer
-    /// to the TTY agent queue, the hang-up once the last line has gone out.
-    async fn text_step(&mut self, step: TextStep) {
-        match step {
-            TextStep::SendLink {
-                channel,
-                to,
-                intent,
-                lang,
-            } => {
-                tracing::info!(?channel, to = %to, %intent, "link to send (text call)");
-                let stored =
-                    send_link(&self.shared, &self.setup, &intent, channel, Some(to), lang).await;
-                if let Some(r) = self.rtt.as_mut().filter(|r| r.is_text_call()) {
-                    r.handle_link_stored(stored);
-                } else if let Some(t) = self.tty.as_mut() {
-                    t.handle_link_stored(stored);
-                }
-            }
-            TextStep::Transfer { context } => {
-                tracing::info!(intent = %context.intent, mode = context.mode.as_str(), "text call transfer");
-                let uri = self.setup.tty_queue_uri.clone();
-                self.refer(uri, context.to_string()).await;
-            }
-            TextStep::Hangup => {
-                self.end_reason.get_or_insert("ivr_hangup");
-                // A TTY's last line (ending "SK") is tones still playing; RTT text has gone out.
-                if self.setup.stream.is_playing() {
-                    self.hangup_after_playback = true;
-                } else {
-                    self.hang_up().await;
-                }
-            }
-        }
-    }
-
-    /// The voice flow's actions.
-    async fn drain_flow(&mut self) {
-        while let Some(action) = self.flow.poll_action() {
-            match action {
-                Action::Play {
-                    prompts,
-                    barge_in: _,
-                } => self.play(&prompts).await,
-                Action::StopPlayback => self.setup.stream.stop(),
-                Action::Listen {
-                    lang,
-                    listen,
-                    trailing_silence_ms,
-                } => {
-                    if let Some(a) = self.asr.as_mut() {
-                        a.listen(Instant::now(), lang, listen, trailing_silence_ms);
-                    }
-                }
-                Action::StopListening => {
-                    if let Some(a) = self.asr.as_mut() {
-                        a.stop();
-                    }
-                }
-                Action::RecordConsent => self.record_consent().await,
-                Action::Transfer {
-                    queue_uri,
-                    intent,
-                    lang,
-                    text_ahead,
-                } => {
-                    let context = flow::TransferContext {
-                        intent,
-                        lang,
-                        mode: flow::CallMode::Voice,
-                        consent: text_ahead,
-                    };
-                    self.refer(queue_uri, context.to_string()).await;
-                }
-                Action::PlayText {
-                    lang, text, then, ..
-                } => self.play_text(lang, text, &then).await,
-                Action::SendSms { intent, to } => {
-                    let to = to.or_else(|| self.setup.caller_id.clone());
-                    let channel = crate::outbox::Channel::Sms;
-                    let ok = send_link(
-                        &self.shared,
-                        &self.setup,
-                        &intent,
-                        channel,
-                        to,
-                        self.flow.lang(),
-                    )
-                    .await;
-                    self.flow
-                        .handle_event(Instant::now(), flow::Event::LinkQueued(ok));
-                }
-                Action::SendEmail { intent, to } => {
-                    let channel = crate::outbox::Channel::Email;
-                    let lang = self.flow.lang();
-                    let ok = send_link(&self.shared, &self.setup, &intent, channel, Some(to), lang)
-                        .await;
-                    self.flow
-                        .handle_event(Instant::now(), flow::Event::LinkQueued(ok));
-                }
-                Action::Hangup => {
-                    self.end_reason.get_or_insert("ivr_hangup");
-                    self.hanging_up = true;
-                    let _ = self.sip.send(SipCommand::Hangup(self.setup.key)).await;
-                }
-            }
         }
     }
 
@@ -1045,9 +942,16 @@ impl CallTask {
             Err(e) => {
                 tracing::error!(error = %e, "read-back not rendered");
                 // The flow waits for the read-back's end: let it go on.
-                self.flow
-                    .handle_event(Instant::now(), flow::Event::PlaybackDone);
+                self.core.handle(Instant::now(), CallInput::PlaybackDone);
             }
+        }
+    }
+
+    /// Our BYE, once.
+    async fn hang_up(&mut self) {
+        if !self.hanging_up {
+            self.hanging_up = true;
+            let _ = self.sip.send(SipCommand::Hangup(self.setup.key)).await;
         }
     }
 
@@ -1062,25 +966,6 @@ impl CallTask {
         };
         if let Err(e) = self.shared.outbox.record_consent(consent).await {
             tracing::error!(error = %e, "text-ahead consent not stored");
-        }
-    }
-
-    /// Blind transfer by REFER; the transfer machine follows its progress.
-    async fn refer(&mut self, uri: String, context: String) {
-        self.transfer
-            .handle_refer_sent(Instant::now(), uri.clone(), context.clone());
-        let call = self.setup.key;
-        let _ = self
-            .sip
-            .send(SipCommand::Refer { call, uri, context })
-            .await;
-    }
-
-    /// Our BYE, once.
-    async fn hang_up(&mut self) {
-        if !self.hanging_up {
-            self.hanging_up = true;
-            let _ = self.sip.send(SipCommand::Hangup(self.setup.key)).await;
         }
     }
 
@@ -1105,12 +990,9 @@ impl CallTask {
             &self.shared,
             &self.setup,
             &Progress {
-                flow: &self.flow,
+                core: &self.core,
                 asr: self.asr.as_ref(),
                 reply_latency_ms: &self.reply_latency_ms,
-                transfer: &self.transfer,
-                tty: self.tty.as_ref(),
-                rtt: self.rtt.as_ref(),
                 end_reason: self.end_reason,
             },
         )
@@ -1119,7 +1001,7 @@ impl CallTask {
     /// The call is over: the final record (what the conversation did and why the call ended).
     async fn finish(self) {
         self.setup.stream.close();
-        if let (Some(inb), Some(t)) = (self.inbound.as_ref(), self.tty.as_ref()) {
+        if let (Some(inb), Some(t)) = (self.inbound.as_ref(), self.core.tty()) {
             let j = inb.jitter_stats();
             let (concealed, dry_gaps) = t.playout_counts();
             tracing::info!(
@@ -1145,105 +1027,25 @@ impl CallTask {
         }
         let mut record = self.record();
         record.ended_at = Some(now_rfc3339());
-        if let Some(r) = &self.rtt {
+        if let Some(r) = self.core.rtt() {
             r.log_stats();
         }
         self.shared.store.save(record);
         let _ = self.sip.send(SipCommand::Finished(self.setup.key)).await;
     }
-
-    /// Act on a transfer step; true when the call task must end now. The conversation that
-    /// asked for the transfer hears how it ended: the TTY or RTT one when the call is in text
-    /// (before issue #13's fix only the voice flow was told, so a failed TTY transfer left the
-    /// text conversation `Done` and the caller's line silent), else the voice flow.
-    async fn transfer_step(&mut self, step: Step) -> bool {
-        let key = self.setup.key;
-        match step {
-            Step::Wait => false,
-            Step::Referred => {
-                // The agent has the caller: our leg ends.
-                self.transfer_done(true);
-                self.end_reason.get_or_insert("transferred");
-                let _ = self.sip.send(SipCommand::Hangup(key)).await;
-                true
-            }
-            Step::PlaceCall { uri, context } => {
-                tracing::info!("the trunk will not transfer: bridging");
-                let codec = self.setup.media.codec;
-                let call = key;
-                let bridge = SipCommand::Bridge {
-                    call,
-                    uri,
-                    context,
-                    codec,
-                };
-                let _ = self.sip.send(bridge).await;
-                false
-            }
-            Step::Bridged => {
-                // The agent talks now: the IVR's own stream stops for good.
-                let m = &self.setup.media;
-                self.setup.stream.stop();
-                self.setup
-                    .stream
-                    .set_media(m.remote_rtp, false, m.codec, m.payload_type);
-                self.transfer_done(true);
-                false
-            }
-            Step::Failed => {
-                self.transfer_done(false);
-                false
-            }
-            Step::CancelAgent => {
-                let _ = self.sip.send(SipCommand::DropAgent(key)).await;
-                self.transfer_done(false);
-                false
-            }
-            Step::WithdrawAgent => {
-                let _ = self.sip.send(SipCommand::DropAgent(key)).await;
-                false
-            }
-            Step::ReferredWithdrawAgent => {
-                // As `Referred`, after dropping our own call to the agent.
-                let _ = self.sip.send(SipCommand::DropAgent(key)).await;
-                self.transfer_done(true);
-                self.end_reason.get_or_insert("transferred");
-                let _ = self.sip.send(SipCommand::Hangup(key)).await;
-                true
-            }
-            Step::AgentGone => {
-                self.end_reason.get_or_insert("agent_bye");
-                let _ = self.sip.send(SipCommand::Hangup(key)).await;
-                true
-            }
-        }
-    }
-
-    fn transfer_done(&mut self, ok: bool) {
-        let now = Instant::now();
-        let text_call = self.is_text_call();
-        match (self.tty.as_mut(), self.rtt.as_mut()) {
-            (Some(t), _) => t.handle_transfer_result(now, ok),
-            (None, Some(r)) if text_call => r.handle_transfer_result(now, ok),
-            _ => self.flow.handle_event(now, flow::Event::TransferDone(ok)),
-        }
-    }
 }
 
 /// What a call's record is made of, borrowed from the call task.
 struct Progress<'a> {
-    flow: &'a flow::Call,
+    core: &'a CallCore,
     asr: Option<&'a CallAsr>,
     reply_latency_ms: &'a [u64],
-    transfer: &'a bridge::Transfer,
-    tty: Option<&'a TtySession>,
-    rtt: Option<&'a super::rtt_session::RttSession>,
     end_reason: Option<&'static str>,
 }
 
 /// The call's record as of now (`ended_at` unset: the caller sets it at the end).
 fn call_record(shared: &Shared, setup: &CallSetup, p: &Progress<'_>) -> CallRecord {
-    let rec = p.flow.record();
+    let rec = p.core.flow().record();
     let mut record = setup.record.clone();
     record.codec = Some(setup.media.codec.name().to_string());
     record.lang = rec.lang.map(|l| l.code().to_string());
@@ -1271,8 +1073,8 @@ fn call_record(shared: &Shared, setup: &CallSetup, p: &Progress<'_>) -> CallReco
             "reply_latency_ms": p.reply_latency_ms,
         }));
     }
-    record.transfer = p.transfer.outcome().map(bridge::Outcome::as_record);
-    if let Some(t) = p.tty {
+    record.transfer = p.core.transfer().outcome().map(bridge::Outcome::as_record);
+    if let Some(t) = p.core.tty() {
         let r = t.record();
         record.mode = "tty".into();
         record.lang = r.lang.map(|l| l.code().to_string());
@@ -1290,8 +1092,8 @@ fn call_record(shared: &Shared, setup: &CallSetup, p: &Progress<'_>) -> CallReco
             .and_then(|o| serde_json::to_value(o).ok())
             .and_then(|v| v.as_str().map(String::from));
     }
-    if let Some(r) = p.rtt {
-        r.fill_record(&mut record);
+    if let Some(r) = p.core.rtt() {
+        super::rtt_session::fill_record(r, &mut record);
     }
     // The route of the intent the conversation that holds the call settled on, in its mode:
     // after the TTY/RTT override (a voice call switched to text has its text intent routed as
@@ -1428,5 +1230,13 @@ async fn send_link(
             tracing::warn!(error = %e, %intent, "link not stored");
             false
         }
+    }
+}
+
+/// The outbox's channel for a text conversation's `SendLink`.
+fn outbox_channel(channel: crate::flow::tty::Channel) -> crate::outbox::Channel {
+    match channel {
+        crate::flow::tty::Channel::Sms => crate::outbox::Channel::Sms,
+        crate::flow::tty::Channel::Email => crate::outbox::Channel::Email,
     }
 }

@@ -19,8 +19,6 @@ pub mod rtt_session;
 pub mod sip_task;
 pub mod store;
 pub mod store_pg;
-pub mod text_step;
-pub mod tty_session;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};

@@ -1,5 +1,5 @@
-//! What a text conversation — a TTY call ([`super::tty_session`]) or an RTT call
-//! ([`super::rtt_session`]) — asks of the call beyond its own line, in one vocabulary, so the
+//! What a text conversation — a TTY call ([`super::tty`]) or an RTT call ([`super::rtt`]) —
+//! asks of the call beyond its own line, in one vocabulary, so the
 //! call task carries both out the same way: store a link (and tell the conversation whether it
 //! was stored before it types "SENT"), hand the call to the TTY agent queue with the one
 //! transfer context, or hang up once what was typed has gone out.
@@ -13,7 +13,7 @@ use crate::types::Lang;
 pub enum TextStep {
     /// Store the link of `intent` for `to`; the conversation waits for `handle_link_stored`.
     SendLink {
-        channel: crate::outbox::Channel,
+        channel: Channel,
         to: Pii<String>,
         intent: String,
         lang: Lang,
@@ -35,7 +35,7 @@ impl TextStep {
                 intent,
                 link: _,
             } => Some(TextStep::SendLink {
-                channel: outbox_channel(channel),
+                channel,
                 to,
                 intent,
                 lang: conv.lang(),
@@ -63,13 +63,5 @@ pub fn transfer_context(conv: &TtyConversation, mode: CallMode) -> TransferConte
         lang: conv.lang(),
         mode,
         consent: None,
-    }
-}
-
-/// The outbox's channel for a conversation's `SendLink`.
-pub fn outbox_channel(channel: Channel) -> crate::outbox::Channel {
-    match channel {
-        Channel::Sms => crate::outbox::Channel::Sms,
-        Channel::Email => crate::outbox::Channel::Email,
     }
 }

@@ -1,6 +1,6 @@
-//! A TTY call in the server: the Baudot modem on the call's decoded audio, the
-//! `flow::tty::TtyConversation` behind it, and the IVR's replies rendered to tones that the
-//! call's outgoing stream plays like any prompt.
+//! A TTY call, sans-IO: the Baudot modem on the call's decoded audio, the
+//! `flow::tty::TtyConversation` behind it, and the IVR's replies rendered to tones (8 kHz PCM)
+//! that the shell plays like any prompt. [`TtyWatch`] listens for Baudot tones on a voice call.
 
 use std::sync::Arc;
 use std::time::Instant;
