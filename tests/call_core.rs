@@ -45,6 +45,11 @@ fn tty_text(id: &str) -> String {
     words(deps().1.text(Lang::En, id).trim_end_matches(" GA"))
 }
 
+/// What an RTT caller reads for a prompt: its `rtt.*` text, as in `prompts/en/rtt.txt`.
+fn rtt_text(id: &str) -> String {
+    words(deps().1.text(Lang::En, id))
+}
+
 /// Text with its line breaks and runs of spaces as single spaces (a TTY's lines are wrapped).
 fn words(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -324,7 +329,7 @@ fn a_voice_call_whose_caller_types_rtt_turns_rtt_and_keys_are_ignored() {
     assert!(call.effects.contains(&Effect::EnterText(CallMode::Rtt)));
     assert_eq!(call.core.mode(), CallMode::Rtt);
     assert!(
-        words(&call.screen).contains(&tty_text("tty.answer.case_status")),
+        words(&call.screen).contains(&rtt_text("rtt.answer.case_status")),
         "{:?}",
         call.screen
     );
@@ -398,7 +403,7 @@ fn a_failed_transfer_is_told_in_the_calls_mode_and_the_call_goes_on() {
     call.drain();
     call.run(2000);
     assert!(
-        words(&call.screen).contains(&tty_text("tty.transfer_failed")),
+        words(&call.screen).contains(&rtt_text("rtt.transfer_failed")),
         "{:?}",
         call.screen
     );
@@ -453,13 +458,13 @@ fn a_link_not_stored_is_never_said_sent_in_any_mode() {
             call.screen
         );
         assert_eq!(
-            words(&call.screen).contains(&tty_text("tty.sent")),
+            words(&call.screen).contains(&rtt_text("rtt.sent")),
             ok,
             "{:?}",
             call.screen
         );
         assert_eq!(
-            words(&call.screen).contains(&tty_text("tty.not_sent")),
+            words(&call.screen).contains(&rtt_text("rtt.not_sent")),
             !ok,
             "{:?}",
             call.screen

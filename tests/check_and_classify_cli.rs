@@ -80,6 +80,39 @@ fn check_names_file_and_line_of_a_broken_prompt_and_grammar() {
 }
 
 #[test]
+fn check_requires_every_rtt_prompt() {
+    let dir = temp_dir("check-rtt");
+    copy_tree(&repo().join("prompts"), &dir.join("prompts"));
+    // The English RTT text of "anything else" is missing: the Spanish one is left alone.
+    let en = dir.join("prompts/en/rtt.txt");
+    let text = std::fs::read_to_string(&en).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("rtt.anything_else:"))
+        .collect();
+    assert_eq!(kept.len() + 1, text.lines().count());
+    std::fs::write(&en, kept.join("\n") + "\n").unwrap();
+    let out = ivr()
+        .arg("check")
+        .arg("--prompts")
+        .arg(dir.join("prompts"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("prompt \"rtt.anything_else\" is missing in en"),
+        "{stderr}"
+    );
+    // The Spanish twin is named with its file and line.
+    assert!(
+        stderr.contains("prompts/es/rtt.txt:")
+            && stderr.contains("\"rtt.anything_else\" has no en version"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn classify_reads_stdin_lines_and_prints_json_lines() {
     let mut child = ivr()
         .args(["classify", "--lang", "en"])

@@ -86,14 +86,13 @@ fn media_port(answer: &str, kind: &str) -> u16 {
         .unwrap_or_else(|| panic!("m={kind} in the answer:\n{answer}"))
 }
 
-/// A prompt's text from `prompts/en/tty.txt`, without the TTY "GA" RTT does not send.
-fn tty_prompt(id: &str) -> String {
-    let text = std::fs::read_to_string(repo().join("prompts/en/tty.txt")).unwrap();
+/// A prompt's text from `prompts/en/rtt.txt`, what an RTT caller reads.
+fn rtt_prompt(id: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("prompts/en/rtt.txt")).unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{id}: ")))
-        .unwrap_or_else(|| panic!("{id} in prompts/en/tty.txt"))
+        .unwrap_or_else(|| panic!("{id} in prompts/en/rtt.txt"))
         .trim()
-        .trim_end_matches(" GA")
         .to_string()
 }
 
@@ -155,11 +154,11 @@ fn rtt_caller_types_a_question_and_reads_the_answer() {
         term.type_line(chunk);
         term.run(Duration::from_millis(250), |_| false);
     }
-    let answer = tty_prompt("tty.answer.case_status");
+    let answer = rtt_prompt("rtt.answer.case_status");
     term.run(Duration::from_secs(10), |s| s.contains(&answer));
     assert!(term.screen.contains(&answer), "{:?}", term.screen);
     assert!(
-        term.screen.contains("WANT THIS LINK BY TEXT OR EMAIL?"),
+        term.screen.contains(&rtt_prompt("rtt.link_offer")),
         "{:?}",
         term.screen
     );
@@ -175,10 +174,16 @@ fn rtt_caller_types_a_question_and_reads_the_answer() {
 
     // The link by text message, to the caller's own number.
     term.type_line("text\r\n");
-    term.run(Duration::from_secs(5), |s| s.contains("OR YES TO USE"));
+    let ask = rtt_prompt("rtt.ask_phone_caller_id");
+    term.run(Duration::from_secs(5), |s| s.contains(&ask));
+    assert!(term.screen.contains(&ask), "{:?}", term.screen);
     term.type_line("yes\r\n");
-    term.run(Duration::from_secs(5), |s| s.contains("SENT."));
-    assert!(term.screen.contains("SENT."), "{:?}", term.screen);
+    let sent = rtt_prompt("rtt.sent");
+    term.run(Duration::from_secs(5), |s| s.contains(&sent));
+    assert!(term.screen.contains(&sent), "{:?}", term.screen);
+    for etiquette in [" GA", " SK", " Q "] {
+        assert!(!term.screen.contains(etiquette), "{:?}", term.screen);
+    }
 
     uac.request("BYE", "", true);
     assert_eq!(
@@ -230,7 +235,7 @@ fn rtt_caller_is_transferred_to_the_tty_queue() {
     };
     // The answer was typed (with its redundancy) before the call left.
     assert!(
-        term.screen.contains(&tty_prompt("tty.answer.withdraw")),
+        term.screen.contains(&rtt_prompt("rtt.answer.withdraw")),
         "{:?}",
         term.screen
     );

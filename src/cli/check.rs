@@ -28,8 +28,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(sources) => match crate::speech::Catalog::parse(&sources) {
             Err(errs) => errors.extend(errs.iter().map(ToString::to_string)),
             Ok(catalog) => {
-                let missing =
-                    catalog.check_complete(&crate::speech::required_prompts(), &args.prompts);
+                // The voice flow's prompts, and the typed ones of the TTY and RTT lines.
+                let mut required = crate::speech::required_prompts();
+                required.extend(crate::flow::tty::prompt_ids());
+                let missing = catalog.check_complete(&required, &args.prompts);
                 errors.extend(missing.iter().map(ToString::to_string));
                 println!(
                     "prompts: {} prompts, {} languages",

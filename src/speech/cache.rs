@@ -113,8 +113,12 @@ pub fn build(
     let mut prompts = HashMap::new();
     let mut origins = [0usize; 4];
     let mut list: Vec<&Prompt> = Vec::new();
-    // `tty.*` texts are typed in Baudot, never spoken: no audio is made for them.
-    for p in catalog.iter().filter(|p| !p.id.starts_with("tty.")) {
+    // `tty.*` and `rtt.*` texts are typed (Baudot, real-time text), never spoken: no audio is
+    // made for them.
+    for p in catalog
+        .iter()
+        .filter(|p| !p.id.starts_with("tty.") && !p.id.starts_with("rtt."))
+    {
         let reusable = previous
             .and_then(|prev| prev.get(p.lang, &p.id))
             .filter(|old| {

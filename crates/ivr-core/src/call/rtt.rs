@@ -5,9 +5,9 @@
 //! The stream sits idle until the caller types: then the call becomes a text call (the voice
 //! prompts stop, the shell is told by [`RttAction::TextCall`]) and every line the caller ends
 //! (Enter, U+2028, or a pause) goes to the conversation, whose turns are sent back as T.140.
-//! RTT is full duplex and has no 6 cps limit: the TTY etiquette is kept only where it still
-//! means something (the caller's line is read when it is ended); "GA" and "SK" are not sent,
-//! "Q" becomes a question mark, and nothing typed while we answer is lost.
+//! RTT is full duplex and has no 6 cps limit: the conversation runs in its RTT style
+//! ([`TextStyle::Rtt`]): the `rtt.*` texts as written (mixed case, "?", no "GA"/"SK"), each
+//! line the caller ends handed over whole, and nothing typed while we answer is lost.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use super::text_step::TextStep;
 use crate::flow::CallMode;
-use crate::flow::tty::{TtyConfig, TtyConversation, TtyOutput, TtyPrompts, TtyRecord};
+use crate::flow::tty::{TextStyle, TtyConfig, TtyConversation, TtyOutput, TtyPrompts, TtyRecord};
 use crate::nlu::Nlu;
 use crate::pii::Pii;
 use crate::rtp::t140::{LINE_SEPARATOR, LineBuffer, T140Receiver, T140Sender, T140SenderConfig};
@@ -165,16 +165,11 @@ impl RttCore {
         let p = &self.parts;
         let transferable = p.transferable.clone();
         let policy = move |intent: &str, _now: Instant| transferable.contains(intent);
+        // The RTT style has no pause, echo guard or wrap: lines are ended here (Enter or our
+        // own pause) and handed over whole, and RTT displays wrap lines themselves.
         let config = TtyConfig {
-            // Lines are ended here (Enter or our own pause), handed over whole: the
-            // conversation reads each at once.
-            pause_ms: 0,
-            // A separate stream: no echo of our own text to ignore.
-            echo_guard_ms: 0,
             no_input_timeout_s: self.config.no_input_timeout_s,
             retries_max: self.config.retries_max,
-            // RTT displays wrap lines themselves.
-            line_chars: 0,
             ..TtyConfig::default()
         };
         let conv = TtyConversation::new(
@@ -184,6 +179,7 @@ impl RttCore {
             lang,
             p.caller_id.clone(),
         )
+        .with_style(TextStyle::Rtt)
         .with_transfer_policy(Arc::new(policy));
         tracing::info!("the caller types on the text stream: RTT mode");
         self.conv = Some(conv);
@@ -195,12 +191,7 @@ impl RttCore {
         let Some(conv) = self.conv.as_mut() else {
             return;
         };
-        for c in line.chars() {
-            conv.handle_char(now, c);
-        }
-        // No carrier on a text stream: the line is complete now (pause 0 has passed).
-        conv.handle_carrier(now, false);
-        conv.handle_timeout(now);
+        conv.handle_line(now, line);
     }
 
     /// When to call `handle_timeout` next.
@@ -339,41 +330,18 @@ impl RttCore {
     }
 }
 
-/// A conversation turn (TTY style: "\nTEXT Q TYPE YES OR NO GA") as RTT text: "Q" back to a
-/// question mark, the closing "GA"/"SK" dropped (RTT is full duplex), new lines as U+2028
-/// (T.140's line separator); the first turn does not start with an empty line.
+/// A conversation turn (RTT style, "\nText? Type yes or no.") as T.140 text: new lines as
+/// U+2028 (T.140's line separator); the first turn does not start with an empty line.
 pub fn rtt_text(turn: &str, first: bool) -> String {
     let body = turn.strip_prefix('\n').unwrap_or(turn);
     let mut out = String::with_capacity(body.len() + 3);
     if !first {
         out.push(LINE_SEPARATOR);
     }
-    let lines: Vec<&str> = body.split('\n').collect();
-    for (i, line) in lines.iter().enumerate() {
-        if i > 0 {
-            out.push(LINE_SEPARATOR);
-        }
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let mut kept: Vec<String> = Vec::with_capacity(words.len());
-        for (k, w) in words.iter().enumerate() {
-            let next = words.get(k + 1).copied();
-            let turn_end = next.is_none() && i + 1 == lines.len();
-            if turn_end && matches!(*w, "GA" | "SK") {
-                continue;
-            }
-            // "Q" stands for "?" on a TTY; only where a question ends (a read-back value such
-            // as "Q AT X.COM" keeps its letter).
-            if *w == "Q"
-                && matches!(next, None | Some("GA") | Some("TYPE"))
-                && let Some(prev) = kept.last_mut()
-            {
-                prev.push('?');
-                continue;
-            }
-            kept.push((*w).to_string());
-        }
-        out.push_str(&kept.join(" "));
-    }
+    out.extend(
+        body.chars()
+            .map(|c| if c == '\n' { LINE_SEPARATOR } else { c }),
+    );
     out
 }
 
@@ -396,15 +364,15 @@ mod tests {
     }
 
     #[test]
-    fn rtt_text_drops_tty_etiquette() {
-        assert_eq!(rtt_text("\nANYTHING ELSE Q GA", true), "ANYTHING ELSE?");
+    fn rtt_text_keeps_the_text_and_separates_lines() {
+        assert_eq!(rtt_text("\nAnything else?", true), "Anything else?");
         assert_eq!(
-            rtt_text("\nSEND THE EMAIL TO Q AT X.COM Q TYPE YES OR NO GA", false),
-            "\u{2028}SEND THE EMAIL TO Q AT X.COM? TYPE YES OR NO"
+            rtt_text("\nSend the email to q@x.com? Type yes or no.", false),
+            "\u{2028}Send the email to q@x.com? Type yes or no."
         );
         assert_eq!(
-            rtt_text("\nLINE ONE\nGOODBYE SK", false),
-            "\u{2028}LINE ONE\u{2028}GOODBYE"
+            rtt_text("\nLine one\n¿Algo más?", false),
+            "\u{2028}Line one\u{2028}¿Algo más?"
         );
         assert_eq!(rtt_text("", true), "");
     }

@@ -103,9 +103,34 @@ impl TransferPolicy for NeverTransfer {
     }
 }
 
-/// Every prompt id the TTY conversation uses, for `ivr check` (each must exist in every
-/// language).
+/// How the conversation's turns are written and how the caller's lines arrive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TextStyle {
+    /// A Baudot TTY: the `tty.*` texts, upper case, Baudot characters only, "GA" at the end of
+    /// every turn ("SK" at the last), wrapped at `line_chars`; the caller's characters come one
+    /// by one and a line ends with "GA" or a pause; our own echo is ignored.
+    #[default]
+    Baudot,
+    /// Real-time text (RFC 4103): the `rtt.*` texts as written (mixed case, "?", UTF-8, no
+    /// GA/SK, no wrap); the caller's lines come whole ([`TtyConversation::handle_line`]).
+    Rtt,
+}
+
+/// The `rtt.*` id that stands for a `tty.*` one in the RTT style.
+fn rtt_id(id: &str) -> Option<String> {
+    id.strip_prefix("tty.").map(|rest| format!("rtt.{rest}"))
+}
+
+/// Every prompt id the TTY and RTT conversations use, for `ivr check` (each must exist in every
+/// language): the `tty.*` ids and their `rtt.*` twins.
 pub fn prompt_ids() -> Vec<String> {
+    let tty = tty_prompt_ids();
+    let rtt: Vec<String> = tty.iter().filter_map(|id| rtt_id(id)).collect();
+    tty.into_iter().chain(rtt).collect()
+}
+
+/// The `tty.*` ids the conversation names (the RTT style reads their `rtt.*` twins).
+fn tty_prompt_ids() -> Vec<String> {
     let mut ids: Vec<String> = [
         "tty.greeting",
         "tty.confirm_intent",
@@ -138,15 +163,16 @@ pub fn prompt_ids() -> Vec<String> {
     ids
 }
 
-/// The TTY texts of both languages, taken from the prompt catalog once (at load and reload) and
-/// already in the form the modem sends.
+/// The TTY and RTT texts of both languages, taken from the prompt catalog once (at load and
+/// reload): the `tty.*` ones already in the form the modem sends, the `rtt.*` ones as written.
 #[derive(Clone, Debug, Default)]
 pub struct TtyPrompts {
     texts: HashMap<(Lang, String), String>,
 }
 
 impl TtyPrompts {
-    /// Takes every `tty.*` prompt; `Err` lists the required ids missing, as `lang/id`.
+    /// Takes every `tty.*` and `rtt.*` prompt; `Err` lists the required ids missing, as
+    /// `lang/id`.
     pub fn from_catalog(catalog: &Catalog) -> Result<TtyPrompts, Vec<String>> {
         let mut texts = HashMap::new();
         let mut missing = Vec::new();
@@ -154,7 +180,12 @@ impl TtyPrompts {
             for id in prompt_ids() {
                 match catalog.get(lang, &id) {
                     Some(p) => {
-                        texts.insert((lang, id), baudot_text(&p.rendered.display, lang));
+                        let text = if id.starts_with("tty.") {
+                            baudot_text(&p.rendered.display, lang)
+                        } else {
+                            p.rendered.display.trim().to_string()
+                        };
+                        texts.insert((lang, id), text);
                     }
                     None => missing.push(format!("{}/{id}", lang.code())),
                 }
@@ -173,6 +204,14 @@ impl TtyPrompts {
         self.texts
             .get(&(lang, id.to_string()))
             .map_or("", String::as_str)
+    }
+
+    /// The text of a `tty.*` prompt in `style`: itself (Baudot) or its `rtt.*` twin (RTT).
+    pub fn styled(&self, style: TextStyle, lang: Lang, id: &str) -> &str {
+        match (style, rtt_id(id)) {
+            (TextStyle::Rtt, Some(rtt)) => self.text(lang, &rtt),
+            _ => self.text(lang, id),
+        }
     }
 
     /// The web address an answer gives (`USCIS.GOV/...`), if any: only those answers end with
@@ -330,8 +369,9 @@ pub enum Channel {
 /// Outputs to the shell.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TtyOutput {
-    /// Text to transmit (upper case, Baudot characters only, `\n` for a new line). The shell
-    /// pushes it into the modulator and calls `handle_sent` when the modulator is idle.
+    /// Text to transmit, `\n` for a new line: upper case and Baudot characters only in the
+    /// Baudot style, as written in the RTT style. The shell pushes it into the modulator (or
+    /// the T.140 sender) and calls `handle_sent` when it is sent.
     Type(String),
     /// Send `link` (the answer of `intent`) to the caller. Emitted before "SENT" is typed, so
     /// the outbox stores it before the caller reads that it was sent.
@@ -424,6 +464,8 @@ enum Part {
     Prompt(String),
     /// A personal value read back (phone number, email address).
     Value(Pii<String>),
+    /// The end of a sentence that is not a prompt's own: "GA" (Baudot), "." (RTT).
+    End,
 }
 
 /// One IVR turn: text to type, then possibly an action once it has been sent.
@@ -484,6 +526,7 @@ pub struct TtyConversation {
     prompts: Arc<TtyPrompts>,
     policy: Arc<dyn TransferPolicy>,
     config: TtyConfig,
+    style: TextStyle,
     lang: Lang,
     caller_id: Option<Pii<String>>,
     state: State,
@@ -533,6 +576,7 @@ impl TtyConversation {
             prompts,
             policy: Arc::new(NeverTransfer),
             config,
+            style: TextStyle::Baudot,
             lang,
             caller_id,
             state: State::Question,
@@ -558,6 +602,17 @@ impl TtyConversation {
         // replays the caller's first characters before that, and then gets its answer instead.
         conv.pending = Some(Turn::new(&["tty.greeting"]));
         conv
+    }
+
+    /// How turns are written and lines arrive (default: [`TextStyle::Baudot`]). Set it when
+    /// the conversation is made, before the first `poll_output`.
+    pub fn with_style(mut self, style: TextStyle) -> Self {
+        self.style = style;
+        self
+    }
+
+    pub fn style(&self) -> TextStyle {
+        self.style
     }
 
     /// Injects the routing decision (default: [`NeverTransfer`]).
@@ -617,6 +672,28 @@ impl TtyConversation {
                 self.complete_line(now);
             }
         }
+    }
+
+    /// A whole line from the caller (RTT: the caller pressed Enter or paused; the line is read
+    /// at once, no pause or "GA" needed). Anything typed before it on the same line comes
+    /// first.
+    pub fn handle_line(&mut self, now: Instant, line: &str) {
+        if matches!(self.state, State::Done | State::Ending) {
+            return;
+        }
+        self.no_input_at = None;
+        for c in line.chars() {
+            if self.line.chars().count() >= LINE_CHARS_MAX {
+                break;
+            }
+            match c {
+                '\r' | '\n' | '\u{2028}' | '\u{2029}' => self.line.push(' '),
+                c if c.is_control() => {}
+                c => self.line.push(c),
+            }
+        }
+        self.complete_line(now);
+        self.flush();
     }
 
     /// The caller's carrier came on or went off.
@@ -682,6 +759,10 @@ impl TtyConversation {
 
     /// Within our own transmission or its echo tail.
     fn is_echo(&self, now: Instant) -> bool {
+        if self.style == TextStyle::Rtt {
+            // A separate stream: nothing of ours comes back.
+            return false;
+        }
         self.transmitting || self.echo_until.is_some_and(|t| now < t)
     }
 
@@ -913,7 +994,7 @@ impl TtyConversation {
                 parts: vec![
                     Part::Prompt("tty.ask_phone_caller_id".into()),
                     Part::Value(Pii::new(format_phone(id.expose()))),
-                    Part::Prompt("GA".into()),
+                    Part::End,
                 ],
                 then: None,
             },
@@ -1130,15 +1211,51 @@ impl TtyConversation {
         self.outputs.push_back(TtyOutput::Type(clear));
     }
 
-    /// The turn's text, clear and with read-back values redacted: the parts joined, a "GA"
-    /// inside the turn removed, "GA" added at the end unless it ends in "GA" or "SK", wrapped,
-    /// and starting on a new line (the caller's own text is on the current one).
+    /// The turn's text, clear and with read-back values redacted, starting on a new line (the
+    /// caller's own text is on the current one), in the conversation's style.
     fn render(&self, turn: &Turn) -> (String, String) {
+        match self.style {
+            TextStyle::Baudot => self.render_baudot(turn),
+            TextStyle::Rtt => self.render_rtt(turn),
+        }
+    }
+
+    /// RTT: the `rtt.*` texts and the values as they are, joined with a space (none before a
+    /// part that starts with punctuation, as "?" after a read-back value).
+    fn render_rtt(&self, turn: &Turn) -> (String, String) {
+        let mut clear = String::from("\n");
+        let mut redacted = String::from("\n");
+        for part in &turn.parts {
+            let (c, r) = match part {
+                Part::End => (".".to_string(), ".".to_string()),
+                Part::Prompt(id) => {
+                    let t = self.prompts.styled(self.style, self.lang, id).to_string();
+                    (t.clone(), t)
+                }
+                Part::Value(v) => (v.expose().clone(), v.redacted()),
+            };
+            for (out, text) in [(&mut clear, c), (&mut redacted, r)] {
+                let text = text.trim();
+                if text.is_empty() {
+                    continue;
+                }
+                if out.len() > 1 && !text.starts_with(['?', '.', ',', '!', ':', ';']) {
+                    out.push(' ');
+                }
+                out.push_str(text);
+            }
+        }
+        (clear, redacted)
+    }
+
+    /// Baudot: the parts joined, a "GA" inside the turn removed, "GA" added at the end unless
+    /// it ends in "GA" or "SK", wrapped.
+    fn render_baudot(&self, turn: &Turn) -> (String, String) {
         let mut clear: Vec<String> = Vec::new();
         let mut redacted: Vec<String> = Vec::new();
         for part in &turn.parts {
             let (c, r) = match part {
-                Part::Prompt(id) if id == "GA" => ("GA".to_string(), "GA".to_string()),
+                Part::End => ("GA".to_string(), "GA".to_string()),
                 Part::Prompt(id) => {
                     let t = self.prompts.text(self.lang, id).to_string();
                     (t.clone(), t)
@@ -1270,6 +1387,141 @@ mod tests {
         assert!(d.handle_event(t, TtyEvent::CarrierOff), "stays a TTY call");
         let text: String = d.take_chars().into_iter().map(|(_, c)| c).collect();
         assert_eq!(text, "H IS");
+    }
+
+    fn nlu() -> Arc<Nlu> {
+        use std::path::PathBuf;
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../grammars");
+        let mut sources = Vec::new();
+        for lang in Lang::ALL {
+            let mut paths: Vec<PathBuf> = std::fs::read_dir(dir.join(lang.code()))
+                .expect("grammars")
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+                .collect();
+            paths.sort();
+            for path in paths {
+                let text = std::fs::read_to_string(&path).expect("grammar file");
+                sources.push(crate::nlu::Source { path, text });
+            }
+        }
+        Arc::new(crate::nlu::build(&sources).expect("grammars build"))
+    }
+
+    /// The turns typed for `lines`, in `style`, each line handed over whole.
+    fn turns(
+        nlu: &Arc<Nlu>,
+        prompts: &Arc<TtyPrompts>,
+        style: TextStyle,
+        lines: &[&str],
+    ) -> Vec<String> {
+        let t = Instant::now();
+        let mut conv = TtyConversation::new(
+            nlu.clone(),
+            prompts.clone(),
+            TtyConfig::default(),
+            Lang::En,
+            None,
+        )
+        .with_style(style);
+        let mut typed = Vec::new();
+        let drain = |conv: &mut TtyConversation, typed: &mut Vec<String>| {
+            while let Some(out) = conv.poll_output() {
+                if let TtyOutput::Type(text) = out {
+                    typed.push(text);
+                    conv.handle_sent(t);
+                }
+            }
+        };
+        drain(&mut conv, &mut typed);
+        for line in lines {
+            // Past the Baudot echo guard.
+            conv.handle_line(t + Duration::from_secs(1), line);
+            drain(&mut conv, &mut typed);
+        }
+        typed
+    }
+
+    #[test]
+    fn one_dialog_two_styles() {
+        let (_, sources) = crate::prompts::test_files::shipped_sources();
+        let catalog = Catalog::parse(&sources).expect("prompts parse");
+        let prompts = Arc::new(TtyPrompts::from_catalog(&catalog).expect("tty and rtt prompts"));
+        let nlu = nlu();
+        let lines = ["how do i check my case status", "no", "no"];
+        let baudot = turns(&nlu, &prompts, TextStyle::Baudot, &lines);
+        let rtt = turns(&nlu, &prompts, TextStyle::Rtt, &lines);
+        assert_eq!(baudot.len(), rtt.len(), "{baudot:?}\n{rtt:?}");
+        assert_eq!(
+            rtt.len(),
+            4,
+            "greeting, answer, anything else, goodbye: {rtt:?}"
+        );
+        // The answer with the link offer: " Q " in Baudot, a real "?" in RTT.
+        assert!(baudot[1].contains(" Q "), "{:?}", baudot[1]);
+        assert!(baudot[1].ends_with("GA"), "{:?}", baudot[1]);
+        assert!(baudot[3].ends_with("SK"), "{:?}", baudot[3]);
+        let text = |id: &str| prompts.text(Lang::En, id).to_string();
+        assert_eq!(
+            rtt[1],
+            format!(
+                "\n{} {}",
+                text("rtt.answer.case_status"),
+                text("rtt.link_offer")
+            )
+        );
+        assert!(rtt[1].contains("email? Type"), "{:?}", rtt[1]);
+        assert_eq!(rtt[0], format!("\n{}", text("rtt.greeting")));
+        assert_eq!(rtt[3], format!("\n{}", text("rtt.goodbye")));
+        for turn in &rtt {
+            let words: Vec<&str> = turn.split_whitespace().collect();
+            assert!(
+                !words.contains(&"GA") && !words.contains(&"SK") && !words.contains(&"Q"),
+                "{turn:?}"
+            );
+            assert_ne!(turn.to_uppercase(), *turn, "mixed case: {turn:?}");
+        }
+        // The same link in both styles.
+        assert!(rtt[1].contains("uscis.gov/casestatus"), "{:?}", rtt[1]);
+        assert_eq!(
+            prompts.link(Lang::En, "case_status").as_deref(),
+            Some("uscis.gov/casestatus")
+        );
+    }
+
+    #[test]
+    fn rtt_reads_back_values_as_typed() {
+        let (_, sources) = crate::prompts::test_files::shipped_sources();
+        let catalog = Catalog::parse(&sources).expect("prompts parse");
+        let prompts = Arc::new(TtyPrompts::from_catalog(&catalog).expect("tty and rtt prompts"));
+        let nlu = nlu();
+        let rtt = turns(
+            &nlu,
+            &prompts,
+            TextStyle::Rtt,
+            &[
+                "how do i check my case status",
+                "email",
+                "juan_p@example.com",
+            ],
+        );
+        let last = rtt.last().unwrap();
+        assert!(
+            last.contains("juan_p@example.com? Type yes or no."),
+            "{last:?}"
+        );
+    }
+
+    #[test]
+    fn every_tty_id_has_an_rtt_twin() {
+        let ids = prompt_ids();
+        let tty: Vec<&String> = ids.iter().filter(|i| i.starts_with("tty.")).collect();
+        let rtt: Vec<&String> = ids.iter().filter(|i| i.starts_with("rtt.")).collect();
+        assert_eq!(tty.len(), 60);
+        assert_eq!(rtt.len(), tty.len());
+        for id in tty {
+            assert!(ids.contains(&rtt_id(id).unwrap()), "{id}");
+        }
     }
 
     #[test]
