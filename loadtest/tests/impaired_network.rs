@@ -9,28 +9,16 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 #[test]
 fn full_mix_holds_under_loss_jitter_reorder_and_duplicates() {
     let server = Server::start();
-    let audio = samples();
-    let report = temp_dir("impaired");
-    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args([
-            "run",
-            "--target",
-            &server.target(),
-            "--admin",
-            &server.admin_url(),
-        ])
-        .arg("--manifest")
-        .arg(crate_dir().join("samples/manifest.toml"))
-        .arg("--audio-dir")
-        .arg(&audio)
-        .args([
+    let run = run_full_mix(
+        &server,
+        "run",
+        "impaired",
+        &[
             "--concurrency",
             "12",
             "--rate",
@@ -40,19 +28,10 @@ fn full_mix_holds_under_loss_jitter_reorder_and_duplicates() {
             "--impair",
             "loss=5,jitter=40,reorder=2,dup=1",
             "--quiet",
-            "--report",
-        ])
-        .arg(&report)
-        .output()
-        .expect("run loadtest");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(report.join("report.json"))
-            .unwrap_or_else(|e| panic!("no report ({e}):\n{stdout}\n{stderr}")),
-    )
-    .unwrap();
+        ],
+    );
+    println!("{}", run.stdout);
+    let json = run.json();
     // The impairment was applied, at about the rates asked for.
     assert_eq!(
         json["settings"]["impair"], "loss=5,jitter=40,reorder=2,dup=1",
@@ -71,25 +50,12 @@ fn full_mix_holds_under_loss_jitter_reorder_and_duplicates() {
     for s in scripts {
         assert!(s["calls"].as_u64().unwrap() >= 1, "{s}");
     }
-    let log_tail = || {
-        server
-            .log_text()
-            .lines()
-            .rev()
-            .take(30)
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
     // Every voice call met its expectation: RFC 4733 and in-band keys, intents, links.
-    let failures: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.contains("FAILED") && !l.contains("tty-case-status"))
-        .collect();
+    let failures = run.failed_lines(|l| !l.contains("tty-case-status"));
     assert!(
         failures.is_empty(),
-        "voice calls failed on the impaired network:\n{}\n--- ivr log tail ---\n{}",
-        failures.join("\n"),
-        log_tail()
+        "voice calls failed on the impaired network:\n{failures}\n{}",
+        server.log_tail(30)
     );
     // TTY: Baudot has no redundancy and a lost 20 ms packet can take most of a 22 ms bit, so
     // 5 % loss costs ~1-3 % of the characters (BENCHMARKING.md, "Media path on an impaired
@@ -111,14 +77,10 @@ fn full_mix_holds_under_loss_jitter_reorder_and_duplicates() {
     let unanswered = tty.iter().filter(|c| c["intent"] != "case_status").count();
     assert!(
         unanswered <= 1,
-        "{unanswered} of {} TTY questions not answered:\n{}\n--- ivr log tail ---\n{}",
+        "{unanswered} of {} TTY questions not answered:\n{}\n{}",
         tty.len(),
-        stdout
-            .lines()
-            .filter(|l| l.contains("FAILED"))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        log_tail()
+        run.failed_lines(|_| true),
+        server.log_tail(30)
     );
     let cer = json["figures"]["tty_cer_pct"]
         .as_f64()

@@ -4,50 +4,27 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 #[test]
 fn twenty_sample_calls_pass_with_a_complete_report() {
     let server = Server::start();
-    let audio = samples();
-    let report = temp_dir("report");
-    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args([
-            "run",
-            "--target",
-            &server.target(),
-            "--admin",
-            &server.admin_url(),
-        ])
-        .arg("--manifest")
-        .arg(crate_dir().join("samples/manifest.toml"))
-        .arg("--audio-dir")
-        .arg(&audio)
-        .args(["--calls", "20", "--concurrency", "10", "--report"])
-        .arg(&report)
-        .output()
-        .expect("run loadtest");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "loadtest failed ({:?}):\n{stdout}\n{stderr}\n--- ivr log tail ---\n{}",
-        out.status,
-        server
-            .log_text()
-            .lines()
-            .rev()
-            .take(40)
-            .collect::<Vec<_>>()
-            .join("\n")
+    let run = run_full_mix(
+        &server,
+        "run",
+        "report",
+        &["--calls", "20", "--concurrency", "10"],
     );
-    println!("{stdout}");
-
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap())
-            .unwrap();
+    assert!(
+        run.status.success(),
+        "loadtest failed ({:?}):\n{}\n{}\n{}",
+        run.status,
+        run.stdout,
+        run.stderr,
+        server.log_tail(40)
+    );
+    println!("{}", run.stdout);
+    let json = run.json();
     assert_eq!(json["passed"], true);
     assert_eq!(json["calls"]["total"], 20);
     assert_eq!(json["calls"]["connected"], 20);
@@ -110,7 +87,7 @@ fn twenty_sample_calls_pass_with_a_complete_report() {
     );
     assert!(objectives.iter().all(|o| o["ok"] == true));
 
-    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+    let html = run.html();
     assert!(html.contains("PASSED"));
     // Four latency histograms, four over-time charts, the correctness table with each script.
     assert!(html.matches("<svg").count() >= 8, "plots present");

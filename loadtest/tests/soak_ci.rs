@@ -18,7 +18,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -82,22 +81,12 @@ fn three_minute_soak_at_100_concurrent_stays_flat_with_no_failed_call() {
         "[outbox.sms]\nenabled = true\nurl = \"http://127.0.0.1:{}/sms\"\n",
         sms.port
     ));
-    let audio = samples();
-    let report = temp_dir("soak");
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args([
-            "soak",
-            "--target",
-            &server.target(),
-            "--admin",
-            &server.admin_url(),
-        ])
-        .arg("--manifest")
-        .arg(crate_dir().join("samples/manifest.toml"))
-        .arg("--audio-dir")
-        .arg(&audio)
-        .args([
+    let run = run_full_mix(
+        &server,
+        "soak",
+        "soak",
+        &[
             "--concurrency",
             "100",
             "--rate",
@@ -110,29 +99,12 @@ fn three_minute_soak_at_100_concurrent_stays_flat_with_no_failed_call() {
             "5s",
             "--settle",
             "5s",
-            "--report",
-        ])
-        .arg(&report)
-        .output()
-        .expect("run loadtest soak");
+        ],
+    );
     let wall = started.elapsed();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = &run.stdout;
     println!("{stdout}\nsoak wall time {wall:.0?}");
-    let log_tail = || {
-        server
-            .log_text()
-            .lines()
-            .rev()
-            .take(30)
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(report.join("report.json"))
-            .unwrap_or_else(|e| panic!("no report ({e}):\n{stdout}\n{stderr}")),
-    )
-    .unwrap();
+    let json = run.json();
     let soak = &json["soak"];
     // 100 concurrent calls of the full mix, at least twice over: none failed.
     let calls = json["calls"]["total"].as_u64().unwrap();
@@ -140,8 +112,8 @@ fn three_minute_soak_at_100_concurrent_stays_flat_with_no_failed_call() {
     assert_eq!(
         json["calls"]["failed"],
         0,
-        "failed calls:\n{stdout}\n--- ivr log tail ---\n{}",
-        log_tail()
+        "failed calls:\n{stdout}\n{}",
+        server.log_tail(30)
     );
     assert_eq!(soak["summary"]["peak_active"], 100, "{}", soak["summary"]);
     for s in json["scripts"].as_array().unwrap() {
@@ -164,16 +136,10 @@ fn three_minute_soak_at_100_concurrent_stays_flat_with_no_failed_call() {
     }
     for c in soak["checks"].as_array().unwrap() {
         assert!(!c["measured"].is_null(), "check not measured: {c}");
-        assert_eq!(
-            c["flagged"],
-            false,
-            "{}\n--- ivr log tail ---\n{}",
-            stdout,
-            log_tail()
-        );
+        assert_eq!(c["flagged"], false, "{stdout}\n{}", server.log_tail(30));
     }
     assert_eq!(soak["passed"], true, "{stdout}");
-    assert!(out.status.success(), "exit {:?}\n{stdout}", out.status);
+    assert!(run.status.success(), "exit {:?}\n{stdout}", run.status);
     // Links went out to the provider, and its backlog was gone once the calls were.
     assert!(
         sms.posts.load(Ordering::Relaxed) >= 10,
@@ -186,7 +152,7 @@ fn three_minute_soak_at_100_concurrent_stays_flat_with_no_failed_call() {
         soak["idle_after"]
     );
     // The HTML has the series as plots.
-    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+    let html = run.html();
     for plot in ["Resident memory", "Open files and threads", "CPU", "Queues"] {
         assert!(html.contains(plot), "no {plot} plot");
     }

@@ -6,28 +6,16 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 #[test]
 fn tty_calls_all_pass_with_the_cpu_saturated() {
     let server = Server::start();
-    let audio = samples();
-    let report = temp_dir("tty-load");
-    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args([
-            "run",
-            "--target",
-            &server.target(),
-            "--admin",
-            &server.admin_url(),
-        ])
-        .arg("--manifest")
-        .arg(crate_dir().join("samples/manifest.toml"))
-        .arg("--audio-dir")
-        .arg(&audio)
-        .args([
+    let run = run_full_mix(
+        &server,
+        "run",
+        "tty-load",
+        &[
             "--concurrency",
             "120",
             "--rate",
@@ -35,18 +23,9 @@ fn tty_calls_all_pass_with_the_cpu_saturated() {
             "--duration",
             "60",
             "--quiet",
-            "--report",
-        ])
-        .arg(&report)
-        .output()
-        .expect("run loadtest");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(report.join("report.json"))
-            .unwrap_or_else(|e| panic!("no report ({e}):\n{stdout}\n{stderr}")),
-    )
-    .unwrap();
+        ],
+    );
+    let json = run.json();
     let ivr = &json["ivr"];
     println!(
         "IVR CPU mean {} % max {} %; calls {}; scripts {}",
@@ -60,22 +39,12 @@ fn tty_calls_all_pass_with_the_cpu_saturated() {
     // A minute at 20 calls per second (bounded by the concurrency) reaches the TTY script
     // (one call in ten) many times.
     assert!(tty["calls"].as_u64().unwrap() >= 10, "{tty}");
-    let failures: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.contains("FAILED") && l.contains("tty-case-status"))
-        .collect();
     assert_eq!(
         tty["failed"],
         0,
-        "TTY calls failed under load:\n{}\n--- ivr log tail ---\n{}",
-        failures.join("\n"),
-        server
-            .log_text()
-            .lines()
-            .rev()
-            .take(30)
-            .collect::<Vec<_>>()
-            .join("\n")
+        "TTY calls failed under load:\n{}\n{}",
+        run.failed_lines(|l| l.contains("tty-case-status")),
+        server.log_tail(30)
     );
     // The caller's questions were read exactly, not merely classified right.
     let mut read = 0;

@@ -159,6 +159,62 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// What one `loadtest` run left: its output and its report directory.
+pub struct Run {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub report: PathBuf,
+}
+
+impl Run {
+    /// `report.json`; a run that wrote none fails the test with the tool's output.
+    pub fn json(&self) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.report.join("report.json"))
+            .unwrap_or_else(|e| panic!("no report ({e}):\n{}\n{}", self.stdout, self.stderr));
+        serde_json::from_str(&text).expect("report.json is JSON")
+    }
+
+    /// `report.html`.
+    pub fn html(&self) -> String {
+        std::fs::read_to_string(self.report.join("report.html")).expect("report.html")
+    }
+
+    /// The lines of the tool's output that report a failed call.
+    pub fn failed_lines(&self, keep: impl Fn(&str) -> bool) -> String {
+        let lines: Vec<&str> = self
+            .stdout
+            .lines()
+            .filter(|l| l.contains("FAILED") && keep(l))
+            .collect();
+        lines.join("\n")
+    }
+}
+
+/// `loadtest <command>` against `server` with the shipped full mix (`samples/manifest.toml`)
+/// and the sample audio, then `args`, writing its report to a fresh directory named `name`.
+pub fn run_full_mix(server: &Server, command: &str, name: &str, args: &[&str]) -> Run {
+    let report = temp_dir(name);
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args([command, "--target", &server.target()])
+        .args(["--admin", &server.admin_url()])
+        .arg("--manifest")
+        .arg(crate_dir().join("samples/manifest.toml"))
+        .arg("--audio-dir")
+        .arg(samples())
+        .args(args)
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .expect("run loadtest");
+    Run {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        report,
+    }
+}
+
 /// A running `ivr serve`, killed on drop.
 pub struct Server {
     pub child: Child,
@@ -242,6 +298,13 @@ impl Server {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of the server's log, newest first (for failure messages).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = self.log_text();
+        let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+        format!("--- ivr log tail ---\n{}", tail.join("\n"))
     }
 
     pub fn target(&self) -> String {
