@@ -270,6 +270,10 @@ pub struct AsrConfig {
     /// How long an utterance that has ended may wait for a recognizer before the caller is
     /// moved to the keypad.
     pub wait_after_end_ms: u32,
+    /// Admission: an utterance whose transcript the pool predicts later than this, at the
+    /// recognizers' measured speed, is refused at its start (the caller gets the keypad at once,
+    /// before any audio is queued). 0 turns admission off.
+    pub admission_max_lag_ms: u32,
     pub trailing_silence_ms: u32,
     pub max_utterance_ms: u32,
     pub no_input_ms: u32,
@@ -278,7 +282,8 @@ pub struct AsrConfig {
 impl Default for AsrConfig {
     /// English on PocketSphinx, Spanish off until a Vosk model is configured; one worker per
     /// core with 256 queued 20 ms jobs each (about 5 s of one caller's audio), 8 recognizers
-    /// and 8 waiting utterances (3 s of grace after they end) each; 700 ms trailing
+    /// and 8 waiting utterances (3 s of grace after they end) each, admission at 1 s of predicted
+    /// lateness; 700 ms trailing
     /// silence, 10 s utterances, 6 s of no input.
     fn default() -> Self {
         AsrConfig {
@@ -289,6 +294,7 @@ impl Default for AsrConfig {
             recognizers_per_worker: 8,
             waiting_per_worker: 8,
             wait_after_end_ms: 3_000,
+            admission_max_lag_ms: 1_000,
             trailing_silence_ms: 700,
             max_utterance_ms: 10_000,
             no_input_ms: 6_000,

@@ -8,6 +8,15 @@
 //! least-loaded worker gets each new utterance. Every queue is bounded and every submit is a
 //! `try_send`: a full queue answers `Overloaded` at once and the flow falls back to DTMF instead
 //! of the caller waiting on a backlog.
+//!
+//! **Admission by measured speed.** Before an utterance starts, the pool predicts how late its
+//! transcript would come: each worker decodes `1 / RTF` seconds of audio per second (the RTF is
+//! measured on the workers as they decode, a moving average over about ten seconds of audio),
+//! and the callers already talking to it send one second per second each. If the worker's
+//! backlog, plus what a typical utterance's time adds to it, would take longer than
+//! `Limits::max_lag` to decode, the utterance is refused at its start — before any of its audio
+//! is queued — and the caller gets the keypad at once, instead of speaking into a queue that
+//! drops them halfway (`Overloaded` while feeding) and slows everyone else's answers.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -71,6 +80,10 @@ pub struct PoolMetrics {
     pub audio_us_total: AtomicU64,
     /// Worker time spent recognizing.
     pub busy_us_total: AtomicU64,
+    /// Utterances refused at their start because their transcript would have come too late.
+    pub admission_refused_total: AtomicU64,
+    /// The measured real-time factor, a moving average (`f64` bits; 0 = nothing measured yet).
+    rtf_estimate: AtomicU64,
 }
 
 impl PoolMetrics {
@@ -83,10 +96,36 @@ impl PoolMetrics {
         self.busy_us_total.load(Relaxed) as f64 / audio as f64
     }
 
+    /// The real-time factor admission uses: the moving average of the measured one, or
+    /// [`RTF_PRIOR`] before any audio was decoded.
+    pub fn rtf_estimate(&self) -> f64 {
+        match f64::from_bits(self.rtf_estimate.load(Relaxed)) {
+            r if r > 0.0 => r,
+            _ => RTF_PRIOR,
+        }
+    }
+
+    /// One measurement: `busy_us` of decoding for `audio_us` of audio. The average weighs it
+    /// by its audio against `RTF_WINDOW_US` (workers race on the update; a lost one is harmless).
+    fn observe_rtf(&self, busy_us: u64, audio_us: u64) {
+        if audio_us == 0 {
+            return;
+        }
+        let sample = busy_us as f64 / audio_us as f64;
+        let old = f64::from_bits(self.rtf_estimate.load(Relaxed));
+        let new = if old > 0.0 {
+            let w = (audio_us as f64 / RTF_WINDOW_US as f64).min(1.0);
+            old + (sample - old) * w
+        } else {
+            sample
+        };
+        self.rtf_estimate.store(new.to_bits(), Relaxed);
+    }
+
     /// Prometheus text, to append to the server's own metrics.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let rows: [(&str, &str, &str, i128); 9] = [
+        let rows: [(&str, &str, &str, i128); 10] = [
             (
                 "asr_queue_depth",
                 "gauge",
@@ -141,6 +180,12 @@ impl PoolMetrics {
                 "Microseconds the ASR workers spent recognizing.",
                 self.busy_us_total.load(Relaxed) as i128,
             ),
+            (
+                "asr_admission_refused_total",
+                "counter",
+                "Utterances refused at their start: at the measured speed their transcript would have come too late.",
+                self.admission_refused_total.load(Relaxed) as i128,
+            ),
         ];
         for (name, kind, help, v) in rows {
             // Writing to a String cannot fail.
@@ -149,11 +194,35 @@ impl PoolMetrics {
                 "# HELP ivr_{name} {help}\n# TYPE ivr_{name} {kind}\nivr_{name} {v}"
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP ivr_asr_rtf_estimate Real-time factor the ASR admission uses (measured moving average).\n\
+             # TYPE ivr_asr_rtf_estimate gauge\nivr_asr_rtf_estimate {:.4}",
+            self.rtf_estimate()
+        );
         out
     }
 }
 
 type Key = (u64, u64);
+
+/// The real-time factor assumed before any audio was decoded (PocketSphinx on an idle core
+/// measures ~0.06; a guess on the slow side).
+pub const RTF_PRIOR: f64 = 0.1;
+/// Audio over which the measured RTF is averaged, in microseconds.
+const RTF_WINDOW_US: u64 = 10_000_000;
+/// How long admission expects an utterance to last (a short spoken question or answer).
+const TYPICAL_UTTERANCE_S: f64 = 2.0;
+
+/// How late (seconds) the transcript of a new utterance would come on a worker with
+/// `backlog_s` seconds of audio queued and `talking` callers already speaking to it, at `rtf`:
+/// the worker decodes `1/rtf` seconds of audio per second while `talking + 1` callers send one
+/// each, for a typical utterance's time; what is left then takes `rtf` per second to decode.
+pub fn predicted_lag_s(backlog_s: f64, talking: usize, rtf: f64) -> f64 {
+    let inflow = (talking + 1) as f64;
+    let left = backlog_s + TYPICAL_UTTERANCE_S * (inflow - 1.0 / rtf.max(1e-6));
+    left.max(0.0) * rtf
+}
 
 enum Job {
     Begin {
@@ -168,6 +237,8 @@ enum Job {
     Audio {
         key: Key,
         pcm: Vec<i16>,
+        /// Its duration, added to the worker's backlog when queued and taken off when handled.
+        us: u64,
     },
     Finish {
         key: Key,
@@ -180,12 +251,18 @@ enum Job {
 struct Worker {
     tx: SyncSender<Job>,
     depth: Arc<AtomicUsize>,
+    /// Utterances begun on this worker and not yet finished or cancelled: callers talking now.
+    talking: Arc<AtomicUsize>,
+    /// Audio queued to this worker and not yet handled, in microseconds.
+    backlog_us: Arc<AtomicU64>,
 }
 
 struct Inner {
     workers: Vec<Worker>,
     metrics: Arc<PoolMetrics>,
     engines: RwLock<(u64, Arc<Engines>)>,
+    /// Admission's bound on a transcript's predicted lateness (zero: admission off).
+    max_lag: std::time::Duration,
 }
 
 impl Inner {
@@ -224,22 +301,33 @@ impl AsrPool {
         for i in 0..workers.max(1) {
             let (tx, rx) = sync_channel(queue_jobs_max.max(1));
             let depth = Arc::new(AtomicUsize::new(0));
-            let (m, d) = (metrics.clone(), depth.clone());
+            let backlog_us = Arc::new(AtomicU64::new(0));
+            let gauges = WorkerGauges {
+                depth: depth.clone(),
+                backlog_us: backlog_us.clone(),
+            };
+            let m = metrics.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("asr-{i}"))
-                .spawn(move || run_worker(rx, d, m, limits));
+                .spawn(move || run_worker(rx, gauges, m, limits));
             if let Err(e) = spawned {
                 // The pool works with fewer threads; with none every begin is Overloaded.
                 tracing::error!(error = %e, "cannot start ASR worker");
                 continue;
             }
-            handles.push(Worker { tx, depth });
+            handles.push(Worker {
+                tx,
+                depth,
+                talking: Arc::new(AtomicUsize::new(0)),
+                backlog_us,
+            });
         }
         AsrPool {
             inner: Arc::new(Inner {
                 workers: handles,
                 metrics,
                 engines: RwLock::new((0, engines)),
+                max_lag: limits.max_lag,
             }),
         }
     }
@@ -278,23 +366,37 @@ impl AsrPool {
         mode: Mode,
         results: mpsc::Sender<AsrResult>,
     ) -> Result<Utterance, Overloaded> {
-        let worker = self
+        let metrics = &self.inner.metrics;
+        // The worker whose transcript would come first.
+        let rtf = metrics.rtf_estimate();
+        let lag_on = |w: &Worker| {
+            let backlog_s = w.backlog_us.load(Relaxed) as f64 / 1e6;
+            predicted_lag_s(backlog_s, w.talking.load(Relaxed), rtf)
+        };
+        let (worker, lag) = self
             .inner
             .workers
             .iter()
             .enumerate()
-            .min_by_key(|(_, w)| w.depth.load(Relaxed))
-            .map(|(i, _)| i)
+            .map(|(i, w)| (i, lag_on(w)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
             .ok_or_else(|| {
-                self.inner.metrics.overloaded_total.fetch_add(1, Relaxed);
+                metrics.overloaded_total.fetch_add(1, Relaxed);
                 Overloaded
             })?;
+        let max_lag = self.inner.max_lag.as_secs_f64();
+        if max_lag > 0.0 && lag > max_lag {
+            metrics.overloaded_total.fetch_add(1, Relaxed);
+            metrics.admission_refused_total.fetch_add(1, Relaxed);
+            return Err(Overloaded);
+        }
         let (generation, engines) = self
             .inner
             .engines
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let rate_hz = engines.engine(lang).map_or(16_000, |e| e.sample_rate_hz());
         let cancelled = Arc::new(AtomicBool::new(false));
         self.inner.submit(
             worker,
@@ -308,12 +410,14 @@ impl AsrPool {
                 cancelled: cancelled.clone(),
             },
         )?;
+        self.inner.workers[worker].talking.fetch_add(1, Relaxed);
         Ok(Utterance {
             inner: self.inner.clone(),
             worker,
             key: (call, utt),
             cancelled,
             done: false,
+            rate_hz: rate_hz.max(1),
         })
     }
 }
@@ -325,14 +429,29 @@ pub struct Utterance {
     key: Key,
     cancelled: Arc<AtomicBool>,
     done: bool,
+    /// The engine's sample rate (the audio's duration counts in the worker's backlog).
+    rate_hz: u32,
 }
 
 impl Utterance {
     /// Audio from the endpointer, at the engine's rate. `Overloaded` loses the utterance: drop it
     /// and fall back.
     pub fn feed(&mut self, pcm: Vec<i16>) -> Result<(), Overloaded> {
-        self.inner
-            .submit(self.worker, Job::Audio { key: self.key, pcm })
+        let us = pcm.len() as u64 * 1_000_000 / u64::from(self.rate_hz);
+        let backlog = &self.inner.workers[self.worker].backlog_us;
+        backlog.fetch_add(us, Relaxed);
+        let r = self.inner.submit(
+            self.worker,
+            Job::Audio {
+                key: self.key,
+                pcm,
+                us,
+            },
+        );
+        if r.is_err() {
+            backlog.fetch_sub(us, Relaxed);
+        }
+        r
     }
 
     /// End of utterance: the final transcript arrives on the results channel.
@@ -350,6 +469,10 @@ impl Utterance {
 
 impl Drop for Utterance {
     fn drop(&mut self) {
+        // Finished or cancelled, the caller no longer talks to this worker.
+        self.inner.workers[self.worker]
+            .talking
+            .fetch_sub(1, Relaxed);
         if !self.done {
             // The flag frees the recognizer even when the Cancel cannot be queued.
             self.cancelled.store(true, Relaxed);
@@ -413,6 +536,9 @@ pub struct Limits {
     /// How long an utterance that has ended may still wait for a recognizer before it is
     /// refused: the caller should not wait longer for an answer than for the keypad.
     pub wait_after_end: std::time::Duration,
+    /// Admission: an utterance whose transcript is predicted later than this (at the measured
+    /// RTF, [`predicted_lag_s`]) is refused at its start. Zero turns admission off.
+    pub max_lag: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -426,6 +552,7 @@ impl Default for Limits {
             waiting: 8,
             wait_samples: 160_000,
             wait_after_end: std::time::Duration::from_secs(3),
+            max_lag: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -562,7 +689,7 @@ impl WorkerState {
                     Take::Busy => refuse(&results, key, metrics),
                 }
             }
-            Job::Audio { key, pcm } => {
+            Job::Audio { key, pcm, .. } => {
                 if let Some(s) = self.sessions.get_mut(&key) {
                     feed(s, &pcm, metrics);
                 } else if let Some(i) = self.waiting.iter().position(|w| w.key == key) {
@@ -702,10 +829,12 @@ impl WorkerState {
 
 fn feed(s: &mut Session, pcm: &[i16], metrics: &PoolMetrics) {
     let rate = s.rec.sample_rate_hz().max(1) as u64;
-    metrics
-        .audio_us_total
-        .fetch_add(pcm.len() as u64 * 1_000_000 / rate, Relaxed);
-    if let Some(p) = s.rec.accept(pcm)
+    let audio_us = pcm.len() as u64 * 1_000_000 / rate;
+    metrics.audio_us_total.fetch_add(audio_us, Relaxed);
+    let started = Instant::now();
+    let partial = s.rec.accept(pcm);
+    metrics.observe_rtf(started.elapsed().as_micros() as u64, audio_us);
+    if let Some(p) = partial
         && p.text != s.last_partial
     {
         s.last_partial = p.text.clone();
@@ -726,12 +855,13 @@ fn refuse(results: &mpsc::Sender<AsrResult>, key: Key, metrics: &PoolMetrics) {
     });
 }
 
-fn run_worker(
-    rx: Receiver<Job>,
+/// What a worker takes off its pool-side gauges as it handles jobs.
+struct WorkerGauges {
     depth: Arc<AtomicUsize>,
-    metrics: Arc<PoolMetrics>,
-    limits: Limits,
-) {
+    backlog_us: Arc<AtomicU64>,
+}
+
+fn run_worker(rx: Receiver<Job>, gauges: WorkerGauges, metrics: Arc<PoolMetrics>, limits: Limits) {
     let mut state = WorkerState::new(limits);
     let tick = std::time::Duration::from_millis(50);
     loop {
@@ -757,8 +887,11 @@ fn run_worker(
             }
             Err(TryRecvError::Disconnected) => return,
         };
-        depth.fetch_sub(1, Relaxed);
+        gauges.depth.fetch_sub(1, Relaxed);
         metrics.queue_depth.fetch_sub(1, Relaxed);
+        if let Job::Audio { us, .. } = &job {
+            gauges.backlog_us.fetch_sub(*us, Relaxed);
+        }
         let started = Instant::now();
         state.handle_job(job, &metrics);
         state.report(&metrics);
@@ -795,6 +928,85 @@ mod tests {
         drop(u);
     }
 
+    /// The prediction: an idle worker answers at once; callers talking beyond what it decodes
+    /// in real time, and audio already queued, make the answer late by what they leave behind.
+    #[test]
+    fn predicted_lag_grows_with_talkers_past_the_workers_speed_and_with_the_backlog() {
+        // RTF 0.1: a worker keeps up with 10 callers talking at once.
+        assert_eq!(predicted_lag_s(0.0, 0, 0.1), 0.0);
+        assert_eq!(predicted_lag_s(0.0, 9, 0.1), 0.0);
+        // 15 talking (14 + the new one) for 2 s leave 10 s of audio: 1 s to decode.
+        assert!((predicted_lag_s(0.0, 14, 0.1) - 1.0).abs() < 1e-9);
+        // A backlog drains while fewer talk than the worker keeps up with.
+        assert_eq!(predicted_lag_s(5.0, 4, 0.1), 0.0);
+        assert!((predicted_lag_s(5.0, 9, 0.1) - 0.5).abs() < 1e-9);
+        // A slow worker (RTF 0.5, two talkers in real time) is late with the third.
+        assert_eq!(predicted_lag_s(0.0, 1, 0.5), 0.0);
+        assert!((predicted_lag_s(0.0, 2, 0.5) - 1.0).abs() < 1e-9);
+        assert!((predicted_lag_s(0.0, 3, 0.5) - 2.0).abs() < 1e-9);
+    }
+
+    /// Admission uses the measured RTF (a moving average, not the prior once audio was decoded)
+    /// and the callers talking: past the bound an utterance is refused at its start, counted,
+    /// and one more is admitted as soon as a talker finishes.
+    #[test]
+    fn utterances_are_refused_at_their_start_when_the_measured_speed_cannot_answer_in_time() {
+        let pool = AsrPool::start(Arc::new(Engines::default()), 1, 64, Limits::default());
+        let m = pool.metrics().clone();
+        assert_eq!(m.rtf_estimate(), RTF_PRIOR);
+        // Measured: 0.5 s of work per second of audio; then a faster stretch moves the average
+        // by its share of the window.
+        m.observe_rtf(500_000, 1_000_000);
+        assert!((m.rtf_estimate() - 0.5).abs() < 1e-9);
+        m.observe_rtf(100_000, 1_000_000);
+        assert!(
+            (m.rtf_estimate() - 0.46).abs() < 1e-9,
+            "{}",
+            m.rtf_estimate()
+        );
+        m.observe_rtf(500_000, 1_000_000);
+        let (tx, _rx) = mpsc::channel(64);
+        // RTF 0.464: the worker keeps up with 2.16 talkers. Predicted lags 0, 0, 0.78, 1.71 s:
+        // the fourth is refused.
+        let a = pool
+            .begin(1, 1, Lang::En, Mode::Domain, tx.clone())
+            .unwrap();
+        let b = pool
+            .begin(2, 1, Lang::En, Mode::Domain, tx.clone())
+            .unwrap();
+        let c = pool
+            .begin(3, 1, Lang::En, Mode::Domain, tx.clone())
+            .unwrap();
+        assert_eq!(
+            pool.begin(4, 1, Lang::En, Mode::Domain, tx.clone()).err(),
+            Some(Overloaded)
+        );
+        assert_eq!(m.admission_refused_total.load(Relaxed), 1);
+        assert!(m.render().contains("ivr_asr_admission_refused_total 1"));
+        assert!(m.render().contains("ivr_asr_rtf_estimate 0.4640"));
+        // A talker finished: room again.
+        b.finish().unwrap();
+        let d = pool
+            .begin(4, 2, Lang::En, Mode::Domain, tx.clone())
+            .unwrap();
+        drop((a, c, d));
+        // Admission off: nothing is refused for lateness.
+        let off = Limits {
+            max_lag: std::time::Duration::ZERO,
+            ..Limits::default()
+        };
+        let pool = AsrPool::start(Arc::new(Engines::default()), 1, 64, off);
+        pool.metrics().observe_rtf(5_000_000, 1_000_000);
+        let held: Vec<Utterance> = (0..5)
+            .map(|i| {
+                pool.begin(i, 1, Lang::En, Mode::Domain, tx.clone())
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(pool.metrics().admission_refused_total.load(Relaxed), 0);
+        drop(held);
+    }
+
     #[test]
     fn a_full_queue_answers_overloaded_at_once() {
         // A worker that never drains: its queue of 2 fills and the third submit is refused.
@@ -803,9 +1015,13 @@ mod tests {
             workers: vec![Worker {
                 tx,
                 depth: Arc::new(AtomicUsize::new(0)),
+                talking: Arc::new(AtomicUsize::new(0)),
+                backlog_us: Arc::new(AtomicU64::new(0)),
             }],
             metrics: Arc::new(PoolMetrics::default()),
             engines: RwLock::new((0, Arc::new(Engines::default()))),
+            // Only the queue's bound is tested here.
+            max_lag: std::time::Duration::ZERO,
         });
         let pool = AsrPool { inner };
         let (rtx, _rrx) = mpsc::channel(8);
@@ -934,6 +1150,7 @@ mod tests {
             waiting: 2,
             wait_samples: pcm.len() + 320,
             wait_after_end: std::time::Duration::from_secs(3),
+            max_lag: std::time::Duration::ZERO,
         };
         let mut w = WorkerState::new(limits);
         let (tx, mut rx) = mpsc::channel(256);
@@ -954,6 +1171,7 @@ mod tests {
                     Job::Audio {
                         key: (7, utt),
                         pcm: f.to_vec(),
+                        us: 20_000,
                     },
                     &metrics,
                 );
@@ -1018,6 +1236,7 @@ mod tests {
                 Job::Audio {
                     key: (2, 1),
                     pcm: f.to_vec(),
+                    us: 20_000,
                 },
                 &metrics,
             );

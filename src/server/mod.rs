@@ -350,6 +350,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 // Audio of a whole utterance at the highest engine rate (16 kHz).
                 wait_samples: config.asr.max_utterance_ms as usize * 16,
                 wait_after_end: Duration::from_millis(config.asr.wait_after_end_ms.into()),
+                max_lag: Duration::from_millis(config.asr.admission_max_lag_ms.into()),
             },
         );
         // Set once, here, before `ready`: nothing reads it while SIP still refuses calls.
