@@ -1332,25 +1332,6 @@ mod tests {
         assert_eq!(text, "H IS");
     }
 
-    fn nlu() -> Arc<Nlu> {
-        use std::path::PathBuf;
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../grammars");
-        let mut sources = Vec::new();
-        for lang in Lang::ALL {
-            let mut paths: Vec<PathBuf> = std::fs::read_dir(dir.join(lang.code()))
-                .expect("grammars")
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "txt"))
-                .collect();
-            paths.sort();
-            for path in paths {
-                let text = std::fs::read_to_string(&path).expect("grammar file");
-                sources.push(crate::nlu::Source { path, text });
-            }
-        }
-        Arc::new(crate::nlu::build(&sources).expect("grammars build"))
-    }
-
     /// The turns typed for `lines`, in `style`, each line handed over whole.
     fn turns(
         nlu: &Arc<Nlu>,
@@ -1390,7 +1371,7 @@ mod tests {
         let (_, sources) = crate::prompts::test_files::shipped_sources();
         let catalog = Catalog::parse(&sources).expect("prompts parse");
         let prompts = Arc::new(TtyPrompts::from_catalog(&catalog).expect("tty and rtt prompts"));
-        let nlu = nlu();
+        let nlu = crate::nlu::test_nlu();
         let lines = ["how do i check my case status", "no", "no"];
         let baudot = turns(&nlu, &prompts, TextStyle::Baudot, &lines);
         let rtt = turns(&nlu, &prompts, TextStyle::Rtt, &lines);
@@ -1437,7 +1418,7 @@ mod tests {
         let (_, sources) = crate::prompts::test_files::shipped_sources();
         let catalog = Catalog::parse(&sources).expect("prompts parse");
         let prompts = Arc::new(TtyPrompts::from_catalog(&catalog).expect("tty and rtt prompts"));
-        let nlu = nlu();
+        let nlu = crate::nlu::test_nlu();
         let rtt = turns(
             &nlu,
             &prompts,
