@@ -657,34 +657,11 @@ mod tests {
     // real prompts and modems, are in the `ivr` crate's `tests/call_core.rs`).
 
     use std::collections::{HashMap, HashSet};
-    use std::path::PathBuf;
-    use std::sync::{Arc, OnceLock};
+    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     use super::*;
     use crate::flow::Transfer as FlowTransfer;
-
-    fn nlu() -> Arc<Nlu> {
-        static NLU: OnceLock<Arc<Nlu>> = OnceLock::new();
-        NLU.get_or_init(|| {
-            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../grammars");
-            let mut sources = Vec::new();
-            for lang in Lang::ALL {
-                let mut paths: Vec<PathBuf> = std::fs::read_dir(dir.join(lang.code()))
-                    .expect("grammars")
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|x| x == "txt"))
-                    .collect();
-                paths.sort();
-                for path in paths {
-                    let text = std::fs::read_to_string(&path).expect("grammar file");
-                    sources.push(crate::nlu::Source { path, text });
-                }
-            }
-            Arc::new(crate::nlu::build(&sources).expect("grammars build"))
-        })
-        .clone()
-    }
 
     /// A voice call whose flow links case status by text and transfers expedite to tier 1.
     fn config() -> CallConfig {
@@ -706,7 +683,7 @@ mod tests {
             tty: false,
             tty_config: TtyConfig::default(),
             tty_prompts: Err(vec!["tty.greeting".into()]),
-            nlu: nlu(),
+            nlu: crate::nlu::test_nlu(),
             caller_id: Some(Pii::new("2025550134".into())),
             tty_transfers: Arc::new(HashSet::new()),
             tty_queue_uri: "sip:tty@10.0.0.9".into(),

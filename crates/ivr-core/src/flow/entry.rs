@@ -16,6 +16,9 @@
 //! An invalid number, a silence or a refused read-back costs one attempt; after
 //! `max_attempts` the entry ends `Cancelled` and the parent flow decides what to say.
 //!
+//! In the link offer (`flow::link`), `Done` is the caller's yes at the read-back: the flow hands
+//! the value to the offer, which decides what follows.
+//!
 //! The number is personal data: it leaves only wrapped in [`Pii`], in the read-back text and in
 //! `Done`. The parent must not copy these keys into its record of digits.
 

@@ -8,6 +8,7 @@
 
 pub mod context;
 pub mod entry;
+pub mod link;
 pub mod script;
 pub mod tty;
 
@@ -303,8 +304,8 @@ enum State {
     Idle,
     /// Playing a menu prompt or waiting for a key in it.
     Menu { menu: MenuId, waiting: bool },
-    /// Waiting for the shell to store a link to send (by email or text message).
-    Sending { email: bool },
+    /// Waiting for the shell to store the link the offer (`Call::link`) sends.
+    Sending,
     /// The caller gives the number to text the link to, or the address to email it to.
     Entry(Box<entry::NumberEntry>),
     /// Saying "please hold", then waiting for the transfer's outcome.
@@ -369,6 +370,9 @@ pub struct Call {
     speech_off: bool,
     /// The intent awaiting "did you ask about ...?".
     pending: Option<&'static str>,
+    /// The link offer under way (`flow::link`): through the channel and caller-ID menus, the
+    /// number or address entry, and the wait for the store.
+    link: Option<link::LinkOffer>,
     actions: VecDeque<Action>,
     record: Record,
 }
@@ -389,6 +393,7 @@ impl Call {
             talking: false,
             speech_off: false,
             pending: None,
+            link: None,
             actions: VecDeque::new(),
             record: Record::default(),
         }
@@ -473,29 +478,30 @@ impl Call {
                     }
                 }
                 entry::Output::Done(value) => {
-                    let email = kind == entry::Kind::Email;
                     self.stop_listening();
-                    match self.last_answer.clone() {
-                        Some(intent) => {
-                            let channel = if email { "email" } else { "sms" };
-                            self.record
-                                .actions
-                                .push(format!("send_link:{channel}:{intent}"));
-                            self.state = State::Sending { email };
-                            self.actions.push_back(if email {
-                                Action::SendEmail { intent, to: value }
-                            } else {
-                                Action::SendSms {
-                                    intent,
-                                    to: Some(value),
-                                }
-                            });
-                        }
-                        None => self.enter_menu(self.script.main, &[]),
-                    }
+                    let recipient = match kind {
+                        entry::Kind::Phone => link::Recipient::phone(value.expose()),
+                        entry::Kind::Email => link::Recipient::email(value.expose()),
+                    };
+                    let Some(mut offer) = self.link.take() else {
+                        self.enter_menu(self.script.main, &[]);
+                        continue;
+                    };
+                    let step = match recipient {
+                        // The entry read the value back and the caller confirmed it: that is
+                        // the offer's read-back, answered yes.
+                        Some(r) => match offer.handle(link::Answer::Recipient(r)) {
+                            link::Step::Confirm(_) => offer.handle(link::Answer::Yes),
+                            step => step,
+                        },
+                        None => link::Step::GaveUp,
+                    };
+                    self.link = Some(offer);
+                    self.link_step(step);
                 }
                 entry::Output::Cancelled => {
                     self.record.actions.push("entry_cancelled".into());
+                    self.link = None;
                     self.enter_menu(self.after_answer_menu(), &[]);
                 }
             }
@@ -567,15 +573,11 @@ impl Call {
                 }
             }
             Event::LinkQueued(ok) => {
-                if let State::Sending { email } = self.state {
-                    let id = match (email, ok) {
-                        (false, true) => "sms_sent",
-                        (false, false) => "sms_failed",
-                        (true, true) => "email_sent",
-                        (true, false) => "email_failed",
-                    };
-                    let lead = [PromptRef::new(self.lang, id)];
-                    self.enter_menu(self.after_answer_menu(), &lead);
+                if self.state == State::Sending
+                    && let Some(step) = self.link.as_mut().and_then(|l| l.handle_stored(ok))
+                {
+                    self.link = None;
+                    self.link_step(step);
                 }
             }
             Event::RemoteHangup => {
@@ -851,7 +853,12 @@ impl Call {
                     .collect();
                 self.enter_menu(self.after_answer_menu(), &lead);
             }
-            Goto::AfterAnswer => self.enter_menu(self.after_answer_menu(), &[]),
+            Goto::AfterAnswer => {
+                // Leaving the channel or caller-ID menu: no link after all (the offer's
+                // `Declined`, which leads here too).
+                self.link = None;
+                self.enter_menu(self.after_answer_menu(), &[]);
+            }
             Goto::TextAhead(yes) => {
                 // Only an explicit yes (key 1) is consent; the shell stores it before the transfer.
                 self.record.text_ahead = Some(yes);
@@ -880,33 +887,15 @@ impl Call {
                 // Nobody to transfer to for this question: an invalid choice.
                 None => self.retry(self.after_answer_menu(), "no_match", Outcome::NoMatch),
             },
-            Goto::SendSms => match self.last_answer.clone() {
-                Some(intent) => {
-                    self.record.actions.push(format!("send_link:sms:{intent}"));
-                    self.stop_listening();
-                    self.state = State::Sending { email: false };
-                    self.actions.push_back(Action::SendSms { intent, to: None });
-                }
+            Goto::LinkOffer => match self.start_link() {
+                Some(step) => self.link_step(step),
                 None => self.enter_menu(self.script.after_answer, &[]),
             },
-            Goto::SmsOffer if self.config.sms_to_caller => {
-                self.enter_menu(self.script.sms_confirm, &[]);
-            }
-            Goto::SmsOffer | Goto::EnterNumber => {
-                if !self.start_entry(entry::Kind::Phone) {
-                    // No read-back texts in this language: only the caller's own number.
-                    self.enter_menu(self.after_answer_menu(), &[]);
-                }
-            }
-            Goto::LinkOffer if self.can_email() => {
-                self.enter_menu(self.script.link_channel, &[]);
-            }
-            Goto::LinkOffer => self.follow(Goto::SmsOffer),
-            Goto::EmailEntry => {
-                if !self.start_entry(entry::Kind::Email) {
-                    self.follow(Goto::SmsOffer);
-                }
-            }
+            Goto::SmsOffer => self.link_channel(link::Channel::Sms),
+            Goto::EmailEntry => self.link_channel(link::Channel::Email),
+            Goto::SendSms => self.link_answer(link::Answer::UseCallerId),
+            // "Another number" at the caller-ID offer.
+            Goto::EnterNumber => self.link_answer(link::Answer::No),
             Goto::Confirm(yes) => match (yes, self.pending.take()) {
                 (true, Some(intent)) => self.follow(Goto::Answer(intent)),
                 // "No": ask again from the main menu.
@@ -918,6 +907,102 @@ impl Call {
             Goto::Goodbye => {
                 self.record.outcome.get_or_insert(Outcome::Completed);
                 self.goodbye();
+            }
+        }
+    }
+
+    /// A new link offer for the last answer, and its first step.
+    fn start_link(&mut self) -> Option<link::Step> {
+        let intent = self.last_answer.clone()?;
+        let config = link::LinkConfig {
+            caller_id: if self.config.sms_to_caller {
+                link::CallerId::Usable
+            } else {
+                link::CallerId::Unusable
+            },
+            phone_entry: self.config.readbacks.iter().any(|(l, _)| *l == self.lang),
+            email: self.can_email(),
+            retries_max: self.config.max_retries,
+        };
+        let (offer, step) = link::LinkOffer::start(config, &intent, None);
+        self.link = Some(offer);
+        Some(step)
+    }
+
+    /// The caller chose the link's channel (at the channel menu, or said it right after the
+    /// answer).
+    fn link_channel(&mut self, channel: link::Channel) {
+        match self.start_link() {
+            Some(link::Step::AskChannel) => self.link_answer(link::Answer::Channel(channel)),
+            // Only the text message can be taken: its question is the first step.
+            Some(step) => self.link_step(step),
+            None => self.enter_menu(self.script.after_answer, &[]),
+        }
+    }
+
+    /// An answer to the link offer's menu.
+    fn link_answer(&mut self, answer: link::Answer) {
+        let Some(offer) = self.link.as_mut() else {
+            return self.enter_menu(self.script.after_answer, &[]);
+        };
+        let step = offer.handle(answer);
+        self.link_step(step);
+    }
+
+    /// Turns the link offer's step into the call's menus, entry and actions.
+    fn link_step(&mut self, step: link::Step) {
+        match step {
+            link::Step::AskChannel => self.enter_menu(self.script.link_channel, &[]),
+            link::Step::OfferCallerId(_) => self.enter_menu(self.script.sms_confirm, &[]),
+            link::Step::AskRecipient(channel) => {
+                let kind = match channel {
+                    link::Channel::Sms => entry::Kind::Phone,
+                    link::Channel::Email => entry::Kind::Email,
+                };
+                if !self.start_entry(kind) {
+                    self.link = None;
+                    self.enter_menu(self.after_answer_menu(), &[]);
+                }
+            }
+            // The entry reads back what it took itself; a read-back asked again by the offer
+            // has no menu here.
+            link::Step::Confirm(_) | link::Step::StillWaiting => {}
+            link::Step::Send {
+                recipient, intent, ..
+            } => {
+                let channel = match recipient.channel() {
+                    link::Channel::Sms => "sms",
+                    link::Channel::Email => "email",
+                };
+                self.record
+                    .actions
+                    .push(format!("send_link:{channel}:{intent}"));
+                let action = match recipient {
+                    link::Recipient::CallerId(_) => Action::SendSms { intent, to: None },
+                    link::Recipient::Phone(to) => Action::SendSms {
+                        intent,
+                        to: Some(to),
+                    },
+                    link::Recipient::Email(to) => Action::SendEmail { intent, to },
+                };
+                self.stop_listening();
+                self.state = State::Sending;
+                self.actions.push_back(action);
+            }
+            link::Step::Sent(channel) | link::Step::NotSent(channel) => {
+                let id = match (channel, matches!(step, link::Step::Sent(_))) {
+                    (link::Channel::Sms, true) => "sms_sent",
+                    (link::Channel::Sms, false) => "sms_failed",
+                    (link::Channel::Email, true) => "email_sent",
+                    (link::Channel::Email, false) => "email_failed",
+                };
+                self.link = None;
+                let lead = [PromptRef::new(self.lang, id)];
+                self.enter_menu(self.after_answer_menu(), &lead);
+            }
+            link::Step::Declined | link::Step::GaveUp => {
+                self.link = None;
+                self.enter_menu(self.after_answer_menu(), &[]);
             }
         }
     }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use super::link::{Answer, Awaiting, CallerId, LinkConfig, LinkOffer, Recipient, Step};
 use crate::audio::tty::TtyEvent;
 use crate::intents::INTENTS;
 use crate::nlu::{Decision, Nlu, REJECT_THRESHOLD, normalize, slots};
@@ -358,13 +359,7 @@ impl TtyDetector {
     }
 }
 
-/// How a link is sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Channel {
-    Sms,
-    Email,
-}
+pub use super::link::Channel;
 
 /// Outputs to the shell.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -484,13 +479,6 @@ impl Turn {
     }
 }
 
-/// The link the caller may get, and for which question.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Offer {
-    intent: String,
-    link: String,
-}
-
 /// What the conversation waits for from the caller. Each state holds what it needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum State {
@@ -498,23 +486,8 @@ enum State {
     ConfirmIntent {
         intent: String,
     },
-    LinkOffer {
-        offer: Offer,
-    },
-    AskPhone {
-        offer: Offer,
-    },
-    ConfirmPhone {
-        offer: Offer,
-        phone: Pii<String>,
-    },
-    AskEmail {
-        offer: Offer,
-    },
-    ConfirmEmail {
-        offer: Offer,
-        email: Pii<String>,
-    },
+    /// The link offer after an answer (`flow::link`): channel, number or address, read-back.
+    Link(Box<LinkOffer>),
     /// The last turn is typed; its action follows `handle_sent`.
     Ending,
     Done,
@@ -528,7 +501,8 @@ pub struct TtyConversation {
     config: TtyConfig,
     style: TextStyle,
     lang: Lang,
-    caller_id: Option<Pii<String>>,
+    /// The caller's number (From), when it can take a text.
+    caller_id: CallerId,
     state: State,
     /// The caller's line so far.
     line: String,
@@ -552,8 +526,8 @@ pub struct TtyConversation {
     last_answer: Option<Turn>,
     outputs: VecDeque<TtyOutput>,
     record: TtyRecord,
-    /// A `SendLink` went out: nothing more is typed until `handle_link_stored`.
-    awaiting_store: bool,
+    /// The offer whose `SendLink` went out: "sent" waits for `handle_link_stored`.
+    sending: Option<LinkOffer>,
 }
 
 impl TtyConversation {
@@ -568,9 +542,7 @@ impl TtyConversation {
         caller_id: Option<Pii<String>>,
     ) -> TtyConversation {
         // A caller ID that is not a US number cannot receive our text; do not offer it.
-        let caller_id = caller_id
-            .and_then(|c| slots::phone(c.expose()))
-            .map(Pii::new);
+        let caller_id = CallerId::parse(caller_id.as_ref());
         let mut conv = TtyConversation {
             nlu,
             prompts,
@@ -596,7 +568,7 @@ impl TtyConversation {
                 lang: Some(lang),
                 ..TtyRecord::default()
             },
-            awaiting_store: false,
+            sending: None,
         };
         // Typed at the first `poll_output` if the line is free: a call switched from voice
         // replays the caller's first characters before that, and then gets its answer instead.
@@ -748,6 +720,14 @@ impl TtyConversation {
             self.complete_line(now);
         } else if self.no_input_at.is_some_and(|t| now >= t) {
             self.no_input_at = None;
+            match std::mem::replace(&mut self.state, State::Question) {
+                // The offer counts its own tries.
+                State::Link(mut offer) => {
+                    let step = offer.handle(Answer::NoInput);
+                    return self.link_step(*offer, step, true);
+                }
+                other => self.state = other,
+            }
             self.retries += 1;
             if self.retries >= self.config.retries_max {
                 self.goodbye(TtyOutcome::NoInput);
@@ -820,11 +800,7 @@ impl TtyConversation {
         match state {
             State::Question => self.on_question(now, &text),
             State::ConfirmIntent { intent } => self.on_confirm_intent(now, &text, intent),
-            State::LinkOffer { offer } => self.on_link_offer(&text, offer),
-            State::AskPhone { offer } => self.on_ask_phone(&text, offer),
-            State::ConfirmPhone { offer, phone } => self.on_confirm_phone(&text, offer, phone),
-            State::AskEmail { offer } => self.on_ask_email(&text, offer),
-            State::ConfirmEmail { offer, email } => self.on_confirm_email(&text, offer, email),
+            State::Link(offer) => self.on_link(&text, *offer),
             State::Ending | State::Done => self.state = state,
         }
     }
@@ -949,12 +925,15 @@ impl TtyConversation {
             return self.transfer(Turn::new(&[answer.as_str(), "tty.transfer"]));
         }
         if let Some(link) = self.prompts.link(self.lang, intent) {
-            self.state = State::LinkOffer {
-                offer: Offer {
-                    intent: intent.to_string(),
-                    link,
-                },
+            let config = LinkConfig {
+                caller_id: self.caller_id.clone(),
+                phone_entry: true,
+                email: true,
+                retries_max: self.config.retries_max,
             };
+            // Both channels can be taken: the first step is the channel question.
+            let (offer, _) = LinkOffer::start(config, intent, Some(link));
+            self.state = State::Link(Box::new(offer));
             return self.say(Turn::new(&[answer.as_str(), "tty.link_offer"]));
         }
         let turn = if intent == "agent" {
@@ -965,32 +944,67 @@ impl TtyConversation {
         self.say(turn);
     }
 
-    fn on_link_offer(&mut self, text: &str, offer: Offer) {
-        if let Some(phone) = slots::phone(text) {
-            return self.confirm_phone(offer, Pii::new(phone));
-        }
-        if let Some(email) = slots::email(text) {
-            return self.confirm_email(offer, Pii::new(email));
-        }
-        let folded = normalize::fold(text, false);
-        let has = |words: &[&str]| folded.split_whitespace().any(|w| words.contains(&w));
-        if has(&[
-            "text", "txt", "sms", "texto", "mensaje", "cell", "celular", "mobile", "phone",
-        ]) {
-            return self.ask_phone(offer);
-        }
-        if has(&["email", "mail", "correo", "emial", "emal"]) {
-            return self.ask_email(offer);
-        }
-        match self.act(text).as_deref() {
-            Some("no") | Some("goodbye") => self.anything_else(),
-            _ => self.retry(State::LinkOffer { offer }, &["tty.link_offer"]),
-        }
+    /// The caller's line during the link offer, read as the offer's answer.
+    fn on_link(&mut self, text: &str, mut offer: LinkOffer) {
+        let act = self.act(text);
+        let phone = slots::phone(text).and_then(|p| Recipient::phone(&p));
+        let email = slots::email(text).and_then(|e| Recipient::email(&e));
+        let answer = match offer.awaiting() {
+            Awaiting::Channel => {
+                let folded = normalize::fold(text, false);
+                let has = |words: &[&str]| folded.split_whitespace().any(|w| words.contains(&w));
+                if let Some(r) = phone.or(email) {
+                    Answer::Recipient(r)
+                } else if has(&[
+                    "text", "txt", "sms", "texto", "mensaje", "cell", "celular", "mobile", "phone",
+                ]) {
+                    Answer::Channel(Channel::Sms)
+                } else if has(&["email", "mail", "correo", "emial", "emal"]) {
+                    Answer::Channel(Channel::Email)
+                } else if matches!(act.as_deref(), Some("no") | Some("goodbye")) {
+                    Answer::Decline
+                } else {
+                    Answer::NotUnderstood
+                }
+            }
+            Awaiting::Recipient { channel, .. } => {
+                let given = match channel {
+                    Channel::Sms => phone,
+                    Channel::Email => email,
+                };
+                match (given, act.as_deref()) {
+                    (Some(r), _) => Answer::Recipient(r),
+                    (None, Some("yes")) => Answer::Yes,
+                    (None, Some("no")) => Answer::Decline,
+                    _ => Answer::NotUnderstood,
+                }
+            }
+            Awaiting::Confirm(current) => {
+                let given = match current.channel() {
+                    Channel::Sms => phone,
+                    Channel::Email => email,
+                };
+                // Another number or address replaces the one read back; the same one is no
+                // answer by itself.
+                match (given.filter(|r| *r != current), act.as_deref()) {
+                    (Some(r), _) => Answer::Recipient(r),
+                    (None, Some("yes")) => Answer::Yes,
+                    (None, Some("no")) => Answer::No,
+                    _ => Answer::NotUnderstood,
+                }
+            }
+            Awaiting::Stored | Awaiting::Nothing => Answer::NotUnderstood,
+        };
+        let step = offer.handle(answer);
+        self.link_step(offer, step, false);
     }
 
-    fn ask_phone(&mut self, offer: Offer) {
-        let turn = match &self.caller_id {
-            Some(id) => Turn {
+    /// Turns the link offer's step into the conversation's turn (`no_input`: the step answers
+    /// a silence).
+    fn link_step(&mut self, offer: LinkOffer, step: Step, no_input: bool) {
+        let turn = match step {
+            Step::AskChannel => Turn::new(&["tty.link_offer"]),
+            Step::OfferCallerId(Some(id)) => Turn {
                 parts: vec![
                     Part::Prompt("tty.ask_phone_caller_id".into()),
                     Part::Value(Pii::new(format_phone(id.expose()))),
@@ -998,137 +1012,61 @@ impl TtyConversation {
                 ],
                 then: None,
             },
-            None => Turn::new(&["tty.ask_phone"]),
+            Step::OfferCallerId(None) | Step::AskRecipient(Channel::Sms) => {
+                Turn::new(&["tty.ask_phone"])
+            }
+            Step::AskRecipient(Channel::Email) => Turn::new(&["tty.ask_email"]),
+            Step::Confirm(r) => confirm_turn(&r),
+            Step::StillWaiting => Turn::new(&["tty.no_input"]),
+            Step::Send {
+                recipient,
+                intent,
+                link,
+            } => return self.send(offer, recipient, intent, link.unwrap_or_default()),
+            Step::GaveUp if no_input => return self.goodbye(TtyOutcome::NoInput),
+            Step::Declined | Step::GaveUp | Step::Sent(_) | Step::NotSent(_) => {
+                return self.anything_else();
+            }
         };
-        self.state = State::AskPhone { offer };
+        self.state = State::Link(Box::new(offer));
         self.say(turn);
     }
 
-    fn on_ask_phone(&mut self, text: &str, offer: Offer) {
-        if let Some(phone) = slots::phone(text) {
-            return self.confirm_phone(offer, Pii::new(phone));
-        }
-        match self.act(text).as_deref() {
-            Some("yes") => match self.caller_id.clone() {
-                Some(id) => self.send(Channel::Sms, id, offer),
-                None => self.retry(State::AskPhone { offer }, &["tty.ask_phone"]),
-            },
-            Some("no") => self.anything_else(),
-            _ => self.retry(State::AskPhone { offer }, &["tty.ask_phone"]),
-        }
-    }
-
-    fn confirm_phone(&mut self, offer: Offer, phone: Pii<String>) {
-        let shown = Pii::new(format_phone(phone.expose()));
-        self.state = State::ConfirmPhone { offer, phone };
-        self.say(Turn {
-            parts: vec![
-                Part::Prompt("tty.confirm_phone".into()),
-                Part::Value(shown),
-                Part::Prompt("tty.yes_no".into()),
-            ],
-            then: None,
-        });
-    }
-
-    fn on_confirm_phone(&mut self, text: &str, offer: Offer, phone: Pii<String>) {
-        if let Some(other) = slots::phone(text)
-            && other != *phone.expose()
-        {
-            return self.confirm_phone(offer, Pii::new(other));
-        }
-        match self.act(text).as_deref() {
-            Some("yes") => self.send(Channel::Sms, phone, offer),
-            Some("no") => self.retry(State::AskPhone { offer }, &["tty.ask_phone"]),
-            _ => {
-                let turn = Turn {
-                    parts: vec![
-                        Part::Prompt("tty.confirm_phone".into()),
-                        Part::Value(Pii::new(format_phone(phone.expose()))),
-                        Part::Prompt("tty.yes_no".into()),
-                    ],
-                    then: None,
-                };
-                self.retry_turn(State::ConfirmPhone { offer, phone }, turn)
-            }
-        }
-    }
-
-    fn ask_email(&mut self, offer: Offer) {
-        self.state = State::AskEmail { offer };
-        self.say(Turn::new(&["tty.ask_email"]));
-    }
-
-    fn on_ask_email(&mut self, text: &str, offer: Offer) {
-        if let Some(email) = slots::email(text) {
-            return self.confirm_email(offer, Pii::new(email));
-        }
-        match self.act(text).as_deref() {
-            Some("no") => self.anything_else(),
-            _ => self.retry(State::AskEmail { offer }, &["tty.ask_email"]),
-        }
-    }
-
-    fn email_turn(&self, email: &Pii<String>) -> Turn {
-        Turn {
-            parts: vec![
-                Part::Prompt("tty.confirm_email".into()),
-                Part::Value(Pii::new(email.expose().clone())),
-                Part::Prompt("tty.yes_no".into()),
-            ],
-            then: None,
-        }
-    }
-
-    fn confirm_email(&mut self, offer: Offer, email: Pii<String>) {
-        let turn = self.email_turn(&email);
-        self.state = State::ConfirmEmail { offer, email };
-        self.say(turn);
-    }
-
-    fn on_confirm_email(&mut self, text: &str, offer: Offer, email: Pii<String>) {
-        if let Some(other) = slots::email(text)
-            && other != *email.expose()
-        {
-            return self.confirm_email(offer, Pii::new(other));
-        }
-        match self.act(text).as_deref() {
-            Some("yes") => self.send(Channel::Email, email, offer),
-            Some("no") => self.retry(State::AskEmail { offer }, &["tty.ask_email"]),
-            _ => {
-                let turn = self.email_turn(&email);
-                self.retry_turn(State::ConfirmEmail { offer, email }, turn)
-            }
-        }
-    }
-
-    fn send(&mut self, channel: Channel, to: Pii<String>, offer: Offer) {
+    fn send(&mut self, offer: LinkOffer, recipient: Recipient, intent: String, link: String) {
+        let (channel, to) = match recipient {
+            Recipient::CallerId(Some(to)) | Recipient::Phone(to) => (Channel::Sms, to),
+            Recipient::Email(to) => (Channel::Email, to),
+            // The conversation always knows the caller's number it offers.
+            Recipient::CallerId(None) => return self.anything_else(),
+        };
         let action = TtyOutput::SendLink {
             channel,
             to,
-            intent: offer.intent,
-            link: offer.link,
+            intent,
+            link,
         };
         self.record.actions.push(action_name(&action));
         self.outputs.push_back(action);
         self.retries = 0;
         self.state = State::Question;
         // "SENT" only once the shell says the link is stored (`handle_link_stored`).
-        self.awaiting_store = true;
+        self.sending = Some(offer);
     }
 
     /// The shell stored the link of the last `SendLink` (`true`) or could not (a full disk, the
     /// database down, a bad recipient): the caller reads "SENT" only in the first case, and that
     /// it could not be sent in the second.
     pub fn handle_link_stored(&mut self, stored: bool) {
-        if !std::mem::take(&mut self.awaiting_store) {
+        let Some(mut offer) = self.sending.take() else {
             return;
-        }
-        if stored {
-            self.say(Turn::new(&["tty.sent", "tty.anything_else"]));
-        } else {
-            self.record.actions.push("send_link_failed".into());
-            self.say(Turn::new(&["tty.not_sent", "tty.anything_else"]));
+        };
+        match offer.handle_stored(stored) {
+            Some(Step::Sent(_)) => self.say(Turn::new(&["tty.sent", "tty.anything_else"])),
+            Some(Step::NotSent(_)) => {
+                self.record.actions.push("send_link_failed".into());
+                self.say(Turn::new(&["tty.not_sent", "tty.anything_else"]));
+            }
+            _ => {}
         }
     }
 
@@ -1155,20 +1093,6 @@ impl TtyConversation {
         self.retries = 0;
         self.state = State::Question;
         self.say(Turn::new(&["tty.anything_else"]));
-    }
-
-    /// Asks again in the same state, or gives up on this step after `retries_max` tries.
-    fn retry(&mut self, state: State, ids: &[&str]) {
-        self.retry_turn(state, Turn::new(ids));
-    }
-
-    fn retry_turn(&mut self, state: State, turn: Turn) {
-        self.retries += 1;
-        if self.retries >= self.config.retries_max {
-            return self.anything_else();
-        }
-        self.state = state;
-        self.say(turn);
     }
 
     fn transfer(&mut self, mut turn: Turn) {
@@ -1297,6 +1221,25 @@ impl TtyConversation {
     }
 }
 
+/// The read-back of a number or address with its yes/no question.
+fn confirm_turn(r: &Recipient) -> Turn {
+    let (id, shown) = match r {
+        Recipient::CallerId(Some(v)) | Recipient::Phone(v) => {
+            ("tty.confirm_phone", format_phone(v.expose()))
+        }
+        Recipient::Email(v) => ("tty.confirm_email", v.expose().clone()),
+        Recipient::CallerId(None) => ("tty.confirm_phone", String::new()),
+    };
+    Turn {
+        parts: vec![
+            Part::Prompt(id.into()),
+            Part::Value(Pii::new(shown)),
+            Part::Prompt("tty.yes_no".into()),
+        ],
+        then: None,
+    }
+}
+
 /// "2025550134" → "202-555-0134", as callers read numbers.
 fn format_phone(digits: &str) -> String {
     if digits.len() == 10 && digits.chars().all(|c| c.is_ascii_digit()) {
@@ -1389,25 +1332,6 @@ mod tests {
         assert_eq!(text, "H IS");
     }
 
-    fn nlu() -> Arc<Nlu> {
-        use std::path::PathBuf;
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../grammars");
-        let mut sources = Vec::new();
-        for lang in Lang::ALL {
-            let mut paths: Vec<PathBuf> = std::fs::read_dir(dir.join(lang.code()))
-                .expect("grammars")
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "txt"))
-                .collect();
-            paths.sort();
-            for path in paths {
-                let text = std::fs::read_to_string(&path).expect("grammar file");
-                sources.push(crate::nlu::Source { path, text });
-            }
-        }
-        Arc::new(crate::nlu::build(&sources).expect("grammars build"))
-    }
-
     /// The turns typed for `lines`, in `style`, each line handed over whole.
     fn turns(
         nlu: &Arc<Nlu>,
@@ -1447,7 +1371,7 @@ mod tests {
         let (_, sources) = crate::prompts::test_files::shipped_sources();
         let catalog = Catalog::parse(&sources).expect("prompts parse");
         let prompts = Arc::new(TtyPrompts::from_catalog(&catalog).expect("tty and rtt prompts"));
-        let nlu = nlu();
+        let nlu = crate::nlu::test_nlu();
         let lines = ["how do i check my case status", "no", "no"];
         let baudot = turns(&nlu, &prompts, TextStyle::Baudot, &lines);
         let rtt = turns(&nlu, &prompts, TextStyle::Rtt, &lines);
@@ -1494,7 +1418,7 @@ mod tests {
         let (_, sources) = crate::prompts::test_files::shipped_sources();
         let catalog = Catalog::parse(&sources).expect("prompts parse");
         let prompts = Arc::new(TtyPrompts::from_catalog(&catalog).expect("tty and rtt prompts"));
-        let nlu = nlu();
+        let nlu = crate::nlu::test_nlu();
         let rtt = turns(
             &nlu,
             &prompts,

@@ -15,6 +15,42 @@ pub mod normalize;
 pub mod slots;
 pub mod spell;
 
+/// The repository's grammars (`grammars/<lang>/*.txt`), read and built once for unit tests only
+/// (the crate does no IO; the shell reads grammar directories and passes the text in).
+#[cfg(test)]
+pub(crate) mod test_grammars {
+    use std::path::PathBuf;
+    use std::sync::{Arc, OnceLock};
+
+    use super::{Nlu, Source};
+    use crate::types::Lang;
+
+    pub(crate) fn test_nlu() -> Arc<Nlu> {
+        static NLU: OnceLock<Arc<Nlu>> = OnceLock::new();
+        NLU.get_or_init(|| {
+            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../grammars");
+            let mut sources = Vec::new();
+            for lang in Lang::ALL {
+                let mut paths: Vec<PathBuf> = std::fs::read_dir(dir.join(lang.code()))
+                    .expect("grammars")
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+                    .collect();
+                paths.sort();
+                for path in paths {
+                    let text = std::fs::read_to_string(&path).expect("grammar file");
+                    sources.push(Source { path, text });
+                }
+            }
+            Arc::new(super::build(&sources).expect("grammars build"))
+        })
+        .clone()
+    }
+}
+
+#[cfg(test)]
+pub(crate) use test_grammars::test_nlu;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
