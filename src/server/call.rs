@@ -1,11 +1,14 @@
-//! One task per call: the call's IO shell. It reads the caller's RTP into the call's
-//! `media::MediaLeg` (the sans-IO receive path: strict source, SRTP, jitter buffer, decoding,
-//! RFC 4733 and in-band DTMF, the speech front end, the RTP timeout), feeds keys, speech,
-//! audio frames, text and the SIP task's news to the call's `CallCore` (the sans-IO
-//! state machine in `ivr_core::call`: modes, dialogs, links, transfer) and carries out what the
-//! core asks (`carry_out`): prompts and tones to the call's outgoing `Stream` (the pacing
-//! threads in `outgoing` send it), links to the outbox, REFER, the agent leg and the hang-up to
-//! the SIP task. Buffers are owned by the task and reused: no allocation per packet.
+//! One task per call: the call's IO shell. The caller's RTP is read and processed by the
+//! call's media thread (`outgoing`) in the call's `media::MediaLeg` (the sans-IO receive path:
+//! strict source, SRTP, jitter buffer, decoding, RFC 4733 and in-band DTMF, the Baudot watch,
+//! the speech front end, the RTP timeout); the task gets the leg's events (keys, speech, Baudot
+//! heard, the RTP timeout), feeds them, text and the SIP task's news to the call's `CallCore`
+//! (the sans-IO state machine in `ivr_core::call`: modes, dialogs, links, transfer) and carries
+//! out what the core asks (`carry_out`): prompts and tones to the call's `Stream` (the media
+//! threads send it), links to the outbox, REFER, the agent leg and the hang-up to the SIP task.
+//! Per packet or frame the task works only while the call is bridged (it relays the caller's
+//! packets to the agent) or in TTY mode (it ticks the playout: every frame is the Baudot
+//! modem's). Buffers are owned and reused: no allocation per packet.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,11 +19,12 @@ use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 
 use super::Shared;
+use super::asr_pool::AsrResult;
 use super::bridge::{self, AgentEvent, Bridge, BridgeConfig, LegMedia};
 use super::call_asr::CallAsr;
-use super::media::{LegSetup, MediaEvent, MediaLeg, Rx, RxMedia};
+use super::media::{LegSetup, MediaEvent, MediaLeg, Rx, RxMedia, SharedLeg, lock_leg};
 use super::metrics::Metrics;
-use super::outgoing::{Stream, StreamEvent};
+use super::outgoing::{Receive, Stream, StreamEvent};
 use super::rtt_session::TextPort;
 use super::store::{CallRecord, now_rfc3339};
 use crate::call::{CallConfig, CallCore, CallInput, Effect};
@@ -126,9 +130,9 @@ fn core_config(setup: &CallSetup, text: Option<crate::call::TextConfig>) -> Call
 
 /// How often at most a call's record is saved while the call goes on.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
-/// Datagrams taken from the socket before a playout tick at most (a flood must not starve the
-/// task); `MediaLeg::wants_datagrams` stops it earlier.
-const DRAIN_MAX: usize = 48;
+/// Events of the media thread waiting for the task (keys, speech, RTCP due, the RTP timeout):
+/// a few per second on a busy call; more than this means the task is wedged.
+const MEDIA_EVENTS: usize = 64;
 
 /// Numbers the server's calls for the ASR pool (its utterance keys).
 static CALL_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -149,9 +153,9 @@ fn call_asr(shared: &Shared, setup: &CallSetup) -> Option<CallAsr> {
     ))
 }
 
-async fn recv_asr(asr: Option<&mut CallAsr>) -> Option<super::asr_pool::AsrResult> {
-    match asr {
-        Some(a) => a.recv().await,
+async fn recv_asr(results: Option<&mut mpsc::Receiver<AsrResult>>) -> Option<AsrResult> {
+    match results {
+        Some(r) => r.recv().await,
         None => std::future::pending().await,
     }
 }
@@ -168,8 +172,19 @@ struct CallTask {
     sip: mpsc::Sender<SipCommand>,
     shared: Arc<Shared>,
     frame: Duration,
-    /// The receive path: strict source, SRTP, jitter buffer, DTMF, speech front end.
-    leg: MediaLeg,
+    /// The receive path (strict source, SRTP, jitter buffer, DTMF, the Baudot watch, speech
+    /// front end), run by the call's media thread; the task locks it to set what it listens
+    /// for, and ticks it itself in TTY mode.
+    leg: SharedLeg,
+    /// The leg's events from the media thread (until it lets go of the call).
+    media_rx: mpsc::Receiver<MediaEvent>,
+    media_open: bool,
+    /// Events taken from the leg or its queue, for the core (`media_events`).
+    pending: std::collections::VecDeque<MediaEvent>,
+    /// The core's mode as the leg last heard it.
+    leg_mode: CallMode,
+    /// The recognizer pool's results (the front end is in the leg).
+    asr_results: Option<mpsc::Receiver<AsrResult>>,
     core: CallCore,
     /// The playback the core asked for last (earlier ones may still report their end).
     generation: u64,
@@ -204,8 +219,8 @@ enum Wake {
     /// The core's next timer (dialog, text stream, transfer).
     CoreTimeout,
     AgentMedia(Option<usize>),
-    /// The receive path's timers (a key whose end was lost, the RTP timeout).
-    MediaTimeout,
+    /// An event of the call's leg from its media thread.
+    Media(Option<MediaEvent>),
     Text(Option<(usize, SocketAddr)>),
 }
 
@@ -251,7 +266,7 @@ impl CallTask {
     ) -> CallTask {
         let frame = Duration::from_millis(u64::from(setup.ptime_ms));
         let start = Instant::now();
-        let leg = MediaLeg::new(
+        let mut leg = MediaLeg::new(
             start,
             LegSetup {
                 media: RxMedia::of(&setup.media),
@@ -262,11 +277,21 @@ impl CallTask {
             },
             shared.metrics.clone(),
         );
+        let asr_results = leg.asr_mut().and_then(CallAsr::take_results);
         let (text, text_config) = match TextPort::from_setup(&mut setup) {
             Some((port, config)) => (Some(port), Some(config)),
             None => (None, None),
         };
         let core = CallCore::new(start, core_config(&setup, text_config));
+        let leg_mode = core.mode();
+        leg.set_mode(leg_mode);
+        // From its next tick the call's media thread reads the socket into the leg and ticks it.
+        let leg = Arc::new(std::sync::Mutex::new(leg));
+        let (media_tx, media_rx) = mpsc::channel(MEDIA_EVENTS);
+        setup.stream.attach_receive(Receive {
+            leg: leg.clone(),
+            events: media_tx,
+        });
         setup.stream.set_media(
             setup.media.remote_rtp,
             setup.media.direction.sends(),
@@ -275,6 +300,11 @@ impl CallTask {
         );
         CallTask {
             leg,
+            media_rx,
+            media_open: true,
+            pending: std::collections::VecDeque::with_capacity(MEDIA_EVENTS),
+            leg_mode,
+            asr_results,
             core,
             generation: 0,
             inbuf: [0u8; 2048],
@@ -302,28 +332,25 @@ impl CallTask {
     /// Waits for the next thing to happen to the call.
     async fn wait(&mut self) -> Wake {
         let core_at = self.core.poll_timeout();
-        let media_at = self.leg.poll_timeout();
-        let reading = self.leg.wants_datagrams();
+        // The media thread reads the socket and ticks the playout, except in these states:
+        // a bridged call's packets are relayed from here, a TTY call's frames are popped here.
+        let reading = self.bridged.is_some();
+        let ticking = self.leg_mode == CallMode::Tty;
         let now = Instant::now();
         tokio::select! {
             biased;
             cmd = self.rx.recv() => Wake::Command(cmd),
             ev = self.setup.stream_events.recv() => Wake::Stream(ev),
-            _ = sleep_until(self.next_tick.into()) => Wake::Tick,
-            // With a backlog past what the jitter buffer should hold, packets wait in the
-            // socket (the kernel buffers seconds of them) until the ticks catch up: pushing
-            // them would overflow the buffer, dropping frames that arrived.
+            _ = sleep_until(self.next_tick.into()), if ticking => Wake::Tick,
             r = self.setup.rtp.recv_from(&mut self.inbuf), if reading => Wake::Datagram(r),
-            r = recv_asr(self.leg.asr_mut()) => Wake::Asr(r),
+            ev = self.media_rx.recv(), if self.media_open => Wake::Media(ev),
+            r = recv_asr(self.asr_results.as_mut()) => Wake::Asr(r),
             r = recv_rtcp(self.setup.rtcp.as_ref(), &mut self.rtcp_buf) => Wake::Rtcp(r),
             _ = sleep_until(core_at.unwrap_or(now).into()), if core_at.is_some() => {
                 Wake::CoreTimeout
             }
             r = bridge::recv_agent(self.bridged.as_ref(), &mut self.agent_buf) => {
                 Wake::AgentMedia(r)
-            }
-            _ = sleep_until(media_at.unwrap_or(now).into()), if media_at.is_some() => {
-                Wake::MediaTimeout
             }
             r = super::rtt_session::recv(self.text.as_mut()) => Wake::Text(r),
         }
@@ -336,11 +363,9 @@ impl CallTask {
             Wake::Stream(ev) => self.on_stream_event(ev).await,
             Wake::Tick => self.on_tick(),
             Wake::Datagram(r) => return self.on_datagram(r),
-            Wake::Asr(r) => {
-                if let Some(r) = r {
-                    self.leg.handle_asr_result(r);
-                }
-            }
+            Wake::Asr(Some(r)) => self.leg().handle_asr_result(r),
+            // No recognizer holds the call's queue any more (speech was dropped).
+            Wake::Asr(None) => self.asr_results = None,
             Wake::Rtcp(r) => self.on_rtcp(r),
             Wake::CoreTimeout => self.core.handle_timeout(now),
             Wake::AgentMedia(r) => {
@@ -354,15 +379,16 @@ impl CallTask {
                     );
                 }
             }
-            // Its events (a key, the RTP timeout) are taken after the wake-up (`after_wake`).
-            Wake::MediaTimeout => self.leg.handle_timeout(now),
+            // Taken with the others after the wake-up (`after_wake`).
+            Wake::Media(Some(ev)) => self.pending.push_back(ev),
+            Wake::Media(None) => self.media_open = false,
             Wake::Text(r) => {
                 // The caller's RTT text; typing keeps the call alive.
                 if let (Some((len, from)), Some(port)) = (r, self.text.as_mut())
                     && self.core.handle_text_datagram(now, port.datagram(len))
                 {
                     port.learn_remote(from);
-                    self.leg.handle_activity(now);
+                    self.leg().handle_activity(now);
                 }
             }
         }
@@ -376,7 +402,7 @@ impl CallTask {
             Some(CallCommand::Media(m, rekey)) => {
                 // SRTP first: the first datagram after the answer may use the new key.
                 if let Some(u) = rekey.inbound {
-                    self.leg.set_srtp_in(u);
+                    self.leg().set_srtp_in(u);
                 }
                 if let Some(p) = rekey.outbound {
                     self.setup.stream.set_srtp(p);
@@ -432,7 +458,7 @@ impl CallTask {
     fn on_media(&mut self, now: Instant, m: Negotiated) {
         // The receive path follows the codec, the caller's address (strict source) and hold;
         // a caller resuming from hold may have been silent a long time.
-        self.leg.set_media(now, RxMedia::of(&m));
+        self.leg().set_media(now, RxMedia::of(&m));
         if let Some(t) = m.text.as_ref() {
             self.core.handle_text_media(t);
             if let Some(port) = self.text.as_mut() {
@@ -460,67 +486,54 @@ impl CallTask {
         self.core.handle(Instant::now(), CallInput::PlaybackDone);
         if self.hangup_after_playback && !self.hanging_up {
             self.hanging_up = true;
-            self.leg.disarm_rtp_timeout();
+            self.leg().disarm_rtp_timeout();
             let _ = self.sip.send(SipCommand::Hangup(self.setup.key)).await;
         }
     }
 
-    /// Receive side: one playout tick per frame period (pacing precision does not matter here;
-    /// the outgoing clock lives in the pacing threads). The frames it pops reach the core in
-    /// `after_wake`.
+    /// The leg, locked (briefly: its media thread waits for it).
+    fn leg(&self) -> std::sync::MutexGuard<'_, MediaLeg> {
+        lock_leg(&self.leg)
+    }
+
+    /// A TTY call's playout tick, one per frame period: every frame to the core's Baudot modem
+    /// now (the media thread has read what arrived as it came); the leg's other events wait
+    /// for `after_wake`.
     fn on_tick(&mut self) {
         let now = Instant::now();
         self.next_tick += self.frame;
         if now > self.next_tick + self.frame * 5 {
             self.next_tick = now + self.frame;
         }
-        // Every datagram that has arrived goes into the jitter buffer before the tick pops:
-        // under load the task wakes late with the tick and the caller's packets both due, and
-        // (the select being biased) the tick would otherwise pop first, calling a packet
-        // waiting in the socket lost, then dropping it as late.
-        for _ in 0..DRAIN_MAX {
-            // Past a stall longer than the buffer, leave the rest in the socket until the pops
-            // made room (a full buffer drops its oldest frame).
-            if !self.leg.wants_datagrams() {
-                break;
+        let leg = self.leg.clone();
+        let mut leg = lock_leg(&leg);
+        leg.handle_tick(now);
+        while let Some(ev) = leg.poll_event() {
+            match ev {
+                MediaEvent::Frame { at, media } => self.core.handle_audio(at, media, leg.frame()),
+                ev => self.pending.push_back(ev),
             }
-            let Ok((len, from)) = self.setup.rtp.try_recv_from(&mut self.inbuf) else {
-                break;
-            };
-            self.take(now, len, from);
         }
-        self.leg.handle_tick(now);
     }
 
-    /// One datagram of `len` bytes in `inbuf` from `from` into the receive path; relayed to
-    /// the agent when bridged.
-    fn take(&mut self, now: Instant, len: usize, from: SocketAddr) -> Rx {
-        let rx = self.leg.handle_datagram(now, &mut self.inbuf[..len], from);
-        if let (Rx::Relay(n), Some(b)) = (rx, self.bridged.as_mut()) {
-            // Bridged: the caller talks to the agent, not to the IVR.
-            b.from_caller(&self.inbuf[..n]);
-        }
-        rx
-    }
-
+    /// A bridged call's datagram from the caller: relayed to the agent.
     fn on_datagram(&mut self, r: std::io::Result<(usize, SocketAddr)>) -> Then {
         let now = Instant::now();
-        let bridged = self.bridged.is_some();
-        // Malformed datagrams and RTCP on the RTP port are ignored.
-        let Ok((n, from)) = r else {
-            return if bridged { Then::Skip } else { Then::Drain };
-        };
-        if self.take(now, n, from) == Rx::Stray || bridged {
-            Then::Skip
-        } else {
-            Then::Drain
+        if let Ok((n, from)) = r {
+            let leg = self.leg.clone();
+            let rx = lock_leg(&leg).handle_datagram(now, &mut self.inbuf[..n], from);
+            if let (Rx::Relay(n), Some(b)) = (rx, self.bridged.as_mut()) {
+                // Bridged: the caller talks to the agent, not to the IVR.
+                b.from_caller(&self.inbuf[..n]);
+            }
         }
+        Then::Skip
     }
 
     fn on_rtcp(&mut self, r: Option<usize>) {
         if let Some(n) = r {
-            self.leg
-                .handle_rtcp(Instant::now(), &mut self.rtcp_buf[..n]);
+            let leg = self.leg.clone();
+            lock_leg(&leg).handle_rtcp(Instant::now(), &mut self.rtcp_buf[..n]);
         }
     }
 
@@ -529,20 +542,32 @@ impl CallTask {
         let s = &self.setup;
         if let (Some(sock), Some(remote)) = (s.rtcp.as_ref(), s.media.remote_rtp) {
             let dest = SocketAddr::new(remote.ip(), remote.port().wrapping_add(1));
-            let block = self.leg.report_block(at);
+            let block = lock_leg(&self.leg).report_block(at);
             send_report(sock, dest, &s.stream, block, &mut self.rtcp_buf);
         }
     }
 
-    /// What the receive path has for the core: the tick's frames (each to the core before the
-    /// next is popped: its mode decides what listens to the next one), then keys and speech.
-    /// False when the caller timed out (the call ends now).
+    /// What the receive path has for the core: what the media thread sent, then what the leg
+    /// holds now (a recognizer's result understood, a listen that found no recognizer), in
+    /// order: keys, speech, Baudot heard, RTCP due. False when the caller timed out (the call
+    /// ends now).
     async fn media_events(&mut self) -> bool {
-        loop {
-            self.leg.set_mode(self.core.mode());
-            let Some(ev) = self.leg.poll_event() else {
-                return true;
-            };
+        while let Ok(ev) = self.media_rx.try_recv() {
+            self.pending.push_back(ev);
+        }
+        {
+            let leg = self.leg.clone();
+            let mut leg = lock_leg(&leg);
+            while let Some(ev) = leg.poll_event() {
+                match ev {
+                    MediaEvent::Frame { at, media } => {
+                        self.core.handle_audio(at, media, leg.frame());
+                    }
+                    ev => self.pending.push_back(ev),
+                }
+            }
+        }
+        while let Some(ev) = self.pending.pop_front() {
             let now = Instant::now();
             match ev {
                 MediaEvent::RtpTimeout => {
@@ -553,23 +578,38 @@ impl CallTask {
                     let _ = self.sip.send(SipCommand::Hangup(self.setup.key)).await;
                     return false;
                 }
-                // The TTY modem, or the Baudot watch of a voice call.
-                MediaEvent::Frame { at, media } => {
-                    self.core.handle_audio(at, media, self.leg.frame());
-                }
+                // Taken at the tick (TTY) or by the media thread.
+                MediaEvent::Frame { .. } => {}
                 MediaEvent::ReportDue { at } => self.send_report(at),
                 MediaEvent::Digit(d) => {
                     // A text call's conversation is typed: keys do not count (the core
                     // ignores them outside voice).
                     if self.core.mode() != CallMode::Rtt {
                         Metrics::inc(&self.shared.metrics.dtmf_digits_total);
-                        self.leg.handle_dtmf(now);
+                        self.leg().handle_dtmf(now);
                         self.core.handle(now, CallInput::Digit(d));
                     }
                 }
                 // Speech: barge-in, what was heard, or the fall back to keys.
                 MediaEvent::Speech(ev) => self.core.handle(now, CallInput::Speech(ev)),
+                // The leg's watch heard Baudot (the leg is in TTY mode already; should the
+                // core stay in voice, `sync_mode` puts the leg back).
+                MediaEvent::Baudot(chars) => {
+                    self.leg_mode = CallMode::Tty;
+                    self.core.handle(now, CallInput::BaudotHeard(chars));
+                }
             }
+            self.sync_mode();
+        }
+        true
+    }
+
+    /// The leg follows the core's mode (voice, TTY, RTT) when it changes.
+    fn sync_mode(&mut self) {
+        let mode = self.core.mode();
+        if mode != self.leg_mode {
+            self.leg_mode = mode;
+            self.leg().set_mode(mode);
         }
     }
 
@@ -581,6 +621,7 @@ impl CallTask {
             return;
         }
         self.drain().await;
+        self.sync_mode();
         self.save_progress();
     }
 
@@ -613,17 +654,19 @@ impl CallTask {
             Effect::StopPlayback => self.setup.stream.stop(),
             Effect::EnterText(_) => {
                 self.setup.stream.stop();
-                self.leg.drop_asr();
+                self.leg().drop_asr();
+                self.asr_results = None;
+                self.sync_mode();
             }
             Effect::Listen {
                 lang,
                 listen,
                 trailing_silence_ms,
             } => {
-                self.leg
+                self.leg()
                     .listen(Instant::now(), lang, listen, trailing_silence_ms);
             }
-            Effect::StopListening => self.leg.stop_listening(),
+            Effect::StopListening => self.leg().stop_listening(),
             Effect::RecordConsent => self.record_consent().await,
             Effect::StoreLink {
                 intent,
@@ -685,7 +728,7 @@ impl CallTask {
     fn bridge(&mut self) {
         self.bridged = self.answered.take();
         if self.bridged.is_some() {
-            self.leg.set_bridged();
+            self.leg().set_bridged();
         }
         let m = &self.setup.media;
         self.setup.stream.stop();
@@ -734,7 +777,8 @@ impl CallTask {
         }
         Metrics::inc(&self.shared.metrics.prompts_played_total);
         self.generation = self.setup.stream.play(items);
-        if let Some(l) = self.leg.take_reply_latency(Instant::now()) {
+        let latency = self.leg().take_reply_latency(Instant::now());
+        if let Some(l) = latency {
             self.shared.reply_latency.observe_us(l.as_micros() as u64);
             self.reply_latency_ms.push(l.as_millis() as u64);
         }
@@ -790,7 +834,7 @@ impl CallTask {
     async fn hang_up(&mut self) {
         if !self.hanging_up {
             self.hanging_up = true;
-            self.leg.disarm_rtp_timeout();
+            self.leg().disarm_rtp_timeout();
             let _ = self.sip.send(SipCommand::Hangup(self.setup.key)).await;
         }
     }
@@ -826,12 +870,13 @@ impl CallTask {
 
     /// The call's record as of now (`ended_at` unset).
     fn record(&self) -> CallRecord {
+        let leg = self.leg();
         call_record(
             &self.shared,
             &self.setup,
             &Progress {
                 core: &self.core,
-                asr: self.leg.asr(),
+                asr: leg.asr(),
                 reply_latency_ms: &self.reply_latency_ms,
                 end_reason: self.end_reason,
             },
@@ -841,7 +886,8 @@ impl CallTask {
     /// The call is over: the final record (what the conversation did and why the call ended).
     async fn finish(self) {
         self.setup.stream.close();
-        if let (Some(j), Some(t)) = (self.leg.jitter_stats(), self.core.tty()) {
+        let jitter = self.leg().jitter_stats();
+        if let (Some(j), Some(t)) = (jitter, self.core.tty()) {
             let (concealed, dry_gaps) = t.playout_counts();
             tracing::info!(
                 played = j.played,

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::audio::dtmf::{DtmfConfig, DtmfDetector};
+use crate::call::tty::TtyWatch;
 use crate::flow::{self, CallMode, Listen};
 use crate::rtp::codec::FRAME_SAMPLES_16K;
 use crate::rtp::inbound::{Inbound, InboundConfig, Playout};
@@ -86,6 +87,10 @@ pub enum MediaEvent {
     ReportDue { at: Instant },
     /// A key (RFC 4733, in-band, or an event whose end packets were lost).
     Digit(char),
+    /// Baudot tones on a voice call (narrowband): the caller types on a TTY. What the watch
+    /// decoded so far, for `CallInput::BaudotHeard`. From here on the leg is in TTY mode: the
+    /// frames are the TTY modem's, popped by the call task's ticks (`ticks_on_task`).
+    Baudot(Vec<(Instant, char)>),
     /// The speech front end: barge-in, what was heard, or the fall back to keys.
     Speech(flow::Event),
 }
@@ -135,6 +140,8 @@ pub struct MediaLeg {
     /// so a caller who stops sending RTP still ends their utterance.
     silence: Vec<i16>,
     asr: Option<CallAsr>,
+    /// The Baudot watch of a voice call, on every frame (the core's `TtyWatch`, run here).
+    watch: TtyWatch,
     mode: CallMode,
     bridged: bool,
     digits: VecDeque<char>,
@@ -171,6 +178,7 @@ impl MediaLeg {
             frame_len: 0,
             silence,
             asr: setup.asr,
+            watch: TtyWatch::default(),
             mode: CallMode::Voice,
             bridged: false,
             digits: VecDeque::with_capacity(DIGITS_PER_INPUT),
@@ -337,6 +345,22 @@ impl MediaLeg {
             if let Some(a) = self.asr.as_mut() {
                 a.handle_frame(now, if n > 0 { pcm } else { &self.silence });
             }
+            // The TTY detectors are tuned for 8 kHz audio (G.711 calls). Concealment is not
+            // what the caller sent: it would look like Baudot tones in the wrong place.
+            if n > 0 && narrowband {
+                let typing = match media {
+                    Playout::Audio(_) => self.watch.handle_pcm(now, pcm),
+                    _ => self.watch.handle_gap(now, pcm.len()),
+                };
+                if typing {
+                    tracing::debug!("Baudot tones on a voice call");
+                    // The next frames are the TTY modem's: they wait in the jitter buffer for
+                    // the call task's ticks.
+                    self.mode = CallMode::Tty;
+                    self.playout = None;
+                    return Some(MediaEvent::Baudot(self.watch.take_chars()));
+                }
+            }
         }
         Some(MediaEvent::Frame { at: now, media })
     }
@@ -396,9 +420,26 @@ impl MediaLeg {
         self.srtp_in = srtp_in;
     }
 
-    /// The call's mode (the core's): in-band DTMF and speech are listened for in voice only.
+    /// The call's mode (the core's), when it changes: in-band DTMF, speech and Baudot are
+    /// listened for in voice only.
     pub fn set_mode(&mut self, mode: CallMode) {
         self.mode = mode;
+    }
+
+    /// TTY mode: every frame is the TTY modem's (Baudot is decoded on the sender's timeline),
+    /// so the call task ticks the playout and takes the frames (`MediaEvent::Frame`); in voice
+    /// and RTT the media thread does and keeps them.
+    pub fn ticks_on_task(&self) -> bool {
+        self.mode == CallMode::Tty
+    }
+
+    /// A tick's frames are still to be polled (by whoever ticked).
+    pub fn tick_in_progress(&self) -> bool {
+        self.playout.is_some()
+    }
+
+    pub fn is_bridged(&self) -> bool {
+        self.bridged
     }
 
     /// Bridged to an agent: the caller's media is relayed from now on (`Rx::Relay`).
@@ -752,6 +793,65 @@ mod tests {
             ),
             ""
         );
+    }
+
+    #[test]
+    fn baudot_on_a_voice_call_is_heard_and_its_frames_wait_for_the_task() {
+        use crate::audio::tty::{TtyModulator, TtyTxConfig};
+        let t0 = Instant::now();
+        let (mut leg, _) = leg(t0, None);
+        let caller: SocketAddr = CALLER.parse().unwrap();
+        let mut modem = TtyModulator::new(TtyTxConfig::default());
+        modem.push_text("HELLO HELLO GA").unwrap();
+        let mut enc = Encoder::new(Codec::Pcmu).unwrap();
+        let mut packet = |seq: u16| {
+            let mut pcm = [0i16; 160];
+            modem.fill(&mut pcm);
+            let mut payload = [0u8; 160];
+            enc.encode(&pcm, &mut payload).unwrap();
+            let mut buf = vec![0u8; 12 + 160];
+            let n = write_rtp(
+                &mut buf,
+                0,
+                seq,
+                160 * u32::from(seq),
+                0x1234,
+                false,
+                &payload,
+            )
+            .unwrap();
+            buf.truncate(n);
+            buf
+        };
+        // As the media thread drives a voice call: a packet, a tick, the events.
+        let mut heard = None;
+        let mut seq = 0u16;
+        while heard.is_none() && seq < 200 {
+            let now = at(t0, 20 * u64::from(seq));
+            leg.handle_datagram(now, &mut packet(seq), caller);
+            leg.handle_tick(now);
+            while let Some(ev) = leg.poll_event() {
+                if let MediaEvent::Baudot(chars) = ev {
+                    heard = Some(chars);
+                }
+            }
+            seq += 1;
+        }
+        let chars = heard.expect("Baudot heard on the voice call");
+        let text: String = chars.iter().map(|&(_, c)| c).collect();
+        assert!(!text.trim().is_empty(), "what the watch decoded: {text:?}");
+        assert!(text.chars().all(|c| "HELO GA".contains(c)), "{text:?}");
+        // From here the frames are the TTY modem's: the task ticks and takes every one.
+        assert!(leg.ticks_on_task());
+        assert!(!leg.tick_in_progress());
+        let now = at(t0, 20 * u64::from(seq));
+        leg.handle_datagram(now, &mut packet(seq), caller);
+        leg.handle_tick(now);
+        let frames = events(&mut leg)
+            .iter()
+            .filter(|e| matches!(e, MediaEvent::Frame { .. }))
+            .count();
+        assert!(frames >= 1, "the task's tick pops the frames");
     }
 
     #[test]
