@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use ivr::audio::tty::{TtyDemodulator, TtyModulator, TtyRxConfig, TtyTxConfig};
 use ivr::call::rtt::RttConfig;
 use ivr::call::transfer::{AgentEvent, BridgeConfig};
+use ivr::call::tty::TtyWatch;
 use ivr::call::{CallConfig, CallCore, CallInput, Effect, TextConfig};
 use ivr::flow::tty::{TtyConfig, TtyPrompts};
 use ivr::flow::{CallMode, FlowConfig};
@@ -127,6 +128,10 @@ struct Call {
     modem: TtyDemodulator,
     caller_text: T140Sender,
     text_rx: T140Receiver,
+    /// The shell's Baudot watch (as the media threads run it), when the test says so: a voice
+    /// call's frames go to it instead of the core, and what it decoded arrives as
+    /// `CallInput::BaudotHeard`.
+    shell_watch: Option<TtyWatch>,
 }
 
 impl Call {
@@ -151,6 +156,7 @@ impl Call {
                 },
             ),
             text_rx: T140Receiver::new(T140, Some(RED)),
+            shell_watch: None,
         };
         call.drain();
         assert!(call.effects.is_empty(), "nothing before the ACK");
@@ -220,7 +226,15 @@ impl Call {
         let n = self.tape.len().min(160);
         let mut frame: Vec<i16> = self.tape.drain(..n).collect();
         frame.resize(160, 0);
-        self.core.handle_audio(now, Playout::Audio(160), &frame);
+        match self.shell_watch.as_mut() {
+            Some(w) if self.core.mode() == CallMode::Voice => {
+                if w.handle_pcm(now, &frame) {
+                    let chars = w.take_chars();
+                    self.core.handle(now, CallInput::BaudotHeard(chars));
+                }
+            }
+            _ => self.core.handle_audio(now, Playout::Audio(160), &frame),
+        }
         self.drain();
         let mut buf = [0u8; PACKET_BYTES_MAX];
         while let Some(n) = self.caller_text.poll_transmit(now, &mut buf).unwrap() {
@@ -314,6 +328,45 @@ fn a_voice_call_that_types_baudot_over_the_greeting_turns_tty_and_is_answered() 
     call.keys("1");
     call.run(2000);
     assert_eq!(call.played.len(), before, "{:?}", call.played);
+}
+
+#[test]
+fn baudot_heard_by_the_shells_watch_turns_a_voice_call_tty_the_same_way() {
+    // The media threads run the watch where the audio is and hand the core what it decoded.
+    let mut call = Call::new(Start::Voice);
+    call.shell_watch = Some(TtyWatch::default());
+    call.baudot("HOW DO I CHECK MY CASE STATUS GA");
+    assert!(
+        call.effects.contains(&Effect::EnterText(CallMode::Tty)),
+        "switched to TTY"
+    );
+    assert_eq!(call.core.mode(), CallMode::Tty);
+    // Nothing the watch decoded before the switch was lost: the caller's line reads exactly as
+    // when the core's own watch hears the audio, and is answered.
+    let mut reference = Call::new(Start::Voice);
+    reference.baudot("HOW DO I CHECK MY CASE STATUS GA");
+    let lines = |c: &Call| -> Vec<String> {
+        let t = c.core.tty().expect("a TTY session");
+        t.record()
+            .caller_lines(false)
+            .into_iter()
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(lines(&call), lines(&reference));
+    assert!(
+        lines(&call)[0].contains("CHECK MY CASE STATUS"),
+        "{:?}",
+        lines(&call)
+    );
+    let answer = tty_text("tty.answer.case_status");
+    assert!(call.typed.contains(&answer), "{:?}", call.typed);
+    // Outside voice mode it is ignored (a second switch would restart the conversation).
+    let effects = call.effects.len();
+    call.core
+        .handle(call.now, CallInput::BaudotHeard(vec![(call.now, 'X')]));
+    call.drain();
+    assert_eq!(call.effects.len(), effects);
 }
 
 #[test]

@@ -1,10 +1,14 @@
-//! One task per call: the call's IO shell. It receives the caller's RTP (jitter buffer,
-//! decoding, RFC 4733 and in-band DTMF via `rtp::inbound`), runs the speech front end, feeds
-//! keys, speech, audio, text and the SIP task's news to the call's `CallCore` (the sans-IO
-//! state machine in `ivr_core::call`: modes, dialogs, links, transfer) and carries out what the
-//! core asks (`carry_out`): prompts and tones to the call's outgoing `Stream` (the pacing
-//! threads in `outgoing` send it), links to the outbox, REFER, the agent leg and the hang-up to
-//! the SIP task. Buffers are owned by the task and reused: no allocation per packet.
+//! One task per call: the call's IO shell. The caller's RTP is read and processed by the
+//! call's media thread (`outgoing`) in the call's `media::MediaLeg` (the sans-IO receive path:
+//! strict source, SRTP, jitter buffer, decoding, RFC 4733 and in-band DTMF, the Baudot watch,
+//! the speech front end, the RTP timeout); the task gets the leg's events (keys, speech, Baudot
+//! heard, the RTP timeout), feeds them, text and the SIP task's news to the call's `CallCore`
+//! (the sans-IO state machine in `ivr_core::call`: modes, dialogs, links, transfer) and carries
+//! out what the core asks (`carry_out`): prompts and tones to the call's `Stream` (the media
+//! threads send it), links to the outbox, REFER, the agent leg and the hang-up to the SIP task.
+//! Per packet or frame the task works only while the call is bridged (it relays the caller's
+//! packets to the agent) or in TTY mode (it ticks the playout: every frame is the Baudot
+//! modem's). Buffers are owned and reused: no allocation per packet.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,21 +19,19 @@ use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 
 use super::Shared;
+use super::asr_pool::AsrResult;
 use super::bridge::{self, AgentEvent, Bridge, BridgeConfig, LegMedia};
 use super::call_asr::CallAsr;
+use super::media::{LegSetup, MediaEvent, MediaLeg, Rx, RxMedia, SharedLeg, lock_leg};
 use super::metrics::Metrics;
-use super::outgoing::{Stream, StreamEvent};
+use super::outgoing::{Receive, Stream, StreamEvent};
 use super::rtt_session::TextPort;
 use super::store::{CallRecord, now_rfc3339};
-use crate::audio::dtmf::{DtmfConfig, DtmfDetector};
 use crate::call::{CallConfig, CallCore, CallInput, Effect};
 use crate::flow::tty::TtyPrompts;
 use crate::flow::{self, CallMode, FlowConfig};
 use crate::nlu::Nlu;
 use crate::pii::Pii;
-use crate::rtp::codec::FRAME_SAMPLES_16K;
-use crate::rtp::inbound::{Inbound, InboundConfig, Playout};
-use crate::rtp::packet::is_rtcp;
 use crate::rtp::rtcp;
 use crate::sip::CallKey;
 use crate::sip::sdp::Negotiated;
@@ -126,63 +128,11 @@ fn core_config(setup: &CallSetup, text: Option<crate::call::TextConfig>) -> Call
     }
 }
 
-const RTCP_INTERVAL: Duration = Duration::from_secs(5);
 /// How often at most a call's record is saved while the call goes on.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
-/// Datagrams taken from the socket before a playout tick at most (a flood must not starve the
-/// task); `Inbound::wants_datagrams` stops it earlier.
-const DRAIN_MAX: usize = 48;
-/// Digits one wake-up can produce: RFC 4733, in-band over a few catch-up frames, a timeout.
-const DIGITS_PER_WAKE: usize = 4;
-
-fn put_digit(digits: &mut [Option<char>], d: char) {
-    if let Some(slot) = digits.iter_mut().find(|s| s.is_none()) {
-        *slot = Some(d);
-    }
-}
-
-/// What one datagram from the caller's RTP port meant.
-struct Datagram {
-    /// Counts as the caller being there (RTP timeout).
-    received: bool,
-    /// An RFC 4733 key press completed.
-    digit: Option<char>,
-}
-
-/// One datagram from the caller's RTP socket: relayed to the agent when bridged, else into the
-/// receive path. Malformed datagrams and RTCP on the RTP port are ignored.
-fn take_datagram(
-    data: &[u8],
-    now: Instant,
-    bridged: Option<&mut Bridge>,
-    inbound: Option<&mut Inbound>,
-    metrics: &Metrics,
-) -> Datagram {
-    if let Some(b) = bridged {
-        // Bridged: the caller talks to the agent, not to the IVR.
-        b.from_caller(data);
-        return Datagram {
-            received: true,
-            digit: None,
-        };
-    }
-    match inbound
-        .filter(|_| !is_rtcp(data))
-        .map(|inb| inb.handle_datagram(now, data))
-    {
-        Some(Ok(ev)) => {
-            Metrics::inc(&metrics.rtp_packets_in_total);
-            Datagram {
-                received: true,
-                digit: ev.map(|e| e.digit),
-            }
-        }
-        _ => Datagram {
-            received: false,
-            digit: None,
-        },
-    }
-}
+/// Events of the media thread waiting for the task (keys, speech, RTCP due, the RTP timeout):
+/// a few per second on a busy call; more than this means the task is wedged.
+const MEDIA_EVENTS: usize = 64;
 
 /// Numbers the server's calls for the ASR pool (its utterance keys).
 static CALL_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -203,54 +153,49 @@ fn call_asr(shared: &Shared, setup: &CallSetup) -> Option<CallAsr> {
     ))
 }
 
-async fn recv_asr(asr: Option<&mut CallAsr>) -> Option<super::asr_pool::AsrResult> {
-    match asr {
-        Some(a) => a.recv().await,
+async fn recv_asr(results: Option<&mut mpsc::Receiver<AsrResult>>) -> Option<AsrResult> {
+    match results {
+        Some(r) => r.recv().await,
         None => std::future::pending().await,
     }
 }
 
-fn inbound_for(media: &Negotiated) -> Option<Inbound> {
-    let mut cfg = InboundConfig::for_codec(media.codec);
-    cfg.audio_pt = media.payload_type;
-    cfg.event_pt = media.telephone_event;
-    Inbound::new(cfg).ok()
-}
-
 /// Everything one call task owns: the call's sockets and outgoing stream (in `setup`), its
-/// receive path and speech front end, its `CallCore`, the agent leg's relay and its record
-/// state. `run` waits for the next thing to happen (`wait`), hands it to the core (`handle`),
-/// then carries out every effect the core asks for (`after_wake`): one input, then every
-/// `poll_*` (CONTRIBUTING.md).
+/// receive path and speech front end (the `MediaLeg`, fed from the RTP socket here), its
+/// `CallCore`, the agent leg's relay and its record state. `run` waits for the next thing to
+/// happen (`wait`), hands it to the core or the leg (`handle`), then takes the leg's events and
+/// carries out every effect the core asks for (`after_wake`): one input, then every `poll_*`
+/// (CONTRIBUTING.md).
 struct CallTask {
     setup: CallSetup,
     rx: mpsc::Receiver<CallCommand>,
     sip: mpsc::Sender<SipCommand>,
     shared: Arc<Shared>,
     frame: Duration,
-    inbound: Option<Inbound>,
-    inband: DtmfDetector,
+    /// The receive path (strict source, SRTP, jitter buffer, DTMF, the Baudot watch, speech
+    /// front end), run by the call's media thread; the task locks it to set what it listens
+    /// for, and ticks it itself in TTY mode.
+    leg: SharedLeg,
+    /// The leg's events from the media thread (until it lets go of the call).
+    media_rx: mpsc::Receiver<MediaEvent>,
+    media_open: bool,
+    /// Events taken from the leg or its queue, for the core (`media_events`).
+    pending: std::collections::VecDeque<MediaEvent>,
+    /// The core's mode as the leg last heard it.
+    leg_mode: CallMode,
+    /// The recognizer pool's results (the front end is in the leg).
+    asr_results: Option<mpsc::Receiver<AsrResult>>,
     core: CallCore,
     /// The playback the core asked for last (earlier ones may still report their end).
     generation: u64,
     inbuf: [u8; 2048],
-    /// SRTP: every datagram from the caller is checked and decrypted before anything reads it.
-    srtp_in: Option<crate::rtp::srtp::Unprotector>,
-    pcm: [i16; FRAME_SAMPLES_16K * 3],
     rtcp_buf: [u8; 512],
-    last_rx: Instant,
     next_tick: Instant,
-    next_rtcp: Instant,
-    saw_rfc4733: bool,
     end_reason: Option<&'static str>,
     hanging_up: bool,
     /// The core ended our leg (transferred, the agent hung up): the task ends now.
     ended: bool,
-    asr: Option<CallAsr>,
     reply_latency_ms: Vec<u64>,
-    /// A frame of silence for playout ticks with no audio: the endpointer's clock is the audio,
-    /// so a caller who stops sending RTP still ends their utterance.
-    silence: Vec<i16>,
     /// The RFC 4103 text stream's socket (its conversation is the core's).
     text: Option<TextPort>,
     bridged: Option<Bridge>,
@@ -261,14 +206,6 @@ struct CallTask {
     hangup_after_playback: bool,
     next_progress: Instant,
     last_saved: Option<CallRecord>,
-    /// Keys pressed during this wake-up (RFC 4733, in-band, a timeout).
-    digits: [Option<char>; DIGITS_PER_WAKE],
-    /// Strict source (as rtpengine's option): the address and port the caller's first good
-    /// datagram came from; datagrams from anywhere else are counted and dropped. A re-INVITE
-    /// that moves the caller's media lets the next good datagram set it again.
-    rtp_source: Option<SocketAddr>,
-    /// Stray datagrams dropped on this call (logged once, at the first).
-    stray: u64,
 }
 
 /// What woke the call task.
@@ -282,9 +219,9 @@ enum Wake {
     /// The core's next timer (dialog, text stream, transfer).
     CoreTimeout,
     AgentMedia(Option<usize>),
-    DigitTimeout,
+    /// An event of the call's leg from its media thread.
+    Media(Option<MediaEvent>),
     Text(Option<(usize, SocketAddr)>),
-    RtpTimeout,
 }
 
 /// What the loop does after handling a wake-up.
@@ -306,7 +243,6 @@ pub async fn run(
 ) {
     let mut task = CallTask::new(setup, rx, sip, shared);
     loop {
-        task.digits = [None; DIGITS_PER_WAKE];
         let wake = task.wait().await;
         match task.handle(wake).await {
             Then::End => break,
@@ -330,13 +266,32 @@ impl CallTask {
     ) -> CallTask {
         let frame = Duration::from_millis(u64::from(setup.ptime_ms));
         let start = Instant::now();
-        let asr = call_asr(&shared, &setup);
-        let silence = vec![0i16; (setup.media.codec.pcm_rate() * setup.ptime_ms / 1000) as usize];
+        let mut leg = MediaLeg::new(
+            start,
+            LegSetup {
+                media: RxMedia::of(&setup.media),
+                ptime_ms: setup.ptime_ms,
+                rtp_timeout: setup.rtp_timeout,
+                srtp_in: setup.srtp_in.take(),
+                asr: call_asr(&shared, &setup),
+            },
+            shared.metrics.clone(),
+        );
+        let asr_results = leg.asr_mut().and_then(CallAsr::take_results);
         let (text, text_config) = match TextPort::from_setup(&mut setup) {
             Some((port, config)) => (Some(port), Some(config)),
             None => (None, None),
         };
         let core = CallCore::new(start, core_config(&setup, text_config));
+        let leg_mode = core.mode();
+        leg.set_mode(leg_mode);
+        // From its next tick the call's media thread reads the socket into the leg and ticks it.
+        let leg = Arc::new(std::sync::Mutex::new(leg));
+        let (media_tx, media_rx) = mpsc::channel(MEDIA_EVENTS);
+        setup.stream.attach_receive(Receive {
+            leg: leg.clone(),
+            events: media_tx,
+        });
         setup.stream.set_media(
             setup.media.remote_rtp,
             setup.media.direction.sends(),
@@ -344,24 +299,21 @@ impl CallTask {
             setup.media.payload_type,
         );
         CallTask {
-            inbound: inbound_for(&setup.media),
-            inband: DtmfDetector::new(DtmfConfig::default()),
+            leg,
+            media_rx,
+            media_open: true,
+            pending: std::collections::VecDeque::with_capacity(MEDIA_EVENTS),
+            leg_mode,
+            asr_results,
             core,
             generation: 0,
             inbuf: [0u8; 2048],
-            srtp_in: setup.srtp_in.take(),
-            pcm: [0i16; FRAME_SAMPLES_16K * 3],
             rtcp_buf: [0u8; 512],
-            last_rx: start,
             next_tick: start + frame,
-            next_rtcp: start + RTCP_INTERVAL,
-            saw_rfc4733: false,
             end_reason: None,
             hanging_up: false,
             ended: false,
-            asr,
             reply_latency_ms: Vec::new(),
-            silence,
             text,
             bridged: None,
             answered: None,
@@ -369,9 +321,6 @@ impl CallTask {
             hangup_after_playback: false,
             next_progress: start + PROGRESS_INTERVAL,
             last_saved: None,
-            digits: [None; DIGITS_PER_WAKE],
-            rtp_source: None,
-            stray: 0,
             frame,
             setup,
             rx,
@@ -383,23 +332,19 @@ impl CallTask {
     /// Waits for the next thing to happen to the call.
     async fn wait(&mut self) -> Wake {
         let core_at = self.core.poll_timeout();
-        let digit_at = self.inbound.as_ref().and_then(Inbound::poll_timeout);
-        let rtp_deadline = self.last_rx + self.setup.rtp_timeout;
-        let media = &self.setup.media;
-        let receiving = media.direction.receives() && media.remote_rtp.is_some();
-        let reading =
-            self.bridged.is_some() || self.inbound.as_ref().is_none_or(Inbound::wants_datagrams);
+        // The media thread reads the socket and ticks the playout, except in these states:
+        // a bridged call's packets are relayed from here, a TTY call's frames are popped here.
+        let reading = self.bridged.is_some();
+        let ticking = self.leg_mode == CallMode::Tty;
         let now = Instant::now();
         tokio::select! {
             biased;
             cmd = self.rx.recv() => Wake::Command(cmd),
             ev = self.setup.stream_events.recv() => Wake::Stream(ev),
-            _ = sleep_until(self.next_tick.into()) => Wake::Tick,
-            // With a backlog past what the jitter buffer should hold, packets wait in the
-            // socket (the kernel buffers seconds of them) until the ticks catch up: pushing
-            // them would overflow the buffer, dropping frames that arrived.
+            _ = sleep_until(self.next_tick.into()), if ticking => Wake::Tick,
             r = self.setup.rtp.recv_from(&mut self.inbuf), if reading => Wake::Datagram(r),
-            r = recv_asr(self.asr.as_mut()) => Wake::Asr(r),
+            ev = self.media_rx.recv(), if self.media_open => Wake::Media(ev),
+            r = recv_asr(self.asr_results.as_mut()) => Wake::Asr(r),
             r = recv_rtcp(self.setup.rtcp.as_ref(), &mut self.rtcp_buf) => Wake::Rtcp(r),
             _ = sleep_until(core_at.unwrap_or(now).into()), if core_at.is_some() => {
                 Wake::CoreTimeout
@@ -407,13 +352,7 @@ impl CallTask {
             r = bridge::recv_agent(self.bridged.as_ref(), &mut self.agent_buf) => {
                 Wake::AgentMedia(r)
             }
-            _ = sleep_until(digit_at.unwrap_or(now).into()), if digit_at.is_some() => {
-                Wake::DigitTimeout
-            }
             r = super::rtt_session::recv(self.text.as_mut()) => Wake::Text(r),
-            _ = sleep_until(rtp_deadline.into()), if receiving && !self.hanging_up => {
-                Wake::RtpTimeout
-            }
         }
     }
 
@@ -424,11 +363,9 @@ impl CallTask {
             Wake::Stream(ev) => self.on_stream_event(ev).await,
             Wake::Tick => self.on_tick(),
             Wake::Datagram(r) => return self.on_datagram(r),
-            Wake::Asr(r) => {
-                if let (Some(r), Some(a)) = (r, self.asr.as_mut()) {
-                    a.handle_result(r);
-                }
-            }
+            Wake::Asr(Some(r)) => self.leg().handle_asr_result(r),
+            // No recognizer holds the call's queue any more (speech was dropped).
+            Wake::Asr(None) => self.asr_results = None,
             Wake::Rtcp(r) => self.on_rtcp(r),
             Wake::CoreTimeout => self.core.handle_timeout(now),
             Wake::AgentMedia(r) => {
@@ -442,27 +379,17 @@ impl CallTask {
                     );
                 }
             }
-            Wake::DigitTimeout => {
-                if let Some(ev) = self.inbound.as_mut().and_then(|i| i.handle_timeout(now)) {
-                    put_digit(&mut self.digits, ev.digit);
-                }
-            }
+            // Taken with the others after the wake-up (`after_wake`).
+            Wake::Media(Some(ev)) => self.pending.push_back(ev),
+            Wake::Media(None) => self.media_open = false,
             Wake::Text(r) => {
                 // The caller's RTT text; typing keeps the call alive.
                 if let (Some((len, from)), Some(port)) = (r, self.text.as_mut())
                     && self.core.handle_text_datagram(now, port.datagram(len))
                 {
                     port.learn_remote(from);
-                    self.last_rx = now;
+                    self.leg().handle_activity(now);
                 }
-            }
-            Wake::RtpTimeout => {
-                // The caller vanished without BYE: end the call and free everything.
-                Metrics::inc(&self.shared.metrics.calls_rtp_timeout_total);
-                self.end_reason.get_or_insert("rtp_timeout");
-                self.core.handle(now, CallInput::RemoteHangup);
-                let _ = self.sip.send(SipCommand::Hangup(self.setup.key)).await;
-                return Then::End;
             }
         }
         Then::Drain
@@ -475,7 +402,7 @@ impl CallTask {
             Some(CallCommand::Media(m, rekey)) => {
                 // SRTP first: the first datagram after the answer may use the new key.
                 if let Some(u) = rekey.inbound {
-                    self.srtp_in = u;
+                    self.leg().set_srtp_in(u);
                 }
                 if let Some(p) = rekey.outbound {
                     self.setup.stream.set_srtp(p);
@@ -529,12 +456,9 @@ impl CallTask {
 
     /// A re-INVITE changed the media (hold, resume, codec, address).
     fn on_media(&mut self, now: Instant, m: Negotiated) {
-        if m.codec != self.setup.media.codec || m.payload_type != self.setup.media.payload_type {
-            self.inbound = inbound_for(&m);
-            if let Some(a) = self.asr.as_mut() {
-                a.set_input_rate(m.codec.pcm_rate());
-            }
-        }
+        // The receive path follows the codec, the caller's address (strict source) and hold;
+        // a caller resuming from hold may have been silent a long time.
+        self.leg().set_media(now, RxMedia::of(&m));
         if let Some(t) = m.text.as_ref() {
             self.core.handle_text_media(t);
             if let Some(port) = self.text.as_mut() {
@@ -542,18 +466,12 @@ impl CallTask {
             }
         }
         self.core.handle(now, CallInput::CallerCodec(m.codec));
-        if m.remote_rtp != self.setup.media.remote_rtp {
-            // The caller's media moved: its next good datagram sets the strict source again.
-            self.rtp_source = None;
-        }
         self.setup.media = m;
         let media = &self.setup.media;
         let sends = media.direction.sends() && !self.hanging_up && self.bridged.is_none();
         self.setup
             .stream
             .set_media(media.remote_rtp, sends, media.codec, media.payload_type);
-        // A caller resuming from hold may have been silent a long time.
-        self.last_rx = now;
     }
 
     async fn on_stream_event(&mut self, ev: Option<StreamEvent>) {
@@ -568,174 +486,142 @@ impl CallTask {
         self.core.handle(Instant::now(), CallInput::PlaybackDone);
         if self.hangup_after_playback && !self.hanging_up {
             self.hanging_up = true;
+            self.leg().disarm_rtp_timeout();
             let _ = self.sip.send(SipCommand::Hangup(self.setup.key)).await;
         }
     }
 
-    /// Receive side: one playout tick per frame period (pacing precision does not matter here;
-    /// the outgoing clock lives in the pacing threads).
+    /// The leg, locked (briefly: its media thread waits for it).
+    fn leg(&self) -> std::sync::MutexGuard<'_, MediaLeg> {
+        lock_leg(&self.leg)
+    }
+
+    /// A TTY call's playout tick, one per frame period: every frame to the core's Baudot modem
+    /// now (the media thread has read what arrived as it came); the leg's other events wait
+    /// for `after_wake`.
     fn on_tick(&mut self) {
         let now = Instant::now();
         self.next_tick += self.frame;
         if now > self.next_tick + self.frame * 5 {
             self.next_tick = now + self.frame;
         }
-        // Every datagram that has arrived goes into the jitter buffer before the tick pops:
-        // under load the task wakes late with the tick and the caller's packets both due, and
-        // (the select being biased) the tick would otherwise pop first, calling a packet
-        // waiting in the socket lost, then dropping it as late.
-        for _ in 0..DRAIN_MAX {
-            // Past a stall longer than the buffer, leave the rest in the socket until the pops
-            // below made room (a full buffer drops its oldest frame).
-            if self.inbound.as_ref().is_some_and(|i| !i.wants_datagrams()) {
-                break;
-            }
-            let Ok((len, from)) = self.setup.rtp.try_recv_from(&mut self.inbuf) else {
-                break;
-            };
-            if self.is_stray(from) {
-                continue;
-            }
-            let len = unprotect(self.srtp_in.as_mut(), &mut self.inbuf[..len], &self.shared);
-            self.take(now, len, from);
-        }
-        // One frame per tick, and more while the buffer holds more than its target: ticks
-        // skipped while the task was not scheduled are caught up on instead of overflowing the
-        // buffer (which drops audio that did arrive).
-        for popped in 0.. {
-            let Some(inb) = self.inbound.as_mut() else {
-                break;
-            };
-            if !inb.pop_due(popped) {
-                break;
-            }
-            let media = inb.poll_media(now, &mut self.pcm);
-            self.on_playout(now, media);
-        }
-        if now >= self.next_rtcp {
-            self.next_rtcp = now + RTCP_INTERVAL;
-            let s = &self.setup;
-            if let (Some(sock), Some(remote)) = (s.rtcp.as_ref(), s.media.remote_rtp) {
-                let dest = SocketAddr::new(remote.ip(), remote.port().wrapping_add(1));
-                let inbound = self.inbound.as_mut();
-                send_report(sock, dest, &s.stream, inbound, now, &mut self.rtcp_buf);
+        let leg = self.leg.clone();
+        let mut leg = lock_leg(&leg);
+        leg.handle_tick(now);
+        while let Some(ev) = leg.poll_event() {
+            match ev {
+                MediaEvent::Frame { at, media } => self.core.handle_audio(at, media, leg.frame()),
+                ev => self.pending.push_back(ev),
             }
         }
     }
 
-    /// Strict source: whether a datagram from `from` is not the caller's (counted, dropped).
-    fn is_stray(&mut self, from: SocketAddr) -> bool {
-        if self.rtp_source.is_none_or(|src| src == from) {
-            return false;
+    /// A bridged call's datagram from the caller: relayed to the agent.
+    fn on_datagram(&mut self, r: std::io::Result<(usize, SocketAddr)>) -> Then {
+        let now = Instant::now();
+        if let Ok((n, from)) = r {
+            let leg = self.leg.clone();
+            let rx = lock_leg(&leg).handle_datagram(now, &mut self.inbuf[..n], from);
+            if let (Rx::Relay(n), Some(b)) = (rx, self.bridged.as_mut()) {
+                // Bridged: the caller talks to the agent, not to the IVR.
+                b.from_caller(&self.inbuf[..n]);
+            }
         }
-        Metrics::inc(&self.shared.metrics.rtp_stray_packets_total);
-        self.stray += 1;
-        if self.stray == 1 {
-            tracing::warn!(%from, expected = ?self.rtp_source, "RTP from a stray source dropped");
+        Then::Skip
+    }
+
+    fn on_rtcp(&mut self, r: Option<usize>) {
+        if let Some(n) = r {
+            let leg = self.leg.clone();
+            lock_leg(&leg).handle_rtcp(Instant::now(), &mut self.rtcp_buf[..n]);
+        }
+    }
+
+    /// An RTCP report of what we send and receive, when the caller has an RTCP port.
+    fn send_report(&mut self, at: Instant) {
+        let s = &self.setup;
+        if let (Some(sock), Some(remote)) = (s.rtcp.as_ref(), s.media.remote_rtp) {
+            let dest = SocketAddr::new(remote.ip(), remote.port().wrapping_add(1));
+            let block = lock_leg(&self.leg).report_block(at);
+            send_report(sock, dest, &s.stream, block, &mut self.rtcp_buf);
+        }
+    }
+
+    /// What the receive path has for the core: what the media thread sent, then what the leg
+    /// holds now (a recognizer's result understood, a listen that found no recognizer), in
+    /// order: keys, speech, Baudot heard, RTCP due. False when the caller timed out (the call
+    /// ends now).
+    async fn media_events(&mut self) -> bool {
+        while let Ok(ev) = self.media_rx.try_recv() {
+            self.pending.push_back(ev);
+        }
+        {
+            let leg = self.leg.clone();
+            let mut leg = lock_leg(&leg);
+            while let Some(ev) = leg.poll_event() {
+                match ev {
+                    MediaEvent::Frame { at, media } => {
+                        self.core.handle_audio(at, media, leg.frame());
+                    }
+                    ev => self.pending.push_back(ev),
+                }
+            }
+        }
+        while let Some(ev) = self.pending.pop_front() {
+            let now = Instant::now();
+            match ev {
+                MediaEvent::RtpTimeout => {
+                    // The caller vanished without BYE: end the call and free everything.
+                    Metrics::inc(&self.shared.metrics.calls_rtp_timeout_total);
+                    self.end_reason.get_or_insert("rtp_timeout");
+                    self.core.handle(now, CallInput::RemoteHangup);
+                    let _ = self.sip.send(SipCommand::Hangup(self.setup.key)).await;
+                    return false;
+                }
+                // Taken at the tick (TTY) or by the media thread.
+                MediaEvent::Frame { .. } => {}
+                MediaEvent::ReportDue { at } => self.send_report(at),
+                MediaEvent::Digit(d) => {
+                    // A text call's conversation is typed: keys do not count (the core
+                    // ignores them outside voice).
+                    if self.core.mode() != CallMode::Rtt {
+                        Metrics::inc(&self.shared.metrics.dtmf_digits_total);
+                        self.leg().handle_dtmf(now);
+                        self.core.handle(now, CallInput::Digit(d));
+                    }
+                }
+                // Speech: barge-in, what was heard, or the fall back to keys.
+                MediaEvent::Speech(ev) => self.core.handle(now, CallInput::Speech(ev)),
+                // The leg's watch heard Baudot (the leg is in TTY mode already; should the
+                // core stay in voice, `sync_mode` puts the leg back).
+                MediaEvent::Baudot(chars) => {
+                    self.leg_mode = CallMode::Tty;
+                    self.core.handle(now, CallInput::BaudotHeard(chars));
+                }
+            }
+            self.sync_mode();
         }
         true
     }
 
-    /// One datagram of `len` bytes in `inbuf` from `from`, already unprotected: to the agent
-    /// when bridged, else into the receive path. True when it was the caller's media (relayed or
-    /// taken); the first such datagram sets the call's strict source.
-    fn take(&mut self, now: Instant, len: usize, from: SocketAddr) -> bool {
-        let metrics: &Metrics = &self.shared.metrics;
-        let got = take_datagram(
-            &self.inbuf[..len],
-            now,
-            self.bridged.as_mut(),
-            self.inbound.as_mut(),
-            metrics,
-        );
-        if got.received {
-            self.last_rx = now;
-            self.rtp_source.get_or_insert(from);
-        }
-        if let Some(d) = got.digit {
-            self.saw_rfc4733 = true;
-            put_digit(&mut self.digits, d);
-        }
-        got.received
-    }
-
-    /// One frame out of the jitter buffer (in `pcm`): on a voice call to the in-band DTMF
-    /// detector and the speech front end; then to the core (the TTY modem, or the Baudot watch
-    /// of a voice call).
-    fn on_playout(&mut self, now: Instant, media: Playout) {
-        let n = match media {
-            Playout::Audio(n) | Playout::Concealed(n) => n,
-            Playout::Empty => 0,
-        };
-        let pcm = &self.pcm[..n];
-        if self.core.mode() == CallMode::Voice {
-            // The DTMF detector is tuned for 8 kHz audio (G.711 calls); gateways that send
-            // RFC 4733 remove the tones from the audio.
-            let narrowband = self.setup.media.codec != Codec::Opus;
-            if n > 0
-                && narrowband
-                && !self.saw_rfc4733
-                && let Some(d) = self.inband.process(pcm)
-            {
-                put_digit(&mut self.digits, d);
-            }
-            if let Some(a) = self.asr.as_mut() {
-                a.handle_frame(now, if n > 0 { pcm } else { &self.silence });
-            }
-        }
-        self.core.handle_audio(now, media, pcm);
-    }
-
-    fn on_datagram(&mut self, r: std::io::Result<(usize, SocketAddr)>) -> Then {
-        let now = Instant::now();
-        let bridged = self.bridged.is_some();
-        // Malformed datagrams and RTCP on the RTP port are ignored.
-        let Ok((n, from)) = r else {
-            return if bridged { Then::Skip } else { Then::Drain };
-        };
-        if self.is_stray(from) {
-            return Then::Skip;
-        }
-        let n = unprotect(self.srtp_in.as_mut(), &mut self.inbuf[..n], &self.shared);
-        self.take(now, n, from);
-        if bridged { Then::Skip } else { Then::Drain }
-    }
-
-    fn on_rtcp(&mut self, r: Option<usize>) {
-        // The caller's sender reports feed the round-trip fields of our reports.
-        let r = match (r, self.srtp_in.as_mut()) {
-            (Some(n), Some(u)) => u.unprotect_rtcp(&mut self.rtcp_buf[..n]).ok(),
-            (r, None) => r,
-            (None, Some(_)) => None,
-        };
-        if let (Some(n), Some(inb)) = (r, self.inbound.as_mut()) {
-            for p in rtcp::parse_compound(&self.rtcp_buf[..n]).flatten() {
-                if let rtcp::RtcpPacket::SenderReport { info, .. } = p {
-                    inb.handle_sender_report(Instant::now(), info.ntp);
-                }
-            }
+    /// The leg follows the core's mode (voice, TTY, RTT) when it changes.
+    fn sync_mode(&mut self) {
+        let mode = self.core.mode();
+        if mode != self.leg_mode {
+            self.leg_mode = mode;
+            self.leg().set_mode(mode);
         }
     }
 
     /// After an input: keys and speech to the core, then every effect it asks for, then the
     /// record's progress.
     async fn after_wake(&mut self) {
-        let now = Instant::now();
-        // A text call's conversation is typed: keys do not count (the core ignores them
-        // outside voice).
-        let text_call = self.core.mode() == CallMode::Rtt;
-        for d in self.digits.into_iter().flatten().filter(|_| !text_call) {
-            Metrics::inc(&self.shared.metrics.dtmf_digits_total);
-            if let Some(a) = self.asr.as_mut() {
-                a.handle_dtmf(now);
-            }
-            self.core.handle(now, CallInput::Digit(d));
-        }
-        // Speech: barge-in, what was heard, or the fall back to keys.
-        while let Some(ev) = self.asr.as_mut().and_then(CallAsr::poll_event) {
-            self.core.handle(now, CallInput::Speech(ev));
+        if !self.media_events().await {
+            self.ended = true;
+            return;
         }
         self.drain().await;
+        self.sync_mode();
         self.save_progress();
     }
 
@@ -768,22 +654,19 @@ impl CallTask {
             Effect::StopPlayback => self.setup.stream.stop(),
             Effect::EnterText(_) => {
                 self.setup.stream.stop();
-                self.asr = None;
+                self.leg().drop_asr();
+                self.asr_results = None;
+                self.sync_mode();
             }
             Effect::Listen {
                 lang,
                 listen,
                 trailing_silence_ms,
             } => {
-                if let Some(a) = self.asr.as_mut() {
-                    a.listen(Instant::now(), lang, listen, trailing_silence_ms);
-                }
+                self.leg()
+                    .listen(Instant::now(), lang, listen, trailing_silence_ms);
             }
-            Effect::StopListening => {
-                if let Some(a) = self.asr.as_mut() {
-                    a.stop();
-                }
-            }
+            Effect::StopListening => self.leg().stop_listening(),
             Effect::RecordConsent => self.record_consent().await,
             Effect::StoreLink {
                 intent,
@@ -844,6 +727,9 @@ impl CallTask {
     /// stops for good.
     fn bridge(&mut self) {
         self.bridged = self.answered.take();
+        if self.bridged.is_some() {
+            self.leg().set_bridged();
+        }
         let m = &self.setup.media;
         self.setup.stream.stop();
         self.setup
@@ -891,11 +777,8 @@ impl CallTask {
         }
         Metrics::inc(&self.shared.metrics.prompts_played_total);
         self.generation = self.setup.stream.play(items);
-        if let Some(l) = self
-            .asr
-            .as_mut()
-            .and_then(|a| a.take_reply_latency(Instant::now()))
-        {
+        let latency = self.leg().take_reply_latency(Instant::now());
+        if let Some(l) = latency {
             self.shared.reply_latency.observe_us(l.as_micros() as u64);
             self.reply_latency_ms.push(l.as_millis() as u64);
         }
@@ -951,6 +834,7 @@ impl CallTask {
     async fn hang_up(&mut self) {
         if !self.hanging_up {
             self.hanging_up = true;
+            self.leg().disarm_rtp_timeout();
             let _ = self.sip.send(SipCommand::Hangup(self.setup.key)).await;
         }
     }
@@ -986,12 +870,13 @@ impl CallTask {
 
     /// The call's record as of now (`ended_at` unset).
     fn record(&self) -> CallRecord {
+        let leg = self.leg();
         call_record(
             &self.shared,
             &self.setup,
             &Progress {
                 core: &self.core,
-                asr: self.asr.as_ref(),
+                asr: leg.asr(),
                 reply_latency_ms: &self.reply_latency_ms,
                 end_reason: self.end_reason,
             },
@@ -1001,8 +886,8 @@ impl CallTask {
     /// The call is over: the final record (what the conversation did and why the call ended).
     async fn finish(self) {
         self.setup.stream.close();
-        if let (Some(inb), Some(t)) = (self.inbound.as_ref(), self.core.tty()) {
-            let j = inb.jitter_stats();
+        let jitter = self.leg().jitter_stats();
+        if let (Some(j), Some(t)) = (jitter, self.core.tty()) {
             let (concealed, dry_gaps) = t.playout_counts();
             tracing::info!(
                 played = j.played,
@@ -1139,22 +1024,6 @@ async fn render_dynamic(
     }
 }
 
-/// SRTP: the caller's datagram `buf` checked and decrypted in place; the RTP length to read,
-/// 0 (dropped) for a forged, replayed or plain packet on an SRTP call. Without SRTP, all of it.
-fn unprotect(
-    srtp: Option<&mut crate::rtp::srtp::Unprotector>,
-    buf: &mut [u8],
-    shared: &Shared,
-) -> usize {
-    match srtp {
-        Some(u) => u.unprotect(buf).unwrap_or_else(|_| {
-            Metrics::inc(&shared.metrics.srtp_refused_total);
-            0
-        }),
-        None => buf.len(),
-    }
-}
-
 async fn recv_rtcp(sock: Option<&UdpSocket>, buf: &mut [u8]) -> Option<usize> {
     match sock {
         Some(s) => s.recv_from(buf).await.ok().map(|(n, _)| n),
@@ -1166,8 +1035,7 @@ fn send_report(
     sock: &UdpSocket,
     dest: SocketAddr,
     stream: &Stream,
-    inbound: Option<&mut Inbound>,
-    now: Instant,
+    block: Option<rtcp::ReportBlock>,
     buf: &mut [u8],
 ) {
     let wall = std::time::SystemTime::now()
@@ -1180,7 +1048,6 @@ fn send_report(
         packet_count: c.packets,
         octet_count: c.octets,
     };
-    let block = inbound.and_then(|i| i.report_block(now));
     let blocks: &[rtcp::ReportBlock] = match &block {
         Some(b) => std::slice::from_ref(b),
         None => &[],

@@ -101,7 +101,8 @@ pub struct CallAsr {
     /// The closed grammar (choices) per language, built once.
     choices: HashMap<Lang, Mode>,
     results_tx: mpsc::Sender<AsrResult>,
-    results: mpsc::Receiver<AsrResult>,
+    /// Until the shell takes it (`take_results`) to wait on it apart from the front end.
+    results: Option<mpsc::Receiver<AsrResult>>,
     events: VecDeque<flow::Event>,
     /// Every transcript of the call (for the record).
     pub transcripts: Vec<String>,
@@ -137,7 +138,7 @@ impl CallAsr {
             ended_at: None,
             choices: HashMap::new(),
             results_tx,
-            results,
+            results: Some(results),
             events: VecDeque::new(),
             transcripts: Vec::new(),
             mute_until: None,
@@ -313,7 +314,17 @@ impl CallAsr {
 
     /// The next result from the pool (a select arm of the call task).
     pub async fn recv(&mut self) -> Option<AsrResult> {
-        self.results.recv().await
+        match self.results.as_mut() {
+            Some(r) => r.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The pool's results, for a shell that waits for them where the front end is not (the
+    /// front end runs in a media thread; the call task waits for the results and hands each
+    /// to `handle_result`).
+    pub fn take_results(&mut self) -> Option<mpsc::Receiver<AsrResult>> {
+        self.results.take()
     }
 
     /// A result from the pool: a final transcript becomes `Heard`, understood with the grammars

@@ -12,6 +12,7 @@ pub mod asr_pool;
 pub mod bridge;
 pub mod call;
 pub mod call_asr;
+pub mod media;
 pub mod metrics;
 pub mod outgoing;
 pub mod reload;
@@ -52,7 +53,7 @@ impl<T> Snapshot<T> {
 /// State shared by the shell's tasks.
 pub struct Shared {
     pub config: Config,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// What the SIP edge guard dropped, refused and banned.
     pub edge: metrics::EdgeMetrics,
     /// Lateness of every outgoing RTP packet against its deadline (pacing quality).
@@ -295,7 +296,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let shared = Arc::new(Shared {
         config: config.clone(),
-        metrics: Metrics::default(),
+        metrics: Arc::new(Metrics::default()),
         edge: Default::default(),
         send_lateness: metrics::Histogram::pacing(),
         store,

@@ -1,8 +1,19 @@
-//! Outgoing media: a few pacing threads (one per core) that send every call's packets from one
-//! precise clock. Each thread sleeps with `nanosleep` precision until the next 20 ms boundary of
-//! its grid, then sends one packet for each of its calls: a copy of a pre-encoded prompt frame
-//! or comfort silence, with the RTP header written in place. No allocation per packet, no async
-//! timer per call; a call's task only says what to play (`Stream::play`) and hears when it ends.
+//! The media threads: a few threads (one per core) that send every call's packets from one
+//! precise clock and receive them. Each thread waits in its epoll instance (one per thread) for
+//! its calls' RTP sockets until the last millisecond before the next 20 ms boundary of its
+//! grid, reading every ready socket into the call's `MediaLeg` (jitter buffer, RFC 4733), then
+//! sleeps with `nanosleep` precision to the boundary. At the tick, for each call: one packet
+//! sent (a copy of a pre-encoded prompt frame or comfort silence, with the RTP header written
+//! in place), then whatever arrived since read, then the leg's playout tick (in-band DTMF, the
+//! Baudot watch, the speech front end) and timers. Only the leg's events (keys, speech, the RTP
+//! timeout, Baudot heard, RTCP due) go to the call's task, by `try_send` on a bounded queue: a
+//! voice call costs its task nothing per packet. No allocation per packet, no async timer per
+//! call; a call's task only says what to play (`Stream::play`) and hears when it ends.
+//!
+//! Two states still need the task per packet or per frame, only while they last: a TTY call
+//! (the task ticks the playout: every frame is the core's Baudot modem's) and a bridged call
+//! (the task reads the socket and relays the caller's packets to the agent; the thread stops
+//! watching the socket).
 //!
 //! Why threads and not a tokio timer per call: tokio timers have millisecond granularity and
 //! their wake-ups jitter with the scheduler's load, which showed as 2–5 ms pacing errors at p99;
@@ -10,12 +21,14 @@
 
 use crate::rtp::srtp::Protector;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use super::Shared;
+use super::media::{MediaEvent, SharedLeg, lock_leg};
 use super::metrics::Metrics;
 use crate::rtp::codec::g711_silence;
 use crate::rtp::session::RtpSender;
@@ -54,12 +67,23 @@ struct StreamState {
     srtp: Option<Protector>,
 }
 
-/// One call's outgoing RTP stream, shared by the call's task and a pacing thread.
+/// One call's RTP stream, shared by the call's task and a media thread: what it sends, and
+/// (once the task attached it) its receive side.
 pub struct Stream {
     socket: UdpSocket,
     state: Mutex<StreamState>,
     events: tokio::sync::mpsc::Sender<StreamEvent>,
     closed: AtomicBool,
+    /// The receive side, until the media thread takes it (at its next tick).
+    receive: Mutex<Option<Receive>>,
+    receive_attached: AtomicBool,
+}
+
+/// A call's receive side in its media thread: the leg (shared with the call task, which sets
+/// what it listens for and ticks it in TTY mode) and the task's queue for the leg's events.
+pub struct Receive {
+    pub leg: SharedLeg,
+    pub events: tokio::sync::mpsc::Sender<MediaEvent>,
 }
 
 /// RTCP sender-report counters of a stream.
@@ -98,7 +122,26 @@ impl Stream {
             }),
             events,
             closed: AtomicBool::new(false),
+            receive: Mutex::new(None),
+            receive_attached: AtomicBool::new(false),
         }
+    }
+
+    /// The media thread receives for this call from its next tick on: it reads the socket into
+    /// the leg and ticks it.
+    pub fn attach_receive(&self, receive: Receive) {
+        *self.receive.lock().unwrap_or_else(|e| e.into_inner()) = Some(receive);
+        self.receive_attached.store(true, Relaxed);
+    }
+
+    fn take_receive(&self) -> Option<Receive> {
+        if !self.receive_attached.swap(false, Relaxed) {
+            return None;
+        }
+        self.receive
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, StreamState> {
@@ -305,24 +348,161 @@ fn raise_priority() {
     }
 }
 
+/// Datagrams read from one socket at a time at most (a flood must not starve the other calls);
+/// the leg's `wants_datagrams` stops it earlier (past a stall, packets wait in the socket).
+const DRAIN_MAX: usize = 48;
+/// Ready sockets taken from one `epoll_wait`.
+const READY_MAX: usize = 64;
+
+/// One epoll instance (a media thread's), edge-triggered: a socket is read until it is empty
+/// (or the leg wants no more before its tick, which reads the rest).
+struct Epoll(RawFd);
+
+impl Epoll {
+    fn new() -> std::io::Result<Epoll> {
+        // SAFETY: epoll_create1 takes no pointer; the descriptor is closed on drop.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Epoll(fd))
+    }
+
+    fn add(&self, fd: RawFd, token: usize) -> bool {
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+            u64: token as u64,
+        };
+        // SAFETY: `ev` is a valid epoll_event for the duration of the call.
+        unsafe { libc::epoll_ctl(self.0, libc::EPOLL_CTL_ADD, fd, &mut ev) == 0 }
+    }
+
+    fn delete(&self, fd: RawFd) {
+        // SAFETY: EPOLL_CTL_DEL ignores the event pointer (null is allowed since Linux 2.6.9).
+        unsafe { libc::epoll_ctl(self.0, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
+    }
+
+    /// The tokens of the sockets that became readable within `timeout_ms`.
+    fn wait(&self, ready: &mut [libc::epoll_event], timeout_ms: i32) -> usize {
+        let max = ready.len().min(i32::MAX as usize) as i32;
+        // SAFETY: `ready` holds `max` writable epoll_events.
+        let n = unsafe { libc::epoll_wait(self.0, ready.as_mut_ptr(), max, timeout_ms) };
+        // -1: interrupted (EINTR) or an error; the tick reads every socket anyway.
+        n.max(0) as usize
+    }
+}
+
+impl Drop for Epoll {
+    fn drop(&mut self) {
+        // SAFETY: the descriptor is ours and closed once.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// One call in a media thread.
+struct Call {
+    stream: Arc<Stream>,
+    receive: Option<Receive>,
+    /// Its socket is in the thread's epoll set (not while bridged: the task reads then).
+    watched: bool,
+}
+
+/// Reads what waits in `socket` into the leg (not while bridged: the task reads then).
+fn read_socket(receive: &Receive, socket: &UdpSocket, now: Instant, buf: &mut [u8]) {
+    let mut leg = lock_leg(&receive.leg);
+    read_into(&mut leg, socket, now, buf);
+}
+
+fn read_into(leg: &mut super::media::MediaLeg, socket: &UdpSocket, now: Instant, buf: &mut [u8]) {
+    if leg.is_bridged() {
+        return;
+    }
+    for _ in 0..DRAIN_MAX {
+        if !leg.wants_datagrams() {
+            break;
+        }
+        let Ok((n, from)) = socket.recv_from(buf) else {
+            break;
+        };
+        leg.handle_datagram(now, &mut buf[..n], from);
+    }
+}
+
+/// A call's receive side at the tick: every datagram that has arrived goes into the jitter
+/// buffer before the tick pops; then the playout tick (unless the task ticks: TTY), the timers,
+/// and the events to the task.
+fn receive_tick(receive: &Receive, socket: &UdpSocket, now: Instant, buf: &mut [u8], m: &Metrics) {
+    let mut leg = lock_leg(&receive.leg);
+    read_into(&mut leg, socket, now, buf);
+    if !leg.ticks_on_task() {
+        leg.handle_tick(now);
+    }
+    if leg.poll_timeout().is_some_and(|t| t <= now) {
+        leg.handle_timeout(now);
+    }
+    if leg.ticks_on_task() && leg.tick_in_progress() {
+        // The task's own tick: its frames (and what comes after them) are the task's.
+        return;
+    }
+    while let Some(ev) = leg.poll_event() {
+        match ev {
+            // A voice or RTT call's audio stays here: listened to (DTMF, Baudot, speech) or
+            // not at all.
+            MediaEvent::Frame { .. } => {}
+            ev => {
+                // Closed: the call's task has ended (the stream goes at the next tick).
+                if let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) =
+                    receive.events.try_send(ev)
+                {
+                    Metrics::inc(&m.media_events_dropped_total);
+                }
+            }
+        }
+    }
+}
+
 fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) {
     raise_priority();
-    let mut streams: Vec<Arc<Stream>> = Vec::new();
+    let epoll = match Epoll::new() {
+        Ok(e) => e,
+        Err(e) => {
+            // Without epoll the thread still reads every socket at each tick.
+            tracing::error!(error = %e, "media thread without epoll: receiving at ticks only");
+            Epoll(-1)
+        }
+    };
+    // A slab: an epoll token is a call's index; freed slots are reused.
+    let mut calls: Vec<Option<Call>> = Vec::new();
+    let mut live = 0usize;
     let mut out = [0u8; 1500];
+    let mut inbuf = [0u8; 2048];
+    let mut ready = [libc::epoll_event { events: 0, u64: 0 }; READY_MAX];
     let mut next = Instant::now() + frame;
+    let add = |calls: &mut Vec<Option<Call>>, live: &mut usize, stream: Arc<Stream>| {
+        let call = Some(Call {
+            stream,
+            receive: None,
+            watched: false,
+        });
+        *live += 1;
+        match calls.iter_mut().find(|c| c.is_none()) {
+            Some(slot) => *slot = call,
+            None => calls.push(call),
+        }
+    };
     loop {
         // New streams join at the next tick.
         loop {
             match rx.try_recv() {
-                Ok(s) => streams.push(s),
+                Ok(s) => add(&mut calls, &mut live, s),
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => return,
             }
         }
-        if streams.is_empty() {
+        if live == 0 {
             // Idle: block until a call arrives, then start a fresh grid.
             match rx.recv() {
-                Ok(s) => streams.push(s),
+                Ok(s) => add(&mut calls, &mut live, s),
                 Err(_) => return,
             }
             next = Instant::now() + frame;
@@ -330,7 +510,27 @@ fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) 
         }
         let now = Instant::now();
         if now < next {
-            std::thread::sleep(next - now);
+            let wait = next - now;
+            // epoll_wait counts whole milliseconds: wait in it for the sockets until the last
+            // one, then sleep to the tick precisely.
+            let ms = (wait.as_micros() / 1000) as i32 - 1;
+            if ms >= 1 {
+                let n = epoll.wait(&mut ready, ms);
+                let now = Instant::now();
+                for ev in &ready[..n] {
+                    let token = ev.u64 as usize;
+                    if let Some(Some(Call {
+                        stream,
+                        receive: Some(r),
+                        ..
+                    })) = calls.get(token)
+                    {
+                        read_socket(r, &stream.socket, now, &mut inbuf);
+                    }
+                }
+            } else {
+                std::thread::sleep(wait);
+            }
             continue;
         }
         let late = now - next;
@@ -349,10 +549,38 @@ fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) 
                 .fetch_add(u64::from(skipped), Relaxed);
         }
         let mut sent = 0u64;
-        streams.retain(|s| !s.closed.load(Relaxed));
-        for s in &streams {
+        for (token, slot) in calls.iter_mut().enumerate() {
+            let Some(call) = slot else { continue };
+            let fd = call.stream.socket.as_raw_fd();
+            if call.stream.closed.load(Relaxed) {
+                // Out of the epoll set before the socket can close (a duplicate descriptor
+                // held elsewhere would keep reporting it).
+                if call.watched {
+                    epoll.delete(fd);
+                }
+                *slot = None;
+                live -= 1;
+                continue;
+            }
+            if let Some(r) = call.stream.take_receive() {
+                call.receive = Some(r);
+                call.watched = epoll.add(fd, token);
+            }
             for i in 0..send {
-                sent += u64::from(s.tick(&mut out, if i == 0 { skipped } else { 0 }));
+                sent += u64::from(call.stream.tick(&mut out, if i == 0 { skipped } else { 0 }));
+            }
+        }
+        // Every call's packet is out before any receive work (a leg's lock held by its task
+        // delays only the receive side).
+        for call in calls.iter_mut().flatten() {
+            let fd = call.stream.socket.as_raw_fd();
+            if let Some(r) = &call.receive {
+                receive_tick(r, &call.stream.socket, now, &mut inbuf, &shared.metrics);
+                if call.watched && lock_leg(&r.leg).is_bridged() {
+                    // Bridged: the task reads the socket and relays; no wake-ups here for it.
+                    epoll.delete(fd);
+                    call.watched = false;
+                }
             }
         }
         shared

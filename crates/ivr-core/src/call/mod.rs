@@ -154,6 +154,10 @@ pub enum CallInput {
     RemoteHangup,
     /// A re-INVITE changed the caller's codec.
     CallerCodec(Codec),
+    /// The shell's own Baudot watch (`TtyWatch`, run where the audio is, the media thread)
+    /// heard the caller type on a voice call: what it decoded so far. The same switch to TTY
+    /// as a watch in `handle_audio` makes; ignored outside voice mode.
+    BaudotHeard(Vec<(Instant, char)>),
 }
 
 /// Which dialog waits for the outcome of a `StoreLink`.
@@ -295,6 +299,10 @@ impl CallCore {
                 self.config.codec = codec;
                 self.transfer.handle_caller_codec(codec);
             }
+            CallInput::BaudotHeard(chars) if mode == CallMode::Voice => {
+                self.switch_to_tty(chars);
+            }
+            CallInput::BaudotHeard(_) => {}
         }
     }
 
@@ -322,7 +330,8 @@ impl CallCore {
                     _ => self.watch.handle_gap(now, pcm.len()),
                 };
                 if typing {
-                    self.switch_to_tty();
+                    let chars = self.watch.take_chars();
+                    self.switch_to_tty(chars);
                 }
             }
         }
@@ -330,12 +339,12 @@ impl CallCore {
 
     /// Baudot tones on a voice call: the caller types. Switch to the text conversation in the
     /// language chosen so far, replaying what the watch already decoded.
-    fn switch_to_tty(&mut self) {
+    fn switch_to_tty(&mut self, chars: Vec<(Instant, char)>) {
         tracing::info!("Baudot tones detected: TTY mode");
         self.effects.push_back(Effect::EnterText(CallMode::Tty));
         self.tty = self.tty_session(self.flow.lang());
         if let Some(t) = self.tty.as_mut() {
-            t.replay(self.watch.take_chars());
+            t.replay(chars);
         }
     }
 
