@@ -10,6 +10,7 @@ pub mod context;
 pub mod entry;
 pub mod link;
 pub mod script;
+pub mod text_line;
 pub mod tty;
 
 use std::collections::{HashSet, VecDeque};

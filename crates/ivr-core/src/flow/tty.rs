@@ -1,17 +1,21 @@
-//! The TTY (Baudot text telephone) conversation: a deaf or hard-of-hearing caller types, the IVR
-//! types back, with the same knowledge as the voice line (`nlu` for understanding, the
-//! `tty.*` prompts of `prompts/<lang>/tty.txt` for the replies).
+//! The text conversation of TTY (Baudot text telephone) and RTT (real-time text) calls: a deaf
+//! or hard-of-hearing caller types, the IVR types back, with the same knowledge as the voice
+//! line (`nlu` for understanding, the `tty.*` prompts of `prompts/<lang>/tty.txt` and their
+//! `rtt.*` twins for the replies).
+//!
+//! Two layers. [`TextDialog`] is the one dialog: complete caller lines and the shell's results
+//! ([`ShellResult`]: link queued or failed, transfer done or failed) in, structured [`Turn`]s
+//! (prompt ids, read-back values, whether it is the last) out; it knows nothing of Baudot. The
+//! line adapters of [`super::text_line`] ([`BaudotLine`]: characters, carrier, pause, echo
+//! guard, GA/SK, upper case, wrap; [`RttLine`]: whole lines, mixed case) assemble the caller's
+//! lines and write the turns. [`TtyConversation`] puts the two together for the drivers.
 //!
 //! Sans-IO, time passed in (STYLE.md §1). The shell feeds what the demodulator decoded
-//! ([`TtyConversation::handle_char`], [`TtyConversation::handle_carrier`]), fires
-//! [`TtyConversation::handle_timeout`] at [`TtyConversation::poll_timeout`], drains
-//! [`TtyConversation::poll_output`], pushes each [`TtyOutput::Type`] into the modulator and calls
-//! [`TtyConversation::handle_sent`] when the modulator is idle again.
-//!
-//! TTYs are half-duplex, so the etiquette is the protocol: the caller's line is buffered until
-//! they type "GA" (go ahead) or pause; the IVR never types while the caller's carrier is on;
-//! what the demodulator hears while (and just after) the IVR types is the echo of its own
-//! carrier and is ignored; every IVR turn ends with "GA", the last one with "SK" (stop keying).
+//! ([`TtyConversation::handle_char`], [`TtyConversation::handle_carrier`]) or the RTT lines
+//! ([`TtyConversation::handle_line`]), fires [`TtyConversation::handle_timeout`] at
+//! [`TtyConversation::poll_timeout`], drains [`TtyConversation::poll_output`], pushes each
+//! [`TtyOutput::Type`] into the modulator (or the T.140 sender) and calls
+//! [`TtyConversation::handle_sent`] when it is sent.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -20,6 +24,8 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use super::link::{Answer, Awaiting, CallerId, LinkConfig, LinkOffer, Recipient, Step};
+pub use super::text_line::baudot_text;
+use super::text_line::{BaudotLine, Heard, RttLine};
 use crate::audio::tty::TtyEvent;
 use crate::intents::INTENTS;
 use crate::nlu::{Decision, Nlu, REJECT_THRESHOLD, normalize, slots};
@@ -29,8 +35,6 @@ use crate::types::Lang;
 
 /// The queue name a TTY caller is transferred to.
 pub const TTY_QUEUE: &str = "tty";
-/// Bound on one caller line: a stuck key or line noise must not grow memory without limit.
-const LINE_CHARS_MAX: usize = 1000;
 
 /// `[tty]` settings. `Default` is tuned for US TTYs at 45.45 baud (about 6 characters per
 /// second) and the etiquette of relay operators: 3 s of silence ends a line without "GA".
@@ -227,79 +231,6 @@ impl TtyPrompts {
     }
 }
 
-/// Folds text to what a Baudot modem can send: upper case, Spanish accents dropped (Ñ → N),
-/// `¿¡` removed, anything else outside ITA2 (letters, digits, and the US figures set) dropped,
-/// runs of spaces collapsed. Newlines are kept (the modem sends CR LF).
-pub fn baudot_text(text: &str, lang: Lang) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        let folded: &str = match c {
-            'á' | 'Á' | 'à' | 'À' | 'â' | 'ä' => "A",
-            'é' | 'É' | 'è' | 'È' | 'ê' | 'ë' => "E",
-            'í' | 'Í' | 'ì' | 'î' | 'ï' => "I",
-            'ó' | 'Ó' | 'ò' | 'ô' | 'ö' => "O",
-            'ú' | 'Ú' | 'ù' | 'û' | 'ü' | 'Ü' => "U",
-            'ñ' | 'Ñ' => "N",
-            'ç' | 'Ç' => "C",
-            // Baudot has no @, _ or +: say them in words, as callers are told to type them.
-            '@' => match lang {
-                Lang::En => " AT ",
-                Lang::Es => " ARROBA ",
-            },
-            '_' => match lang {
-                Lang::En => " UNDERSCORE ",
-                Lang::Es => " GUION BAJO ",
-            },
-            '+' => match lang {
-                Lang::En => " PLUS ",
-                Lang::Es => " MAS ",
-            },
-            '\t' | '\r' => " ",
-            '\n' => "\n",
-            _ => {
-                let u = c.to_ascii_uppercase();
-                if u.is_ascii_uppercase() || u.is_ascii_digit() || " -$'!:(\")#.,/;?&".contains(u) {
-                    out.push(u);
-                }
-                continue;
-            }
-        };
-        out.push_str(folded);
-    }
-    // Collapse spaces: every character costs the caller 150 ms.
-    let mut collapsed = String::with_capacity(out.len());
-    for c in out.chars() {
-        if c == ' ' && (collapsed.ends_with(' ') || collapsed.ends_with('\n')) {
-            continue;
-        }
-        collapsed.push(c);
-    }
-    collapsed.trim_matches(' ').to_string()
-}
-
-/// Breaks text into lines of at most `width` characters at spaces (a word longer than the line
-/// gets a line of its own). `width` 0: one line.
-fn wrap(text: &str, width: usize) -> String {
-    if width == 0 {
-        return text.to_string();
-    }
-    let mut out = String::with_capacity(text.len() + text.len() / width.max(1) + 1);
-    let mut line_len = 0;
-    for word in text.split(' ').filter(|w| !w.is_empty()) {
-        let n = word.chars().count();
-        if line_len > 0 && line_len + 1 + n > width {
-            out.push('\n');
-            line_len = 0;
-        } else if line_len > 0 {
-            out.push(' ');
-            line_len += 1;
-        }
-        out.push_str(word);
-        line_len += n;
-    }
-    out
-}
-
 /// Decides when a voice call is really a TTY caller: the demodulator reports characters only
 /// for clean FSK in the TTY band (speech and DTMF fail its checks), and a few letters under one
 /// carrier are not a coincidence. The characters seen are kept, to be replayed into the
@@ -455,7 +386,8 @@ impl TtyRecord {
 
 /// A piece of a turn.
 #[derive(Clone, Debug)]
-enum Part {
+pub enum TurnPart {
+    /// A `tty.*` prompt id (the RTT line writes its `rtt.*` twin).
     Prompt(String),
     /// A personal value read back (phone number, email address).
     Value(Pii<String>),
@@ -463,20 +395,52 @@ enum Part {
     End,
 }
 
-/// One IVR turn: text to type, then possibly an action once it has been sent.
+/// One dialog turn, structured: prompt ids and dynamic parts, and what to do once it has been
+/// typed (`Some` only for the last turn: transfer or hang up). The line adapter
+/// ([`super::text_line`]) writes it.
 #[derive(Clone, Debug)]
-struct Turn {
-    parts: Vec<Part>,
-    then: Option<TtyOutput>,
+pub struct Turn {
+    pub parts: Vec<TurnPart>,
+    pub then: Option<TtyOutput>,
 }
 
 impl Turn {
     fn new(ids: &[&str]) -> Turn {
         Turn {
-            parts: ids.iter().map(|id| Part::Prompt(id.to_string())).collect(),
+            parts: ids
+                .iter()
+                .map(|id| TurnPart::Prompt(id.to_string()))
+                .collect(),
             then: None,
         }
     }
+
+    /// The conversation ends (or is handed over) once this turn is typed.
+    pub fn is_last(&self) -> bool {
+        self.then.is_some()
+    }
+}
+
+/// What the text dialog asks of its line and of the shell.
+#[derive(Clone, Debug)]
+pub enum DialogOutput {
+    /// A turn to type, replacing one not yet typed.
+    Say(Turn),
+    /// Something for the shell now ([`TtyOutput::SendLink`]).
+    Do(TtyOutput),
+}
+
+/// What the shell did with the dialog's requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShellResult {
+    /// The link of the last `SendLink` is stored: the caller may read "SENT".
+    LinkQueued,
+    /// It could not be stored (a full disk, the database down, a bad recipient).
+    LinkFailed,
+    /// The transfer reached an agent.
+    TransferDone,
+    /// The transfer failed (the queue busy, the trunk refusing, the agent never answering).
+    TransferFailed,
 }
 
 /// What the conversation waits for from the caller. Each state holds what it needs.
@@ -493,46 +457,31 @@ enum State {
     Done,
 }
 
-/// One TTY call's conversation.
-pub struct TtyConversation {
+/// The one text dialog of TTY and RTT calls: caller lines and the shell's results in,
+/// structured turns ([`DialogOutput`]) out. It knows nothing of Baudot or RTT: the line
+/// adapters of [`super::text_line`] assemble the lines and write the turns.
+pub struct TextDialog {
     nlu: Arc<Nlu>,
     prompts: Arc<TtyPrompts>,
     policy: Arc<dyn TransferPolicy>,
     config: TtyConfig,
-    style: TextStyle,
     lang: Lang,
     /// The caller's number (From), when it can take a text.
     caller_id: CallerId,
     state: State,
-    /// The caller's line so far.
-    line: String,
-    /// The caller's carrier, as last reported outside our own transmissions (or implied by a
-    /// character: its CarrierOn may have fallen in our echo guard).
-    carrier_on: bool,
-    /// When the carrier was last seen on (event or character), to give up on a stuck one.
-    carrier_seen_at: Option<Instant>,
-    /// Last caller activity (a character or the carrier dropping): the pause counts from it.
-    last_activity_at: Option<Instant>,
-    /// A turn waiting for the line to be free.
-    pending: Option<Turn>,
-    /// The action to do once the turn being typed is sent.
-    after_sent: Option<TtyOutput>,
-    transmitting: bool,
-    echo_until: Option<Instant>,
     no_input_at: Option<Instant>,
     /// Retries in the current state (not understood, no input, bad number).
     retries: u32,
     /// The last answer, for "repeat".
     last_answer: Option<Turn>,
-    outputs: VecDeque<TtyOutput>,
+    outputs: VecDeque<DialogOutput>,
     record: TtyRecord,
-    /// The offer whose `SendLink` went out: "sent" waits for `handle_link_stored`.
+    /// The offer whose `SendLink` went out: "sent" waits for `ShellResult::LinkQueued`.
     sending: Option<LinkOffer>,
 }
 
-impl TtyConversation {
-    /// A conversation whose greeting is typed as soon as the line is free (at the first
-    /// `poll_output` unless the caller is already typing).
+impl TextDialog {
+    /// A dialog whose first output is the greeting.
     /// `caller_id`: the caller's number (From), offered for the text message.
     pub fn new(
         nlu: Arc<Nlu>,
@@ -540,26 +489,17 @@ impl TtyConversation {
         config: TtyConfig,
         lang: Lang,
         caller_id: Option<Pii<String>>,
-    ) -> TtyConversation {
+    ) -> TextDialog {
         // A caller ID that is not a US number cannot receive our text; do not offer it.
         let caller_id = CallerId::parse(caller_id.as_ref());
-        let mut conv = TtyConversation {
+        let mut dialog = TextDialog {
             nlu,
             prompts,
             policy: Arc::new(NeverTransfer),
             config,
-            style: TextStyle::Baudot,
             lang,
             caller_id,
             state: State::Question,
-            line: String::new(),
-            carrier_on: false,
-            carrier_seen_at: None,
-            last_activity_at: None,
-            pending: None,
-            after_sent: None,
-            transmitting: false,
-            echo_until: None,
             no_input_at: None,
             retries: 0,
             last_answer: None,
@@ -570,27 +510,17 @@ impl TtyConversation {
             },
             sending: None,
         };
-        // Typed at the first `poll_output` if the line is free: a call switched from voice
-        // replays the caller's first characters before that, and then gets its answer instead.
-        conv.pending = Some(Turn::new(&["tty.greeting"]));
-        conv
-    }
-
-    /// How turns are written and lines arrive (default: [`TextStyle::Baudot`]). Set it when
-    /// the conversation is made, before the first `poll_output`.
-    pub fn with_style(mut self, style: TextStyle) -> Self {
-        self.style = style;
-        self
-    }
-
-    pub fn style(&self) -> TextStyle {
-        self.style
+        dialog.say(Turn::new(&["tty.greeting"]));
+        dialog
     }
 
     /// Injects the routing decision (default: [`NeverTransfer`]).
-    pub fn with_transfer_policy(mut self, policy: Arc<dyn TransferPolicy>) -> Self {
+    pub fn set_transfer_policy(&mut self, policy: Arc<dyn TransferPolicy>) {
         self.policy = policy;
-        self
+    }
+
+    pub fn config(&self) -> &TtyConfig {
+        &self.config
     }
 
     pub fn lang(&self) -> Lang {
@@ -605,204 +535,126 @@ impl TtyConversation {
         self.state == State::Done
     }
 
-    /// The next thing for the shell to do.
-    pub fn poll_output(&mut self) -> Option<TtyOutput> {
-        if self.outputs.is_empty() {
-            self.flush();
-        }
+    /// Whether the caller's typing still counts (not once the last turn is under way).
+    pub fn is_listening(&self) -> bool {
+        !matches!(self.state, State::Done | State::Ending)
+    }
+
+    pub fn poll_output(&mut self) -> Option<DialogOutput> {
         self.outputs.pop_front()
     }
 
-    /// When to call `handle_timeout` next.
+    /// When to call `handle_timeout` next (the caller's silence after our turn).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.transmitting || self.state == State::Done {
+        if self.state == State::Done {
             return None;
         }
-        [self.pause_at(), self.no_input_at, self.carrier_stale_at()]
-            .into_iter()
-            .flatten()
-            .min()
+        self.no_input_at
     }
 
-    /// A decoded character from the caller's TTY (`\r`, `\n` and BEL included).
-    pub fn handle_char(&mut self, now: Instant, c: char) {
-        if self.is_echo(now) || matches!(self.state, State::Done | State::Ending) {
-            return;
-        }
+    /// The caller is typing: their silence no longer counts.
+    pub fn handle_typing(&mut self) {
         self.no_input_at = None;
-        self.last_activity_at = Some(now);
-        self.carrier_on = true;
-        self.carrier_seen_at = Some(now);
-        match c {
-            '\r' | '\n' => self.line.push(' '),
-            '\u{7}' => {}
-            c => self.line.push(c),
-        }
-        if self.line.chars().count() >= LINE_CHARS_MAX || self.line_has_turn_end() {
-            // With the carrier still on, the line completes when it drops.
-            if !self.carrier_on {
-                self.complete_line(now);
-            }
-        }
     }
 
-    /// A whole line from the caller (RTT: the caller pressed Enter or paused; the line is read
-    /// at once, no pause or "GA" needed). Anything typed before it on the same line comes
-    /// first.
-    pub fn handle_line(&mut self, now: Instant, line: &str) {
-        if matches!(self.state, State::Done | State::Ending) {
-            return;
-        }
+    /// The line started typing our turn, as written (clear and redacted, for the record).
+    pub fn handle_turn_typed(&mut self, clear: String, redacted: String) {
         self.no_input_at = None;
-        for c in line.chars() {
-            if self.line.chars().count() >= LINE_CHARS_MAX {
-                break;
-            }
-            match c {
-                '\r' | '\n' | '\u{2028}' | '\u{2029}' => self.line.push(' '),
-                c if c.is_control() => {}
-                c => self.line.push(c),
-            }
-        }
-        self.complete_line(now);
-        self.flush();
+        self.record.typed.push(RecordText { clear, redacted });
     }
 
-    /// The caller's carrier came on or went off.
-    pub fn handle_carrier(&mut self, now: Instant, on: bool) {
-        if self.is_echo(now) {
-            return;
-        }
-        self.carrier_on = on;
-        if on {
-            self.carrier_seen_at = Some(now);
-            return;
-        }
-        if !self.line.trim().is_empty() {
-            self.last_activity_at = Some(now);
-            if self.line_has_turn_end() || self.line.chars().count() >= LINE_CHARS_MAX {
-                self.complete_line(now);
-            }
-        }
-        self.flush();
-    }
-
-    /// The modulator finished typing the last `Type`.
-    pub fn handle_sent(&mut self, now: Instant) {
-        if !self.transmitting {
-            return;
-        }
-        self.transmitting = false;
-        self.echo_until = Some(now + Duration::from_millis(self.config.echo_guard_ms));
-        // Anything the demodulator reported during our turn was our echo.
-        self.carrier_on = false;
-        if let Some(action) = self.after_sent.take() {
+    /// The line finished typing our turn; `then` is that turn's action. Returns the action,
+    /// now due (the conversation is over), or starts waiting for the caller.
+    pub fn handle_turn_sent(&mut self, now: Instant, then: Option<TtyOutput>) -> Option<TtyOutput> {
+        if let Some(action) = then {
             self.record.actions.push(action_name(&action));
-            self.outputs.push_back(action);
             self.state = State::Done;
-            return;
+            return Some(action);
         }
         self.no_input_at = Some(now + Duration::from_secs(self.config.no_input_timeout_s));
-        self.flush();
+        None
     }
 
+    /// The caller's silence (at [`TextDialog::poll_timeout`]).
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.transmitting || self.state == State::Done {
+        if self.state == State::Done || self.no_input_at.is_none_or(|t| now < t) {
             return;
         }
-        if self.carrier_stale_at().is_some_and(|t| now >= t) {
-            // A carrier without characters for this long is a stuck tone or a lost CarrierOff,
-            // not a typist: waiting on it would leave the caller with no answer.
-            self.carrier_on = false;
-            self.flush();
-        }
-        if self.pause_at().is_some_and(|t| now >= t) {
-            self.complete_line(now);
-        } else if self.no_input_at.is_some_and(|t| now >= t) {
-            self.no_input_at = None;
-            match std::mem::replace(&mut self.state, State::Question) {
-                // The offer counts its own tries.
-                State::Link(mut offer) => {
-                    let step = offer.handle(Answer::NoInput);
-                    return self.link_step(*offer, step, true);
-                }
-                other => self.state = other,
+        self.no_input_at = None;
+        match std::mem::replace(&mut self.state, State::Question) {
+            // The offer counts its own tries.
+            State::Link(mut offer) => {
+                let step = offer.handle(Answer::NoInput);
+                return self.link_step(*offer, step, true);
             }
-            self.retries += 1;
-            if self.retries >= self.config.retries_max {
-                self.goodbye(TtyOutcome::NoInput);
-            } else {
-                self.say(Turn::new(&["tty.no_input"]));
-            }
+            other => self.state = other,
+        }
+        self.retries += 1;
+        if self.retries >= self.config.retries_max {
+            self.goodbye(TtyOutcome::NoInput);
+        } else {
+            self.say(Turn::new(&["tty.no_input"]));
         }
     }
 
-    /// Within our own transmission or its echo tail.
-    fn is_echo(&self, now: Instant) -> bool {
-        if self.style == TextStyle::Rtt {
-            // A separate stream: nothing of ours comes back.
-            return false;
-        }
-        self.transmitting || self.echo_until.is_some_and(|t| now < t)
-    }
-
-    /// When a line without "GA" is taken as complete: after a pause with the carrier off.
-    fn pause_at(&self) -> Option<Instant> {
-        if self.carrier_on || self.line.trim().is_empty() {
-            return None;
-        }
-        self.last_activity_at
-            .map(|t| t + Duration::from_millis(self.config.pause_ms))
-    }
-
-    /// When a carrier with no characters is taken to be gone: three pauses.
-    fn carrier_stale_at(&self) -> Option<Instant> {
-        if !self.carrier_on {
-            return None;
-        }
-        self.carrier_seen_at
-            .map(|t| t + Duration::from_millis(self.config.pause_ms.saturating_mul(3)))
-    }
-
-    /// The line ends with "GA" or "SK" (the caller gives us the turn).
-    fn line_has_turn_end(&self) -> bool {
-        let upper = self.line.to_ascii_uppercase();
-        let words: Vec<&str> = upper.split_whitespace().collect();
-        words
-            .last()
-            .is_some_and(|w| matches!(*w, "GA" | "SK" | "SKSK" | "GASK"))
-    }
-
-    /// "SK" (or "GA SK") from the caller: they are done.
-    fn line_is_sk(text: &str) -> bool {
-        let upper = text.to_ascii_uppercase();
-        let words: Vec<&str> = upper.split_whitespace().collect();
-        words
-            .iter()
-            .rev()
-            .take(2)
-            .any(|w| matches!(*w, "SK" | "SKSK" | "GASK"))
-    }
-
-    fn complete_line(&mut self, now: Instant) {
-        let text = std::mem::take(&mut self.line);
-        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        self.last_activity_at = None;
-        if text.is_empty() {
-            return;
-        }
-        self.record_caller_line(&text);
-        if Self::line_is_sk(&text) {
+    /// A complete caller line (spaces collapsed, not empty), from the line adapter.
+    pub fn handle_caller_line(&mut self, now: Instant, text: &str) {
+        self.record_caller_line(text);
+        if line_is_sk(text) {
             self.goodbye(TtyOutcome::Completed);
             return;
         }
         let state = std::mem::replace(&mut self.state, State::Question);
         match state {
-            State::Question => self.on_question(now, &text),
-            State::ConfirmIntent { intent } => self.on_confirm_intent(now, &text, intent),
-            State::Link(offer) => self.on_link(&text, *offer),
+            State::Question => self.on_question(now, text),
+            State::ConfirmIntent { intent } => self.on_confirm_intent(now, text, intent),
+            State::Link(offer) => self.on_link(text, *offer),
             State::Ending | State::Done => self.state = state,
         }
+    }
+
+    /// What the shell did with the last `SendLink` or `Transfer`.
+    pub fn handle_result(&mut self, now: Instant, result: ShellResult) {
+        match result {
+            ShellResult::LinkQueued => self.handle_link_stored(true),
+            ShellResult::LinkFailed => self.handle_link_stored(false),
+            ShellResult::TransferDone => self.handle_transfer_result(now, true),
+            ShellResult::TransferFailed => self.handle_transfer_result(now, false),
+        }
+    }
+
+    /// The shell stored the link of the last `SendLink` (`true`) or could not: the caller
+    /// reads "SENT" only in the first case, and that it could not be sent in the second.
+    pub fn handle_link_stored(&mut self, stored: bool) {
+        let Some(mut offer) = self.sending.take() else {
+            return;
+        };
+        match offer.handle_stored(stored) {
+            Some(Step::Sent(_)) => self.say(Turn::new(&["tty.sent", "tty.anything_else"])),
+            Some(Step::NotSent(_)) => {
+                self.record.actions.push("send_link_failed".into());
+                self.say(Turn::new(&["tty.not_sent", "tty.anything_else"]));
+            }
+            _ => {}
+        }
+    }
+
+    /// How the transfer the last `Transfer` asked for ended. A failed one brings the caller
+    /// back to the conversation: they read that no agent could be reached and may ask
+    /// something else (without it the conversation stayed `Done` and the line went silent).
+    pub fn handle_transfer_result(&mut self, now: Instant, ok: bool) {
+        if self.record.outcome != Some(TtyOutcome::Transferred) || self.state != State::Done {
+            return;
+        }
+        if ok {
+            return;
+        }
+        self.record.outcome = None;
+        self.record.actions.push("transfer_failed".into());
+        self.retries = 0;
+        self.state = State::Question;
+        self.no_input_at = Some(now + Duration::from_secs(self.config.no_input_timeout_s));
+        self.say(Turn::new(&["tty.transfer_failed", "tty.anything_else"]));
     }
 
     fn record_caller_line(&mut self, text: &str) {
@@ -1006,9 +858,9 @@ impl TtyConversation {
             Step::AskChannel => Turn::new(&["tty.link_offer"]),
             Step::OfferCallerId(Some(id)) => Turn {
                 parts: vec![
-                    Part::Prompt("tty.ask_phone_caller_id".into()),
-                    Part::Value(Pii::new(format_phone(id.expose()))),
-                    Part::End,
+                    TurnPart::Prompt("tty.ask_phone_caller_id".into()),
+                    TurnPart::Value(Pii::new(format_phone(id.expose()))),
+                    TurnPart::End,
                 ],
                 then: None,
             },
@@ -1046,47 +898,11 @@ impl TtyConversation {
             link,
         };
         self.record.actions.push(action_name(&action));
-        self.outputs.push_back(action);
+        self.outputs.push_back(DialogOutput::Do(action));
         self.retries = 0;
         self.state = State::Question;
         // "SENT" only once the shell says the link is stored (`handle_link_stored`).
         self.sending = Some(offer);
-    }
-
-    /// The shell stored the link of the last `SendLink` (`true`) or could not (a full disk, the
-    /// database down, a bad recipient): the caller reads "SENT" only in the first case, and that
-    /// it could not be sent in the second.
-    pub fn handle_link_stored(&mut self, stored: bool) {
-        let Some(mut offer) = self.sending.take() else {
-            return;
-        };
-        match offer.handle_stored(stored) {
-            Some(Step::Sent(_)) => self.say(Turn::new(&["tty.sent", "tty.anything_else"])),
-            Some(Step::NotSent(_)) => {
-                self.record.actions.push("send_link_failed".into());
-                self.say(Turn::new(&["tty.not_sent", "tty.anything_else"]));
-            }
-            _ => {}
-        }
-    }
-
-    /// How the transfer the last `Transfer` asked for ended. A failed one (the queue busy, the
-    /// trunk refusing, the agent never answering) brings the caller back to the conversation:
-    /// they read that no agent could be reached and may ask something else. Without this the
-    /// conversation stayed `Done` and the caller's TTY went silent.
-    pub fn handle_transfer_result(&mut self, now: Instant, ok: bool) {
-        if self.record.outcome != Some(TtyOutcome::Transferred) || self.state != State::Done {
-            return;
-        }
-        if ok {
-            return;
-        }
-        self.record.outcome = None;
-        self.record.actions.push("transfer_failed".into());
-        self.retries = 0;
-        self.state = State::Question;
-        self.no_input_at = Some(now + Duration::from_secs(self.config.no_input_timeout_s));
-        self.say(Turn::new(&["tty.transfer_failed", "tty.anything_else"]));
     }
 
     fn anything_else(&mut self) {
@@ -1110,114 +926,293 @@ impl TtyConversation {
         self.say(turn);
     }
 
-    /// Queues a turn (replacing one not yet typed) and types it if the line is free.
+    /// Queues a turn (the line types it when it is free, replacing one not yet typed).
     fn say(&mut self, turn: Turn) {
-        self.pending = Some(turn);
+        self.outputs.push_back(DialogOutput::Say(turn));
+    }
+}
+
+/// "SK" (or "GA SK") from the caller: they are done.
+fn line_is_sk(text: &str) -> bool {
+    let upper = text.to_ascii_uppercase();
+    let words: Vec<&str> = upper.split_whitespace().collect();
+    words
+        .iter()
+        .rev()
+        .take(2)
+        .any(|w| matches!(*w, "SK" | "SKSK" | "GASK"))
+}
+
+/// The line a conversation's turns go out on.
+enum Line {
+    Baudot(BaudotLine),
+    Rtt(RttLine),
+}
+
+/// One TTY or RTT call's conversation: the [`TextDialog`] over its line adapter
+/// ([`BaudotLine`] or [`RttLine`], by [`TextStyle`]). This is what the drivers
+/// (`call::tty::TtySession`, `call::rtt::RttCore`) hold.
+pub struct TtyConversation {
+    dialog: TextDialog,
+    prompts: Arc<TtyPrompts>,
+    line: Line,
+    /// A turn waiting for the line to be free.
+    pending: Option<Turn>,
+    /// The action to do once the turn being typed is sent.
+    after_sent: Option<TtyOutput>,
+    outputs: VecDeque<TtyOutput>,
+}
+
+impl TtyConversation {
+    /// A conversation whose greeting is typed as soon as the line is free (at the first
+    /// `poll_output` unless the caller is already typing).
+    /// `caller_id`: the caller's number (From), offered for the text message.
+    pub fn new(
+        nlu: Arc<Nlu>,
+        prompts: Arc<TtyPrompts>,
+        config: TtyConfig,
+        lang: Lang,
+        caller_id: Option<Pii<String>>,
+    ) -> TtyConversation {
+        let line = Line::Baudot(BaudotLine::new(&config));
+        let mut dialog = TextDialog::new(nlu, prompts.clone(), config, lang, caller_id);
+        // Typed at the first `poll_output` if the line is free: a call switched from voice
+        // replays the caller's first characters before that, and then gets its answer instead.
+        let mut pending = None;
+        while let Some(out) = dialog.poll_output() {
+            if let DialogOutput::Say(turn) = out {
+                pending = Some(turn);
+            }
+        }
+        TtyConversation {
+            dialog,
+            prompts,
+            line,
+            pending,
+            after_sent: None,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// How turns are written and lines arrive (default: [`TextStyle::Baudot`]). Set it when
+    /// the conversation is made, before the first `poll_output`.
+    pub fn with_style(mut self, style: TextStyle) -> Self {
+        self.line = match style {
+            TextStyle::Baudot => Line::Baudot(BaudotLine::new(self.dialog.config())),
+            TextStyle::Rtt => Line::Rtt(RttLine::new()),
+        };
+        self
+    }
+
+    pub fn style(&self) -> TextStyle {
+        match self.line {
+            Line::Baudot(_) => TextStyle::Baudot,
+            Line::Rtt(_) => TextStyle::Rtt,
+        }
+    }
+
+    /// Injects the routing decision (default: [`NeverTransfer`]).
+    pub fn with_transfer_policy(mut self, policy: Arc<dyn TransferPolicy>) -> Self {
+        self.dialog.set_transfer_policy(policy);
+        self
+    }
+
+    pub fn lang(&self) -> Lang {
+        self.dialog.lang()
+    }
+
+    pub fn record(&self) -> &TtyRecord {
+        self.dialog.record()
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.dialog.is_ended()
+    }
+
+    /// The next thing for the shell to do.
+    pub fn poll_output(&mut self) -> Option<TtyOutput> {
+        if self.outputs.is_empty() {
+            self.flush();
+        }
+        self.outputs.pop_front()
+    }
+
+    /// When to call `handle_timeout` next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.is_transmitting() || self.dialog.is_ended() {
+            return None;
+        }
+        let line = match &self.line {
+            Line::Baudot(b) => b.poll_timeout(),
+            Line::Rtt(_) => None,
+        };
+        [line, self.dialog.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// A decoded character from the caller's TTY (`\r`, `\n` and BEL included). Baudot only:
+    /// an RTT line comes whole ([`TtyConversation::handle_line`]).
+    pub fn handle_char(&mut self, now: Instant, c: char) {
+        if !self.dialog.is_listening() {
+            return;
+        }
+        let Line::Baudot(line) = &mut self.line else {
+            return;
+        };
+        match line.handle_char(now, c) {
+            Heard::Echo => {}
+            Heard::Typing => self.dialog.handle_typing(),
+            Heard::Line(text) => {
+                self.dialog.handle_typing();
+                self.dialog.handle_caller_line(now, &text);
+                self.pump();
+            }
+        }
+    }
+
+    /// A whole line from the caller (RTT: the caller pressed Enter or paused; the line is read
+    /// at once, no pause or "GA" needed). Anything typed before it on the same line comes
+    /// first.
+    pub fn handle_line(&mut self, now: Instant, text: &str) {
+        if !self.dialog.is_listening() {
+            return;
+        }
+        self.dialog.handle_typing();
+        let heard = match &mut self.line {
+            Line::Baudot(line) => line.handle_line(text),
+            Line::Rtt(line) => line.handle_line(text),
+        };
+        if let Heard::Line(text) = heard {
+            self.dialog.handle_caller_line(now, &text);
+            self.pump();
+        }
         self.flush();
+    }
+
+    /// The caller's carrier came on or went off (Baudot only).
+    pub fn handle_carrier(&mut self, now: Instant, on: bool) {
+        let Line::Baudot(line) = &mut self.line else {
+            return;
+        };
+        match line.handle_carrier(now, on) {
+            Heard::Echo => return,
+            Heard::Typing => {}
+            Heard::Line(text) => {
+                self.dialog.handle_caller_line(now, &text);
+                self.pump();
+            }
+        }
+        self.flush();
+    }
+
+    /// The modulator (or the T.140 sender) finished typing the last `Type`.
+    pub fn handle_sent(&mut self, now: Instant) {
+        if !self.is_transmitting() {
+            return;
+        }
+        match &mut self.line {
+            Line::Baudot(line) => line.handle_sent(now),
+            Line::Rtt(line) => line.handle_sent(),
+        }
+        if let Some(action) = self.dialog.handle_turn_sent(now, self.after_sent.take()) {
+            self.outputs.push_back(action);
+            return;
+        }
+        self.flush();
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.is_transmitting() || self.dialog.is_ended() {
+            return;
+        }
+        let stale = match &mut self.line {
+            Line::Baudot(line) => line.drop_stale_carrier(now),
+            Line::Rtt(_) => false,
+        };
+        if stale {
+            self.flush();
+        }
+        let paused = match &mut self.line {
+            Line::Baudot(line) => line.take_paused_line(now),
+            Line::Rtt(_) => None,
+        };
+        match paused {
+            Some(text) => self.dialog.handle_caller_line(now, &text),
+            None => self.dialog.handle_timeout(now),
+        }
+        self.pump();
+    }
+
+    /// The shell stored the link of the last `SendLink` (`true`) or could not (a full disk, the
+    /// database down, a bad recipient): the caller reads "SENT" only in the first case, and that
+    /// it could not be sent in the second.
+    pub fn handle_link_stored(&mut self, stored: bool) {
+        self.dialog.handle_link_stored(stored);
+        self.pump();
+    }
+
+    /// How the transfer the last `Transfer` asked for ended. A failed one (the queue busy, the
+    /// trunk refusing, the agent never answering) brings the caller back to the conversation:
+    /// they read that no agent could be reached and may ask something else.
+    pub fn handle_transfer_result(&mut self, now: Instant, ok: bool) {
+        self.dialog.handle_transfer_result(now, ok);
+        self.pump();
+    }
+
+    /// What the shell did with the last `SendLink` or `Transfer`.
+    pub fn handle_result(&mut self, now: Instant, result: ShellResult) {
+        self.dialog.handle_result(now, result);
+        self.pump();
+    }
+
+    fn is_transmitting(&self) -> bool {
+        match &self.line {
+            Line::Baudot(line) => line.is_transmitting(),
+            Line::Rtt(line) => line.is_transmitting(),
+        }
+    }
+
+    /// Takes the dialog's outputs in order: a turn waits for the line, an action goes out.
+    fn pump(&mut self) {
+        while let Some(out) = self.dialog.poll_output() {
+            match out {
+                DialogOutput::Say(turn) => {
+                    self.pending = Some(turn);
+                    self.flush();
+                }
+                DialogOutput::Do(action) => self.outputs.push_back(action),
+            }
+        }
     }
 
     /// Types the pending turn unless we are typing or the caller's carrier is on.
     fn flush(&mut self) {
-        if self.transmitting || self.carrier_on {
+        let busy = match &self.line {
+            Line::Baudot(line) => line.is_busy(),
+            Line::Rtt(line) => line.is_transmitting(),
+        };
+        if busy {
             return;
         }
         let Some(turn) = self.pending.take() else {
             return;
         };
-        let (clear, redacted) = self.render(&turn);
-        self.after_sent = turn.then;
-        self.transmitting = true;
-        self.no_input_at = None;
-        self.record.typed.push(RecordText {
-            clear: clear.clone(),
-            redacted,
-        });
-        self.outputs.push_back(TtyOutput::Type(clear));
-    }
-
-    /// The turn's text, clear and with read-back values redacted, starting on a new line (the
-    /// caller's own text is on the current one), in the conversation's style.
-    fn render(&self, turn: &Turn) -> (String, String) {
-        match self.style {
-            TextStyle::Baudot => self.render_baudot(turn),
-            TextStyle::Rtt => self.render_rtt(turn),
-        }
-    }
-
-    /// RTT: the `rtt.*` texts and the values as they are, joined with a space (none before a
-    /// part that starts with punctuation, as "?" after a read-back value).
-    fn render_rtt(&self, turn: &Turn) -> (String, String) {
-        let mut clear = String::from("\n");
-        let mut redacted = String::from("\n");
-        for part in &turn.parts {
-            let (c, r) = match part {
-                Part::End => (".".to_string(), ".".to_string()),
-                Part::Prompt(id) => {
-                    let t = self.prompts.styled(self.style, self.lang, id).to_string();
-                    (t.clone(), t)
-                }
-                Part::Value(v) => (v.expose().clone(), v.redacted()),
-            };
-            for (out, text) in [(&mut clear, c), (&mut redacted, r)] {
-                let text = text.trim();
-                if text.is_empty() {
-                    continue;
-                }
-                if out.len() > 1 && !text.starts_with(['?', '.', ',', '!', ':', ';']) {
-                    out.push(' ');
-                }
-                out.push_str(text);
+        let lang = self.dialog.lang();
+        let (clear, redacted) = match &mut self.line {
+            Line::Baudot(line) => {
+                line.start_typing();
+                line.render(&turn.parts, &self.prompts, lang)
             }
-        }
-        (clear, redacted)
-    }
-
-    /// Baudot: the parts joined, a "GA" inside the turn removed, "GA" added at the end unless
-    /// it ends in "GA" or "SK", wrapped.
-    fn render_baudot(&self, turn: &Turn) -> (String, String) {
-        let mut clear: Vec<String> = Vec::new();
-        let mut redacted: Vec<String> = Vec::new();
-        for part in &turn.parts {
-            let (c, r) = match part {
-                Part::End => ("GA".to_string(), "GA".to_string()),
-                Part::Prompt(id) => {
-                    let t = self.prompts.text(self.lang, id).to_string();
-                    (t.clone(), t)
-                }
-                Part::Value(v) => (
-                    baudot_text(v.expose(), self.lang),
-                    baudot_text(&v.redacted().replace('*', "X"), self.lang),
-                ),
-            };
-            clear.push(c);
-            redacted.push(r);
-        }
-        let finish = |parts: &[String]| -> String {
-            let mut words: Vec<String> = Vec::new();
-            for (k, p) in parts.iter().enumerate() {
-                let mut text = p.as_str();
-                if k + 1 < parts.len()
-                    && let Some(stripped) = text.strip_suffix(" GA")
-                {
-                    // The GA marked a sentence's end: keep the end, or two sentences run
-                    // together ("...ONLINE ACCOUNT WANT THIS LINK").
-                    text = stripped;
-                    words.extend(text.split_whitespace().map(String::from));
-                    if let Some(last) = words.last_mut()
-                        && !last.ends_with(['.', '?', '!', ':'])
-                    {
-                        last.push('.');
-                    }
-                    continue;
-                }
-                words.extend(text.split_whitespace().map(String::from));
+            Line::Rtt(line) => {
+                line.start_typing();
+                line.render(&turn.parts, &self.prompts, lang)
             }
-            if !matches!(words.last().map(String::as_str), Some("GA") | Some("SK")) {
-                words.push("GA".into());
-            }
-            format!("\n{}", wrap(&words.join(" "), self.config.line_chars))
         };
-        (finish(&clear), finish(&redacted))
+        self.after_sent = turn.then;
+        self.dialog.handle_turn_typed(clear.clone(), redacted);
+        self.outputs.push_back(TtyOutput::Type(clear));
     }
 }
 
@@ -1232,9 +1227,9 @@ fn confirm_turn(r: &Recipient) -> Turn {
     };
     Turn {
         parts: vec![
-            Part::Prompt(id.into()),
-            Part::Value(Pii::new(shown)),
-            Part::Prompt("tty.yes_no".into()),
+            TurnPart::Prompt(id.into()),
+            TurnPart::Value(Pii::new(shown)),
+            TurnPart::Prompt("tty.yes_no".into()),
         ],
         then: None,
     }
@@ -1269,25 +1264,6 @@ fn action_name(action: &TtyOutput) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn baudot_text_folds_spanish_and_symbols() {
-        assert_eq!(
-            baudot_text("¿Cómo está? Añada juan_p@x.com", Lang::Es),
-            "COMO ESTA? ANADA JUAN GUION BAJO P ARROBA X.COM"
-        );
-        assert_eq!(baudot_text("a+b @ c\t{d}", Lang::En), "A PLUS B AT C D");
-    }
-
-    #[test]
-    fn wrap_keeps_lines_short() {
-        let w = wrap("CHECK YOUR CASE STATUS AT USCIS.GOV/CASESTATUS GA", 20);
-        assert_eq!(w, "CHECK YOUR CASE\nSTATUS AT\nUSCIS.GOV/CASESTATUS\nGA");
-        assert!(w.lines().all(|l| l.chars().count() <= 20));
-        assert_eq!(wrap("A B", 0), "A B");
-        // A word longer than the line is not cut.
-        assert_eq!(wrap("ABCDEFGHIJ K", 4), "ABCDEFGHIJ\nK");
-    }
 
     #[test]
     fn tty_numbers_match_on_digits() {
@@ -1434,6 +1410,63 @@ mod tests {
             last.contains("juan_p@example.com? Type yes or no."),
             "{last:?}"
         );
+    }
+
+    /// The prompt ids of a turn.
+    fn ids(turn: &Turn) -> Vec<&str> {
+        turn.parts
+            .iter()
+            .filter_map(|p| match p {
+                TurnPart::Prompt(id) => Some(id.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_dialog_speaks_in_structured_turns() {
+        let (_, sources) = crate::prompts::test_files::shipped_sources();
+        let catalog = Catalog::parse(&sources).expect("prompts parse");
+        let prompts = Arc::new(TtyPrompts::from_catalog(&catalog).expect("tty and rtt prompts"));
+        let t = Instant::now();
+        let mut dialog = TextDialog::new(
+            crate::nlu::test_nlu(),
+            prompts,
+            TtyConfig::default(),
+            Lang::En,
+            None,
+        );
+        let Some(DialogOutput::Say(greeting)) = dialog.poll_output() else {
+            panic!("the greeting first");
+        };
+        assert_eq!(ids(&greeting), ["tty.greeting"]);
+        assert!(!greeting.is_last());
+        assert!(dialog.poll_output().is_none());
+        // Its silence timer starts once the line has typed the turn.
+        dialog.handle_turn_typed("\nHELLO GA".into(), "\nHELLO GA".into());
+        assert_eq!(dialog.handle_turn_sent(t, None), None);
+        let no_input = t + Duration::from_secs(TtyConfig::default().no_input_timeout_s);
+        assert_eq!(dialog.poll_timeout(), Some(no_input));
+        dialog.handle_typing();
+        assert_eq!(dialog.poll_timeout(), None);
+        // "SK": the last turn, the hang-up after it.
+        dialog.handle_caller_line(t, "THANKS SK");
+        let Some(DialogOutput::Say(bye)) = dialog.poll_output() else {
+            panic!("goodbye");
+        };
+        assert_eq!(ids(&bye), ["tty.goodbye"]);
+        assert!(bye.is_last());
+        assert!(!dialog.is_listening() && !dialog.is_ended());
+        assert_eq!(
+            dialog.handle_turn_sent(t, bye.then.clone()),
+            Some(TtyOutput::Hangup)
+        );
+        assert!(dialog.is_ended());
+        assert_eq!(dialog.record().actions, ["hangup"]);
+        assert_eq!(dialog.record().typed(true), ["\nHELLO GA"]);
+        // A transfer result it did not ask for changes nothing.
+        dialog.handle_result(t, ShellResult::TransferFailed);
+        assert!(dialog.poll_output().is_none() && dialog.is_ended());
     }
 
     #[test]
