@@ -84,7 +84,9 @@ pub enum SipCommand {
 pub struct CallSetup {
     pub key: CallKey,
     pub record: CallRecord,
-    pub rtp: UdpSocket,
+    /// Non-blocking, read by the media thread; not registered with tokio (`CallTask::bridge`
+    /// registers a clone while the task relays).
+    pub rtp: std::net::UdpSocket,
     pub rtcp: Option<UdpSocket>,
     pub stream: Arc<Stream>,
     pub stream_events: mpsc::Receiver<StreamEvent>,
@@ -199,6 +201,8 @@ struct CallTask {
     /// The RFC 4103 text stream's socket (its conversation is the core's).
     text: Option<TextPort>,
     bridged: Option<Bridge>,
+    /// The caller's RTP socket registered with tokio, while bridged (the task relays).
+    rtp_relay: Option<UdpSocket>,
     /// The relay for an agent who just answered, until the core says whether to bridge.
     answered: Option<Bridge>,
     agent_buf: [u8; 2048],
@@ -316,6 +320,7 @@ impl CallTask {
             reply_latency_ms: Vec::new(),
             text,
             bridged: None,
+            rtp_relay: None,
             answered: None,
             agent_buf: [0u8; 2048],
             hangup_after_playback: false,
@@ -342,7 +347,9 @@ impl CallTask {
             cmd = self.rx.recv() => Wake::Command(cmd),
             ev = self.setup.stream_events.recv() => Wake::Stream(ev),
             _ = sleep_until(self.next_tick.into()), if ticking => Wake::Tick,
-            r = self.setup.rtp.recv_from(&mut self.inbuf), if reading => Wake::Datagram(r),
+            r = recv_relay(self.rtp_relay.as_ref(), &mut self.inbuf), if reading => {
+                Wake::Datagram(r)
+            }
             ev = self.media_rx.recv(), if self.media_open => Wake::Media(ev),
             r = recv_asr(self.asr_results.as_mut()) => Wake::Asr(r),
             r = recv_rtcp(self.setup.rtcp.as_ref(), &mut self.rtcp_buf) => Wake::Rtcp(r),
@@ -371,12 +378,10 @@ impl CallTask {
             Wake::AgentMedia(r) => {
                 if let (Some(n), Some(b)) = (r, self.bridged.as_mut()) {
                     let s = &self.setup;
-                    b.to_caller(
-                        &mut self.agent_buf[..n],
-                        &s.rtp,
-                        s.media.remote_rtp,
-                        &s.stream,
-                    );
+                    let Some(rtp) = self.rtp_relay.as_ref() else {
+                        return Then::Skip;
+                    };
+                    b.to_caller(&mut self.agent_buf[..n], rtp, s.media.remote_rtp, &s.stream);
                 }
             }
             // Taken with the others after the wake-up (`after_wake`).
@@ -729,6 +734,12 @@ impl CallTask {
         self.bridged = self.answered.take();
         if self.bridged.is_some() {
             self.leg().set_bridged();
+            // The task reads and relays the caller's packets from now on.
+            let relay = self.setup.rtp.try_clone().and_then(UdpSocket::from_std);
+            if let Err(e) = &relay {
+                tracing::error!(error = %e, "cannot read the caller's media for the bridge");
+            }
+            self.rtp_relay = relay.ok();
         }
         let m = &self.setup.media;
         self.setup.stream.stop();
@@ -1021,6 +1032,17 @@ async fn render_dynamic(
             tracing::error!(error = %e, "dynamic prompt rendering crashed");
             None
         }
+    }
+}
+
+/// The caller's next datagram while the task relays a bridged call (never without the socket).
+async fn recv_relay(
+    sock: Option<&UdpSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
+    match sock {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
     }
 }
 

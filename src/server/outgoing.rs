@@ -1,14 +1,15 @@
 //! The media threads: a few threads (one per core) that send every call's packets from one
-//! precise clock and receive them. Each thread waits in its epoll instance (one per thread) for
-//! its calls' RTP sockets until the last millisecond before the next 20 ms boundary of its
-//! grid, reading every ready socket into the call's `MediaLeg` (jitter buffer, RFC 4733), then
-//! sleeps with `nanosleep` precision to the boundary. At the tick, for each call: one packet
-//! sent (a copy of a pre-encoded prompt frame or comfort silence, with the RTP header written
-//! in place), then whatever arrived since read, then the leg's playout tick (in-band DTMF, the
-//! Baudot watch, the speech front end) and timers. Only the leg's events (keys, speech, the RTP
-//! timeout, Baudot heard, RTCP due) go to the call's task, by `try_send` on a bounded queue: a
-//! voice call costs its task nothing per packet. No allocation per packet, no async timer per
-//! call; a call's task only says what to play (`Stream::play`) and hears when it ends.
+//! precise clock and receive them. Each thread sleeps with `nanosleep` precision to the next
+//! 20 ms boundary of its grid; nothing wakes it in between (what arrives waits in the sockets).
+//! At the tick, for each call: one packet sent (a copy of a pre-encoded prompt frame or comfort
+//! silence, with the RTP header written in place); then one `epoll_wait` (the thread's own
+//! epoll instance, edge-triggered, no timeout) says which sockets received since the last tick,
+//! and only those are read into their call's `MediaLeg` (jitter buffer, RFC 4733); then every
+//! leg's playout tick (in-band DTMF, the Baudot watch, the speech front end) and timers. Only
+//! the leg's events (keys, speech, the RTP timeout, Baudot heard, RTCP due) go to the call's
+//! task, by `try_send` on a bounded queue: a voice call costs its task nothing per packet. No
+//! allocation per packet, no async timer per call, no wake-up per packet; a call's task only
+//! says what to play (`Stream::play`) and hears when it ends.
 //!
 //! Two states still need the task per packet or per frame, only while they last: a TTY call
 //! (the task ticks the playout: every frame is the core's Baudot modem's) and a bridged call
@@ -352,7 +353,7 @@ fn raise_priority() {
 /// the leg's `wants_datagrams` stops it earlier (past a stall, packets wait in the socket).
 const DRAIN_MAX: usize = 48;
 /// Ready sockets taken from one `epoll_wait`.
-const READY_MAX: usize = 64;
+const READY_MAX: usize = 256;
 
 /// One epoll instance (a media thread's), edge-triggered: a socket is read until it is empty
 /// (or the leg wants no more before its tick, which reads the rest).
@@ -405,35 +406,48 @@ struct Call {
     receive: Option<Receive>,
     /// Its socket is in the thread's epoll set (not while bridged: the task reads then).
     watched: bool,
+    /// Its socket may hold datagrams: epoll reported it since it was last emptied, or the last
+    /// read stopped before the socket was empty (the leg wanted no more, or `DRAIN_MAX`).
+    readable: bool,
 }
 
-/// Reads what waits in `socket` into the leg (not while bridged: the task reads then).
-fn read_socket(receive: &Receive, socket: &UdpSocket, now: Instant, buf: &mut [u8]) {
-    let mut leg = lock_leg(&receive.leg);
-    read_into(&mut leg, socket, now, buf);
-}
-
-fn read_into(leg: &mut super::media::MediaLeg, socket: &UdpSocket, now: Instant, buf: &mut [u8]) {
+/// Reads what waits in `socket` into the leg (not while bridged: the task reads then). True
+/// when the socket was read to empty.
+fn read_into(
+    leg: &mut super::media::MediaLeg,
+    socket: &UdpSocket,
+    now: Instant,
+    buf: &mut [u8],
+) -> bool {
     if leg.is_bridged() {
-        return;
+        return true;
     }
     for _ in 0..DRAIN_MAX {
         if !leg.wants_datagrams() {
-            break;
+            return false;
         }
         let Ok((n, from)) = socket.recv_from(buf) else {
-            break;
+            return true;
         };
         leg.handle_datagram(now, &mut buf[..n], from);
     }
+    false
 }
 
 /// A call's receive side at the tick: every datagram that has arrived goes into the jitter
-/// buffer before the tick pops; then the playout tick (unless the task ticks: TTY), the timers,
-/// and the events to the task.
-fn receive_tick(receive: &Receive, socket: &UdpSocket, now: Instant, buf: &mut [u8], m: &Metrics) {
+/// buffer before the tick pops (only a socket that may hold any is read: no empty reads); then
+/// the playout tick (unless the task ticks: TTY), the timers, and the events to the task.
+/// Returns whether the socket may still hold datagrams.
+fn receive_tick(
+    receive: &Receive,
+    socket: &UdpSocket,
+    readable: bool,
+    now: Instant,
+    buf: &mut [u8],
+    m: &Metrics,
+) -> bool {
     let mut leg = lock_leg(&receive.leg);
-    read_into(&mut leg, socket, now, buf);
+    let left = readable && !read_into(&mut leg, socket, now, buf);
     if !leg.ticks_on_task() {
         leg.handle_tick(now);
     }
@@ -442,7 +456,7 @@ fn receive_tick(receive: &Receive, socket: &UdpSocket, now: Instant, buf: &mut [
     }
     if leg.ticks_on_task() && leg.tick_in_progress() {
         // The task's own tick: its frames (and what comes after them) are the task's.
-        return;
+        return left;
     }
     while let Some(ev) = leg.poll_event() {
         match ev {
@@ -459,6 +473,7 @@ fn receive_tick(receive: &Receive, socket: &UdpSocket, now: Instant, buf: &mut [
             }
         }
     }
+    left
 }
 
 fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) {
@@ -466,7 +481,7 @@ fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) 
     let epoll = match Epoll::new() {
         Ok(e) => e,
         Err(e) => {
-            // Without epoll the thread still reads every socket at each tick.
+            // Without epoll the thread reads every socket at each tick.
             tracing::error!(error = %e, "media thread without epoll: receiving at ticks only");
             Epoll(-1)
         }
@@ -483,6 +498,7 @@ fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) 
             stream,
             receive: None,
             watched: false,
+            readable: true,
         });
         *live += 1;
         match calls.iter_mut().find(|c| c.is_none()) {
@@ -510,27 +526,9 @@ fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) 
         }
         let now = Instant::now();
         if now < next {
-            let wait = next - now;
-            // epoll_wait counts whole milliseconds: wait in it for the sockets until the last
-            // one, then sleep to the tick precisely.
-            let ms = (wait.as_micros() / 1000) as i32 - 1;
-            if ms >= 1 {
-                let n = epoll.wait(&mut ready, ms);
-                let now = Instant::now();
-                for ev in &ready[..n] {
-                    let token = ev.u64 as usize;
-                    if let Some(Some(Call {
-                        stream,
-                        receive: Some(r),
-                        ..
-                    })) = calls.get(token)
-                    {
-                        read_socket(r, &stream.socket, now, &mut inbuf);
-                    }
-                }
-            } else {
-                std::thread::sleep(wait);
-            }
+            // Nothing wakes the thread between ticks: what arrives waits in the sockets (one
+            // wake-up per tick for all calls, not one per packet).
+            std::thread::sleep(next - now);
             continue;
         }
         let late = now - next;
@@ -570,12 +568,37 @@ fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) 
                 sent += u64::from(call.stream.tick(&mut out, if i == 0 { skipped } else { 0 }));
             }
         }
+        // Which sockets received since the last tick: one epoll_wait (edge-triggered, so a
+        // socket is reported once per arrival after it was emptied) instead of an empty read of
+        // every quiet socket.
+        if epoll.0 < 0 {
+            calls.iter_mut().flatten().for_each(|c| c.readable = true);
+        } else {
+            loop {
+                let n = epoll.wait(&mut ready, 0);
+                for ev in &ready[..n] {
+                    if let Some(Some(c)) = calls.get_mut(ev.u64 as usize) {
+                        c.readable = true;
+                    }
+                }
+                if n < ready.len() {
+                    break;
+                }
+            }
+        }
         // Every call's packet is out before any receive work (a leg's lock held by its task
         // delays only the receive side).
         for call in calls.iter_mut().flatten() {
             let fd = call.stream.socket.as_raw_fd();
             if let Some(r) = &call.receive {
-                receive_tick(r, &call.stream.socket, now, &mut inbuf, &shared.metrics);
+                call.readable = receive_tick(
+                    r,
+                    &call.stream.socket,
+                    call.readable,
+                    now,
+                    &mut inbuf,
+                    &shared.metrics,
+                );
                 if call.watched && lock_leg(&r.leg).is_bridged() {
                     // Bridged: the task reads the socket and relays; no wake-ups here for it.
                     epoll.delete(fd);

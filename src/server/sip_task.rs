@@ -484,7 +484,13 @@ impl SipTask {
                     let _ = self.endpoint.reject(now, call, 500, &[]);
                     return;
                 };
-                let (Ok(rtp), rtcp) = (tokio_udp(rtp), rtcp.and_then(|s| tokio_udp(s).ok())) else {
+                // The RTP socket stays out of tokio's reactor: the media thread reads it (a
+                // registered socket would wake the reactor at every packet); the call task
+                // registers a clone only while it relays a bridged call.
+                let (Ok(()), rtcp) = (
+                    rtp.set_nonblocking(true),
+                    rtcp.and_then(|s| tokio_udp(s).ok()),
+                ) else {
                     self.ports.release(rtp_port);
                     let _ = self.endpoint.reject(now, call, 500, &[]);
                     return;
