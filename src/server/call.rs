@@ -347,7 +347,7 @@ impl CallTask {
             cmd = self.rx.recv() => Wake::Command(cmd),
             ev = self.setup.stream_events.recv() => Wake::Stream(ev),
             _ = sleep_until(self.next_tick.into()), if ticking => Wake::Tick,
-            r = recv_relay(self.rtp_relay.as_ref(), &mut self.inbuf), if reading => {
+            r = recv_from_opt(self.rtp_relay.as_ref(), &mut self.inbuf), if reading => {
                 Wake::Datagram(r)
             }
             ev = self.media_rx.recv(), if self.media_open => Wake::Media(ev),
@@ -1035,8 +1035,8 @@ async fn render_dynamic(
     }
 }
 
-/// The caller's next datagram while the task relays a bridged call (never without the socket).
-async fn recv_relay(
+/// The next datagram on `sock`; never, without one (a bridged call's relay, the RTCP port).
+async fn recv_from_opt(
     sock: Option<&UdpSocket>,
     buf: &mut [u8],
 ) -> std::io::Result<(usize, SocketAddr)> {
@@ -1047,10 +1047,7 @@ async fn recv_relay(
 }
 
 async fn recv_rtcp(sock: Option<&UdpSocket>, buf: &mut [u8]) -> Option<usize> {
-    match sock {
-        Some(s) => s.recv_from(buf).await.ok().map(|(n, _)| n),
-        None => std::future::pending().await,
-    }
+    recv_from_opt(sock, buf).await.ok().map(|(n, _)| n)
 }
 
 fn send_report(

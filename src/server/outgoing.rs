@@ -437,7 +437,7 @@ fn read_into(
 /// A call's receive side at the tick: every datagram that has arrived goes into the jitter
 /// buffer before the tick pops (only a socket that may hold any is read: no empty reads); then
 /// the playout tick (unless the task ticks: TTY), the timers, and the events to the task.
-/// Returns whether the socket may still hold datagrams.
+/// Returns whether the socket may still hold datagrams, and whether the call is bridged.
 fn receive_tick(
     receive: &Receive,
     socket: &UdpSocket,
@@ -445,9 +445,10 @@ fn receive_tick(
     now: Instant,
     buf: &mut [u8],
     m: &Metrics,
-) -> bool {
+) -> (bool, bool) {
     let mut leg = lock_leg(&receive.leg);
     let left = readable && !read_into(&mut leg, socket, now, buf);
+    let bridged = leg.is_bridged();
     if !leg.ticks_on_task() {
         leg.handle_tick(now);
     }
@@ -456,7 +457,7 @@ fn receive_tick(
     }
     if leg.ticks_on_task() && leg.tick_in_progress() {
         // The task's own tick: its frames (and what comes after them) are the task's.
-        return left;
+        return (left, bridged);
     }
     while let Some(ev) = leg.poll_event() {
         match ev {
@@ -473,7 +474,7 @@ fn receive_tick(
             }
         }
     }
-    left
+    (left, bridged)
 }
 
 fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) {
@@ -591,7 +592,7 @@ fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) 
         for call in calls.iter_mut().flatten() {
             let fd = call.stream.socket.as_raw_fd();
             if let Some(r) = &call.receive {
-                call.readable = receive_tick(
+                let (left, bridged) = receive_tick(
                     r,
                     &call.stream.socket,
                     call.readable,
@@ -599,7 +600,8 @@ fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) 
                     &mut inbuf,
                     &shared.metrics,
                 );
-                if call.watched && lock_leg(&r.leg).is_bridged() {
+                call.readable = left;
+                if call.watched && bridged {
                     // Bridged: the task reads the socket and relays; no wake-ups here for it.
                     epoll.delete(fd);
                     call.watched = false;

@@ -340,6 +340,7 @@ impl MediaLeg {
                 && let Some(d) = self.inband.process(pcm)
                 && self.digits.len() < DIGITS_PER_INPUT
             {
+                // `put_digit`, inline: `pcm` borrows the frame buffer.
                 self.digits.push_back(d);
             }
             if let Some(a) = self.asr.as_mut() {
@@ -547,11 +548,13 @@ mod tests {
         let pcm: Vec<i16> = (0..160)
             .map(|i| ((i as f32 * 0.314).sin() * 8000.0) as i16)
             .collect();
+        pcmu_packet(&mut Encoder::new(Codec::Pcmu).unwrap(), seq, &pcm)
+    }
+
+    /// One 20 ms frame (160 samples) as PCMU packet number `seq`.
+    fn pcmu_packet(enc: &mut Encoder, seq: u16, frame: &[i16]) -> Vec<u8> {
         let mut payload = [0u8; 160];
-        Encoder::new(Codec::Pcmu)
-            .unwrap()
-            .encode(&pcm, &mut payload)
-            .unwrap();
+        enc.encode(frame, &mut payload).unwrap();
         let mut buf = vec![0u8; 12 + 160];
         let n = write_rtp(
             &mut buf,
@@ -727,23 +730,7 @@ mod tests {
         let mut enc = Encoder::new(Codec::Pcmu).unwrap();
         pcm.chunks(160)
             .zip(seq..)
-            .map(|(frame, seq)| {
-                let mut payload = [0u8; 160];
-                enc.encode(frame, &mut payload).unwrap();
-                let mut buf = vec![0u8; 12 + 160];
-                let n = write_rtp(
-                    &mut buf,
-                    0,
-                    seq,
-                    160 * u32::from(seq),
-                    0x1234,
-                    false,
-                    &payload,
-                )
-                .unwrap();
-                buf.truncate(n);
-                buf
-            })
+            .map(|(frame, seq)| pcmu_packet(&mut enc, seq, frame))
             .collect()
     }
 
