@@ -14,6 +14,7 @@ pub mod call;
 pub mod call_asr;
 pub mod media;
 pub mod metrics;
+mod mmsg;
 pub mod outgoing;
 pub mod reload;
 pub mod rtt_session;

@@ -4,12 +4,13 @@
 //! At the tick, for each call: one packet sent (a copy of a pre-encoded prompt frame or comfort
 //! silence, with the RTP header written in place); then one `epoll_wait` (the thread's own
 //! epoll instance, edge-triggered, no timeout) says which sockets received since the last tick,
-//! and only those are read into their call's `MediaLeg` (jitter buffer, RFC 4733); then every
-//! leg's playout tick (in-band DTMF, the Baudot watch, the speech front end) and timers. Only
-//! the leg's events (keys, speech, the RTP timeout, Baudot heard, RTCP due) go to the call's
-//! task, by `try_send` on a bounded queue: a voice call costs its task nothing per packet. No
-//! allocation per packet, no async timer per call, no wake-up per packet; a call's task only
-//! says what to play (`Stream::play`) and hears when it ends.
+//! and only those are read (a batch per `recvmmsg`: see `mmsg`) into their call's `MediaLeg`
+//! (jitter buffer, RFC 4733); then every leg's playout tick (in-band DTMF, the Baudot watch,
+//! the speech front end) and timers. Only the leg's events (keys, speech, the RTP timeout,
+//! Baudot heard, RTCP due) go to the call's task, by `try_send` on a bounded queue: a voice
+//! call costs its task nothing per packet. No allocation per packet, no async timer per call,
+//! no wake-up per packet; a call's task only says what to play (`Stream::play`) and hears when
+//! it ends.
 //!
 //! Two states still need the task per packet or per frame, only while they last: a TTY call
 //! (the task ticks the playout: every frame is the core's Baudot modem's) and a bridged call
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant};
 use super::Shared;
 use super::media::{MediaEvent, SharedLeg, lock_leg};
 use super::metrics::Metrics;
+use super::mmsg::{BATCH, RecvBatch};
 use crate::rtp::codec::g711_silence;
 use crate::rtp::session::RtpSender;
 use crate::speech::cache::EncodedPrompt;
@@ -350,7 +352,7 @@ fn raise_priority() {
 }
 
 /// Datagrams read from one socket at a time at most (a flood must not starve the other calls);
-/// the leg's `wants_datagrams` stops it earlier (past a stall, packets wait in the socket).
+/// the leg's `datagram_room` stops it earlier (past a stall, packets wait in the socket).
 const DRAIN_MAX: usize = 48;
 /// Ready sockets taken from one `epoll_wait`.
 const READY_MAX: usize = 256;
@@ -411,25 +413,38 @@ struct Call {
     readable: bool,
 }
 
-/// Reads what waits in `socket` into the leg (not while bridged: the task reads then). True
-/// when the socket was read to empty.
+/// Reads what waits in `socket` into the leg (not while bridged: the task reads then), a batch
+/// per system call. True when the socket was read to empty.
 fn read_into(
     leg: &mut super::media::MediaLeg,
     socket: &UdpSocket,
     now: Instant,
-    buf: &mut [u8],
+    batch: &mut RecvBatch,
 ) -> bool {
     if leg.is_bridged() {
         return true;
     }
-    for _ in 0..DRAIN_MAX {
-        if !leg.wants_datagrams() {
+    let mut read = 0;
+    while read < DRAIN_MAX {
+        let want = leg.datagram_room().min(DRAIN_MAX - read).min(BATCH);
+        if want == 0 {
             return false;
         }
-        let Ok((n, from)) = socket.recv_from(buf) else {
+        // An error (empty, or an ICMP error reported on the socket) ends the drain, as an
+        // empty socket does.
+        let Ok(n) = batch.recv(socket.as_raw_fd(), want) else {
             return true;
         };
-        leg.handle_datagram(now, &mut buf[..n], from);
+        for i in 0..n {
+            if let (datagram, Some(from)) = batch.datagram(i) {
+                leg.handle_datagram(now, datagram, from);
+            }
+        }
+        read += n;
+        if n < want {
+            // A short count: the socket is empty (no second, empty read to learn it).
+            return true;
+        }
     }
     false
 }
@@ -443,11 +458,11 @@ fn receive_tick(
     socket: &UdpSocket,
     readable: bool,
     now: Instant,
-    buf: &mut [u8],
+    batch: &mut RecvBatch,
     m: &Metrics,
 ) -> (bool, bool) {
     let mut leg = lock_leg(&receive.leg);
-    let left = readable && !read_into(&mut leg, socket, now, buf);
+    let left = readable && !read_into(&mut leg, socket, now, batch);
     let bridged = leg.is_bridged();
     if !leg.ticks_on_task() {
         leg.handle_tick(now);
@@ -491,7 +506,7 @@ fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) 
     let mut calls: Vec<Option<Call>> = Vec::new();
     let mut live = 0usize;
     let mut out = [0u8; 1500];
-    let mut inbuf = [0u8; 2048];
+    let mut batch = RecvBatch::new();
     let mut ready = [libc::epoll_event { events: 0, u64: 0 }; READY_MAX];
     let mut next = Instant::now() + frame;
     let add = |calls: &mut Vec<Option<Call>>, live: &mut usize, stream: Arc<Stream>| {
@@ -597,7 +612,7 @@ fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) 
                     &call.stream.socket,
                     call.readable,
                     now,
-                    &mut inbuf,
+                    &mut batch,
                     &shared.metrics,
                 );
                 call.readable = left;

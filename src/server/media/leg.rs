@@ -253,7 +253,16 @@ impl MediaLeg {
     /// packets wait in the socket (the kernel buffers seconds of them) until the ticks made
     /// room, instead of overflowing the buffer (which drops frames that arrived).
     pub fn wants_datagrams(&self) -> bool {
-        self.bridged || self.inbound.as_ref().is_none_or(Inbound::wants_datagrams)
+        self.datagram_room() > 0
+    }
+
+    /// How many datagrams the shell may read before the tick (see `wants_datagrams`);
+    /// unbounded while bridged or without a receiver.
+    pub fn datagram_room(&self) -> usize {
+        match &self.inbound {
+            Some(inb) if !self.bridged => inb.datagram_room(),
+            _ => usize::MAX,
+        }
     }
 
     /// A playout tick at `now`, after the shell read every datagram that had arrived: the

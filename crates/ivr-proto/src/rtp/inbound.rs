@@ -231,7 +231,13 @@ impl Inbound {
     /// packet that has arrived belongs in the buffer before its frame is declared missing, but
     /// after a stall longer than the buffer the rest waits in the socket until pops made room.
     pub fn wants_datagrams(&self) -> bool {
-        self.backlog() < DRAIN_BACKLOG_MAX
+        self.datagram_room() > 0
+    }
+
+    /// How many more datagrams the shell may read before this tick's pops (each adds at most
+    /// one frame to the buffer): a shell that reads in batches asks for no more than this.
+    pub fn datagram_room(&self) -> usize {
+        DRAIN_BACKLOG_MAX.saturating_sub(self.backlog())
     }
 
     /// Timer input for the digit receiver (an event whose end packets were all lost).
@@ -328,6 +334,34 @@ mod tests {
         assert_eq!(inb.handle_datagram(t0, &buf[..n]), Ok(None));
         assert_eq!(inb.ignored_packets(), 1);
         assert!(inb.handle_datagram(t0, &[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn datagram_room_counts_down_one_per_packet() {
+        // A stall: packets arrive with no playout tick. Each takes one place of the room,
+        // so a shell reading `datagram_room` at a time never overfills the buffer.
+        let t0 = Instant::now();
+        let mut tx = RtpSender::new(5);
+        let mut inb = Inbound::new(InboundConfig::for_codec(Codec::Pcmu)).unwrap();
+        let payload = [0xffu8; 160];
+        let mut buf = [0u8; 200];
+        let mut rooms = vec![inb.datagram_room()];
+        while inb.wants_datagrams() {
+            let n = tx.next(0, &payload, 160, false, &mut buf).unwrap();
+            inb.handle_datagram(t0, &buf[..n]).unwrap();
+            rooms.push(inb.datagram_room());
+            assert!(rooms.len() < 200, "room never ran out: {rooms:?}");
+        }
+        assert_eq!(*rooms.last().unwrap(), 0);
+        assert_eq!(inb.backlog(), DRAIN_BACKLOG_MAX);
+        // Once past the playout target, one packet takes exactly one place.
+        let counted: Vec<_> = rooms
+            .iter()
+            .copied()
+            .filter(|&r| r < DRAIN_BACKLOG_MAX)
+            .collect();
+        assert!(counted.windows(2).all(|w| w[0] == w[1] + 1), "{rooms:?}");
+        assert_eq!(counted.len(), DRAIN_BACKLOG_MAX);
     }
 
     #[test]
