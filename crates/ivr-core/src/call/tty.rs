@@ -216,9 +216,12 @@ impl TtySession {
 pub struct TtyWatch {
     rx: TtyDemodulator,
     detector: TtyDetector,
-    /// The last frames heard, replayed into the demodulator when the gate opens.
+    /// The last frames heard, replayed into the demodulator when the gate opens: a ring
+    /// (`preroll_len` samples ending before `preroll_end`), so a closed gate copies each frame
+    /// once instead of shifting the whole window.
     preroll: [i16; PREROLL],
     preroll_len: usize,
+    preroll_end: usize,
     /// Frames in a row that looked like FSK; the gate opens at `OPEN_AFTER`.
     hits: u32,
     /// The gate stays open until this many frames pass without FSK.
@@ -238,6 +241,7 @@ impl Default for TtyWatch {
             detector: TtyDetector::new(),
             preroll: [0; PREROLL],
             preroll_len: 0,
+            preroll_end: 0,
             hits: 0,
             open_for: 0,
         }
@@ -252,8 +256,9 @@ impl TtyWatch {
             if self.hits >= OPEN_AFTER {
                 if self.open_for == 0 {
                     // Opening: the demodulator first hears what came just before.
-                    let before = self.preroll_len;
-                    self.rx.handle_pcm(now, &self.preroll[..before]);
+                    let mut before = [0i16; PREROLL];
+                    let n = self.recall(&mut before);
+                    self.rx.handle_pcm(now, &before[..n]);
                 }
                 self.open_for = HOLD_FRAMES;
             }
@@ -287,11 +292,21 @@ impl TtyWatch {
 
     fn remember(&mut self, pcm: &[i16]) {
         let pcm = &pcm[pcm.len().saturating_sub(PREROLL)..];
-        let keep = (PREROLL - pcm.len()).min(self.preroll_len);
-        self.preroll
-            .copy_within(self.preroll_len - keep..self.preroll_len, 0);
-        self.preroll[keep..keep + pcm.len()].copy_from_slice(pcm);
-        self.preroll_len = keep + pcm.len();
+        let first = pcm.len().min(PREROLL - self.preroll_end);
+        let (head, tail) = pcm.split_at(first);
+        self.preroll[self.preroll_end..self.preroll_end + first].copy_from_slice(head);
+        self.preroll[..tail.len()].copy_from_slice(tail);
+        self.preroll_end = (self.preroll_end + pcm.len()) % PREROLL;
+        self.preroll_len = (self.preroll_len + pcm.len()).min(PREROLL);
+    }
+
+    /// The remembered samples, oldest first, into `out`: how many.
+    fn recall(&self, out: &mut [i16; PREROLL]) -> usize {
+        let start = (self.preroll_end + PREROLL - self.preroll_len) % PREROLL;
+        let first = self.preroll_len.min(PREROLL - start);
+        out[..first].copy_from_slice(&self.preroll[start..start + first]);
+        out[first..self.preroll_len].copy_from_slice(&self.preroll[..self.preroll_len - first]);
+        self.preroll_len
     }
 
     pub fn take_chars(&mut self) -> Vec<(Instant, char)> {
@@ -306,10 +321,16 @@ fn fsk_share(pcm: &[i16]) -> f64 {
     const BLOCK: usize = 40;
     // 2·cos(2π f / 8000) for 1400 and 1800 Hz.
     const COEFFS: [f64; 2] = [0.907_980_999_479_093_6, 0.313_836_432_130_542_4];
-    let (mut tone, mut total) = (0.0, 0.0);
-    for block in pcm.chunks_exact(BLOCK) {
-        let energy: f64 = block.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
-        total += energy;
+    let blocks = &pcm[..pcm.len() - pcm.len() % BLOCK];
+    // The energy first, in integers (exact: 2^30 per sample, far from overflow): below about
+    // −55 dBFS there is nothing to detect, and a quiet line (most of a call's audio while it
+    // listens) costs no filtering at all.
+    let total: i64 = blocks.iter().map(|&x| i64::from(x) * i64::from(x)).sum();
+    if (total as f64) < 1e3 * pcm.len() as f64 {
+        return 0.0;
+    }
+    let mut tone = 0.0;
+    for block in blocks.chunks_exact(BLOCK) {
         for c in COEFFS {
             let (mut s1, mut s2) = (0.0f64, 0.0f64);
             for &x in block {
@@ -321,12 +342,7 @@ fn fsk_share(pcm: &[i16]) -> f64 {
             tone += (s1 * s1 + s2 * s2 - c * s1 * s2) * 2.0 / BLOCK as f64;
         }
     }
-    // Below about −55 dBFS there is nothing to detect.
-    if total < 1e3 * pcm.len() as f64 {
-        0.0
-    } else {
-        (tone / total).min(1.0)
-    }
+    (tone / total as f64).min(1.0)
 }
 
 #[cfg(test)]
@@ -402,5 +418,45 @@ mod tests {
             text.contains("HELLO"),
             "the first word survives the gate: {text:?}"
         );
+    }
+
+    #[test]
+    fn the_preroll_keeps_the_last_samples_in_order() {
+        let mut watch = TtyWatch::default();
+        let mut out = [0i16; PREROLL];
+        assert_eq!(watch.recall(&mut out), 0);
+        // Frames of odd sizes wrap the ring at every offset; what comes back is always the
+        // newest PREROLL samples (fewer at first), oldest first.
+        let mut heard: Vec<i16> = Vec::new();
+        let mut next = 0i16;
+        for len in [100, 160, 7, 300, 160, 1000, 33, 160, 640, 1, 159] {
+            let frame: Vec<i16> = (0..len)
+                .map(|_| {
+                    next = next.wrapping_add(1);
+                    next
+                })
+                .collect();
+            watch.remember(&frame);
+            heard.extend(&frame);
+            let n = watch.recall(&mut out);
+            assert_eq!(&out[..n], &heard[heard.len().saturating_sub(PREROLL)..]);
+        }
+    }
+
+    #[test]
+    fn a_quiet_line_scores_zero_without_filtering() {
+        // -60 dBFS noise is under the gate's floor; -40 dBFS is over it and scores low.
+        let mut seed = 7u32;
+        let mut noise = |amp: i32| -> Vec<i16> {
+            (0..160)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    ((seed >> 16) as i32 % (2 * amp + 1) - amp) as i16
+                })
+                .collect()
+        };
+        assert_eq!(fsk_share(&noise(33)), 0.0);
+        let louder = fsk_share(&noise(330));
+        assert!(louder > 0.0 && louder < FSK_SHARE, "{louder}");
     }
 }
