@@ -280,7 +280,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!(
                 "{} calls: {} passed, {} failed · INVITE→200 p50 {:.1} ms p99 {:.1} ms · first audio p50 {:.0} ms · \
                  response p50 {:.0} ms p99 {:.0} ms · jitter p99 {:.2} ms · loss max {:.2} % · IVR pacing p99 {:.2} ms · \
-                 sender tick lateness p99 {:.2} ms",
+                 sender tick lateness p99 {:.2} ms · tester CPU {:.0} % of a core, RSS {:.0} MiB",
                 r.calls.total,
                 r.calls.passed,
                 r.calls.failed,
@@ -292,7 +292,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 f.jitter_ms.p99,
                 f.loss_pct.max,
                 f.pacing_error_ms.p99,
-                r.sender.lateness_p99_ms
+                r.sender.lateness_p99_ms,
+                r.sender.tester_cpu_pct,
+                r.sender.tester_rss_mib
             );
             if let Some(i) = &f.impairment {
                 println!(

@@ -425,7 +425,8 @@ fn run_sections(r: &Report) -> String {
     let _ = write!(
         h,
         "<h2>The tool's own pacing</h2><p>{} pacing thread(s), {} ticks, {} packets: tick lateness \
-         p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; {:.2} % of ticks later than 2 ms; {} resyncs.</p>",
+         p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; {:.2} % of ticks later than 2 ms; {} resyncs. \
+         The tester itself used {:.1} % of a core (mean over the run) and at most {:.0} MiB.</p>",
         s.threads,
         s.ticks,
         s.packets_sent,
@@ -433,7 +434,9 @@ fn run_sections(r: &Report) -> String {
         s.lateness_p99_ms,
         s.lateness_max_ms,
         s.late_over_2ms_pct,
-        s.resyncs
+        s.resyncs,
+        s.tester_cpu_pct,
+        s.tester_rss_mib
     );
     h.push_str("<h2>Correctness</h2><table><tr><th>script</th><th>calls</th><th>passed</th><th>failed</th><th>response p50 (ms)</th></tr>");
     for sc in &r.scripts {
@@ -634,7 +637,7 @@ pub fn render_capacity(c: &CapacityReport) -> String {
          <style>{STYLE}</style></head><body><h1>Capacity: {} concurrent calls sustained</h1>\
          <p>target {}</p><table><tr><th>concurrency</th><th>peak in progress</th><th>calls</th><th>failed</th>\
          <th>response p99 (ms)</th><th>INVITE p99 (ms)</th><th>loss max (%)</th><th>jitter p99 (ms)</th>\
-         <th>IVR CPU max (%)</th><th>verdict</th></tr>",
+         <th>IVR CPU max (%)</th><th>tester CPU (%)</th><th>verdict</th></tr>",
         c.sustained_concurrency,
         escape(&c.target)
     );
@@ -642,7 +645,7 @@ pub fn render_capacity(c: &CapacityReport) -> String {
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.1}</td><td>{:.2}</td><td>{:.2}</td>\
-             <td>{}</td><td class={}>{}</td></tr>",
+             <td>{}</td><td>{:.0}</td><td class={}>{}</td></tr>",
             l.concurrency,
             l.peak_active,
             l.calls,
@@ -652,6 +655,7 @@ pub fn render_capacity(c: &CapacityReport) -> String {
             l.loss_max_pct,
             l.jitter_p99_ms,
             l.ivr_cpu_pct_max.map_or("–".into(), |v| format!("{v:.0}")),
+            l.tester_cpu_pct,
             if l.passed { "ok" } else { "bad" },
             if l.passed {
                 "held".to_string()

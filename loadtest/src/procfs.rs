@@ -27,12 +27,7 @@ pub fn parse_sample(stat: &str, status: &str, ticks_per_s: f64) -> Option<ProcSa
     // After ')' come state (field 3), ...; utime is field 14 and stime 15 → index 11 and 12.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    let rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let rss_kib = parse_kib(status, "VmRSS:").unwrap_or(0);
     let threads = status
         .lines()
         .find_map(|l| l.strip_prefix("Threads:"))
@@ -56,6 +51,21 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
     let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
     let status = std::fs::read_to_string(dir.join("status")).ok()?;
     parse_sample(&stat, &status, clock_ticks())
+}
+
+/// A process's peak resident memory (`VmHWM:` of its status), KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status =
+        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status")).ok()?;
+    parse_kib(&status, "VmHWM:")
+}
+
+fn parse_kib(status: &str, key: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// Socket inodes bound to local UDP `port` in a `/proc/net/udp{,6}` text.
@@ -121,6 +131,18 @@ mod tests {
         assert_eq!(s.threads, 9);
         assert!(parse_sample("garbage", "", 100.0).is_none());
         assert!(parse_sample("1 (x) S 1", "", 100.0).is_none());
+    }
+
+    #[test]
+    fn peak_memory_is_at_least_the_current() {
+        assert_eq!(
+            parse_kib("VmHWM:\t  512 kB\nVmRSS:\t 256 kB\n", "VmHWM:"),
+            Some(512)
+        );
+        assert_eq!(parse_kib("VmRSS:\t 256 kB\n", "VmHWM:"), None);
+        let me = std::process::id();
+        let (peak, now) = (peak_rss_kib(me).unwrap(), sample(me).unwrap().rss_kib);
+        assert!(peak >= now && now > 0, "peak {peak} KiB, now {now} KiB");
     }
 
     #[test]

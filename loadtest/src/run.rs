@@ -164,6 +164,11 @@ pub struct SenderFigures {
     pub late_over_2ms_pct: f64,
     pub resyncs: u64,
     pub packets_sent: u64,
+    /// The tester's own CPU over the run (its process: pacing threads, callers, SIP), % of one
+    /// core: on a box it shares with the IVR, what the tester takes from it.
+    pub tester_cpu_pct: f64,
+    /// The tester's peak resident memory in the run, MiB.
+    pub tester_rss_mib: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -391,6 +396,7 @@ pub fn run_prepared_with(
     let failed = Arc::new(AtomicUsize::new(0));
     let results: Arc<Mutex<Vec<CallResult>>> = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();
+    let own_start = procfs::sample(std::process::id());
     let started_unix_s = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -509,6 +515,14 @@ pub fn run_prepared_with(
     let wall_s = start.elapsed().as_secs_f64();
     let lateness = sender.lateness();
     let packets_sent = calls.iter().map(|c| c.packets_sent).sum();
+    let own_end = procfs::sample(std::process::id());
+    let (tester_cpu_pct, tester_rss_mib) = match (own_start, own_end) {
+        (Some(a), Some(b)) => (
+            100.0 * (b.cpu_s - a.cpu_s) / wall_s.max(1e-3),
+            procfs::peak_rss_kib(std::process::id()).unwrap_or(b.rss_kib) as f64 / 1024.0,
+        ),
+        _ => (0.0, 0.0),
+    };
     let sender_figs = SenderFigures {
         threads: opts.sender_threads.clamp(1, 64),
         ticks: lateness.ticks,
@@ -518,6 +532,8 @@ pub fn run_prepared_with(
         late_over_2ms_pct: lateness.over_pct(2.0),
         resyncs: lateness.resyncs,
         packets_sent,
+        tester_cpu_pct,
+        tester_rss_mib,
     };
     let _ = streams_seen;
     let ivr = p.ivr_pid.map(|pid| {
@@ -767,6 +783,8 @@ pub struct Level {
     pub loss_max_pct: f64,
     pub jitter_p99_ms: f64,
     pub ivr_cpu_pct_max: Option<f64>,
+    /// The tester's own CPU at this level (mean, % of a core).
+    pub tester_cpu_pct: f64,
     /// Each node behind the proxy during this step (CPU, memory, calls it took).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeFigures>,
@@ -833,6 +851,7 @@ pub fn capacity(
             loss_max_pct: report.figures.loss_pct.max,
             jitter_p99_ms: report.figures.jitter_ms.p99,
             ivr_cpu_pct_max: report.ivr.as_ref().map(|i| i.cpu_pct_max),
+            tester_cpu_pct: report.sender.tester_cpu_pct,
             nodes: report.nodes.clone(),
             broken,
         });

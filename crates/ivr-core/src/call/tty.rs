@@ -322,9 +322,9 @@ fn fsk_share(pcm: &[i16]) -> f64 {
     // 2·cos(2π f / 8000) for 1400 and 1800 Hz.
     const COEFFS: [f64; 2] = [0.907_980_999_479_093_6, 0.313_836_432_130_542_4];
     let blocks = &pcm[..pcm.len() - pcm.len() % BLOCK];
-    // The energy first, in integers (exact: 2^30 per sample, far from overflow): below about
-    // −55 dBFS there is nothing to detect, and a quiet line (most of a call's audio while it
-    // listens) costs no filtering at all.
+    // The energy first, in integers (exact: 2^30 per sample, far from overflow): below a mean
+    // square of 1,000 (about −60 dBFS) there is nothing to detect, and a line that quiet costs
+    // no filtering at all.
     let total: i64 = blocks.iter().map(|&x| i64::from(x) * i64::from(x)).sum();
     if (total as f64) < 1e3 * pcm.len() as f64 {
         return 0.0;
@@ -445,7 +445,8 @@ mod tests {
 
     #[test]
     fn a_quiet_line_scores_zero_without_filtering() {
-        // -60 dBFS noise is under the gate's floor; -40 dBFS is over it and scores low.
+        // Noise at about −65 dBFS (uniform ±33) is under the gate's floor; at about −45 dBFS
+        // (±330) it is over it and scores low.
         let mut seed = 7u32;
         let mut noise = |amp: i32| -> Vec<i16> {
             (0..160)
