@@ -14,9 +14,12 @@ pub const BATCH: usize = 8;
 /// Room for one datagram (larger ones are cut, as a plain read into this much would).
 const SLOT: usize = 2048;
 
-/// Buffers, addresses and headers for [`BATCH`] datagrams.
-pub struct RecvBatch {
-    bufs: Box<[[u8; SLOT]; BATCH]>,
+/// Buffers, addresses and headers for [`BATCH`] datagrams, on the heap: the headers point at
+/// the buffers and addresses once, from the start, and stay valid however the batch moves.
+pub struct RecvBatch(Box<Slots>);
+
+struct Slots {
+    bufs: [[u8; SLOT]; BATCH],
     addrs: [libc::sockaddr_storage; BATCH],
     iovs: [libc::iovec; BATCH],
     hdrs: [libc::mmsghdr; BATCH],
@@ -24,16 +27,21 @@ pub struct RecvBatch {
 
 impl RecvBatch {
     pub fn new() -> RecvBatch {
-        // SAFETY: sockaddr_storage, iovec and mmsghdr are plain C structs for which all-zero
-        // bytes (null pointers, zero lengths) are valid values.
-        unsafe {
-            RecvBatch {
-                bufs: Box::new([[0; SLOT]; BATCH]),
-                addrs: std::mem::zeroed(),
-                iovs: std::mem::zeroed(),
-                hdrs: std::mem::zeroed(),
-            }
+        // SAFETY: byte arrays, sockaddr_storage, iovec and mmsghdr are plain C data for which
+        // all-zero bytes (null pointers, zero lengths) are valid values.
+        let mut b = RecvBatch(Box::new(unsafe { std::mem::zeroed::<Slots>() }));
+        let s = &mut *b.0;
+        for i in 0..BATCH {
+            s.iovs[i] = libc::iovec {
+                iov_base: s.bufs[i].as_mut_ptr().cast(),
+                iov_len: SLOT,
+            };
+            let h = &mut s.hdrs[i].msg_hdr;
+            h.msg_name = (&raw mut s.addrs[i]).cast();
+            h.msg_iov = &raw mut s.iovs[i];
+            h.msg_iovlen = 1;
         }
+        b
     }
 
     /// Up to `max` (at most [`BATCH`]) of the datagrams waiting in `fd`, without blocking:
@@ -44,30 +52,18 @@ impl RecvBatch {
         if k == 0 {
             return Ok(0);
         }
-        // The headers point into `self`; they are rebuilt at each call, so moving the batch
-        // between calls is harmless.
-        for i in 0..k {
-            self.iovs[i] = libc::iovec {
-                iov_base: self.bufs[i].as_mut_ptr().cast(),
-                iov_len: SLOT,
-            };
-            let h = &mut self.hdrs[i];
-            h.msg_len = 0;
-            h.msg_hdr.msg_name = (&raw mut self.addrs[i]).cast();
+        let s = &mut *self.0;
+        // The only input the kernel overwrites: each address's room.
+        for h in &mut s.hdrs[..k] {
             h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            h.msg_hdr.msg_iov = &raw mut self.iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = std::ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
-            h.msg_hdr.msg_flags = 0;
         }
-        // SAFETY: the first `k` headers each point at one live iovec over a SLOT-byte buffer
-        // and at a sockaddr_storage, all owned by `self` and borrowed mutably for this call;
+        // SAFETY: the first `k` headers each point at one iovec over a SLOT-byte buffer and at
+        // a sockaddr_storage, all in the same heap allocation, borrowed mutably for this call;
         // no timeout pointer.
         let n = unsafe {
             libc::recvmmsg(
                 fd,
-                self.hdrs.as_mut_ptr(),
+                s.hdrs.as_mut_ptr(),
                 k as libc::c_uint,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
@@ -82,9 +78,10 @@ impl RecvBatch {
     /// Datagram `i` of the last [`recv`](Self::recv), with its source (None for an address
     /// family other than IPv4 and IPv6).
     pub fn datagram(&mut self, i: usize) -> (&mut [u8], Option<SocketAddr>) {
-        let len = (self.hdrs[i].msg_len as usize).min(SLOT);
-        let from = socket_addr(&self.addrs[i], self.hdrs[i].msg_hdr.msg_namelen);
-        (&mut self.bufs[i][..len], from)
+        let s = &mut *self.0;
+        let len = (s.hdrs[i].msg_len as usize).min(SLOT);
+        let from = socket_addr(&s.addrs[i], s.hdrs[i].msg_hdr.msg_namelen);
+        (&mut s.bufs[i][..len], from)
     }
 }
 
@@ -136,6 +133,16 @@ mod tests {
         Some((rx, tx))
     }
 
+    /// A receiving socket with `count` datagrams of `len` bytes waiting, datagram `i` filled
+    /// with `i`; and its sender.
+    fn sent(count: u8, len: usize) -> (UdpSocket, UdpSocket) {
+        let (rx, tx) = pair("127.0.0.1:0").unwrap();
+        for i in 0..count {
+            tx.send(&vec![i; len]).unwrap();
+        }
+        (rx, tx)
+    }
+
     #[test]
     fn empty_socket_would_block() {
         let (rx, _tx) = pair("127.0.0.1:0").unwrap();
@@ -145,10 +152,7 @@ mod tests {
 
     #[test]
     fn short_count_then_empty() {
-        let (rx, tx) = pair("127.0.0.1:0").unwrap();
-        for i in 0..3u8 {
-            tx.send(&[i; 5]).unwrap();
-        }
+        let (rx, tx) = sent(3, 5);
         let mut b = RecvBatch::new();
         assert_eq!(b.recv(rx.as_raw_fd(), BATCH).unwrap(), 3);
         for i in 0..3u8 {
@@ -162,10 +166,7 @@ mod tests {
 
     #[test]
     fn takes_at_most_what_is_asked() {
-        let (rx, tx) = pair("127.0.0.1:0").unwrap();
-        for i in 0..11u8 {
-            tx.send(&[i; 3]).unwrap();
-        }
+        let (rx, _tx) = sent(11, 3);
         let mut b = RecvBatch::new();
         assert_eq!(b.recv(rx.as_raw_fd(), 2).unwrap(), 2);
         assert_eq!(b.datagram(1).0, &[1; 3]);

@@ -249,20 +249,14 @@ impl MediaLeg {
         }
     }
 
-    /// Whether the shell should read the socket: past a stall longer than the jitter buffer,
-    /// packets wait in the socket (the kernel buffers seconds of them) until the ticks made
-    /// room, instead of overflowing the buffer (which drops frames that arrived).
-    pub fn wants_datagrams(&self) -> bool {
-        self.datagram_room() > 0
-    }
-
-    /// How many datagrams the shell may read before the tick (see `wants_datagrams`);
-    /// unbounded while bridged or without a receiver.
+    /// How many datagrams the shell may read before the tick (each adds at most one frame):
+    /// past a stall longer than the jitter buffer, packets wait in the socket (the kernel
+    /// buffers seconds of them) until the ticks made room, instead of overflowing the buffer
+    /// (which drops frames that arrived). Unbounded without a receiver.
     pub fn datagram_room(&self) -> usize {
-        match &self.inbound {
-            Some(inb) if !self.bridged => inb.datagram_room(),
-            _ => usize::MAX,
-        }
+        self.inbound
+            .as_ref()
+            .map_or(usize::MAX, Inbound::datagram_room)
     }
 
     /// A playout tick at `now`, after the shell read every datagram that had arrived: the
