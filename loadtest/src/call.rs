@@ -1,6 +1,11 @@
 //! One scripted call on its own thread: the product's sans-IO SIP UAC over a UDP socket, the
 //! caller's RTP queued on a shared pacing thread, the IVR's RTP received and measured here, then
 //! the call record fetched from the admin API and checked against the script's expectation.
+//!
+//! The thread wakes for SIP at once, but reads the IVR's RTP only every [`WAKE`] (or before an
+//! input starts), a few packets at a time, each timed by the kernel's receive stamp
+//! ([`crate::stamped`]): five wake-ups a call-second fewer than one per packet, with arrival
+//! times that do not include the tester's own scheduling delay.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
@@ -18,6 +23,7 @@ use crate::audio::AudioSet;
 use crate::impair::{ImpairCounts, Impairment, stream_seed};
 use crate::manifest::{Script, Step};
 use crate::sender::{Chunk, Sender, Stream};
+use crate::stamped::{self, StampedBatch};
 use crate::stats::{Dist, RtpStats, SPEECH_RMS, frame_rms, ms};
 
 /// Default wait for the 200: long enough for an IVR under overload, short of Timer B (32 s).
@@ -29,6 +35,10 @@ const KEY_GAP_MS: u64 = 100;
 /// Pauses inside the IVR's prompts (between menu options) reach ~0.9 s.
 const QUIET_MS: u64 = 1500;
 const PROMPT_TIMEOUT_MS: u64 = 30_000;
+/// How long a caller thread sleeps while no SIP message comes: it then reads the RTP that
+/// arrived meanwhile (5 packets of the IVR's stream), and checks its step (a prompt's end, the
+/// stream drained). Steps end up to this much later than they could; no time it measures moves.
+const WAKE: Duration = Duration::from_millis(100);
 
 /// What every call of a run shares.
 pub struct CallCtx {
@@ -118,6 +128,8 @@ struct Call<'a> {
     ep: Endpoint,
     sip: UdpSocket,
     rtp: UdpSocket,
+    /// The RTP receive batch (taken out while its datagrams are handled).
+    rtp_batch: Option<StampedBatch>,
     key: CallKey,
     call_id: String,
     media: Option<Media>,
@@ -180,6 +192,7 @@ impl<'a> Call<'a> {
         let rtp = UdpSocket::bind((local_ip, 0))?;
         sip.set_nonblocking(true)?;
         rtp.set_nonblocking(true)?;
+        stamped::enable(&rtp)?;
         let alaw = script.codec.as_deref() == Some("pcma");
         let mut ep = Endpoint::new(EndpointConfig {
             local_addr: sip.local_addr()?,
@@ -223,6 +236,7 @@ impl<'a> Call<'a> {
             ep,
             sip,
             rtp,
+            rtp_batch: Some(StampedBatch::new()),
             key,
             call_id: String::new(),
             media: None,
@@ -255,7 +269,7 @@ impl<'a> Call<'a> {
                 self.flush();
                 return;
             }
-            self.io(Duration::from_millis(50));
+            self.io(WAKE);
         }
         if let Some(status) = self.failed {
             self.errors.push(format!("INVITE failed: {status}"));
@@ -272,7 +286,7 @@ impl<'a> Call<'a> {
             self.flush();
             let until = Instant::now() + HANGUP_TIMEOUT;
             while !self.ended && Instant::now() < until {
-                self.io(Duration::from_millis(50));
+                self.io(WAKE);
             }
             if !self.ended {
                 self.errors.push("BYE not answered".into());
@@ -365,7 +379,7 @@ impl<'a> Call<'a> {
                     if self.ended {
                         break;
                     }
-                    self.io(Duration::from_millis(20));
+                    self.io(WAKE);
                 }
             }
             Step::Hangup => {
@@ -373,7 +387,7 @@ impl<'a> Call<'a> {
                 self.flush();
                 let until = Instant::now() + HANGUP_TIMEOUT;
                 while !self.ended && Instant::now() < until {
-                    self.io(Duration::from_millis(50));
+                    self.io(WAKE);
                 }
                 if !self.ended {
                     self.errors.push("BYE not answered".into());
@@ -402,47 +416,57 @@ impl<'a> Call<'a> {
                     .push("the pacing thread fell behind (audio not sent in time)".into());
                 return;
             }
-            self.io(Duration::from_millis(20));
+            self.io(WAKE);
         }
     }
 
-    /// Wait for network input up to `max_wait`, then handle everything that arrived and any
-    /// SIP timer that expired.
+    /// Wait for a SIP message up to `max_wait` (or the next SIP timer), then handle every SIP
+    /// message and RTP packet that arrived and any SIP timer that expired.
     fn io(&mut self, max_wait: Duration) {
         let now = Instant::now();
         let mut wait = max_wait;
         if let Some(t) = self.ep.poll_timeout() {
             wait = wait.min(t.saturating_duration_since(now));
         }
-        let mut fds = [
-            libc::pollfd {
-                fd: self.sip.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.rtp.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
+        // Only SIP wakes the thread; the RTP waits in its socket, stamped.
+        let mut fd = libc::pollfd {
+            fd: self.sip.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         let timeout_ms = wait.as_millis().min(1000) as i32;
-        // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
-        unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };
+        // SAFETY: `fd` is a valid pollfd for the duration of the call.
+        unsafe { libc::poll(&raw mut fd, 1, timeout_ms) };
         let mut buf = [0u8; 65_536];
         while let Ok((n, from)) = self.sip.recv_from(&mut buf) {
             self.ep
                 .handle_input(Instant::now(), from, Transport::Udp, &buf[..n]);
         }
-        while let Ok((n, from)) = self.rtp.recv_from(&mut buf) {
-            let arrival = Instant::now();
-            self.handle_rtp(arrival, from, &buf[..n]);
-        }
+        self.read_rtp();
         let now = Instant::now();
         if self.ep.poll_timeout().is_some_and(|t| t <= now) {
             self.ep.handle_timeout(now);
         }
         self.flush();
+    }
+
+    /// Handle every RTP packet waiting in the socket, each at its kernel arrival time.
+    fn read_rtp(&mut self) {
+        let Some(mut batch) = self.rtp_batch.take() else {
+            return;
+        };
+        while let Ok(n) = batch.recv(&self.rtp) {
+            for i in 0..n {
+                let d = batch.datagram(i);
+                if let Some(from) = d.from {
+                    self.handle_rtp(d.arrival, from, d.data);
+                }
+            }
+            if n < stamped::BATCH {
+                break;
+            }
+        }
+        self.rtp_batch = Some(batch);
     }
 
     fn handle_rtp(&mut self, arrival: Instant, from: SocketAddr, data: &[u8]) {
@@ -484,8 +508,10 @@ impl<'a> Call<'a> {
         }
     }
 
-    /// A caller input starts: its response is awaited from now on.
+    /// A caller input starts: its response is awaited from now on (what the IVR sent before
+    /// is read first, as what came before it).
     fn begin_input(&mut self) {
+        self.read_rtp();
         self.pending = Some(Pending::default());
         self.spoke_since_input = false;
     }

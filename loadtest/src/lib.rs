@@ -17,4 +17,5 @@ pub mod procfs;
 pub mod run;
 pub mod sender;
 pub mod soak;
+pub mod stamped;
 pub mod stats;
