@@ -208,6 +208,10 @@ pub struct CallsConfig {
     pub max_retries: u32,
     /// Ring (180) this long before answering; 0 answers at once.
     pub answer_delay_ms: u64,
+    /// Refuse new calls (503 with Retry-After) while the runtime that runs SIP and the call
+    /// tasks lags more than this (`ivr_scheduling_lag_ms`, `server::lag`): an overloaded box
+    /// keeps serving the calls it has. 0: no limit.
+    pub max_scheduling_lag_ms: u64,
 }
 
 impl Default for CallsConfig {
@@ -219,6 +223,7 @@ impl Default for CallsConfig {
             no_input_timeout_secs: 6,
             max_retries: 3,
             answer_delay_ms: 0,
+            max_scheduling_lag_ms: 0,
         }
     }
 }

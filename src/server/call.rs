@@ -28,7 +28,6 @@ use super::outgoing::{Receive, Stream, StreamEvent};
 use super::rtt_session::TextPort;
 use super::store::{CallRecord, now_rfc3339};
 use crate::call::{CallConfig, CallCore, CallInput, Effect};
-use crate::flow::tty::TtyPrompts;
 use crate::flow::{self, CallMode, FlowConfig};
 use crate::nlu::Nlu;
 use crate::pii::Pii;
@@ -119,7 +118,7 @@ fn core_config(setup: &CallSetup, text: Option<crate::call::TextConfig>) -> Call
         flow: setup.flow.clone(),
         tty: setup.tty,
         tty_config: setup.tty_config.clone(),
-        tty_prompts: TtyPrompts::from_catalog(&setup.prompts.catalog).map(Arc::new),
+        tty_prompts: setup.prompts.tty.clone(),
         nlu: setup.nlu.clone(),
         caller_id: setup.caller_id.clone(),
         tty_transfers: setup.tty_transfers.clone(),

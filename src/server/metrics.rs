@@ -34,7 +34,9 @@ macro_rules! metrics {
 
 metrics! {
     counter calls_total: "INVITEs that created a call.",
-    counter calls_rejected_total: "INVITEs answered with 503 (over the call limit or draining).",
+    counter calls_rejected_total: "INVITEs answered with 503 (over the call limit, draining, or the runtime lagging).",
+    counter calls_shed_total: "INVITEs answered with 503 because the runtime lagged more than calls.max_scheduling_lag_ms (also in calls_rejected_total).",
+    gauge scheduling_lag_ms: "How late a task on the runtime (where SIP and the call tasks run) wakes: the worst recent lateness, decaying over ~0.5 s.",
     counter calls_failed_total: "INVITEs refused for another reason (488 no common codec, no RTP port).",
     counter calls_completed_total: "Calls that ended.",
     counter calls_rtp_timeout_total: "Calls ended because the caller's RTP stopped.",

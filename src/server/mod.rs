@@ -12,6 +12,7 @@ pub mod asr_pool;
 pub mod bridge;
 pub mod call;
 pub mod call_asr;
+pub mod lag;
 pub mod media;
 pub mod metrics;
 mod mmsg;
@@ -313,6 +314,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.tts.dynamic.clone(),
         )),
     });
+    tokio::spawn(lag::watch(shared.metrics.clone()));
     let router = admin::router(shared.clone(), admin_token);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(admin, router).await {

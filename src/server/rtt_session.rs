@@ -10,7 +10,6 @@ use ivr_core::call::{CallCore, TextConfig};
 use tokio::net::UdpSocket;
 
 use super::store::CallRecord;
-use crate::flow::tty::TtyPrompts;
 use crate::rtp::t140::PACKET_BYTES_MAX;
 use crate::sip::sdp::TextMedia;
 
@@ -52,7 +51,7 @@ impl TextPort {
     /// when the prompts lack the TTY texts.
     pub fn from_setup(setup: &mut super::call::CallSetup) -> Option<(TextPort, TextConfig)> {
         let text = setup.text.take()?;
-        if let Err(missing) = TtyPrompts::from_catalog(&setup.prompts.catalog) {
+        if let Err(missing) = &setup.prompts.tty {
             tracing::error!(
                 ?missing,
                 "TTY prompts missing: the text stream stays unused"
@@ -118,6 +117,7 @@ pub async fn recv(port: Option<&mut TextPort>) -> Option<(usize, SocketAddr)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::tty::TtyPrompts;
     use crate::nlu::Nlu;
     use crate::pii::Pii;
     use crate::rtp::t140::{LINE_SEPARATOR, T140Receiver, T140Sender};

@@ -155,6 +155,8 @@ pub struct SipTask {
     /// Agent legs by their own key, and the caller → agent-leg index.
     agents: HashMap<CallKey, AgentCall>,
     agent_of: HashMap<CallKey, CallKey>,
+    /// When the last "overloaded" warning was logged (at most one a second).
+    shed_logged: Option<Instant>,
 }
 
 /// Messages from TCP and TLS connection tasks (the transport says which).
@@ -259,6 +261,7 @@ pub async fn run(
         bridge: shared.config.transfer.clone(),
         agents: HashMap::new(),
         agent_of: HashMap::new(),
+        shed_logged: None,
         outgoing: Outgoing::start(
             &shared,
             std::thread::available_parallelism()
@@ -423,8 +426,24 @@ impl SipTask {
             Event::Incoming { call, info } => {
                 let cfg = &self.shared.config;
                 let active = self.calls.len();
-                if draining || active >= cfg.calls.max_concurrent {
+                let lag = super::lag::current(m);
+                let lagging = !super::lag::admits(lag, cfg.calls.max_scheduling_lag_ms);
+                if draining || active >= cfg.calls.max_concurrent || lagging {
                     Metrics::inc(&m.calls_rejected_total);
+                    if lagging && !draining && active < cfg.calls.max_concurrent {
+                        Metrics::inc(&m.calls_shed_total);
+                        if self
+                            .shed_logged
+                            .is_none_or(|t| now.duration_since(t).as_secs() >= 1)
+                        {
+                            self.shed_logged = Some(now);
+                            tracing::warn!(
+                                lag_ms = lag.as_millis() as u64,
+                                calls = active,
+                                "overloaded: the runtime lags, new calls get 503"
+                            );
+                        }
+                    }
                     let retry = cfg.calls.retry_after_secs.to_string();
                     let _ =
                         self.endpoint

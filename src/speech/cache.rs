@@ -57,16 +57,39 @@ impl EncodedPrompt {
 
 /// Every prompt of a catalog, encoded. Immutable: a reload builds a new set and swaps it in;
 /// calls keep the set they started with.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PromptSet {
     prompts: HashMap<(Lang, String), Arc<EncodedPrompt>>,
     pub catalog: Catalog,
+    /// The catalog's TTY and RTT texts, converted once here for every call of the set (per
+    /// call, the Baudot conversion was most of a call's set-up), or the ids missing.
+    pub tty: Result<Arc<crate::flow::tty::TtyPrompts>, Vec<String>>,
     /// How many prompts came from where when this set was built: previous set, cache, the
     /// package's seed, rendered now (in [`Origin`] order).
     pub origins: [usize; 4],
 }
 
+impl Default for PromptSet {
+    fn default() -> Self {
+        PromptSet::new(HashMap::new(), Catalog::default(), [0; 4])
+    }
+}
+
 impl PromptSet {
+    fn new(
+        prompts: HashMap<(Lang, String), Arc<EncodedPrompt>>,
+        catalog: Catalog,
+        origins: [usize; 4],
+    ) -> PromptSet {
+        let tty = crate::flow::tty::TtyPrompts::from_catalog(&catalog).map(Arc::new);
+        PromptSet {
+            prompts,
+            catalog,
+            tty,
+            origins,
+        }
+    }
+
     pub fn get(&self, lang: Lang, id: &str) -> Option<&Arc<EncodedPrompt>> {
         self.prompts.get(&(lang, id.to_string()))
     }
@@ -169,11 +192,7 @@ pub fn build(
     if !errors.is_empty() {
         return Err(errors.join("\n"));
     }
-    Ok(PromptSet {
-        prompts,
-        catalog,
-        origins,
-    })
+    Ok(PromptSet::new(prompts, catalog, origins))
 }
 
 /// A prompt's recording: a file under the prompts directory, or one built into the binary
