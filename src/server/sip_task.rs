@@ -157,6 +157,123 @@ pub struct SipTask {
     agent_of: HashMap<CallKey, CallKey>,
     /// When the last "overloaded" warning was logged (at most one a second).
     shed_logged: Option<Instant>,
+    /// The routing decisions of the calls starting in this second (`routing_now`).
+    routing: Option<RoutingNow>,
+}
+
+/// The routing policy's decisions for a new call, made once per second and prompt set rather
+/// than per call: they were a tenth of a call's set-up at 300 new calls a second (the calendar
+/// recomputes the year's holidays at each of ~40 decisions). The calendar changes on whole
+/// seconds at most (opening hours and days), so a call gets the decisions of its own second.
+#[derive(Clone)]
+struct RoutingNow {
+    second: i64,
+    prompts: Arc<crate::speech::cache::PromptSet>,
+    transfers: TransferMap,
+    after_hours: AfterHours,
+    next_open: Vec<(crate::types::Lang, String)>,
+    tty_transfers: Arc<std::collections::HashSet<String>>,
+}
+
+/// The routing decisions for a call starting now with `prompts` (cached for the second).
+fn routing_now(
+    cache: &mut Option<RoutingNow>,
+    shared: &Shared,
+    prompts: &Arc<crate::speech::cache::PromptSet>,
+) -> RoutingNow {
+    let second = jiff::Timestamp::now().as_second();
+    if let Some(r) = cache
+        && r.second == second
+        && Arc::ptr_eq(&r.prompts, prompts)
+    {
+        return r.clone();
+    }
+    let (transfers, after_hours) = transfers_now(shared);
+    let next_open = next_open_sentences(shared, prompts, !after_hours.is_empty());
+    let r = RoutingNow {
+        second,
+        prompts: prompts.clone(),
+        transfers,
+        after_hours,
+        next_open,
+        tty_transfers: Arc::new(tty_transfers_now(shared)),
+    };
+    *cache = Some(r.clone());
+    r
+}
+
+/// Where each intent's caller can be transferred right now, per language: tier 1 and tier 2
+/// while the center is open (tier 2 with the text-ahead question first).
+/// The policy's transfer decisions for this call, per language and intent: the transfers on
+/// offer now, and the intents that would have one if the center were open. The special flows
+/// are asked as they will stand when the flow offers the transfer: the agent flow after its
+/// one try at self-service, the protected-case flow for identity verification only.
+fn transfers_now(shared: &Shared) -> (TransferMap, AfterHours) {
+    let router = &shared.router;
+    let now = jiff::Timestamp::now();
+    let mut out = std::collections::HashMap::new();
+    let mut closed = std::collections::HashSet::new();
+    for lang in crate::types::Lang::ALL {
+        for intent in crate::intents::INTENTS {
+            let facts = crate::routing::Facts::new(lang)
+                .question_attempted(*intent == "agent")
+                .verification_requested(*intent == "protected_case");
+            match router.decide(intent, &facts, now).map(|d| d.action) {
+                Ok(crate::routing::Action::OfferTransfer {
+                    queue,
+                    needs_text_ahead_consent,
+                }) => {
+                    let t = crate::flow::Transfer {
+                        queue_uri: router.queue_uri(queue).to_string(),
+                        ask_text_ahead: needs_text_ahead_consent,
+                    };
+                    out.insert((lang, intent.to_string()), t);
+                }
+                Ok(crate::routing::Action::AfterHours { .. }) => {
+                    closed.insert((lang, intent.to_string()));
+                }
+                _ => {}
+            }
+        }
+    }
+    (out, closed)
+}
+
+/// "Our representatives are available again Monday, November 30, at 8 a.m." per language,
+/// from the calendar and the catalog's `after_hours_next` lead, when anything is closed.
+fn next_open_sentences(
+    shared: &Shared,
+    prompts: &crate::speech::cache::PromptSet,
+    closed: bool,
+) -> Vec<(crate::types::Lang, String)> {
+    if !closed {
+        return Vec::new();
+    }
+    let now = jiff::Timestamp::now();
+    let calendar = shared.router.calendar();
+    crate::types::Lang::ALL
+        .into_iter()
+        .filter_map(|lang| {
+            let lead = prompts.catalog.get(lang, "after_hours_next")?.text.clone();
+            let when = calendar.spoken_next_open(now, lang)?;
+            let tail = prompts
+                .catalog
+                .get(lang, "after_hours_next_tail")
+                .map(|p| p.text.clone())
+                .unwrap_or_default();
+            Some((lang, format!("{} {when}, {}", lead.trim(), tail.trim())))
+        })
+        .collect()
+}
+
+/// The intents a TTY caller is transferred for right now (the TTY agent queue).
+fn tty_transfers_now(shared: &Shared) -> std::collections::HashSet<String> {
+    let now = jiff::Timestamp::now();
+    crate::intents::INTENTS
+        .iter()
+        .filter(|i| shared.router.should_transfer(i, true, now))
+        .map(|i| i.to_string())
+        .collect()
 }
 
 /// Messages from TCP and TLS connection tasks (the transport says which).
@@ -262,6 +379,7 @@ pub async fn run(
         agents: HashMap::new(),
         agent_of: HashMap::new(),
         shed_logged: None,
+        routing: None,
         outgoing: Outgoing::start(
             &shared,
             std::thread::available_parallelism()
@@ -538,8 +656,8 @@ impl SipTask {
                 let tty_line = cfg.tty_line();
                 let tty = tty_line.is_tty_number(&info.request_user)
                     || tty_line.is_tty_number(&info.to_user);
-                let (transfers, after_hours) = self.transfers_now();
                 let prompts = self.shared.prompts.load();
+                let routing = routing_now(&mut self.routing, &self.shared, &prompts);
                 let record = CallRecord {
                     call_id: info.call_id.clone(),
                     started_at: now_rfc3339(),
@@ -601,9 +719,9 @@ impl SipTask {
                     media,
                     prompts: prompts.clone(),
                     flow: FlowConfig {
-                        transfers,
-                        next_open: self.next_open_sentences(&prompts, !after_hours.is_empty()),
-                        after_hours,
+                        transfers: routing.transfers,
+                        next_open: routing.next_open,
+                        after_hours: routing.after_hours,
                         entry: cfg.entry.clone(),
                         readbacks: crate::types::Lang::ALL
                             .into_iter()
@@ -642,7 +760,7 @@ impl SipTask {
                     tty_config: tty_line,
                     nlu: self.shared.nlu.load(),
                     caller_id: Some(crate::pii::Pii::new(info.from_user.clone())),
-                    tty_transfers: Arc::new(self.tty_transfers_now()),
+                    tty_transfers: routing.tty_transfers,
                     tty_queue_uri: self
                         .shared
                         .router
@@ -768,80 +886,6 @@ impl SipTask {
             // Outgoing calls are agent legs, handled in `on_agent_event`.
             Event::Progress { .. } | Event::Answered { .. } | Event::Failed { .. } => {}
         }
-    }
-
-    /// Where each intent's caller can be transferred right now, per language: tier 1 and tier 2
-    /// while the center is open (tier 2 with the text-ahead question first).
-    /// The policy's transfer decisions for this call, per language and intent: the transfers on
-    /// offer now, and the intents that would have one if the center were open. The special flows
-    /// are asked as they will stand when the flow offers the transfer: the agent flow after its
-    /// one try at self-service, the protected-case flow for identity verification only.
-    fn transfers_now(&self) -> (TransferMap, AfterHours) {
-        let router = &self.shared.router;
-        let now = jiff::Timestamp::now();
-        let mut out = std::collections::HashMap::new();
-        let mut closed = std::collections::HashSet::new();
-        for lang in crate::types::Lang::ALL {
-            for intent in crate::intents::INTENTS {
-                let facts = crate::routing::Facts::new(lang)
-                    .question_attempted(*intent == "agent")
-                    .verification_requested(*intent == "protected_case");
-                match router.decide(intent, &facts, now).map(|d| d.action) {
-                    Ok(crate::routing::Action::OfferTransfer {
-                        queue,
-                        needs_text_ahead_consent,
-                    }) => {
-                        let t = crate::flow::Transfer {
-                            queue_uri: router.queue_uri(queue).to_string(),
-                            ask_text_ahead: needs_text_ahead_consent,
-                        };
-                        out.insert((lang, intent.to_string()), t);
-                    }
-                    Ok(crate::routing::Action::AfterHours { .. }) => {
-                        closed.insert((lang, intent.to_string()));
-                    }
-                    _ => {}
-                }
-            }
-        }
-        (out, closed)
-    }
-
-    /// "Our representatives are available again Monday, November 30, at 8 a.m." per language,
-    /// from the calendar and the catalog's `after_hours_next` lead, when anything is closed.
-    fn next_open_sentences(
-        &self,
-        prompts: &crate::speech::cache::PromptSet,
-        closed: bool,
-    ) -> Vec<(crate::types::Lang, String)> {
-        if !closed {
-            return Vec::new();
-        }
-        let now = jiff::Timestamp::now();
-        let calendar = self.shared.router.calendar();
-        crate::types::Lang::ALL
-            .into_iter()
-            .filter_map(|lang| {
-                let lead = prompts.catalog.get(lang, "after_hours_next")?.text.clone();
-                let when = calendar.spoken_next_open(now, lang)?;
-                let tail = prompts
-                    .catalog
-                    .get(lang, "after_hours_next_tail")
-                    .map(|p| p.text.clone())
-                    .unwrap_or_default();
-                Some((lang, format!("{} {when}, {}", lead.trim(), tail.trim())))
-            })
-            .collect()
-    }
-
-    /// The intents a TTY caller is transferred for right now (the TTY agent queue).
-    fn tty_transfers_now(&self) -> std::collections::HashSet<String> {
-        let now = jiff::Timestamp::now();
-        crate::intents::INTENTS
-            .iter()
-            .filter(|i| self.shared.router.should_transfer(i, true, now))
-            .map(|i| i.to_string())
-            .collect()
     }
 
     /// Blind transfer by REFER (RFC 3515) with the call's context in User-to-User (RFC 7433,
