@@ -214,7 +214,10 @@ impl TtySession {
 /// on every frame and the demodulator only while the line carries energy at the TTY tones, fed
 /// with a short pre-roll so the first character is not lost.
 pub struct TtyWatch {
-    rx: TtyDemodulator,
+    /// Made when the gate first opens: most voice calls never need one, and its rings are
+    /// 64 KiB to allocate and zero at every call's set-up. (Fed nothing before the gate opens,
+    /// a demodulator made then is the one made at the start.)
+    rx: Option<TtyDemodulator>,
     detector: TtyDetector,
     /// The last frames heard, replayed into the demodulator when the gate opens: a ring
     /// (`preroll_len` samples ending before `preroll_end`), so a closed gate copies each frame
@@ -237,7 +240,7 @@ const FSK_SHARE: f64 = 0.5;
 impl Default for TtyWatch {
     fn default() -> Self {
         TtyWatch {
-            rx: TtyDemodulator::new(TtyRxConfig::default()),
+            rx: None,
             detector: TtyDetector::new(),
             preroll: [0; PREROLL],
             preroll_len: 0,
@@ -258,7 +261,7 @@ impl TtyWatch {
                     // Opening: the demodulator first hears what came just before.
                     let mut before = [0i16; PREROLL];
                     let n = self.recall(&mut before);
-                    self.rx.handle_pcm(now, &before[..n]);
+                    self.demodulator().handle_pcm(now, &before[..n]);
                 }
                 self.open_for = HOLD_FRAMES;
             }
@@ -267,8 +270,9 @@ impl TtyWatch {
         }
         if self.open_for > 0 {
             self.open_for -= 1;
-            self.rx.handle_pcm(now, pcm);
-            while let Some(event) = self.rx.poll_event() {
+            let rx = self.rx.get_or_insert_with(new_demodulator);
+            rx.handle_pcm(now, pcm);
+            while let Some(event) = rx.poll_event() {
                 self.detector.handle_event(now, event);
             }
         } else {
@@ -282,12 +286,17 @@ impl TtyWatch {
     pub fn handle_gap(&mut self, now: Instant, samples: usize) -> bool {
         if self.open_for > 0 {
             self.open_for -= 1;
-            self.rx.handle_gap(now, samples);
-            while let Some(event) = self.rx.poll_event() {
+            let rx = self.rx.get_or_insert_with(new_demodulator);
+            rx.handle_gap(now, samples);
+            while let Some(event) = rx.poll_event() {
                 self.detector.handle_event(now, event);
             }
         }
         self.detector.is_tty()
+    }
+
+    fn demodulator(&mut self) -> &mut TtyDemodulator {
+        self.rx.get_or_insert_with(new_demodulator)
     }
 
     fn remember(&mut self, pcm: &[i16]) {
@@ -312,6 +321,10 @@ impl TtyWatch {
     pub fn take_chars(&mut self) -> Vec<(Instant, char)> {
         self.detector.take_chars()
     }
+}
+
+fn new_demodulator() -> TtyDemodulator {
+    TtyDemodulator::new(TtyRxConfig::default())
 }
 
 /// The share of `pcm`'s energy at the Baudot mark and space tones, in 40-sample blocks (200 Hz
