@@ -4,7 +4,7 @@
 //!
 //! The thread wakes for SIP at once, but reads the IVR's RTP only every [`WAKE`] (or before an
 //! input starts), a few packets at a time, each timed by the kernel's receive stamp
-//! ([`crate::stamped`]): five wake-ups a call-second fewer than one per packet, with arrival
+//! ([`crate::stamped`]): 10 wake-ups a call-second instead of one per packet (50), with arrival
 //! times that do not include the tester's own scheduling delay.
 
 use std::io::{Read, Write};

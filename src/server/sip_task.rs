@@ -181,36 +181,34 @@ fn routing_now(
     shared: &Shared,
     prompts: &Arc<crate::speech::cache::PromptSet>,
 ) -> RoutingNow {
-    let second = jiff::Timestamp::now().as_second();
+    let now = jiff::Timestamp::now();
+    let second = now.as_second();
     if let Some(r) = cache
         && r.second == second
         && Arc::ptr_eq(&r.prompts, prompts)
     {
         return r.clone();
     }
-    let (transfers, after_hours) = transfers_now(shared);
-    let next_open = next_open_sentences(shared, prompts, !after_hours.is_empty());
+    let (transfers, after_hours) = transfers_now(shared, now);
+    let next_open = next_open_sentences(shared, prompts, !after_hours.is_empty(), now);
     let r = RoutingNow {
         second,
         prompts: prompts.clone(),
         transfers,
         after_hours,
         next_open,
-        tty_transfers: Arc::new(tty_transfers_now(shared)),
+        tty_transfers: Arc::new(tty_transfers_now(shared, now)),
     };
     *cache = Some(r.clone());
     r
 }
 
-/// Where each intent's caller can be transferred right now, per language: tier 1 and tier 2
-/// while the center is open (tier 2 with the text-ahead question first).
-/// The policy's transfer decisions for this call, per language and intent: the transfers on
-/// offer now, and the intents that would have one if the center were open. The special flows
+/// The policy's transfer decisions at `now`, per language and intent: the transfers on
+/// offer, and the intents that would have one if the center were open. The special flows
 /// are asked as they will stand when the flow offers the transfer: the agent flow after its
 /// one try at self-service, the protected-case flow for identity verification only.
-fn transfers_now(shared: &Shared) -> (TransferMap, AfterHours) {
+fn transfers_now(shared: &Shared, now: jiff::Timestamp) -> (TransferMap, AfterHours) {
     let router = &shared.router;
-    let now = jiff::Timestamp::now();
     let mut out = std::collections::HashMap::new();
     let mut closed = std::collections::HashSet::new();
     for lang in crate::types::Lang::ALL {
@@ -245,11 +243,11 @@ fn next_open_sentences(
     shared: &Shared,
     prompts: &crate::speech::cache::PromptSet,
     closed: bool,
+    now: jiff::Timestamp,
 ) -> Vec<(crate::types::Lang, String)> {
     if !closed {
         return Vec::new();
     }
-    let now = jiff::Timestamp::now();
     let calendar = shared.router.calendar();
     crate::types::Lang::ALL
         .into_iter()
@@ -267,8 +265,7 @@ fn next_open_sentences(
 }
 
 /// The intents a TTY caller is transferred for right now (the TTY agent queue).
-fn tty_transfers_now(shared: &Shared) -> std::collections::HashSet<String> {
-    let now = jiff::Timestamp::now();
+fn tty_transfers_now(shared: &Shared, now: jiff::Timestamp) -> std::collections::HashSet<String> {
     crate::intents::INTENTS
         .iter()
         .filter(|i| shared.router.should_transfer(i, true, now))
@@ -546,9 +543,10 @@ impl SipTask {
                 let active = self.calls.len();
                 let lag = super::lag::current(m);
                 let lagging = !super::lag::admits(lag, cfg.calls.max_scheduling_lag_ms);
-                if draining || active >= cfg.calls.max_concurrent || lagging {
+                let full = draining || active >= cfg.calls.max_concurrent;
+                if full || lagging {
                     Metrics::inc(&m.calls_rejected_total);
-                    if lagging && !draining && active < cfg.calls.max_concurrent {
+                    if !full {
                         Metrics::inc(&m.calls_shed_total);
                         if self
                             .shed_logged

@@ -261,7 +261,8 @@ impl TtyWatch {
                     // Opening: the demodulator first hears what came just before.
                     let mut before = [0i16; PREROLL];
                     let n = self.recall(&mut before);
-                    self.demodulator().handle_pcm(now, &before[..n]);
+                    let rx = self.rx.get_or_insert_with(new_demodulator);
+                    rx.handle_pcm(now, &before[..n]);
                 }
                 self.open_for = HOLD_FRAMES;
             }
@@ -293,10 +294,6 @@ impl TtyWatch {
             }
         }
         self.detector.is_tty()
-    }
-
-    fn demodulator(&mut self) -> &mut TtyDemodulator {
-        self.rx.get_or_insert_with(new_demodulator)
     }
 
     fn remember(&mut self, pcm: &[i16]) {
