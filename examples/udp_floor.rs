@@ -36,6 +36,7 @@ fn main() {
     let calls: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(400);
     let secs: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(20);
     let connect = args.iter().any(|a| a == "--connect");
+    let direct = args.iter().any(|a| a == "--direct");
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
 
     let sink = UdpSocket::bind("127.0.0.1:0").expect("bind the callers' socket");
@@ -70,7 +71,7 @@ fn main() {
             std::thread::spawn(move || {
                 // SAFETY: gettid takes no arguments.
                 let _ = tid_tx.send(unsafe { libc::gettid() });
-                media_thread(&shard, sink_addr, connect, &stop)
+                media_thread(&shard, sink_addr, connect, direct, &stop)
             })
         })
         .collect();
@@ -94,13 +95,18 @@ fn main() {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let cpu = (c1 - c0) as f64 / hz / elapsed * 100.0;
     println!(
-        "calls {calls}; {threads} media threads; {}; window {elapsed:.1} s; media threads' CPU \
+        "calls {calls}; {threads} media threads; {}; {}; window {elapsed:.1} s; media threads' CPU \
          {cpu:.1} % of a core = {:.4} % per call; datagrams in all: {sent} sent, {received} \
          received",
         if connect {
             "connected sockets (send)"
         } else {
             "unconnected sockets (sendto)"
+        },
+        if direct {
+            "every socket read at every tick (no epoll)"
+        } else {
+            "epoll says which sockets to read"
         },
         cpu / calls as f64,
     );
@@ -139,6 +145,7 @@ fn media_thread(
     shard: &[UdpSocket],
     sink: SocketAddr,
     connect: bool,
+    direct: bool,
     stop: &AtomicBool,
 ) -> (u64, u64) {
     let param = libc::sched_param { sched_priority: 10 };
@@ -147,7 +154,7 @@ fn media_thread(
     // SAFETY: epoll_create1 takes no pointer.
     let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
     assert!(epoll >= 0, "epoll_create1");
-    for (i, s) in shard.iter().enumerate() {
+    for (i, s) in shard.iter().enumerate().filter(|_| !direct) {
         let mut ev = libc::epoll_event {
             events: (libc::EPOLLIN | libc::EPOLLET) as u32,
             u64: i as u64,
@@ -197,6 +204,30 @@ fn media_thread(
             };
             sent += u64::from(ok);
         }
+        let mut drain = |fd: i32| loop {
+            for h in &mut hdrs {
+                h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            }
+            // SAFETY: each header points at one iovec over a live 2,048-byte buffer and at a
+            // live sockaddr_storage; no timeout pointer.
+            let got = unsafe {
+                libc::recvmmsg(
+                    fd,
+                    hdrs.as_mut_ptr(),
+                    BATCH as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            received += got.max(0) as u64;
+            if got < BATCH as libc::c_int {
+                break;
+            }
+        };
+        if direct {
+            shard.iter().for_each(|s| drain(s.as_raw_fd()));
+            continue;
+        }
         loop {
             // SAFETY: `ready` has room for `ready.len()` events; no timeout.
             let n = unsafe {
@@ -204,28 +235,7 @@ fn media_thread(
             };
             let n = n.max(0) as usize;
             for ev in &ready[..n] {
-                let fd = shard[ev.u64 as usize].as_raw_fd();
-                loop {
-                    for h in &mut hdrs {
-                        h.msg_hdr.msg_namelen =
-                            size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                    }
-                    // SAFETY: each header points at one iovec over a live 2,048-byte buffer
-                    // and at a live sockaddr_storage; no timeout pointer.
-                    let got = unsafe {
-                        libc::recvmmsg(
-                            fd,
-                            hdrs.as_mut_ptr(),
-                            BATCH as libc::c_uint,
-                            libc::MSG_DONTWAIT,
-                            std::ptr::null_mut(),
-                        )
-                    };
-                    received += got.max(0) as u64;
-                    if got < BATCH as libc::c_int {
-                        break;
-                    }
-                }
+                drain(shard[ev.u64 as usize].as_raw_fd());
             }
             if n < ready.len() {
                 break;

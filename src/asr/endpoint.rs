@@ -74,8 +74,12 @@ pub struct Endpointer {
     samples: u64,
     /// Stream time (ms) where speech last ended, while the VAD says silence.
     quiet_since_ms: Option<u64>,
-    preroll: VecDeque<Vec<i16>>,
-    preroll_samples: usize,
+    /// The pre-roll: a ring of the last `preroll_ms` of samples (`preroll_len` of them,
+    /// oldest at `preroll_start`). One copy per frame into one buffer, sized when the pre-roll's
+    /// length changes, not per frame.
+    preroll: Vec<i16>,
+    preroll_start: usize,
+    preroll_len: usize,
     events: VecDeque<EndpointEvent>,
     /// Emptied frame buffers for reuse (pre-roll frames, `Audio` events given back through
     /// [`Endpointer::recycle`]): no allocation per frame in steady state.
@@ -98,8 +102,9 @@ impl Endpointer {
             state: State::Idle,
             samples: 0,
             quiet_since_ms: None,
-            preroll: VecDeque::new(),
-            preroll_samples: 0,
+            preroll: Vec::new(),
+            preroll_start: 0,
+            preroll_len: 0,
             events: VecDeque::new(),
             spare: Vec::new(),
         }
@@ -154,12 +159,12 @@ impl Endpointer {
     fn start_speech(&mut self) {
         self.events.push_back(EndpointEvent::SpeechStart);
         let mut audio = self.spare_buffer();
-        audio.reserve(self.preroll_samples);
-        while let Some(f) = self.preroll.pop_front() {
-            audio.extend_from_slice(&f);
-            self.recycle(f);
-        }
-        self.preroll_samples = 0;
+        let (older, newer) = self.preroll_parts();
+        audio.reserve(older.len() + newer.len());
+        audio.extend_from_slice(older);
+        audio.extend_from_slice(newer);
+        self.preroll_start = 0;
+        self.preroll_len = 0;
         if audio.is_empty() {
             self.recycle(audio);
         } else {
@@ -218,16 +223,45 @@ impl Endpointer {
 
     fn keep_preroll(&mut self, frame: &[i16]) {
         let max = self.cfg.preroll_ms as usize * self.rate_hz as usize / 1000;
-        let mut buf = self.spare_buffer();
-        buf.extend_from_slice(frame);
-        self.preroll.push_back(buf);
-        self.preroll_samples += frame.len();
-        while self.preroll_samples > max
-            && let Some(old) = self.preroll.pop_front()
-        {
-            self.preroll_samples -= old.len();
-            self.recycle(old);
+        if self.preroll.len() != max {
+            // The pre-roll's length changed (a new dialog state's timing): keep the newest.
+            let mut kept: Vec<i16> = {
+                let (older, newer) = self.preroll_parts();
+                older.iter().chain(newer).copied().collect()
+            };
+            kept.drain(..kept.len().saturating_sub(max));
+            self.preroll_len = kept.len();
+            kept.resize(max, 0);
+            self.preroll = kept;
+            self.preroll_start = 0;
         }
+        if max == 0 {
+            return;
+        }
+        let frame = &frame[frame.len().saturating_sub(max)..];
+        // Write after the newest sample, wrapping; what is overwritten is the oldest.
+        let end = (self.preroll_start + self.preroll_len) % max;
+        let first = frame.len().min(max - end);
+        self.preroll[end..end + first].copy_from_slice(&frame[..first]);
+        self.preroll[..frame.len() - first].copy_from_slice(&frame[first..]);
+        let len = self.preroll_len + frame.len();
+        if len > max {
+            self.preroll_start = (self.preroll_start + len - max) % max;
+        }
+        self.preroll_len = len.min(max);
+    }
+
+    /// The pre-roll's samples, oldest first, as the ring's two parts.
+    fn preroll_parts(&self) -> (&[i16], &[i16]) {
+        let cap = self.preroll.len();
+        if self.preroll_len == 0 || cap == 0 {
+            return (&[], &[]);
+        }
+        let first = self.preroll_len.min(cap - self.preroll_start);
+        (
+            &self.preroll[self.preroll_start..self.preroll_start + first],
+            &self.preroll[..self.preroll_len - first],
+        )
     }
 
     fn check_no_input(&mut self, now: Instant, since: Instant) {
@@ -399,5 +433,60 @@ mod tests {
         ep.listen(t0, EndpointConfig::default());
         assert_eq!(ep.poll_event(), Some(EndpointEvent::SpeechStart));
         assert!(matches!(ep.poll_event(), Some(EndpointEvent::Audio(_))));
+    }
+
+    #[test]
+    fn the_preroll_is_the_newest_samples_across_wraps_and_length_changes() {
+        // Samples numbered by their position in the stream: the pre-roll must be a run of
+        // consecutive numbers ending at the newest.
+        let mut ep = Endpointer::new(RATE, EndpointConfig::default());
+        let max = 300 * RATE as usize / 1000;
+        let mut next = 0u32;
+        let feed = |ep: &mut Endpointer, next: &mut u32, n: usize| {
+            let frame: Vec<i16> = (0..n)
+                .map(|i| ((*next as usize + i) % 30_000) as i16)
+                .collect();
+            *next += n as u32;
+            ep.keep_preroll(&frame);
+        };
+        let check = |ep: &Endpointer, fed: u32, want: usize| {
+            let (a, b) = ep.preroll_parts();
+            let got: Vec<i16> = a.iter().chain(b).copied().collect();
+            assert_eq!(got.len(), want, "after {fed} samples");
+            for (k, &x) in got.iter().enumerate() {
+                let pos = fed as usize - want + k;
+                assert_eq!(x, (pos % 30_000) as i16, "sample {k} of {want} after {fed}");
+            }
+        };
+        feed(&mut ep, &mut next, FRAME);
+        check(&ep, next, FRAME);
+        for n in [FRAME, 7, 333, FRAME, max - 1, 1, FRAME * 40, 5] {
+            feed(&mut ep, &mut next, n);
+            check(&ep, next, max.min(next as usize));
+        }
+        // A frame longer than the whole pre-roll leaves only its own newest samples.
+        feed(&mut ep, &mut next, max + 123);
+        check(&ep, next, max);
+        // A shorter pre-roll keeps the newest; a longer one keeps all it had and grows.
+        let short = EndpointConfig {
+            preroll_ms: 100,
+            ..EndpointConfig::default()
+        };
+        ep.listen(Instant::now(), short);
+        feed(&mut ep, &mut next, 3);
+        check(&ep, next, 100 * RATE as usize / 1000);
+        ep.listen(Instant::now(), EndpointConfig::default());
+        feed(&mut ep, &mut next, FRAME);
+        check(&ep, next, 100 * RATE as usize / 1000 + FRAME);
+        // Speech takes the pre-roll out, oldest first, and empties it.
+        ep.start_speech();
+        assert_eq!(ep.poll_event(), Some(EndpointEvent::SpeechStart));
+        let Some(EndpointEvent::Audio(a)) = ep.poll_event() else {
+            panic!("no audio")
+        };
+        assert_eq!(a.len(), 100 * RATE as usize / 1000 + FRAME);
+        assert_eq!(*a.last().unwrap(), ((next - 1) % 30_000) as i16);
+        assert!(a.windows(2).all(|w| w[1] == (w[0] + 1) % 30_000));
+        assert_eq!(ep.preroll_parts(), (&[][..], &[][..]));
     }
 }

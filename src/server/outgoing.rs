@@ -64,22 +64,30 @@ struct StreamState {
     sender: RtpSender,
     playback: Option<Playback>,
     generation: u64,
-    silence: [u8; 160],
+    /// Comfort silence: `silence_len` bytes of one G.711 code (written, not copied from a
+    /// frame: a per-call array read at every tick was cache lines the tick need not touch).
+    silence_code: u8,
     silence_len: usize,
     /// SRTP: what we send is protected at send time, in the send buffer (no allocation).
-    srtp: Option<Protector>,
+    /// Boxed: its key schedules would spread the state the tick reads over many cache lines.
+    srtp: Option<Box<Protector>>,
 }
 
 /// One call's RTP stream, shared by the call's task and a media thread: what it sends, and
 /// (once the task attached it) its receive side.
+///
+/// `repr(C)`, the flags the media thread reads at every tick first and the send state right
+/// after them: at each tick the thread touches every call's stream once, and with hundreds of
+/// calls each touch is a cache miss; fields the tick reads together share lines.
+#[repr(C)]
 pub struct Stream {
-    socket: UdpSocket,
-    state: Mutex<StreamState>,
-    events: tokio::sync::mpsc::Sender<StreamEvent>,
     closed: AtomicBool,
+    receive_attached: AtomicBool,
+    state: Mutex<StreamState>,
+    socket: UdpSocket,
+    events: tokio::sync::mpsc::Sender<StreamEvent>,
     /// The receive side, until the media thread takes it (at its next tick).
     receive: Mutex<Option<Receive>>,
-    receive_attached: AtomicBool,
 }
 
 /// A call's receive side in its media thread: the leg (shared with the call task, which sets
@@ -106,8 +114,7 @@ impl Stream {
         seed: u64,
         events: tokio::sync::mpsc::Sender<StreamEvent>,
     ) -> Stream {
-        let mut silence = [0u8; 160];
-        let silence_len = g711_silence(codec, &mut silence);
+        let (silence_code, silence_len) = silence_of(codec);
         Stream {
             socket,
             state: Mutex::new(StreamState {
@@ -119,7 +126,7 @@ impl Stream {
                 sender: RtpSender::new(seed),
                 playback: None,
                 generation: 0,
-                silence,
+                silence_code,
                 silence_len,
                 srtp: None,
             }),
@@ -159,7 +166,7 @@ impl Stream {
         s.sends = sends;
         if s.codec != codec {
             s.codec = codec;
-            s.silence_len = g711_silence(codec, &mut s.silence);
+            (s.silence_code, s.silence_len) = silence_of(codec);
         }
         s.payload_type = payload_type;
     }
@@ -167,7 +174,7 @@ impl Stream {
     /// Key what this stream sends (SRTP negotiated): every packet from the next tick on, and
     /// every packet `protect` is asked for (bridge relay, RTCP), is protected with it.
     pub fn set_srtp(&self, protector: Option<Protector>) {
-        self.lock().srtp = protector;
+        self.lock().srtp = protector.map(Box::new);
     }
 
     /// Protect the RTP packet `buf[..len]` in place if the stream is keyed; returns the length
@@ -271,7 +278,7 @@ impl Stream {
                 .try_send(StreamEvent::PlaybackDone { generation });
         }
         let payload_len = if payload_len == 0 {
-            out[12..12 + s.silence_len].copy_from_slice(&s.silence[..s.silence_len]);
+            out[12..12 + s.silence_len].fill(s.silence_code);
             s.silence_len
         } else {
             payload_len
@@ -299,6 +306,13 @@ impl Stream {
             }
         }
     }
+}
+
+/// The G.711 comfort-silence payload of `codec`: one code repeated, and how many bytes.
+fn silence_of(codec: Codec) -> (u8, usize) {
+    let mut frame = [0u8; 160];
+    let len = g711_silence(codec, &mut frame);
+    (frame[0], len)
 }
 
 /// The pacing threads; streams are spread over them round-robin.

@@ -97,10 +97,11 @@ impl Vad {
         let frame_start = self.samples;
         self.samples += frame.len() as u64;
         let e = dbfs(frame);
-        let zcr = zero_crossing_rate(frame);
         let floor = *self.floor_db.get_or_insert(e.max(-75.0));
         let loud = e > floor + self.cfg.margin_db && e > self.cfg.min_speech_dbfs;
-        let voiced_like = zcr <= self.cfg.max_onset_zcr;
+        // Only a loud frame's crossings matter (both uses below need `loud`): a quiet line,
+        // most of every call, costs one pass over the frame, not two.
+        let voiced_like = loud && zero_crossing_rate(frame) <= self.cfg.max_onset_zcr;
 
         // Floor tracking: drop fast toward quieter frames (noise minima), rise slowly otherwise,
         // and very slowly during speech so a step up in background noise is learnt eventually.
