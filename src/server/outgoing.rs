@@ -76,9 +76,9 @@ struct StreamState {
 /// One call's RTP stream, shared by the call's task and a media thread: what it sends, and
 /// (once the task attached it) its receive side.
 ///
-/// `repr(C)`, the flags the media thread reads at every tick first and the send state right
-/// after them: at each tick the thread touches every call's stream once, and with hundreds of
-/// calls each touch is a cache miss; fields the tick reads together share lines.
+/// `repr(C)`: the flags the media thread reads at every tick first, the send state right after
+/// them, so that the flags share a cache line with the start of the state. At each tick the
+/// thread touches every call's stream once, and with hundreds of calls each touch is a miss.
 #[repr(C)]
 pub struct Stream {
     closed: AtomicBool,
