@@ -81,12 +81,12 @@ pub struct Endpointer {
     preroll_start: usize,
     preroll_len: usize,
     events: VecDeque<EndpointEvent>,
-    /// Emptied frame buffers for reuse (pre-roll frames, `Audio` events given back through
+    /// Emptied frame buffers for reuse (`Audio` events given back through
     /// [`Endpointer::recycle`]): no allocation per frame in steady state.
     spare: Vec<Vec<i16>>,
 }
 
-/// Spare buffers kept: the pre-roll's frames plus a few in flight.
+/// Spare buffers kept: `Audio` events in flight between the endpointer and its consumer.
 const SPARE_MAX: usize = 32;
 
 impl Endpointer {
@@ -253,11 +253,13 @@ impl Endpointer {
 
     /// The pre-roll's samples, oldest first, as the ring's two parts.
     fn preroll_parts(&self) -> (&[i16], &[i16]) {
-        let cap = self.preroll.len();
-        if self.preroll_len == 0 || cap == 0 {
+        // An empty ring (capacity 0 included) has nothing to give.
+        if self.preroll_len == 0 {
             return (&[], &[]);
         }
-        let first = self.preroll_len.min(cap - self.preroll_start);
+        let first = self
+            .preroll_len
+            .min(self.preroll.len() - self.preroll_start);
         (
             &self.preroll[self.preroll_start..self.preroll_start + first],
             &self.preroll[..self.preroll_len - first],

@@ -33,7 +33,7 @@ use super::Shared;
 use super::media::{MediaEvent, SharedLeg, lock_leg};
 use super::metrics::Metrics;
 use super::mmsg::{BATCH, RecvBatch};
-use crate::rtp::codec::g711_silence;
+use crate::rtp::codec::{FRAME_SAMPLES_8K, g711_silence_code};
 use crate::rtp::session::RtpSender;
 use crate::speech::cache::EncodedPrompt;
 use crate::types::Codec;
@@ -64,10 +64,9 @@ struct StreamState {
     sender: RtpSender,
     playback: Option<Playback>,
     generation: u64,
-    /// Comfort silence: `silence_len` bytes of one G.711 code (written, not copied from a
-    /// frame: a per-call array read at every tick was cache lines the tick need not touch).
+    /// Comfort silence: [`FRAME_SAMPLES_8K`] bytes of this G.711 code (written, not copied from
+    /// a frame: a per-call array read at every tick was cache lines the tick need not touch).
     silence_code: u8,
-    silence_len: usize,
     /// SRTP: what we send is protected at send time, in the send buffer (no allocation).
     /// Boxed: its key schedules would spread the state the tick reads over many cache lines.
     srtp: Option<Box<Protector>>,
@@ -114,7 +113,6 @@ impl Stream {
         seed: u64,
         events: tokio::sync::mpsc::Sender<StreamEvent>,
     ) -> Stream {
-        let (silence_code, silence_len) = silence_of(codec);
         Stream {
             socket,
             state: Mutex::new(StreamState {
@@ -126,8 +124,7 @@ impl Stream {
                 sender: RtpSender::new(seed),
                 playback: None,
                 generation: 0,
-                silence_code,
-                silence_len,
+                silence_code: g711_silence_code(codec),
                 srtp: None,
             }),
             events,
@@ -166,7 +163,7 @@ impl Stream {
         s.sends = sends;
         if s.codec != codec {
             s.codec = codec;
-            (s.silence_code, s.silence_len) = silence_of(codec);
+            s.silence_code = g711_silence_code(codec);
         }
         s.payload_type = payload_type;
     }
@@ -278,8 +275,8 @@ impl Stream {
                 .try_send(StreamEvent::PlaybackDone { generation });
         }
         let payload_len = if payload_len == 0 {
-            out[12..12 + s.silence_len].fill(s.silence_code);
-            s.silence_len
+            out[12..12 + FRAME_SAMPLES_8K].fill(s.silence_code);
+            FRAME_SAMPLES_8K
         } else {
             payload_len
         };
@@ -306,13 +303,6 @@ impl Stream {
             }
         }
     }
-}
-
-/// The G.711 comfort-silence payload of `codec`: one code repeated, and how many bytes.
-fn silence_of(codec: Codec) -> (u8, usize) {
-    let mut frame = [0u8; 160];
-    let len = g711_silence(codec, &mut frame);
-    (frame[0], len)
 }
 
 /// The pacing threads; streams are spread over them round-robin.

@@ -376,15 +376,13 @@ pub fn frame_ticks(codec: Codec) -> u32 {
     codec.rtp_clock() / 50
 }
 
-/// The payload that encodes 20 ms of silence for a G.711 codec (comfort fill), written into `out`.
-pub fn g711_silence(codec: Codec, out: &mut [u8]) -> usize {
-    let code = match codec {
+/// The G.711 code for silence of `codec` (comfort fill: a 20 ms payload is
+/// [`FRAME_SAMPLES_8K`] of it; µ-law's for anything not A-law).
+pub fn g711_silence_code(codec: Codec) -> u8 {
+    match codec {
         Codec::Pcma => ALAW_SILENCE,
         _ => ULAW_SILENCE,
-    };
-    let n = out.len().min(FRAME_SAMPLES_8K);
-    out[..n].fill(code);
-    n
+    }
 }
 
 #[cfg(test)]
