@@ -49,6 +49,8 @@ metrics! {
     counter srtp_refused_total: "SRTP packets dropped: authentication or replay check failed, or plain RTP on an SRTP leg (caller legs as they arrive, agent legs at the call's end).",
     counter rtp_late_ticks_total: "Send ticks that woke more than 2 ms late.",
     counter rtp_skipped_frames_total: "Outgoing frames skipped after a stall (pacing catch-up limit).",
+    gauge rtp_sockets_watched: "Calls' RTP sockets the media threads watch with epoll (quiet: on hold, silence suppression, not sending yet); the others are read at every tick without asking.",
+    counter rtp_watch_changes_total: "RTP sockets moved into or out of a media thread's epoll set (quiet for 5 ticks, or busy again for 5).",
     counter media_events_dropped_total: "Events of a media thread for a call task (keys, speech, RTP timeout) dropped: the task's queue was full.",
     counter dtmf_digits_total: "DTMF digits received (RFC 4733 and in-band).",
     counter prompts_played_total: "Prompt playbacks started.",

@@ -2,9 +2,10 @@
 //! precise clock and receive them. Each thread sleeps with `nanosleep` precision to the next
 //! 20 ms boundary of its grid; nothing wakes it in between (what arrives waits in the sockets).
 //! At the tick, for each call: one packet sent (a copy of a pre-encoded prompt frame or comfort
-//! silence, with the RTP header written in place); then one `epoll_wait` (the thread's own
-//! epoll instance, edge-triggered, no timeout) says which sockets received since the last tick,
-//! and only those are read (a batch per `recvmmsg`: see `mmsg`) into their call's `MediaLeg`
+//! silence, with the RTP header written in place); then the sockets are read (a batch per
+//! `recvmmsg`: see `mmsg`): a talking call's at every tick without asking, a quiet call's only
+//! when one `epoll_wait` (the thread's own epoll instance, edge-triggered, no timeout) says it
+//! received since the last tick (see `Watch`), into their call's `MediaLeg`
 //! (jitter buffer, RFC 4733); then every leg's playout tick (in-band DTMF, the Baudot watch,
 //! the speech front end) and timers. Only the leg's events (keys, speech, the RTP timeout,
 //! Baudot heard, RTCP due) go to the call's task, by `try_send` on a bounded queue: a voice
@@ -14,8 +15,8 @@
 //!
 //! Two states still need the task per packet or per frame, only while they last: a TTY call
 //! (the task ticks the playout: every frame is the core's Baudot modem's) and a bridged call
-//! (the task reads the socket and relays the caller's packets to the agent; the thread stops
-//! watching the socket).
+//! (the task reads the socket and relays the caller's packets to the agent; the thread neither
+//! reads nor watches the socket).
 //!
 //! Why threads and not a tokio timer per call: tokio timers have millisecond granularity and
 //! their wake-ups jitter with the scheduler's load, which showed as 2–5 ms pacing errors at p99;
@@ -410,34 +411,197 @@ impl Drop for Epoll {
 struct Call {
     stream: Arc<Stream>,
     receive: Option<Receive>,
-    /// Its socket is in the thread's epoll set (not while bridged: the task reads then).
-    watched: bool,
-    /// Its socket may hold datagrams: epoll reported it since it was last emptied, or the last
-    /// read stopped before the socket was empty (the leg wanted no more, or `DRAIN_MAX`).
+    /// How the thread learns that its socket holds datagrams.
+    watch: Watcher,
+    /// Watched: its socket may hold datagrams (epoll reported it since it was last emptied, or
+    /// the last read stopped before the socket was empty: the leg wanted no more, `DRAIN_MAX`).
     readable: bool,
 }
 
+/// How a media thread learns that a call's socket holds datagrams.
+///
+/// A caller sends a packet every 20 ms, so at nearly every tick a talking call's socket holds
+/// one: it is read at every tick without asking (`Blind`). A socket in an epoll set costs on
+/// every packet, both ways: each arrival runs the epoll callback, and so does each send (the
+/// kernel wakes the socket's waiters when the sent buffer is freed, and the epoll entry is a
+/// waiter whatever events it asked for). Only a quiet socket (hold, silence suppression, a
+/// caller not sending yet) is worth watching: after `QUIET_READS` empty reads in a row it goes
+/// into the epoll set and is read only when reported (`Watched`); after `BUSY_TICKS` ticks in a
+/// row that read something it comes out again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Watch {
+    Blind,
+    Watched,
+    /// The task reads the socket and relays (a bridged call); the thread does not.
+    Bridged,
+}
+
+/// Empty reads in a row after which a socket is watched instead of read at every tick.
+const QUIET_READS: u8 = 5;
+/// Ticks in a row with datagrams after which a watched socket is read at every tick instead.
+const BUSY_TICKS: u8 = 5;
+
+/// What to do with a socket's epoll registration after a receive tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WatchChange {
+    Keep,
+    /// Into the epoll set; then `added(ok)`.
+    Add,
+    Delete,
+}
+
+/// A call's [`Watch`] and its streak (sans-IO: the thread carries out the changes).
+#[derive(Clone, Copy)]
+struct Watcher {
+    watch: Watch,
+    /// Blind: reads in a row that found nothing. Watched: ticks in a row that read something.
+    streak: u8,
+}
+
+impl Watcher {
+    fn new() -> Watcher {
+        // Read at every tick from the start, until the socket proves quiet.
+        Watcher {
+            watch: Watch::Blind,
+            streak: 0,
+        }
+    }
+
+    /// Whether to read the socket at this tick (`readable`: epoll reported it, or datagrams
+    /// were left in it).
+    fn reads(&self, readable: bool) -> bool {
+        match self.watch {
+            Watch::Blind => true,
+            Watch::Watched => readable,
+            Watch::Bridged => false,
+        }
+    }
+
+    /// After a receive tick that read `read` datagrams.
+    fn after_tick(&mut self, read: usize, bridged: bool) -> WatchChange {
+        if bridged || self.watch == Watch::Bridged {
+            let was = std::mem::replace(&mut self.watch, Watch::Bridged);
+            return if was == Watch::Watched {
+                WatchChange::Delete
+            } else {
+                WatchChange::Keep
+            };
+        }
+        let blind = self.watch == Watch::Blind;
+        // A streak of empty reads (Blind) or of reads with datagrams (Watched).
+        self.streak = if (read == 0) == blind {
+            self.streak + 1
+        } else {
+            0
+        };
+        match self.watch {
+            Watch::Blind if self.streak >= QUIET_READS => {
+                self.streak = 0;
+                WatchChange::Add
+            }
+            Watch::Watched if self.streak >= BUSY_TICKS => {
+                self.streak = 0;
+                self.watch = Watch::Blind;
+                WatchChange::Delete
+            }
+            _ => WatchChange::Keep,
+        }
+    }
+
+    /// The outcome of a `WatchChange::Add` (without epoll, or if adding fails, the socket stays
+    /// read at every tick).
+    fn added(&mut self, ok: bool) {
+        if ok {
+            self.watch = Watch::Watched;
+        }
+    }
+
+    fn is_watched(&self) -> bool {
+        self.watch == Watch::Watched
+    }
+}
+
+/// How many calls ahead of the one it works on the media thread asks for a call's memory. At
+/// each tick the thread touches every call once, and between two touches of the same call the
+/// kernel's send and receive paths have been through the caches: each first touch is a miss
+/// (the flag, send state and leg lock were most of `shard`'s own time in `perf annotate`).
+/// A few calls ahead covers a miss's latency and is far less than what the caches hold.
+const PREFETCH_AHEAD: usize = 4;
+
+/// Asks for the cache lines of `len` bytes from `p` (a hint: it never faults, whatever the
+/// address, and does nothing on other architectures).
+#[inline(always)]
+fn prefetch_bytes(p: *const u8, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let mut off = 0;
+        while off < len {
+            // SAFETY: SSE is part of x86_64; a prefetch reads nothing the program sees and
+            // does not fault on any address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off).cast::<i8>()) };
+            off += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, len);
+}
+
+/// The lines of call `i`'s stream that its send tick reads (the flags, the send state and the
+/// socket: all of it but the receive hand-over at its end).
+#[inline(always)]
+fn prefetch_stream(calls: &[Option<Call>], i: usize) {
+    if let Some(Some(c)) = calls.get(i) {
+        prefetch_bytes(
+            Arc::as_ptr(&c.stream).cast(),
+            std::mem::offset_of!(Stream, events),
+        );
+    }
+}
+
+/// The lines of call `i` that its receive tick reads first: the leg's lock (and the fields
+/// after it) and the stream's socket.
+#[inline(always)]
+fn prefetch_leg(calls: &[Option<Call>], i: usize) {
+    if let Some(Some(c)) = calls.get(i)
+        && let Some(r) = &c.receive
+    {
+        prefetch_bytes(Arc::as_ptr(&r.leg).cast(), 128);
+        let socket = std::ptr::from_ref(&c.stream.socket);
+        prefetch_bytes(socket.cast(), 1);
+    }
+}
+
+/// What one read of a socket did.
+struct Drained {
+    /// Datagrams read.
+    read: usize,
+    /// The socket was read to empty (else it may hold more: the leg wanted no more before its
+    /// tick, or `DRAIN_MAX`).
+    empty: bool,
+}
+
 /// Reads what waits in `socket` into the leg (not while bridged: the task reads then), a batch
-/// per system call. True when the socket was read to empty.
+/// per system call.
 fn read_into(
     leg: &mut super::media::MediaLeg,
     socket: &UdpSocket,
     now: Instant,
     batch: &mut RecvBatch,
-) -> bool {
-    if leg.is_bridged() {
-        return true;
-    }
+) -> Drained {
     let mut read = 0;
+    if leg.is_bridged() {
+        return Drained { read, empty: true };
+    }
     while read < DRAIN_MAX {
         let want = leg.datagram_room().min(DRAIN_MAX - read).min(BATCH);
         if want == 0 {
-            return false;
+            return Drained { read, empty: false };
         }
         // An error (empty, or an ICMP error reported on the socket) ends the drain, as an
         // empty socket does.
         let Ok(n) = batch.recv(socket.as_raw_fd(), want) else {
-            return true;
+            return Drained { read, empty: true };
         };
         for i in 0..n {
             if let (datagram, Some(from)) = batch.datagram(i) {
@@ -447,16 +611,16 @@ fn read_into(
         read += n;
         if n < want {
             // A short count: the socket is empty (no second, empty read to learn it).
-            return true;
+            return Drained { read, empty: true };
         }
     }
-    false
+    Drained { read, empty: false }
 }
 
 /// A call's receive side at the tick: every datagram that has arrived goes into the jitter
 /// buffer before the tick pops (only a socket that may hold any is read: no empty reads); then
 /// the playout tick (unless the task ticks: TTY), the timers, and the events to the task.
-/// Returns whether the socket may still hold datagrams, and whether the call is bridged.
+/// Returns what the read did (nothing read if not `readable`), and whether the call is bridged.
 fn receive_tick(
     receive: &Receive,
     socket: &UdpSocket,
@@ -464,9 +628,16 @@ fn receive_tick(
     now: Instant,
     batch: &mut RecvBatch,
     m: &Metrics,
-) -> (bool, bool) {
+) -> (Drained, bool) {
     let mut leg = lock_leg(&receive.leg);
-    let left = readable && !read_into(&mut leg, socket, now, batch);
+    let drained = if readable {
+        read_into(&mut leg, socket, now, batch)
+    } else {
+        Drained {
+            read: 0,
+            empty: true,
+        }
+    };
     let bridged = leg.is_bridged();
     if !leg.ticks_on_task() {
         leg.handle_tick(now);
@@ -476,7 +647,7 @@ fn receive_tick(
     }
     if leg.ticks_on_task() && leg.tick_in_progress() {
         // The task's own tick: its frames (and what comes after them) are the task's.
-        return (left, bridged);
+        return (drained, bridged);
     }
     while let Some(ev) = leg.poll_event() {
         match ev {
@@ -493,7 +664,7 @@ fn receive_tick(
             }
         }
     }
-    (left, bridged)
+    (drained, bridged)
 }
 
 fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) {
@@ -509,6 +680,8 @@ fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) 
     // A slab: an epoll token is a call's index; freed slots are reused.
     let mut calls: Vec<Option<Call>> = Vec::new();
     let mut live = 0usize;
+    // Calls whose socket is in the epoll set (`Watch::Watched`).
+    let mut watched = 0usize;
     let mut out = [0u8; 1500];
     let mut batch = RecvBatch::new();
     let mut ready = [libc::epoll_event { events: 0, u64: 0 }; READY_MAX];
@@ -517,8 +690,8 @@ fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) 
         let call = Some(Call {
             stream,
             receive: None,
-            watched: false,
-            readable: true,
+            watch: Watcher::new(),
+            readable: false,
         });
         *live += 1;
         match calls.iter_mut().find(|c| c.is_none()) {
@@ -567,14 +740,17 @@ fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) 
                 .fetch_add(u64::from(skipped), Relaxed);
         }
         let mut sent = 0u64;
-        for (token, slot) in calls.iter_mut().enumerate() {
+        for token in 0..calls.len() {
+            prefetch_stream(&calls, token + PREFETCH_AHEAD);
+            let slot = &mut calls[token];
             let Some(call) = slot else { continue };
-            let fd = call.stream.socket.as_raw_fd();
             if call.stream.closed.load(Relaxed) {
                 // Out of the epoll set before the socket can close (a duplicate descriptor
                 // held elsewhere would keep reporting it).
-                if call.watched {
-                    epoll.delete(fd);
+                if call.watch.is_watched() {
+                    epoll.delete(call.stream.socket.as_raw_fd());
+                    watched -= 1;
+                    shared.metrics.rtp_sockets_watched.fetch_sub(1, Relaxed);
                 }
                 *slot = None;
                 live -= 1;
@@ -582,18 +758,15 @@ fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) 
             }
             if let Some(r) = call.stream.take_receive() {
                 call.receive = Some(r);
-                call.watched = epoll.add(fd, token);
             }
             for i in 0..send {
                 sent += u64::from(call.stream.tick(&mut out, if i == 0 { skipped } else { 0 }));
             }
         }
-        // Which sockets received since the last tick: one epoll_wait (edge-triggered, so a
-        // socket is reported once per arrival after it was emptied) instead of an empty read of
-        // every quiet socket.
-        if epoll.0 < 0 {
-            calls.iter_mut().flatten().for_each(|c| c.readable = true);
-        } else {
+        // Which watched sockets received since the last tick: one epoll_wait (edge-triggered,
+        // so a socket is reported once per arrival after it was emptied) instead of an empty
+        // read of every quiet socket. None watched (every call talking): no system call.
+        if watched > 0 {
             loop {
                 let n = epoll.wait(&mut ready, 0);
                 for ev in &ready[..n] {
@@ -608,22 +781,41 @@ fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) 
         }
         // Every call's packet is out before any receive work (a leg's lock held by its task
         // delays only the receive side).
-        for call in calls.iter_mut().flatten() {
+        for token in 0..calls.len() {
+            prefetch_leg(&calls, token + PREFETCH_AHEAD);
+            let Some(call) = &mut calls[token] else {
+                continue;
+            };
+            let Some(r) = &call.receive else { continue };
+            let (drained, bridged) = receive_tick(
+                r,
+                &call.stream.socket,
+                call.watch.reads(call.readable),
+                now,
+                &mut batch,
+                &shared.metrics,
+            );
+            call.readable = !drained.empty;
             let fd = call.stream.socket.as_raw_fd();
-            if let Some(r) = &call.receive {
-                let (left, bridged) = receive_tick(
-                    r,
-                    &call.stream.socket,
-                    call.readable,
-                    now,
-                    &mut batch,
-                    &shared.metrics,
-                );
-                call.readable = left;
-                if call.watched && bridged {
-                    // Bridged: the task reads the socket and relays; no wake-ups here for it.
+            let m = &shared.metrics;
+            match call.watch.after_tick(drained.read, bridged) {
+                WatchChange::Keep => {}
+                WatchChange::Add => {
+                    let ok = epoll.0 >= 0 && epoll.add(fd, token);
+                    call.watch.added(ok);
+                    if ok {
+                        watched += 1;
+                        m.rtp_sockets_watched.fetch_add(1, Relaxed);
+                        Metrics::inc(&m.rtp_watch_changes_total);
+                    }
+                }
+                WatchChange::Delete => {
+                    // Busy again (read at every tick from now on), or bridged (the task reads
+                    // the socket and relays: no wake-ups here for it).
                     epoll.delete(fd);
-                    call.watched = false;
+                    watched -= 1;
+                    m.rtp_sockets_watched.fetch_sub(1, Relaxed);
+                    Metrics::inc(&m.rtp_watch_changes_total);
                 }
             }
         }
@@ -632,5 +824,108 @@ fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) 
             .rtp_packets_out_total
             .fetch_add(sent, Relaxed);
         next += frame * due;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `reads` (datagrams read at each tick) and returns the changes asked for.
+    fn run(w: &mut Watcher, reads: &[usize]) -> Vec<WatchChange> {
+        reads
+            .iter()
+            .map(|&n| {
+                let c = w.after_tick(n, false);
+                if c == WatchChange::Add {
+                    w.added(true);
+                }
+                c
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_talking_socket_is_read_at_every_tick_and_never_watched() {
+        let mut w = Watcher::new();
+        // A packet a tick, and jitter: late packets leave a tick empty and the next one double.
+        let reads: Vec<usize> = (0..500)
+            .map(|i| match i % 7 {
+                3 => 0,
+                4 => 2,
+                _ => 1,
+            })
+            .collect();
+        assert!(run(&mut w, &reads).iter().all(|c| *c == WatchChange::Keep));
+        assert!(
+            w.reads(false),
+            "a blind socket is read without epoll's word"
+        );
+        assert!(!w.is_watched());
+    }
+
+    #[test]
+    fn a_quiet_socket_is_watched_after_five_empty_reads_and_read_only_when_reported() {
+        let mut w = Watcher::new();
+        let changes = run(&mut w, &[1, 0, 0, 0, 0]);
+        assert!(changes.iter().all(|c| *c == WatchChange::Keep));
+        assert_eq!(run(&mut w, &[0]), [WatchChange::Add]);
+        assert!(w.is_watched());
+        assert!(!w.reads(false), "not read unless reported");
+        assert!(w.reads(true));
+        // Quiet on: it stays watched, at no cost.
+        assert!(
+            run(&mut w, &[0; 100])
+                .iter()
+                .all(|c| *c == WatchChange::Keep)
+        );
+        assert!(w.is_watched());
+    }
+
+    #[test]
+    fn a_watched_socket_that_talks_again_for_five_ticks_is_read_blind_again() {
+        let mut w = Watcher::new();
+        run(&mut w, &[0; QUIET_READS as usize]);
+        assert!(w.is_watched());
+        // A packet now and then (silence suppression's comfort noise) keeps it watched.
+        let sparse: Vec<usize> = (0..100).map(|i| usize::from(i % 5 == 0)).collect();
+        assert!(run(&mut w, &sparse).iter().all(|c| *c == WatchChange::Keep));
+        assert!(
+            run(&mut w, &[1, 1, 1, 1])
+                .iter()
+                .all(|c| *c == WatchChange::Keep)
+        );
+        assert_eq!(run(&mut w, &[1]), [WatchChange::Delete]);
+        assert!(!w.is_watched());
+        assert!(w.reads(false));
+    }
+
+    #[test]
+    fn if_epoll_cannot_take_the_socket_it_stays_read_at_every_tick() {
+        let mut w = Watcher::new();
+        for _ in 0..QUIET_READS {
+            if w.after_tick(0, false) == WatchChange::Add {
+                w.added(false);
+            }
+        }
+        assert!(!w.is_watched());
+        assert!(w.reads(false));
+    }
+
+    #[test]
+    fn a_bridged_socket_leaves_the_epoll_set_and_is_not_read_here() {
+        let mut w = Watcher::new();
+        run(&mut w, &[0; QUIET_READS as usize]);
+        assert!(w.is_watched());
+        assert_eq!(w.after_tick(0, true), WatchChange::Delete);
+        assert!(!w.reads(true), "the task reads a bridged call's socket");
+        // It stays so, whatever is read (nothing: it is not read).
+        assert_eq!(w.after_tick(0, false), WatchChange::Keep);
+        assert_eq!(w.after_tick(3, true), WatchChange::Keep);
+        assert!(!w.reads(true));
+        // Bridged while blind: nothing to delete.
+        let mut b = Watcher::new();
+        assert_eq!(b.after_tick(1, true), WatchChange::Keep);
+        assert!(!b.reads(true));
     }
 }
