@@ -608,7 +608,13 @@ fn bridge_to_baresip_srtp_agent(caller_srtp: bool) {
         return; // a federal holiday: no transfer is offered (tested in transfer_by_refer)
     }
     let (lo, hi) = server.rtp;
-    let capture = Capture::start(&format!("udp portrange {lo}-{hi}"), &dir);
+    // The agent's SIP too: its INVITE and 200 OK say which two ports the agent leg's media
+    // flows between (parallel tests' calls use overlapping RTP ranges, and baresip does not
+    // always keep to its `rtp_ports`).
+    let capture = Capture::start(
+        &format!("udp portrange {lo}-{hi} or udp port {agent_port}"),
+        &dir,
+    );
 
     // The agent: baresip answering at once, speaking a 440 Hz tone, recording what it hears.
     let agent_tone = dir.join("agent_tone.wav");
@@ -763,8 +769,13 @@ fn bridge_to_baresip_srtp_agent(caller_srtp: bool) {
 
     // The wire: every RTP packet on both legs is SRTP; neither tone is in clear.
     let caller_port = dest.port();
+    let agent_leg_ports = agent_leg_ports(&packets, agent_port)
+        .unwrap_or_else(|| panic!("no INVITE and 200 OK with SDP to and from the agent's port {agent_port} in the capture\nbaresip:\n{log}"));
     let (mut caller_leg, mut agent_leg, mut clear_tone) = (0usize, 0usize, 0usize);
     for c in &packets {
+        if c.src_port == agent_port || c.dst_port == agent_port {
+            continue; // the agent's SIP
+        }
         let Some(rtp) = parse_rtp(&c.payload) else {
             continue;
         };
@@ -776,8 +787,12 @@ fn bridge_to_baresip_srtp_agent(caller_srtp: bool) {
             if !caller_srtp {
                 continue; // the plain caller's own leg
             }
-        } else {
+        } else if agent_leg_ports == (c.src_port, c.dst_port)
+            || agent_leg_ports == (c.dst_port, c.src_port)
+        {
             agent_leg += 1;
+        } else {
+            continue; // another test's call in an overlapping port range
         }
         let len = rtp.payload.len();
         let body = match rtp.pt {
@@ -811,6 +826,27 @@ fn bridge_to_baresip_srtp_agent(caller_srtp: bool) {
     eprintln!("captured {caller_leg} caller-leg and {agent_leg} agent-leg RTP packets");
     assert!(caller_leg > 300 && agent_leg > 300, "both legs captured");
     assert_eq!(clear_tone, 0, "a tone is readable on the wire");
+}
+
+/// The agent leg's media ports, (the IVR's, the agent's), from the `m=audio` lines of the
+/// IVR's INVITE to `agent_port` and of the agent's 200 OK in a capture.
+fn agent_leg_ports(packets: &[Captured], agent_port: u16) -> Option<(u16, u16)> {
+    let audio_port = |c: &Captured| {
+        let text = String::from_utf8_lossy(&c.payload);
+        text.lines()
+            .find_map(|l| l.strip_prefix("m=audio "))
+            .and_then(|rest| rest.split(' ').next()?.parse::<u16>().ok())
+    };
+    let starts = |c: &Captured, prefix: &[u8]| c.payload.starts_with(prefix);
+    let ivr = packets
+        .iter()
+        .filter(|c| c.dst_port == agent_port && starts(c, b"INVITE "))
+        .find_map(audio_port)?;
+    let agent = packets
+        .iter()
+        .filter(|c| c.src_port == agent_port && starts(c, b"SIP/2.0 200"))
+        .find_map(audio_port)?;
+    Some((ivr, agent))
 }
 
 /// `[transfer] srtp = "required"` and an agent that answers our RTP/SAVP offer with plain
