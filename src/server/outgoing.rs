@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use super::Shared;
-use super::media::{MediaEvent, SharedLeg, lock_leg};
+use super::media::{MediaEvent, PrefetchHint, SharedLeg, lock_leg};
 use super::metrics::Metrics;
 use super::mmsg::{BATCH, RecvBatch};
 use crate::rtp::codec::{FRAME_SAMPLES_8K, g711_silence_code};
@@ -416,6 +416,9 @@ struct Call {
     /// Watched: its socket may hold datagrams (epoll reported it since it was last emptied, or
     /// the last read stopped before the socket was empty: the leg wanted no more, `DRAIN_MAX`).
     readable: bool,
+    /// What its leg's next receive tick touches first, as the last one left it (prefetched a
+    /// few calls ahead; see `MediaLeg::prefetch_hint`).
+    hint: PrefetchHint,
 }
 
 /// How a media thread learns that a call's socket holds datagrams.
@@ -560,7 +563,8 @@ fn prefetch_stream(calls: &[Option<Call>], i: usize) {
 }
 
 /// The lines of call `i` that its receive tick reads first: the leg's lock (and the fields
-/// after it) and the stream's socket.
+/// after it), the stream's socket, and what the leg's last tick said the next one touches (its
+/// jitter buffer's state and the slot of the next packet).
 #[inline(always)]
 fn prefetch_leg(calls: &[Option<Call>], i: usize) {
     if let Some(Some(c)) = calls.get(i)
@@ -569,6 +573,11 @@ fn prefetch_leg(calls: &[Option<Call>], i: usize) {
         prefetch_bytes(Arc::as_ptr(&r.leg).cast(), 128);
         let socket = std::ptr::from_ref(&c.stream.socket);
         prefetch_bytes(socket.cast(), 1);
+        for &p in &c.hint {
+            if p != 0 {
+                prefetch_bytes(p as *const u8, 1);
+            }
+        }
     }
 }
 
@@ -628,7 +637,7 @@ fn receive_tick(
     now: Instant,
     batch: &mut RecvBatch,
     m: &Metrics,
-) -> (Drained, bool) {
+) -> (Drained, bool, PrefetchHint) {
     let mut leg = lock_leg(&receive.leg);
     let drained = if readable {
         read_into(&mut leg, socket, now, batch)
@@ -647,7 +656,7 @@ fn receive_tick(
     }
     if leg.ticks_on_task() && leg.tick_in_progress() {
         // The task's own tick: its frames (and what comes after them) are the task's.
-        return (drained, bridged);
+        return (drained, bridged, leg.prefetch_hint());
     }
     while let Some(ev) = leg.poll_event() {
         match ev {
@@ -664,7 +673,7 @@ fn receive_tick(
             }
         }
     }
-    (drained, bridged)
+    (drained, bridged, leg.prefetch_hint())
 }
 
 fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) {
@@ -692,6 +701,7 @@ fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) 
             receive: None,
             watch: Watcher::new(),
             readable: false,
+            hint: PrefetchHint::default(),
         });
         *live += 1;
         match calls.iter_mut().find(|c| c.is_none()) {
@@ -787,7 +797,7 @@ fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) 
                 continue;
             };
             let Some(r) = &call.receive else { continue };
-            let (drained, bridged) = receive_tick(
+            let (drained, bridged, hint) = receive_tick(
                 r,
                 &call.stream.socket,
                 call.watch.reads(call.readable),
@@ -796,6 +806,7 @@ fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) 
                 &shared.metrics,
             );
             call.readable = !drained.empty;
+            call.hint = hint;
             let fd = call.stream.socket.as_raw_fd();
             let m = &shared.metrics;
             match call.watch.after_tick(drained.read, bridged) {

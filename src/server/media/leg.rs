@@ -111,6 +111,9 @@ pub enum Rx {
     Relay(usize),
 }
 
+/// Addresses to prefetch before a call's next receive tick (`MediaLeg::prefetch_hint`).
+pub type PrefetchHint = [usize; 3];
+
 pub struct MediaLeg {
     metrics: Arc<Metrics>,
     media: RxMedia,
@@ -440,6 +443,20 @@ impl MediaLeg {
     /// A tick's frames are still to be polled (by whoever ticked).
     pub fn tick_in_progress(&self) -> bool {
         self.playout.is_some()
+    }
+
+    /// Addresses the next packet's handling touches first (see `Inbound::prefetch_hint`), as
+    /// numbers: a media thread keeps them between ticks and prefetches them a few calls ahead
+    /// (a prefetch never faults, so a stale one costs nothing but the wasted fetch).
+    ///
+    /// Only the jitter buffer's: its slot is read at every packet, a miss that showed in
+    /// `perf annotate`. The frame's other first touches are writes (the decoded frame, the
+    /// pre-roll rings), and hints for them measured no gain (BENCHMARKING.md).
+    pub fn prefetch_hint(&self) -> PrefetchHint {
+        match &self.inbound {
+            Some(i) => i.prefetch_hint().map(|p| p as usize),
+            None => [0; 3],
+        }
     }
 
     pub fn is_bridged(&self) -> bool {

@@ -6,7 +6,7 @@
 
 pub mod leg;
 
-pub use leg::{LegSetup, MediaEvent, MediaLeg, Rx, RxMedia};
+pub use leg::{LegSetup, MediaEvent, MediaLeg, PrefetchHint, Rx, RxMedia};
 
 /// A call's leg, shared by its media thread (which reads the socket into it and ticks it) and
 /// its call task (which sets what it listens for, and ticks it in TTY mode).

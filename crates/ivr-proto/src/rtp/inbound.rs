@@ -211,6 +211,14 @@ impl Inbound {
         }
     }
 
+    /// Addresses the next packet's handling writes first (the jitter buffer's state, the
+    /// slot and payload of the next packet in sequence), for a cache prefetch by a shell that
+    /// handles many calls in turn: see `JitterBuffer::next_store_addrs`.
+    pub fn prefetch_hint(&self) -> [*const u8; 3] {
+        let [slot, data] = self.jitter.next_store_addrs();
+        [std::ptr::from_ref(&self.jitter).cast(), slot, data]
+    }
+
     /// Frames buffered beyond the playout target: the ticks fell behind the sender (the call's
     /// task was not scheduled for a while).
     pub fn backlog(&self) -> usize {
