@@ -109,6 +109,9 @@ pub struct MediaConfig {
     pub rtp_timeout_secs: u64,
     /// SRTP with SDES keys (RFC 4568): `off`, `optional` (default) or `required`.
     pub srtp: crate::sip::sdp::SrtpMode,
+    /// The media threads send through io_uring (one submission per tick for all their calls);
+    /// false, or a kernel that refuses io_uring: one `sendto` per packet.
+    pub io_uring: bool,
 }
 
 impl Default for MediaConfig {
@@ -122,6 +125,7 @@ impl Default for MediaConfig {
             ptime_ms: 20,
             rtp_timeout_secs: 30,
             srtp: crate::sip::sdp::SrtpMode::Optional,
+            io_uring: true,
         }
     }
 }

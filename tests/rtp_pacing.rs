@@ -4,6 +4,9 @@
 //! 1 %), sequence and timestamp continuous. The tail (p99 of |interval − 20 ms|, target ≤ 2 ms)
 //! is printed, not asserted: on a shared machine it measures the machine (a CI run on a loaded
 //! box saw 4.7 ms). BENCHMARKING.md reports it from quiet runs.
+//!
+//! Both ways the media threads send: through io_uring (the default; `/metrics` says how many
+//! threads do) and with `sendto` (`[media] io_uring = false`).
 
 mod common;
 
@@ -12,9 +15,41 @@ use std::time::Duration;
 use common::*;
 
 #[test]
-fn outgoing_rtp_is_paced_at_20ms() {
+fn outgoing_rtp_is_paced_at_20ms_through_io_uring() {
     let server = Server::start(ServerOptions::default());
-    let dir = temp_dir("pacing");
+    let rings = metric(&server, "ivr_rtp_threads_io_uring");
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .map(|s| s.trim() != "0")
+        .unwrap_or(false);
+    if disabled {
+        eprintln!("io_uring is disabled on this kernel: the media threads use sendto");
+        assert_eq!(rings, 0.0);
+    } else {
+        assert!(rings >= 1.0, "no media thread sends through io_uring");
+    }
+    paced(server, "pacing-uring");
+}
+
+#[test]
+fn outgoing_rtp_is_paced_at_20ms_with_sendto() {
+    let server = Server::start(ServerOptions {
+        media_toml: "io_uring = false\n".into(),
+        ..ServerOptions::default()
+    });
+    assert_eq!(metric(&server, "ivr_rtp_threads_io_uring"), 0.0);
+    paced(server, "pacing-sendto");
+}
+
+fn metric(server: &Server, name: &str) -> f64 {
+    let (_, metrics) = server.get("/metrics");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+fn paced(server: Server, name: &str) {
+    let dir = temp_dir(name);
     let mut uac = Uac::new(server.sip);
     // Only this call's packets (another test's server may share the IVR's port range).
     let capture = Capture::start(
@@ -79,4 +114,5 @@ fn outgoing_rtp_is_paced_at_20ms() {
         "the stream drifts: {per_packet_us:.0} µs per packet over {} packets",
         rtp.len()
     );
+    assert_eq!(metric(&server, "ivr_rtp_send_errors_total"), 0.0);
 }

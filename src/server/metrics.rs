@@ -50,6 +50,8 @@ metrics! {
     counter rtp_late_ticks_total: "Send ticks that woke more than 2 ms late.",
     counter rtp_skipped_frames_total: "Outgoing frames skipped after a stall (pacing catch-up limit).",
     gauge rtp_sockets_watched: "Calls' RTP sockets the media threads watch with epoll (quiet: on hold, silence suppression, not sending yet); the others are read at every tick without asking.",
+    gauge rtp_threads_io_uring: "Media threads sending their calls' RTP through io_uring, one submission per tick (the others send with sendto: io_uring refused, or [media] io_uring = false).",
+    counter rtp_send_errors_total: "Outgoing RTP packets the kernel refused (socket buffer full, no route); they are not resent.",
     counter rtp_watch_changes_total: "RTP sockets moved into or out of a media thread's epoll set (quiet for 5 ticks, or busy again for 5).",
     counter media_events_dropped_total: "Events of a media thread for a call task (keys, speech, RTP timeout) dropped: the task's queue was full.",
     counter dtmf_digits_total: "DTMF digits received (RFC 4733 and in-band).",

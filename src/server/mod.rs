@@ -22,6 +22,7 @@ pub mod rtt_session;
 pub mod sip_task;
 pub mod store;
 pub mod store_pg;
+mod uring;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};

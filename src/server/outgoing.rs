@@ -34,6 +34,7 @@ use super::Shared;
 use super::media::{MediaEvent, PrefetchHint, SharedLeg, lock_leg};
 use super::metrics::Metrics;
 use super::mmsg::{BATCH, RecvBatch};
+use super::uring::{SendRing, Socket};
 use crate::rtp::codec::{FRAME_SAMPLES_8K, g711_silence_code};
 use crate::rtp::session::RtpSender;
 use crate::speech::cache::EncodedPrompt;
@@ -231,8 +232,9 @@ impl Stream {
         self.closed.store(true, Relaxed);
     }
 
-    /// Send this tick's packet (or advance the clock without sending). Returns true if sent.
-    fn tick(&self, out: &mut [u8], skipped_frames: u32) -> bool {
+    /// The packet due at this tick, built in `out`: its length and where it goes (`None`: the
+    /// call sends nothing now). The media thread sends it.
+    fn tick(&self, out: &mut [u8], skipped_frames: u32) -> Option<(usize, SocketAddr)> {
         let mut s = self.lock();
         let s = &mut *s;
         let spf = s.samples_per_frame;
@@ -287,20 +289,20 @@ impl Stream {
                     .sender
                     .next_in_place(s.payload_type, payload_len, spf, marker, out)
                 else {
-                    return false;
+                    return None;
                 };
                 let n = match s.srtp.as_mut() {
                     Some(p) => match p.protect(out, n) {
                         Ok(n) => n,
-                        Err(_) => return false,
+                        Err(_) => return None,
                     },
                     None => n,
                 };
-                self.socket.send_to(&out[..n], dest).is_ok()
+                Some((n, dest))
             }
             _ => {
                 s.sender.skip(spf);
-                false
+                None
             }
         }
     }
@@ -419,6 +421,8 @@ struct Call {
     /// What its leg's next receive tick touches first, as the last one left it (prefetched a
     /// few calls ahead; see `MediaLeg::prefetch_hint`).
     hint: PrefetchHint,
+    /// Its socket is in the send ring's file table, at the call's index.
+    fixed: bool,
 }
 
 /// How a media thread learns that a call's socket holds datagrams.
@@ -676,6 +680,39 @@ fn receive_tick(
     (drained, bridged, leg.prefetch_hint())
 }
 
+/// Packets a send ring holds before it flushes (a tick with more calls flushes more than once).
+const RING_SLOTS: usize = 256;
+/// Sockets a media thread registers with its ring (the others are sent from by descriptor).
+const RING_FILES: u32 = 16_384;
+
+/// The thread's send ring, unless `[media] io_uring = false` or the kernel refuses it (the
+/// thread then sends with `sendto`).
+fn send_ring(shared: &Shared) -> Option<SendRing> {
+    if !shared.config.media.io_uring {
+        return None;
+    }
+    // The file table may not exceed the descriptor limit.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into `lim`.
+    let files = match unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } {
+        0 => (lim.rlim_cur.min(u64::from(RING_FILES))) as u32,
+        _ => 0,
+    };
+    match SendRing::new(RING_SLOTS, files) {
+        Ok(r) => {
+            shared.metrics.rtp_threads_io_uring.fetch_add(1, Relaxed);
+            Some(r)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "media thread sends with sendto: io_uring refused");
+            None
+        }
+    }
+}
+
 fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) {
     raise_priority();
     let epoll = match Epoll::new() {
@@ -695,16 +732,28 @@ fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) 
     let mut batch = RecvBatch::new();
     let mut ready = [libc::epoll_event { events: 0, u64: 0 }; READY_MAX];
     let mut next = Instant::now() + frame;
-    let add = |calls: &mut Vec<Option<Call>>, live: &mut usize, stream: Arc<Stream>| {
+    let mut ring = send_ring(&shared);
+    let add = |calls: &mut Vec<Option<Call>>,
+               live: &mut usize,
+               ring: &mut Option<SendRing>,
+               stream: Arc<Stream>| {
+        let token = calls
+            .iter()
+            .position(|c| c.is_none())
+            .unwrap_or(calls.len());
+        let fixed = ring
+            .as_mut()
+            .is_some_and(|r| r.register(token, stream.socket.as_raw_fd()));
         let call = Some(Call {
             stream,
             receive: None,
             watch: Watcher::new(),
             readable: false,
             hint: PrefetchHint::default(),
+            fixed,
         });
         *live += 1;
-        match calls.iter_mut().find(|c| c.is_none()) {
+        match calls.get_mut(token) {
             Some(slot) => *slot = call,
             None => calls.push(call),
         }
@@ -713,7 +762,7 @@ fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) 
         // New streams join at the next tick.
         loop {
             match rx.try_recv() {
-                Ok(s) => add(&mut calls, &mut live, s),
+                Ok(s) => add(&mut calls, &mut live, &mut ring, s),
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => return,
             }
@@ -721,7 +770,7 @@ fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) 
         if live == 0 {
             // Idle: block until a call arrives, then start a fresh grid.
             match rx.recv() {
-                Ok(s) => add(&mut calls, &mut live, s),
+                Ok(s) => add(&mut calls, &mut live, &mut ring, s),
                 Err(_) => return,
             }
             next = Instant::now() + frame;
@@ -750,6 +799,7 @@ fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) 
                 .fetch_add(u64::from(skipped), Relaxed);
         }
         let mut sent = 0u64;
+        let mut failed = 0u64;
         for token in 0..calls.len() {
             prefetch_stream(&calls, token + PREFETCH_AHEAD);
             let slot = &mut calls[token];
@@ -762,6 +812,11 @@ fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) 
                     watched -= 1;
                     shared.metrics.rtp_sockets_watched.fetch_sub(1, Relaxed);
                 }
+                // Out of the file table too: it holds a reference that would keep the socket
+                // (and its port) open.
+                if let (true, Some(r)) = (call.fixed, ring.as_mut()) {
+                    r.unregister(token);
+                }
                 *slot = None;
                 live -= 1;
                 continue;
@@ -770,8 +825,42 @@ fn shard(rx: mpsc::Receiver<Arc<Stream>>, frame: Duration, shared: Arc<Shared>) 
                 call.receive = Some(r);
             }
             for i in 0..send {
-                sent += u64::from(call.stream.tick(&mut out, if i == 0 { skipped } else { 0 }));
+                let skip = if i == 0 { skipped } else { 0 };
+                match ring.as_mut() {
+                    // Built in the ring's next slot, sent with the others at the flush.
+                    Some(r) => {
+                        if let Some((n, dest)) = call.stream.tick(r.buffer(), skip) {
+                            let socket = match call.fixed {
+                                true => Socket::Fixed(token as u32),
+                                false => Socket::Fd(call.stream.socket.as_raw_fd()),
+                            };
+                            let f = r.queue(socket, n, dest);
+                            sent += f.sent;
+                            failed += f.failed;
+                        }
+                    }
+                    None => {
+                        if let Some((n, dest)) = call.stream.tick(&mut out, skip) {
+                            match call.stream.socket.send_to(&out[..n], dest) {
+                                Ok(_) => sent += 1,
+                                Err(_) => failed += 1,
+                            }
+                        }
+                    }
+                }
             }
+        }
+        // Every packet of the tick leaves in one system call.
+        if let Some(r) = ring.as_mut() {
+            let f = r.flush();
+            sent += f.sent;
+            failed += f.failed;
+        }
+        if failed > 0 {
+            shared
+                .metrics
+                .rtp_send_errors_total
+                .fetch_add(failed, Relaxed);
         }
         // Which watched sockets received since the last tick: one epoll_wait (edge-triggered,
         // so a socket is reported once per arrival after it was emptied) instead of an empty
