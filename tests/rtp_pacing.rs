@@ -17,15 +17,15 @@ use common::*;
 #[test]
 fn outgoing_rtp_is_paced_at_20ms_through_io_uring() {
     let server = Server::start(ServerOptions::default());
-    let rings = metric(&server, "ivr_rtp_threads_io_uring");
+    let rings = server.metric("ivr_rtp_threads_io_uring");
     let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
         .map(|s| s.trim() != "0")
         .unwrap_or(false);
     if disabled {
         eprintln!("io_uring is disabled on this kernel: the media threads use sendto");
-        assert_eq!(rings, 0.0);
+        assert_eq!(rings, 0);
     } else {
-        assert!(rings >= 1.0, "no media thread sends through io_uring");
+        assert!(rings >= 1, "no media thread sends through io_uring");
     }
     paced(server, "pacing-uring");
 }
@@ -36,16 +36,8 @@ fn outgoing_rtp_is_paced_at_20ms_with_sendto() {
         media_toml: "io_uring = false\n".into(),
         ..ServerOptions::default()
     });
-    assert_eq!(metric(&server, "ivr_rtp_threads_io_uring"), 0.0);
+    assert_eq!(server.metric("ivr_rtp_threads_io_uring"), 0);
     paced(server, "pacing-sendto");
-}
-
-fn metric(server: &Server, name: &str) -> f64 {
-    let (_, metrics) = server.get("/metrics");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
 
 fn paced(server: Server, name: &str) {
@@ -114,5 +106,5 @@ fn paced(server: Server, name: &str) {
         "the stream drifts: {per_packet_us:.0} µs per packet over {} packets",
         rtp.len()
     );
-    assert_eq!(metric(&server, "ivr_rtp_send_errors_total"), 0.0);
+    assert_eq!(server.metric("ivr_rtp_send_errors_total"), 0);
 }

@@ -133,9 +133,7 @@ impl SendRing {
         self.buffer()[..4].copy_from_slice(b"ivr!");
         let queued = self.queue(target, 4, dest);
         let done = self.flush();
-        if self.files > 0 {
-            self.unregister(0);
-        }
+        self.unregister(0);
         let mut got = [0u8; 8];
         match sock.recv(&mut got) {
             Ok(4) if queued.sent + done.sent == 1 && &got[..4] == b"ivr!" => Ok(()),

@@ -301,7 +301,6 @@ impl JitterBuffer {
         outcome
     }
 
-    /// One playout tick (every `frame_ms`).
     /// Where the next packet in sequence will be stored: its slot, and the start of its
     /// payload. Addresses for a cache prefetch by a shell that handles many calls in turn (a
     /// hint: never to be read through; stale once the buffer changes).
@@ -318,6 +317,7 @@ impl JitterBuffer {
         ]
     }
 
+    /// One playout tick (every `frame_ms`).
     pub fn pop(&mut self, _now: Instant) -> Pop<'_> {
         let Some(next) = self.next_seq else {
             return Pop::Empty;
